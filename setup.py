@@ -1,0 +1,37 @@
+"""Packaging for ssl_retrieval: the library, its Beam pipelines and the pinned stack."""
+
+import setuptools
+
+# TF and ScaNN move together: scann 1.4.2's TF ops are built against TF 2.20 only.
+INSTALL_REQUIRES = [
+    "tensorflow==2.20.*",
+    "tf-keras==2.20.*",
+    "tensorflow-recommenders==0.7.7",
+    "scann[tf]==1.4.2",
+    "apache-beam==2.77.*",
+    "tensorflow-datasets",
+    "absl-py",
+    "numpy",
+    "matplotlib",
+    "scikit-learn",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest", "ruff"],
+}
+
+setuptools.setup(
+    name="ssl_retrieval",
+    version="0.1.0",
+    description=(
+        "Self-supervised two-tower item retrieval (Yao et al., CIKM 2021): "
+        "Beam preprocessing, TFRS training, evaluation and ScaNN serving."
+    ),
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["ssl_retrieval", "ssl_retrieval.*", "pipelines", "pipelines.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

@@ -1,0 +1,289 @@
+"""Tiny preprocessed data directories for tests, written directly in the pipeline's output format.
+
+The Beam pipeline (`pipelines.preprocess`) is the real producer of a data dir; this module writes
+the same layout (docs/contracts.md) in a few milliseconds so that the model, evaluation and export
+tests do not depend on running Beam. A test of the pipeline checks that its output reads back the
+same way as this one.
+
+The catalogue has real structure: items belong to clusters, their brand and tags depend on the
+cluster, and pairs link items of the same cluster with Zipf-skewed popularity, so a model trained
+for a few steps beats chance and the mutual information between features is far from zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+
+import numpy as np
+
+from ssl_retrieval import schema as schema_lib
+
+FEATURES = [
+    {"name": "item_id", "kind": "id"},
+    {"name": "brand", "kind": "categorical"},
+    {"name": "category", "kind": "categorical"},
+    {"name": "tags", "kind": "multi_hot"},
+    {"name": "price", "kind": "dense", "transform": "log"},
+]
+
+
+def _items(num_items: int, num_clusters: int, rng: np.random.Generator) -> list[dict]:
+    items = []
+    for i in range(num_items):
+        cluster = i % num_clusters
+        item: dict = {"item_id": f"item{i:05d}"}
+        if rng.random() > 0.05:  # a few missing values, as in real catalogues
+            item["brand"] = f"brand{cluster}" if rng.random() < 0.8 else f"brand{rng.integers(50)}"
+        item["category"] = f"cat{cluster // 2}"
+        n_tags = int(rng.integers(0, 4))
+        item["tags"] = sorted({f"tag{cluster}_{int(rng.integers(3))}" for _ in range(n_tags)})
+        if rng.random() > 0.1:
+            item["price"] = float(np.exp(rng.normal(2 + cluster % 3, 0.5)))
+        items.append(item)
+    return items
+
+
+def _pairs(
+    num_items: int, num_pairs: int, num_clusters: int, rng: np.random.Generator
+) -> list[tuple[str, str]]:
+    per_cluster = num_items // num_clusters
+    ranks = np.arange(1, per_cluster + 1, dtype=np.float64)
+    probs = ranks**-1.1
+    probs /= probs.sum()
+    pairs = []
+    for _ in range(num_pairs):
+        q = int(rng.integers(num_items))
+        cluster = q % num_clusters
+        c = cluster + num_clusters * int(rng.choice(per_cluster, p=probs))
+        if c != q:
+            pairs.append((f"item{q:05d}", f"item{c:05d}"))
+    return pairs
+
+
+def _example(item: dict, prefix: str, features) -> dict:
+    from ssl_retrieval.compat import tf
+
+    out = {}
+    for f in features:
+        value = item.get(f.name)
+        if f.kind == schema_lib.DENSE:
+            vals = [] if value is None else [float(value)]
+            out[prefix + f.name] = tf.train.Feature(float_list=tf.train.FloatList(value=vals))
+        else:
+            vals = [] if value is None else ([value] if isinstance(value, str) else value)
+            out[prefix + f.name] = tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[v.encode() for v in vals])
+            )
+    return out
+
+
+def _tokens(item: dict, f) -> list[str]:
+    value = item.get(f.name)
+    if value is None or value == []:
+        return ["<MISSING>"]
+    return [value] if isinstance(value, str) else list(value)
+
+
+def dense_bin(value: float, feature) -> str:
+    """The MI token of a dense value (docs/contracts.md): half-std bins of the standardised value."""
+    x = math.log1p(value) if feature.dense_transform == "log" else value
+    z = (x - feature.mean) / feature.std
+    return f"bin{min(7, max(-8, math.floor(2 * z)))}"
+
+
+def mutual_information(items: list[dict], features, vocabs: dict[str, set]) -> dict:
+    """Reference MI (eq. 4) with the contract's multi-hot mass weighting, in plain Python.
+
+    Args:
+      items: raw item dicts.
+      features: the preprocessed schema's features (dense ones need mean/std).
+      vocabs: feature name -> set of in-vocabulary values (sparse features).
+    """
+    sparse = list(features)
+    names = [f.name for f in sparse]
+
+    def capped(item, f):
+        if f.kind == schema_lib.DENSE:
+            value = item.get(f.name)
+            return ["<MISSING>"] if value is None else [dense_bin(value, f)]
+        return [t if t == "<MISSING>" or t in vocabs[f.name] else "<OOV>" for t in _tokens(item, f)]
+
+    def entropy(counter: Counter, total: float) -> float:
+        return -sum((c / total) * math.log(c / total) for c in counter.values() if c > 0)
+
+    n = len(items)
+    k = len(sparse)
+    mi = np.zeros((k, k))
+    ent = np.zeros(k)
+    marg = []
+    for f in sparse:
+        counter: Counter = Counter()
+        for item in items:
+            vals = capped(item, f)
+            for v in vals:
+                counter[v] += 1.0 / len(vals)
+        marg.append(counter)
+    for i in range(k):
+        ent[i] = entropy(marg[i], n)
+    for i in range(k):
+        for j in range(k):
+            joint: Counter = Counter()
+            for item in items:
+                a, b = capped(item, sparse[i]), capped(item, sparse[j])
+                if i == j:
+                    for v in a:
+                        joint[(v, v)] += 1.0 / len(a)
+                    continue
+                for va in a:
+                    for vb in b:
+                        joint[(va, vb)] += 1.0 / (len(a) * len(b))
+            mi[i, j] = ent[i] + ent[j] - entropy(joint, n)
+    for i in range(k):
+        mi[i, i] = ent[i]
+    ranked = {
+        names[i]: [
+            names[j] for j in sorted((j for j in range(k) if j != i), key=lambda j: -mi[i, j])
+        ]
+        for i in range(k)
+    }
+    return {
+        "features": names,
+        "mutual_information": mi.tolist(),
+        "entropy": ent.tolist(),
+        "ranked": ranked,
+        "num_items": n,
+        "log_base": "e",
+    }
+
+
+def make_data_dir(
+    path: str,
+    num_items: int = 240,
+    num_pairs: int = 3000,
+    num_clusters: int = 12,
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+) -> str:
+    """Writes a tiny preprocessed data dir at `path` (created) and returns `path`."""
+    from ssl_retrieval.compat import tf
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(path, "vocab"), exist_ok=True)
+    os.makedirs(os.path.join(path, "stats"), exist_ok=True)
+    items = _items(num_items, num_clusters, rng)
+    pairs = _pairs(num_items, num_pairs, num_clusters, rng)
+    by_id = {item["item_id"]: item for item in items}
+    features = schema_lib.from_json({"features": FEATURES}).features
+
+    final_features = []
+    vocabs: dict[str, set] = {}
+    for f in features:
+        if f.is_sparse:
+            counts: Counter = Counter()
+            for item in items:
+                for v in set(_tokens(item, f)) - {"<MISSING>"}:
+                    counts[v] += 1
+            values = sorted(counts, key=lambda v: (-counts[v], v))
+            vocabs[f.name] = set(values)
+            rel = f"vocab/{f.name}.txt"
+            with open(os.path.join(path, rel), "w", encoding="utf-8") as out:
+                out.writelines(v + "\n" for v in values)
+            num_values = sum(len(_tokens(i, f)) for i in items if f.name in i and i[f.name] != [])
+            final_features.append(
+                schema_lib.Feature(
+                    name=f.name,
+                    kind=f.kind,
+                    vocab_size=len(values),
+                    vocab_file=rel,
+                    oov_buckets=1,
+                    num_values_mean=num_values / len(items),
+                )
+            )
+        else:
+            vals = np.log1p([i[f.name] for i in items if i.get(f.name) is not None])
+            final_features.append(
+                schema_lib.Feature(
+                    name=f.name,
+                    kind=f.kind,
+                    transform="log",
+                    mean=float(vals.mean()),
+                    std=float(vals.std() or 1.0),
+                )
+            )
+
+    def is_eval(q: str, c: str) -> bool:
+        import zlib
+
+        return zlib.crc32(f"{q}\t{c}".encode()) % 10_000 < eval_fraction * 10_000
+
+    train = [(q, c) for q, c in pairs if not is_eval(q, c)]
+    evals = [(q, c) for q, c in pairs if is_eval(q, c)]
+
+    def write(name: str, records) -> None:
+        with tf.io.TFRecordWriter(os.path.join(path, name)) as w:
+            for feats in records:
+                w.write(
+                    tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+                )
+
+    write("items-00000-of-00001.tfrecord", (_example(i, "", features) for i in items))
+    for split, split_pairs in (("train", train), ("eval", evals)):
+        records = []
+        for q, c in split_pairs:
+            feats = _example(by_id[q], schema_lib.QUERY_PREFIX, features)
+            feats.update(_example(by_id[c], schema_lib.CANDIDATE_PREFIX, features))
+            feats[schema_lib.WEIGHT_KEY] = tf.train.Feature(
+                float_list=tf.train.FloatList(value=[1.0])
+            )
+            records.append(feats)
+        write(f"{split}-00000-of-00001.tfrecord", records)
+
+    schema = schema_lib.Schema(
+        features=tuple(final_features),
+        counts={
+            "items": len(items),
+            "input_items": len(items),
+            "train_pairs": len(train),
+            "eval_pairs": len(evals),
+            "input_pairs": len(pairs),
+            "error_records": 0,
+        },
+        files={"train": "train-*.tfrecord", "eval": "eval-*.tfrecord", "items": "items-*.tfrecord"},
+    )
+    schema_lib.save(schema, os.path.join(path, "schema.json"))
+
+    with open(os.path.join(path, "mutual_info.json"), "w") as out:
+        json.dump(mutual_information(items, final_features, vocabs), out, indent=2)
+
+    cand_counts = Counter(c for _, c in train)
+    ordered = sorted(cand_counts, key=lambda i: (-cand_counts[i], i))
+    head = ordered[: max(1, int(round(0.1 * len(ordered))))]
+    cold = sorted({c for _, c in evals} - set(cand_counts))
+    with open(os.path.join(path, "stats/candidate_counts.tsv"), "w") as out:
+        out.writelines(f"{i}\t{cand_counts[i]}\n" for i in ordered)
+    with open(os.path.join(path, "stats/head_items.txt"), "w") as out:
+        out.writelines(i + "\n" for i in head)
+    with open(os.path.join(path, "stats/cold_items.txt"), "w") as out:
+        out.writelines(i + "\n" for i in cold)
+    stats = {
+        "num_items": len(items),
+        "num_train_pairs": len(train),
+        "num_eval_pairs": len(evals),
+        "num_train_candidates": len(ordered),
+        "head_fraction": 0.1,
+        "num_head_items": len(head),
+        "num_cold_items": len(cold),
+        "files": {
+            "candidate_counts": "stats/candidate_counts.tsv",
+            "head_items": "stats/head_items.txt",
+            "cold_items": "stats/cold_items.txt",
+        },
+    }
+    with open(os.path.join(path, "stats.json"), "w") as out:
+        json.dump(stats, out, indent=2)
+    with open(os.path.join(path, "README.md"), "w") as out:
+        out.write("Tiny test data dir written by ssl_retrieval.testing (see docs/contracts.md).\n")
+    return path
