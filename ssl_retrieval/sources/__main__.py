@@ -1,0 +1,110 @@
+r"""Writes a built-in dataset in the raw input format (items, pairs, schema, README).
+
+  python -m ssl_retrieval.sources --source=debian --output_dir=runs/debian/raw
+  python -m ssl_retrieval.sources --source=synthetic --num_items=1000000 \
+      --num_pairs=10000000 --num_shards=8 --output_dir=runs/synth/raw
+  python -m ssl_retrieval.sources --source=movielens --variant=1m-ratings --output_dir=runs/ml/raw
+"""
+
+import logging
+import sys
+
+from absl import app, flags
+
+from ssl_retrieval.sources import SOURCES
+
+SOURCE = flags.DEFINE_enum("source", None, SOURCES, "Which built-in dataset to write.")
+OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Directory to create; must not exist with content unless --overwrite."
+)
+OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace an existing --output_dir (removed only once the new one is done)."
+)
+NUM_SHARDS = flags.DEFINE_integer(
+    "num_shards", 1, "JSON Lines shards per file kind (items-00000-of-0000N.jsonl when > 1)."
+)
+# debian
+PACKAGES_FILE = flags.DEFINE_list(
+    "packages_file",
+    None,
+    "debian: Packages index file(s), plain or .gz/.xz/.bz2/.lz4, comma separated. "
+    "Default: every /var/lib/apt/lists/*_Packages* on this machine.",
+)
+STRICT = flags.DEFINE_bool(
+    "strict",
+    False,
+    "debian: fail on the first malformed stanza instead of skipping and counting it.",
+)
+# movielens
+VARIANT = flags.DEFINE_string(
+    "variant", "1m-ratings", "movielens: TFDS config, e.g. 100k-ratings, 1m-ratings, 25m-ratings."
+)
+TFDS_DATA_DIR = flags.DEFINE_string(
+    "tfds_data_dir", None, "movielens: TFDS data directory (default: TFDS's own)."
+)
+# synthetic
+NUM_ITEMS = flags.DEFINE_integer("num_items", 10_000, "synthetic: number of items.")
+NUM_PAIRS = flags.DEFINE_integer("num_pairs", 100_000, "synthetic: number of pairs.")
+NUM_CLUSTERS = flags.DEFINE_integer(
+    "num_clusters", None, "synthetic: latent item clusters (default about sqrt(num_items))."
+)
+ZIPF_EXPONENT = flags.DEFINE_float(
+    "zipf_exponent", 1.1, "synthetic: Zipf exponent of candidate popularity within a cluster."
+)
+NOISE = flags.DEFINE_float(
+    "noise", 0.1, "synthetic: probability that a pair's candidate is from a random cluster."
+)
+SEED = flags.DEFINE_integer("seed", 0, "synthetic: random seed; same arguments, same bytes.")
+
+flags.mark_flags_as_required(["source", "output_dir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        if SOURCE.value == "debian":
+            from ssl_retrieval.sources import debian
+
+            summary = debian.build(
+                OUTPUT_DIR.value,
+                packages_files=PACKAGES_FILE.value,
+                num_shards=NUM_SHARDS.value,
+                overwrite=OVERWRITE.value,
+                strict=STRICT.value,
+            )
+        elif SOURCE.value == "movielens":
+            from ssl_retrieval.sources import movielens
+
+            summary = movielens.build(
+                OUTPUT_DIR.value,
+                variant=VARIANT.value,
+                tfds_data_dir=TFDS_DATA_DIR.value,
+                num_shards=NUM_SHARDS.value,
+                overwrite=OVERWRITE.value,
+            )
+        else:
+            from ssl_retrieval.sources import synthetic
+
+            summary = synthetic.build(
+                OUTPUT_DIR.value,
+                num_items=NUM_ITEMS.value,
+                num_pairs=NUM_PAIRS.value,
+                num_clusters=NUM_CLUSTERS.value,
+                zipf_exponent=ZIPF_EXPONENT.value,
+                noise=NOISE.value,
+                seed=SEED.value,
+                num_shards=NUM_SHARDS.value,
+                overwrite=OVERWRITE.value,
+            )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(
+        f"{SOURCE.value}: {summary['items']} items, {summary['pairs']} pairs -> {OUTPUT_DIR.value}"
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
