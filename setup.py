@@ -9,6 +9,8 @@ INSTALL_REQUIRES = [
     "tensorflow-recommenders==0.7.7",
     "scann[tf]==1.4.2",
     "apache-beam==2.77.*",
+    # Fast CRC32C for the TFRecord framing the Beam writers produce.
+    "google-crc32c",
     "tensorflow-datasets",
     "absl-py",
     "numpy",

@@ -26,7 +26,8 @@ Record layout in the TFRecords (the contract between the pipeline and `ssl_retri
   train-*/eval-*: one tf.Example per pair, keys `query_<name>` and `candidate_<name>`, plus
                   `weight` (float, 1.0 when the raw pair had none).
   id/categorical/multi_hot values are raw strings (bytes_list, 0..n values; no value = missing);
-  dense values are raw floats (float_list with 0 or 1 value; no value = missing). The model maps
+  dense values are raw floats (float_list with 1 value; a missing value is an absent key, which
+  `tf.io.FixedLenFeature(default_value=nan)` fills, while an empty list would fail). The model maps
   strings to vocabulary ids and normalises dense values with the constants from schema.json.
 """
 

@@ -70,8 +70,10 @@ def _example(item: dict, prefix: str, features) -> dict:
     for f in features:
         value = item.get(f.name)
         if f.kind == schema_lib.DENSE:
-            vals = [] if value is None else [float(value)]
-            out[prefix + f.name] = tf.train.Feature(float_list=tf.train.FloatList(value=vals))
+            if value is not None:  # missing dense value = absent key (FixedLenFeature default)
+                out[prefix + f.name] = tf.train.Feature(
+                    float_list=tf.train.FloatList(value=[float(value)])
+                )
         else:
             vals = [] if value is None else ([value] if isinstance(value, str) else value)
             out[prefix + f.name] = tf.train.Feature(

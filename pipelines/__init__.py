@@ -1,0 +1,1 @@
+"""Apache Beam jobs of ssl_retrieval. `python -m pipelines.preprocess --help`."""

@@ -1,0 +1,420 @@
+"""The preprocessing job: raw JSON Lines in, a data directory the trainer reads out.
+
+Stages (one composite PTransform each): read + validate (raw_io), vocabularies and dense
+statistics (vocabulary), mutual information (mutual_information), pair join + split + encoding
+(pairs), deterministic sharded writing (writers), slice statistics (stats). The driver then
+assembles the small JSON files (schema.json, mutual_info.json, stats.json, README.md) from the
+pipeline's small outputs and moves the finished directory into place.
+
+The job writes into `<output_dir>.tmp-<random>` and renames it at the end: an interrupted or failed
+run never leaves a half-written output directory, and an existing one is replaced only with
+`overwrite=True`, after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import mutual_information, raw_io, stats, vocabulary, writers
+from pipelines.pairs import EVAL, TRAIN, JoinPairs, item_example
+from ssl_retrieval import schema as schema_lib
+
+TARGET_SHARD_BYTES = 64 << 20
+META = "_meta"
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    """Options of one preprocessing run (the CLI flags, validated).
+
+    Attributes:
+      items, pairs: globs of the raw JSON Lines files.
+      schema: path of the dataset schema JSON.
+      output_dir: the data directory to create.
+      eval_fraction: share of pairs (by pair hash) held out for evaluation.
+      train_fraction: share of training pairs kept (data-sparsity study); eval is untouched.
+      max_error_fraction: fail if dead letters exceed this share of input records.
+      head_fraction: share of distinct training candidates that form the head slice.
+      max_vocab, min_count: defaults for features whose schema does not set them.
+      num_shards: shards of train-* (eval and items scale from it); 0 = from the input size.
+      overwrite: replace an existing output directory.
+    """
+
+    items: str
+    pairs: str
+    schema: str
+    output_dir: str
+    eval_fraction: float = 0.1
+    train_fraction: float = 1.0
+    max_error_fraction: float = 0.01
+    head_fraction: float = 0.1
+    max_vocab: int | None = None
+    min_count: int | None = None
+    num_shards: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self):
+        checks = [
+            (0.0 <= self.eval_fraction < 1.0, "--eval_fraction must be in [0, 1)"),
+            (0.0 < self.train_fraction <= 1.0, "--train_fraction must be in (0, 1]"),
+            (0.0 <= self.max_error_fraction <= 1.0, "--max_error_fraction must be in [0, 1]"),
+            (0.0 < self.head_fraction <= 1.0, "--head_fraction must be in (0, 1]"),
+            (self.max_vocab is None or self.max_vocab >= 1, "--max_vocab must be >= 1"),
+            (self.min_count is None or self.min_count >= 1, "--min_count must be >= 1"),
+            (self.num_shards >= 0, "--num_shards must be >= 0 (0 = automatic)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def _shard_counts(item_files: list[str], pair_files: list[str], num_shards: int):
+    def size(files):
+        return sum(m.size_in_bytes for f in files for m in FileSystems.match([f])[0].metadata_list)
+
+    if num_shards:
+        train = num_shards
+    else:
+        # A pair Example carries both items' features: about 25x its JSON line.
+        train = max(1, math.ceil(size(pair_files) * 25 / TARGET_SHARD_BYTES))
+    return {
+        TRAIN: train,
+        EVAL: max(1, train // 9),
+        "items": max(1, math.ceil(size(item_files) * 1.5 / TARGET_SHARD_BYTES)),
+    }
+
+
+def local_runner(options: PipelineOptions):
+    """Beam's in-process FnApiRunner when the user asked for the DirectRunner (or nothing).
+
+    Beam 2.77's DirectRunner first tries to download the Prism runner, which fails offline and
+    costs a network attempt per run; the FnApiRunner is what it falls back to, and it honours
+    `--direct_num_workers` and `--direct_running_mode`. Any other `--runner` is left to Beam.
+    """
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    if runner in (None, "DirectRunner", "direct"):
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner()
+    return None
+
+
+def _write_meta(pcoll, directory: str, name: str):
+    return (
+        pcoll
+        | f"{name}ToJson" >> beam.Map(lambda x: json.dumps(x, sort_keys=True))
+        | f"Write{name}"
+        >> beam.io.WriteToText(
+            FileSystems.join(directory, META, name), num_shards=1, shard_name_template=""
+        )
+    )
+
+
+def _read_meta(directory: str, name: str) -> list:
+    path = os.path.join(directory, META, name)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, files, shards, out: str):
+    """Adds the whole job to pipeline `p`, writing into directory `out`."""
+    lines_items = p | "ReadItems" >> raw_io.ReadJsonLines(files["items"])
+    lines_pairs = p | "ReadPairs" >> raw_io.ReadJsonLines(files["pairs"])
+    parsed_items = lines_items | "ParseItems" >> raw_io.ParseItems(schema)
+    parsed_pairs = lines_pairs | "ParsePairs" >> raw_io.ParsePairs()
+    items = parsed_items["items"]
+
+    vocab = items | "Vocabularies" >> vocabulary.ComputeVocabularies(
+        schema, out, config.max_vocab, config.min_count
+    )
+    dense = items | "DenseStats" >> vocabulary.ComputeDenseStats(schema)
+    min_counts = {
+        f.name: vocabulary.caps(f, config.max_vocab, config.min_count)[1]
+        for f in schema.sparse_features
+    }
+    mi_sums = items | "MutualInformation" >> mutual_information.ComputeMutualInformation(
+        schema,
+        vocab_sizes=beam.pvalue.AsDict(vocab["sizes"]),
+        dense_stats=beam.pvalue.AsDict(dense),
+        min_counts=min_counts,
+    )
+    joined = {"pairs": parsed_pairs["pairs"], "items": items} | "JoinPairs" >> JoinPairs(
+        schema, config.eval_fraction, config.train_fraction
+    )
+    features = schema.features
+    item_records = items | "EncodeItems" >> beam.Map(
+        lambda kv: (kv[0], item_example(kv[1], features))
+    )
+    counts = {
+        "train": joined[TRAIN]
+        | "WriteTrain" >> writers.WriteSortedShards(out, "train", shards[TRAIN]),
+        "eval": joined[EVAL] | "WriteEval" >> writers.WriteSortedShards(out, "eval", shards[EVAL]),
+        "items": item_records
+        | "WriteItems" >> writers.WriteSortedShards(out, "items", shards["items"]),
+    }
+    slice_stats = {
+        "train_candidates": joined["train_candidates"],
+        "eval_candidates": joined["eval_candidates"],
+    } | "SliceStats" >> stats.ComputeSliceStats(out, config.head_fraction)
+
+    errors = (
+        parsed_items[raw_io.ERRORS],
+        parsed_pairs[raw_io.ERRORS],
+        joined[raw_io.ERRORS],
+    ) | "AllErrors" >> beam.Flatten()
+    error_records = errors | "ErrorRecords" >> beam.Map(
+        lambda e: (f"{e['file']}\x1f{e['line']:012d}", json.dumps(e, sort_keys=True).encode())
+    )
+    error_count = error_records | "WriteErrors" >> writers.WriteSortedShards(
+        FileSystems.join(out, "errors"), "errors", 1, tfrecord=False
+    )
+
+    def num_values(kv):
+        _, item = kv
+        for f in schema.sparse_features:
+            value = item.get(f.name)
+            yield f.name, 0 if value is None else (1 if isinstance(value, str) else len(value))
+
+    meta = {
+        "vocab": vocab["sizes"],
+        "dense": dense,
+        "mi": mi_sums | "MiKeys" >> beam.Map(lambda kv: (list(kv[0]), kv[1])),
+        "num_values": items
+        | "NumValues" >> beam.FlatMap(num_values)
+        | "SumNumValues" >> beam.CombinePerKey(sum),
+        "slices": slice_stats,
+        "counts": (
+            counts["train"] | "TagTrain" >> beam.Map(lambda n: ("train_pairs", n)),
+            counts["eval"] | "TagEval" >> beam.Map(lambda n: ("eval_pairs", n)),
+            counts["items"] | "TagItems" >> beam.Map(lambda n: ("items", n)),
+            error_count | "TagErrors" >> beam.Map(lambda n: ("error_records", n)),
+            lines_items
+            | "CountItemLines" >> beam.combiners.Count.Globally()
+            | "TagItemLines" >> beam.Map(lambda n: ("input_items", n)),
+            lines_pairs
+            | "CountPairLines" >> beam.combiners.Count.Globally()
+            | "TagPairLines" >> beam.Map(lambda n: ("input_pairs", n)),
+            joined["downsampled"]
+            | "CountDownsampled" >> beam.combiners.Count.Globally()
+            | "TagDownsampled" >> beam.Map(lambda n: ("downsampled_pairs", n)),
+        )
+        | "AllCounts" >> beam.Flatten(),
+    }
+    for name, pcoll in meta.items():
+        _write_meta(pcoll, out, name)
+
+
+def _final_schema(schema, meta_vocab, meta_dense, meta_num_values, counts, shards, num_items):
+    vocab = dict((k, v) for k, v in meta_vocab)
+    dense = dict((k, v) for k, v in meta_dense)
+    num_values = dict((k, v) for k, v in meta_num_values)
+    features = []
+    for f in schema.features:
+        if f.is_sparse:
+            features.append(
+                dataclasses.replace(
+                    f,
+                    vocab_size=vocab.get(f.name, {}).get("vocab_size", 0),
+                    vocab_file=f"vocab/{f.name}.txt",
+                    oov_buckets=f.oov_buckets or 1,
+                    num_values_mean=num_values.get(f.name, 0) / max(num_items, 1),
+                )
+            )
+        else:
+            stats_ = dense.get(f.name, {"mean": 0.0, "std": 1.0})
+            features.append(
+                dataclasses.replace(
+                    f, transform=f.dense_transform, mean=stats_["mean"], std=stats_["std"]
+                )
+            )
+    files = {
+        "train": f"train-*-of-{shards[TRAIN]:05d}.tfrecord",
+        "eval": f"eval-*-of-{shards[EVAL]:05d}.tfrecord",
+        "items": f"items-*-of-{shards['items']:05d}.tfrecord",
+    }
+    return schema_lib.Schema(features=tuple(features), counts=counts, files=files)
+
+
+README = """# Preprocessed data for ssl_retrieval
+
+Written by `python -m pipelines.preprocess` from:
+- items: `{items}`
+- pairs: `{pairs}`
+- schema: `{schema}`
+(eval_fraction {eval_fraction}, train_fraction {train_fraction}, head_fraction {head_fraction})
+
+| file | what it is |
+|---|---|
+| `schema.json` | features in order with kinds, vocabulary sizes and files, OOV buckets, dense normalisation constants; record counts; file patterns. The trainer builds its input layer from it. |
+| `vocab/<feature>.txt` | one value per line, most frequent first; line i is id i + oov_buckets. |
+| `mutual_info.json` | k x k mutual information between features (nats) over the item corpus, entropies, and each feature's others ranked by MI. |
+| `train-*.tfrecord`, `eval-*.tfrecord` | tf.Example pairs: `query_<feature>`, `candidate_<feature>`, `weight`. Split by a hash of the pair. |
+| `items-*.tfrecord` | the item corpus, one tf.Example per item (uniform item sampling, evaluation corpus, serving index). |
+| `stats.json`, `stats/` | candidate counts in training, the head set and the cold set for head/tail evaluation. |
+| `errors/` | dead letters: records that were skipped, with file, line, field and reason. |
+
+## Counts
+
+| | |
+|---|---|
+{count_rows}
+
+## Mutual information (features ranked by MI with each feature)
+
+{ranked}
+"""
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
+    """Runs the job and returns a summary (counts, shards, seconds).
+
+    Raises:
+      ValueError: bad configuration, unreadable input, or too many dead letters (the message
+        names the counts and where the dead letters were kept).
+    """
+    schema = schema_lib.load(config.schema)
+    out_dir = config.output_dir
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not config.overwrite:
+        raise ValueError(
+            f"--output_dir={out_dir} exists and is not empty; pass --overwrite to replace it "
+            "(only after the new one is complete)"
+        )
+    files = {
+        "items": raw_io.match_files(config.items, "--items"),
+        "pairs": raw_io.match_files(config.pairs, "--pairs"),
+    }
+    shards = _shard_counts(files["items"], files["pairs"], config.num_shards)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
+    os.makedirs(os.path.join(tmp, "vocab"))
+    os.makedirs(os.path.join(tmp, "stats"))
+    os.makedirs(os.path.join(tmp, "errors"))
+    start = time.time()
+    try:
+        options = PipelineOptions(beam_args or [])
+        logging.info(
+            "preprocess: %d item files, %d pair files -> %s",
+            len(files["items"]),
+            len(files["pairs"]),
+            out_dir,
+        )
+        with beam.Pipeline(runner=local_runner(options), options=options) as p:
+            build_pipeline(p, config, schema, files, shards, tmp)
+        logging.info("preprocess: pipeline done in %.1fs; assembling metadata", time.time() - start)
+        summary = _finish(config, schema, shards, tmp, files)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary["seconds"] = round(time.time() - start, 2)
+    if os.path.exists(out_dir):
+        old = f"{tmp}.old"
+        os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out_dir)
+    logging.info("preprocess: wrote %s", out_dir)
+    return summary
+
+
+def _finish(config, schema, shards, tmp, files) -> dict:
+    counts = dict(tuple(kv) for kv in _read_meta(tmp, "counts"))
+    counts.setdefault("downsampled_pairs", 0)
+    inputs = counts["input_items"] + counts["input_pairs"]
+    if counts["error_records"] > config.max_error_fraction * inputs:
+        kept = f"{config.output_dir}.errors"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.move(os.path.join(tmp, "errors"), kept)
+        sample = _first_errors(kept, 3)
+        raise ValueError(
+            f"{counts['error_records']} of {inputs} input records are invalid "
+            f"(more than --max_error_fraction={config.max_error_fraction}); nothing was written "
+            f"to {config.output_dir}. The dead letters are in {kept}/; first ones:\n{sample}"
+        )
+    names = schema.names
+    mi_sums = {tuple(k): v for k, v in _read_meta(tmp, "mi")}
+    mi = mutual_information.finalize(names, mi_sums, counts["items"])
+    _write_json(os.path.join(tmp, "mutual_info.json"), mi)
+    final = _final_schema(
+        schema,
+        _read_meta(tmp, "vocab"),
+        _read_meta(tmp, "dense"),
+        _read_meta(tmp, "num_values"),
+        {k: counts[k] for k in sorted(counts)},
+        shards,
+        counts["items"],
+    )
+    schema_lib.save(final, os.path.join(tmp, "schema.json"))
+    slices = {}
+    for d in _read_meta(tmp, "slices"):
+        slices.update(d)
+    stats_json = {
+        "num_items": counts["items"],
+        "num_train_pairs": counts["train_pairs"],
+        "num_eval_pairs": counts["eval_pairs"],
+        "num_train_candidates": slices.get("num_train_candidates", 0),
+        "head_fraction": config.head_fraction,
+        "num_head_items": slices.get("num_head_items", 0),
+        "num_cold_items": slices.get("num_cold_items", 0),
+        "files": {
+            "candidate_counts": "stats/candidate_counts.tsv",
+            "head_items": "stats/head_items.txt",
+            "cold_items": "stats/cold_items.txt",
+        },
+    }
+    _write_json(os.path.join(tmp, "stats.json"), stats_json)
+    shutil.rmtree(os.path.join(tmp, META), ignore_errors=True)
+    count_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items()))
+    count_rows += "\n" + "\n".join(
+        f"| {k} | {stats_json[k]} |" for k in ("num_head_items", "num_cold_items")
+    )
+    ranked = "\n".join(f"- `{n}`: {', '.join(mi['ranked'][n])}" for n in names)
+    with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+        f.write(
+            README.format(
+                items=config.items,
+                pairs=config.pairs,
+                schema=config.schema,
+                eval_fraction=config.eval_fraction,
+                train_fraction=config.train_fraction,
+                head_fraction=config.head_fraction,
+                count_rows=count_rows,
+                ranked=ranked,
+            )
+        )
+    return {"counts": counts, "shards": shards, "files": {k: len(v) for k, v in files.items()}}
+
+
+def _first_errors(directory: str, n: int) -> str:
+    lines = []
+    for path in sorted(glob.glob(os.path.join(directory, "*"))):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                e = json.loads(line)
+                lines.append(f"  {e['file']}:{e['line']}: field {e['field']!r}: {e['reason']}")
+                if len(lines) >= n:
+                    return "\n".join(lines)
+    return "\n".join(lines)

@@ -1,0 +1,468 @@
+"""The Beam preprocessing job: each transform with TestPipeline, and the whole job end to end."""
+
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines import mutual_information, pairs, preprocess_lib, raw_io, tf_example, vocabulary
+from ssl_retrieval import schema as schema_lib
+from ssl_retrieval.compat import tf
+
+SCHEMA = {
+    "features": [
+        {"name": "item_id", "kind": "id"},
+        {"name": "brand", "kind": "categorical", "min_count": 2},
+        {"name": "tags", "kind": "multi_hot", "max_vocab": 6},
+        {"name": "size", "kind": "dense", "transform": "log"},
+    ]
+}
+
+
+def random_items(n, rng):
+    items = []
+    for i in range(n):
+        cluster = i % 5
+        item = {"item_id": f"it{i}"}
+        if rng.random() < 0.9:
+            item["brand"] = f"b{cluster}" if rng.random() < 0.7 else f"rare{i}"
+        tags = sorted({f"t{cluster}{int(rng.integers(3))}" for _ in range(int(rng.integers(0, 4)))})
+        if tags:
+            item["tags"] = tags
+        if rng.random() < 0.8:
+            item["size"] = float(np.exp(rng.normal(cluster, 1)))
+        items.append(item)
+    return items
+
+
+def write_jsonl(path, records):
+    with open(path, "w") as f:
+        for r in records:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    d = tmp_path_factory.mktemp("raw")
+    rng = np.random.default_rng(0)
+    items = random_items(120, rng)
+    pair_list = []
+    for _ in range(1500):
+        q = int(rng.integers(120))
+        c = (q + 5 * int(rng.integers(1, 6))) % 120
+        pair_list.append({"query_id": f"it{q}", "candidate_id": f"it{c}"})
+    bad_items = [
+        "{not json",
+        json.dumps({"brand": "no id"}),
+        json.dumps({"item_id": "bad_tags", "tags": "not-a-list"}),
+        json.dumps({"item_id": "it0"}),  # duplicate id
+    ]
+    bad_pairs = [
+        json.dumps({"query_id": "it1", "candidate_id": "ghost"}),
+        json.dumps({"query_id": "it1", "candidate_id": "it2", "weight": -1}),
+    ]
+    write_jsonl(d / "items-00000-of-00002.jsonl", items[:60])
+    write_jsonl(d / "items-00001-of-00002.jsonl", items[60:] + bad_items)
+    write_jsonl(d / "pairs.jsonl", pair_list + bad_pairs)
+    with open(d / "schema.json", "w") as f:
+        json.dump(SCHEMA, f)
+    return {"dir": d, "items": items, "pairs": pair_list, "bad": len(bad_items) + len(bad_pairs)}
+
+
+def config_for(raw, out, **kwargs):
+    d = raw["dir"]
+    return preprocess_lib.PreprocessConfig(
+        items=str(d / "items*.jsonl"),
+        pairs=str(d / "pairs*.jsonl"),
+        schema=str(d / "schema.json"),
+        output_dir=str(out),
+        max_error_fraction=0.05,
+        num_shards=2,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def output(raw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "data"
+    summary = preprocess_lib.run(config_for(raw, out))
+    return {"dir": out, "summary": summary}
+
+
+# ---------------------------------------------------------------- numpy reference for MI
+
+
+def reference_mi(items, schema, vocabs, dense_stats):
+    """Eq. 4 with the contract's weighting, written independently with numpy arrays."""
+
+    def tokens(item, f):
+        v = item.get(f.name)
+        if v is None:
+            return ["<MISSING>"]
+        if f.kind == "dense":
+            z = (math.log1p(v) - dense_stats[f.name][0]) / dense_stats[f.name][1]
+            return [f"bin{min(7, max(-8, math.floor(2 * z)))}"]
+        vals = [v] if isinstance(v, str) else v
+        if f.kind == "id":
+            return vals
+        return [x if x in vocabs[f.name] else "<OOV>" for x in vals]
+
+    feats = schema.features
+    k, n = len(feats), len(items)
+    toks = [[tokens(it, f) for f in feats] for it in items]
+
+    def entropy_of(keys, weights):
+        uniq, inverse = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True)
+        p = np.bincount(inverse, weights=np.array(weights)) / n
+        p = p[p > 0]
+        return float(-(p * np.log(p)).sum())
+
+    h = []
+    for i in range(k):
+        keys = [t for row in toks for t in row[i]]
+        weights = [1.0 / len(row[i]) for row in toks for _ in row[i]]
+        h.append(entropy_of(keys, weights))
+    mi = np.zeros((k, k))
+    for i in range(k):
+        mi[i, i] = h[i]
+        for j in range(i + 1, k):
+            keys, weights = [], []
+            for row in toks:
+                for a in row[i]:
+                    for b in row[j]:
+                        keys.append(f"{a}\x00{b}")
+                        weights.append(1.0 / (len(row[i]) * len(row[j])))
+            mi[i, j] = mi[j, i] = h[i] + h[j] - entropy_of(keys, weights)
+    return mi, np.array(h)
+
+
+def test_mutual_information_matches_numpy_reference(raw, output):
+    out = output["dir"]
+    schema = schema_lib.load_from_data_dir(str(out))
+    vocabs = {
+        f.name: set(open(out / f.vocab_file).read().split("\n")) - {""}
+        for f in schema.sparse_features
+    }
+    dense_stats = {f.name: (f.mean, f.std) for f in schema.dense_features}
+    # The vocabulary caps really applied: min_count 2 removed the rare brands, max_vocab 6 tags.
+    assert not any(v.startswith("rare") for v in vocabs["brand"])
+    assert len(vocabs["tags"]) == 6
+    mi_json = json.load(open(out / "mutual_info.json"))
+    expected, entropy = reference_mi(raw["items"], schema, vocabs, dense_stats)
+    got = np.array(mi_json["mutual_information"])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(got, got.T)
+    np.testing.assert_allclose(np.diag(got), mi_json["entropy"], atol=1e-12)
+    np.testing.assert_allclose(mi_json["entropy"], entropy, atol=1e-6)
+    assert mi_json["features"] == ["item_id", "brand", "tags", "size"]
+    assert mi_json["ranked"]["item_id"][0] in ("brand", "tags", "size")
+    assert got[1, 2] > 0.1  # brand and tags share the cluster
+
+
+def test_counts_add_up(raw, output):
+    out = output["dir"]
+    counts = output["summary"]["counts"]
+    bad_pairs, bad_items = 2, 4
+    assert counts["input_pairs"] == len(raw["pairs"]) + bad_pairs
+    assert counts["input_items"] == len(raw["items"]) + bad_items
+    assert counts["items"] == len(raw["items"])
+    pair_errors = sum(
+        1
+        for line in open(glob.glob(str(out / "errors" / "*"))[0])
+        if "pairs" in json.loads(line)["file"]
+    )
+    assert counts["train_pairs"] + counts["eval_pairs"] + pair_errors == counts["input_pairs"]
+    assert counts["error_records"] == raw["bad"]
+    errors = [json.loads(line) for line in open(glob.glob(str(out / "errors" / "*"))[0])]
+    by_field = Counter(e["field"] for e in errors)
+    assert by_field == Counter({"": 1, "item_id": 2, "tags": 1, "candidate_id": 1, "weight": 1})
+    ghost = next(e for e in errors if e["field"] == "candidate_id")
+    assert ghost["file"].endswith("pairs.jsonl") and ghost["line"] == 1501
+    assert "unknown item 'ghost'" in ghost["reason"]
+    dup = next(e for e in errors if "duplicate" in e["reason"])
+    assert dup["file"].endswith("items-00001-of-00002.jsonl")
+
+
+def parse_all(pattern, spec):
+    ds = tf.data.TFRecordDataset(sorted(glob.glob(pattern))).batch(100000)
+    return next(iter(ds.map(lambda x: tf.io.parse_example(x, spec))))
+
+
+def test_records_read_back_with_the_schema(raw, output):
+    out = output["dir"]
+    schema = schema_lib.load_from_data_dir(str(out))
+    spec = {}
+    for prefix in ("query_", "candidate_"):
+        for f in schema.features:
+            spec[prefix + f.name] = (
+                tf.io.FixedLenFeature([], tf.float32, default_value=float("nan"))
+                if f.kind == "dense"
+                else tf.io.RaggedFeature(tf.string)
+            )
+    spec["weight"] = tf.io.FixedLenFeature([], tf.float32)
+    train = parse_all(str(out / schema.files["train"]), spec)
+    evals = parse_all(str(out / schema.files["eval"]), spec)
+    got = Counter()
+    for batch in (train, evals):
+        queries, candidates = batch["query_item_id"].numpy(), batch["candidate_item_id"].numpy()
+        for q, c in zip(queries, candidates, strict=True):
+            got[(q[0].decode(), c[0].decode())] += 1
+    assert got == Counter((p["query_id"], p["candidate_id"]) for p in raw["pairs"])
+    items = {it["item_id"]: it for it in raw["items"]}
+    q0 = train["query_item_id"][0][0].numpy().decode()
+    assert [t.decode() for t in train["query_tags"][0].numpy()] == items[q0].get("tags", [])
+    size = train["query_size"][0].numpy()
+    assert (np.isnan(size) and "size" not in items[q0]) or np.isclose(size, items[q0]["size"])
+    corpus = parse_all(
+        str(out / schema.files["items"]),
+        {"item_id": tf.io.RaggedFeature(tf.string), "tags": tf.io.RaggedFeature(tf.string)},
+    )
+    assert sorted(x[0].decode() for x in corpus["item_id"].numpy()) == sorted(items)
+    stats = json.load(open(out / "stats.json"))
+    counts_file = [line.split("\t") for line in open(out / "stats/candidate_counts.tsv")]
+    train_cands = Counter(c[0].decode() for c in train["candidate_item_id"].numpy())
+    assert {k: int(v) for k, v in counts_file} == dict(train_cands)
+    head = open(out / "stats/head_items.txt").read().split()
+    assert len(head) == stats["num_head_items"] == math.ceil(0.1 * len(train_cands))
+    assert min(train_cands[h] for h in head) >= max(
+        n for c, n in train_cands.items() if c not in head
+    )
+    eval_cands = {c[0].decode() for c in evals["candidate_item_id"].numpy()}
+    assert set(open(out / "stats/cold_items.txt").read().split()) == eval_cands - set(train_cands)
+    assert "## Counts" in open(out / "README.md").read()
+
+
+def test_rerun_is_byte_identical_and_train_fraction(raw, output, tmp_path):
+    again = tmp_path / "again"
+    preprocess_lib.run(config_for(raw, again))
+    for pattern in ("train-*", "eval-*", "items-*", "vocab/*", "stats/*", "mutual_info.json"):
+        first = sorted(glob.glob(str(output["dir"] / pattern)))
+        second = sorted(glob.glob(str(again / pattern)))
+        assert [os.path.basename(p) for p in first] == [os.path.basename(p) for p in second]
+        for a, b in zip(first, second, strict=True):
+            assert open(a, "rb").read() == open(b, "rb").read(), a
+
+
+def test_split_and_sampling_are_stable_hashes():
+    keys = [(f"q{i}", f"c{i % 97}") for i in range(40000)]
+    kept = [k for k in keys if pairs.kept_for_training(*k, 0.1)]
+    assert abs(len(kept) / len(keys) - 0.1) < 0.005
+    evals = [k for k in keys if pairs.split_of(*k, 0.1) == pairs.EVAL]
+    assert abs(len(evals) / len(keys) - 0.1) < 0.005
+    # The two hashes are independent: sampling does not favour either split.
+    both = [k for k in evals if pairs.kept_for_training(*k, 0.1)]
+    assert abs(len(both) / len(evals) - 0.1) < 0.02
+    assert pairs.unit_hash("a\x1fb", "split") == pairs.unit_hash("a\x1fb", "split")
+
+
+def test_train_fraction_end_to_end(raw, output, tmp_path):
+    out = tmp_path / "sparse"
+    summary = preprocess_lib.run(config_for(raw, out, train_fraction=0.1))
+    full = output["summary"]["counts"]
+    counts = summary["counts"]
+    assert counts["eval_pairs"] == full["eval_pairs"]
+    assert counts["train_pairs"] + counts["downsampled_pairs"] == full["train_pairs"]
+    assert abs(counts["train_pairs"] / full["train_pairs"] - 0.1) < 0.03  # ~1300 pairs
+
+
+def test_too_many_errors_fail_and_leave_nothing(raw, tmp_path):
+    out = tmp_path / "strict"
+    cfg = preprocess_lib.PreprocessConfig(
+        items=str(raw["dir"] / "items*.jsonl"),
+        pairs=str(raw["dir"] / "pairs*.jsonl"),
+        schema=str(raw["dir"] / "schema.json"),
+        output_dir=str(out),
+        max_error_fraction=0.0,
+    )
+    with pytest.raises(ValueError, match=r"6 of 1626 input records are invalid"):
+        preprocess_lib.run(cfg)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["strict.errors"]
+
+
+def test_cli_errors_are_clear(raw, tmp_path):
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "pipelines.preprocess", *args], capture_output=True, text=True
+        )
+
+    missing = run(
+        f"--items={tmp_path}/none*.jsonl",
+        f"--pairs={raw['dir']}/pairs.jsonl",
+        f"--schema={raw['dir']}/schema.json",
+        f"--output_dir={tmp_path}/x",
+    )
+    assert missing.returncode == 1
+    assert "--items=" in missing.stderr and "no file matches" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = run(
+        f"--items={raw['dir']}/items*.jsonl",
+        f"--pairs={raw['dir']}/pairs.jsonl",
+        f"--schema={raw['dir']}/schema.json",
+        f"--output_dir={tmp_path}/y",
+        "--train_fraction=0",
+    )
+    assert bad.returncode == 1 and "--train_fraction must be in (0, 1]" in bad.stderr
+    assert "--direct_running_mode" in run("--help").stdout
+
+
+# ---------------------------------------------------------------- transforms, one by one
+
+
+def test_parse_items_transform():
+    schema = schema_lib.from_json(SCHEMA)
+    lines = [
+        ("a.jsonl", 1, json.dumps({"item_id": "x", "tags": ["t", "t", "u"], "size": 3})),
+        ("a.jsonl", 2, json.dumps({"item_id": "y", "brand": 5})),
+        ("b.jsonl", 1, json.dumps({"item_id": "x", "brand": "later"})),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(lines) | raw_io.ParseItems(schema)
+        assert_that(
+            out["items"],
+            equal_to([("x", {"item_id": "x", "tags": ["t", "u"], "size": 3.0})]),
+            label="Items",
+        )
+        assert_that(
+            out["errors"] | beam.Map(lambda e: (e["file"], e["line"], e["field"], e["reason"])),
+            equal_to(
+                [
+                    ("a.jsonl", 2, "brand", "expected a string, got int"),
+                    ("b.jsonl", 1, "item_id", "duplicate item id (first seen at a.jsonl:1)"),
+                ]
+            ),
+            label="Errors",
+        )
+
+
+def test_vocabulary_transform(tmp_path):
+    schema = schema_lib.from_json(SCHEMA)
+    os.makedirs(tmp_path / "vocab")
+    items = [
+        ("a", {"item_id": "a", "brand": "b1", "tags": ["x", "y"]}),
+        ("b", {"item_id": "b", "brand": "b1", "tags": ["y"]}),
+        ("c", {"item_id": "c", "brand": "b2"}),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(items) | vocabulary.ComputeVocabularies(schema, str(tmp_path))
+        assert_that(
+            out["sizes"] | beam.Map(lambda kv: (kv[0], kv[1]["vocab_size"])),
+            equal_to([("item_id", 3), ("brand", 1), ("tags", 2)]),
+        )
+    assert open(tmp_path / "vocab" / "tags.txt").read() == "y\nx\n"
+    assert open(tmp_path / "vocab" / "brand.txt").read() == "b1\n"  # min_count 2
+    assert open(tmp_path / "vocab" / "item_id.txt").read() == "a\nb\nc\n"
+
+
+def test_mutual_information_transform_on_a_hand_case():
+    # Two features that determine each other: MI = H = log 2.
+    schema = schema_lib.from_json(
+        {
+            "features": [
+                {"name": "id", "kind": "id"},
+                {"name": "a", "kind": "categorical"},
+                {"name": "b", "kind": "categorical"},
+            ]
+        }
+    )
+    items = [(str(i), {"id": str(i), "a": f"a{i % 2}", "b": f"b{i % 2}"}) for i in range(8)]
+    sizes = {
+        "a": {"cutoff": [-4, "a1"], "vocab_size": 2},
+        "b": {"cutoff": [-4, "b1"], "vocab_size": 2},
+    }
+    with TestPipeline() as p:
+        sums = (
+            p
+            | beam.Create(items)
+            | mutual_information.ComputeMutualInformation(
+                schema,
+                vocab_sizes=beam.pvalue.AsDict(p | "Sizes" >> beam.Create(sizes.items())),
+                dense_stats=beam.pvalue.AsDict(p | "Dense" >> beam.Create([])),
+                min_counts={"a": 1, "b": 1},
+            )
+        )
+        result = (
+            sums
+            | beam.combiners.ToDict()
+            | beam.Map(
+                lambda s: mutual_information.finalize(["id", "a", "b"], s, 8)["mutual_information"]
+            )
+        )
+
+        def check(matrices):
+            (m,) = matrices
+            np.testing.assert_allclose(
+                m, [[math.log(8), math.log(2), math.log(2)], [math.log(2)] * 3, [math.log(2)] * 3]
+            )
+
+        assert_that(result, check)
+
+
+def test_join_pairs_transform():
+    schema = schema_lib.from_json({"features": [{"name": "item_id", "kind": "id"}]})
+    items = [("a", {"item_id": "a"}), ("b", {"item_id": "b"})]
+    raw_pairs = [
+        {"query_id": "a", "candidate_id": "b", "weight": 2.0, "file": "p", "line": 1},
+        {"query_id": "a", "candidate_id": "zz", "weight": 1.0, "file": "p", "line": 2},
+    ]
+    with TestPipeline() as p:
+        out = {
+            "pairs": p | "Pairs" >> beam.Create(raw_pairs),
+            "items": p | "Items" >> beam.Create(items),
+        } | pairs.JoinPairs(schema, eval_fraction=0.0, train_fraction=1.0)
+        expected = tf_example.example(
+            {
+                "query_item_id": tf_example.bytes_feature(["a"]),
+                "candidate_item_id": tf_example.bytes_feature(["b"]),
+                "weight": tf_example.float_feature([2.0]),
+            }
+        )
+        assert_that(out["train"], equal_to([("a\x1fb", expected)]), label="Train")
+        assert_that(
+            out["errors"] | beam.Map(lambda e: (e["line"], e["field"])),
+            equal_to([(2, "candidate_id")]),
+            label="Errors",
+        )
+
+
+def test_tf_example_encoder_matches_tensorflow():
+    encoded = tf_example.example(
+        {
+            "s": tf_example.bytes_feature(["héllo", "x"]),
+            "e": tf_example.bytes_feature([]),
+            "f": tf_example.float_feature([1.5]),
+            "g": tf_example.float_feature([]),
+        }
+    )
+    parsed = tf.train.Example.FromString(encoded)
+    assert list(parsed.features.feature["s"].bytes_list.value) == ["héllo".encode(), b"x"]
+    assert list(parsed.features.feature["e"].bytes_list.value) == []
+    assert list(parsed.features.feature["f"].float_list.value) == [1.5]
+    assert parsed.features.feature["g"].WhichOneof("kind") == "float_list"
+
+
+@pytest.mark.slow
+def test_multi_processing_gives_the_same_outputs(raw, output, tmp_path):
+    out = tmp_path / "mp"
+    preprocess_lib.run(
+        config_for(raw, out),
+        ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    )
+    for pattern in ("train-*", "eval-*", "items-*", "vocab/*", "stats/*"):
+        for a in sorted(glob.glob(str(output["dir"] / pattern))):
+            b = out / os.path.relpath(a, output["dir"])
+            assert open(a, "rb").read() == open(b, "rb").read(), a
+    np.testing.assert_allclose(
+        json.load(open(out / "mutual_info.json"))["mutual_information"],
+        json.load(open(output["dir"] / "mutual_info.json"))["mutual_information"],
+        atol=1e-9,
+    )
