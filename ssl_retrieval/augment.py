@@ -1,0 +1,203 @@
+"""Augmentations for the SSL task: feature masking (CFM, RFM, ...), feature and value dropout.
+
+Every draw is stateless: a layer has a `seed` and is called with the global training `step`, and
+its randomness comes from `tf.random.stateless_*` with the seed pair [seed * 1000003 + salt,
+step]. Masks therefore change every batch, are identical for the same (seed, step), and a
+resumed run repeats exactly the augmentations it would have made.
+
+Features are identified by their index in the schema order (k features).
+
+Masked-set size: the paper picks the seed feature plus its top n = floor(k/2) correlated features
+"so that the masked and retained set of features have roughly the same size". Read literally the
+masked set then has floor(k/2) + 1 features; we take the intent and mask `mask_size` features in
+total, default floor(k/2) (seed included). `--mask_size` changes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ssl_retrieval.compat import tf
+
+MASKING_METHODS = ("cfm", "rfm", "rfm_no_compl", "fm", "none")
+
+
+def _stateless_seed(seed: int, salt: int, step) -> tf.Tensor:
+    return tf.stack([tf.constant(seed * 1000003 + salt, tf.int64), tf.cast(step, tf.int64)], axis=0)
+
+
+def _random_subset(num_features: int, size: int, seed) -> tf.Tensor:
+    """A uniformly random subset of `size` of `num_features`, as a [k] bool mask."""
+    scores = tf.random.stateless_uniform([num_features], seed=seed)
+    chosen = tf.math.top_k(scores, k=size).indices
+    return tf.scatter_nd(chosen[:, tf.newaxis], tf.ones([size], tf.bool), [num_features])
+
+
+@tf.keras.utils.register_keras_serializable(package="ssl_retrieval")
+class FeatureMasker(tf.keras.layers.Layer):
+    """Two feature masks per batch for the two SSL views (True = masked).
+
+    Methods:
+      cfm:          a seed feature uniform over k, masked with its most MI-correlated features
+                    (mask_size in total) in view A; view B masks the complement.
+      rfm:          a uniformly random subset of mask_size features in A, the complement in B.
+      rfm_no_compl: two independent random subsets of mask_size features.
+      fm:           fixed sets: view A sees exactly `fixed_features`, view B the rest.
+      none:         no masking.
+
+    Args:
+      num_features: k.
+      method: one of MASKING_METHODS.
+      mutual_info: [k, k] matrix (cfm only).
+      mask_size: features masked in view A; default k // 2.
+      fixed_features: feature indices view A keeps (fm only).
+      seed: random seed.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        method: str,
+        mutual_info=None,
+        mask_size: int | None = None,
+        fixed_features=None,
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if method not in MASKING_METHODS:
+            raise ValueError(f"method must be one of {list(MASKING_METHODS)}, got {method!r}")
+        if num_features < 2 and method != "none":
+            raise ValueError(f"num_features must be >= 2 to mask, got {num_features}")
+        k = num_features
+        if mask_size is None:
+            mask_size = max(1, k // 2)
+        if method in ("cfm", "rfm", "rfm_no_compl") and not 1 <= mask_size <= k - 1:
+            raise ValueError(f"mask_size must be in [1, {k - 1}] for {k} features, got {mask_size}")
+        if method == "cfm":
+            if mutual_info is None:
+                raise ValueError("mutual_info is required for method 'cfm'")
+            mi = np.asarray(mutual_info, dtype=np.float64)
+            if mi.shape != (k, k):
+                raise ValueError(f"mutual_info must be [{k}, {k}], got shape {list(mi.shape)}")
+            mutual_info = mi.tolist()
+        if method == "fm":
+            fixed = sorted(set(fixed_features or []))
+            if not fixed or fixed[0] < 0 or fixed[-1] >= k or len(fixed) == k:
+                raise ValueError(
+                    f"fixed_features must be a non-empty proper subset of 0..{k - 1}, got "
+                    f"{fixed_features}"
+                )
+            fixed_features = fixed
+        self.num_features = int(k)
+        self.method = method
+        self.mutual_info = mutual_info if method == "cfm" else None
+        self.mask_size = int(mask_size)
+        self.fixed_features = fixed_features if method == "fm" else None
+        self.seed = int(seed)
+        if method == "cfm":
+            # Row f: the seed f first, then the others by MI with f (desc), ties by index.
+            order = []
+            for f in range(k):
+                others = sorted((j for j in range(k) if j != f), key=lambda j: (-mi[f, j], j))
+                order.append([f] + others)
+            self._masked_by_seed = tf.constant(
+                [[j in row[: self.mask_size] for j in range(k)] for row in order], tf.bool
+            )
+
+    def call(self, step):
+        k = self.num_features
+        if self.method == "none":
+            none = tf.zeros([k], tf.bool)
+            return none, none
+        if self.method == "fm":
+            keep_a = tf.scatter_nd(
+                [[i] for i in self.fixed_features],
+                tf.ones([len(self.fixed_features)], tf.bool),
+                [k],
+            )
+            return ~keep_a, keep_a
+        if self.method == "cfm":
+            seed_feature = tf.random.stateless_uniform(
+                [], seed=_stateless_seed(self.seed, 1, step), maxval=k, dtype=tf.int32
+            )
+            mask_a = tf.gather(self._masked_by_seed, seed_feature)
+            return mask_a, ~mask_a
+        mask_a = _random_subset(k, self.mask_size, _stateless_seed(self.seed, 2, step))
+        if self.method == "rfm":
+            return mask_a, ~mask_a
+        mask_b = _random_subset(k, self.mask_size, _stateless_seed(self.seed, 3, step))
+        return mask_a, mask_b
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_features": self.num_features,
+            "method": self.method,
+            "mutual_info": self.mutual_info,
+            "mask_size": self.mask_size,
+            "fixed_features": self.fixed_features,
+            "seed": self.seed,
+        }
+
+
+@tf.keras.utils.register_keras_serializable(package="ssl_retrieval")
+class FeatureDropout(tf.keras.layers.Layer):
+    """Per-example feature dropout: [B, k] bool, True = the feature is replaced by its default.
+
+    Used by the `fd` baseline on the supervised item tower (DropoutNet-style) and by the earlier
+    paper's Feature Dropout SSL task `fd_ssl` (two calls with different salts).
+    """
+
+    def __init__(self, num_features: int, rate: float, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate}")
+        if num_features < 1:
+            raise ValueError(f"num_features must be >= 1, got {num_features}")
+        self.num_features = int(num_features)
+        self.rate = float(rate)
+        self.seed = int(seed)
+
+    def call(self, batch_size, step, salt: int = 0):
+        u = tf.random.stateless_uniform(
+            tf.stack([batch_size, self.num_features]),
+            seed=_stateless_seed(self.seed, 10 + salt, step),
+        )
+        return u < self.rate
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_features": self.num_features,
+            "rate": self.rate,
+            "seed": self.seed,
+        }
+
+
+@tf.keras.utils.register_keras_serializable(package="ssl_retrieval")
+class ValueDropout(tf.keras.layers.Layer):
+    """Drops each value of a ragged multi-hot feature independently with probability `rate`.
+
+    A row can lose all its values; the model then uses the feature's default embedding.
+    """
+
+    def __init__(self, rate: float, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.seed = int(seed)
+
+    def call(self, values, step, salt: int = 0):
+        """values: RaggedTensor [B, (n)] -> RaggedTensor [B, (m)], m <= n, order kept."""
+        if self.rate == 0.0:
+            return values
+        flat = values.flat_values
+        u = tf.random.stateless_uniform(
+            tf.shape(flat), seed=_stateless_seed(self.seed, 100 + salt, step)
+        )
+        return tf.ragged.boolean_mask(values, values.with_flat_values(u >= self.rate))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}

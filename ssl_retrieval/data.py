@@ -1,0 +1,137 @@
+"""tf.data input over the preprocessed TFRecords.
+
+Two streams feed training: the pairs (main loss) and, zipped with them, items drawn uniformly
+from the corpus (SSL loss; paper 3.3: "heterogeneous sample distributions"). Both are batched
+before parsing (`tf.io.parse_example` on a batch is much faster than per record) and prefetched.
+
+Determinism and resuming: shuffles are seeded, so the sequence of batches is a function of the
+seed; a resumed run rebuilds the same streams and skips the batches already consumed
+(`skip_batches`). Skipping reads but does not parse those records.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from ssl_retrieval import schema as schema_lib
+from ssl_retrieval.compat import tf
+
+SHUFFLE_BUFFER = 100_000
+
+
+def parse_spec(schema: schema_lib.Schema, prefix: str = "") -> dict:
+    """The `tf.io.parse_example` spec of the item features (keys `prefix + name`)."""
+    spec = {}
+    for f in schema.features:
+        if f.kind == schema_lib.DENSE:
+            spec[prefix + f.name] = tf.io.FixedLenFeature(
+                [], tf.float32, default_value=float("nan")
+            )
+        else:
+            spec[prefix + f.name] = tf.io.RaggedFeature(tf.string)
+    return spec
+
+
+def files(data_dir: str, schema: schema_lib.Schema, split: str) -> list[str]:
+    """Sorted files of `split` ("train", "eval" or "items"); ValueError if there are none."""
+    pattern = os.path.join(data_dir, schema.files.get(split, f"{split}-*.tfrecord"))
+    found = sorted(glob.glob(pattern))
+    if not found:
+        raise ValueError(f"{data_dir}: no {split} files match {pattern}")
+    return found
+
+
+def _parse_pairs(schema: schema_lib.Schema):
+    spec = {
+        **parse_spec(schema, schema_lib.QUERY_PREFIX),
+        **parse_spec(schema, schema_lib.CANDIDATE_PREFIX),
+    }
+    spec[schema_lib.WEIGHT_KEY] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
+    names = schema.names
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        return {
+            "query": {n: parsed[schema_lib.QUERY_PREFIX + n] for n in names},
+            "candidate": {n: parsed[schema_lib.CANDIDATE_PREFIX + n] for n in names},
+            "weight": parsed[schema_lib.WEIGHT_KEY],
+        }
+
+    return parse
+
+
+def items_dataset(data_dir: str, batch_size: int, schema: schema_lib.Schema | None = None):
+    """The whole corpus once, in file order: batches of {name: ragged strings | float [B]}."""
+    schema = schema or schema_lib.load_from_data_dir(data_dir)
+    spec = parse_spec(schema)
+    return (
+        tf.data.TFRecordDataset(files(data_dir, schema, "items"))
+        .batch(batch_size)
+        .map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def pairs_dataset(data_dir: str, split: str, batch_size: int, schema=None):
+    """One pass over a pair split in file order (evaluation, tests)."""
+    schema = schema or schema_lib.load_from_data_dir(data_dir)
+    return (
+        tf.data.TFRecordDataset(files(data_dir, schema, split))
+        .batch(batch_size)
+        .map(_parse_pairs(schema), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _sharded_records(paths, input_context, seed: int):
+    ds = tf.data.Dataset.from_tensor_slices(paths)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        if len(paths) >= input_context.num_input_pipelines:
+            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            return ds.interleave(tf.data.TFRecordDataset, cycle_length=4)
+        records = ds.interleave(tf.data.TFRecordDataset, cycle_length=4)
+        return records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    return ds.interleave(tf.data.TFRecordDataset, cycle_length=4)
+
+
+def training_dataset(
+    data_dir: str,
+    schema: schema_lib.Schema,
+    batch_size: int,
+    ssl_batch_size: int,
+    seed: int,
+    skip_batches: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+):
+    """Endless (pairs batch, uniform items batch) for training.
+
+    Args:
+      batch_size, ssl_batch_size: global batch sizes; divided per replica via input_context.
+      seed: shuffle seed (pairs: seed, items: seed + 1).
+      skip_batches: batches to skip (the steps a resumed run already trained on).
+    """
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+        ssl_batch_size = input_context.get_per_replica_batch_size(ssl_batch_size)
+    pairs = (
+        _sharded_records(files(data_dir, schema, "train"), input_context, seed)
+        .shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+    )
+    items = (
+        _sharded_records(files(data_dir, schema, "items"), input_context, seed)
+        .shuffle(SHUFFLE_BUFFER, seed=seed + 1, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(ssl_batch_size, drop_remainder=True)
+    )
+    item_spec = parse_spec(schema)
+    parse_pairs = _parse_pairs(schema)
+    ds = tf.data.Dataset.zip((pairs, items)).skip(skip_batches)
+    ds = ds.map(
+        lambda p, i: (parse_pairs(p), tf.io.parse_example(i, item_spec)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,409 @@
+"""The two-tower retrieval model with the self-supervised item-tower head (paper fig. 3).
+
+Pieces:
+  FeatureEncoder  the input layer, built from schema.json alone: per sparse feature a string
+                  lookup, an embedding table and mean pooling; per dense feature a normalised
+                  scalar times a learned vector; per feature a learned default embedding used
+                  when the feature is masked, dropped or missing. One encoder (one set of tables)
+                  serves the query tower, the item tower and both SSL views.
+  MLP             hidden layers (ReLU) and a linear output, L2-normalised.
+  Tower           encoder + MLP: a feature dict -> [B, d] unit vectors.
+  SSLRetrievalModel  the tfrs.Model: main batch-softmax task + alpha * auxiliary loss (eq. 5),
+                  the auxiliary loss chosen by `method` (see METHODS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow_recommenders as tfrs
+
+from ssl_retrieval import augment, losses
+from ssl_retrieval import config as config_lib
+from ssl_retrieval import schema as schema_lib
+from ssl_retrieval.compat import tf
+
+METHODS = config_lib.METHODS
+# Masking pattern of each SSL method whose views come from FeatureMasker (+ value dropout).
+_MASKING = {
+    "cfm": ("cfm", True),
+    "rfm": ("rfm", True),
+    "rfm_no_compl": ("rfm_no_compl", True),
+    "cfm_no_dropout": ("cfm", False),
+    "no_masking": ("none", True),
+}
+
+
+def _feature_config(f: schema_lib.Feature, data_dir: str) -> dict:
+    config = {"name": f.name, "kind": f.kind, "embedding_dim": f.embedding_dim}
+    if f.is_sparse:
+        path = os.path.join(data_dir, f.vocab_file)
+        with open(path, encoding="utf-8") as vocab_file:
+            vocabulary = [line.rstrip("\n") for line in vocab_file]
+        config.update(vocabulary=vocabulary, oov_buckets=f.oov_buckets or 1)
+    else:
+        config.update(transform=f.dense_transform, mean=f.mean or 0.0, std=f.std or 1.0)
+    return config
+
+
+def feature_configs(schema: schema_lib.Schema, data_dir: str) -> list[dict]:
+    """Encoder configs (vocabularies inlined) from a preprocessed schema."""
+    return [_feature_config(f, data_dir) for f in schema.features]
+
+
+@tf.keras.utils.register_keras_serializable(package="ssl_retrieval")
+class FeatureEncoder(tf.keras.layers.Layer):
+    """Feature dict -> concatenated per-feature embeddings [B, sum of dims].
+
+    Args:
+      features: per feature, in schema order: {"name", "kind", "embedding_dim" (or None),
+        "vocabulary" + "oov_buckets" (sparse) or "transform", "mean", "std" (dense)}.
+      embedding_dim: the size of features whose own `embedding_dim` is None.
+    """
+
+    def __init__(self, features: list[dict], embedding_dim: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if not features:
+            raise ValueError("features must not be empty")
+        self.features = [dict(f) for f in features]
+        self.embedding_dim = int(embedding_dim)
+        self.names = [f["name"] for f in self.features]
+        self.dims = [f.get("embedding_dim") or self.embedding_dim for f in self.features]
+        self._lookups = {}
+        for f in self.features:
+            if f["kind"] != schema_lib.DENSE:
+                self._lookups[f["name"]] = tf.keras.layers.StringLookup(
+                    vocabulary=f["vocabulary"] or ["<empty vocabulary>"],
+                    num_oov_indices=f["oov_buckets"],
+                    mask_token=None,
+                    name=f"{f['name']}_lookup",
+                )
+
+    @property
+    def num_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def output_dim(self) -> int:
+        return sum(self.dims)
+
+    def build(self, input_shape=None):
+        self._tables = {}
+        self._defaults = {}
+
+        # A fresh initializer per weight: one shared instance would give every table the same values.
+        def init():
+            return tf.keras.initializers.TruncatedNormal(stddev=0.05)
+
+        for f, dim in zip(self.features, self.dims, strict=True):
+            name = f["name"]
+            if f["kind"] == schema_lib.DENSE:
+                rows = 1  # the dense feature's direction; its value scales it
+            else:
+                rows = self._lookups[name].vocabulary_size()
+            self._tables[name] = self.add_weight(
+                name=f"{name}_embedding", shape=[rows, dim], initializer=init()
+            )
+            self._defaults[name] = self.add_weight(
+                name=f"{name}_default", shape=[dim], initializer=init()
+            )
+        super().build(input_shape)
+
+    def lookup(self, name: str, values: tf.RaggedTensor) -> tf.RaggedTensor:
+        """Raw string values -> vocabulary ids (same ragged structure)."""
+        return values.with_flat_values(self._lookups[name](values.flat_values))
+
+    def _pool(self, name: str, ids: tf.RaggedTensor):
+        """Mean of the value embeddings -> ([B, dim], [B] bool: the row had no value)."""
+        table = self._tables[name]
+        vectors = tf.gather(table, ids.flat_values)
+        sums = tf.math.unsorted_segment_sum(
+            vectors, ids.value_rowids(), ids.nrows(out_type=tf.int64)
+        )
+        counts = tf.cast(ids.row_lengths(), vectors.dtype)
+        pooled = sums / tf.maximum(counts, 1.0)[:, tf.newaxis]
+        return pooled, tf.equal(counts, 0.0)
+
+    def call(self, features, feature_mask=None, value_dropout=None, step=0, salt=0):
+        """Args:
+          features: {name: RaggedTensor [B, (n)] of strings (sparse) or [B] float (dense, NaN =
+            missing)}.
+          feature_mask: optional bool [k] or [B, k]; True -> the default embedding.
+          value_dropout: optional `augment.ValueDropout` applied to multi-hot values first.
+          step, salt: passed to `value_dropout`.
+
+        Returns: [B, sum of dims].
+        """
+        outputs = []
+        for index, f in enumerate(self.features):
+            name = f["name"]
+            value = features[name]
+            if f["kind"] == schema_lib.DENSE:
+                value = tf.cast(tf.reshape(value, [-1]), tf.float32)
+                missing = tf.math.is_nan(value)
+                x = tf.where(missing, 0.0, value)
+                if f["transform"] == "log":
+                    x = tf.math.log1p(tf.maximum(x, 0.0))
+                z = (x - f["mean"]) / f["std"]
+                z = tf.where(missing, 0.0, z)
+                embedded = z[:, tf.newaxis] * self._tables[name][0][tf.newaxis, :]
+            else:
+                if not isinstance(value, tf.RaggedTensor):
+                    value = tf.RaggedTensor.from_tensor(tf.reshape(value, [-1, 1]))
+                if value_dropout is not None and f["kind"] == schema_lib.MULTI_HOT:
+                    value = value_dropout(value, step, salt=salt * 100 + index)
+                embedded, missing = self._pool(name, self.lookup(name, value))
+            use_default = missing
+            if feature_mask is not None:
+                mask = tf.convert_to_tensor(feature_mask)
+                column = mask[index] if mask.shape.rank == 1 else mask[:, index]
+                use_default = tf.logical_or(use_default, column)
+            default = tf.broadcast_to(self._defaults[name], tf.shape(embedded))
+            outputs.append(tf.where(use_default[:, tf.newaxis], default, embedded))
+        return tf.concat(outputs, axis=1)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "features": self.features,
+            "embedding_dim": self.embedding_dim,
+        }
+
+
+@tf.keras.utils.register_keras_serializable(package="ssl_retrieval")
+class MLP(tf.keras.layers.Layer):
+    """Dense layers (ReLU between, the last linear), output L2-normalised [B, last size]."""
+
+    def __init__(self, hidden_layers: list[int], **kwargs):
+        super().__init__(**kwargs)
+        if not hidden_layers or any(int(h) < 1 for h in hidden_layers):
+            raise ValueError(f"hidden_layers must be positive sizes, got {hidden_layers}")
+        self.hidden_layers = [int(h) for h in hidden_layers]
+        self._dense = [
+            tf.keras.layers.Dense(
+                h, activation=None if i == len(self.hidden_layers) - 1 else "relu"
+            )
+            for i, h in enumerate(self.hidden_layers)
+        ]
+
+    def call(self, x):
+        for layer in self._dense:
+            x = layer(x)
+        return tf.math.l2_normalize(x, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_layers": self.hidden_layers}
+
+
+class Tower(tf.keras.layers.Layer):
+    """Encoder + MLP: feature dict -> unit embeddings [B, d]. Shares the encoder it is given."""
+
+    def __init__(self, encoder: FeatureEncoder, mlp: MLP, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.mlp = mlp
+
+    def call(self, features, feature_mask=None, value_dropout=None, step=0, salt=0):
+        x = self.encoder(
+            features, feature_mask=feature_mask, value_dropout=value_dropout, step=step, salt=salt
+        )
+        return self.mlp(x)
+
+
+class SSLRetrievalModel(tfrs.Model):
+    """Two towers, the main retrieval task, and the method's auxiliary loss (eq. 5).
+
+    Inputs to `compute_loss`: ({"query": features, "candidate": features, "weight": [B]},
+    uniform item features [B_ssl]) - the pair stream zipped with the uniform item stream.
+
+    Args:
+      config: a `ssl_retrieval.config.TrainConfig`.
+      encoder_features: `feature_configs(schema, data_dir)`.
+      mutual_info: [k, k] matrix in schema order (cfm methods).
+      candidate_probability: optional (ids list, probabilities list) for logQ correction.
+    """
+
+    def __init__(self, config, encoder_features, mutual_info=None, candidate_probability=None):
+        super().__init__()
+        self.config = config
+        self.encoder = FeatureEncoder(encoder_features, config.embedding_dim, name="encoder")
+        k = self.encoder.num_features
+        self.feature_names = self.encoder.names
+        id_name = next(f["name"] for f in encoder_features if f["kind"] == schema_lib.ID)
+        self.id_name = id_name
+        query_mlp = MLP(config.hidden_layers, name="query_mlp")
+        item_mlp = query_mlp if config.share_towers else MLP(config.hidden_layers, name="item_mlp")
+        self.query_tower = Tower(self.encoder, query_mlp, name="query_tower")
+        self.item_tower = Tower(self.encoder, item_mlp, name="item_tower")
+        self.task = losses.ContrastiveSoftmax(
+            config.temperature, cross_replica=config.cross_replica_negatives, name="main_task"
+        )
+        self.ssl_task = losses.ContrastiveSoftmax(
+            config.ssl_temperature,
+            remove_accidental_hits=True,
+            cross_replica=config.cross_replica_negatives,
+            name="ssl_task",
+        )
+        method = config.method
+        parts = method.split("+")
+        self.masker = None
+        self.value_dropout = None
+        self.feature_dropout = None
+        self.fm_masker = None
+        if method in _MASKING:
+            pattern, with_dropout = _MASKING[method]
+            self.masker = augment.FeatureMasker(
+                k, pattern, mutual_info=mutual_info, mask_size=config.mask_size, seed=config.seed
+            )
+            if with_dropout:
+                self.value_dropout = augment.ValueDropout(config.dropout_rate, seed=config.seed)
+        if "fd" in parts or "fd_ssl" in parts:
+            self.feature_dropout = augment.FeatureDropout(k, config.dropout_rate, seed=config.seed)
+        if "fm" in parts:
+            fixed = [self.feature_names.index(n) for n in config.fm_features]
+            self.fm_masker = augment.FeatureMasker(k, "fm", fixed_features=fixed, seed=config.seed)
+            # The earlier paper's FM task: separate MLP heads on the shared embeddings.
+            self.fm_head_a = MLP(config.fm_hidden_layers, name="fm_head_a")
+            self.fm_head_b = MLP(config.fm_hidden_layers, name="fm_head_b")
+        self._probability_table = None
+        if candidate_probability is not None:
+            ids, probs = candidate_probability
+            self._probability_table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(ids, tf.string), tf.constant(probs, tf.float32)
+                ),
+                default_value=float(min(probs)) if len(probs) else 1.0,
+            )
+
+    def call(self, features):
+        """Item embeddings [B, d] for a feature dict (the item tower)."""
+        return self.item_tower(features)
+
+    def _step(self):
+        return self.optimizer.iterations if self.optimizer is not None else tf.constant(0, tf.int64)
+
+    def auxiliary_loss(self, items, step):
+        """alpha-free auxiliary loss on the uniform item batch (0 for baseline and fd)."""
+        method = self.config.method
+        zero = tf.constant(0.0)
+        if method in ("baseline", "fd"):
+            return zero
+        item_ids = (
+            items[self.id_name].flat_values
+            if isinstance(items[self.id_name], tf.RaggedTensor)
+            else items[self.id_name]
+        )
+        if method == "so":
+            z = self.item_tower(items)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            loss = losses.spread_out_loss(z, self.config.so_loss, self.config.ssl_temperature)
+            return loss / replicas
+        total = zero
+        if self.masker is not None:
+            mask_a, mask_b = self.masker(step)
+            z_a = self.item_tower(items, mask_a, self.value_dropout, step, salt=1)
+            z_b = self.item_tower(items, mask_b, self.value_dropout, step, salt=2)
+            total += self.ssl_task(z_a, z_b, candidate_ids=item_ids)
+        parts = method.split("+")
+        if "fd_ssl" in parts:
+            batch = tf.shape(item_ids)[0]
+            z_a = self.item_tower(items, self.feature_dropout(batch, step, salt=1))
+            z_b = self.item_tower(items, self.feature_dropout(batch, step, salt=2))
+            total += self.ssl_task(z_a, z_b, candidate_ids=item_ids)
+        if "fm" in parts:
+            mask_a, mask_b = self.fm_masker(step)
+            z_a = self.fm_head_a(self.encoder(items, feature_mask=mask_a))
+            z_b = self.fm_head_b(self.encoder(items, feature_mask=mask_b))
+            total += self.ssl_task(z_a, z_b, candidate_ids=item_ids)
+        return total
+
+    def compute_losses(self, inputs, training: bool = False):
+        """-> (total, main, auxiliary) scalars, each reduced per the tf.distribute convention."""
+        pairs, items = inputs
+        step = self._step()
+        query = self.query_tower(pairs["query"])
+        candidate_mask = None
+        if self.config.method == "fd" and training:
+            batch = tf.shape(query)[0]
+            candidate_mask = self.feature_dropout(batch, step, salt=0)
+        candidate = self.item_tower(pairs["candidate"], candidate_mask)
+        candidate_ids = pairs["candidate"][self.id_name]
+        if isinstance(candidate_ids, tf.RaggedTensor):
+            candidate_ids = candidate_ids.flat_values
+        probability = None
+        if self._probability_table is not None:
+            probability = self._probability_table.lookup(candidate_ids)
+        main = self.task(
+            query,
+            candidate,
+            sample_weight=pairs.get("weight"),
+            candidate_ids=candidate_ids,
+            candidate_sampling_probability=probability,
+        )
+        auxiliary = self.auxiliary_loss(items, step) if training else tf.constant(0.0)
+        return main + self.config.alpha * auxiliary, main, auxiliary
+
+    def compute_loss(self, inputs, training: bool = False):
+        return self.compute_losses(inputs, training)[0]
+
+
+def candidate_probabilities(data_dir: str) -> tuple[list[str], list[float]]:
+    """Each training candidate's share of training pairs (for logQ correction)."""
+    with open(os.path.join(data_dir, "stats.json")) as f:
+        stats = json.load(f)
+    ids, counts = [], []
+    with open(os.path.join(data_dir, stats["files"]["candidate_counts"]), encoding="utf-8") as f:
+        for line in f:
+            item_id, count = line.rstrip("\n").split("\t")
+            ids.append(item_id)
+            counts.append(float(count))
+    total = float(np.sum(counts)) or 1.0
+    return ids, [c / total for c in counts]
+
+
+def build_model(config, data_dir: str | None = None) -> SSLRetrievalModel:
+    """The model for `config` from the data dir's schema.json and mutual_info.json."""
+    data_dir = data_dir or config.data_dir
+    schema = schema_lib.load_from_data_dir(data_dir)
+    with open(os.path.join(data_dir, "mutual_info.json")) as f:
+        mi = json.load(f)
+    if mi["features"] != schema.names:
+        raise ValueError(
+            f"{data_dir}/mutual_info.json lists features {mi['features']} but schema.json has "
+            f"{schema.names}; re-run the preprocessing job"
+        )
+    probability = candidate_probabilities(data_dir) if config.sampling_correction else None
+    return SSLRetrievalModel(
+        config,
+        feature_configs(schema, data_dir),
+        mutual_info=mi["mutual_information"],
+        candidate_probability=probability,
+    )
+
+
+def load_from_model_dir(model_dir: str, data_dir: str | None = None) -> SSLRetrievalModel:
+    """Rebuilds the model from `<model_dir>/config.json` and restores its latest checkpoint.
+
+    Raises:
+      ValueError: no config.json or no checkpoint in `model_dir`.
+    """
+    from ssl_retrieval import data as data_lib  # noqa: PLC0415
+
+    config = config_lib.load(model_dir)
+    model = build_model(config, data_dir)
+    checkpoint_dir = os.path.join(model_dir, "checkpoints")
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    if latest is None:
+        raise ValueError(f"{model_dir}: no checkpoint under {checkpoint_dir}; train first")
+    schema = schema_lib.load_from_data_dir(data_dir or config.data_dir)
+    # Build the variables with one tiny batch, then restore.
+    sample = next(iter(data_lib.items_dataset(data_dir or config.data_dir, 2, schema=schema)))
+    model.query_tower(sample)
+    model.item_tower(sample)
+    checkpoint = tf.train.Checkpoint(model=model)
+    checkpoint.restore(latest).expect_partial()
+    return model

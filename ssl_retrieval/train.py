@@ -1,0 +1,153 @@
+r"""Trains the two-tower model with the method's self-supervised head.
+
+  python -m ssl_retrieval.train --flagfile=configs/debian_cfm.cfg
+  python -m ssl_retrieval.train --flagfile=configs/debian_cfm.cfg --seed=2 \
+      --model_dir=runs/debian/models/cfm_s2      # later flags override the flagfile
+
+Rerunning the same command resumes from the last checkpoint; a finished run is a no-op.
+Outputs in --model_dir: config.json (the resolved config), checkpoints/, logs/ (TensorBoard),
+train_metrics.json.
+"""
+
+import logging
+import sys
+
+from absl import app, flags
+
+from ssl_retrieval import config as config_lib
+
+F = flags
+DATA_DIR = F.DEFINE_string(
+    "data_dir", None, "Preprocessed data dir (python -m pipelines.preprocess)."
+)
+MODEL_DIR = F.DEFINE_string("model_dir", None, "Where checkpoints, logs and config.json go.")
+METHOD = F.DEFINE_enum(
+    "method",
+    "baseline",
+    config_lib.METHODS,
+    "baseline: two towers only. fd: feature dropout on the supervised item tower. so: spread-out "
+    "regulariser on uniform items. cfm: SSL with correlated feature masking + value dropout (the "
+    "paper). rfm / rfm_no_compl: random complementary / independent masks. cfm_no_dropout. "
+    "no_masking: value dropout only. fm: fixed complementary feature sets with separate heads "
+    "(earlier paper). fd_ssl: two feature-dropout views (earlier paper). fd_ssl+fm: both.",
+)
+BATCH_SIZE = F.DEFINE_integer("batch_size", 1024, "Global batch of pairs (the in-batch negatives).")
+SSL_BATCH_SIZE = F.DEFINE_integer(
+    "ssl_batch_size", None, "Global batch of uniform items for the SSL loss (default: batch_size)."
+)
+LEARNING_RATE = F.DEFINE_float("learning_rate", 0.1, "Learning rate.")
+OPTIMIZER = F.DEFINE_enum(
+    "optimizer", "adagrad", config_lib.OPTIMIZERS, "Optimizer (paper: adagrad)."
+)
+EPOCHS = F.DEFINE_float(
+    "epochs", 5.0, "Passes over the training pairs (ignored with --train_steps)."
+)
+TRAIN_STEPS = F.DEFINE_integer("train_steps", None, "Training steps; overrides --epochs.")
+EMBEDDING_DIM = F.DEFINE_integer(
+    "embedding_dim", 64, "Feature embedding size (schema may override)."
+)
+HIDDEN_LAYERS = F.DEFINE_list(
+    "hidden_layers",
+    ["1024", "128"],
+    "Tower MLP sizes; the last is the embedding size (paper 1024,128).",
+)
+SHARE_TOWERS = F.DEFINE_bool("share_towers", False, "One MLP for queries and items.")
+TEMPERATURE = F.DEFINE_float("temperature", 0.07, "Main batch-softmax temperature (eq. 6).")
+SSL_TEMPERATURE = F.DEFINE_float(
+    "ssl_temperature", 0.07, "SSL (and softmax spread-out) temperature."
+)
+ALPHA = F.DEFINE_float("alpha", 0.3, "Weight of the SSL / spread-out loss (eq. 5).")
+DROPOUT_RATE = F.DEFINE_float(
+    "dropout_rate", 0.3, "Value dropout in SSL views; feature dropout rate for fd and fd_ssl."
+)
+MASK_SIZE = F.DEFINE_integer(
+    "mask_size", None, "Features masked in one SSL view (default: half of them, seed included)."
+)
+SO_LOSS = F.DEFINE_enum(
+    "so_loss", "softmax", config_lib.SO_LOSSES, "Spread-out form for --method=so."
+)
+FM_FEATURES = F.DEFINE_list(
+    "fm_features", [], "fm: the features one view keeps (the other keeps the rest)."
+)
+FM_HIDDEN_LAYERS = F.DEFINE_list(
+    "fm_hidden_layers", ["128"], "fm: sizes of the two separate heads."
+)
+SAMPLING_CORRECTION = F.DEFINE_bool(
+    "sampling_correction", False, "logQ correction of in-batch negatives by candidate frequency."
+)
+SEED = F.DEFINE_integer("seed", 0, "Seed of initialisation, shuffles and augmentations.")
+STRATEGY = F.DEFINE_enum("strategy", "default", config_lib.STRATEGIES, "tf.distribute strategy.")
+CROSS_REPLICA = F.DEFINE_bool(
+    "cross_replica_negatives", True, "With several replicas, negatives are the global batch."
+)
+CHECKPOINT_EVERY = F.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
+LOG_EVERY = F.DEFINE_integer(
+    "log_every", 50, "Steps between progress lines and TensorBoard points."
+)
+OVERWRITE = F.DEFINE_bool("overwrite", False, "Delete a --model_dir holding a different run.")
+
+F.mark_flags_as_required(["data_dir", "model_dir"])
+
+
+def _ints(values, flag):
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--{flag} must be integers, got {values}") from None
+
+
+def config_from_flags() -> config_lib.TrainConfig:
+    return config_lib.TrainConfig(
+        data_dir=DATA_DIR.value,
+        model_dir=MODEL_DIR.value,
+        method=METHOD.value,
+        batch_size=BATCH_SIZE.value,
+        ssl_batch_size=SSL_BATCH_SIZE.value,
+        learning_rate=LEARNING_RATE.value,
+        optimizer=OPTIMIZER.value,
+        epochs=EPOCHS.value,
+        train_steps=TRAIN_STEPS.value,
+        embedding_dim=EMBEDDING_DIM.value,
+        hidden_layers=_ints(HIDDEN_LAYERS.value, "hidden_layers"),
+        share_towers=SHARE_TOWERS.value,
+        temperature=TEMPERATURE.value,
+        ssl_temperature=SSL_TEMPERATURE.value,
+        alpha=ALPHA.value,
+        dropout_rate=DROPOUT_RATE.value,
+        mask_size=MASK_SIZE.value,
+        so_loss=SO_LOSS.value,
+        fm_features=tuple(FM_FEATURES.value),
+        fm_hidden_layers=_ints(FM_HIDDEN_LAYERS.value, "fm_hidden_layers"),
+        sampling_correction=SAMPLING_CORRECTION.value,
+        seed=SEED.value,
+        strategy=STRATEGY.value,
+        cross_replica_negatives=CROSS_REPLICA.value,
+        checkpoint_every=CHECKPOINT_EVERY.value,
+        log_every=LOG_EVERY.value,
+        overwrite=OVERWRITE.value,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        config = config_from_flags().validate()
+        from ssl_retrieval import training  # noqa: PLC0415  (imports TensorFlow)
+
+        summary = training.run(config)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if summary.get("already_finished"):
+        print(f"train: {MODEL_DIR.value} already finished ({summary['steps']} steps)")
+    else:
+        print(
+            f"train: {summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
+            f"{summary['examples_per_second']:.0f} examples/s -> {MODEL_DIR.value}"
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)

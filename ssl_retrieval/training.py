@@ -1,0 +1,208 @@
+"""The training loop: tf.distribute, checkpoints, resuming, TensorBoard, progress.
+
+`run(config)` is what `python -m ssl_retrieval.train` calls and what tests call directly.
+
+Resuming: checkpoints hold the model, the optimizer and the step. A rerun of the same command
+restores the latest one and rebuilds the input streams skipping the batches already trained on,
+so it sees the same data and, augmentations being stateless functions of (seed, step), the same
+augmentations; a kill loses at most `checkpoint_every` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+
+from ssl_retrieval import config as config_lib
+from ssl_retrieval import data as data_lib
+from ssl_retrieval import distribute
+from ssl_retrieval import model as model_lib
+from ssl_retrieval import schema as schema_lib
+from ssl_retrieval.compat import tf
+
+
+def total_steps(config: config_lib.TrainConfig, schema: schema_lib.Schema) -> int:
+    """--train_steps, else epochs x full batches of training pairs."""
+    if config.train_steps:
+        return config.train_steps
+    pairs = schema.counts.get("train_pairs", 0)
+    per_epoch = pairs // config.batch_size
+    if per_epoch < 1:
+        raise ValueError(
+            f"--batch_size={config.batch_size} exceeds the {pairs} training pairs in "
+            f"{config.data_dir}; lower it or set --train_steps"
+        )
+    return max(1, math.ceil(config.epochs * per_epoch))
+
+
+def make_optimizer(config: config_lib.TrainConfig):
+    if config.optimizer == "adagrad":
+        return tf.keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.1)
+    if config.optimizer == "adam":
+        return tf.keras.optimizers.Adam(config.learning_rate)
+    return tf.keras.optimizers.SGD(config.learning_rate)
+
+
+def _prepare_model_dir(config: config_lib.TrainConfig) -> None:
+    path = config_lib.path(config.model_dir)
+    if os.path.exists(path):
+        previous = config_lib.load(config.model_dir)
+        changed = config.differences(previous)
+        if changed and not config.overwrite:
+            details = ", ".join(
+                f"--{k}: {previous.to_json()[k]!r} -> {config.to_json()[k]!r}" for k in changed
+            )
+            raise ValueError(
+                f"{config.model_dir} holds a run with a different config ({details}); use another "
+                "--model_dir, or --overwrite to delete it and start again"
+            )
+        if changed:
+            shutil.rmtree(config.model_dir)
+    elif os.path.isdir(config.model_dir) and os.listdir(config.model_dir) and not config.overwrite:
+        raise ValueError(
+            f"--model_dir={config.model_dir} is not empty and holds no config.json; use an empty "
+            "or new directory"
+        )
+    config_lib.save(config, config.model_dir)
+
+
+def run(config: config_lib.TrainConfig) -> dict:
+    """Trains (or resumes, or recognises a finished run) and returns a summary dict.
+
+    Raises:
+      ValueError: invalid config or data dir, or a model dir holding another run.
+    """
+    schema = schema_lib.load_from_data_dir(config.data_dir)
+    config.validate(schema.names)
+    strategy = distribute.get_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    for flag, value in (
+        ("--batch_size", config.batch_size),
+        ("--ssl_batch_size", config.effective_ssl_batch_size),
+    ):
+        if value % replicas:
+            raise ValueError(f"{flag}={value} must be divisible by the {replicas} replicas")
+    steps = total_steps(config, schema)
+    _prepare_model_dir(config)
+    tf.keras.utils.set_random_seed(config.seed)  # initialisation; data and augmentations are seeded
+
+    with strategy.scope():
+        model = model_lib.build_model(config)
+        optimizer = make_optimizer(config)
+        model.optimizer = optimizer
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(config.model_dir, "checkpoints"), max_to_keep=3
+    )
+    start_step = 0
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        start_step = int(optimizer.iterations.numpy())
+        logging.info("train: resuming from step %d (%s)", start_step, manager.latest_checkpoint)
+    if start_step >= steps:
+        logging.info(
+            "train: %s already finished (%d steps); nothing to do", config.model_dir, steps
+        )
+        return _read_summary(config.model_dir, steps)
+
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: data_lib.training_dataset(
+            config.data_dir,
+            schema,
+            config.batch_size,
+            config.effective_ssl_batch_size,
+            config.seed,
+            skip_batches=start_step,
+            input_context=ctx,
+        )
+    )
+    iterator = iter(dataset)
+
+    def step_fn(inputs):
+        with tf.GradientTape() as tape:
+            total, main, aux = model.compute_losses(inputs, training=True)
+        variables = model.trainable_variables
+        gradients = tape.gradient(total, variables)
+        optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None]
+        )
+        return total, main, aux
+
+    @tf.function
+    def train_step(it):
+        per_replica = strategy.run(step_fn, args=(next(it),))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None) for x in per_replica]
+
+    writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "logs"))
+    examples_per_step = config.batch_size
+    started = time.time()
+    window_start, window_steps = time.time(), 0
+    step = start_step
+    losses = (float("nan"),) * 3
+    logging.info(
+        "train: %s, method %s, %d steps of %d pairs + %d uniform items, %d replica(s)",
+        config.model_dir,
+        config.method,
+        steps,
+        config.batch_size,
+        config.effective_ssl_batch_size,
+        replicas,
+    )
+    while step < steps:
+        values = train_step(iterator)
+        step += 1
+        window_steps += 1
+        if step % config.log_every == 0 or step == steps:
+            losses = tuple(float(v.numpy()) for v in values)
+            if not math.isfinite(losses[0]):
+                raise ValueError(
+                    f"loss is {losses[0]} at step {step}; lower --learning_rate or check the data"
+                )
+            rate = window_steps * examples_per_step / max(time.time() - window_start, 1e-9)
+            with writer.as_default(step=step):
+                tf.summary.scalar("loss/total", losses[0])
+                tf.summary.scalar("loss/main", losses[1])
+                tf.summary.scalar("loss/auxiliary", losses[2])
+                tf.summary.scalar("examples_per_second", rate)
+            logging.info(
+                "train: step %d/%d (%.0f%%) loss %.4f main %.4f aux %.4f, %.0f examples/s",
+                step,
+                steps,
+                100.0 * step / steps,
+                *losses,
+                rate,
+            )
+            window_start, window_steps = time.time(), 0
+        if step % config.checkpoint_every == 0 or step == steps:
+            manager.save(checkpoint_number=step)
+    seconds = time.time() - started
+    summary = {
+        "steps": steps,
+        "resumed_from_step": start_step,
+        "final_loss": losses[0],
+        "final_main_loss": losses[1],
+        "final_auxiliary_loss": losses[2],
+        "examples_per_second": (steps - start_step) * examples_per_step / max(seconds, 1e-9),
+        "seconds": seconds,
+        "method": config.method,
+    }
+    tmp = os.path.join(config.model_dir, "train_metrics.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(tmp, os.path.join(config.model_dir, "train_metrics.json"))
+    return summary
+
+
+def _read_summary(model_dir: str, steps: int) -> dict:
+    path = os.path.join(model_dir, "train_metrics.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            summary = json.load(f)
+    else:
+        summary = {"steps": steps}
+    summary["already_finished"] = True
+    return summary

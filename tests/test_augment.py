@@ -1,0 +1,162 @@
+"""Masks and dropouts have the properties the paper states, and the layers round-trip."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from ssl_retrieval import augment
+from ssl_retrieval.compat import tf
+
+# Features 0-1-2 strongly related, 3-4 related, 5 alone.
+MI = np.array(
+    [
+        [5.0, 3.0, 2.0, 0.1, 0.2, 0.0],
+        [3.0, 4.0, 2.5, 0.1, 0.1, 0.0],
+        [2.0, 2.5, 3.0, 0.3, 0.1, 0.0],
+        [0.1, 0.1, 0.3, 2.0, 1.5, 0.0],
+        [0.2, 0.1, 0.1, 1.5, 2.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+    ]
+)
+
+
+def masks(layer, step):
+    a, b = layer(tf.constant(step, tf.int64))
+    return a.numpy(), b.numpy()
+
+
+def test_cfm_masks_seed_with_its_most_correlated_features():
+    layer = augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist(), seed=1)
+    # Masked set for each seed feature: the seed plus its two most correlated features.
+    # Seeds 0, 1 and 2 all give {0, 1, 2}; 3 -> {3, 4, 2}; 4 -> {4, 3, 0}; 5 -> {5, 0, 1} (all
+    # zero MI: ties broken by index).
+    expected = {
+        frozenset({0, 1, 2}): 3 / 6,
+        frozenset({2, 3, 4}): 1 / 6,
+        frozenset({0, 3, 4}): 1 / 6,
+        frozenset({0, 1, 5}): 1 / 6,
+    }
+    seen = collections.Counter()
+    steps = 1200
+    for step in range(steps):
+        a, b = masks(layer, step)
+        assert (a ^ b).all()  # complementary
+        assert a.sum() == 3  # mask_size = k // 2, seed included
+        seen[frozenset(np.flatnonzero(a).tolist())] += 1
+    assert set(seen) == set(expected)
+    # The seed feature is uniform, so each set appears with its share of the seeds.
+    for group, share in expected.items():
+        assert abs(seen[group] / steps - share) < 0.05, (group, seen[group])
+    # Same (seed, step): same masks; masks change across steps.
+    assert (masks(layer, 7)[0] == masks(layer, 7)[0]).all()
+    assert len({tuple(masks(layer, s)[0]) for s in range(20)}) > 1
+
+
+def test_rfm_and_rfm_no_compl():
+    rfm = augment.FeatureMasker(6, "rfm", mask_size=2, seed=3)
+    no_compl = augment.FeatureMasker(6, "rfm_no_compl", mask_size=2, seed=3)
+    overlaps = 0
+    subsets = set()
+    for step in range(200):
+        a, b = masks(rfm, step)
+        assert (a ^ b).all() and a.sum() == 2
+        subsets.add(tuple(a))
+        a, b = masks(no_compl, step)
+        assert a.sum() == 2 and b.sum() == 2
+        overlaps += bool((a & b).any())
+    assert len(subsets) == 15  # every 2-subset of 6 features appears
+    assert 0 < overlaps < 200  # independent masks sometimes overlap
+
+
+def test_fm_fixed_sets_and_none():
+    fm = augment.FeatureMasker(4, "fm", fixed_features=[0, 2])
+    a, b = masks(fm, 0)
+    assert a.tolist() == [False, True, False, True] and b.tolist() == [True, False, True, False]
+    a, b = masks(augment.FeatureMasker(4, "none"), 5)
+    assert not a.any() and not b.any()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "xfm"}, "method must be one of"),
+        ({"method": "cfm"}, "mutual_info is required"),
+        ({"method": "cfm", "mutual_info": [[1.0]]}, r"mutual_info must be \[6, 6\]"),
+        ({"method": "rfm", "mask_size": 6}, r"mask_size must be in \[1, 5\]"),
+        ({"method": "fm", "fixed_features": []}, "fixed_features must be a non-empty proper"),
+        ({"method": "fm", "fixed_features": list(range(6))}, "fixed_features must be"),
+    ],
+)
+def test_masker_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        augment.FeatureMasker(6, **kwargs)
+
+
+def test_feature_dropout_rate_and_determinism():
+    layer = augment.FeatureDropout(5, 0.3, seed=2)
+    dropped = layer(4000, tf.constant(9, tf.int64)).numpy()
+    assert dropped.shape == (4000, 5)
+    assert abs(dropped.mean() - 0.3) < 0.02
+    again = layer(4000, tf.constant(9, tf.int64)).numpy()
+    other_view = layer(4000, tf.constant(9, tf.int64), salt=1).numpy()
+    assert (dropped == again).all() and (dropped != other_view).any()
+
+
+def test_value_dropout_keeps_structure_and_rate():
+    values = tf.ragged.constant([["a", "b", "c"], [], ["d"], ["e", "f"]] * 500)
+    layer = augment.ValueDropout(0.4, seed=5)
+    out = layer(values, tf.constant(3, tf.int64))
+    assert out.nrows() == values.nrows()
+    assert (out.row_lengths().numpy() <= values.row_lengths().numpy()).all()
+    kept = out.flat_values.shape[0] / values.flat_values.shape[0]
+    assert abs(kept - 0.6) < 0.03
+    # Kept values stay in their rows and order.
+    for got, full in zip(out.to_list()[:40], values.to_list()[:40], strict=True):
+        assert got == [v for v in full if v in got]
+    same = layer(values, tf.constant(3, tf.int64))
+    assert out.to_list() == same.to_list()
+    assert out.to_list() != layer(values, tf.constant(3, tf.int64), salt=1).to_list()
+    assert augment.ValueDropout(0.0)(values, 0) is values
+    ids = tf.ragged.constant([[1, 2, 3], [4]], dtype=tf.int64)
+    assert layer(ids, tf.constant(1, tf.int64)).dtype == tf.int64
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist(), mask_size=2, seed=4),
+        augment.FeatureMasker(4, "fm", fixed_features=[1], seed=4),
+        augment.FeatureDropout(3, 0.2, seed=8),
+        augment.ValueDropout(0.25, seed=9),
+    ],
+)
+def test_layers_round_trip_config(layer):
+    config = layer.get_config()
+    restored = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
+    assert type(restored) is type(layer)
+    assert restored.get_config() == config
+    for key, value in config.items():
+        if key not in ("name", "trainable", "dtype"):
+            assert getattr(restored, key) == value, key
+    step = tf.constant(11, tf.int64)
+    if isinstance(layer, augment.FeatureMasker):
+        for x, y in zip(layer(step), restored(step), strict=True):
+            assert (x.numpy() == y.numpy()).all()
+    elif isinstance(layer, augment.FeatureDropout):
+        assert (layer(10, step).numpy() == restored(10, step).numpy()).all()
+    else:
+        values = tf.ragged.constant([["a", "b"], ["c"]])
+        assert layer(values, step).to_list() == restored(values, step).to_list()
+
+
+def test_masks_work_inside_tf_function():
+    layer = augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist())
+
+    @tf.function
+    def draw(step):
+        return layer(step)
+
+    a, b = draw(tf.constant(3, tf.int64))
+    eager_a, _ = layer(tf.constant(3, tf.int64))
+    assert (a.numpy() == eager_a.numpy()).all()
