@@ -1,0 +1,187 @@
+"""Training end to end: every method, flag validation, resuming after kill -9, two replicas."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from ssl_retrieval import config as config_lib
+from ssl_retrieval import model as model_lib
+from ssl_retrieval import testing, training
+from ssl_retrieval.compat import tf
+
+TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8, fm_hidden_layers=(16,))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return testing.make_data_dir(str(tmp_path_factory.mktemp("data")))
+
+
+def tiny(data_dir, model_dir, **kwargs):
+    return config_lib.TrainConfig(data_dir=data_dir, model_dir=str(model_dir), **{**TINY, **kwargs})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", config_lib.METHODS)
+def test_every_method_trains(data_dir, tmp_path, method):
+    fm = ("item_id", "brand") if "fm" in method.split("+") else ()
+    summary = training.run(tiny(data_dir, tmp_path, method=method, train_steps=4, fm_features=fm))
+    assert summary["steps"] == 4 and np.isfinite(summary["final_loss"])
+    if method in ("baseline", "fd"):
+        assert summary["final_auxiliary_loss"] == 0.0
+    else:
+        assert summary["final_auxiliary_loss"] > 0.0
+    assert os.path.exists(tmp_path / "config.json")
+    assert os.path.exists(tmp_path / "train_metrics.json")
+
+
+def test_loss_decreases_and_model_reloads(data_dir, tmp_path):
+    short = training.run(tiny(data_dir, tmp_path / "a", method="cfm", train_steps=5))
+    longer = training.run(tiny(data_dir, tmp_path / "b", method="cfm", train_steps=80))
+    assert longer["final_main_loss"] < short["final_main_loss"] - 0.3
+    again = training.run(tiny(data_dir, tmp_path / "b", method="cfm", train_steps=80))
+    assert again["already_finished"]
+    restored = model_lib.load_from_model_dir(str(tmp_path / "b"))
+    from ssl_retrieval import data
+
+    batch = next(iter(data.items_dataset(data_dir, 8)))
+    z = restored.item_tower(batch).numpy()
+    assert z.shape == (8, 16)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+
+
+def test_changed_config_in_same_model_dir_is_refused(data_dir, tmp_path):
+    training.run(tiny(data_dir, tmp_path, train_steps=2))
+    with pytest.raises(ValueError, match=r"different config \(--alpha: 0.3 -> 1.0"):
+        training.run(tiny(data_dir, tmp_path, train_steps=2, alpha=1.0))
+    assert training.run(tiny(data_dir, tmp_path, train_steps=2, alpha=1.0, overwrite=True))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--method=fm"], "--fm_features is required for --method=fm"),
+        (["--method=cfm", "--fm_features=brand"], "--fm_features applies to --method=fm"),
+        (["--method=fm", "--fm_features=colour"], "--fm_features names unknown features"),
+        (["--alpha=-1"], "--alpha must be >= 0"),
+        (["--dropout_rate=1.5"], r"--dropout_rate must be in \[0, 1\)"),
+        (["--hidden_layers=64,x"], "--hidden_layers must be integers"),
+        (["--batch_size=100000"], "--batch_size=100000 exceeds the"),
+    ],
+)
+def test_invalid_flags_fail_at_start_with_the_flag_name(data_dir, tmp_path, flags, message):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssl_retrieval.train",
+            f"--data_dir={data_dir}",
+            f"--model_dir={tmp_path}/m",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    import re
+
+    assert re.search(message, out.stderr), out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_resumes_and_finishes(data_dir, tmp_path):
+    model_dir = tmp_path / "m"
+    command = [
+        sys.executable,
+        "-m",
+        "ssl_retrieval.train",
+        f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+        "--method=cfm",
+        "--batch_size=32",
+        "--hidden_layers=256,16",
+        "--embedding_dim=8",
+        "--train_steps=3000",
+        "--checkpoint_every=50",
+        "--log_every=50",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    checkpoint_dir = model_dir / "checkpoints"
+    while time.time() < deadline:
+        if checkpoint_dir.exists() and any(
+            p.name.startswith("ckpt-100") for p in checkpoint_dir.iterdir()
+        ):
+            break
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved = int(tf.train.latest_checkpoint(str(checkpoint_dir)).rsplit("-", 1)[1])
+    assert 100 <= saved < 3000
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from step {saved}" in resumed.stderr
+    metrics = json.load(open(model_dir / "train_metrics.json"))
+    assert metrics["steps"] == 3000 and metrics["resumed_from_step"] == saved
+
+
+TWO_REPLICAS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import ssl_retrieval.compat as c
+    tf = c.tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from ssl_retrieval import config as config_lib, data, model as model_lib, schema as s
+    data_dir, method = sys.argv[1], sys.argv[2]
+    cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,
+        batch_size=32, hidden_layers=(16, 8), embedding_dim=4)
+    schema = s.load_from_data_dir(data_dir)
+    batch = next(iter(data.training_dataset(data_dir, schema, 32, 32, seed=0)))
+    single = model_lib.build_model(cfg)
+    single.optimizer = tf.keras.optimizers.Adagrad(0.1)
+    one = [float(x) for x in single.compute_losses(batch, training=True)]
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored = model_lib.build_model(cfg)
+        mirrored.optimizer = tf.keras.optimizers.Adagrad(0.1)
+    # Replica i gets rows [16 i, 16 i + 16) of the same global batch.
+    halves = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.nest.map_structure(
+            lambda t: t[ctx.replica_id_in_sync_group * 16:(ctx.replica_id_in_sync_group + 1) * 16],
+            batch))
+    run = lambda: strategy.run(lambda x: mirrored.compute_losses(x, training=True), args=(halves,))
+    run()  # builds the mirrored variables
+    mirrored.set_weights(single.get_weights())
+    per_replica = run()
+    two = [float(strategy.reduce("SUM", x, axis=None)) for x in per_replica]
+    print(json.dumps({"one": one, "two": two}))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["baseline", "cfm_no_dropout"])
+def test_two_replicas_equal_one_replica_on_the_global_batch(data_dir, method):
+    out = subprocess.run(
+        [sys.executable, "-c", TWO_REPLICAS, data_dir, method],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["two"], result["one"], rtol=1e-4)
+    assert result["one"][1] > 0
