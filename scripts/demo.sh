@@ -22,3 +22,17 @@ else
   stage "1/5 raw data: $OUT/raw exists, skipping"
 fi
 cat "$OUT/raw/README.md"
+
+# 2. Preprocessing (Apache Beam, local runner): vocabularies, mutual information, splits, TFRecords.
+if [ ! -f "$OUT/data/schema.json" ]; then
+  stage "2/5 preprocessing with Apache Beam -> $OUT/data"
+  "$PY" -m pipelines.preprocess --items="$OUT/raw/items*.jsonl" --pairs="$OUT/raw/pairs*.jsonl" \
+    --schema="$OUT/raw/schema.json" --output_dir="$OUT/data"
+else
+  stage "2/5 preprocessing: $OUT/data exists, skipping"
+fi
+sed -n '/## Counts/,$p' "$OUT/data/README.md"
+
+# 3. Training: two towers + the SSL head with correlated feature masking (the paper's method).
+stage "3/5 training (method cfm) -> $OUT/model   (rerun resumes; a finished run is skipped)"
+"$PY" -m ssl_retrieval.train --flagfile=configs/demo_cfm.cfg --data_dir="$OUT/data" --model_dir="$OUT/model"

@@ -185,3 +185,36 @@ def test_two_replicas_equal_one_replica_on_the_global_batch(data_dir, method):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(result["two"], result["one"], rtol=1e-4)
     assert result["one"][1] > 0
+
+
+CHECK_CONFIGS = textwrap.dedent(
+    """
+    import glob, json, sys
+    from absl import flags
+    from ssl_retrieval import train
+    from ssl_retrieval.sources import debian
+    names = [f["name"] for f in debian.FEATURES]
+    checked = []
+    for path in sorted(glob.glob("configs/debian_*.cfg")):
+        if path.endswith("common.cfg"):
+            continue
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["train", f"--flagfile={path}"])
+        config = train.config_from_flags().validate(names)
+        checked.append((path, config.method, config.model_dir))
+    print(json.dumps(checked))
+    """
+)
+
+
+def test_debian_flagfiles_parse_and_validate():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK_CONFIGS], capture_output=True, text=True, cwd=root, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    checked = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(m for _, m, _ in checked) == sorted(config_lib.METHODS)
+    for path, method, model_dir in checked:
+        assert path == f"configs/debian_{method}.cfg"
+        assert model_dir == f"runs/debian/models/{method}"

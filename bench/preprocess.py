@@ -1,0 +1,221 @@
+"""Benchmark of the preprocessing job on the Debian data (issue 3).
+
+Prints JSON lines:
+  {"figure": "preprocess", "mode": "in_memory" | "multi_processing_2", "seconds", "pairs_per_s",
+   "items_per_s"}        the whole job, end to end, for both DirectRunner modes;
+  {"figure": "mutual_information", "mi_beam_s", "mi_numpy_s", "ratio", "max_abs_diff"}
+                         the Beam MI stage alone (items already parsed, in memory) beside a
+                         single-process numpy computation of the same matrix.
+
+  .venv/bin/python bench/preprocess.py [--raw_dir=runs/debian/raw] [--work_dir=runs/bench]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+
+from pipelines import mutual_information, preprocess_lib, raw_io, vocabulary  # noqa: E402
+from ssl_retrieval import schema as schema_lib  # noqa: E402
+
+
+def emit(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+def ensure_raw(raw_dir: str) -> str:
+    if not os.path.exists(os.path.join(raw_dir, "schema.json")):
+        from ssl_retrieval.sources import debian
+
+        debian.build(raw_dir)
+    return raw_dir
+
+
+def load_items(raw_dir: str, schema):
+    items = []
+    for path in sorted(os.listdir(raw_dir)):
+        if path.startswith("items") and path.endswith(".jsonl"):
+            for _, line, text in raw_io.read_lines(os.path.join(raw_dir, path)):
+                item, error = raw_io.validate_item(schema.features, path, line, text)
+                if item is not None:
+                    items.append(item)
+    return items
+
+
+def numpy_mi(items, schema, vocab_cutoffs, min_counts, dense_stats):
+    """The same matrix in one process: token codes per feature, then weighted bincounts."""
+    features = schema.features
+    n = len(items)
+    per_feature = []  # (indptr, codes, weights) in CSR form over items
+    for f in features:
+        vocab: dict[str, int] = {}
+        lengths, codes, weights = [], [], []
+        counts = None
+        if f.is_sparse and f.kind != schema_lib.ID:
+            counts = {}
+            for item in items:
+                value = item.get(f.name)
+                for v in [value] if isinstance(value, str) else (value or []):
+                    counts[v] = counts.get(v, 0) + 1
+        for item in items:
+            value = item.get(f.name)
+            if value is None:
+                tokens = [mutual_information.MISSING]
+            elif f.kind == schema_lib.DENSE:
+                mean, std = dense_stats[f.name]
+                z = (vocabulary.transform_dense(value, f) - mean) / std
+                tokens = [mutual_information.dense_bin(z)]
+            else:
+                tokens = [value] if isinstance(value, str) else value
+                if counts is not None:
+                    tokens = [
+                        t
+                        if mutual_information.in_vocabulary(
+                            t, counts[t], vocab_cutoffs[f.name], min_counts[f.name]
+                        )
+                        else mutual_information.OOV
+                        for t in tokens
+                    ]
+            lengths.append(len(tokens))
+            for t in tokens:
+                codes.append(vocab.setdefault(t, len(vocab)))
+                weights.append(1.0 / len(tokens))
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        per_feature.append((indptr, np.array(codes), np.array(weights), len(vocab)))
+
+    def entropy(keys, weights):
+        _, inverse = np.unique(keys, return_inverse=True)
+        p = np.bincount(inverse, weights=weights) / n
+        p = p[p > 0]
+        return float(-(p * np.log(p)).sum())
+
+    k = len(features)
+    h = [entropy(c, w) for _, c, w, _ in per_feature]
+    mi = np.zeros((k, k))
+    for i in range(k):
+        mi[i, i] = h[i]
+        pi, ci, wi, _ = per_feature[i]
+        li = np.diff(pi)
+        for j in range(i + 1, k):
+            pj, cj, wj, vj = per_feature[j]
+            lj = np.diff(pj)
+            pairs = li * lj
+            item = np.repeat(np.arange(n), pairs)
+            r = np.arange(pairs.sum()) - np.repeat(np.cumsum(pairs) - pairs, pairs)
+            a = pi[item] + r // lj[item]
+            b = pj[item] + r % lj[item]
+            keys = ci[a].astype(np.int64) * vj + cj[b]
+            mi[i, j] = mi[j, i] = h[i] + h[j] - entropy(keys, wi[a] * wj[b])
+    return mi
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw_dir", default="runs/debian/raw")
+    parser.add_argument("--work_dir", default="runs/bench")
+    args = parser.parse_args()
+    raw = ensure_raw(args.raw_dir)
+    os.makedirs(args.work_dir, exist_ok=True)
+    for mode, beam_args in (
+        ("in_memory", []),
+        (
+            "multi_processing_2",
+            ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+        ),
+    ):
+        out = os.path.join(args.work_dir, f"data_{mode}")
+        config = preprocess_lib.PreprocessConfig(
+            items=os.path.join(raw, "items*.jsonl"),
+            pairs=os.path.join(raw, "pairs*.jsonl"),
+            schema=os.path.join(raw, "schema.json"),
+            output_dir=out,
+            overwrite=True,
+        )
+        start = time.time()
+        summary = preprocess_lib.run(config, beam_args)
+        seconds = time.time() - start
+        counts = summary["counts"]
+        emit(
+            figure="preprocess",
+            mode=mode,
+            seconds=round(seconds, 2),
+            pairs_per_s=round(counts["input_pairs"] / seconds, 1),
+            items_per_s=round(counts["input_items"] / seconds, 1),
+            items=counts["items"],
+            pairs=counts["input_pairs"],
+        )
+
+    data_dir = os.path.join(args.work_dir, "data_in_memory")
+    schema = schema_lib.load(os.path.join(raw, "schema.json"))
+    final = schema_lib.load_from_data_dir(data_dir)
+    items = load_items(raw, schema)
+    min_counts = {f.name: vocabulary.caps(f, None, None)[1] for f in schema.sparse_features}
+    cutoffs = {}
+    for f in final.sparse_features:
+        with open(os.path.join(data_dir, f.vocab_file), encoding="utf-8") as vf:
+            values = [line.rstrip("\n") for line in vf]
+        cutoffs[f.name] = None
+        if values:
+            last = values[-1]
+            count = sum(
+                1
+                for it in items
+                if last == it.get(f.name)
+                or (isinstance(it.get(f.name), list) and last in it.get(f.name))
+            )
+            cutoffs[f.name] = [-count, last]
+    dense_stats = {f.name: (f.mean, f.std) for f in final.dense_features}
+
+    start = time.time()
+    expected = numpy_mi(items, schema, cutoffs, min_counts, dense_stats)
+    mi_numpy_s = time.time() - start
+
+    keyed = [(it[schema.id_feature.name], it) for it in items]
+    sizes = {name: {"cutoff": c} for name, c in cutoffs.items()}
+    dense = {name: {"mean": m, "std": s} for name, (m, s) in dense_stats.items()}
+    result = {}
+    start = time.time()
+    with beam.Pipeline(
+        runner=preprocess_lib.local_runner(PipelineOptions([])), options=PipelineOptions([])
+    ) as p:
+        sums = (
+            p
+            | beam.Create(keyed)
+            | mutual_information.ComputeMutualInformation(
+                schema,
+                vocab_sizes=beam.pvalue.AsDict(p | "Sizes" >> beam.Create(sizes.items())),
+                dense_stats=beam.pvalue.AsDict(p | "Dense" >> beam.Create(dense.items())),
+                min_counts=min_counts,
+            )
+        )
+        sums | beam.combiners.ToDict() | beam.Map(result.update)
+    mi_beam_s = time.time() - start
+    beam_mi = np.array(
+        mutual_information.finalize(schema.names, result, len(items))["mutual_information"]
+    )
+    with open(os.path.join(data_dir, "mutual_info.json")) as f:
+        job_mi = np.array(json.load(f)["mutual_information"])
+    emit(
+        figure="mutual_information",
+        items=len(items),
+        features=len(schema.features),
+        mi_beam_s=round(mi_beam_s, 2),
+        mi_numpy_s=round(mi_numpy_s, 2),
+        ratio=round(mi_beam_s / max(mi_numpy_s, 1e-9), 2),
+        max_abs_diff_beam_vs_numpy=float(np.abs(beam_mi - expected).max()),
+        max_abs_diff_job_vs_numpy=float(np.abs(job_mi - expected).max()),
+    )
+    shutil.rmtree(os.path.join(args.work_dir, "data_multi_processing_2"), ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

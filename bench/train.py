@@ -1,0 +1,138 @@
+"""Benchmark of training throughput (issue 4).
+
+Prints JSON lines, all measured in this run on the same data and the same towers:
+  {"figure": "train", "model": "baseline" | "cfm" | "stock_tfrs", "examples_per_s", ...}
+  {"figure": "input_pipeline", "examples_per_s"}     the tf.data pipeline alone
+  {"figure": "ratios", "cfm_over_baseline", "baseline_over_stock_tfrs", "input_over_cfm"}
+
+The stock model is `tfrs.Model` + `tfrs.tasks.Retrieval` (dot product of the same L2-normalised
+towers, temperature 0.07, no SSL), trained by the same loop. Examples = pairs of the main batch.
+
+  .venv/bin/python bench/train.py [--data_dir=runs/debian/data] [--steps=40]
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow_recommenders as tfrs  # noqa: E402, I001
+
+from ssl_retrieval import config as config_lib  # noqa: E402
+from ssl_retrieval import data as data_lib  # noqa: E402
+from ssl_retrieval import model as model_lib  # noqa: E402
+from ssl_retrieval import schema as schema_lib  # noqa: E402
+from ssl_retrieval import testing  # noqa: E402
+from ssl_retrieval.compat import tf  # noqa: E402
+
+
+def emit(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+class StockTwoTower(tfrs.Model):
+    """The TFRS tutorial model with our towers: no SSL, tfrs.tasks.Retrieval as the loss."""
+
+    def __init__(self, config, encoder_features):
+        super().__init__()
+        self.encoder = model_lib.FeatureEncoder(encoder_features, config.embedding_dim)
+        self.query_mlp = model_lib.MLP(config.hidden_layers)
+        self.item_mlp = model_lib.MLP(config.hidden_layers)
+        self.task = tfrs.tasks.Retrieval(temperature=config.temperature)
+
+    def compute_loss(self, inputs, training=False):
+        pairs, _ = inputs
+        q = self.query_mlp(self.encoder(pairs["query"]))
+        c = self.item_mlp(self.encoder(pairs["candidate"]))
+        return self.task(q, c, compute_metrics=False)
+
+
+def examples_per_second(model, dataset, steps, warmup, batch_size, ours):
+    optimizer = tf.keras.optimizers.Adagrad(0.1, initial_accumulator_value=0.1)
+    model.optimizer = optimizer
+    iterator = iter(dataset)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            batch = next(iterator)
+            loss = model.compute_losses(batch, True)[0] if ours else model.compute_loss(batch, True)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, model.trainable_variables, strict=True) if g is not None]
+        )
+        return loss
+
+    for _ in range(warmup):
+        step()
+    start = time.time()
+    for _ in range(steps):
+        loss = step()
+    loss.numpy()
+    return steps * batch_size / (time.time() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default="runs/debian/data")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=1024)
+    args = parser.parse_args()
+    data_dir, source = args.data_dir, "debian"
+    if not os.path.exists(os.path.join(data_dir, "schema.json")):
+        data_dir = testing.make_data_dir(tempfile.mkdtemp(), num_items=20000, num_pairs=200000)
+        source = "synthetic (ssl_retrieval.testing; no Debian data dir found)"
+    schema = schema_lib.load_from_data_dir(data_dir)
+    batch = args.batch_size
+
+    def dataset():
+        return data_lib.training_dataset(data_dir, schema, batch, batch, seed=0)
+
+    start = time.time()
+    n = 0
+    for pairs, _ in dataset().take(args.steps):
+        n += int(pairs["weight"].shape[0])
+    input_rate = n / (time.time() - start)
+    emit(figure="input_pipeline", data=source, examples_per_s=round(input_rate, 1))
+
+    rates = {}
+    for name in ("baseline", "cfm", "stock_tfrs"):
+        config = config_lib.TrainConfig(
+            data_dir=data_dir,
+            model_dir="unused",
+            method="cfm" if name == "cfm" else "baseline",
+            batch_size=batch,
+        )
+        tf.keras.utils.set_random_seed(0)
+        if name == "stock_tfrs":
+            model = StockTwoTower(config, model_lib.feature_configs(schema, data_dir))
+        else:
+            model = model_lib.build_model(config)
+        rate = examples_per_second(
+            model, dataset(), args.steps, args.warmup, batch, ours=name != "stock_tfrs"
+        )
+        rates[name] = rate
+        emit(
+            figure="train", model=name, data=source, batch_size=batch, examples_per_s=round(rate, 1)
+        )
+    emit(
+        figure="ratios",
+        cfm_over_baseline=round(rates["cfm"] / rates["baseline"], 3),
+        baseline_over_stock_tfrs=round(rates["baseline"] / rates["stock_tfrs"], 3),
+        input_over_cfm=round(input_rate / rates["cfm"], 2),
+        input_over_baseline=round(input_rate / rates["baseline"], 2),
+        goals={
+            "cfm_over_baseline": ">= 0.6",
+            "baseline_over_stock_tfrs": ">= 1.0",
+            "input": ">= 5",
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

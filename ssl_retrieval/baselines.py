@@ -1,0 +1,107 @@
+"""Reference recommenders on the same evaluator, to tell whether the neural model is worth it.
+
+  top_popular   the most frequent training candidates, the same list for every query (the
+                paper's appendix baseline; its Recall@K is the CDF of the K-th item).
+  feature_knn   cosine of TF-IDF vectors over the item's categorical and multi-hot values (the
+                id excluded): content similarity without any training pair.
+  cooccurrence  item-item collaborative filtering from the training pairs: c scores
+                sum_{c' linked from q} co(c', c) + co(q, c), where co(a, b) counts training
+                queries linking to both a and b. The query's own training links are not scored:
+                a pair lives in exactly one split, so they are never eval answers. Ties and
+                empty rows fall back to popularity.
+
+Each is a `retrieval.Scorer` over corpus chunks, so the evaluator treats them like the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ssl_retrieval import data as data_lib
+from ssl_retrieval import retrieval
+from ssl_retrieval import schema as schema_lib
+
+RECOMMENDERS = ("top_popular", "feature_knn", "cooccurrence")
+
+
+def popularity(data) -> np.ndarray:
+    """[N] training-candidate counts, scaled into [0, 1]."""
+    counts = np.bincount(data.train_candidate, minlength=data.num_items).astype(np.float64)
+    return counts / max(counts.max(), 1.0)
+
+
+def top_popular(data) -> retrieval.Scorer:
+    scores = popularity(data).astype(np.float32)
+
+    def scorer(rows, start, stop):
+        return np.broadcast_to(scores[start:stop], (len(rows), stop - start))
+
+    return scorer
+
+
+def tfidf_matrix(data_dir: str, item_ids: np.ndarray) -> sp.csr_matrix:
+    """[N, V] L2-normalised binary TF-IDF rows over categorical and multi-hot values."""
+    schema = schema_lib.load_from_data_dir(data_dir)
+    names = [
+        f.name for f in schema.features if f.kind in (schema_lib.CATEGORICAL, schema_lib.MULTI_HOT)
+    ]
+    vocab: dict[str, int] = {}
+    rows, cols = [], []
+    row = 0
+    for batch in data_lib.items_dataset(data_dir, 4096, schema=schema):
+        lists = {n: batch[n].to_list() for n in names}
+        for i in range(len(lists[names[0]]) if names else 0):
+            tokens = {f"{n}={v.decode()}" for n in names for v in lists[n][i]}
+            for t in tokens:
+                rows.append(row + i)
+                cols.append(vocab.setdefault(t, len(vocab)))
+        row += int(batch[schema.id_feature.name].nrows())
+    n = len(item_ids)
+    x = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, max(len(vocab), 1)))
+    df = np.asarray((x > 0).sum(axis=0)).ravel()
+    idf = np.log(n / np.maximum(df, 1)) + 1.0
+    x = x @ sp.diags(idf)
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x
+
+
+def feature_knn(data, data_dir: str) -> retrieval.Scorer:
+    x = tfidf_matrix(data_dir, data.item_ids).tocsr()
+    xt = x.T.tocsc()
+    tie_break = 1e-6 * popularity(data)
+
+    def scorer(rows, start, stop):
+        scores = (x[rows] @ xt[:, start:stop]).toarray()
+        return (scores + tie_break[start:stop]).astype(np.float32)
+
+    return scorer
+
+
+def cooccurrence(data) -> retrieval.Scorer:
+    n = data.num_items
+    links = sp.csr_matrix(
+        (np.ones(len(data.train_query)), (data.train_query, data.train_candidate)), shape=(n, n)
+    )
+    links.data = np.minimum(links.data, 1.0)
+    co = (links.T @ links).tocsr()
+    co.setdiag(0)
+    co.eliminate_zeros()
+    co_cols = co.tocsc()
+    tie_break = 1e-6 * popularity(data)
+
+    def scorer(rows, start, stop):
+        scores = (links[rows] @ co_cols[:, start:stop] + co[rows][:, start:stop]).toarray()
+        return (np.log1p(scores) + tie_break[start:stop]).astype(np.float32)
+
+    return scorer
+
+
+def make(name: str, data, data_dir: str) -> retrieval.Scorer:
+    if name == "top_popular":
+        return top_popular(data)
+    if name == "feature_knn":
+        return feature_knn(data, data_dir)
+    if name == "cooccurrence":
+        return cooccurrence(data)
+    raise ValueError(f"--recommender must be model or one of {list(RECOMMENDERS)}, got {name!r}")

@@ -1,0 +1,64 @@
+r"""Evaluates a trained model (or a reference recommender) over the whole corpus.
+
+  python -m ssl_retrieval.evaluate --data_dir=runs/debian/data --model_dir=runs/debian/models/cfm
+  python -m ssl_retrieval.evaluate --data_dir=runs/debian/data --recommender=top_popular \
+      --output=runs/debian/reference/top_popular.json
+
+For every eval query, the top K items by cosine similarity from the whole corpus (exact; the
+query item itself excluded); Recall@K, MAP@K and per-pair recall, overall and on the head, tail
+and cold slices. Writes metrics JSON (default <model_dir>/metrics.json) and prints a table.
+"""
+
+import logging
+import sys
+
+from absl import app, flags
+
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Preprocessed data dir.")
+MODEL_DIR = flags.DEFINE_string("model_dir", None, "Trained model dir (for --recommender=model).")
+RECOMMENDER = flags.DEFINE_enum(
+    "recommender",
+    "model",
+    ["model", "top_popular", "feature_knn", "cooccurrence"],
+    "What to evaluate: the trained model, or a reference recommender.",
+)
+KS = flags.DEFINE_list("ks", ["10", "50"], "Cut-offs K for Recall@K and MAP@K.")
+EXCLUDE_TRAIN = flags.DEFINE_bool(
+    "exclude_train_positives",
+    False,
+    "Filtered setting: leave each query's training candidates out of its ranking.",
+)
+OUTPUT = flags.DEFINE_string(
+    "output", None, "Metrics JSON path (default <model_dir>/metrics.json)."
+)
+
+flags.mark_flag_as_required("data_dir")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        ks = [int(k) for k in KS.value]
+        if not ks or min(ks) < 1:
+            raise ValueError(f"--ks must be positive integers, got {KS.value}")
+        from ssl_retrieval import evaluation  # noqa: PLC0415  (imports TensorFlow)
+
+        out = evaluation.run(
+            DATA_DIR.value,
+            recommender=RECOMMENDER.value,
+            model_dir=MODEL_DIR.value,
+            ks=ks,
+            exclude_train_positives=EXCLUDE_TRAIN.value,
+            output=OUTPUT.value,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(evaluation.format_table(out["metrics"], ks))
+    print(f"evaluate: {out['recommender']} in {out['seconds']}s -> {out['output']}")
+
+
+if __name__ == "__main__":
+    app.run(main)

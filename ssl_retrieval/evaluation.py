@@ -1,0 +1,222 @@
+"""Evaluation the way the paper does it: top K from the whole corpus, Recall@K and MAP@K.
+
+`evaluate(data_dir, scorer, ...)` runs any recommender (a `retrieval.Scorer`) over the eval
+pairs of a data dir; `model_scorer(model_dir)` makes the scorer of a trained model by embedding
+the whole corpus with both towers (an eval query is a corpus item, so its query embedding is the
+query tower on its features). `python -m ssl_retrieval.evaluate` is the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from ssl_retrieval import data as data_lib
+from ssl_retrieval import metrics as metrics_lib
+from ssl_retrieval import retrieval
+from ssl_retrieval import schema as schema_lib
+from ssl_retrieval.compat import tf
+
+
+@dataclasses.dataclass
+class EvalData:
+    """Everything evaluation needs from a data dir, as corpus indices.
+
+    Attributes:
+      item_ids: [N] corpus ids in items-* file order (the corpus index).
+      eval_query, eval_candidate: [P] corpus indices of the eval pairs.
+      train_query, train_candidate: [T] corpus indices of the training pairs.
+      head, cold: [N] bool slice membership (stats/head_items.txt, stats/cold_items.txt).
+    """
+
+    item_ids: np.ndarray
+    eval_query: np.ndarray
+    eval_candidate: np.ndarray
+    train_query: np.ndarray
+    train_candidate: np.ndarray
+    head: np.ndarray
+    cold: np.ndarray
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+
+def _id_pairs(data_dir: str, schema, split: str, index: dict[str, int]):
+    id_name = schema.id_feature.name
+    spec = {
+        schema_lib.QUERY_PREFIX + id_name: tf.io.FixedLenFeature([], tf.string),
+        schema_lib.CANDIDATE_PREFIX + id_name: tf.io.FixedLenFeature([], tf.string),
+    }
+    queries, candidates = [], []
+    dataset = (
+        tf.data.TFRecordDataset(data_lib.files(data_dir, schema, split))
+        .batch(8192)
+        .map(lambda x: tf.io.parse_example(x, spec))
+    )
+    for batch in dataset:
+        queries += [index[q] for q in batch[schema_lib.QUERY_PREFIX + id_name].numpy().astype(str)]
+        candidates += [
+            index[c] for c in batch[schema_lib.CANDIDATE_PREFIX + id_name].numpy().astype(str)
+        ]
+    return np.array(queries, np.int64), np.array(candidates, np.int64)
+
+
+def load_eval_data(data_dir: str) -> EvalData:
+    """Reads corpus ids, eval and train pairs (ids only) and the slice files."""
+    schema = schema_lib.load_from_data_dir(data_dir)
+    id_name = schema.id_feature.name
+    ids = []
+    spec = {id_name: tf.io.FixedLenFeature([], tf.string)}
+    dataset = (
+        tf.data.TFRecordDataset(data_lib.files(data_dir, schema, "items"))
+        .batch(8192)
+        .map(lambda x: tf.io.parse_example(x, spec))
+    )
+    for batch in dataset:
+        ids += batch[id_name].numpy().astype(str).tolist()
+    item_ids = np.array(ids, dtype=object)
+    index = {item_id: i for i, item_id in enumerate(ids)}
+    eval_query, eval_candidate = _id_pairs(data_dir, schema, "eval", index)
+    train_query, train_candidate = _id_pairs(data_dir, schema, "train", index)
+    with open(os.path.join(data_dir, "stats.json")) as f:
+        stats = json.load(f)
+
+    def membership(name):
+        member = np.zeros(len(ids), bool)
+        with open(os.path.join(data_dir, stats["files"][name]), encoding="utf-8") as f:
+            for line in f:
+                item_id = line.rstrip("\n")
+                if item_id in index:
+                    member[index[item_id]] = True
+        return member
+
+    return EvalData(
+        item_ids=item_ids,
+        eval_query=eval_query,
+        eval_candidate=eval_candidate,
+        train_query=train_query,
+        train_candidate=train_candidate,
+        head=membership("head_items"),
+        cold=membership("cold_items"),
+    )
+
+
+def embed_corpus(model, data_dir: str, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(query tower, item tower) embeddings of every corpus item, in corpus order."""
+    queries, items = [], []
+    query_fn = tf.function(model.query_tower, reduce_retracing=True)
+    item_fn = tf.function(model.item_tower, reduce_retracing=True)
+    for batch in data_lib.items_dataset(data_dir, batch_size):
+        queries.append(query_fn(batch).numpy())
+        items.append(item_fn(batch).numpy())
+    return np.concatenate(queries), np.concatenate(items)
+
+
+def model_scorer(model_dir: str, data_dir: str | None = None) -> retrieval.Scorer:
+    from ssl_retrieval import model as model_lib  # noqa: PLC0415
+
+    model = model_lib.load_from_model_dir(model_dir, data_dir)
+    query_embeddings, item_embeddings = embed_corpus(model, data_dir or model.config.data_dir)
+    return retrieval.embedding_scorer(query_embeddings, item_embeddings)
+
+
+def train_positives(data: EvalData, queries: np.ndarray) -> list[np.ndarray]:
+    """Per query (corpus index), its training candidates."""
+    order = np.argsort(data.train_query, kind="stable")
+    sorted_q = data.train_query[order]
+    lo = np.searchsorted(sorted_q, queries, "left")
+    hi = np.searchsorted(sorted_q, queries, "right")
+    return [data.train_candidate[order[a:b]] for a, b in zip(lo, hi, strict=True)]
+
+
+def evaluate(
+    data: EvalData,
+    scorer: retrieval.Scorer,
+    ks: Sequence[int] = (10, 50),
+    exclude_train_positives: bool = False,
+    query_batch: int = 1024,
+    corpus_chunk: int = 32768,
+) -> dict:
+    """Metrics of `scorer` on the eval pairs: {"all", "head", "tail", "cold"} (see metrics.py)."""
+    queries, query_of_pair = np.unique(data.eval_query, return_inverse=True)
+    exclude = train_positives(data, queries) if exclude_train_positives else None
+    retrieved, _ = retrieval.top_k(
+        scorer,
+        queries,
+        data.num_items,
+        max(ks),
+        exclude=exclude,
+        query_batch=query_batch,
+        corpus_chunk=corpus_chunk,
+    )
+    slices = {"head": data.head, "tail": ~data.head, "cold": data.cold}
+    return metrics_lib.compute(retrieved, query_of_pair, data.eval_candidate, ks, slices)
+
+
+def format_table(results: dict, ks: Sequence[int]) -> str:
+    """A plain-text table: one row per slice, Recall@K and MAP@K columns."""
+    columns = (
+        [f"recall@{k}" for k in ks] + [f"map@{k}" for k in ks] + [f"pair_recall@{k}" for k in ks]
+    )
+    lines = [f"{'slice':<6} {'queries':>8} " + " ".join(f"{c:>15}" for c in columns)]
+    for name, m in results.items():
+        cells = " ".join(f"{m[c]:>15.4f}" for c in columns)
+        lines.append(f"{name:<6} {m['num_queries']:>8} {cells}")
+    return "\n".join(lines)
+
+
+def write_json(path: str, obj: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run(
+    data_dir: str,
+    recommender: str = "model",
+    model_dir: str | None = None,
+    ks: Sequence[int] = (10, 50),
+    exclude_train_positives: bool = False,
+    output: str | None = None,
+) -> dict:
+    """Evaluates one recommender and writes its metrics JSON; returns the written object."""
+    from ssl_retrieval import baselines  # noqa: PLC0415
+
+    start = time.time()
+    data = load_eval_data(data_dir)
+    if recommender == "model":
+        if not model_dir:
+            raise ValueError("--model_dir is required for --recommender=model")
+        scorer = model_scorer(model_dir, data_dir)
+    else:
+        scorer = baselines.make(recommender, data, data_dir)
+    logging.info(
+        "evaluate: %s on %d eval pairs, %d items", recommender, len(data.eval_query), data.num_items
+    )
+    results = evaluate(data, scorer, ks, exclude_train_positives)
+    out = {
+        "recommender": recommender,
+        "model_dir": model_dir,
+        "data_dir": data_dir,
+        "ks": list(ks),
+        "exclude_train_positives": exclude_train_positives,
+        "metrics": results,
+        "seconds": round(time.time() - start, 2),
+    }
+    if output is None:
+        if model_dir is None:
+            raise ValueError("--output is required when there is no --model_dir")
+        output = os.path.join(model_dir, "metrics.json")
+    write_json(output, out)
+    out["output"] = output
+    return out

@@ -1,0 +1,185 @@
+"""Retrieval, metrics and reference recommenders against plain numpy references."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ssl_retrieval import baselines, evaluation, metrics, retrieval, testing, training
+from ssl_retrieval import config as config_lib
+
+
+def reference_top_k(q_emb, items, query_indices, k, exclude=None):
+    out = []
+    for row, q in enumerate(query_indices):
+        scores = items @ q_emb[q]
+        banned = {q} | set(exclude[row] if exclude is not None else [])
+        # Stable sort on -score: ties keep the lower index first.
+        order = [i for i in np.argsort(-scores, kind="stable") if i not in banned]
+        out.append(order[:k])
+    return np.array(out)
+
+
+def reference_metrics(retrieved, pairs, ks, member=None):
+    relevant = {}
+    for q, c in pairs:
+        if member is None or member[c]:
+            relevant.setdefault(q, set()).add(c)
+    result = {}
+    for k in ks:
+        recalls, aps = [], []
+        for q, rel in relevant.items():
+            top = list(retrieved[q][:k])
+            hits = [1 if i in rel else 0 for i in top]
+            recalls.append(sum(hits) / len(rel))
+            precision_sum = sum(hits[r] * sum(hits[: r + 1]) / (r + 1) for r in range(len(top)))
+            aps.append(precision_sum / min(len(rel), k))
+        kept = [(q, c) for q, c in pairs if member is None or member[c]]
+        result[f"recall@{k}"] = float(np.mean(recalls))
+        result[f"map@{k}"] = float(np.mean(aps))
+        result[f"pair_recall@{k}"] = float(np.mean([c in retrieved[q][:k] for q, c in kept]))
+    result["num_queries"] = len(relevant)
+    return result
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_top_k_matches_numpy_with_chunks_ties_and_exclusions():
+    rng = np.random.default_rng(0)
+    items = unit(rng.normal(size=(203, 8)).astype(np.float32))
+    items[50] = items[10]  # an exact tie: index 10 must come first
+    items[120] = items[10]
+    queries = unit(rng.normal(size=(203, 8)).astype(np.float32))
+    queries[7] = items[10]
+    query_indices = np.array([7, 10, 0, 202, 55, 120])
+    exclude = [np.array([3, 4]), np.array([]), np.array([201]), np.array([10, 50]), [], [0]]
+    scorer = retrieval.embedding_scorer(queries, items)
+    for chunk in (16, 64, 1000):
+        got, scores = retrieval.top_k(
+            scorer, query_indices, 203, 12, exclude=exclude, query_batch=4, corpus_chunk=chunk
+        )
+        expected = reference_top_k(queries, items, query_indices, 12, exclude)
+        np.testing.assert_array_equal(got, expected)
+        assert (np.diff(scores, axis=1) <= 1e-6).all()
+    assert got[0][:3].tolist() == [10, 50, 120]  # ties by lower index
+    assert 10 not in got[1] and 7 not in got[0]
+
+
+def make_case(seed=1, n=80, queries=30, pairs_per_query=3):
+    rng = np.random.default_rng(seed)
+    retrieved = np.stack([rng.permutation(n)[:20] for _ in range(queries)])
+    pairs = []
+    for q in range(queries):
+        for _ in range(int(rng.integers(1, pairs_per_query + 1))):
+            # Half the time a retrieved item (so there are hits), else anything.
+            c = int(retrieved[q, rng.integers(20)]) if rng.random() < 0.5 else int(rng.integers(n))
+            pairs.append((q, c))
+    pairs.append(pairs[0])  # a duplicate pair counts twice per pair, once per query
+    return retrieved, pairs, rng
+
+
+def test_metrics_match_numpy_reference_on_every_slice():
+    retrieved, pairs, rng = make_case()
+    member = rng.random(80) < 0.3
+    q = np.array([p[0] for p in pairs])
+    c = np.array([p[1] for p in pairs])
+    got = metrics.compute(retrieved, q, c, [5, 10, 20], {"head": member, "tail": ~member})
+    for name, mask in (("all", None), ("head", member), ("tail", ~member)):
+        expected = reference_metrics(retrieved, pairs, [5, 10, 20], mask)
+        for key, value in expected.items():
+            assert got[name][key] == pytest.approx(value, abs=1e-12), (name, key)
+    assert got["all"]["num_pairs"] == len(pairs)
+    with pytest.raises(ValueError, match="k=30 exceeds the 20 retrieved"):
+        metrics.compute(retrieved, q, c, [30])
+
+
+def test_map_on_a_hand_case():
+    # Query 0: relevant {1, 2, 3}; retrieved 1 (hit), 9, 3 (hit): AP@3 = (1/1 + 2/3) / 3.
+    retrieved = np.array([[1, 9, 3]])
+    got = metrics.compute(retrieved, np.array([0, 0, 0]), np.array([1, 2, 3]), [3, 1])
+    assert got["all"]["map@3"] == pytest.approx((1 + 2 / 3) / 3)
+    assert got["all"]["recall@3"] == pytest.approx(2 / 3)
+    assert got["all"]["map@1"] == pytest.approx(1.0)  # divided by min(|rel|, K) = 1
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return testing.make_data_dir(str(tmp_path_factory.mktemp("data")))
+
+
+def test_reference_recommenders(data_dir):
+    data = evaluation.load_eval_data(data_dir)
+    counts = np.bincount(data.train_candidate, minlength=data.num_items)
+    popular = evaluation.evaluate(data, baselines.top_popular(data), [10])
+    queries = np.unique(data.eval_query)
+    top, _ = retrieval.top_k(baselines.top_popular(data), queries, data.num_items, 10)
+    most = np.argsort(-counts, kind="stable")[:11]
+    for q, row in zip(queries, top, strict=True):
+        assert row.tolist() == [i for i in most if i != q][:10]
+    assert popular["tail"]["recall@10"] <= popular["head"]["recall@10"]
+    knn = baselines.feature_knn(data, data_dir)
+    scores = np.asarray(knn(np.array([0]), 0, data.num_items))[0]
+    same_category = [i for i in range(data.num_items) if i % 12 // 2 == 0 and i != 0]
+    assert (
+        scores[same_category].mean()
+        > scores[[i for i in range(data.num_items) if i % 12 // 2 == 3]].mean()
+    )
+    co = evaluation.evaluate(data, baselines.cooccurrence(data), [10, 50])
+    assert co["all"]["recall@10"] > popular["all"]["recall@10"]
+
+
+@pytest.mark.slow
+def test_evaluate_cli_on_a_trained_model_matches_the_library(data_dir, tmp_path):
+    model_dir = str(tmp_path / "m")
+    training.run(
+        config_lib.TrainConfig(
+            data_dir=data_dir,
+            model_dir=model_dir,
+            batch_size=32,
+            hidden_layers=(32, 16),
+            embedding_dim=8,
+            train_steps=60,
+            method="cfm",
+        )
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssl_retrieval.evaluate",
+            f"--data_dir={data_dir}",
+            f"--model_dir={model_dir}",
+            "--ks=5,20",
+            "--exclude_train_positives",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "recall@5" in out.stdout and "cold" in out.stdout
+    written = json.load(open(f"{model_dir}/metrics.json"))
+    assert written["exclude_train_positives"] is True
+    data = evaluation.load_eval_data(data_dir)
+    expected = evaluation.evaluate(
+        data, evaluation.model_scorer(model_dir, data_dir), [5, 20], exclude_train_positives=True
+    )
+    for name in ("all", "head", "tail", "cold"):
+        assert written["metrics"][name]["recall@20"] == pytest.approx(expected[name]["recall@20"])
+    popular = evaluation.evaluate(data, baselines.top_popular(data), [20])
+    assert written["metrics"]["all"]["recall@20"] > popular["all"]["recall@20"]
+
+
+def test_evaluate_cli_errors(data_dir, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "ssl_retrieval.evaluate", f"--data_dir={data_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1 and "--model_dir is required" in out.stderr
+    assert "Traceback" not in out.stderr
