@@ -33,7 +33,9 @@ setuptools.setup(
         "Beam preprocessing, TFRS training, evaluation and ScaNN serving."
     ),
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["ssl_retrieval", "ssl_retrieval.*", "pipelines", "pipelines.*"]),
+    packages=setuptools.find_packages(
+        include=["ssl_retrieval", "ssl_retrieval.*", "pipelines", "pipelines.*"]
+    ),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )
