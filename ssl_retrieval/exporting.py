@@ -1,0 +1,242 @@
+"""Export: one SavedModel with the towers, the item table and a ScaNN (or brute-force) index.
+
+Layout (TF Serving style, one numbered version per export):
+
+  <export_dir>/<step>/            saved_model.pb, variables/, export_info.json
+  <export_dir>/README.md          what is inside and how to query it
+
+Signatures (explicit TensorSpecs):
+  similar_items(item_id: string [B], k: int32 []) -> ids [B, k] string, scores [B, k] float32,
+      found [B] bool. Neighbours of corpus items by their precomputed query-tower embedding; the
+      item itself is excluded; unknown ids give found = false and empty rows.
+  similar_items_by_features(<feature tensors>, k) -> ids, scores: the query tower on raw
+      features, for items not in the corpus (cold start).
+  item_embedding(<feature tensors>) -> embedding [B, d]: the item tower.
+Feature tensors: one input per schema feature, named like it. Sparse features (id, categorical,
+multi-hot) are string [B, max_values] padded with "" (an empty row = missing); dense features are
+float32 [B] with NaN for missing. k is capped at the export's `--k`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+
+import numpy as np
+
+from ssl_retrieval import evaluation
+from ssl_retrieval import index as index_lib
+from ssl_retrieval import schema as schema_lib
+from ssl_retrieval.compat import tf
+
+
+def feature_signature(features: list[dict]) -> dict:
+    specs = {}
+    for f in features:
+        if f["kind"] == schema_lib.DENSE:
+            specs[f["name"]] = tf.TensorSpec([None], tf.float32, name=f["name"])
+        else:
+            specs[f["name"]] = tf.TensorSpec([None, None], tf.string, name=f["name"])
+    return specs
+
+
+def to_model_features(inputs: dict, features: list[dict]) -> dict:
+    """Signature inputs -> what the towers take (ragged strings, float with NaN)."""
+    out = {}
+    for f in features:
+        value = inputs[f["name"]]
+        if f["kind"] == schema_lib.DENSE:
+            out[f["name"]] = value
+        else:
+            out[f["name"]] = tf.RaggedTensor.from_tensor(value, padding="")
+    return out
+
+
+class SimilarItemsModule(tf.Module):
+    """What the SavedModel holds; see the module docstring for the signatures."""
+
+    def __init__(self, model, item_ids, query_embeddings, index, max_k: int, features: list[dict]):
+        super().__init__()
+        self.query_tower = model.query_tower
+        self.item_tower = model.item_tower
+        self.index = index
+        self.max_k = int(max_k)
+        self.features = features
+        self.item_ids = tf.Variable(np.asarray(item_ids).astype(bytes), trainable=False)
+        self.query_embeddings = tf.Variable(query_embeddings.astype(np.float32), trainable=False)
+        self.id_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(np.asarray(item_ids).astype(bytes)),
+                tf.range(len(item_ids), dtype=tf.int64),
+            ),
+            default_value=-1,
+        )
+        spec = feature_signature(features)
+        k_spec = tf.TensorSpec([], tf.int32, name="k")
+        self.similar_items = tf.function(
+            self._similar_items,
+            input_signature=[tf.TensorSpec([None], tf.string, name="item_id"), k_spec],
+        )
+        self.similar_items_by_features = tf.function(
+            self._similar_items_by_features, input_signature=[spec, k_spec]
+        )
+        self.item_embedding = tf.function(self._item_embedding, input_signature=[spec])
+
+    def _neighbours(self, queries, k, exclude):
+        """Top k per query, dropping `exclude` [B] corpus indices (-1: none)."""
+        k = tf.clip_by_value(k, 1, self.max_k)
+        scores, indices = self.index.search(queries, self.max_k + 1)
+        # ScaNN's op has no static shape; the ragged mask below needs the rank.
+        scores = tf.reshape(scores, [-1, self.max_k + 1])
+        indices = tf.reshape(indices, [-1, self.max_k + 1])
+        keep = tf.not_equal(indices, exclude[:, tf.newaxis])
+        ids = tf.ragged.boolean_mask(tf.gather(self.item_ids, indices), keep)
+        scores = tf.ragged.boolean_mask(scores, keep)
+        shape = [None, self.max_k + 1]
+        ids = ids.to_tensor(default_value=b"", shape=shape)[:, :k]
+        scores = scores.to_tensor(default_value=float("-inf"), shape=shape)[:, :k]
+        return ids, scores
+
+    def _similar_items(self, item_id, k):
+        rows = self.id_table.lookup(item_id)
+        found = rows >= 0
+        queries = tf.gather(self.query_embeddings, tf.maximum(rows, 0))
+        ids, scores = self._neighbours(queries, k, rows)
+        ids = tf.where(found[:, tf.newaxis], ids, b"")
+        scores = tf.where(found[:, tf.newaxis], scores, float("-inf"))
+        return {"ids": ids, "scores": scores, "found": found}
+
+    def _similar_items_by_features(self, features, k):
+        queries = self.query_tower(to_model_features(features, self.features))
+        none = -tf.ones(tf.shape(queries)[:1], tf.int64)
+        ids, scores = self._neighbours(queries, k, none)
+        return {"ids": ids, "scores": scores}
+
+    def _item_embedding(self, features):
+        return {"embedding": self.item_tower(to_model_features(features, self.features))}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    data_dir: str | None
+    model_dir: str
+    export_dir: str
+    index: str = "scann"
+    k: int = 100
+    min_recall: float = 0.95
+    recall_sample: int = 1000
+    scann: index_lib.ScannParams = index_lib.ScannParams()
+    overwrite: bool = False
+
+
+README = """# ssl_retrieval export
+
+Each numbered directory is one export (TF Serving layout; the number is the training step). It is
+a SavedModel with the towers, the item table and a {index} index. Load it in Python with
+
+    import ssl_retrieval
+    model = ssl_retrieval.load("{export_dir}")      # the newest version
+    model.similar(["vim"], k=10)
+
+or serve it over HTTP with `python -m ssl_retrieval.serve --export_dir={export_dir}`. Without
+ssl_retrieval, `import scann` before `tf.saved_model.load(...)` (the index uses ScaNN ops).
+Signatures: similar_items, similar_items_by_features, item_embedding (see export_info.json).
+"""
+
+
+def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
+    """The in-memory module and its export info (index built, recall measured)."""
+    from ssl_retrieval import model as model_lib  # noqa: PLC0415
+
+    if config.k < 1:
+        raise ValueError(f"--k must be >= 1, got {config.k}")
+    model = model_lib.load_from_model_dir(config.model_dir, config.data_dir)
+    data_dir = config.data_dir or model.config.data_dir
+    latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+    step = int(latest.rsplit("-", 1)[1])
+    version_dir = os.path.join(config.export_dir, str(step))
+    if os.path.exists(version_dir) and not config.overwrite:
+        raise ValueError(f"{version_dir} exists; pass --overwrite to replace this version")
+    data = evaluation.load_eval_data(data_dir)
+    query_embeddings, item_embeddings = evaluation.embed_corpus(model, data_dir)
+    n = len(data.item_ids)
+    max_k = min(config.k, n - 1)
+    logging.info("export: %d items, building the %s index", n, config.index)
+    index = index_lib.build(config.index, item_embeddings, max_k + 1, config.scann)
+    rng = np.random.default_rng(0)
+    sample = rng.choice(n, size=min(config.recall_sample, n), replace=False)
+    recall = index_lib.recall_against_brute_force(
+        index, item_embeddings, query_embeddings[sample], min(10, n)
+    )
+    features = [{"name": f["name"], "kind": f["kind"]} for f in model.encoder.features]
+    module = SimilarItemsModule(model, data.item_ids, query_embeddings, index, max_k, features)
+    info = {
+        "version": step,
+        "model_dir": os.path.abspath(config.model_dir),
+        "data_dir": os.path.abspath(data_dir),
+        "method": model.config.method,
+        "num_items": n,
+        "embedding_dim": int(item_embeddings.shape[1]),
+        "max_k": max_k,
+        "index": config.index,
+        "index_params": index.params,
+        "index_build_seconds": round(index.build_seconds, 3),
+        "recall_at_10_vs_brute_force": recall,
+        "recall_sample": int(len(sample)),
+        "features": features,
+        "signatures": ["similar_items", "similar_items_by_features", "item_embedding"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return module, info
+
+
+def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
+    """Saves the module as `<export_dir>/<version>/` (temporary dir, then rename)."""
+    step = info["version"]
+    version_dir = os.path.join(config.export_dir, str(step))
+    recall = info["recall_at_10_vs_brute_force"]
+    if os.path.exists(version_dir) and not config.overwrite:
+        raise ValueError(f"{version_dir} exists; pass --overwrite to replace this version")
+    os.makedirs(config.export_dir, exist_ok=True)
+    tmp = os.path.join(config.export_dir, f".tmp-{step}-{uuid.uuid4().hex[:8]}")
+    try:
+        tf.saved_model.save(
+            module,
+            tmp,
+            signatures={
+                "similar_items": module.similar_items,
+                "similar_items_by_features": module.similar_items_by_features,
+                "item_embedding": module.item_embedding,
+            },
+            options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]),
+        )
+        with open(os.path.join(tmp, "export_info.json"), "w") as f:
+            json.dump(info, f, indent=2)
+        if os.path.exists(version_dir):
+            shutil.rmtree(version_dir)
+        os.rename(tmp, version_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with open(os.path.join(config.export_dir, "README.md"), "w") as f:
+        f.write(README.format(index=config.index, export_dir=config.export_dir))
+    if recall < config.min_recall:
+        logging.warning(
+            "WARNING: INDEX RECALL@10 %.3f IS BELOW --min_recall=%.3f; raise "
+            "--num_leaves_to_search or --reorder, or export with --index=brute_force",
+            recall,
+            config.min_recall,
+        )
+    return version_dir
+
+
+def run(config: ExportConfig) -> dict:
+    """Exports the model of `config.model_dir`; returns the export info (also written)."""
+    module, info = build(config)
+    info["export_path"] = write(module, info, config)
+    return info

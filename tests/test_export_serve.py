@@ -1,0 +1,292 @@
+"""Export, the Python API and the HTTP server, on a model trained for a few steps."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from ssl_retrieval import config as config_lib
+from ssl_retrieval import exporting, http_app, serving, testing, training
+from ssl_retrieval import index as index_lib
+from ssl_retrieval.compat import tf
+
+RECORD = {"brand": "brand3", "category": "cat1", "tags": ["tag3_1", "tag3_2"], "price": 9.5}
+IDS = ["item00000", "item00007", "item00100"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data_dir = testing.make_data_dir(str(root / "data"))
+    model_dir = str(root / "model")
+    training.run(
+        config_lib.TrainConfig(
+            data_dir=data_dir,
+            model_dir=model_dir,
+            method="cfm",
+            batch_size=32,
+            hidden_layers=(32, 16),
+            embedding_dim=8,
+            train_steps=30,
+        )
+    )
+    config = exporting.ExportConfig(
+        data_dir=None, model_dir=model_dir, export_dir=str(root / "export"), k=20
+    )
+    module, info = exporting.build(config)
+    path = exporting.write(module, info, config)
+    return {"module": module, "info": info, "path": path, "config": config, "root": root}
+
+
+def signature_inputs():
+    features = {
+        "item_id": tf.constant([[""], ["item00005"]]),
+        "brand": tf.constant([["brand3"], [""]]),
+        "category": tf.constant([["cat1"], ["cat2"]]),
+        "tags": tf.constant([["tag3_1", "tag3_2"], ["", ""]]),
+        "price": tf.constant([9.5, float("nan")]),
+    }
+    return features
+
+
+FRESH = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import scann
+    import ssl_retrieval.compat as c
+    tf = c.tf
+    m = tf.saved_model.load(sys.argv[1])
+    features = {
+        "item_id": tf.constant([[""], ["item00005"]]),
+        "brand": tf.constant([["brand3"], [""]]),
+        "category": tf.constant([["cat1"], ["cat2"]]),
+        "tags": tf.constant([["tag3_1", "tag3_2"], ["", ""]]),
+        "price": tf.constant([9.5, float("nan")]),
+    }
+    a = m.signatures["similar_items"](item_id=tf.constant(%r), k=tf.constant(5))
+    b = m.signatures["similar_items_by_features"](k=tf.constant(5), **features)
+    e = m.signatures["item_embedding"](**features)
+    print(json.dumps({
+        "ids": a["ids"].numpy().astype(str).tolist(), "scores": a["scores"].numpy().tolist(),
+        "found": a["found"].numpy().tolist(),
+        "f_ids": b["ids"].numpy().astype(str).tolist(), "f_scores": b["scores"].numpy().tolist(),
+        "embedding": e["embedding"].numpy().tolist()}))
+    """
+)
+
+
+def test_fresh_process_returns_what_the_in_memory_model_returned(exported):
+    module = exported["module"]
+    ids = IDS + ["unknown-item"]
+    a = module.similar_items(tf.constant(ids), tf.constant(5))
+    b = module.similar_items_by_features(signature_inputs(), tf.constant(5))
+    e = module.item_embedding(signature_inputs())
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH % ids, exported["path"]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    fresh = json.loads(out.stdout.strip().splitlines()[-1])
+    assert fresh["ids"] == a["ids"].numpy().astype(str).tolist()
+    assert fresh["found"] == [True, True, True, False]
+    np.testing.assert_array_equal(np.array(fresh["scores"], np.float32), a["scores"].numpy())
+    assert fresh["f_ids"] == b["ids"].numpy().astype(str).tolist()
+    np.testing.assert_array_equal(np.array(fresh["f_scores"], np.float32), b["scores"].numpy())
+    np.testing.assert_array_equal(np.array(fresh["embedding"], np.float32), e["embedding"].numpy())
+    # The query item itself is never among its neighbours; rows are sorted best first.
+    for item, row in zip(IDS, fresh["ids"], strict=False):
+        assert item not in row and len(row) == 5
+    assert fresh["ids"][3] == [""] * 5
+
+
+def test_export_info_and_refusing_to_overwrite(exported):
+    info = json.load(open(f"{exported['path']}/export_info.json"))
+    assert info["index"] == "scann" and info["num_items"] == 240
+    assert info["recall_at_10_vs_brute_force"] >= 0.95
+    assert info["index_params"]["anisotropic_quantization_threshold"] == 0.2
+    assert set(info["signatures"]) == {
+        "similar_items",
+        "similar_items_by_features",
+        "item_embedding",
+    }
+    with pytest.raises(ValueError, match="exists; pass --overwrite"):
+        exporting.run(exported["config"])
+
+
+def test_python_api(exported):
+    model = serving.load(str(exported["root"] / "export"))
+    rows = model.similar(IDS, k=4)
+    assert [len(r) for r in rows] == [4, 4, 4]
+    assert all(a[1] >= b[1] for r in rows for a, b in zip(r, r[1:], strict=False))
+    assert model.similar_by_features([RECORD], k=3)[0][0][0].startswith("item")
+    assert model.embed([RECORD, {}]).shape == (2, 16)
+    with pytest.raises(serving.UnknownItemError, match="'nope'"):
+        model.similar(["item00001", "nope"], k=3)
+    with pytest.raises(ValueError, match="k must be between 1 and 20"):
+        model.similar(IDS, k=21)
+    with pytest.raises(ValueError, match="record 0: feature 'tags': expected a list of strings"):
+        model.similar_by_features([{"tags": "tag3_1"}])
+    with pytest.raises(ValueError, match=r"record 0: unknown feature\(s\) \['colour'\]"):
+        model.similar_by_features([{"colour": "red"}])
+
+
+def test_scann_recall_on_a_clustered_corpus():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(200, 32))
+    x = centers[rng.integers(200, size=20000)] + 0.3 * rng.normal(size=(20000, 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    scann = index_lib.build("scann", x, 11)
+    assert scann.params["num_leaves"] == 141
+    recall = index_lib.recall_against_brute_force(scann, x, x[:500], 10)
+    assert recall >= 0.95
+    with pytest.raises(ValueError, match="--index must be scann or brute_force"):
+        index_lib.build("annoy", x, 10)
+
+
+@pytest.fixture()
+def client(exported):
+    app = http_app.create_app(
+        str(exported["root"] / "export"), poll_seconds=0, max_request_bytes=100_000
+    )
+    with TestClient(app) as c:
+        yield c
+
+
+MALFORMED = [
+    ({"content": b"{not json"}, 400, "not valid JSON"),
+    ({"json": ["item00000"]}, 400, "must be a JSON object"),
+    ({"json": {"k": 3}}, 400, "'instances' must be a non-empty list"),
+    ({"json": {"instances": "item00000"}}, 400, "'instances' must be a non-empty list"),
+    ({"json": {"instances": [5]}}, 400, r"instances\[0\]: expected an item id"),
+    ({"json": {"instances": ["item00000"], "k": 0}}, 400, "k must be between 1 and 20"),
+    ({"json": {"instances": ["item00000"], "k": 10**9}}, 400, "k must be between 1 and 20"),
+    ({"json": {"instances": ["item00000"], "k": "ten"}}, 400, "k must be an integer"),
+    ({"json": {"signature_name": "nope", "instances": ["a"]}}, 400, "unknown signature_name"),
+    ({"json": {"instances": ["item00000", "ghost"]}}, 404, "unknown item id"),
+    (
+        {"json": {"signature_name": "similar_items_by_features", "instances": [{"tags": 3}]}},
+        400,
+        "expected a list of strings",
+    ),
+    ({"json": {"instances": ["item00000"] * 1001}}, 413, "at most 1000 instances"),
+    ({"content": b"x" * (10 << 20)}, 413, "exceeds the limit"),
+]
+
+
+@pytest.mark.parametrize("request_kwargs, status, message", MALFORMED)
+def test_malformed_requests_get_clear_errors_and_the_server_keeps_serving(
+    client, request_kwargs, status, message
+):
+    response = client.post("/v1/models/ssl_retrieval:predict", **request_kwargs)
+    assert response.status_code == status
+    import re
+
+    assert re.search(message, response.json()["error"]), response.json()
+    ok = client.post("/v1/models/ssl_retrieval:predict", json={"instances": ["item00000"], "k": 2})
+    assert ok.status_code == 200 and len(ok.json()["predictions"][0]["ids"]) == 2
+
+
+def test_friendly_endpoints(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    status = client.get("/v1/models/ssl_retrieval").json()["model_version_status"][0]
+    assert status["state"] == "AVAILABLE"
+    assert client.get("/v1/models/other").status_code == 404
+    body = client.get("/v1/similar/item00000?k=3").json()
+    assert len(body["neighbors"]) == 3 and body["item_id"] == "item00000"
+    assert client.get("/v1/similar/ghost").status_code == 404
+    assert client.get("/v1/similar/item00000?k=-1").status_code == 400
+    by_features = client.post(
+        "/v1/models/ssl_retrieval:predict",
+        json={"signature_name": "similar_items_by_features", "instances": [RECORD], "k": 4},
+    )
+    assert len(by_features.json()["predictions"][0]["ids"]) == 4
+    embedding = client.post(
+        "/v1/models/ssl_retrieval:predict",
+        json={"signature_name": "item_embedding", "instances": [RECORD]},
+    )
+    assert len(embedding.json()["predictions"][0]) == 16
+
+
+def test_newer_version_is_picked_up_without_restart(exported, tmp_path):
+    export_dir = tmp_path / "export"
+    shutil.copytree(exported["root"] / "export", export_dir)
+    holder = http_app.ModelHolder(str(export_dir), poll_seconds=0)
+    old = holder.model.version
+    assert not holder.poll_once()
+    (export_dir / f"{old + 5}").mkdir()  # an incomplete version (no saved_model.pb) is ignored
+    assert not holder.poll_once()
+    shutil.rmtree(export_dir / f"{old + 5}")
+    newer = export_dir / str(old + 7)
+    shutil.copytree(export_dir / str(old), newer)
+    info = json.load(open(newer / "export_info.json"))
+    info["version"] = old + 7
+    json.dump(info, open(newer / "export_info.json", "w"))
+    assert holder.poll_once()
+    assert holder.model.version == old + 7
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_real_server_serves_concurrent_clients(exported):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ssl_retrieval.serve",
+            f"--export_dir={exported['root'] / 'export'}",
+            f"--port={port}",
+            "--poll_seconds=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=2)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+                time.sleep(0.5)
+        errors, done = [], []
+
+        def client(n):
+            for i in range(10):
+                item = f"item{(n * 10 + i) % 240:05d}"
+                try:
+                    with urllib.request.urlopen(f"{base}/v1/similar/{item}?k=5", timeout=30) as r:
+                        assert len(json.load(r)["neighbors"]) == 5
+                        done.append(1)
+                except Exception as e:  # noqa: BLE001
+                    errors.append(repr(e))
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == [] and len(done) == 160
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
