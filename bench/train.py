@@ -19,6 +19,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# TFRS needs Keras 2; ssl_retrieval sets this too, but TFRS is imported first here.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow_recommenders as tfrs  # noqa: E402, I001
 

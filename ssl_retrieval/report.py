@@ -1,0 +1,228 @@
+"""Tables and figures of an experiment, in the paper's shapes, from results.jsonl.
+
+Each result is one run: {"run_id", "method", "fraction", "seed", "params", "metrics"} with
+metrics as written by the evaluator ({"all": {...}, "head": {...}, ...}). Numbers are the mean
+over seeds +/- the half-width of a 95% t confidence interval, with the relative change against
+the baseline of the same fraction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+
+import numpy as np
+from scipy import stats
+
+MAIN_COLUMNS = ("map@10", "map@50", "recall@10", "recall@50")
+
+
+def mean_ci(values) -> tuple[float, float, int]:
+    """(mean, 95% CI half-width, n); the half-width is NaN for a single value."""
+    values = np.asarray([v for v in values if v is not None and not math.isnan(v)], float)
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    if n == 1:
+        return float(values[0]), float("nan"), 1
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean()), float(half), n
+
+
+def read_results(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _group(results, fraction, params=None):
+    """method -> list of metrics dicts for plain runs (no sweep params) of `fraction`."""
+    grouped = defaultdict(list)
+    for r in results:
+        if r["fraction"] == fraction and (r.get("params") or {}) == (params or {}):
+            grouped[r["method"]].append(r["metrics"])
+    return grouped
+
+
+def _cell(values, base_mean=None) -> str:
+    mean, half, n = mean_ci(values)
+    if n == 0:
+        return "-"
+    text = f"{mean:.4f}" + (f" ± {half:.4f}" if not math.isnan(half) else "")
+    if base_mean is not None and base_mean > 0:
+        text += f" ({100 * (mean - base_mean) / base_mean:+.1f}%)"
+    return text
+
+
+def table(results, fraction, methods, columns=MAIN_COLUMNS, slice_name="all", baseline="baseline"):
+    """A markdown table: one row per method, cells 'mean ± CI (relative to baseline)'."""
+    grouped = _group(results, fraction)
+    base = grouped.get(baseline, [])
+    header = "| method | seeds | " + " | ".join(c.replace("@", "@") for c in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 2)]
+    for method in methods:
+        runs = grouped.get(method, [])
+        if not runs:
+            continue
+        cells = []
+        for c in columns:
+            values = [m[slice_name][c] for m in runs]
+            base_mean = (
+                mean_ci([m[slice_name][c] for m in base])[0]
+                if base and method != baseline
+                else None
+            )
+            cells.append(_cell(values, base_mean))
+        lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def head_tail_table(results, fraction, methods, baseline="baseline"):
+    grouped = _group(results, fraction)
+    base = grouped.get(baseline, [])
+    cols = [
+        ("tail", "recall@10"),
+        ("tail", "recall@50"),
+        ("head", "recall@10"),
+        ("head", "recall@50"),
+    ]
+    lines = [
+        "| method | seeds | tail Recall@10 | tail Recall@50 | head Recall@10 | head Recall@50 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in methods:
+        runs = grouped.get(method, [])
+        if not runs:
+            continue
+        cells = []
+        for s, c in cols:
+            base_mean = mean_ci([m[s][c] for m in base])[0] if base and method != baseline else None
+            cells.append(_cell([m[s][c] for m in runs], base_mean))
+        lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sweep_points(results, fraction, param, method, metric="recall@50"):
+    """[(value, mean, half-width)] of `metric` over runs of `method` sweeping `param`."""
+    by_value = defaultdict(list)
+    for r in results:
+        p = r.get("params") or {}
+        if r["method"] == method and r["fraction"] == fraction and set(p) == {param}:
+            by_value[p[param]].append(r["metrics"]["all"][metric])
+    return [(v, *mean_ci(by_value[v])[:2]) for v in sorted(by_value)]
+
+
+def sweep_figure(results, fraction, param, methods, path, baseline="baseline", metric="recall@50"):
+    """Recall@50 against `param` per method, the baseline dashed (paper figures 5 and 6)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    drawn = False
+    for method in methods:
+        points = sweep_points(results, fraction, param, method, metric)
+        if points:
+            xs, ys, hs = zip(*points, strict=True)
+            ax.errorbar(
+                xs, ys, yerr=[0 if math.isnan(h) else h for h in hs], marker="o", label=method
+            )
+            drawn = True
+    base = [m["all"][metric] for m in _group(results, fraction).get(baseline, [])]
+    if base:
+        ax.axhline(np.mean(base), linestyle="--", color="grey", label=baseline)
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xscale("log" if param == "alpha" else "linear")
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric.replace("recall", "Recall"))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def tsne_figure(panels: dict[str, tuple[np.ndarray, list[str]]], path: str, title: str) -> None:
+    """Side-by-side 2-d embeddings (already t-SNE'd), points coloured by a categorical value."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5))
+    axes = np.atleast_1d(axes)
+    for ax, (name, (xy, labels)) in zip(axes, panels.items(), strict=True):
+        categories = sorted(set(labels))
+        for c in categories:
+            mask = np.array([label == c for label in labels])
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=4, label=c)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[-1].legend(markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(results: list[dict], references: list[dict], config: dict, out_dir: str) -> str:
+    """Writes report.md (+ sweep figures) into `out_dir`; returns the markdown."""
+    baseline = config.get("baseline", "baseline")
+    tables = config.get("tables", {})
+    main = tables.get("main", {"methods": [], "fractions": []})
+    aug = tables.get("augmentations", {"methods": [], "fractions": []})
+    parts = [f"# {config.get('title', 'Experiment report')}", ""]
+    parts.append(
+        "Mean over seeds ± half-width of the 95% t confidence interval; in brackets the change "
+        f"relative to `{baseline}` at the same training fraction. Every number comes from "
+        "`results.jsonl` beside this file."
+    )
+    for i, fraction in enumerate(main["fractions"]):
+        label = "Table 1" if i == 0 else f"Table 2{'abcdefg'[i - 1]}"
+        parts += ["", f"## {label}: training fraction {fraction}", ""]
+        parts.append(table(results, fraction, main["methods"], baseline=baseline))
+    if main["fractions"]:
+        fraction = main["fractions"][0]
+        parts += ["", f"## Table 3: head and tail slices (fraction {fraction})", ""]
+        parts.append(head_tail_table(results, fraction, main["methods"], baseline))
+    for fraction in aug["fractions"]:
+        parts += ["", f"## Table 4: augmentation variants (fraction {fraction})", ""]
+        parts.append(table(results, fraction, aug["methods"], baseline=baseline))
+    if references:
+        parts += ["", "## Reference recommenders (same evaluator)", ""]
+        parts.append(
+            "| recommender | fraction | " + " | ".join(MAIN_COLUMNS) + " | tail recall@10 |"
+        )
+        parts.append("|---|---|" + "---|" * (len(MAIN_COLUMNS) + 1))
+        for r in references:
+            m = r["metrics"]
+            cells = " | ".join(f"{m['all'][c]:.4f}" for c in MAIN_COLUMNS)
+            parts.append(
+                f"| {r['recommender']} | {r['fraction']} | {cells} | {m['tail']['recall@10']:.4f} |"
+            )
+    figures = []
+    for param, figure in (("alpha", "figure5_alpha.png"), ("dropout_rate", "figure6_dropout.png")):
+        sweep = config.get("sweeps", {}).get(param)
+        if sweep and sweep_figure(
+            results,
+            sweep["fraction"],
+            param,
+            sweep["methods"],
+            os.path.join(out_dir, figure),
+            baseline,
+        ):
+            figures.append((param, figure))
+    if os.path.exists(os.path.join(out_dir, "figure4_tsne.png")):
+        figures.append(("t-SNE of item embeddings", "figure4_tsne.png"))
+    if figures:
+        parts += ["", "## Figures", ""]
+        parts += [f"![{name}]({path})" for name, path in figures]
+    markdown = "\n".join(parts) + "\n"
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(markdown)
+    return markdown

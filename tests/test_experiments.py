@@ -1,0 +1,182 @@
+"""Experiments: the run plan, resuming, the report's confidence intervals, and one real run."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ssl_retrieval import experiments, report, testing
+
+SLICES = ("all", "head", "tail", "cold")
+
+
+def _metrics(value: float) -> dict:
+    row = {"recall@10": value, "recall@50": 2 * value, "map@10": value / 2, "map@50": value / 2}
+    return {s: dict(row) for s in SLICES}
+
+
+def _result(method, fraction, seed, value, params=None):
+    return {
+        "run_id": f"{fraction}/{method}/seed{seed}",
+        "method": method,
+        "fraction": fraction,
+        "seed": seed,
+        "params": params or {},
+        "metrics": _metrics(value),
+    }
+
+
+def test_mean_ci_matches_the_t_interval():
+    values = [0.21, 0.25, 0.19, 0.3]
+    mean, half, n = report.mean_ci(values)
+    low, high = stats.t.interval(
+        0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values)
+    )
+    assert n == 4 and math.isclose(mean, np.mean(values))
+    assert math.isclose(half, (high - low) / 2, rel_tol=1e-12)
+    assert math.isnan(report.mean_ci([0.5])[1]) and report.mean_ci([])[2] == 0
+
+
+def test_table_reports_mean_ci_and_relative_change():
+    results = [_result("baseline", "1.0", s, v) for s, v in enumerate([0.1, 0.2, 0.3])]
+    results += [_result("cfm", "1.0", s, v) for s, v in enumerate([0.2, 0.3, 0.4])]
+    results.append(_result("cfm", "0.1", 0, 0.9))  # another fraction: not in this table
+    results.append(_result("cfm", "1.0", 0, 0.9, {"alpha": 3.0}))  # a sweep point: not either
+    markdown = report.table(results, "1.0", ["baseline", "cfm"], columns=("recall@10",))
+    half = stats.t.ppf(0.975, 2) * np.std([0.2, 0.3, 0.4], ddof=1) / math.sqrt(3)
+    rows = markdown.splitlines()
+    assert rows[2].startswith("| baseline | 3 | 0.2000 ± ") and "%" not in rows[2]
+    assert rows[3] == f"| cfm | 3 | 0.3000 ± {half:.4f} (+50.0%) |"
+
+
+def test_sweep_points_average_seeds_per_value():
+    results = [_result("cfm", "0.1", s, v, {"alpha": 0.3}) for s, v in enumerate([0.1, 0.3])]
+    results.append(_result("cfm", "0.1", 0, 0.5, {"alpha": 1.0}))
+    points = report.sweep_points(results, "0.1", "alpha", "cfm")
+    assert [p[0] for p in points] == [0.3, 1.0]
+    assert math.isclose(points[0][1], 2 * 0.2) and math.isclose(points[1][1], 1.0)
+
+
+CONFIG = {
+    "title": "test",
+    "methods": {"baseline": "b.cfg", "cfm": "c.cfg"},
+    "seeds": [0, 1],
+    "tables": {
+        "main": {"methods": ["baseline", "cfm"], "fractions": ["1.0", "0.1"]},
+        "augmentations": {"methods": ["baseline", "cfm"], "fractions": ["1.0"]},
+    },
+    "sweeps": {
+        "alpha": {"methods": ["cfm"], "values": [0.1, 1.0], "fraction": "0.1", "seeds": [0]}
+    },
+}
+
+
+def test_plan_deduplicates_tables_and_adds_sweep_points():
+    runs = experiments.plan(CONFIG)
+    ids = [r.run_id for r in runs]
+    assert len(ids) == len(set(ids)) == 2 * 2 * 2 + 2
+    assert "0.1/cfm_alpha=0.1/seed0" in ids and "1.0/baseline/seed1" in ids
+
+
+def _fake_runner(calls):
+    """Stands in for train/evaluate subprocesses: evaluate writes a metrics file, train nothing."""
+
+    def run(args):
+        calls.append(args)
+        flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+        if args[2] != "ssl_retrieval.evaluate":
+            return
+        if "recommender" in flags:
+            path = flags["output"]
+            payload = {"metrics": _metrics(0.05)}
+        else:
+            path = os.path.join(flags["model_dir"], "metrics.json")
+            payload = {"metrics": _metrics(0.1 if "baseline" in flags["model_dir"] else 0.2)}
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(payload, f)
+
+    return run
+
+
+def test_run_experiment_resumes_and_writes_the_report(tmp_path):
+    config = {
+        **CONFIG,
+        "output_dir": str(tmp_path / "report"),
+        "runs_dir": str(tmp_path / "runs"),
+        "data_dirs": {"1.0": "d1", "0.1": "d01"},
+        "references": ["top_popular"],
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    calls = []
+    summary = experiments.run_experiment(str(path), runner=_fake_runner(calls))
+    assert summary["results"] == 10
+    trains = [c for c in calls if c[2] == "ssl_retrieval.train"]
+    assert len(trains) == 10
+    assert any("--alpha=1.0" in c for c in trains) and any("--seed=1" in c for c in trains)
+    report_md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Table 1: training fraction 1.0" in report_md
+    assert "| cfm | 2 | 0.2000 ± 0.0000 (+100.0%)" in report_md
+    assert "| top_popular | 0.1 |" in report_md
+    assert (tmp_path / "report" / "figure5_alpha.png").stat().st_size > 1000
+    assert len(report.read_results(str(tmp_path / "report" / "results.jsonl"))) == 10
+
+    # An interrupted experiment resumes: finished runs are neither trained nor evaluated again.
+    os.remove(tmp_path / "runs" / "1.0" / "cfm" / "seed1" / "metrics.json")
+    calls.clear()
+    experiments.run_experiment(str(path), runner=_fake_runner(calls))
+    assert [c[2] for c in calls] == ["ssl_retrieval.train", "ssl_retrieval.evaluate"]
+    assert any(a.endswith("1.0/cfm/seed1") for a in calls[0])
+
+
+def test_failed_run_stops_with_its_stderr(tmp_path):
+    config = {**CONFIG, "output_dir": str(tmp_path / "r"), "runs_dir": str(tmp_path / "runs")}
+    config["data_dirs"] = {"1.0": "d1", "0.1": "d01"}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+
+    def failing(args):
+        experiments._default_runner(args + ["--no_such_flag_anywhere=1"])
+
+    with pytest.raises(RuntimeError, match="no_such_flag_anywhere"):
+        experiments.run_experiment(str(path), runner=failing)
+
+
+@pytest.mark.slow
+def test_real_experiment_on_tiny_data(tmp_path):
+    """Real train and evaluate subprocesses, references and the t-SNE figure, end to end."""
+    data_dir = testing.make_data_dir(str(tmp_path / "data"))
+    tiny = "--batch_size=32\n--hidden_layers=32,16\n--embedding_dim=8\n--train_steps=30\n"
+    for method in ("baseline", "cfm"):
+        (tmp_path / f"{method}.cfg").write_text(f"--method={method}\n{tiny}")
+    config = {
+        "title": "tiny",
+        "output_dir": str(tmp_path / "report"),
+        "runs_dir": str(tmp_path / "runs"),
+        "data_dirs": {"1.0": data_dir},
+        "methods": {m: str(tmp_path / f"{m}.cfg") for m in ("baseline", "cfm")},
+        "seeds": [0, 1],
+        "tables": {"main": {"methods": ["baseline", "cfm"], "fractions": ["1.0"]}},
+        "references": ["top_popular", "cooccurrence"],
+        "tsne": {
+            "methods": ["baseline", "cfm"],
+            "fraction": "1.0",
+            "seed": 0,
+            "color_by": "category",
+        },
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    experiments.run_experiment(str(path))
+    results = report.read_results(str(tmp_path / "report" / "results.jsonl"))
+    assert len(results) == 4
+    for r in results:
+        assert 0.0 <= r["metrics"]["all"]["recall@10"] <= r["metrics"]["all"]["recall@50"] <= 1.0
+    # A trained model retrieves far better than chance (10 of 240 items).
+    assert min(r["metrics"]["all"]["recall@50"] for r in results) > 50 / 240
+    assert (tmp_path / "report" / "figure4_tsne.png").stat().st_size > 5000
+    assert "| cooccurrence | 1.0 |" in (tmp_path / "report" / "report.md").read_text()
