@@ -5,7 +5,7 @@ Prints JSON lines, measured in this run on the same embeddings and eval pairs:
                                                         the evaluator runs: chunked top-k + metrics)
   {"figure": "evaluate", "method": "numpy_full", ...}   one [batch, N] numpy matmul + argpartition
                                                         per query batch, the obvious alternative
-  {"figure": "comparison", "speedup", "same_metrics", "goal_s": 120, "meets_goal"}
+  {"figure": "comparison", "speedup_over_numpy", "max_metric_difference", "goal_s": 120, ...}
 
 Embeddings are random unit vectors; eval pairs link each query to 1-3 candidates drawn with a
 Zipf skew, like real long-tail data. Timing covers retrieval and metrics, not embedding.
@@ -102,8 +102,9 @@ def main():
             seconds=round(seconds, 2),
             queries_per_s=round(num_queries / seconds, 1),
         )
-    same = all(
-        np.isclose(results["chunked_tf"][s][m], results["numpy_full"][s][m])
+    # Float32 matmuls in TF and numpy differ in the last bits, which can swap two items at rank K.
+    difference = max(
+        abs(results["chunked_tf"][s][m] - results["numpy_full"][s][m])
         for s in results["chunked_tf"]
         for m in results["chunked_tf"][s]
         if isinstance(results["chunked_tf"][s][m], float)
@@ -111,7 +112,7 @@ def main():
     emit(
         figure="comparison",
         speedup_over_numpy=round(results["numpy_full_s"] / results["chunked_tf_s"], 2),
-        same_metrics=bool(same),
+        max_metric_difference=float(difference),
         goal_s=120,
         meets_goal=results["chunked_tf_s"] < 120,
     )

@@ -36,3 +36,36 @@ sed -n '/## Counts/,$p' "$OUT/data/README.md"
 # 3. Training: two towers + the SSL head with correlated feature masking (the paper's method).
 stage "3/5 training (method cfm) -> $OUT/model   (rerun resumes; a finished run is skipped)"
 "$PY" -m ssl_retrieval.train --flagfile=configs/demo_cfm.cfg --data_dir="$OUT/data" --model_dir="$OUT/model"
+
+# 4. Evaluation over the whole corpus, beside the most popular items as a reference.
+stage "4/5 evaluation: Recall@K and MAP@K over all $(sed -n 's/.*"num_items": \([0-9]*\).*/\1/p' "$OUT/data/stats.json") items"
+if [ ! -f "$OUT/model/metrics.json" ]; then
+  "$PY" -m ssl_retrieval.evaluate --data_dir="$OUT/data" --model_dir="$OUT/model"
+else
+  echo "$OUT/model/metrics.json exists, skipping"
+fi
+if [ ! -f "$OUT/reference/top_popular.json" ]; then
+  "$PY" -m ssl_retrieval.evaluate --data_dir="$OUT/data" --recommender=top_popular \
+    --output="$OUT/reference/top_popular.json"
+fi
+
+# 5. Export: SavedModel + ScaNN index, then "items similar to X" from it.
+stage "5/5 export with a ScaNN index -> $OUT/export"
+if ! ls "$OUT"/export/*/export_info.json >/dev/null 2>&1; then
+  "$PY" -m ssl_retrieval.export --data_dir="$OUT/data" --model_dir="$OUT/model" --export_dir="$OUT/export"
+else
+  echo "$OUT/export has a version, skipping"
+fi
+if grep -qx vim "$OUT/data/vocab/item_id.txt"; then
+  ITEMS="vim,python3-numpy,postgresql"
+else
+  ITEMS="$(head -3 "$OUT/data/vocab/item_id.txt" | paste -sd, -)"
+fi
+"$PY" -m ssl_retrieval.similar --export_dir="$OUT/export" --item_ids="$ITEMS" --k=10
+
+cat <<EOM
+
+Done. Serve the export over HTTP and ask it:
+  $PY -m ssl_retrieval.serve --export_dir=$OUT/export --port=8501 &
+  curl 'http://127.0.0.1:8501/v1/similar/${ITEMS%%,*}?k=5'
+EOM

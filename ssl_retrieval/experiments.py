@@ -52,13 +52,17 @@ class Run:
 
 
 def plan(config: dict) -> list[Run]:
-    """Every run the tables and sweeps need, deduplicated, in a stable order."""
+    """Every run the tables and sweeps need, deduplicated, in a stable order.
+
+    Seeds are the outer loop, so an experiment stopped early has every table cell with fewer
+    seeds rather than some cells complete and others empty. Sweep points come last.
+    """
     runs: dict[str, Run] = {}
     seeds = config.get("seeds", [0])
-    for spec in config.get("tables", {}).values():
-        for fraction in spec["fractions"]:
-            for method in spec["methods"]:
-                for seed in seeds:
+    for seed in seeds:
+        for spec in config.get("tables", {}).values():
+            for fraction in spec["fractions"]:
+                for method in spec["methods"]:
                     run = Run(method, fraction, seed)
                     runs.setdefault(run.run_id, run)
     for param, sweep in config.get("sweeps", {}).items():
