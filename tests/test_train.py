@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -185,6 +186,79 @@ def test_two_replicas_equal_one_replica_on_the_global_batch(data_dir, method):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(result["two"], result["one"], rtol=1e-4)
     assert result["one"][1] > 0
+
+
+TWO_WORKERS = textwrap.dedent(
+    """
+    import json, os, sys
+    import ssl_retrieval.compat as c
+    tf = c.tf
+    # The strategy must exist before any other TensorFlow op of the process.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    from ssl_retrieval import config as config_lib, data, model as model_lib, schema as s
+    data_dir, method = sys.argv[1], sys.argv[2]
+    cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,
+        batch_size=32, hidden_layers=(16, 8), embedding_dim=4)
+    schema = s.load_from_data_dir(data_dir)
+    batch = next(iter(data.training_dataset(data_dir, schema, 32, 32, seed=0)))
+    tf.keras.utils.set_random_seed(0)
+    single = model_lib.build_model(cfg)
+    one = [float(x) for x in single.compute_losses(batch, training=True)]
+    with strategy.scope():
+        distributed = model_lib.build_model(cfg)
+    # Worker i (one replica each) gets rows [16 i, 16 i + 16) of the same global batch.
+    halves = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.nest.map_structure(
+            lambda t: t[ctx.replica_id_in_sync_group * 16:(ctx.replica_id_in_sync_group + 1) * 16],
+            batch))
+    run = lambda: strategy.run(lambda x: distributed.compute_losses(x, training=True), args=(halves,))
+    run()  # builds the variables
+    distributed.set_weights(single.get_weights())
+    two = [float(strategy.reduce("SUM", x, axis=None)) for x in run()]
+    print(json.dumps({"one": one, "two": two}))
+    """
+)
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_worker_processes_equal_one_replica_on_the_global_batch(data_dir):
+    """multi_worker over loopback (TF_CONFIG): the in-batch negatives span both workers."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-c", TWO_WORKERS, data_dir, "cfm_no_dropout"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = []
+    try:
+        for worker in workers:
+            stdout, stderr = worker.communicate(timeout=300)
+            assert worker.returncode == 0, stderr[-3000:]
+            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for worker in workers:
+            worker.kill()
+    for result in outputs:
+        np.testing.assert_allclose(result["two"], result["one"], rtol=1e-4)
+        assert result["one"][2] > 0  # the SSL loss is part of what was compared
 
 
 CHECK_CONFIGS = textwrap.dedent(
