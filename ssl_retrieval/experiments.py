@@ -34,7 +34,11 @@ from absl import app, flags
 from ssl_retrieval import report
 
 CONFIG = flags.DEFINE_string("config", None, "Experiment config JSON (configs/experiments/).")
-REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Rebuild the report from results.jsonl.")
+REPORT_ONLY = flags.DEFINE_bool(
+    "report_only",
+    False,
+    "Train nothing: report the runs finished so far (references and t-SNE are still computed).",
+)
 DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs and exit.")
 
 
@@ -144,25 +148,23 @@ def run_experiment(
     references_path = os.path.join(out_dir, "references.jsonl")
     runner = runner or _default_runner
     runs = plan(config)
-    if report_only:
-        results = report.read_results(results_path)
-        references = report.read_results(references_path) if os.path.exists(references_path) else []
-    else:
-        results, skipped = [], 0
-        for i, run in enumerate(runs):
-            train, evaluate, model_dir = commands(config, run)
-            if os.path.exists(os.path.join(model_dir, "metrics.json")):
-                skipped += 1
-            else:
-                logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
-                runner(train)
-                runner(evaluate)
-            results.append(_result_record(run, model_dir))
-            _write_jsonl(results_path, results)
-        logging.info("experiments: %d runs, %d were already done", len(runs), skipped)
-        references = _references(config, runner)
-        _write_jsonl(references_path, references)
-        _tsne(config, out_dir)
+    results, skipped = [], 0
+    for i, run in enumerate(runs):
+        train, evaluate, model_dir = commands(config, run)
+        if os.path.exists(os.path.join(model_dir, "metrics.json")):
+            skipped += 1
+        elif report_only:
+            continue
+        else:
+            logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
+            runner(train)
+            runner(evaluate)
+        results.append(_result_record(run, model_dir))
+        _write_jsonl(results_path, results)
+    logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))
+    references = _references(config, runner)
+    _write_jsonl(references_path, references)
+    _tsne(config, out_dir)
     report.write_report(results, references, config, out_dir)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)

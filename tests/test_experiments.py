@@ -125,9 +125,13 @@ def test_run_experiment_resumes_and_writes_the_report(tmp_path):
     assert (tmp_path / "report" / "figure5_alpha.png").stat().st_size > 1000
     assert len(report.read_results(str(tmp_path / "report" / "results.jsonl"))) == 10
 
-    # An interrupted experiment resumes: finished runs are neither trained nor evaluated again.
+    # --report_only trains nothing and reports the finished runs.
     os.remove(tmp_path / "runs" / "1.0" / "cfm" / "seed1" / "metrics.json")
     calls.clear()
+    summary = experiments.run_experiment(str(path), report_only=True, runner=_fake_runner(calls))
+    assert calls == [] and summary["results"] == 9
+
+    # An interrupted experiment resumes: finished runs are neither trained nor evaluated again.
     experiments.run_experiment(str(path), runner=_fake_runner(calls))
     assert [c[2] for c in calls] == ["ssl_retrieval.train", "ssl_retrieval.evaluate"]
     assert any(a.endswith("1.0/cfm/seed1") for a in calls[0])
