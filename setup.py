@@ -22,7 +22,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest", "ruff"],
+    "test": ["pytest", "ruff==0.17.*"],
 }
 
 setuptools.setup(
