@@ -95,9 +95,15 @@ def main():
     def dataset():
         return data_lib.training_dataset(data_dir, schema, batch, batch, seed=0)
 
+    # Steady state, like the training figures: the first batches wait for the shuffle buffers
+    # (100k records per stream) to fill, which happens once per run, not per step.
+    iterator = iter(dataset())
+    for _ in range(args.warmup):
+        next(iterator)
     start = time.time()
     n = 0
-    for pairs, _ in dataset().take(args.steps):
+    for _ in range(args.steps):
+        pairs, _ = next(iterator)
         n += int(pairs["weight"].shape[0])
     input_rate = n / (time.time() - start)
     emit(figure="input_pipeline", data=source, examples_per_s=round(input_rate, 1))
