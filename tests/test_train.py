@@ -292,3 +292,27 @@ def test_debian_flagfiles_parse_and_validate():
     for path, method, model_dir in checked:
         assert path == f"configs/debian_{method}.cfg"
         assert model_dir == f"runs/debian/models/{method}"
+
+
+def test_sampling_correction_uses_training_candidate_frequencies(data_dir, tmp_path):
+    from ssl_retrieval import data
+
+    counts: dict[str, int] = {}
+    for batch in data.pairs_dataset(data_dir, "train", 256):
+        for item_id in batch["candidate"]["item_id"].flat_values.numpy():
+            counts[item_id.decode()] = counts.get(item_id.decode(), 0) + 1
+    total = sum(counts.values())
+    ids, probabilities = model_lib.candidate_probabilities(data_dir)
+    assert dict(zip(ids, probabilities, strict=True)) == pytest.approx(
+        {i: c / total for i, c in counts.items()}
+    )
+
+    config = tiny(data_dir, tmp_path, sampling_correction=True, train_steps=3)
+    summary = training.run(config)
+    assert summary["steps"] == 3 and np.isfinite(summary["final_loss"])
+    model = model_lib.build_model(config)
+    frequent = max(counts, key=counts.get)
+    looked_up = model._probability_table.lookup(tf.constant([frequent, "never-a-candidate"]))
+    np.testing.assert_allclose(
+        looked_up.numpy(), [counts[frequent] / total, min(probabilities)], rtol=1e-6
+    )
