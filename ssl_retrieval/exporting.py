@@ -130,6 +130,7 @@ class ExportConfig:
     k: int = 100
     min_recall: float = 0.95
     recall_sample: int = 1000
+    tune: bool = True  # search more leaves until min_recall is met (see build_index)
     scann: index_lib.ScannParams = index_lib.ScannParams()
     overwrite: bool = False
 
@@ -147,6 +148,43 @@ or serve it over HTTP with `python -m ssl_retrieval.serve --export_dir={export_d
 ssl_retrieval, `import scann` before `tf.saved_model.load(...)` (the index uses ScaNN ops).
 Signatures: similar_items, similar_items_by_features, item_embedding (see export_info.json).
 """
+
+
+def build_index(config: ExportConfig, item_embeddings, sample_queries, max_k: int):
+    """The index, its Recall@10 on `sample_queries` against brute force, and the tuning trail.
+
+    Queries come from the query tower and items from the item tower, so a tree trained on the
+    items can scatter a query's neighbours over more leaves than symmetric data would, and
+    embeddings whose scores crowd together (on Debian, with logQ correction) need more exact
+    re-scoring after the hashed scores. With `config.tune` (the default), a ScaNN index that
+    misses `config.min_recall` is rebuilt searching twice the leaves and re-scoring twice the
+    candidates, up to all of both; each attempt goes to export_info.json.
+    """
+    params = config.scann
+    tuning = []
+    n = len(item_embeddings)
+    k = min(10, n)
+    while True:
+        index = index_lib.build(config.index, item_embeddings, max_k, params)
+        recall = index_lib.recall_against_brute_force(index, item_embeddings, sample_queries, k)
+        tuning.append({**index.params, "recall_at_10": recall})
+        if not config.tune or config.index != "scann" or recall >= config.min_recall:
+            return index, recall, tuning
+        searched, leaves = index.params["num_leaves_to_search"], index.params["num_leaves"]
+        reorder = index.params["reorder"]
+        if searched >= leaves and reorder >= n:
+            return index, recall, tuning
+        more = (min(2 * searched, leaves), min(2 * reorder, n))
+        logging.info(
+            "export: index Recall@10 %.3f < --min_recall=%.3f searching %d leaves and "
+            "re-scoring %d; rebuilding with %d and %d",
+            recall,
+            config.min_recall,
+            searched,
+            reorder,
+            *more,
+        )
+        params = dataclasses.replace(params, num_leaves_to_search=more[0], reorder=more[1])
 
 
 def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
@@ -167,11 +205,10 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     n = len(data.item_ids)
     max_k = min(config.k, n - 1)
     logging.info("export: %d items, building the %s index", n, config.index)
-    index = index_lib.build(config.index, item_embeddings, max_k + 1, config.scann)
     rng = np.random.default_rng(0)
     sample = rng.choice(n, size=min(config.recall_sample, n), replace=False)
-    recall = index_lib.recall_against_brute_force(
-        index, item_embeddings, query_embeddings[sample], min(10, n)
+    index, recall, tuning = build_index(
+        config, item_embeddings, query_embeddings[sample], max_k + 1
     )
     features = [{"name": f["name"], "kind": f["kind"]} for f in model.encoder.features]
     module = SimilarItemsModule(model, data.item_ids, query_embeddings, index, max_k, features)
@@ -188,6 +225,7 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         "index_build_seconds": round(index.build_seconds, 3),
         "recall_at_10_vs_brute_force": recall,
         "recall_sample": int(len(sample)),
+        "index_tuning": tuning,
         "features": features,
         "signatures": ["similar_items", "similar_items_by_features", "item_embedding"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

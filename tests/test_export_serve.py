@@ -156,6 +156,35 @@ def test_scann_recall_on_a_clustered_corpus():
         index_lib.build("annoy", x, 10)
 
 
+def test_export_searches_more_leaves_until_min_recall():
+    # Unclustered vectors: one leaf of 64 holds few of a query's true neighbours.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    queries = x[:300]
+    scann = index_lib.ScannParams(num_leaves=64, num_leaves_to_search=1)
+
+    def config(tune):
+        return exporting.ExportConfig(
+            data_dir="unused",
+            model_dir="unused",
+            export_dir="unused",
+            min_recall=0.9,
+            scann=scann,
+            tune=tune,
+        )
+
+    _, recall, trail = exporting.build_index(config(False), x, queries, 11)
+    assert len(trail) == 1 and recall < 0.9
+    index, recall, trail = exporting.build_index(config(True), x, queries, 11)
+    searched = [t["num_leaves_to_search"] for t in trail]
+    assert searched == [2**i for i in range(len(searched))] and len(searched) > 1
+    assert [t["reorder"] for t in trail] == [min(200 * 2**i, 4000) for i in range(len(searched))]
+    assert recall >= 0.9 and trail[-1]["recall_at_10"] == recall
+    assert all(t["recall_at_10"] < 0.9 for t in trail[:-1])
+    assert index.params["num_leaves_to_search"] == searched[-1]
+
+
 @pytest.fixture()
 def client(exported):
     app = http_app.create_app(
