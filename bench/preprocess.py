@@ -138,7 +138,9 @@ def main():
             ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
         ),
     )
-    for mode, beam_args in modes if not args.mi_only else ():
+    if args.mi_only:
+        modes = ()
+    for mode, beam_args in modes:
         out = os.path.join(args.work_dir, f"data_{mode}")
         config = preprocess_lib.PreprocessConfig(
             items=os.path.join(raw, "items*.jsonl"),

@@ -130,7 +130,7 @@ class ExportConfig:
     k: int = 100
     min_recall: float = 0.95
     recall_sample: int = 1000
-    tune: bool = True  # search more leaves until min_recall is met (see build_index)
+    tune: bool = True  # search and re-score more until min_recall is met (see build_index)
     scann: index_lib.ScannParams = index_lib.ScannParams()
     overwrite: bool = False
 
