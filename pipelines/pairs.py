@@ -1,10 +1,11 @@
 """Pairs joined with both items' features, split deterministically, encoded as tf.Examples.
 
 The split is a pure function of the pair's ids: a stable 64-bit hash of (query_id, candidate_id)
-decides eval vs train, so duplicates of a pair land in the same split, re-runs and other runners
-agree, and no pair leaks between splits. Training down-sampling (`train_fraction`) uses a second,
-differently salted hash, so the 10% set is a subset of nothing in particular but is the same on
-every run.
+decides eval (test) vs the rest, so duplicates of a pair land in the same split, re-runs and other
+runners agree, and no pair leaks between splits. A second, differently salted hash carves the
+validation split out of the rest (`validation_fraction` of it), before training down-sampling
+(`train_fraction`, a third hash): the eval and validation splits are therefore the same pairs at
+every training fraction, so tuning on validation and reporting on eval compare like with like.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ssl_retrieval import schema as schema_lib
 
 TRAIN = "train"
 EVAL = "eval"
+VALIDATION = "validation"
 
 
 def unit_hash(text: str, salt: str = "") -> float:
@@ -31,8 +33,16 @@ def pair_key(query_id: str, candidate_id: str) -> str:
     return f"{query_id}\x1f{candidate_id}"
 
 
-def split_of(query_id: str, candidate_id: str, eval_fraction: float) -> str:
-    return EVAL if unit_hash(pair_key(query_id, candidate_id), "split") < eval_fraction else TRAIN
+def split_of(
+    query_id: str, candidate_id: str, eval_fraction: float, validation_fraction: float = 0.0
+) -> str:
+    """EVAL, VALIDATION or TRAIN for a pair (before training down-sampling)."""
+    key = pair_key(query_id, candidate_id)
+    if unit_hash(key, "split") < eval_fraction:
+        return EVAL
+    if validation_fraction > 0 and unit_hash(key, "validation") < validation_fraction:
+        return VALIDATION
+    return TRAIN
 
 
 def kept_for_training(query_id: str, candidate_id: str, train_fraction: float) -> bool:
@@ -62,23 +72,31 @@ def item_example(item: dict, features) -> bytes:
 
 
 class JoinPairs(beam.PTransform):
-    """pairs + (item_id, item) -> tagged outputs TRAIN, EVAL: (sort key, Example bytes), and
+    """pairs + (item_id, item) -> tagged outputs TRAIN, VALIDATION, EVAL: (key, Example bytes),
     "train_candidates" / "eval_candidates": candidate ids, ERRORS: dead letters.
 
     A pair naming an item that is not in the corpus is a dead letter (field query_id or
     candidate_id). Pairs removed by `train_fraction` are counted as "downsampled".
     """
 
-    def __init__(self, schema, eval_fraction: float, train_fraction: float):
+    def __init__(
+        self,
+        schema,
+        eval_fraction: float,
+        train_fraction: float,
+        validation_fraction: float = 0.0,
+    ):
         super().__init__()
         self._features = schema.features
         self._eval_fraction = eval_fraction
         self._train_fraction = train_fraction
+        self._validation_fraction = validation_fraction
 
     def expand(self, inputs):
         pairs, items = inputs["pairs"], inputs["items"]
         features = self._features
         eval_fraction, train_fraction = self._eval_fraction, self._train_fraction
+        validation_fraction = self._validation_fraction
         query_key = schema_lib.RAW_QUERY_ID
         cand_key = schema_lib.RAW_CANDIDATE_ID
 
@@ -129,9 +147,12 @@ class JoinPairs(beam.PTransform):
             feats = dict(pair["features"])
             feats[schema_lib.WEIGHT_KEY] = tf_example.float_feature([pair[schema_lib.RAW_WEIGHT]])
             record = (pair_key(q, c), tf_example.example(feats))
-            if split_of(q, c, eval_fraction) == EVAL:
+            split = split_of(q, c, eval_fraction, validation_fraction)
+            if split == EVAL:
                 yield beam.pvalue.TaggedOutput(EVAL, record)
                 yield beam.pvalue.TaggedOutput("eval_candidates", c)
+            elif split == VALIDATION:
+                yield beam.pvalue.TaggedOutput(VALIDATION, record)
             elif kept_for_training(q, c, train_fraction):
                 yield beam.pvalue.TaggedOutput(TRAIN, record)
                 yield beam.pvalue.TaggedOutput("train_candidates", c)
@@ -139,11 +160,12 @@ class JoinPairs(beam.PTransform):
                 yield beam.pvalue.TaggedOutput("downsampled", 1)
 
         split = with_both.pairs | "SplitAndEncode" >> beam.FlatMap(to_example).with_outputs(
-            TRAIN, EVAL, "train_candidates", "eval_candidates", "downsampled"
+            TRAIN, VALIDATION, EVAL, "train_candidates", "eval_candidates", "downsampled"
         )
         errors = (with_query[ERRORS], with_both[ERRORS]) | "MergeJoinErrors" >> beam.Flatten()
         return {
             TRAIN: split[TRAIN],
+            VALIDATION: split[VALIDATION],
             EVAL: split[EVAL],
             "train_candidates": split.train_candidates,
             "eval_candidates": split.eval_candidates,

@@ -25,6 +25,12 @@ OUTPUT_DIR = flags.DEFINE_string(
 EVAL_FRACTION = flags.DEFINE_float(
     "eval_fraction", 0.1, "Share of pairs held out for evaluation, chosen by a hash of the pair."
 )
+VALIDATION_FRACTION = flags.DEFINE_float(
+    "validation_fraction",
+    0.05,
+    "Share of the non-eval pairs held out for validation (model selection, tuning), chosen by "
+    "another hash of the pair; the same pairs at every --train_fraction.",
+)
 TRAIN_FRACTION = flags.DEFINE_float(
     "train_fraction",
     1.0,
@@ -67,6 +73,7 @@ def main(argv):
             schema=SCHEMA.value,
             output_dir=OUTPUT_DIR.value,
             eval_fraction=EVAL_FRACTION.value,
+            validation_fraction=VALIDATION_FRACTION.value,
             train_fraction=TRAIN_FRACTION.value,
             max_error_fraction=MAX_ERROR_FRACTION.value,
             head_fraction=HEAD_FRACTION.value,
@@ -81,8 +88,8 @@ def main(argv):
         sys.exit(1)
     c = summary["counts"]
     print(
-        f"preprocess: {c['items']} items, {c['train_pairs']} train and {c['eval_pairs']} eval "
-        f"pairs, {c['error_records']} dead letters, in {summary['seconds']}s -> {OUTPUT_DIR.value}"
+        f"preprocess: {c['items']} items, {c['train_pairs']} train, "
+        f"{c.get('validation_pairs', 0)} validation and {c['eval_pairs']} eval pairs, {c['error_records']} dead letters, in {summary['seconds']}s -> {OUTPUT_DIR.value}"
     )
 
 

@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import mutual_information, raw_io, stats, vocabulary, writers
-from pipelines.pairs import EVAL, TRAIN, JoinPairs, item_example
+from pipelines.pairs import EVAL, TRAIN, VALIDATION, JoinPairs, item_example
 from ssl_retrieval import schema as schema_lib
 
 TARGET_SHARD_BYTES = 64 << 20
@@ -43,7 +43,9 @@ class PreprocessConfig:
       items, pairs: globs of the raw JSON Lines files.
       schema: path of the dataset schema JSON.
       output_dir: the data directory to create.
-      eval_fraction: share of pairs (by pair hash) held out for evaluation.
+      eval_fraction: share of pairs (by pair hash) held out for evaluation (the test split).
+      validation_fraction: share of the remaining pairs (by another hash) held out for model
+        selection and tuning; the same pairs at every train_fraction.
       train_fraction: share of training pairs kept (data-sparsity study); eval is untouched.
       max_error_fraction: fail if dead letters exceed this share of input records.
       head_fraction: share of distinct training candidates that form the head slice.
@@ -57,6 +59,7 @@ class PreprocessConfig:
     schema: str
     output_dir: str
     eval_fraction: float = 0.1
+    validation_fraction: float = 0.05
     train_fraction: float = 1.0
     max_error_fraction: float = 0.01
     head_fraction: float = 0.1
@@ -68,6 +71,10 @@ class PreprocessConfig:
     def __post_init__(self):
         checks = [
             (0.0 <= self.eval_fraction < 1.0, "--eval_fraction must be in [0, 1)"),
+            (
+                0.0 <= self.validation_fraction < 1.0,
+                "--validation_fraction must be in [0, 1)",
+            ),
             (0.0 < self.train_fraction <= 1.0, "--train_fraction must be in (0, 1]"),
             (0.0 <= self.max_error_fraction <= 1.0, "--max_error_fraction must be in [0, 1]"),
             (0.0 < self.head_fraction <= 1.0, "--head_fraction must be in (0, 1]"),
@@ -92,6 +99,7 @@ def _shard_counts(item_files: list[str], pair_files: list[str], num_shards: int)
     return {
         TRAIN: train,
         EVAL: max(1, train // 9),
+        VALIDATION: max(1, train // 18),
         "items": max(1, math.ceil(size(item_files) * 1.5 / TARGET_SHARD_BYTES)),
     }
 
@@ -155,7 +163,7 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, files, sh
         min_counts=min_counts,
     )
     joined = {"pairs": parsed_pairs["pairs"], "items": items} | "JoinPairs" >> JoinPairs(
-        schema, config.eval_fraction, config.train_fraction
+        schema, config.eval_fraction, config.train_fraction, config.validation_fraction
     )
     features = schema.features
     item_records = items | "EncodeItems" >> beam.Map(
@@ -165,6 +173,8 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, files, sh
         "train": joined[TRAIN]
         | "WriteTrain" >> writers.WriteSortedShards(out, "train", shards[TRAIN]),
         "eval": joined[EVAL] | "WriteEval" >> writers.WriteSortedShards(out, "eval", shards[EVAL]),
+        "validation": joined[VALIDATION]
+        | "WriteValidation" >> writers.WriteSortedShards(out, "validation", shards[VALIDATION]),
         "items": item_records
         | "WriteItems" >> writers.WriteSortedShards(out, "items", shards["items"]),
     }
@@ -182,7 +192,7 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, files, sh
         lambda e: (f"{e['file']}\x1f{e['line']:012d}", json.dumps(e, sort_keys=True).encode())
     )
     error_count = error_records | "WriteErrors" >> writers.WriteSortedShards(
-        FileSystems.join(out, "errors"), "errors", 1, tfrecord=False
+        FileSystems.join(out, "errors"), "errors", 1, tfrecord=False, order="key"
     )
 
     def num_values(kv):
@@ -202,6 +212,7 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, files, sh
         "counts": (
             counts["train"] | "TagTrain" >> beam.Map(lambda n: ("train_pairs", n)),
             counts["eval"] | "TagEval" >> beam.Map(lambda n: ("eval_pairs", n)),
+            counts["validation"] | "TagValidation" >> beam.Map(lambda n: ("validation_pairs", n)),
             counts["items"] | "TagItems" >> beam.Map(lambda n: ("items", n)),
             error_count | "TagErrors" >> beam.Map(lambda n: ("error_records", n)),
             lines_items
@@ -246,6 +257,7 @@ def _final_schema(schema, meta_vocab, meta_dense, meta_num_values, counts, shard
     files = {
         "train": f"train-*-of-{shards[TRAIN]:05d}.tfrecord",
         "eval": f"eval-*-of-{shards[EVAL]:05d}.tfrecord",
+        "validation": f"validation-*-of-{shards[VALIDATION]:05d}.tfrecord",
         "items": f"items-*-of-{shards['items']:05d}.tfrecord",
     }
     return schema_lib.Schema(features=tuple(features), counts=counts, files=files)
@@ -257,14 +269,15 @@ Written by `python -m pipelines.preprocess` from:
 - items: `{items}`
 - pairs: `{pairs}`
 - schema: `{schema}`
-(eval_fraction {eval_fraction}, train_fraction {train_fraction}, head_fraction {head_fraction})
+(eval_fraction {eval_fraction}, validation_fraction {validation_fraction}, train_fraction
+{train_fraction}, head_fraction {head_fraction})
 
 | file | what it is |
 |---|---|
 | `schema.json` | features in order with kinds, vocabulary sizes and files, OOV buckets, dense normalisation constants; record counts; file patterns. The trainer builds its input layer from it. |
 | `vocab/<feature>.txt` | one value per line, most frequent first; line i is id i + oov_buckets. |
 | `mutual_info.json` | k x k mutual information between features (nats) over the item corpus, entropies, and each feature's others ranked by MI. |
-| `train-*.tfrecord`, `eval-*.tfrecord` | tf.Example pairs: `query_<feature>`, `candidate_<feature>`, `weight`. Split by a hash of the pair. |
+| `train-*.tfrecord`, `validation-*.tfrecord`, `eval-*.tfrecord` | tf.Example pairs: `query_<feature>`, `candidate_<feature>`, `weight`. Split by a hash of the pair: eval is the test split (report on it), validation is for model selection and tuning (choose on it). Records are in the order of a hash of the pair, so any stretch of a file is a random sample. |
 | `items-*.tfrecord` | the item corpus, one tf.Example per item (uniform item sampling, evaluation corpus, serving index). |
 | `stats.json`, `stats/` | candidate counts in training, the head set and the cold set for head/tail evaluation. |
 | `errors/` | dead letters: records that were skipped, with file, line, field and reason. |
@@ -375,6 +388,7 @@ def _finish(config, schema, shards, tmp, files) -> dict:
         "num_items": counts["items"],
         "num_train_pairs": counts["train_pairs"],
         "num_eval_pairs": counts["eval_pairs"],
+        "num_validation_pairs": counts.get("validation_pairs", 0),
         "num_train_candidates": slices.get("num_train_candidates", 0),
         "head_fraction": config.head_fraction,
         "num_head_items": slices.get("num_head_items", 0),
@@ -399,6 +413,7 @@ def _finish(config, schema, shards, tmp, files) -> dict:
                 pairs=config.pairs,
                 schema=config.schema,
                 eval_fraction=config.eval_fraction,
+                validation_fraction=config.validation_fraction,
                 train_fraction=config.train_fraction,
                 head_fraction=config.head_fraction,
                 count_rows=count_rows,

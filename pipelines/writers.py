@@ -1,7 +1,11 @@
 """Deterministic sharded writers: the same records give the same files, byte for byte.
 
 A record goes to the shard chosen by a stable hash of its key; each shard's records are sorted
-by (key, bytes) before writing, so neither bundle order nor the runner changes the output.
+before writing, so neither bundle order nor the runner changes the output. Records the trainer
+streams (pairs, items) are sorted by a hash of their key (`order="hashed"`): any stretch of a
+file is then a uniform random sample of it, so a bounded shuffle buffer reading the files gives
+uniform batches however large the data (records sorted by key would put `python3-*` next to
+`python3-*`). Dead letters keep key order (`order="key"`), for people reading them.
 Each shard is written by one worker, which sorts it in memory: choose enough shards that one
 fits (the preprocess job picks about 64 MB of records per shard).
 """
@@ -20,6 +24,11 @@ def shard_of(key: str, num_shards: int) -> int:
     return int.from_bytes(digest.digest(), "big") % num_shards
 
 
+def order_key(key: str) -> bytes:
+    """Where a record goes in `order="hashed"` files: a stable hash of its key."""
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=8, person=b"order").digest()
+
+
 def shard_path(directory: str, prefix: str, index: int, num_shards: int, suffix: str) -> str:
     return FileSystems.join(directory, f"{prefix}-{index:05d}-of-{num_shards:05d}{suffix}")
 
@@ -33,23 +42,39 @@ class WriteSortedShards(beam.PTransform):
       num_shards: number of files; every shard file is written, empty ones included, so that
         the `-of-NNNNN` names are complete.
       tfrecord: frame records as TFRecords (else newline-terminated lines).
+      order: "hashed" (records in the order of a hash of their key: a random, reproducible
+        permutation) or "key" (sorted by key).
     """
 
-    def __init__(self, directory: str, prefix: str, num_shards: int, tfrecord: bool = True):
+    def __init__(
+        self,
+        directory: str,
+        prefix: str,
+        num_shards: int,
+        tfrecord: bool = True,
+        order: str = "hashed",
+    ):
         super().__init__()
+        if order not in ("hashed", "key"):
+            raise ValueError(f"order must be 'hashed' or 'key', got {order!r}")
         self._directory = directory
         self._prefix = prefix
         self._num_shards = num_shards
         self._tfrecord = tfrecord
+        self._order = order
 
     def expand(self, records):
         directory, prefix, num_shards = self._directory, self._prefix, self._num_shards
         tfrecord = self._tfrecord
+        hashed = self._order == "hashed"
         suffix = ".tfrecord" if tfrecord else ".jsonl"
 
         def write(element):
             index, shard_records = element
-            ordered = sorted(shard_records)
+            if hashed:
+                ordered = sorted(shard_records, key=lambda kv: (order_key(kv[0]), kv))
+            else:
+                ordered = sorted(shard_records)
             with FileSystems.create(shard_path(directory, prefix, index, num_shards, suffix)) as f:
                 for _, value in ordered:
                     if tfrecord:

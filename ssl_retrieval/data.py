@@ -4,6 +4,14 @@ Two streams feed training: the pairs (main loss) and, zipped with them, items dr
 from the corpus (SSL loss; paper 3.3: "heterogeneous sample distributions"). Both are batched
 before parsing (`tf.io.parse_example` on a batch is much faster than per record) and prefetched.
 
+Uniform order. The preprocessing job writes records in the order of a hash of their key, so any
+stretch of a file is a random sample of it. Each epoch the training streams shuffle the file list,
+read up to `MAX_INTERLEAVE` files round-robin, and shuffle records in a buffer of
+min(records, `SHUFFLE_BUFFER`): when the split fits in the buffer every epoch is an exact uniform
+permutation; when it does not, batches are still uniform samples because the files are in hashed
+order. (A data dir written sorted by key, as older versions of the job did, would give batches
+from a narrow band of the alphabet: near-duplicate in-batch negatives.)
+
 Determinism and resuming: shuffles are seeded, so the sequence of batches is a function of the
 seed; a resumed run rebuilds the same streams and skips the batches already consumed
 (`skip_batches`). Skipping reads but does not parse those records.
@@ -17,7 +25,9 @@ import os
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 
-SHUFFLE_BUFFER = 100_000
+# Records held by a shuffle buffer: 262,144 Debian pair records take about 0.5 GB.
+SHUFFLE_BUFFER = 262_144
+MAX_INTERLEAVE = 16
 
 
 def parse_spec(schema: schema_lib.Schema, prefix: str = "") -> dict:
@@ -84,15 +94,27 @@ def pairs_dataset(data_dir: str, split: str, batch_size: int, schema=None):
     )
 
 
-def _sharded_records(paths, input_context, seed: int):
+def _shuffled_records(paths, input_context, seed: int, num_records: int):
+    """One epoch of records: files in a fresh order, read round-robin, then a shuffle buffer.
+
+    Repeating the returned dataset reshuffles both the files and the records every epoch.
+    """
     ds = tf.data.Dataset.from_tensor_slices(paths)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        if len(paths) >= input_context.num_input_pipelines:
-            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-            return ds.interleave(tf.data.TFRecordDataset, cycle_length=4)
-        records = ds.interleave(tf.data.TFRecordDataset, cycle_length=4)
-        return records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    return ds.interleave(tf.data.TFRecordDataset, cycle_length=4)
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    shard_records = pipelines > 1 and len(paths) < pipelines
+    if pipelines > 1 and not shard_records:
+        ds = ds.shard(pipelines, input_context.input_pipeline_id)
+    ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    records = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=max(1, min(len(paths), MAX_INTERLEAVE)),
+        block_length=1,
+    )
+    if shard_records:
+        records = records.shard(pipelines, input_context.input_pipeline_id)
+        num_records = -(-num_records // pipelines)
+    buffer = max(1, min(int(num_records) or SHUFFLE_BUFFER, SHUFFLE_BUFFER))
+    return records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
 
 
 def training_dataset(
@@ -115,14 +137,19 @@ def training_dataset(
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         ssl_batch_size = input_context.get_per_replica_batch_size(ssl_batch_size)
     pairs = (
-        _sharded_records(files(data_dir, schema, "train"), input_context, seed)
-        .shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+        _shuffled_records(
+            files(data_dir, schema, "train"),
+            input_context,
+            seed,
+            schema.counts.get("train_pairs", 0),
+        )
         .repeat()
         .batch(batch_size, drop_remainder=True)
     )
     items = (
-        _sharded_records(files(data_dir, schema, "items"), input_context, seed)
-        .shuffle(SHUFFLE_BUFFER, seed=seed + 1, reshuffle_each_iteration=True)
+        _shuffled_records(
+            files(data_dir, schema, "items"), input_context, seed + 1, schema.counts.get("items", 0)
+        )
         .repeat()
         .batch(ssl_batch_size, drop_remainder=True)
     )
