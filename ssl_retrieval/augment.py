@@ -20,6 +20,38 @@ import numpy as np
 from ssl_retrieval.compat import tf
 
 MASKING_METHODS = ("cfm", "rfm", "rfm_no_compl", "fm", "none")
+MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")
+
+
+def correlation_matrix(mutual_info, entropy, normalization: str = "none") -> np.ndarray:
+    """The [k, k] feature correlation CFM ranks by: mutual information, raw or normalised.
+
+    Raw MI favours high-entropy features: the MI of an id feature with any feature equals that
+    feature's entropy, the largest value it can take, so the id is every seed's top correlate and
+    CFM's masks collapse onto a few sets. Normalising by the entropies compares features on the
+    share of information they have in common:
+      min:  I / min(H_i, H_j)        (1 when one feature determines the other)
+      mean: 2 I / (H_i + H_j)        (symmetric uncertainty)
+      sqrt: I / sqrt(H_i H_j)
+    A zero entropy gives zero correlation.
+    """
+    if normalization not in MI_NORMALIZATIONS:
+        raise ValueError(
+            f"--mi_normalization must be one of {list(MI_NORMALIZATIONS)}, got {normalization!r}"
+        )
+    mi = np.asarray(mutual_info, np.float64)
+    h = np.asarray(entropy, np.float64)
+    if normalization == "none":
+        return mi
+    hi, hj = h[:, None], h[None, :]
+    if normalization == "min":
+        denominator = np.minimum(hi, hj)
+    elif normalization == "mean":
+        denominator = (hi + hj) / 2.0
+    else:
+        denominator = np.sqrt(hi * hj)
+    safe = np.where(denominator > 0, denominator, 1.0)
+    return np.where(denominator > 0, mi / safe, 0.0)
 
 
 def _stateless_seed(seed: int, salt: int, step) -> tf.Tensor:
@@ -48,8 +80,10 @@ class FeatureMasker(tf.keras.layers.Layer):
     Args:
       num_features: k.
       method: one of MASKING_METHODS.
-      mutual_info: [k, k] matrix (cfm only).
+      mutual_info: [k, k] correlation matrix (cfm only; see `correlation_matrix`).
       mask_size: features masked in view A; default k // 2.
+      unranked_features: indices never chosen as another seed's correlate (cfm only), e.g. the
+        id feature, whose raw MI with everything is maximal; they can still be seeds.
       fixed_features: feature indices view A keeps (fm only).
       seed: random seed.
     """
@@ -62,6 +96,7 @@ class FeatureMasker(tf.keras.layers.Layer):
         mask_size: int | None = None,
         fixed_features=None,
         seed: int = 0,
+        unranked_features=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -95,11 +130,16 @@ class FeatureMasker(tf.keras.layers.Layer):
         self.mask_size = int(mask_size)
         self.fixed_features = fixed_features if method == "fm" else None
         self.seed = int(seed)
+        self.unranked_features = sorted(int(j) for j in (unranked_features or []))
         if method == "cfm":
-            # Row f: the seed f first, then the others by MI with f (desc), ties by index.
+            # Row f: the seed f first, then the others by correlation with f (desc), unranked
+            # features last, ties by index.
+            unranked = set(self.unranked_features)
             order = []
             for f in range(k):
-                others = sorted((j for j in range(k) if j != f), key=lambda j: (-mi[f, j], j))
+                others = sorted(
+                    (j for j in range(k) if j != f), key=lambda j: (j in unranked, -mi[f, j], j)
+                )
                 order.append([f] + others)
             self._masked_by_seed = tf.constant(
                 [[j in row[: self.mask_size] for j in range(k)] for row in order], tf.bool
@@ -138,7 +178,12 @@ class FeatureMasker(tf.keras.layers.Layer):
             "mask_size": self.mask_size,
             "fixed_features": self.fixed_features,
             "seed": self.seed,
+            "unranked_features": self.unranked_features,
         }
+
+    def distinct_patterns(self, steps: int) -> int:
+        """How many different view-A masks the first `steps` training steps use."""
+        return len({tuple(self(step)[0].numpy().tolist()) for step in range(int(steps))})
 
 
 @tf.keras.utils.register_keras_serializable(package="ssl_retrieval")

@@ -27,6 +27,7 @@ METHODS = (
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SO_LOSSES = ("square", "softmax")
+MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")
 # Fields that may differ when a run is resumed (they do not change what is trained).
 RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy")
 
@@ -56,6 +57,16 @@ class TrainConfig:
     fm_features: tuple[str, ...] = ()
     fm_hidden_layers: tuple[int, ...] = (128,)
     sampling_correction: bool = False
+    correction_strength: float = 1.0
+    mixed_negatives: bool = False
+    symmetric_loss: bool = False
+    id_min_count: int = 0
+    id_dropout: float = 0.0
+    mi_normalization: str = "none"
+    cfm_exclude_id: bool = False
+    validate_every: int = 0
+    validation_queries: int = 2000
+    patience: int = 0
     seed: int = 0
     strategy: str = "default"
     cross_replica_negatives: bool = True
@@ -77,6 +88,23 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {list(OPTIMIZERS)}"),
             (self.strategy in STRATEGIES, f"--strategy must be one of {list(STRATEGIES)}"),
             (self.so_loss in SO_LOSSES, f"--so_loss must be one of {list(SO_LOSSES)}"),
+            (
+                self.mi_normalization in MI_NORMALIZATIONS,
+                f"--mi_normalization must be one of {list(MI_NORMALIZATIONS)}",
+            ),
+            (
+                0 <= self.correction_strength <= 1,
+                f"--correction_strength must be in [0, 1], got {self.correction_strength}",
+            ),
+            (self.id_min_count >= 0, f"--id_min_count must be >= 0, got {self.id_min_count}"),
+            (0 <= self.id_dropout < 1, f"--id_dropout must be in [0, 1), got {self.id_dropout}"),
+            (self.validate_every >= 0, "--validate_every must be >= 0 (0 = never)"),
+            (self.validation_queries >= 1, "--validation_queries must be >= 1"),
+            (self.patience >= 0, "--patience must be >= 0 (0 = no early stopping)"),
+            (
+                self.patience == 0 or self.validate_every > 0,
+                "--patience needs --validate_every > 0",
+            ),
             (self.batch_size >= 2, f"--batch_size must be >= 2, got {self.batch_size}"),
             (
                 self.ssl_batch_size is None or self.ssl_batch_size >= 2,

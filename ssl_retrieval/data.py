@@ -94,6 +94,26 @@ def pairs_dataset(data_dir: str, split: str, batch_size: int, schema=None):
     )
 
 
+def train_item_counts(data_dir: str, schema: schema_lib.Schema) -> dict[str, int]:
+    """How many training pairs each item is in, as query or candidate."""
+    id_name = schema.id_feature.name
+    spec = {
+        schema_lib.QUERY_PREFIX + id_name: tf.io.FixedLenFeature([], tf.string),
+        schema_lib.CANDIDATE_PREFIX + id_name: tf.io.FixedLenFeature([], tf.string),
+    }
+    counts: dict[str, int] = {}
+    dataset = (
+        tf.data.TFRecordDataset(files(data_dir, schema, "train"))
+        .batch(8192)
+        .map(lambda x: tf.io.parse_example(x, spec))
+    )
+    for batch in dataset:
+        for key in spec:
+            for item_id in batch[key].numpy().astype(str):
+                counts[item_id] = counts.get(item_id, 0) + 1
+    return counts
+
+
 def _shuffled_records(paths, input_context, seed: int, num_records: int):
     """One epoch of records: files in a fresh order, read round-robin, then a shuffle buffer.
 

@@ -28,6 +28,12 @@ EXCLUDE_TRAIN = flags.DEFINE_bool(
     False,
     "Filtered setting: leave each query's training candidates out of its ranking.",
 )
+SPLIT = flags.DEFINE_enum(
+    "split",
+    "eval",
+    ["eval", "validation"],
+    "Pairs to evaluate on: eval (the test split, to report) or validation (to choose on).",
+)
 OUTPUT = flags.DEFINE_string(
     "output", None, "Metrics JSON path (default <model_dir>/metrics.json)."
 )
@@ -52,6 +58,7 @@ def main(argv):
             ks=ks,
             exclude_train_positives=EXCLUDE_TRAIN.value,
             output=OUTPUT.value,
+            split=SPLIT.value,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -68,8 +68,12 @@ def _id_pairs(data_dir: str, schema, split: str, index: dict[str, int]):
     return np.array(queries, np.int64), np.array(candidates, np.int64)
 
 
-def load_eval_data(data_dir: str) -> EvalData:
-    """Reads corpus ids, eval and train pairs (ids only) and the slice files."""
+def load_eval_data(data_dir: str, split: str = "eval") -> EvalData:
+    """Reads corpus ids, the pairs of `split` and the training pairs (ids only), and slices.
+
+    `split` is "eval" (the test split: report on it) or "validation" (choose on it). The cold
+    slice is the split's candidates never seen as training candidates.
+    """
     schema = schema_lib.load_from_data_dir(data_dir)
     id_name = schema.id_feature.name
     ids = []
@@ -83,7 +87,7 @@ def load_eval_data(data_dir: str) -> EvalData:
         ids += batch[id_name].numpy().astype(str).tolist()
     item_ids = np.array(ids, dtype=object)
     index = {item_id: i for i, item_id in enumerate(ids)}
-    eval_query, eval_candidate = _id_pairs(data_dir, schema, "eval", index)
+    eval_query, eval_candidate = _id_pairs(data_dir, schema, split, index)
     train_query, train_candidate = _id_pairs(data_dir, schema, "train", index)
     with open(os.path.join(data_dir, "stats.json")) as f:
         stats = json.load(f)
@@ -97,6 +101,11 @@ def load_eval_data(data_dir: str) -> EvalData:
                     member[index[item_id]] = True
         return member
 
+    if split == "eval":
+        cold = membership("cold_items")
+    else:
+        cold = np.ones(len(ids), bool)
+        cold[train_candidate] = False
     return EvalData(
         item_ids=item_ids,
         eval_query=eval_query,
@@ -104,15 +113,35 @@ def load_eval_data(data_dir: str) -> EvalData:
         train_query=train_query,
         train_candidate=train_candidate,
         head=membership("head_items"),
-        cold=membership("cold_items"),
+        cold=cold,
     )
 
 
-def embed_corpus(model, data_dir: str, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(query tower, item tower) embeddings of every corpus item, in corpus order."""
+def sample_queries(data: EvalData, num_queries: int, seed: int = 0) -> EvalData:
+    """The same data with the eval pairs of at most `num_queries` random queries (fixed seed)."""
+    queries = np.unique(data.eval_query)
+    if len(queries) <= num_queries:
+        return data
+    chosen = np.random.default_rng(seed).choice(queries, num_queries, replace=False)
+    keep = np.isin(data.eval_query, chosen)
+    return dataclasses.replace(
+        data, eval_query=data.eval_query[keep], eval_candidate=data.eval_candidate[keep]
+    )
+
+
+def embed_corpus(
+    model, data_dir: str, batch_size: int = 4096, functions=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(query tower, item tower) embeddings of every corpus item, in corpus order.
+
+    `functions`: optional (query_fn, item_fn) already wrapped in tf.function, so that repeated
+    calls (validation during training) do not trace again.
+    """
     queries, items = [], []
-    query_fn = tf.function(model.query_tower, reduce_retracing=True)
-    item_fn = tf.function(model.item_tower, reduce_retracing=True)
+    query_fn, item_fn = functions or (
+        tf.function(model.query_tower, reduce_retracing=True),
+        tf.function(model.item_tower, reduce_retracing=True),
+    )
     for batch in data_lib.items_dataset(data_dir, batch_size):
         queries.append(query_fn(batch).numpy())
         items.append(item_fn(batch).numpy())
@@ -188,12 +217,13 @@ def run(
     ks: Sequence[int] = (10, 50),
     exclude_train_positives: bool = False,
     output: str | None = None,
+    split: str = "eval",
 ) -> dict:
     """Evaluates one recommender and writes its metrics JSON; returns the written object."""
     from ssl_retrieval import baselines  # noqa: PLC0415
 
     start = time.time()
-    data = load_eval_data(data_dir)
+    data = load_eval_data(data_dir, split)
     if recommender == "model":
         if not model_dir:
             raise ValueError("--model_dir is required for --recommender=model")
@@ -210,13 +240,15 @@ def run(
         "data_dir": data_dir,
         "ks": list(ks),
         "exclude_train_positives": exclude_train_positives,
+        "split": split,
         "metrics": results,
         "seconds": round(time.time() - start, 2),
     }
     if output is None:
         if model_dir is None:
             raise ValueError("--output is required when there is no --model_dir")
-        output = os.path.join(model_dir, "metrics.json")
+        name = "metrics.json" if split == "eval" else f"metrics_{split}.json"
+        output = os.path.join(model_dir, name)
     write_json(output, out)
     out["output"] = output
     return out

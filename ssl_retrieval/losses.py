@@ -15,6 +15,23 @@ from ssl_retrieval.compat import tf
 _MASK_LOGIT = -1e9
 
 
+def _append_negatives(embeddings, ids, probability, extra, extra_ids, extra_probability):
+    if (ids is None) != (extra_ids is None):
+        raise ValueError("pass candidate_ids and extra_ids together, or neither")
+    if (probability is None) != (extra_probability is None):
+        raise ValueError(
+            "pass candidate_sampling_probability and extra_sampling_probability together"
+        )
+    embeddings = tf.concat([embeddings, tf.cast(extra, embeddings.dtype)], axis=0)
+    if ids is not None:
+        ids = tf.concat([ids, tf.cast(extra_ids, ids.dtype)], axis=0)
+    if probability is not None:
+        probability = tf.concat(
+            [tf.cast(probability, tf.float32), tf.cast(extra_probability, tf.float32)], axis=0
+        )
+    return embeddings, ids, probability
+
+
 def _gather_across_replicas(tensor: tf.Tensor) -> tf.Tensor:
     """[B, ...] on each replica -> [B * replicas, ...], replica 0 first (differentiable)."""
     ctx = tf.distribute.get_replica_context()
@@ -59,12 +76,30 @@ class ContrastiveSoftmax(tf.keras.layers.Layer):
         sample_weight=None,
         candidate_ids=None,
         candidate_sampling_probability=None,
+        extra_embeddings=None,
+        extra_ids=None,
+        extra_sampling_probability=None,
     ):
         """Args: query_embeddings [B, d], candidate_embeddings [B, d], sample_weight [B],
-        candidate_ids [B] (any dtype), candidate_sampling_probability [B] (logQ correction).
+        candidate_ids [B] (any dtype), candidate_sampling_probability [B] (logQ correction:
+        each column's logit is lowered by log of this value), extra_embeddings [M, d]: more
+        negatives (mixed negative sampling: items drawn from the corpus), with their ids [M] and
+        sampling probabilities [M] (same meaning as the candidates'). With extras, pass ids and
+        probabilities for both or for neither.
 
         Returns: scalar loss (see class docstring).
         """
+        if extra_embeddings is not None:
+            # Extra negatives go after the candidates, so the labels stay the diagonal. They are
+            # gathered across replicas like the candidates, as one block per replica.
+            candidate_embeddings, candidate_ids, candidate_sampling_probability = _append_negatives(
+                candidate_embeddings,
+                candidate_ids,
+                candidate_sampling_probability,
+                extra_embeddings,
+                extra_ids,
+                extra_sampling_probability,
+            )
         if candidate_ids is not None and candidate_ids.dtype == tf.string:
             # Collectives do not carry strings; a 63-bit hash keeps ids distinct in practice.
             candidate_ids = tf.strings.to_hash_bucket_fast(candidate_ids, 2**63 - 1)
@@ -72,7 +107,7 @@ class ContrastiveSoftmax(tf.keras.layers.Layer):
         c = tf.math.l2_normalize(candidate_embeddings, axis=-1)
         local_batch = tf.shape(q)[0]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        offset = 0
+        replica = 0
         ctx = tf.distribute.get_replica_context()
         if self.cross_replica and replicas > 1 and ctx is not None:
             c = _gather_across_replicas(c)
@@ -82,9 +117,11 @@ class ContrastiveSoftmax(tf.keras.layers.Layer):
                 candidate_sampling_probability = _gather_across_replicas(
                     candidate_sampling_probability
                 )
-            offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local_batch
+            replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
         logits = tf.matmul(q, c, transpose_b=True) / self.temperature  # [B, B_all]
-        labels = tf.range(local_batch) + offset
+        # Row i's positive: each replica's block of columns is [its B candidates, its M extras].
+        block = tf.shape(candidate_embeddings)[0]
+        labels = tf.range(local_batch) + replica * block
         if candidate_sampling_probability is not None:
             logq = tf.math.log(tf.cast(candidate_sampling_probability, logits.dtype))
             logits -= logq[tf.newaxis, :]

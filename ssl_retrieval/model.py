@@ -36,21 +36,29 @@ _MASKING = {
 }
 
 
-def _feature_config(f: schema_lib.Feature, data_dir: str) -> dict:
+def _feature_config(f: schema_lib.Feature, data_dir: str, keep_ids=None) -> dict:
     config = {"name": f.name, "kind": f.kind, "embedding_dim": f.embedding_dim}
     if f.is_sparse:
         path = os.path.join(data_dir, f.vocab_file)
         with open(path, encoding="utf-8") as vocab_file:
             vocabulary = [line.rstrip("\n") for line in vocab_file]
         config.update(vocabulary=vocabulary, oov_buckets=f.oov_buckets or 1)
+        if f.kind == schema_lib.ID and keep_ids is not None:
+            config["vocabulary"] = [v for v in vocabulary if v in keep_ids]
+            config["oov_as_missing"] = True
     else:
         config.update(transform=f.dense_transform, mean=f.mean or 0.0, std=f.std or 1.0)
     return config
 
 
-def feature_configs(schema: schema_lib.Schema, data_dir: str) -> list[dict]:
-    """Encoder configs (vocabularies inlined) from a preprocessed schema."""
-    return [_feature_config(f, data_dir) for f in schema.features]
+def feature_configs(schema: schema_lib.Schema, data_dir: str, keep_ids=None) -> list[dict]:
+    """Encoder configs (vocabularies inlined) from a preprocessed schema.
+
+    Args:
+      keep_ids: optional set of ids that keep an embedding of their own; any other id is
+        treated as missing (the id feature's default embedding).
+    """
+    return [_feature_config(f, data_dir, keep_ids) for f in schema.features]
 
 
 @tf.keras.utils.register_keras_serializable(package="ssl_retrieval")
@@ -59,7 +67,9 @@ class FeatureEncoder(tf.keras.layers.Layer):
 
     Args:
       features: per feature, in schema order: {"name", "kind", "embedding_dim" (or None),
-        "vocabulary" + "oov_buckets" (sparse) or "transform", "mean", "std" (dense)}.
+        "vocabulary" + "oov_buckets" (sparse) or "transform", "mean", "std" (dense)}. A sparse
+        feature with "oov_as_missing": True drops out-of-vocabulary values, so a row with none
+        left gets the default embedding (used for ids without an embedding of their own).
       embedding_dim: the size of features whose own `embedding_dim` is None.
     """
 
@@ -156,7 +166,12 @@ class FeatureEncoder(tf.keras.layers.Layer):
                     value = tf.RaggedTensor.from_tensor(tf.reshape(value, [-1, 1]))
                 if value_dropout is not None and f["kind"] == schema_lib.MULTI_HOT:
                     value = value_dropout(value, step, salt=salt * 100 + index)
-                embedded, missing = self._pool(name, self.lookup(name, value))
+                ids = self.lookup(name, value)
+                if f.get("oov_as_missing"):
+                    ids = tf.ragged.boolean_mask(
+                        ids, ids.with_flat_values(ids.flat_values >= f["oov_buckets"])
+                    )
+                embedded, missing = self._pool(name, ids)
             use_default = missing
             if feature_mask is not None:
                 mask = tf.convert_to_tensor(feature_mask)
@@ -223,11 +238,20 @@ class SSLRetrievalModel(tfrs.Model):
     Args:
       config: a `ssl_retrieval.config.TrainConfig`.
       encoder_features: `feature_configs(schema, data_dir)`.
-      mutual_info: [k, k] matrix in schema order (cfm methods).
+      mutual_info: [k, k] feature correlation in schema order (cfm methods; raw or normalised
+        mutual information, see `augment.correlation_matrix`).
       candidate_probability: optional (ids list, probabilities list) for logQ correction.
+      num_items: corpus size (the uniform items' sampling probability, mixed negatives).
     """
 
-    def __init__(self, config, encoder_features, mutual_info=None, candidate_probability=None):
+    def __init__(
+        self,
+        config,
+        encoder_features,
+        mutual_info=None,
+        candidate_probability=None,
+        num_items: int | None = None,
+    ):
         super().__init__()
         self.config = config
         self.encoder = FeatureEncoder(encoder_features, config.embedding_dim, name="encoder")
@@ -235,6 +259,8 @@ class SSLRetrievalModel(tfrs.Model):
         self.feature_names = self.encoder.names
         id_name = next(f["name"] for f in encoder_features if f["kind"] == schema_lib.ID)
         self.id_name = id_name
+        self.id_index = self.feature_names.index(id_name)
+        self.num_items = num_items
         query_mlp = MLP(config.hidden_layers, name="query_mlp")
         item_mlp = query_mlp if config.share_towers else MLP(config.hidden_layers, name="item_mlp")
         self.query_tower = Tower(self.encoder, query_mlp, name="query_tower")
@@ -257,12 +283,20 @@ class SSLRetrievalModel(tfrs.Model):
         if method in _MASKING:
             pattern, with_dropout = _MASKING[method]
             self.masker = augment.FeatureMasker(
-                k, pattern, mutual_info=mutual_info, mask_size=config.mask_size, seed=config.seed
+                k,
+                pattern,
+                mutual_info=mutual_info,
+                mask_size=config.mask_size,
+                seed=config.seed,
+                unranked_features=[self.id_index] if config.cfm_exclude_id else None,
             )
             if with_dropout:
                 self.value_dropout = augment.ValueDropout(config.dropout_rate, seed=config.seed)
         if "fd" in parts or "fd_ssl" in parts:
             self.feature_dropout = augment.FeatureDropout(k, config.dropout_rate, seed=config.seed)
+        self.id_dropout = None
+        if config.id_dropout > 0:
+            self.id_dropout = augment.FeatureDropout(1, config.id_dropout, seed=config.seed + 7)
         if "fm" in parts:
             fixed = [self.feature_names.index(n) for n in config.fm_features]
             self.fm_masker = augment.FeatureMasker(k, "fm", fixed_features=fixed, seed=config.seed)
@@ -321,29 +355,75 @@ class SSLRetrievalModel(tfrs.Model):
             total += self.ssl_task(z_a, z_b, candidate_ids=item_ids)
         return total
 
+    def _ids(self, features):
+        ids = features[self.id_name]
+        return ids.flat_values if isinstance(ids, tf.RaggedTensor) else ids
+
+    def _id_mask(self, batch, step, salt: int):
+        """[B, k] bool: the id column dropped for a random `id_dropout` share of the rows."""
+        dropped = self.id_dropout(batch, step, salt=salt)  # [B, 1]
+        column = tf.one_hot(
+            self.id_index, self.encoder.num_features, on_value=True, off_value=False
+        )
+        return tf.logical_and(dropped, column[tf.newaxis, :])
+
+    def _expected_counts(self, ids, batch, extra):
+        """Expected count of each id among the negatives: batch * p(id) (+ extra / N, uniform
+        items). Its log, scaled by --correction_strength, is the logQ correction."""
+        count = tf.cast(batch, tf.float32) * self._probability_table.lookup(ids)
+        if extra is not None:
+            count += tf.cast(extra, tf.float32) / float(self.num_items)
+        return tf.pow(count, self.config.correction_strength)
+
+    def _main_loss(self, query, candidate, candidate_ids, weight, extra, extra_ids):
+        probability = extra_probability = None
+        if self._probability_table is not None:
+            batch = tf.shape(candidate_ids)[0]
+            extra_size = tf.shape(extra_ids)[0] if extra is not None else None
+            probability = self._expected_counts(candidate_ids, batch, extra_size)
+            if extra is not None:
+                extra_probability = self._expected_counts(extra_ids, batch, extra_size)
+        return self.task(
+            query,
+            candidate,
+            sample_weight=weight,
+            candidate_ids=candidate_ids,
+            candidate_sampling_probability=probability,
+            extra_embeddings=extra,
+            extra_ids=extra_ids if extra is not None else None,
+            extra_sampling_probability=extra_probability,
+        )
+
     def compute_losses(self, inputs, training: bool = False):
         """-> (total, main, auxiliary) scalars, each reduced per the tf.distribute convention."""
         pairs, items = inputs
         step = self._step()
-        query = self.query_tower(pairs["query"])
-        candidate_mask = None
+        batch = tf.shape(self._ids(pairs["query"]))[0]
+        query_mask = candidate_mask = None
+        if training and self.id_dropout is not None:
+            query_mask = self._id_mask(batch, step, salt=20)
+            candidate_mask = self._id_mask(batch, step, salt=21)
         if self.config.method == "fd" and training:
-            batch = tf.shape(query)[0]
-            candidate_mask = self.feature_dropout(batch, step, salt=0)
+            dropped = self.feature_dropout(batch, step, salt=0)
+            candidate_mask = dropped if candidate_mask is None else candidate_mask | dropped
+        query = self.query_tower(pairs["query"], query_mask)
         candidate = self.item_tower(pairs["candidate"], candidate_mask)
-        candidate_ids = pairs["candidate"][self.id_name]
-        if isinstance(candidate_ids, tf.RaggedTensor):
-            candidate_ids = candidate_ids.flat_values
-        probability = None
-        if self._probability_table is not None:
-            probability = self._probability_table.lookup(candidate_ids)
-        main = self.task(
-            query,
-            candidate,
-            sample_weight=pairs.get("weight"),
-            candidate_ids=candidate_ids,
-            candidate_sampling_probability=probability,
-        )
+        query_ids, candidate_ids = self._ids(pairs["query"]), self._ids(pairs["candidate"])
+        extra = extra_ids = None
+        if self.config.mixed_negatives and training:
+            extra, extra_ids = self.item_tower(items), self._ids(items)
+        weight = pairs.get("weight")
+        main = self._main_loss(query, candidate, candidate_ids, weight, extra, extra_ids)
+        if self.config.symmetric_loss:
+            if self.config.share_towers:
+                reverse_query, reverse_candidate = candidate, query
+            else:
+                reverse_query = self.query_tower(pairs["candidate"], candidate_mask)
+                reverse_candidate = self.item_tower(pairs["query"], query_mask)
+            reverse = self._main_loss(
+                reverse_query, reverse_candidate, query_ids, weight, extra, extra_ids
+            )
+            main = (main + reverse) / 2.0
         auxiliary = self.auxiliary_loss(items, step) if training else tf.constant(0.0)
         return main + self.config.alpha * auxiliary, main, auxiliary
 
@@ -367,6 +447,8 @@ def candidate_probabilities(data_dir: str) -> tuple[list[str], list[float]]:
 
 def build_model(config, data_dir: str | None = None) -> SSLRetrievalModel:
     """The model for `config` from the data dir's schema.json and mutual_info.json."""
+    from ssl_retrieval import data as data_lib  # noqa: PLC0415
+
     data_dir = data_dir or config.data_dir
     schema = schema_lib.load_from_data_dir(data_dir)
     with open(os.path.join(data_dir, "mutual_info.json")) as f:
@@ -377,11 +459,21 @@ def build_model(config, data_dir: str | None = None) -> SSLRetrievalModel:
             f"{schema.names}; re-run the preprocessing job"
         )
     probability = candidate_probabilities(data_dir) if config.sampling_correction else None
+    keep_ids = None
+    if config.id_min_count > 0:
+        counts = data_lib.train_item_counts(data_dir, schema)
+        keep_ids = {i for i, n in counts.items() if n >= config.id_min_count}
+    correlation = augment.correlation_matrix(
+        mi["mutual_information"],
+        mi.get("entropy") or np.diag(mi["mutual_information"]),
+        config.mi_normalization,
+    )
     return SSLRetrievalModel(
         config,
-        feature_configs(schema, data_dir),
-        mutual_info=mi["mutual_information"],
+        feature_configs(schema, data_dir, keep_ids),
+        mutual_info=correlation.tolist(),
         candidate_probability=probability,
+        num_items=schema.counts.get("items"),
     )
 
 
@@ -396,7 +488,10 @@ def load_from_model_dir(model_dir: str, data_dir: str | None = None) -> SSLRetri
     config = config_lib.load(model_dir)
     model = build_model(config, data_dir)
     checkpoint_dir = os.path.join(model_dir, "checkpoints")
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    # The best weights on validation, when the run validated; else the last ones.
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "best")) or (
+        tf.train.latest_checkpoint(checkpoint_dir)
+    )
     if latest is None:
         raise ValueError(f"{model_dir}: no checkpoint under {checkpoint_dir}; train first")
     schema = schema_lib.load_from_data_dir(data_dir or config.data_dir)

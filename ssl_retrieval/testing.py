@@ -168,6 +168,7 @@ def make_data_dir(
     num_clusters: int = 12,
     eval_fraction: float = 0.1,
     seed: int = 0,
+    validation_fraction: float = 0.0,
 ) -> str:
     """Writes a tiny preprocessed data dir at `path` (created) and returns `path`."""
     from ssl_retrieval.compat import tf
@@ -221,8 +222,14 @@ def make_data_dir(
 
         return zlib.crc32(f"{q}\t{c}".encode()) % 10_000 < eval_fraction * 10_000
 
-    train = [(q, c) for q, c in pairs if not is_eval(q, c)]
+    def is_validation(q: str, c: str) -> bool:
+        return zlib.crc32(f"{c}\t{q}".encode()) % 10_000 < validation_fraction * 10_000
+
+    import zlib
+
     evals = [(q, c) for q, c in pairs if is_eval(q, c)]
+    validation = [(q, c) for q, c in pairs if not is_eval(q, c) and is_validation(q, c)]
+    train = [(q, c) for q, c in pairs if not is_eval(q, c) and not is_validation(q, c)]
 
     def write(name: str, records) -> None:
         with tf.io.TFRecordWriter(os.path.join(path, name)) as w:
@@ -232,7 +239,10 @@ def make_data_dir(
                 )
 
     write("items-00000-of-00001.tfrecord", (_example(i, "", features) for i in items))
-    for split, split_pairs in (("train", train), ("eval", evals)):
+    splits = [("train", train), ("eval", evals)]
+    if validation_fraction > 0:
+        splits.append(("validation", validation))
+    for split, split_pairs in splits:
         records = []
         for q, c in split_pairs:
             feats = _example(by_id[q], schema_lib.QUERY_PREFIX, features)
@@ -250,10 +260,16 @@ def make_data_dir(
             "input_items": len(items),
             "train_pairs": len(train),
             "eval_pairs": len(evals),
+            "validation_pairs": len(validation),
             "input_pairs": len(pairs),
             "error_records": 0,
         },
-        files={"train": "train-*.tfrecord", "eval": "eval-*.tfrecord", "items": "items-*.tfrecord"},
+        files={
+            "train": "train-*.tfrecord",
+            "eval": "eval-*.tfrecord",
+            "items": "items-*.tfrecord",
+            **({"validation": "validation-*.tfrecord"} if validation_fraction > 0 else {}),
+        },
     )
     schema_lib.save(schema, os.path.join(path, "schema.json"))
 

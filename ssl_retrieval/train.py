@@ -75,6 +75,62 @@ FM_HIDDEN_LAYERS = F.DEFINE_list(
 SAMPLING_CORRECTION = F.DEFINE_bool(
     "sampling_correction", False, "logQ correction of in-batch negatives by candidate frequency."
 )
+CORRECTION_STRENGTH = F.DEFINE_float(
+    "correction_strength",
+    1.0,
+    "Tempered logQ: subtract strength x log(expected count) from each negative's logit "
+    "(1 = the full correction, 0 = none). Only with --sampling_correction.",
+)
+MIXED_NEGATIVES = F.DEFINE_bool(
+    "mixed_negatives",
+    False,
+    "Mixed negative sampling (Yang et al. 2020): the batch of uniform corpus items is added to "
+    "the in-batch negatives of the main loss, so tail items are negatives too.",
+)
+SYMMETRIC_LOSS = F.DEFINE_bool(
+    "symmetric_loss",
+    False,
+    "Also train each pair in the reverse direction (candidate -> query): links as undirected.",
+)
+ID_MIN_COUNT = F.DEFINE_integer(
+    "id_min_count",
+    0,
+    "Items in fewer training pairs (as query or candidate) than this get no id embedding of "
+    "their own: the id falls back to its learned default and the features carry the item. "
+    "0 = every corpus id has one (untrained for cold items).",
+)
+ID_DROPOUT = F.DEFINE_float(
+    "id_dropout",
+    0.0,
+    "Share of training examples whose id is replaced by its default embedding, so the towers "
+    "learn to represent items from their features (what cold items have).",
+)
+MI_NORMALIZATION = F.DEFINE_enum(
+    "mi_normalization",
+    "none",
+    config_lib.MI_NORMALIZATIONS,
+    "CFM ranks correlates by mutual information: none (raw, the paper), min I/min(Hi,Hj), "
+    "mean 2I/(Hi+Hj), sqrt I/sqrt(HiHj).",
+)
+CFM_EXCLUDE_ID = F.DEFINE_bool(
+    "cfm_exclude_id",
+    False,
+    "Never pick the id feature as a correlate in CFM (its raw MI with any feature is maximal).",
+)
+VALIDATE_EVERY = F.DEFINE_integer(
+    "validate_every",
+    0,
+    "Steps between validation evaluations (Recall@50 over the whole corpus on the validation "
+    "split); the best checkpoint is kept in <model_dir>/best. 0 = never.",
+)
+VALIDATION_QUERIES = F.DEFINE_integer(
+    "validation_queries", 2000, "Validation queries evaluated each time (a fixed random sample)."
+)
+PATIENCE = F.DEFINE_integer(
+    "patience",
+    0,
+    "Stop after this many validations without a better Recall@50 (0 = train all steps).",
+)
 SEED = F.DEFINE_integer("seed", 0, "Seed of initialisation, shuffles and augmentations.")
 STRATEGY = F.DEFINE_enum("strategy", "default", config_lib.STRATEGIES, "tf.distribute strategy.")
 CROSS_REPLICA = F.DEFINE_bool(
@@ -119,6 +175,16 @@ def config_from_flags() -> config_lib.TrainConfig:
         fm_features=tuple(FM_FEATURES.value),
         fm_hidden_layers=_ints(FM_HIDDEN_LAYERS.value, "fm_hidden_layers"),
         sampling_correction=SAMPLING_CORRECTION.value,
+        correction_strength=CORRECTION_STRENGTH.value,
+        mixed_negatives=MIXED_NEGATIVES.value,
+        symmetric_loss=SYMMETRIC_LOSS.value,
+        id_min_count=ID_MIN_COUNT.value,
+        id_dropout=ID_DROPOUT.value,
+        mi_normalization=MI_NORMALIZATION.value,
+        cfm_exclude_id=CFM_EXCLUDE_ID.value,
+        validate_every=VALIDATE_EVERY.value,
+        validation_queries=VALIDATION_QUERIES.value,
+        patience=PATIENCE.value,
         seed=SEED.value,
         strategy=STRATEGY.value,
         cross_replica_negatives=CROSS_REPLICA.value,

@@ -6,6 +6,11 @@ Resuming: checkpoints hold the model, the optimizer and the step. A rerun of the
 restores the latest one and rebuilds the input streams skipping the batches already trained on,
 so it sees the same data and, augmentations being stateless functions of (seed, step), the same
 augmentations; a kill loses at most `checkpoint_every` steps.
+
+Model selection: with `validate_every`, the run evaluates Recall@50 over the whole corpus on a
+fixed sample of validation queries every that many steps (`<model_dir>/validation.jsonl`), keeps
+the best weights in `<model_dir>/best/` (what evaluation and export load), and with `patience`
+stops after that many validations without improvement: the epoch budget becomes a maximum.
 """
 
 from __future__ import annotations
@@ -70,6 +75,56 @@ def _prepare_model_dir(config: config_lib.TrainConfig) -> None:
     config_lib.save(config, config.model_dir)
 
 
+VALIDATION_METRIC = "recall@50"
+VALIDATION_LOG = "validation.jsonl"
+BEST_DIR = "best"
+
+
+class Validator:
+    """Recall@50 of the current weights on a fixed sample of validation queries."""
+
+    def __init__(self, config: config_lib.TrainConfig):
+        from ssl_retrieval import evaluation  # noqa: PLC0415
+
+        self._evaluation = evaluation
+        data = evaluation.load_eval_data(config.data_dir, "validation")
+        self.data = evaluation.sample_queries(data, config.validation_queries, seed=0)
+        self._data_dir = config.data_dir
+        self._functions = {}
+
+    def __call__(self, model) -> dict:
+        from ssl_retrieval import retrieval  # noqa: PLC0415
+
+        if id(model) not in self._functions:
+            self._functions[id(model)] = (
+                tf.function(model.query_tower, reduce_retracing=True),
+                tf.function(model.item_tower, reduce_retracing=True),
+            )
+        queries, items = self._evaluation.embed_corpus(
+            model, self._data_dir, functions=self._functions[id(model)]
+        )
+        scorer = retrieval.embedding_scorer(queries, items)
+        return self._evaluation.evaluate(self.data, scorer, ks=(10, 50))
+
+
+def _read_validations(model_dir: str) -> list[dict]:
+    path = os.path.join(model_dir, VALIDATION_LOG)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _validations_since_best(history: list[dict]) -> tuple[float, int]:
+    best, since = -1.0, 0
+    for record in history:
+        if record["value"] > best:
+            best, since = record["value"], 0
+        else:
+            since += 1
+    return best, since
+
+
 def run(config: config_lib.TrainConfig) -> dict:
     """Trains (or resumes, or recognises a finished run) and returns a summary dict.
 
@@ -103,11 +158,19 @@ def run(config: config_lib.TrainConfig) -> dict:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         start_step = int(optimizer.iterations.numpy())
         logging.info("train: resuming from step %d (%s)", start_step, manager.latest_checkpoint)
-    if start_step >= steps:
-        logging.info(
-            "train: %s already finished (%d steps); nothing to do", config.model_dir, steps
-        )
+    finished = os.path.exists(os.path.join(config.model_dir, "train_metrics.json"))
+    if start_step >= steps or finished:
+        logging.info("train: %s already finished; nothing to do", config.model_dir)
         return _read_summary(config.model_dir, steps)
+    validator = Validator(config) if config.validate_every else None
+    history = _read_validations(config.model_dir)
+    # Validations after the checkpoint we resume from are redone.
+    history = [r for r in history if r["step"] <= start_step]
+    best_value, since_best = _validations_since_best(history)
+    best_manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model), os.path.join(config.model_dir, BEST_DIR), max_to_keep=1
+    )
+    stopped_early = False
 
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: data_lib.training_dataset(
@@ -177,11 +240,41 @@ def run(config: config_lib.TrainConfig) -> dict:
                 rate,
             )
             window_start, window_steps = time.time(), 0
-        if step % config.checkpoint_every == 0 or step == steps:
+        if validator is not None and (step % config.validate_every == 0 or step == steps):
+            metrics = validator(model)
+            value = metrics["all"][VALIDATION_METRIC]
+            improved = value > best_value
+            if improved:
+                best_value, since_best = value, 0
+                best_manager.save(checkpoint_number=step)
+            else:
+                since_best += 1
+            history.append({"step": step, "value": value, "metrics": metrics})
+            _write_lines(os.path.join(config.model_dir, VALIDATION_LOG), history)
+            logging.info(
+                "train: step %d validation %s %.4f (best %.4f%s)",
+                step,
+                VALIDATION_METRIC,
+                value,
+                best_value,
+                ", saved" if improved else f", {since_best} without improvement",
+            )
+            with writer.as_default(step=step):
+                tf.summary.scalar(f"validation/{VALIDATION_METRIC}", value)
+            if config.patience and since_best >= config.patience:
+                logging.info(
+                    "train: stopping early at step %d (patience %d)", step, config.patience
+                )
+                stopped_early = True
+        if step % config.checkpoint_every == 0 or step == steps or stopped_early:
             manager.save(checkpoint_number=step)
+        if stopped_early:
+            break
     seconds = time.time() - started
     summary = {
-        "steps": steps,
+        "steps": step,
+        "max_steps": steps,
+        "stopped_early": stopped_early,
         "resumed_from_step": start_step,
         "final_loss": losses[0],
         "final_main_loss": losses[1],
@@ -190,11 +283,31 @@ def run(config: config_lib.TrainConfig) -> dict:
         "seconds": seconds,
         "method": config.method,
     }
+    if history:
+        best = max(history, key=lambda r: r["value"])
+        summary["best_step"] = best["step"]
+        summary[f"best_validation_{VALIDATION_METRIC}"] = best["value"]
+    if model.masker is not None and model.masker.method in ("cfm", "rfm", "rfm_no_compl"):
+        # Collapsed masks (a handful of patterns) mean CFM is not varying its views.
+        summary["distinct_mask_patterns"] = model.masker.distinct_patterns(min(step, 1000))
+        logging.info(
+            "train: %d distinct masking patterns in the first %d steps",
+            summary["distinct_mask_patterns"],
+            min(step, 1000),
+        )
     tmp = os.path.join(config.model_dir, "train_metrics.json.tmp")
     with open(tmp, "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(tmp, os.path.join(config.model_dir, "train_metrics.json"))
     return summary
+
+
+def _write_lines(path: str, records: list[dict]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        for record in records:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def _read_summary(model_dir: str, steps: int) -> dict:
