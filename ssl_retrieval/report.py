@@ -103,6 +103,88 @@ def head_tail_table(results, fraction, methods, baseline="baseline"):
     return "\n".join(lines)
 
 
+def paired_differences(results, fraction, method, baseline, slice_name, column):
+    """method - baseline over seed-matched runs: (mean, 95% half-width, n seeds).
+
+    Seeds align data order and initialisation, so the paired difference removes the seed's
+    share of the noise that an unpaired comparison of two intervals keeps.
+    """
+    by_seed = defaultdict(dict)
+    for r in results:
+        if r["fraction"] == fraction and not r.get("params"):
+            if r["method"] in (method, baseline):
+                by_seed[r["seed"]][r["method"]] = r["metrics"][slice_name][column]
+    diffs = [v[method] - v[baseline] for v in by_seed.values() if method in v and baseline in v]
+    return mean_ci(diffs)
+
+
+def verdict(mean: float, half: float, n: int) -> str:
+    """'better' / 'worse' when the 95% interval excludes 0, else 'no difference shown'."""
+    if n < 2 or math.isnan(half):
+        return "too few seeds"
+    if mean - half > 0:
+        return "better"
+    if mean + half < 0:
+        return "worse"
+    return "no difference shown"
+
+
+def paired_table(
+    results,
+    fraction,
+    methods,
+    baseline="baseline",
+    cells=(("all", "recall@10"), ("all", "recall@50"), ("tail", "recall@50")),
+):
+    """Markdown: per method, the paired difference against the baseline with its 95% CI."""
+    header = " | ".join(f"{s} {c}" for s, c in cells)
+    lines = [f"| method vs {baseline} | seeds | {header} |", "|---|---|" + "---|" * len(cells)]
+    for method in methods:
+        if method == baseline:
+            continue
+        row, seeds = [], 0
+        for slice_name, column in cells:
+            mean, half, n = paired_differences(
+                results, fraction, method, baseline, slice_name, column
+            )
+            seeds = max(seeds, n)
+            if n == 0:
+                row.append("-")
+                continue
+            interval = f" ± {half:.4f}" if not math.isnan(half) else ""
+            row.append(f"{mean:+.4f}{interval} ({verdict(mean, half, n)})")
+        if seeds:
+            lines.append(f"| {method} | {seeds} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def slice_table(results, fraction, methods, references=(), column="recall@50"):
+    """Markdown: `column` per slice (all, head, tail, cold) per method and reference, per query
+    and per pair (the paper's appendix metric)."""
+    slices = ("all", "head", "tail", "cold")
+    head = " | ".join(f"{s}" for s in slices)
+    lines = [
+        f"| recommender | seeds | per query: {head} | per pair: {head} |",
+        "|---|---|" + "---|" * (2 * len(slices)),
+    ]
+    grouped = _group(results, fraction)
+    for method in methods:
+        runs = grouped.get(method, [])
+        if not runs:
+            continue
+        per_query = [_cell([m[s].get(column) for m in runs]) for s in slices]
+        per_pair = [_cell([m[s].get(f"pair_{column}") for m in runs]) for s in slices]
+        lines.append(f"| {method} | {len(runs)} | " + " | ".join(per_query + per_pair) + " |")
+    for r in references:
+        if r["fraction"] != fraction:
+            continue
+        m = r["metrics"]
+        per_query = [f"{m[s].get(column, math.nan):.4f}" for s in slices]
+        per_pair = [f"{m[s].get('pair_' + column, math.nan):.4f}" for s in slices]
+        lines.append(f"| {r['recommender']} | - | " + " | ".join(per_query + per_pair) + " |")
+    return "\n".join(lines)
+
+
 def sweep_points(results, fraction, param, method, metric="recall@50"):
     """[(value, mean, half-width)] of `metric` over runs of `method` sweeping `param`."""
     by_value = defaultdict(list)
@@ -186,10 +268,26 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
         label = "Table 1" if i == 0 else f"Table 2{'abcdefg'[i - 1]}"
         parts += ["", f"## {label}: training fraction {fraction}", ""]
         parts.append(table(results, fraction, main["methods"], baseline=baseline))
+    for fraction in main["fractions"]:
+        parts += ["", f"## Paired differences against `{baseline}` (fraction {fraction})", ""]
+        parts.append(
+            "Per seed, method minus baseline on the same data order and initialisation; mean ± "
+            "95% t half-width over seeds, and whether the interval excludes zero."
+        )
+        parts += ["", paired_table(results, fraction, main["methods"], baseline)]
     if main["fractions"]:
         fraction = main["fractions"][0]
         parts += ["", f"## Table 3: head and tail slices (fraction {fraction})", ""]
         parts.append(head_tail_table(results, fraction, main["methods"], baseline))
+    for fraction in main["fractions"]:
+        parts += ["", f"## Recall@50 by slice, per query and per pair (fraction {fraction})", ""]
+        parts.append(
+            "Per query: the mean over queries of the share of their held-out candidates found "
+            "(the tables above). Per pair: the share of held-out pairs whose candidate is in its "
+            "query's top 50, the paper's appendix metric (its TopPopular Recall@K is the CDF "
+            "of the K-th item)."
+        )
+        parts += ["", slice_table(results, fraction, main["methods"], references)]
     for fraction in aug["fractions"]:
         parts += ["", f"## Table 4: augmentation variants (fraction {fraction})", ""]
         parts.append(table(results, fraction, aug["methods"], baseline=baseline))

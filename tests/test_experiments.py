@@ -52,6 +52,25 @@ def test_table_reports_mean_ci_and_relative_change():
     assert rows[3] == f"| cfm | 3 | 0.3000 ± {half:.4f} (+50.0%) |"
 
 
+def test_paired_differences_use_seed_matched_runs():
+    base = [0.10, 0.30, 0.20, 0.25]
+    cfm = [0.12, 0.31, 0.23, 0.26]  # always above, by a little; seeds vary a lot
+    results = [_result("baseline", "1.0", s, v) for s, v in enumerate(base)]
+    results += [_result("cfm", "1.0", s, v) for s, v in enumerate(cfm)]
+    results.append(_result("cfm", "1.0", 9, 0.9))  # no baseline for seed 9: not paired
+    mean, half, n = report.paired_differences(results, "1.0", "cfm", "baseline", "all", "recall@10")
+    diffs = np.subtract(cfm, base)
+    assert n == 4 and math.isclose(mean, diffs.mean())
+    assert math.isclose(half, stats.t.ppf(0.975, 3) * diffs.std(ddof=1) / 2)
+    assert report.verdict(mean, half, n) == "better"
+    # Unpaired, the two intervals overlap: only the pairing shows the difference.
+    assert report.mean_ci(cfm[:4])[0] - report.mean_ci(cfm[:4])[1] < report.mean_ci(base)[0]
+    markdown = report.paired_table(results, "1.0", ["baseline", "cfm"])
+    assert "| cfm | 4 | +0.0175 ± " in markdown and "(better)" in markdown
+    assert report.verdict(0.01, 0.02, 5) == "no difference shown"
+    assert report.verdict(-0.05, 0.02, 5) == "worse"
+
+
 def test_sweep_points_average_seeds_per_value():
     results = [_result("cfm", "0.1", s, v, {"alpha": 0.3}) for s, v in enumerate([0.1, 0.3])]
     results.append(_result("cfm", "0.1", 0, 0.5, {"alpha": 1.0}))
