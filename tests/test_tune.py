@@ -1,0 +1,94 @@
+"""Tuning: the seeded trial plan, choosing on validation, flagfiles, resuming."""
+
+import json
+import os
+
+import pytest
+
+from ssl_retrieval import tune
+
+GRID = {"alpha": [0.3, 0.1, 1.0], "dropout_rate": [0.3, 0.5]}
+
+
+def test_trial_points_are_distinct_seeded_and_start_with_the_defaults():
+    points = tune.trial_points(GRID, 4, seed=0)
+    assert len(points) == 4 and points[0] == {"alpha": 0.3, "dropout_rate": 0.3}
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == 4
+    assert points == tune.trial_points(GRID, 4, seed=0)
+    assert points != tune.trial_points(GRID, 4, seed=1)
+    assert len(tune.trial_points(GRID, 100, seed=0)) == 6  # the whole grid, no repeats
+    assert tune.trial_points({}, 5, seed=0) == [{}]
+
+
+def _flag(args, name):
+    prefix = f"--{name}="
+    return next(a[len(prefix) :] for a in args if a.startswith(prefix))
+
+
+def _fake_trainer(calls):
+    """Writes what a validating training run writes; validation value from the flags."""
+
+    def run(args):
+        calls.append(args)
+        model_dir = _flag(args, "model_dir")
+        alpha = float(next((a.split("=")[1] for a in args if a.startswith("--alpha=")), 0.3))
+        value = 0.5 - abs(alpha - 1.0) / 10  # best at alpha 1.0
+        if "0.1" in _flag(args, "data_dir"):
+            value -= 0.2
+        os.makedirs(model_dir, exist_ok=True)
+        with open(os.path.join(model_dir, "validation.jsonl"), "w") as f:
+            f.write(json.dumps({"step": 100, "value": value, "metrics": {"all": {}}}) + "\n")
+        with open(os.path.join(model_dir, "train_metrics.json"), "w") as f:
+            json.dump({"steps": 200, "best_step": 100, "best_validation_recall@50": value}, f)
+
+    return run
+
+
+def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path):
+    config = {
+        "name": "toy",
+        "output_dir": str(tmp_path / "out"),
+        "runs_dir": str(tmp_path / "runs"),
+        "flagfile_dir": str(tmp_path / "flags"),
+        "data_dirs": {"0.1": "data_0.1", "1.0": "data"},
+        "fraction_flags": {"0.1": ["--train_steps=300"]},
+        "common_flags": ["--validate_every=100", "--patience=3"],
+        "methods": {
+            "baseline": {"flagfile": "configs/b.cfg"},
+            "cfm": {"flagfile": "configs/c.cfg", "grid": GRID},
+        },
+        "trials": 6,
+    }
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    calls = []
+    summary = tune.run_tuning(str(path), runner=_fake_trainer(calls))
+    assert summary["trials"] == len(calls) == 2 * (1 + 6)
+    assert all("--validate_every=100" in c for c in calls)
+    trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
+    assert len(trials) == 14 and {t["fraction"] for t in trials} == {"0.1", "1.0"}
+    # Two trials tie at alpha 1.0 (dropout does not matter here): the earlier one wins.
+    winner = next(t for t in trials if t["fraction"] == "0.1" and t["params"].get("alpha") == 1.0)
+    dropout = winner["params"]["dropout_rate"]
+    cfm_flagfile = (tmp_path / "flags" / "toy_cfm_0.1.cfg").read_text().splitlines()
+    assert cfm_flagfile[1:] == [
+        "--flagfile=configs/c.cfg",
+        "--train_steps=300",
+        "--alpha=1.0",
+        f"--dropout_rate={dropout}",
+    ]
+    assert "0.3000" in cfm_flagfile[0]
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "| 1.0 | cfm | 6 | alpha=1.0, dropout_rate=" in readme and "| 0.5000 |" in readme
+    # Resuming: nothing is trained again.
+    calls.clear()
+    tune.run_tuning(str(path), runner=_fake_trainer(calls))
+    assert calls == []
+
+
+def test_a_trial_that_did_not_validate_is_an_error(tmp_path):
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "train_metrics.json").write_text(json.dumps({"steps": 3}))
+    with pytest.raises(ValueError, match="validate_every"):
+        tune._trial_record("baseline", "1.0", {}, str(model_dir))
