@@ -12,7 +12,8 @@ confidence intervals) and figures (Recall@50 against alpha and dropout rate; t-S
 The config (JSON):
   title, output_dir (report, small files), runs_dir (model dirs, large),
   data_dirs: {fraction: data dir}, fraction_flags: {fraction: [extra train flags]},
-  methods: {method: flagfile}, seeds: [..], baseline: "baseline", extra_flags: [..],
+  methods: {method: flagfile, or {fraction: flagfile} (e.g. the flagfiles `ssl_retrieval.tune`
+  chose per fraction)}, seeds: [..], baseline: "baseline", extra_flags: [..],
   tables: {"main": {"methods", "fractions"}, "augmentations": {"methods", "fractions"}},
   sweeps: {"alpha" | "dropout_rate": {"methods", "values", "fraction", "seeds"}},
   references: [top_popular, feature_knn, cooccurrence],
@@ -81,11 +82,14 @@ def plan(config: dict) -> list[Run]:
 def commands(config: dict, run: Run) -> tuple[list[str], list[str], str]:
     model_dir = os.path.join(config["runs_dir"], run.run_id)
     data_dir = config["data_dirs"][run.fraction]
+    flagfile = config["methods"][run.method]
+    if isinstance(flagfile, dict):
+        flagfile = flagfile[run.fraction]
     train = [
         sys.executable,
         "-m",
         "ssl_retrieval.train",
-        f"--flagfile={config['methods'][run.method]}",
+        f"--flagfile={flagfile}",
         f"--data_dir={data_dir}",
         f"--model_dir={model_dir}",
         f"--seed={run.seed}",

@@ -100,6 +100,15 @@ def test_plan_deduplicates_tables_and_adds_sweep_points():
     assert "0.1/cfm_alpha=0.1/seed0" in ids and "1.0/baseline/seed1" in ids
 
 
+def test_a_method_can_name_a_flagfile_per_fraction():
+    config = {**CONFIG, "runs_dir": "r", "data_dirs": {"1.0": "d1", "0.1": "d01"}}
+    config["methods"] = {"baseline": "b.cfg", "cfm": {"1.0": "c_1.cfg", "0.1": "c_01.cfg"}}
+    train, _, _ = experiments.commands(config, experiments.Run("cfm", "0.1", 0))
+    assert "--flagfile=c_01.cfg" in train and "--data_dir=d01" in train
+    train, _, _ = experiments.commands(config, experiments.Run("cfm", "1.0", 0))
+    assert "--flagfile=c_1.cfg" in train
+
+
 def _fake_runner(calls):
     """Stands in for train/evaluate subprocesses: evaluate writes a metrics file, train nothing."""
 
