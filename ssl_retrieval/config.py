@@ -67,6 +67,7 @@ class TrainConfig:
     validate_every: int = 0
     validation_queries: int = 2000
     patience: int = 0
+    choose_popularity_prior: bool = True
     seed: int = 0
     strategy: str = "default"
     cross_replica_negatives: bool = True

@@ -34,6 +34,12 @@ SPLIT = flags.DEFINE_enum(
     ["eval", "validation"],
     "Pairs to evaluate on: eval (the test split, to report) or validation (to choose on).",
 )
+POPULARITY_PRIOR = flags.DEFINE_string(
+    "popularity_prior",
+    "auto",
+    "Model only: beta of the retrieval-time prior cos + beta*log(1+training count). auto = the "
+    "beta chosen on validation when the model was trained (0 if none); 0 = pure cosine.",
+)
 OUTPUT = flags.DEFINE_string(
     "output", None, "Metrics JSON path (default <model_dir>/metrics.json)."
 )
@@ -59,6 +65,7 @@ def main(argv):
             exclude_train_positives=EXCLUDE_TRAIN.value,
             output=OUTPUT.value,
             split=SPLIT.value,
+            popularity_prior=POPULARITY_PRIOR.value,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import metrics as metrics_lib
-from ssl_retrieval import retrieval
+from ssl_retrieval import popularity, retrieval
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 
@@ -68,13 +68,9 @@ def _id_pairs(data_dir: str, schema, split: str, index: dict[str, int]):
     return np.array(queries, np.int64), np.array(candidates, np.int64)
 
 
-def load_eval_data(data_dir: str, split: str = "eval") -> EvalData:
-    """Reads corpus ids, the pairs of `split` and the training pairs (ids only), and slices.
-
-    `split` is "eval" (the test split: report on it) or "validation" (choose on it). The cold
-    slice is the split's candidates never seen as training candidates.
-    """
-    schema = schema_lib.load_from_data_dir(data_dir)
+def corpus_ids(data_dir: str, schema=None) -> list[str]:
+    """The corpus ids in items-* file order (the corpus index)."""
+    schema = schema or schema_lib.load_from_data_dir(data_dir)
     id_name = schema.id_feature.name
     ids = []
     spec = {id_name: tf.io.FixedLenFeature([], tf.string)}
@@ -85,6 +81,17 @@ def load_eval_data(data_dir: str, split: str = "eval") -> EvalData:
     )
     for batch in dataset:
         ids += batch[id_name].numpy().astype(str).tolist()
+    return ids
+
+
+def load_eval_data(data_dir: str, split: str = "eval") -> EvalData:
+    """Reads corpus ids, the pairs of `split` and the training pairs (ids only), and slices.
+
+    `split` is "eval" (the test split: report on it) or "validation" (choose on it). The cold
+    slice is the split's candidates never seen as training candidates.
+    """
+    schema = schema_lib.load_from_data_dir(data_dir)
+    ids = corpus_ids(data_dir, schema)
     item_ids = np.array(ids, dtype=object)
     index = {item_id: i for i, item_id in enumerate(ids)}
     eval_query, eval_candidate = _id_pairs(data_dir, schema, split, index)
@@ -148,11 +155,37 @@ def embed_corpus(
     return np.concatenate(queries), np.concatenate(items)
 
 
-def model_scorer(model_dir: str, data_dir: str | None = None) -> retrieval.Scorer:
+def resolve_popularity_prior(model_dir: str, popularity_prior: str | float) -> float:
+    """beta: "auto" = the one chosen on validation for this model (0 if none), else a number."""
+    if popularity_prior == "auto":
+        return popularity.load_beta(model_dir)
+    try:
+        beta = float(popularity_prior)
+    except ValueError:
+        raise ValueError(
+            f"--popularity_prior must be 'auto' or a number >= 0, got {popularity_prior!r}"
+        ) from None
+    if not beta >= 0:
+        raise ValueError(f"--popularity_prior must be >= 0, got {popularity_prior!r}")
+    return beta
+
+
+def model_scorer(
+    model_dir: str, data_dir: str | None = None, popularity_prior: str | float = "auto"
+) -> retrieval.Scorer:
+    """Cosine of the two towers, plus beta * log(1 + training count) (see popularity.py)."""
     from ssl_retrieval import model as model_lib  # noqa: PLC0415
 
+    beta = resolve_popularity_prior(model_dir, popularity_prior)
     model = model_lib.load_from_model_dir(model_dir, data_dir)
-    query_embeddings, item_embeddings = embed_corpus(model, data_dir or model.config.data_dir)
+    data_dir = data_dir or model.config.data_dir
+    query_embeddings, item_embeddings = embed_corpus(model, data_dir)
+    if beta:
+        prior = popularity.log_counts(data_dir, corpus_ids(data_dir))
+        query_embeddings, item_embeddings = popularity.augment(
+            query_embeddings, item_embeddings, prior, beta
+        )
+    logging.info("evaluate: popularity prior beta %.3f", beta)
     return retrieval.embedding_scorer(query_embeddings, item_embeddings)
 
 
@@ -218,6 +251,7 @@ def run(
     exclude_train_positives: bool = False,
     output: str | None = None,
     split: str = "eval",
+    popularity_prior: str | float = "auto",
 ) -> dict:
     """Evaluates one recommender and writes its metrics JSON; returns the written object."""
     from ssl_retrieval import baselines  # noqa: PLC0415
@@ -227,7 +261,7 @@ def run(
     if recommender == "model":
         if not model_dir:
             raise ValueError("--model_dir is required for --recommender=model")
-        scorer = model_scorer(model_dir, data_dir)
+        scorer = model_scorer(model_dir, data_dir, popularity_prior)
     else:
         scorer = baselines.make(recommender, data, data_dir)
     logging.info(
@@ -241,6 +275,11 @@ def run(
         "ks": list(ks),
         "exclude_train_positives": exclude_train_positives,
         "split": split,
+        "popularity_prior": (
+            resolve_popularity_prior(model_dir, popularity_prior)
+            if recommender == "model"
+            else None
+        ),
         "metrics": results,
         "seconds": round(time.time() - start, 2),
     }

@@ -131,6 +131,13 @@ PATIENCE = F.DEFINE_integer(
     0,
     "Stop after this many validations without a better Recall@50 (0 = train all steps).",
 )
+CHOOSE_POPULARITY_PRIOR = F.DEFINE_bool(
+    "choose_popularity_prior",
+    True,
+    "With --validate_every: after training, choose on validation the weight beta of the "
+    "retrieval-time popularity prior cos + beta*log(1+count) (popularity_prior.json; used by "
+    "evaluate and export unless they are told otherwise).",
+)
 SEED = F.DEFINE_integer("seed", 0, "Seed of initialisation, shuffles and augmentations.")
 STRATEGY = F.DEFINE_enum("strategy", "default", config_lib.STRATEGIES, "tf.distribute strategy.")
 CROSS_REPLICA = F.DEFINE_bool(
@@ -185,6 +192,7 @@ def config_from_flags() -> config_lib.TrainConfig:
         validate_every=VALIDATE_EVERY.value,
         validation_queries=VALIDATION_QUERIES.value,
         patience=PATIENCE.value,
+        choose_popularity_prior=CHOOSE_POPULARITY_PRIOR.value,
         seed=SEED.value,
         strategy=STRATEGY.value,
         cross_replica_negatives=CROSS_REPLICA.value,

@@ -24,7 +24,7 @@ import time
 
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
-from ssl_retrieval import distribute
+from ssl_retrieval import distribute, popularity
 from ssl_retrieval import model as model_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
@@ -92,19 +92,33 @@ class Validator:
         self._data_dir = config.data_dir
         self._functions = {}
 
-    def __call__(self, model) -> dict:
-        from ssl_retrieval import retrieval  # noqa: PLC0415
-
+    def embed(self, model):
+        """(query, item) tower embeddings of the corpus."""
         if id(model) not in self._functions:
             self._functions[id(model)] = (
                 tf.function(model.query_tower, reduce_retracing=True),
                 tf.function(model.item_tower, reduce_retracing=True),
             )
-        queries, items = self._evaluation.embed_corpus(
+        return self._evaluation.embed_corpus(
             model, self._data_dir, functions=self._functions[id(model)]
         )
+
+    def evaluate(self, queries, items) -> dict:
+        from ssl_retrieval import retrieval  # noqa: PLC0415
+
         scorer = retrieval.embedding_scorer(queries, items)
         return self._evaluation.evaluate(self.data, scorer, ks=(10, 50))
+
+    def __call__(self, model) -> dict:
+        return self.evaluate(*self.embed(model))
+
+    def choose_popularity_prior(self, model) -> dict:
+        """beta of the retrieval-time popularity prior with the best validation Recall@50."""
+        queries, items = self.embed(model)
+        prior = popularity.log_counts(self._data_dir, self.data.item_ids)
+        return popularity.choose_beta(
+            lambda beta: self.evaluate(*popularity.augment(queries, items, prior, beta))
+        )
 
 
 def _read_validations(model_dir: str) -> list[dict]:
@@ -287,6 +301,18 @@ def run(config: config_lib.TrainConfig) -> dict:
         best = max(history, key=lambda r: r["value"])
         summary["best_step"] = best["step"]
         summary[f"best_validation_{VALIDATION_METRIC}"] = best["value"]
+    if validator is not None and config.choose_popularity_prior and history:
+        if best_manager.latest_checkpoint:
+            tf.train.Checkpoint(model=model).restore(best_manager.latest_checkpoint)
+        choice = validator.choose_popularity_prior(model)
+        popularity.save(config.model_dir, choice)
+        summary["popularity_prior"] = choice["beta"]
+        logging.info(
+            "train: popularity prior beta %.3f (validation recall@50 %.4f without, %.4f with)",
+            choice["beta"],
+            choice["grid"][0]["metrics"]["all"][VALIDATION_METRIC],
+            max(t["metrics"]["all"][VALIDATION_METRIC] for t in choice["grid"]),
+        )
     if model.masker is not None and model.masker.method in ("cfm", "rfm", "rfm_no_compl"):
         # Collapsed masks (a handful of patterns) mean CFM is not varying its views.
         summary["distinct_mask_patterns"] = model.masker.distinct_patterns(min(step, 1000))

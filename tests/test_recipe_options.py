@@ -4,6 +4,8 @@ Mixed negatives and the tempered logQ correction (loss), normalised MI for CFM (
 without an embedding of their own and id dropout (encoder), the symmetric loss (model).
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -229,5 +231,43 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     restored = model_lib.load_from_model_dir(config.model_dir)
     validator = training.Validator(config)
     assert validator(restored)["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
+    # The popularity prior was chosen on validation with the best weights, and evaluation
+    # uses it by default.
+    from ssl_retrieval import evaluation, popularity
+
+    choice = json.load(open(f"{config.model_dir}/{popularity.FILE}"))
+    assert choice["grid"][0]["beta"] == 0.0
+    assert choice["grid"][0]["metrics"]["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
+    best_beta = max(choice["grid"], key=lambda t: t["metrics"]["all"]["recall@50"])["beta"]
+    assert choice["beta"] == best_beta == summary["popularity_prior"]
+    assert evaluation.resolve_popularity_prior(config.model_dir, "auto") == best_beta
+    assert evaluation.resolve_popularity_prior(config.model_dir, "0") == 0.0
+    with pytest.raises(ValueError, match="popularity_prior"):
+        evaluation.resolve_popularity_prior(config.model_dir, "-1")
     # A rerun recognises the finished run.
     assert training.run(config)["already_finished"]
+
+
+def test_popularity_prior_adds_beta_log_counts_to_the_cosine(tmp_path):
+    from ssl_retrieval import popularity
+
+    data_dir = testing.make_data_dir(str(tmp_path / "data"))
+    ids = ["item00000", "item00001", "never-seen"]
+    prior = popularity.log_counts(data_dir, ids)
+    counts = {}
+    for line in open(f"{data_dir}/stats/candidate_counts.tsv"):
+        item_id, count = line.split("\t")
+        counts[item_id] = int(count)
+    np.testing.assert_allclose(prior, np.log1p([counts.get(i, 0) for i in ids]), rtol=1e-6)
+    rng = np.random.default_rng(0)
+    q, items = normalise(rng.normal(size=(4, 5))), normalise(rng.normal(size=(3, 5)))
+    qa, ia = popularity.augment(q.astype(np.float32), items.astype(np.float32), prior, 0.07)
+    np.testing.assert_allclose(qa @ ia.T, q @ items.T + 0.07 * prior[None, :], rtol=1e-5)
+
+    def fake_metrics(beta):
+        value = 0.5 - (beta - 0.03) ** 2
+        return {"all": {"recall@50": value}}
+
+    choice = popularity.choose_beta(fake_metrics, grid=(0.0, 0.05, 0.01, 0.03))
+    assert choice["beta"] == 0.03 and [t["beta"] for t in choice["grid"]] == [0, 0.01, 0.03, 0.05]
+    assert popularity.choose_beta(lambda b: {"all": {"recall@50": 0.1}})["beta"] == 0.0
