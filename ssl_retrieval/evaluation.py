@@ -234,6 +234,20 @@ def format_table(results: dict, ks: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def slice_table(named: dict[str, dict], column: str = "recall@50") -> str:
+    """A plain-text table of `column` per slice, one row per recommender.
+
+    Args:
+      named: {name: metrics as written by `run` (the "metrics" object)}.
+    """
+    slices = ("all", "head", "tail", "cold")
+    lines = [f"{column + ' per query':<28}" + "".join(f"{s:>8}" for s in slices)]
+    for name, metrics in named.items():
+        cells = "".join(f"{metrics[s][column]:>8.3f}" for s in slices)
+        lines.append(f"{name:<28}{cells}")
+    return "\n".join(lines)
+
+
 def write_json(path: str, obj: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"

@@ -183,3 +183,15 @@ def test_evaluate_cli_errors(data_dir, tmp_path):
     )
     assert out.returncode == 1 and "--model_dir is required" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_slice_table_lists_each_recommender_per_slice():
+    metrics = {
+        s: {"recall@50": v}
+        for s, v in zip(("all", "head", "tail", "cold"), (0.5, 0.6, 0.25, 0.125), strict=True)
+    }
+    table = evaluation.slice_table({"model": metrics, "feature_knn": metrics})
+    lines = table.splitlines()
+    assert lines[0].split()[-4:] == ["all", "head", "tail", "cold"]
+    assert lines[1].split() == ["model", "0.500", "0.600", "0.250", "0.125"]
+    assert lines[2].startswith("feature_knn")
