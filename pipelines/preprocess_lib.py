@@ -325,6 +325,11 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
         )
     }
     files = {name: list(source.files) for name, source in inputs.items()}
+    for name, source in inputs.items():
+        if (
+            source.estimated_bytes == 0
+        ):  # empty files (or Parquet without rows): fail before the job
+            raise _no_records(config, name, len(source.files))
     shards = _shard_counts(inputs["items"], inputs["pairs"], config.num_shards)
     tmp_dirs.remove_stale(out_dir)
     tmp_dir = tmp_dirs.TmpDir(out_dir)
@@ -363,19 +368,21 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
     return summary
 
 
+def _no_records(config: PreprocessConfig, name: str, num_files: int) -> ValueError:
+    pattern = config.items if name == "items" else config.pairs
+    files = f"{num_files} file{'s' if num_files != 1 else ''}"
+    return ValueError(
+        f"no {name} in --{name}={pattern} ({files}, not one record); nothing was written to "
+        f"{config.output_dir}"
+    )
+
+
 def _finish(config, schema, shards, tmp, files) -> dict:
     counts = dict(tuple(kv) for kv in _read_meta(tmp, "counts"))
     counts.setdefault("downsampled_pairs", 0)
-    for name, flag, pattern in (
-        ("items", "--items", config.items),
-        ("pairs", "--pairs", config.pairs),
-    ):
+    for name in ("items", "pairs"):
         if counts[f"input_{name}"] == 0:
-            n = len(files[name])
-            raise ValueError(
-                f"no {name} in {flag}={pattern} ({n} file{'s' if n != 1 else ''} read, no "
-                f"record in any); nothing was written to {config.output_dir}"
-            )
+            raise _no_records(config, name, len(files[name]))
     inputs = counts["input_items"] + counts["input_pairs"]
     if counts["error_records"] > config.max_error_fraction * inputs:
         kept = f"{config.output_dir}.errors"
