@@ -673,7 +673,6 @@ def test_bigquery_needs_num_shards():
 
 def test_empty_input_files_fail_before_the_job(raw, tmp_path):
     (tmp_path / "items.jsonl").write_text("")
-    (tmp_path / "pairs.parquet").write_bytes(b"")
     pq_pairs = tmp_path / "pq"
     pq_pairs.mkdir()
     with source_files.open_writer("parquet", str(pq_pairs), "pairs", 1, PAIR_COLUMNS):
@@ -691,7 +690,7 @@ def test_empty_input_files_fail_before_the_job(raw, tmp_path):
         )
         with pytest.raises(ValueError, match=message):
             preprocess_lib.run(cfg)
-    assert sorted(os.listdir(tmp_path)) == ["items.jsonl", "pairs.parquet", "pq"]
+    assert sorted(os.listdir(tmp_path)) == ["items.jsonl", "pq"]  # no output, no temp dir
 
 
 @pytest.mark.slow
