@@ -5,9 +5,16 @@ Prints JSON lines:
    "items_per_s"}        the whole job, end to end, for both DirectRunner modes;
   {"figure": "mutual_information", "mi_beam_s", "mi_numpy_s", "ratio", "max_abs_diff"}
                          the Beam MI stage alone (items already parsed, in memory) beside a
-                         single-process numpy computation of the same matrix.
+                         single-process numpy computation of the same matrix;
+  {"figure": "read", "source": "synthetic", "jsonl_s", "parquet_s", "csv_s",
+   "ratio_parquet_to_jsonl", ...}
+                         the job's read + validate stage (ReadRecords, ParseItems, ParsePairs;
+                         in-memory runner) on the same synthetic data written as JSON Lines,
+                         Parquet and CSV, and the same read + validation in one process without
+                         Beam (`*_single_s`), which isolates the decoding cost.
 
   .venv/bin/python bench/preprocess.py [--raw_dir=runs/debian/raw] [--work_dir=runs/bench]
+  .venv/bin/python bench/preprocess.py --read_only [--read_items=50000 --read_pairs=500000]
 """
 
 import argparse
@@ -25,8 +32,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from pipelines import mutual_information, preprocess_lib, raw_io, vocabulary  # noqa: E402
+from pipelines import mutual_information, preprocess_lib, raw_io, readers, vocabulary  # noqa: E402
 from ssl_retrieval import schema as schema_lib  # noqa: E402
+from ssl_retrieval.sources import jsonl as source_files  # noqa: E402
+from ssl_retrieval.sources import synthetic  # noqa: E402
 
 
 def emit(**fields):
@@ -119,6 +128,93 @@ def numpy_mi(items, schema, vocab_cutoffs, min_counts, dense_stats):
     return mi
 
 
+def bench_read(work_dir: str, num_items: int, num_pairs: int) -> None:
+    """The read + validate stage on the same synthetic data in each input format."""
+    seconds, single, sizes, counts = {}, {}, {}, {}
+    for fmt in source_files.FORMATS:
+        raw = os.path.join(work_dir, f"read_{fmt}")
+        summary_path = os.path.join(raw, "summary.json")
+        summary = {}
+        if os.path.exists(summary_path):
+            with open(summary_path) as f:
+                summary = json.load(f)
+        if (summary.get("items"), summary.get("pairs")) != (num_items, num_pairs):
+            synthetic.build(
+                raw,
+                num_items=num_items,
+                num_pairs=num_pairs,
+                num_shards=4,
+                file_format=fmt,
+                overwrite=True,
+            )
+        schema = schema_lib.load(os.path.join(raw, "schema.json"))
+        inputs = {
+            "items": readers.resolve(
+                os.path.join(raw, "items*"), "--items", "auto", readers.item_columns(schema)
+            ),
+            "pairs": readers.resolve(
+                os.path.join(raw, "pairs*"), "--pairs", "auto", readers.pair_columns()
+            ),
+        }
+        sizes[fmt] = sum(os.path.getsize(f) for source in inputs.values() for f in source.files)
+        counts_file = os.path.join(work_dir, f"read_counts_{fmt}")
+        start = time.time()
+        with beam.Pipeline(
+            runner=preprocess_lib.local_runner(PipelineOptions([])), options=PipelineOptions([])
+        ) as p:
+            items = (
+                p
+                | "ReadItems" >> readers.ReadRecords(inputs["items"])
+                | "ParseItems" >> raw_io.ParseItems(schema)
+            )
+            pairs = (
+                p
+                | "ReadPairs" >> readers.ReadRecords(inputs["pairs"])
+                | "ParsePairs" >> raw_io.ParsePairs()
+            )
+            _ = (
+                (
+                    items["items"] | "CountItems" >> beam.combiners.Count.Globally(),
+                    pairs["pairs"] | "CountPairs" >> beam.combiners.Count.Globally(),
+                    (items["errors"], pairs["errors"])
+                    | "Errors" >> beam.Flatten()
+                    | "CountErrors" >> beam.combiners.Count.Globally(),
+                )
+                | "AllCounts" >> beam.Flatten()
+                | "Write" >> beam.io.WriteToText(counts_file, shard_name_template="")
+            )
+        seconds[fmt] = time.time() - start
+        with open(counts_file) as f:
+            counts[fmt] = sorted(int(line) for line in f)
+        os.remove(counts_file)
+        start = time.time()
+        valid = 0
+        for path, line, raw_record in readers.iter_records(inputs["items"]):
+            valid += raw_io.validate_item(schema.features, path, line, raw_record)[0] is not None
+        for path, line, raw_record in readers.iter_records(inputs["pairs"]):
+            valid += raw_io.validate_pair(path, line, raw_record)[0] is not None
+        single[fmt] = time.time() - start
+    if len({tuple(c) for c in counts.values()}) != 1:
+        raise SystemExit(f"formats gave different counts: {counts}")
+    emit(
+        figure="read",
+        source="synthetic",
+        items=num_items,
+        pairs=num_pairs,
+        input_mb={k: round(v / 2**20, 1) for k, v in sizes.items()},
+        jsonl_s=round(seconds["jsonl"], 2),
+        parquet_s=round(seconds["parquet"], 2),
+        csv_s=round(seconds["csv"], 2),
+        ratio_parquet_to_jsonl=round(seconds["parquet"] / seconds["jsonl"], 2),
+        ratio_csv_to_jsonl=round(seconds["csv"] / seconds["jsonl"], 2),
+        jsonl_single_s=round(single["jsonl"], 2),
+        parquet_single_s=round(single["parquet"], 2),
+        csv_single_s=round(single["csv"], 2),
+        ratio_parquet_to_jsonl_single=round(single["parquet"] / single["jsonl"], 2),
+        records_per_format=counts["jsonl"],
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw_dir", default="runs/debian/raw")
@@ -128,9 +224,19 @@ def main():
         action="store_true",
         help="Skip the two whole-job runs; reuse <work_dir>/data_in_memory from an earlier run.",
     )
+    parser.add_argument(
+        "--read_only",
+        action="store_true",
+        help="Only the read figure (JSON Lines vs Parquet vs CSV on synthetic data).",
+    )
+    parser.add_argument("--read_items", type=int, default=50_000)
+    parser.add_argument("--read_pairs", type=int, default=500_000)
     args = parser.parse_args()
-    raw = ensure_raw(args.raw_dir)
     os.makedirs(args.work_dir, exist_ok=True)
+    bench_read(args.work_dir, args.read_items, args.read_pairs)
+    if args.read_only:
+        return
+    raw = ensure_raw(args.raw_dir)
     modes = (
         ("in_memory", []),
         (

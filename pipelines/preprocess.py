@@ -4,6 +4,10 @@ r"""Preprocesses raw items and pairs into the data directory the trainer reads.
       --pairs='runs/debian/raw/pairs*.jsonl' --schema=runs/debian/raw/schema.json \
       --output_dir=runs/debian/data [--train_fraction=0.1] [Beam pipeline options]
 
+Items and pairs may be JSON Lines, Parquet or CSV with a header (by file extension, or
+--input_format), or BigQuery tables (--input_format=bigquery --items=PROJECT:DATASET.TABLE);
+see pipelines/readers.py for the columns each format needs.
+
 Flags not listed below pass through to Apache Beam untouched, e.g. `--runner=DataflowRunner
 --project=... --region=... --temp_location=gs://...`, `--runner=FlinkRunner`, or for the local
 DirectRunner `--direct_running_mode=multi_processing --direct_num_workers=2`.
@@ -16,8 +20,21 @@ from absl import app, flags
 
 from pipelines import preprocess_lib
 
-ITEMS = flags.DEFINE_string("items", None, "Glob of the raw item JSON Lines files.")
-PAIRS = flags.DEFINE_string("pairs", None, "Glob of the raw pair JSON Lines files.")
+ITEMS = flags.DEFINE_string(
+    "items", None, "Glob of the raw item files (or PROJECT:DATASET.TABLE with bigquery)."
+)
+PAIRS = flags.DEFINE_string(
+    "pairs", None, "Glob of the raw pair files (or PROJECT:DATASET.TABLE with bigquery)."
+)
+INPUT_FORMAT = flags.DEFINE_enum(
+    "input_format",
+    "auto",
+    ["auto", "jsonl", "parquet", "csv", "bigquery"],
+    "Format of --items and --pairs; auto: by file extension (.parquet/.pq, .csv, else JSON Lines).",
+)
+CSV_LIST_SEPARATOR = flags.DEFINE_string(
+    "csv_list_separator", "|", "CSV input: separator of the values in a multi_hot cell."
+)
 SCHEMA = flags.DEFINE_string("schema", None, "Dataset schema JSON (feature names and kinds).")
 OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Data directory to create (written to a temporary sibling, then renamed)."
@@ -81,6 +98,8 @@ def main(argv):
             min_count=MIN_COUNT.value,
             num_shards=NUM_SHARDS.value,
             overwrite=OVERWRITE.value,
+            input_format=INPUT_FORMAT.value,
+            csv_list_separator=CSV_LIST_SEPARATOR.value,
         )
         summary = preprocess_lib.run(config, beam_args)
     except ValueError as e:

@@ -1,14 +1,15 @@
-"""The preprocessing job: raw JSON Lines in, a data directory the trainer reads out.
+"""The preprocessing job: raw items and pairs in, a data directory the trainer reads out.
 
-Stages (one composite PTransform each): read + validate (raw_io), vocabularies and dense
-statistics (vocabulary), mutual information (mutual_information), pair join + split + encoding
-(pairs), deterministic sharded writing (writers), slice statistics (stats). The driver then
+Stages (one composite PTransform each): read (readers: JSON Lines, Parquet, CSV or BigQuery) and
+validate (raw_io), vocabularies and dense statistics (vocabulary), mutual information
+(mutual_information), pair join + split + encoding (pairs), deterministic sharded writing (writers), slice statistics (stats). The driver then
 assembles the small JSON files (schema.json, mutual_info.json, stats.json, README.md) from the
 pipeline's small outputs and moves the finished directory into place.
 
-The job writes into `<output_dir>.tmp-<random>` and renames it at the end: an interrupted or failed
+The job writes into `.<output_dir>.tmp-<random>` and renames it at the end: an interrupted or failed
 run never leaves a half-written output directory, and an existing one is replaced only with
-`overwrite=True`, after the new one is complete.
+`overwrite=True`, after the new one is complete. The temporary directory of a killed run is
+removed by the next run on the same output directory (`tmp_dirs`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ import math
 import os
 import shutil
 import time
-import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import mutual_information, raw_io, stats, vocabulary, writers
+from pipelines import mutual_information, raw_io, readers, stats, tmp_dirs, vocabulary, writers
 from pipelines.pairs import EVAL, TRAIN, VALIDATION, JoinPairs, item_example
 from ssl_retrieval import schema as schema_lib
 
@@ -40,7 +40,7 @@ class PreprocessConfig:
     """Options of one preprocessing run (the CLI flags, validated).
 
     Attributes:
-      items, pairs: globs of the raw JSON Lines files.
+      items, pairs: globs of the raw input files (a BigQuery table with input_format "bigquery").
       schema: path of the dataset schema JSON.
       output_dir: the data directory to create.
       eval_fraction: share of pairs (by pair hash) held out for evaluation (the test split).
@@ -52,6 +52,8 @@ class PreprocessConfig:
       max_vocab, min_count: defaults for features whose schema does not set them.
       num_shards: shards of train-* (eval and items scale from it); 0 = from the input size.
       overwrite: replace an existing output directory.
+      input_format: "auto" (by file extension), "jsonl", "parquet", "csv" or "bigquery".
+      csv_list_separator: separator of the values of a multi-hot CSV cell.
     """
 
     items: str
@@ -67,6 +69,8 @@ class PreprocessConfig:
     min_count: int | None = None
     num_shards: int = 0
     overwrite: bool = False
+    input_format: str = readers.AUTO
+    csv_list_separator: str = readers.DEFAULT_CSV_LIST_SEPARATOR
 
     def __post_init__(self):
         checks = [
@@ -81,26 +85,37 @@ class PreprocessConfig:
             (self.max_vocab is None or self.max_vocab >= 1, "--max_vocab must be >= 1"),
             (self.min_count is None or self.min_count >= 1, "--min_count must be >= 1"),
             (self.num_shards >= 0, "--num_shards must be >= 0 (0 = automatic)"),
+            (
+                self.input_format in readers.FORMATS,
+                f"--input_format={self.input_format!r} is not one of {list(readers.FORMATS)}",
+            ),
+            (
+                self.input_format != readers.BIGQUERY or self.num_shards > 0,
+                "--num_shards is required with --input_format=bigquery (the job cannot see a "
+                "table's size to choose it)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
 
 
-def _shard_counts(item_files: list[str], pair_files: list[str], num_shards: int):
-    def size(files):
-        return sum(m.size_in_bytes for f in files for m in FileSystems.match([f])[0].metadata_list)
-
+def _shard_counts(items: readers.InputSource, pairs: readers.InputSource, num_shards: int):
+    # Sizes are of the input as JSON Lines (estimated for other formats); None for a table.
     if num_shards:
         train = num_shards
     else:
         # A pair Example carries both items' features: about 25x its JSON line.
-        train = max(1, math.ceil(size(pair_files) * 25 / TARGET_SHARD_BYTES))
+        train = max(1, math.ceil(pairs.estimated_bytes * 25 / TARGET_SHARD_BYTES))
+    if items.estimated_bytes is None:
+        num_items = max(1, train // 9)
+    else:
+        num_items = max(1, math.ceil(items.estimated_bytes * 1.5 / TARGET_SHARD_BYTES))
     return {
         TRAIN: train,
         EVAL: max(1, train // 9),
         VALIDATION: max(1, train // 18),
-        "items": max(1, math.ceil(size(item_files) * 1.5 / TARGET_SHARD_BYTES)),
+        "items": num_items,
     }
 
 
@@ -140,10 +155,13 @@ def _read_meta(directory: str, name: str) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, files, shards, out: str):
-    """Adds the whole job to pipeline `p`, writing into directory `out`."""
-    lines_items = p | "ReadItems" >> raw_io.ReadJsonLines(files["items"])
-    lines_pairs = p | "ReadPairs" >> raw_io.ReadJsonLines(files["pairs"])
+def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, shards, out: str):
+    """Adds the whole job to pipeline `p`, writing into directory `out`.
+
+    `inputs` maps "items" and "pairs" to their `readers.InputSource`.
+    """
+    lines_items = p | "ReadItems" >> readers.ReadRecords(inputs["items"])
+    lines_pairs = p | "ReadPairs" >> readers.ReadRecords(inputs["pairs"])
     parsed_items = lines_items | "ParseItems" >> raw_io.ParseItems(schema)
     parsed_pairs = lines_pairs | "ParsePairs" >> raw_io.ParsePairs()
     items = parsed_items["items"]
@@ -314,14 +332,25 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
             f"--output_dir={out_dir} exists and is not empty; pass --overwrite to replace it "
             "(only after the new one is complete)"
         )
-    files = {
-        "items": raw_io.match_files(config.items, "--items"),
-        "pairs": raw_io.match_files(config.pairs, "--pairs"),
+    inputs = {
+        name: readers.resolve(
+            pattern, flag, config.input_format, columns, config.csv_list_separator
+        )
+        for name, pattern, flag, columns in (
+            ("items", config.items, "--items", readers.item_columns(schema)),
+            ("pairs", config.pairs, "--pairs", readers.pair_columns()),
+        )
     }
-    shards = _shard_counts(files["items"], files["pairs"], config.num_shards)
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
+    files = {name: list(source.files) for name, source in inputs.items()}
+    for name, source in inputs.items():
+        if (
+            source.estimated_bytes == 0
+        ):  # empty files (or Parquet without rows): fail before the job
+            raise _no_records(config, name, len(source.files))
+    shards = _shard_counts(inputs["items"], inputs["pairs"], config.num_shards)
+    tmp_dirs.remove_stale(out_dir)
+    tmp_dir = tmp_dirs.TmpDir(out_dir)
+    tmp = tmp_dir.path
     os.makedirs(os.path.join(tmp, "vocab"))
     os.makedirs(os.path.join(tmp, "stats"))
     os.makedirs(os.path.join(tmp, "errors"))
@@ -329,17 +358,20 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
     try:
         options = PipelineOptions(beam_args or [])
         logging.info(
-            "preprocess: %d item files, %d pair files -> %s",
+            "preprocess: %d item files (%s), %d pair files (%s) -> %s",
             len(files["items"]),
+            inputs["items"].format,
             len(files["pairs"]),
+            inputs["pairs"].format,
             out_dir,
         )
         with beam.Pipeline(runner=local_runner(options), options=options) as p:
-            build_pipeline(p, config, schema, files, shards, tmp)
+            build_pipeline(p, config, schema, inputs, shards, tmp)
         logging.info("preprocess: pipeline done in %.1fs; assembling metadata", time.time() - start)
         summary = _finish(config, schema, shards, tmp, files)
+        tmp_dir.release()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp_dir.remove()
         raise
     summary["seconds"] = round(time.time() - start, 2)
     if os.path.exists(out_dir):
@@ -353,9 +385,21 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
     return summary
 
 
+def _no_records(config: PreprocessConfig, name: str, num_files: int) -> ValueError:
+    pattern = config.items if name == "items" else config.pairs
+    files = f"{num_files} file{'s' if num_files != 1 else ''}"
+    return ValueError(
+        f"no {name} in --{name}={pattern} ({files}, not one record); nothing was written to "
+        f"{config.output_dir}"
+    )
+
+
 def _finish(config, schema, shards, tmp, files) -> dict:
     counts = dict(tuple(kv) for kv in _read_meta(tmp, "counts"))
     counts.setdefault("downsampled_pairs", 0)
+    for name in ("items", "pairs"):
+        if counts[f"input_{name}"] == 0:
+            raise _no_records(config, name, len(files[name]))
     inputs = counts["input_items"] + counts["input_pairs"]
     if counts["error_records"] > config.max_error_fraction * inputs:
         kept = f"{config.output_dir}.errors"
@@ -366,6 +410,14 @@ def _finish(config, schema, shards, tmp, files) -> dict:
             f"{counts['error_records']} of {inputs} input records are invalid "
             f"(more than --max_error_fraction={config.max_error_fraction}); nothing was written "
             f"to {config.output_dir}. The dead letters are in {kept}/; first ones:\n{sample}"
+        )
+    if counts["train_pairs"] == 0:
+        raise ValueError(
+            f"no training pairs: of {counts['input_pairs']} pairs read, {counts['eval_pairs']} "
+            f"went to eval (--eval_fraction={config.eval_fraction}), "
+            f"{counts['downsampled_pairs']} were dropped by --train_fraction="
+            f"{config.train_fraction}, and the rest were dead letters; nothing was written to "
+            f"{config.output_dir}"
         )
     names = schema.names
     mi_sums = {tuple(k): v for k, v in _read_meta(tmp, "mi")}

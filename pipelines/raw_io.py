@@ -1,7 +1,16 @@
-"""Reading and validating the raw JSON Lines input, with dead letters for bad records.
+"""Validating raw item and pair records, with dead letters for bad records; JSON Lines reading.
 
 Every record keeps where it came from (file, line) so that a dead letter names the file, the line
-and the field. Dead letters are dicts `{"file", "line", "field", "reason", "record"}`.
+and the field. Dead letters are dicts `{"file", "line", "field", "reason", "record"}`. A record
+reaches validation as `(path, line, raw)`: `raw` is a JSON Lines text, or a dict already decoded
+by another reader (Parquet, CSV, BigQuery: `pipelines/readers.py`), with the same Python types
+JSON would give (str, list of str, int/float, None). Both go through the same checks, so every
+format gives the same records and the same dead letters.
+
+Text values that end up in the output's text files (ids, categorical and multi-hot values) must
+be valid UTF-8 without control characters: a TAB, newline or CR would break
+`stats/candidate_counts.tsv` and `vocab/*.txt`, and replacing undecodable bytes would silently
+change an id (two ids could collide). Such records are dead letters, never altered.
 """
 
 from __future__ import annotations
@@ -9,7 +18,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -32,21 +43,46 @@ def match_files(pattern: str, flag: str) -> list[str]:
     return files
 
 
-def dead_letter(path: str, line: int, field: str, reason: str, text: str) -> dict:
+def dead_letter(path: str, line: int, field: str, reason: str, record: str | dict) -> dict:
+    """A dead letter; `record` is the raw JSON line or a decoded row (kept as JSON text)."""
     return {
         "file": path,
         "line": line,
         "field": field,
         "reason": reason,
-        "record": text[:MAX_RECORD_CHARS],
+        "record": record_text(record)[:MAX_RECORD_CHARS],
     }
 
 
+# Control characters (C0, DEL, C1), the Unicode line separators, and lone surrogates: the last
+# are what undecodable bytes become under "surrogateescape" (and what a JSON "\udc80" escape
+# gives); they cannot be written as UTF-8.
+_BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be an id or vocabulary value, or None if it can."""
+    match = _BAD_TEXT.search(value)
+    if match is None:
+        return None
+    ch = match.group()
+    if "\ud800" <= ch <= "\udfff":
+        return "not valid UTF-8 (undecodable bytes are never replaced)"
+    return (
+        f"contains control character U+{ord(ch):04X} {ch!r} at position {match.start()} "
+        "(TAB, newline, CR and other control characters would break the output's text files)"
+    )
+
+
 def read_lines(path: str) -> Iterator[tuple[str, int, str]]:
-    """Yields (path, line number from 1, text) for the non-blank lines of one file."""
+    """Yields (path, line number from 1, text) for the non-blank lines of one file.
+
+    Undecodable bytes become lone surrogates ("surrogateescape"), which validation dead-letters
+    naming the field: a bad byte in one record never stops the file or changes a value.
+    """
     with FileSystems.open(path) as raw:
         for line_no, line in enumerate(
-            io.TextIOWrapper(raw, encoding="utf-8", errors="replace"), 1
+            io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="\n"), 1
         ):
             text = line.strip()
             if text:
@@ -73,7 +109,29 @@ class ReadJsonLines(beam.PTransform):
         )
 
 
-def _load(path: str, line: int, text: str) -> tuple[dict | None, dict | None]:
+class Unreadable(NamedTuple):
+    """A raw record its reader could not decode (e.g. a ragged CSV row): becomes a dead letter."""
+
+    field: str
+    reason: str
+    text: str
+
+
+def record_text(raw) -> str:
+    """The raw record as text for a dead letter: the JSON line itself, or a decoded row as JSON."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, Unreadable):
+        return raw.text
+    return json.dumps(raw, ensure_ascii=False, default=repr)
+
+
+def _load(path: str, line: int, raw) -> tuple[dict | None, dict | None]:
+    if isinstance(raw, dict):
+        return raw, None
+    if isinstance(raw, Unreadable):
+        return None, dead_letter(path, line, raw.field, raw.reason, raw.text)
+    text = raw
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
@@ -84,15 +142,15 @@ def _load(path: str, line: int, text: str) -> tuple[dict | None, dict | None]:
 
 
 def validate_item(
-    features: tuple[schema_lib.Feature, ...], path: str, line: int, text: str
+    features: tuple[schema_lib.Feature, ...], path: str, line: int, raw: str | dict
 ) -> tuple[dict | None, dict | None]:
-    """Parses one item line. Returns (item, None) or (None, dead letter).
+    """Parses one item record (JSON text or decoded row). Returns (item, None) or (None, error).
 
     The item maps feature name -> value: str (id, categorical), list of distinct str (multi_hot,
     order kept), float (dense). Missing values (absent key, null, empty list) are left out.
     Keys that are not schema features are ignored.
     """
-    obj, error = _load(path, line, text)
+    obj, error = _load(path, line, raw)
     if error:
         return None, error
     item = {}
@@ -100,33 +158,40 @@ def validate_item(
         value = obj.get(f.name)
         if value is None or value == [] or value == "":
             if f.kind == schema_lib.ID:
-                return None, dead_letter(path, line, f.name, "missing item id", text)
+                return None, dead_letter(path, line, f.name, "missing item id", raw)
             continue
         if f.kind in (schema_lib.ID, schema_lib.CATEGORICAL):
             if not isinstance(value, str):
                 reason = f"expected a string, got {type(value).__name__}"
-                return None, dead_letter(path, line, f.name, reason, text)
+                return None, dead_letter(path, line, f.name, reason, raw)
+            problem = text_problem(value)
+            if problem:
+                return None, dead_letter(path, line, f.name, problem, raw)
             item[f.name] = value
         elif f.kind == schema_lib.MULTI_HOT:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 reason = "expected a list of strings"
-                return None, dead_letter(path, line, f.name, reason, text)
+                return None, dead_letter(path, line, f.name, reason, raw)
+            for v in value:
+                problem = text_problem(v)
+                if problem:
+                    return None, dead_letter(path, line, f.name, f"value {problem}", raw)
             values = [v for v in dict.fromkeys(value) if v]
             if values:
                 item[f.name] = values
         else:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 reason = f"expected a number, got {type(value).__name__}"
-                return None, dead_letter(path, line, f.name, reason, text)
+                return None, dead_letter(path, line, f.name, reason, raw)
             if not math.isfinite(value):
-                return None, dead_letter(path, line, f.name, "not a finite number", text)
+                return None, dead_letter(path, line, f.name, "not a finite number", raw)
             item[f.name] = float(value)
     return item, None
 
 
-def validate_pair(path: str, line: int, text: str) -> tuple[dict | None, dict | None]:
-    """Parses one pair line -> ({"query_id", "candidate_id", "weight", "file", "line"}, None)."""
-    obj, error = _load(path, line, text)
+def validate_pair(path: str, line: int, raw: str | dict) -> tuple[dict | None, dict | None]:
+    """Parses one pair record -> ({"query_id", "candidate_id", "weight", "file", "line"}, None)."""
+    obj, error = _load(path, line, raw)
     if error:
         return None, error
     pair = {}
@@ -134,18 +199,21 @@ def validate_pair(path: str, line: int, text: str) -> tuple[dict | None, dict | 
         value = obj.get(key)
         if not isinstance(value, str) or not value:
             reason = "missing" if value is None else f"expected a non-empty string, got {value!r}"
-            return None, dead_letter(path, line, key, reason, text)
+            return None, dead_letter(path, line, key, reason, raw)
+        problem = text_problem(value)
+        if problem:
+            return None, dead_letter(path, line, key, problem, raw)
         pair[key] = value
     if pair[schema_lib.RAW_QUERY_ID] == pair[schema_lib.RAW_CANDIDATE_ID]:
-        return None, dead_letter(path, line, schema_lib.RAW_CANDIDATE_ID, "self pair", text)
+        return None, dead_letter(path, line, schema_lib.RAW_CANDIDATE_ID, "self pair", raw)
     weight = obj.get(schema_lib.RAW_WEIGHT, 1.0)
     if weight is None:
         weight = 1.0
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
         reason = f"expected a number > 0, got {weight!r}"
-        return None, dead_letter(path, line, schema_lib.RAW_WEIGHT, reason, text)
+        return None, dead_letter(path, line, schema_lib.RAW_WEIGHT, reason, raw)
     if not math.isfinite(weight):
-        return None, dead_letter(path, line, schema_lib.RAW_WEIGHT, "not a finite number", text)
+        return None, dead_letter(path, line, schema_lib.RAW_WEIGHT, "not a finite number", raw)
     pair[schema_lib.RAW_WEIGHT] = float(weight)
     pair["file"], pair["line"] = path, line
     return pair, None
@@ -164,9 +232,10 @@ class _Validate(beam.DoFn):
 
 
 class ParseItems(beam.PTransform):
-    """(path, line, text) -> (item_id, item) for valid, unique items; dead letters tagged ERRORS.
+    """(path, line, raw) -> (item_id, item) for valid, unique items; dead letters tagged ERRORS.
 
-    Duplicate item ids: the first by (file, line) is kept, the others are dead letters.
+    Duplicate item ids: the first by (file, line) is kept, the others are dead letters (ties,
+    as in a BigQuery table without line numbers, are broken by the record text).
     """
 
     def __init__(self, schema: schema_lib.Schema):
@@ -177,11 +246,11 @@ class ParseItems(beam.PTransform):
     def expand(self, lines):
         features, id_name = self._features, self._id
 
-        def validate(path, line, text):
-            item, error = validate_item(features, path, line, text)
+        def validate(path, line, raw):
+            item, error = validate_item(features, path, line, raw)
             if item is None:
                 return None, error
-            return (item[id_name], ((path, line), item, text)), None
+            return (item[id_name], ((path, line), item, raw)), None
 
         parsed = lines | "Validate" >> beam.ParDo(_Validate(validate)).with_outputs(
             ERRORS, main="items"
@@ -189,13 +258,15 @@ class ParseItems(beam.PTransform):
 
         def first_of_duplicates(element):
             item_id, versions = element
-            versions = sorted(versions, key=lambda v: v[0])
+            versions = list(versions)
+            if len(versions) > 1:
+                versions.sort(key=lambda v: (v[0], record_text(v[2])))
             yield item_id, versions[0][1]
-            for (path, line), _, text in versions[1:]:
+            for (path, line), _, raw in versions[1:]:
                 first = versions[0][0]
                 reason = f"duplicate item id (first seen at {first[0]}:{first[1]})"
                 yield beam.pvalue.TaggedOutput(
-                    ERRORS, dead_letter(path, line, id_name, reason, text)
+                    ERRORS, dead_letter(path, line, id_name, reason, raw)
                 )
 
         unique = (
@@ -208,7 +279,7 @@ class ParseItems(beam.PTransform):
 
 
 class ParsePairs(beam.PTransform):
-    """(path, line, text) -> pair dicts; dead letters tagged ERRORS."""
+    """(path, line, raw) -> pair dicts; dead letters tagged ERRORS."""
 
     def expand(self, lines):
         parsed = lines | "Validate" >> beam.ParDo(_Validate(validate_pair)).with_outputs(

@@ -33,21 +33,32 @@ else
 fi
 sed -n '/## Counts/,$p' "$OUT/data/README.md"
 
-# 3. Training: two towers + the SSL head with correlated feature masking (the paper's method).
-stage "3/5 training (method cfm) -> $OUT/model   (rerun resumes; a finished run is skipped)"
-"$PY" -m ssl_retrieval.train --flagfile=configs/demo_cfm.cfg --data_dir="$OUT/data" --model_dir="$OUT/model"
+# 3. Training: the default recipe (configs/recipe.cfg), kept at its best validation checkpoint.
+stage "3/5 training (configs/demo.cfg) -> $OUT/model   (rerun resumes; a finished run is skipped)"
+"$PY" -m ssl_retrieval.train --flagfile=configs/demo.cfg --data_dir="$OUT/data" --model_dir="$OUT/model"
 
-# 4. Evaluation over the whole corpus, beside the most popular items as a reference.
+# 4. Evaluation over the whole corpus (the test split), beside the reference recommenders.
 stage "4/5 evaluation: Recall@K and MAP@K over all $(sed -n 's/.*"num_items": \([0-9]*\).*/\1/p' "$OUT/data/stats.json") items"
 if [ ! -f "$OUT/model/metrics.json" ]; then
   "$PY" -m ssl_retrieval.evaluate --data_dir="$OUT/data" --model_dir="$OUT/model"
 else
   echo "$OUT/model/metrics.json exists, skipping"
 fi
-if [ ! -f "$OUT/reference/top_popular.json" ]; then
-  "$PY" -m ssl_retrieval.evaluate --data_dir="$OUT/data" --recommender=top_popular \
-    --output="$OUT/reference/top_popular.json"
-fi
+for reference in top_popular feature_knn cooccurrence; do
+  if [ ! -f "$OUT/reference/$reference.json" ]; then
+    "$PY" -m ssl_retrieval.evaluate --data_dir="$OUT/data" --recommender="$reference" \
+      --output="$OUT/reference/$reference.json"
+  fi
+done
+"$PY" - "$OUT" <<'PY'
+import json, sys
+from ssl_retrieval.evaluation import slice_table
+out = sys.argv[1]
+paths = {"model (demo recipe)": f"{out}/model/metrics.json"}
+paths.update({r: f"{out}/reference/{r}.json" for r in ("top_popular", "feature_knn", "cooccurrence")})
+print()
+print(slice_table({name: json.load(open(p))["metrics"] for name, p in paths.items()}))
+PY
 
 # 5. Export: SavedModel + ScaNN index, then "items similar to X" from it.
 stage "5/5 export with a ScaNN index -> $OUT/export"

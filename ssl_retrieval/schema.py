@@ -274,6 +274,11 @@ def load(path: str) -> Schema:
             text = f.read()
     except OSError as e:
         raise ValueError(f"{path}: cannot read schema file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: not a UTF-8 text file (byte {e.start}: {e.object[e.start : e.start + 1]!r}); "
+            "a schema is JSON text"
+        ) from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:

@@ -4,6 +4,7 @@ import glob
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -14,9 +15,19 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import mutual_information, pairs, preprocess_lib, raw_io, tf_example, vocabulary
+from pipelines import (
+    mutual_information,
+    pairs,
+    preprocess_lib,
+    raw_io,
+    readers,
+    tf_example,
+    tmp_dirs,
+    vocabulary,
+)
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.sources import jsonl as source_files
 
 SCHEMA = {
     "features": [
@@ -312,7 +323,31 @@ def test_cli_errors_are_clear(raw, tmp_path):
         "--train_fraction=0",
     )
     assert bad.returncode == 1 and "--train_fraction must be in (0, 1]" in bad.stderr
-    assert "--direct_running_mode" in run("--help").stdout
+    (tmp_path / "pairs.jsonl").write_text("")
+    empty = run(
+        f"--items={raw['dir']}/items*.jsonl",
+        f"--pairs={tmp_path}/pairs.jsonl",
+        f"--schema={raw['dir']}/schema.json",
+        f"--output_dir={tmp_path}/z",
+    )
+    assert empty.returncode == 1 and "Traceback" not in empty.stderr
+    assert empty.stderr.strip().splitlines()[-1] == (
+        f"error: no pairs in --pairs={tmp_path}/pairs.jsonl (1 file, not one record); nothing "
+        f"was written to {tmp_path}/z"
+    )
+    not_parquet = run(
+        f"--items={raw['dir']}/items*.jsonl",
+        f"--pairs={raw['dir']}/pairs.jsonl",
+        f"--schema={raw['dir']}/schema.json",
+        f"--output_dir={tmp_path}/w",
+        "--input_format=parquet",
+    )
+    assert not_parquet.returncode == 1 and "Traceback" not in not_parquet.stderr
+    assert f"error: {raw['dir']}/items-00000-of-00002.jsonl: not a readable Parquet file" in (
+        not_parquet.stderr
+    )
+    help_text = run("--help").stdout
+    assert "--direct_running_mode" in help_text and "--input_format" in help_text
 
 
 # ---------------------------------------------------------------- transforms, one by one
@@ -466,3 +501,229 @@ def test_multi_processing_gives_the_same_outputs(raw, output, tmp_path):
         json.load(open(output["dir"] / "mutual_info.json"))["mutual_information"],
         atol=1e-9,
     )
+
+
+# ---------------------------------------------------------------- input formats (issue 16)
+
+# Bad records every format can hold: a null id, a duplicate id, a TAB in an id (issue 13), a
+# pair to an unknown item, a negative weight, a self pair.
+BAD_ITEMS = [
+    {"item_id": None, "brand": "no id"},
+    {"item_id": "it0", "brand": "duplicate"},
+    {"item_id": "tab\tid", "brand": "b0"},
+]
+BAD_PAIRS = [
+    {"query_id": "it1", "candidate_id": "ghost"},
+    {"query_id": "it1", "candidate_id": "it2", "weight": -1.0},
+    {"query_id": "it3", "candidate_id": "it3"},
+]
+PAIR_COLUMNS = [*source_files.PAIR_FEATURES, {"name": "weight", "kind": "dense"}]
+
+
+@pytest.fixture(scope="module")
+def same_data(raw, tmp_path_factory):
+    """The same items and pairs, good and bad, as JSON Lines, Parquet and CSV (two item files)."""
+    items = raw["items"]
+    item_files = [items[:70], items[70:] + BAD_ITEMS]
+    pair_list = raw["pairs"][:300] + BAD_PAIRS + [dict(p, weight=2.5) for p in raw["pairs"][300:]]
+    dirs = {}
+    for fmt in source_files.FORMATS:
+        d = tmp_path_factory.mktemp(fmt)
+        for i, records in enumerate(item_files):
+            with source_files.open_writer(fmt, str(d), f"items{i}", 1, SCHEMA["features"]) as w:
+                for r in records:
+                    w.write({k: v for k, v in r.items() if v is not None or k == "item_id"})
+        with source_files.open_writer(fmt, str(d), "pairs", 1, PAIR_COLUMNS) as w:
+            for r in pair_list:
+                w.write(r)
+        with open(d / "schema.json", "w") as f:
+            json.dump(SCHEMA, f)
+        dirs[fmt] = d
+    return {"dirs": dirs, "items": [r for f in item_files for r in f], "pairs": pair_list}
+
+
+def format_config(directory, out, **kwargs):
+    return preprocess_lib.PreprocessConfig(
+        items=str(directory / "items*"),
+        pairs=str(directory / "pairs*"),
+        schema=str(directory / "schema.json"),
+        output_dir=str(out),
+        max_error_fraction=0.05,
+        num_shards=2,
+        **kwargs,
+    )
+
+
+def output_files(directory):
+    return sorted(
+        os.path.relpath(os.path.join(root, name), directory)
+        for root, _, names in os.walk(directory)
+        for name in names
+    )
+
+
+def dead_letters(directory, line_offset=0):
+    """Dead letters with the input's directory and extension taken out of file names."""
+    letters = []
+    for path in glob.glob(str(directory / "errors" / "*")):
+        for line in open(path):
+            e = json.loads(line)
+            stem = os.path.splitext(os.path.basename(e["file"]))[0]
+            reason = re.sub(
+                r"at \S*/(items\d)\.\w+:(\d+)",
+                lambda m: f"at {m[1]}:{int(m[2]) - line_offset}",
+                e["reason"],
+            )
+            letters.append((stem, e["line"] - line_offset, e["field"], reason))
+    return sorted(letters)
+
+
+@pytest.mark.slow
+def test_parquet_csv_and_bigquery_give_byte_identical_outputs(same_data, tmp_path, monkeypatch):
+    outputs, configs = {}, {}
+    # A temporary directory left by a killed run beside the output is removed by the next run.
+    stale = tmp_path / ".parquet.tmp-0badc0de"
+    stale.mkdir()
+    (stale / tmp_dirs.LOCK_FILE).write_text("")
+    for fmt, directory in same_data["dirs"].items():
+        configs[fmt] = format_config(directory, tmp_path / fmt)
+        summary = preprocess_lib.run(configs[fmt])
+        outputs[fmt] = tmp_path / fmt
+        assert summary["counts"]["error_records"] == len(BAD_ITEMS) + len(BAD_PAIRS)
+    assert not stale.exists()
+    reference = outputs["jsonl"]
+    names = output_files(reference)
+    assert "schema.json" in names and "vocab/tags.txt" in names
+    for fmt in ("parquet", "csv"):
+        assert output_files(outputs[fmt]) == names
+        for name in names:
+            if name == "README.md" or name.startswith("errors/"):
+                continue
+            assert (outputs[fmt] / name).read_bytes() == (reference / name).read_bytes(), name
+        readme = (outputs[fmt] / "README.md").read_text()
+        for key in ("items", "pairs", "schema"):
+            readme = readme.replace(getattr(configs[fmt], key), getattr(configs["jsonl"], key))
+        assert readme == (reference / "README.md").read_text()
+    expected = dead_letters(reference)
+    assert [(e[0], e[2]) for e in expected] == [
+        ("items1", "item_id"),
+        ("items1", "item_id"),
+        ("items1", "item_id"),
+        ("pairs", "candidate_id"),
+        ("pairs", "weight"),
+        ("pairs", "candidate_id"),
+    ]
+    assert dead_letters(outputs["parquet"]) == expected
+    # CSV lines count the header.
+    assert dead_letters(outputs["csv"], line_offset=1) == expected
+
+    # BigQuery: Beam's read replaced by a local stand-in giving the rows BigQuery IO gives (a
+    # table has no row order, so "first of duplicates" is not defined there: no duplicate).
+    # Every column is in every row (NULL: None), as BigQuery gives them.
+    tables = {
+        "proj:ds.items": [
+            {f["name"]: r.get(f["name"]) for f in SCHEMA["features"]}
+            for r in same_data["items"]
+            if r.get("brand") != "duplicate"
+        ],
+        "proj:ds.pairs": [
+            {c["name"]: r.get(c["name"]) for c in PAIR_COLUMNS} for r in same_data["pairs"]
+        ],
+    }
+    read = []
+
+    def stand_in(table, columns):
+        read.append((table, columns))
+        return beam.Create([dict(r) for r in tables[table]])
+
+    monkeypatch.setattr(readers, "bigquery_read", stand_in)
+    bq_out = tmp_path / "bigquery"
+    bq = preprocess_lib.PreprocessConfig(
+        items="proj:ds.items",
+        pairs="proj:ds.pairs",
+        schema=str(same_data["dirs"]["jsonl"] / "schema.json"),
+        output_dir=str(bq_out),
+        max_error_fraction=0.05,
+        num_shards=2,
+        input_format="bigquery",
+    )
+    summary = preprocess_lib.run(bq)
+    assert sorted(read) == [
+        ("proj:ds.items", ["item_id", "brand", "tags", "size"]),
+        ("proj:ds.pairs", None),
+    ]
+    assert summary["counts"]["input_items"] == len(tables["proj:ds.items"])
+    for name in names:
+        if name.startswith(("train-", "eval-", "items-", "vocab/", "stats/", "mutual_info")):
+            assert (bq_out / name).read_bytes() == (reference / name).read_bytes(), name
+    letters = dead_letters(bq_out)
+    assert {(e[0], e[1]) for e in letters} == {("proj:ds", 0)}
+    assert [e[2:] for e in letters] == sorted(e[2:] for e in expected if "duplicate" not in e[3])
+
+
+def test_bigquery_needs_num_shards():
+    with pytest.raises(ValueError, match="--num_shards is required with --input_format=bigquery"):
+        preprocess_lib.PreprocessConfig(
+            items="p:d.i", pairs="p:d.p", schema="s", output_dir="o", input_format="bigquery"
+        )
+
+
+# ---------------------------------------------------------------- empty inputs (issue 13.7)
+
+
+def test_empty_input_files_fail_before_the_job(raw, tmp_path):
+    (tmp_path / "items.jsonl").write_text("")
+    pq_pairs = tmp_path / "pq"
+    pq_pairs.mkdir()
+    with source_files.open_writer("parquet", str(pq_pairs), "pairs", 1, PAIR_COLUMNS):
+        pass  # a valid Parquet file with no row
+    cases = [
+        (str(tmp_path / "items.jsonl"), str(raw["dir"] / "pairs.jsonl"), "no items in --items="),
+        (str(raw["dir"] / "items*.jsonl"), str(pq_pairs / "pairs.parquet"), "no pairs in --pairs="),
+    ]
+    for items, pair_files, message in cases:
+        cfg = preprocess_lib.PreprocessConfig(
+            items=items,
+            pairs=pair_files,
+            schema=str(raw["dir"] / "schema.json"),
+            output_dir=str(tmp_path / "out"),
+        )
+        with pytest.raises(ValueError, match=message):
+            preprocess_lib.run(cfg)
+    assert sorted(os.listdir(tmp_path)) == ["items.jsonl", "pq"]  # no output, no temp dir
+
+
+@pytest.mark.slow
+def test_blank_pairs_fail_after_the_job_with_one_line(raw, tmp_path):
+    (tmp_path / "pairs.jsonl").write_text("\n  \n\n")
+    cfg = preprocess_lib.PreprocessConfig(
+        items=str(raw["dir"] / "items*.jsonl"),
+        pairs=str(tmp_path / "pairs.jsonl"),
+        schema=str(raw["dir"] / "schema.json"),
+        output_dir=str(tmp_path / "out"),
+        max_error_fraction=0.05,
+    )
+    with pytest.raises(ValueError) as e:
+        preprocess_lib.run(cfg)
+    assert str(e.value) == (
+        f"no pairs in --pairs={tmp_path}/pairs.jsonl (1 file, not one record); nothing was "
+        f"written to {tmp_path}/out"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["pairs.jsonl"]  # no output, no temp dir
+
+
+def test_no_training_pairs_is_an_error(tmp_path):
+    meta = tmp_path / preprocess_lib.META
+    meta.mkdir()
+    counts = {
+        "input_items": 3,
+        "input_pairs": 2,
+        "items": 3,
+        "train_pairs": 0,
+        "eval_pairs": 2,
+        "error_records": 0,
+    }
+    (meta / "counts").write_text("".join(json.dumps([k, v]) + "\n" for k, v in counts.items()))
+    cfg = preprocess_lib.PreprocessConfig(items="i", pairs="p", schema="s", output_dir="o")
+    with pytest.raises(ValueError, match=r"^no training pairs: of 2 pairs read, 2 went to eval"):
+        preprocess_lib._finish(cfg, None, {}, str(tmp_path), {"items": ["i"], "pairs": ["p"]})

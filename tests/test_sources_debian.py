@@ -65,6 +65,16 @@ def test_small_index(tmp_path, index):
     assert "malformed_stanzas_skipped: 2" in readme
 
 
+@pytest.mark.parametrize("file_format", ["parquet", "csv"])
+def test_parquet_and_csv_hold_the_same_records(tmp_path, read_raw, file_format):
+    debian.build(str(tmp_path / "jsonl"), packages_files=[SMALL])
+    debian.build(str(tmp_path / file_format), packages_files=[SMALL], file_format=file_format)
+    assert f"items.{file_format}" in os.listdir(tmp_path / file_format)
+    items, pairs = read_raw(str(tmp_path / file_format))
+    assert (items, pairs) == read_raw(str(tmp_path / "jsonl"))
+    assert len(items) == 5 and pairs
+
+
 def test_strict_mode_names_file_line_and_field(tmp_path):
     with pytest.raises(
         debian.MalformedIndex, match=r"Packages.small:48: field 'this line is broken'"

@@ -78,6 +78,15 @@ def test_movielens_under_mock_data(tmp_path):
     assert schema_lib.load(os.path.join(out, "schema.json")).id_feature.name == "item_id"
 
 
+def test_movielens_as_parquet(tmp_path, read_raw):
+    with tfds.testing.mock_data(as_dataset_fn=fake_as_dataset):
+        movielens.build(str(tmp_path / "jsonl"))
+        movielens.build(str(tmp_path / "parquet"), file_format="parquet")
+    items, pairs = read_raw(str(tmp_path / "parquet"))
+    assert (items, pairs) == read_raw(str(tmp_path / "jsonl"))
+    assert len(items) == 4 and [p[:2] for p in pairs][0] == ("20", "30")
+
+
 def test_parse_title():
     assert movielens.parse_title("Se7en (1995)") == (["se7en"], "1995")
     assert movielens.parse_title("City of God (Cidade de Deus) (2002)") == (

@@ -77,11 +77,29 @@ def test_long_tail_and_cluster_structure(dataset):
     assert agree / 5000 > 0.5
 
 
+@pytest.mark.parametrize("file_format", ["parquet", "csv"])
+def test_parquet_and_csv_hold_the_same_records(tmp_path, read_raw, file_format):
+    args = dict(num_items=300, num_pairs=2000, num_clusters=10, num_shards=2, seed=3)
+    synthetic.build(str(tmp_path / "jsonl"), **args)
+    synthetic.build(str(tmp_path / file_format), file_format=file_format, **args)
+    assert sorted(os.listdir(tmp_path / file_format)) == sorted(
+        [f"items-0000{i}-of-00002.{file_format}" for i in range(2)]
+        + [f"pairs-0000{i}-of-00002.{file_format}" for i in range(2)]
+        + ["schema.json", "README.md", "summary.json"]
+    )
+    items, pairs = read_raw(str(tmp_path / file_format))
+    assert (items, pairs) == read_raw(str(tmp_path / "jsonl"))
+    assert len(items) == 300 and len(pairs) == 2000
+    assert f"items*.{file_format}" in (tmp_path / file_format / "README.md").read_text()
+
+
 def test_invalid_arguments(tmp_path):
     with pytest.raises(ValueError, match="--num_items must be >= 2"):
         synthetic.build(str(tmp_path / "x"), num_items=1)
     with pytest.raises(ValueError, match="--zipf_exponent must be > 0"):
         synthetic.build(str(tmp_path / "x"), zipf_exponent=0)
+    with pytest.raises(ValueError, match=r"--format='avro' is not one of"):
+        synthetic.build(str(tmp_path / "x"), file_format="avro")
 
 
 def run_cli(*args):
@@ -122,5 +140,6 @@ def test_cli_end_to_end_and_errors(tmp_path):
         "--variant",
         "--num_items",
         "--seed",
+        "--format",
     ):
         assert flag in helptext

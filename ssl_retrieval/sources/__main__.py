@@ -4,6 +4,7 @@ r"""Writes a built-in dataset in the raw input format (items, pairs, schema, REA
   python -m ssl_retrieval.sources --source=synthetic --num_items=1000000 \
       --num_pairs=10000000 --num_shards=8 --output_dir=runs/synth/raw
   python -m ssl_retrieval.sources --source=movielens --variant=1m-ratings --output_dir=runs/ml/raw
+  python -m ssl_retrieval.sources --source=debian --format=parquet --output_dir=runs/debian/pq
 """
 
 import logging
@@ -21,7 +22,14 @@ OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Replace an existing --output_dir (removed only once the new one is done)."
 )
 NUM_SHARDS = flags.DEFINE_integer(
-    "num_shards", 1, "JSON Lines shards per file kind (items-00000-of-0000N.jsonl when > 1)."
+    "num_shards", 1, "Shards per file kind (items-00000-of-0000N.jsonl when > 1)."
+)
+FORMAT = flags.DEFINE_enum(
+    "format",
+    "jsonl",
+    ["jsonl", "parquet", "csv"],
+    "File format of items and pairs: JSON Lines, Parquet, or CSV with a header (multi_hot values "
+    "joined by '|'). pipelines.preprocess reads all three.",
 )
 # debian
 PACKAGES_FILE = flags.DEFINE_list(
@@ -71,6 +79,7 @@ def main(argv):
                 OUTPUT_DIR.value,
                 packages_files=PACKAGES_FILE.value,
                 num_shards=NUM_SHARDS.value,
+                file_format=FORMAT.value,
                 overwrite=OVERWRITE.value,
                 strict=STRICT.value,
             )
@@ -82,6 +91,7 @@ def main(argv):
                 variant=VARIANT.value,
                 tfds_data_dir=TFDS_DATA_DIR.value,
                 num_shards=NUM_SHARDS.value,
+                file_format=FORMAT.value,
                 overwrite=OVERWRITE.value,
             )
         else:
@@ -96,6 +106,7 @@ def main(argv):
                 noise=NOISE.value,
                 seed=SEED.value,
                 num_shards=NUM_SHARDS.value,
+                file_format=FORMAT.value,
                 overwrite=OVERWRITE.value,
             )
     except ValueError as e:

@@ -244,6 +244,7 @@ def build(
     output_dir: str,
     packages_files: list[str] | None = None,
     num_shards: int = 1,
+    file_format: str = jsonl.JSONL,
     overwrite: bool = False,
     strict: bool = False,
     log_every: int = 20000,
@@ -253,7 +254,8 @@ def build(
     Args:
       output_dir: created; must not exist with content unless `overwrite`.
       packages_files: index files; default: every `/var/lib/apt/lists/*_Packages*`.
-      num_shards: JSON Lines shards per file kind.
+      num_shards: shards per file kind (items, pairs).
+      file_format: "jsonl", "parquet" or "csv" (`jsonl.FORMATS`).
       overwrite: replace an existing `output_dir` (only once the new one is complete).
       strict: fail on the first malformed stanza instead of skipping it.
       log_every: progress line every this many stanzas.
@@ -264,6 +266,7 @@ def build(
     Raises:
       ValueError: no index found, an unreadable file, or (strict) a malformed stanza.
     """
+    jsonl.check_format(file_format)
     files = list(packages_files) if packages_files else find_index_files()
     if not files:
         raise ValueError(
@@ -277,7 +280,7 @@ def build(
     with jsonl.atomic_output_dir(output_dir, overwrite) as tmp:
         names: set[str] = set()
         duplicates = 0
-        with jsonl.ShardedJsonlWriter(tmp, "items", num_shards) as items_out:
+        with jsonl.open_writer(file_format, tmp, "items", num_shards, FEATURES) as items_out:
             seen = 0
             for path in files:
                 for stanza in read_stanzas(path, report, strict):
@@ -291,7 +294,9 @@ def build(
                     names.add(name)
                     items_out.write(item_from_stanza(stanza.fields))
         pair_stats = {"self_links": 0, "outside_corpus": 0, "duplicate_links": 0}
-        with jsonl.ShardedJsonlWriter(tmp, "pairs", num_shards) as pairs_out:
+        with jsonl.open_writer(
+            file_format, tmp, "pairs", num_shards, jsonl.PAIR_FEATURES
+        ) as pairs_out:
             written: set[str] = set()
             for path in files:
                 # The second pass re-parses the same text: malformed stanzas were counted once.
@@ -339,6 +344,7 @@ alternative of `a | b`, versions and architecture qualifiers stripped, links to 
 corpus (virtual packages) and self-links dropped, duplicates merged. Stanzas that cannot be
 parsed are skipped and counted above (`malformed_stanzas_skipped`, first examples listed).
 """,
+            file_format,
         )
     logging.info("debian: %d items, %d pairs -> %s", summary["items"], summary["pairs"], output_dir)
     return summary

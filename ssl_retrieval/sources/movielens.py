@@ -46,6 +46,7 @@ def build(
     variant: str = "1m-ratings",
     tfds_data_dir: str | None = None,
     num_shards: int = 1,
+    file_format: str = jsonl.JSONL,
     overwrite: bool = False,
     log_every: int = 200_000,
 ) -> dict:
@@ -55,13 +56,15 @@ def build(
       output_dir: created; must not exist with content unless `overwrite`.
       variant: a `movielens/<variant>` TFDS config with movie features (one of VARIANTS).
       tfds_data_dir: TFDS data directory (default: TFDS's own).
-      num_shards: JSON Lines shards per file kind.
+      num_shards: shards per file kind (items, pairs).
+      file_format: "jsonl", "parquet" or "csv" (`jsonl.FORMATS`).
       overwrite: replace an existing `output_dir` (only once the new one is complete).
       log_every: progress line every this many ratings.
 
     Returns:
       The summary dict (also in `summary.json` and README.md).
     """
+    jsonl.check_format(file_format)
     if variant not in VARIANTS:
         raise ValueError(f"--variant={variant!r} is not one of {list(VARIANTS)}")
     jsonl.check_output_dir(output_dir, overwrite)
@@ -100,10 +103,10 @@ def build(
         if log_every and count % log_every == 0:
             logging.info("movielens: %d ratings read", count)
     with jsonl.atomic_output_dir(output_dir, overwrite) as tmp:
-        with jsonl.ShardedJsonlWriter(tmp, "items", num_shards) as out:
+        with jsonl.open_writer(file_format, tmp, "items", num_shards, FEATURES) as out:
             for movie in sorted(movies):
                 out.write(movies[movie])
-        with jsonl.ShardedJsonlWriter(tmp, "pairs", num_shards) as out:
+        with jsonl.open_writer(file_format, tmp, "pairs", num_shards, jsonl.PAIR_FEATURES) as out:
             for user in sorted(by_user):
                 history = sorted(by_user[user])
                 for (_, query), (_, candidate) in zip(history, history[1:], strict=False):
@@ -125,5 +128,6 @@ def build(
             summary,
             "Pairs are consecutive movies rated by the same user in time order (ties by movie "
             "id): query = the earlier movie, candidate = the next one.",
+            file_format,
         )
     return summary
