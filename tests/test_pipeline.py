@@ -191,7 +191,9 @@ def test_counts_add_up(raw, output):
         for line in open(glob.glob(str(out / "errors" / "*"))[0])
         if "pairs" in json.loads(line)["file"]
     )
-    assert counts["train_pairs"] + counts["eval_pairs"] + pair_errors == counts["input_pairs"]
+    split_pairs = counts["train_pairs"] + counts["validation_pairs"] + counts["eval_pairs"]
+    assert split_pairs + pair_errors == counts["input_pairs"]
+    assert 0 < counts["validation_pairs"] < counts["eval_pairs"]
     assert counts["error_records"] == raw["bad"]
     errors = [json.loads(line) for line in open(glob.glob(str(out / "errors" / "*"))[0])]
     by_field = Counter(e["field"] for e in errors)
@@ -281,6 +283,7 @@ def test_train_fraction_end_to_end(raw, output, tmp_path):
     full = output["summary"]["counts"]
     counts = summary["counts"]
     assert counts["eval_pairs"] == full["eval_pairs"]
+    assert counts["validation_pairs"] == full["validation_pairs"]
     assert counts["train_pairs"] + counts["downsampled_pairs"] == full["train_pairs"]
     assert abs(counts["train_pairs"] / full["train_pairs"] - 0.1) < 0.03  # ~1300 pairs
 
