@@ -24,6 +24,8 @@ import numpy as np
 
 FILE = "popularity_prior.json"
 DEFAULT_GRID = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12)
+OBJECTIVES = ("slices", "all")
+SLICES = ("all", "head", "tail", "cold")
 
 
 def log_counts(data_dir: str, item_ids) -> np.ndarray:
@@ -45,17 +47,37 @@ def augment(queries: np.ndarray, items: np.ndarray, prior: np.ndarray, beta: flo
     return queries.astype(np.float32), items.astype(np.float32)
 
 
-def choose_beta(evaluate_at, grid=DEFAULT_GRID, metric: str = "recall@50") -> dict:
-    """The beta of `grid` with the best overall `metric`; ties: the smaller beta.
+def objective_value(metrics: dict, objective: str = "slices", metric: str = "recall@50") -> float:
+    """What beta is chosen by: `metric` overall ("all"), or its mean over the all, head, tail
+    and cold slices ("slices", the default). Overall recall is dominated by links to hubs, and
+    choosing by it alone trades most of the tail away for a fraction of a point; the slice mean
+    weighs the tail and cold items, which this project exists for, as much as the hubs."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    if objective == "all":
+        return float(metrics["all"][metric])
+    values = [metrics[s][metric] for s in SLICES if s in metrics]
+    values = [v for v in values if v == v]  # a slice without queries (NaN) does not count
+    return float(np.mean(values)) if values else float("nan")
+
+
+def choose_beta(
+    evaluate_at, grid=DEFAULT_GRID, metric: str = "recall@50", objective: str = "slices"
+) -> dict:
+    """The beta of `grid` with the best `objective_value`; ties: the smaller beta.
 
     Args:
       evaluate_at: beta -> metrics dict as `evaluation.evaluate` returns.
 
-    Returns: {"beta", "metric", "grid": [{"beta", "metrics"}]}.
+    Returns: {"beta", "metric", "objective", "grid": [{"beta", "value", "metrics"}]}.
     """
-    trials = [{"beta": float(b), "metrics": evaluate_at(float(b))} for b in sorted(grid)]
-    best = max(trials, key=lambda t: (t["metrics"]["all"][metric], -t["beta"]))
-    return {"beta": best["beta"], "metric": metric, "grid": trials}
+    trials = []
+    for beta in sorted(float(b) for b in grid):
+        metrics = evaluate_at(beta)
+        value = objective_value(metrics, objective, metric)
+        trials.append({"beta": beta, "value": value, "metrics": metrics})
+    best = max(trials, key=lambda t: (t["value"], -t["beta"]))
+    return {"beta": best["beta"], "metric": metric, "objective": objective, "grid": trials}
 
 
 def save(model_dir: str, choice: dict) -> None:

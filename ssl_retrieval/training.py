@@ -308,10 +308,11 @@ def run(config: config_lib.TrainConfig) -> dict:
         popularity.save(config.model_dir, choice)
         summary["popularity_prior"] = choice["beta"]
         logging.info(
-            "train: popularity prior beta %.3f (validation recall@50 %.4f without, %.4f with)",
+            "train: popularity prior beta %.3f (validation recall@50 mean over slices %.4f "
+            "without, %.4f with)",
             choice["beta"],
-            choice["grid"][0]["metrics"]["all"][VALIDATION_METRIC],
-            max(t["metrics"]["all"][VALIDATION_METRIC] for t in choice["grid"]),
+            choice["grid"][0]["value"],
+            max(t["value"] for t in choice["grid"]),
         )
     if model.masker is not None and model.masker.method in ("cfm", "rfm", "rfm_no_compl"):
         # Collapsed masks (a handful of patterns) mean CFM is not varying its views.

@@ -238,7 +238,8 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     choice = json.load(open(f"{config.model_dir}/{popularity.FILE}"))
     assert choice["grid"][0]["beta"] == 0.0
     assert choice["grid"][0]["metrics"]["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
-    best_beta = max(choice["grid"], key=lambda t: t["metrics"]["all"]["recall@50"])["beta"]
+    best_beta = max(choice["grid"], key=lambda t: t["value"])["beta"]
+    assert choice["objective"] == "slices"
     assert choice["beta"] == best_beta == summary["popularity_prior"]
     assert evaluation.resolve_popularity_prior(config.model_dir, "auto") == best_beta
     assert evaluation.resolve_popularity_prior(config.model_dir, "0") == 0.0
@@ -265,9 +266,20 @@ def test_popularity_prior_adds_beta_log_counts_to_the_cosine(tmp_path):
     np.testing.assert_allclose(qa @ ia.T, q @ items.T + 0.07 * prior[None, :], rtol=1e-5)
 
     def fake_metrics(beta):
-        value = 0.5 - (beta - 0.03) ** 2
-        return {"all": {"recall@50": value}}
+        # Overall and head recall grow with beta; tail and cold fall.
+        return {
+            "all": {"recall@50": 0.4 + beta},
+            "head": {"recall@50": 0.3 + 2 * beta},
+            "tail": {"recall@50": 0.5 - 100 * beta**2},
+            "cold": {"recall@50": float("nan")},  # no cold queries: ignored
+        }
 
-    choice = popularity.choose_beta(fake_metrics, grid=(0.0, 0.05, 0.01, 0.03))
-    assert choice["beta"] == 0.03 and [t["beta"] for t in choice["grid"]] == [0, 0.01, 0.03, 0.05]
-    assert popularity.choose_beta(lambda b: {"all": {"recall@50": 0.1}})["beta"] == 0.0
+    grid = (0.0, 0.05, 0.01, 0.03)
+    choice = popularity.choose_beta(fake_metrics, grid=grid, objective="all")
+    assert choice["beta"] == 0.05 and [t["beta"] for t in choice["grid"]] == [0, 0.01, 0.03, 0.05]
+    choice = popularity.choose_beta(fake_metrics, grid=grid)
+    means = {b: (0.4 + b + 0.3 + 2 * b + 0.5 - 100 * b**2) / 3 for b in grid}
+    assert choice["beta"] == max(means, key=means.get) == 0.01
+    assert choice["grid"][1]["value"] == pytest.approx(means[0.01])
+    flat = {s: {"recall@50": 0.1} for s in ("all", "head", "tail", "cold")}
+    assert popularity.choose_beta(lambda b: flat)["beta"] == 0.0
