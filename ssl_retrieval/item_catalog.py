@@ -56,10 +56,12 @@ def _records(data_dir: str, schema: schema_lib.Schema, batch_size: int = 4096):
         columns = {}
         for f in schema.features:
             value = batch[f.name]
-            if f.kind == schema_lib.DENSE:
-                columns[f.name] = value.numpy().tolist()
-            else:
-                columns[f.name] = [[v.decode() for v in row] for row in value.to_list()]
+            if f.kind == schema_lib.DENSE:  # float32 in the records: its shortest repr
+                columns[f.name] = [float(str(v)) for v in value.numpy()]
+            else:  # ragged strings: decode the flat values once, then cut rows by row_splits
+                flat = [v.decode() for v in value.flat_values.numpy().tolist()]
+                splits = value.row_splits.numpy().tolist()
+                columns[f.name] = [flat[a:b] for a, b in zip(splits, splits[1:], strict=False)]
         for i, (item_id,) in enumerate(columns[id_name]):
             record = {}
             for f in schema.features:
@@ -85,17 +87,27 @@ def write(data_dir: str, version_dir: str) -> dict:
     path = os.path.join(version_dir, PATH)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     num_items = uncompressed = 0
-    # mtime=0: the same data gives the same bytes.
-    with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as out:
+    chunk = []
+    # mtime=0: the same data gives the same bytes; level 6 is zlib's default speed/size trade.
+    with (
+        open(path, "wb") as f,
+        gzip.GzipFile(fileobj=f, mode="wb", mtime=0, compresslevel=6) as out,
+    ):
         for item_id, features in _records(data_dir, schema):
             n = counts.get(item_id, 0)
             popularity = HEAD if item_id in head else (TAIL if n > 0 else COLD)
             body = {"features": features, "train_pairs": n, "popularity": popularity}
             key = json.dumps(item_id, ensure_ascii=False)
-            line = f"{key}\t{json.dumps(body, ensure_ascii=False)}\n".encode()
-            out.write(line)
+            chunk.append(f"{key}\t{json.dumps(body, ensure_ascii=False)}\n")
             num_items += 1
-            uncompressed += len(line)
+            if len(chunk) == 4096:
+                data = "".join(chunk).encode()
+                out.write(data)
+                uncompressed += len(data)
+                chunk = []
+        data = "".join(chunk).encode()
+        out.write(data)
+        uncompressed += len(data)
     return {
         "path": PATH,
         "num_items": num_items,

@@ -88,8 +88,13 @@ def router(served: http_app.ModelHolder, compare: http_app.ModelHolder | None) -
     if compare is not None:
         holders["compare"] = compare
     catalogs = Catalogs()
+
+    def preload():  # reading a large catalogue takes seconds; not on the first page view
+        for holder in holders.values():
+            threading.Thread(target=catalogs.get, args=(holder.model.path,), daemon=True).start()
+
     routes = APIRouter(
-        on_startup=[h.start for h in holders.values() if h is not served],
+        on_startup=[preload] + [h.start for h in holders.values() if h is not served],
         on_shutdown=[h.stop for h in holders.values() if h is not served],
     )
 

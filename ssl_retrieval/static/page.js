@@ -43,6 +43,15 @@ async function api(url, options) {
 
 // ---- What is served -------------------------------------------------------------------------
 
+function formatBytes(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
+  return `${(n / 1e3).toFixed(1)} kB`;
+}
+
+function plural(n, word) {
+  return `${Number(n).toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
+}
+
 function describeModel(label, s) {
   const p = s.index_params || {};
   const index =
@@ -51,7 +60,7 @@ function describeModel(label, s) {
       : "brute force (exact)";
   const recall = s.recall_at_10_vs_brute_force;
   const catalog = s.catalog
-    ? `item catalogue ${(s.catalog.bytes / 1e6).toFixed(1)} MB`
+    ? `item catalogue ${formatBytes(s.catalog.bytes)}`
     : "no item catalogue in this export (re-export to see features and popularity)";
   return el(
     "p",
@@ -167,7 +176,7 @@ function popularity(entry) {
     {},
     el("span", { class: `pop ${entry.popularity}`, text: entry.popularity }),
     " ",
-    el("span", { class: "count", text: `${Number(entry.train_pairs).toLocaleString("en")} pairs` }),
+    el("span", { class: "count", text: plural(entry.train_pairs, "pair") }),
   );
 }
 
@@ -178,29 +187,33 @@ function renderColumn(label, result, other, queryFeatures) {
     return column;
   }
   const body = result.body;
-  const otherIds = other && other.ok ? new Set(other.body.neighbors.map((n) => n.id)) : null;
+  const otherRank = other && other.ok ? new Map(other.body.neighbors.map((n) => [n.id, n.rank])) : null;
   const counts = { head: 0, tail: 0, cold: 0 };
   body.neighbors.forEach((n) => {
     if (n.popularity in counts) counts[n.popularity] += 1;
   });
   let summary = `head ${counts.head} · tail ${counts.tail} · cold ${counts.cold}`;
-  if (otherIds) {
-    const both = body.neighbors.filter((n) => otherIds.has(n.id)).length;
-    summary += ` · ${both} of ${body.neighbors.length} in both lists (◆)`;
+  if (otherRank) {
+    const both = body.neighbors.filter((n) => otherRank.has(n.id)).length;
+    summary += ` · ${both} of ${body.neighbors.length} in both lists (◆ rank in the other)`;
   }
   const tbody = el("tbody");
   for (const n of body.neighbors) {
     const link = el("a", { href: urlFor(n.id, currentK()), class: "item-link", "data-id": n.id, text: n.id });
+    const inOther = otherRank && otherRank.has(n.id);
+    const marker = inOther
+      ? el("span", { class: "other-rank", title: "rank in the other list", text: ` ◆${otherRank.get(n.id)}` })
+      : null;
     const row = el(
       "tr",
       { "data-id": n.id, "data-score": String(n.score), "data-rank": String(n.rank) },
       el("td", { class: "num", text: String(n.rank) }),
-      el("td", { class: "id" }, link),
+      el("td", { class: "id" }, link, marker),
       el("td", { class: "num", text: n.score.toFixed(4) }),
       el("td", {}, popularity(n)),
       el("td", {}, renderFeatures(n.features, queryFeatures)),
     );
-    if (otherIds && otherIds.has(n.id)) row.classList.add("both");
+    if (inOther) row.classList.add("both");
     tbody.append(row);
   }
   const head = el(
