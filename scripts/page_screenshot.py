@@ -5,7 +5,7 @@ r"""Screenshot of the browser page on an export (the README's docs/page.png), in
 
 Starts `python -m ssl_retrieval.serve` on a free loopback port, opens `/?item=<item>&k=<k>`
 (with the compare view when a second export is given), waits for the neighbours and saves the
-whole page. Needs chromium + chromium-driver (scripts/install_browser.sh) and selenium.
+whole page as a 128-colour PNG. Needs chromium + chromium-driver (scripts/install_browser.sh) and selenium.
 """
 
 import shutil
@@ -23,7 +23,7 @@ EXPORT_DIR = flags.DEFINE_string("export_dir", None, "The served export.")
 COMPARE_EXPORT_DIR = flags.DEFINE_string("compare_export_dir", None, "Optional second export.")
 ITEM = flags.DEFINE_string("item", "vim", "Query item id.")
 K = flags.DEFINE_integer("k", 10, "Neighbours per list.")
-WIDTH = flags.DEFINE_integer("width", 1500, "Browser window width (pixels).")
+WIDTH = flags.DEFINE_integer("width", 1400, "Browser window width (pixels).")
 OUT = flags.DEFINE_string("out", "docs/page.png", "PNG to write.")
 flags.mark_flag_as_required("export_dir")
 
@@ -55,7 +55,13 @@ def main(argv):
                 time.sleep(0.5)
         options = webdriver.ChromeOptions()
         options.binary_location = shutil.which("chromium")
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ):
             options.add_argument(arg)
         options.add_argument(f"--window-size={WIDTH.value},1000")
         browser = webdriver.Chrome(
@@ -70,9 +76,17 @@ def main(argv):
             lambda b: len(b.find_elements(By.CSS_SELECTOR, "#results tbody tr")) >= wanted
         )
         height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.set_window_size(WIDTH.value, height + 20)
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH.value, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         time.sleep(0.5)
         browser.save_screenshot(OUT.value)
+        # A 128-colour palette keeps the text sharp at a third of the bytes (for the repository).
+        from PIL import Image
+
+        image = Image.open(OUT.value).convert("RGB")
+        image.quantize(colors=128, dither=Image.Dither.NONE).save(OUT.value, optimize=True)
         print(f"wrote {OUT.value}")
     finally:
         if browser is not None:

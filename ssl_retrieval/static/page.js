@@ -54,22 +54,22 @@ function plural(n, word) {
 
 function describeModel(label, s) {
   const p = s.index_params || {};
-  const index =
+  const recall = s.recall_at_10_vs_brute_force;
+  const parts = [
+    s.method || "?",
+    `${Number(s.num_items).toLocaleString("en")} items`,
     s.index === "scann"
       ? `ScaNN: ${p.num_leaves_to_search} of ${p.num_leaves} leaves searched, ${p.reorder} re-scored`
-      : "brute force (exact)";
-  const recall = s.recall_at_10_vs_brute_force;
-  const catalog = s.catalog
-    ? `item catalogue ${formatBytes(s.catalog.bytes)}`
-    : "no item catalogue in this export (re-export to see features and popularity)";
-  return el(
-    "p",
-    { "data-model": label },
-    el("strong", { text: `${label}: version ${s.version}` }),
-    ` · ${s.method || "?"} · ${Number(s.num_items).toLocaleString("en")} items · ${index} · ` +
-      `Recall@10 vs brute force ${recall === undefined || recall === null ? "?" : recall.toFixed(3)}` +
-      ` (${s.recall_sample} items) · exported ${s.created} · ${catalog}`,
-  );
+      : "brute force (exact)",
+    `Recall@10 vs brute force ${typeof recall === "number" ? recall.toFixed(3) : "?"} (${s.recall_sample} items)`,
+    `exported ${String(s.created).replace("T", " ").slice(0, 16)} UTC`,
+    s.catalog
+      ? `item catalogue ${formatBytes(s.catalog.bytes)} in memory`
+      : "no item catalogue in this export (re-export to see features and popularity)",
+  ];
+  const line = el("p", { "data-model": label }, el("strong", { text: `${label}: version ${s.version}` }));
+  for (const part of parts) line.append(" · ", el("span", { class: "part", text: part }));
+  return line;
 }
 
 function renderServed(info) {
