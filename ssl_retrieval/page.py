@@ -71,10 +71,9 @@ def _summary(model, catalog) -> dict:
         "index_params",
         "recall_at_10_vs_brute_force",
         "recall_sample",
-        "model_dir",
     )
+    # No filesystem paths: the page may be shown to people who should not learn the server's.
     out = {key: info.get(key) for key in keys}
-    out["path"] = model.path
     out["features"] = model.features
     out["catalog"] = (
         None if catalog is None else {"num_items": catalog.num_items, "bytes": catalog.bytes}
@@ -99,13 +98,12 @@ def router(served: http_app.ModelHolder, compare: http_app.ModelHolder | None) -
     )
 
     def pick(name: str):
+        """(model, its catalogue or None) of "served" or "compare"; reads a catalogue once."""
+        if name == "compare" and name not in holders:
+            message = "no compare export is served (start with --compare_export_dir)"
+            raise http_app.HttpError(404, message)
         if name not in holders:
-            raise http_app.HttpError(
-                404 if name == "compare" else 400,
-                "no compare export is served (start with --compare_export_dir)"
-                if name == "compare"
-                else f"model must be one of {sorted(holders)}, got {name!r}",
-            )
+            raise http_app.HttpError(400, f"model must be one of {sorted(holders)}, got {name!r}")
         model = holders[name].model
         return model, catalogs.get(model.path)
 
@@ -155,11 +153,10 @@ def router(served: http_app.ModelHolder, compare: http_app.ModelHolder | None) -
 
     @routes.get("/page/similar/{item_id:path}")
     def similar(item_id: str, k: str = "10", model: str = "served"):
-        name = model
-        model, catalog = pick(name)
+        loaded, catalog = pick(model)
         body = {"signature_name": "similar_items", "instances": [item_id], "k": k}
         item = catalog.get(item_id) if catalog is not None else None
-        return neighbours(name, model, catalog, body, item_id, item)
+        return neighbours(model, loaded, catalog, body, item_id, item)
 
     @routes.post("/page/similar_by_features")
     async def similar_by_features(request: Request):
@@ -173,7 +170,7 @@ def router(served: http_app.ModelHolder, compare: http_app.ModelHolder | None) -
         name = body.get("model", "served")
         if not isinstance(name, str):
             raise http_app.HttpError(400, f"model must be a string, got {name!r}")
-        model, catalog = pick(name)
+        model, catalog = await run_in_threadpool(pick, name)
         request_body = {
             "signature_name": "similar_items_by_features",
             "instances": [body["features"]],

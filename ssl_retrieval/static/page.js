@@ -344,7 +344,17 @@ function fromUrl(push) {
   if (params.has("k")) $("k").value = params.get("k");
   if (state.info.compare) $("compare").checked = params.get("compare") === "1";
   const item = params.get("item");
-  if (item) showItem(item, currentK(), push);
+  if (item) {
+    showItem(item, currentK(), push);
+  } else {
+    // Back to the bare page: nothing asked, nothing shown.
+    $("item").value = "";
+    $("error").textContent = "";
+    $("query").hidden = true;
+    $("results").replaceChildren();
+    state.lastItem = null;
+    $("fill-from-query").disabled = true;
+  }
 }
 
 async function init() {
