@@ -10,7 +10,7 @@ export TF_USE_LEGACY_KERAS := 1
 
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test test-fast lint format install clean
+.PHONY: demo test test-fast lint format install clean browser
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
-test: lint
+# The page's browser test needs chromium + chromium-driver: installed here when root, else skipped.
+browser:
+	bash scripts/install_browser.sh
+
+test: lint browser
 	$(PY) -m pytest -q -ra --durations=15
 
 test-fast: lint

@@ -22,7 +22,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest", "ruff==0.17.*"],
+    # selenium drives the Debian archive's chromium + chromium-driver in tests/test_page_browser.py.
+    "test": ["pytest", "ruff==0.17.*", "selenium"],
 }
 
 setuptools.setup(
@@ -36,6 +37,8 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["ssl_retrieval", "ssl_retrieval.*", "pipelines", "pipelines.*"]
     ),
+    # The browser page (ssl_retrieval/page.py): plain HTML, JS and CSS, no build step.
+    package_data={"ssl_retrieval": ["static/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

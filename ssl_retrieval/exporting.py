@@ -29,7 +29,7 @@ import uuid
 
 import numpy as np
 
-from ssl_retrieval import evaluation
+from ssl_retrieval import evaluation, item_catalog
 from ssl_retrieval import index as index_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
@@ -253,6 +253,7 @@ def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
             },
             options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]),
         )
+        info["item_catalog"] = item_catalog.write(info["data_dir"], tmp)  # for ssl_retrieval.page
         with open(os.path.join(tmp, "export_info.json"), "w") as f:
             json.dump(info, f, indent=2)
         if os.path.exists(version_dir):

@@ -9,6 +9,7 @@
        the other two: feature objects ({"section": "editors", "tags": ["use::editing"], ...}).
        -> {"predictions": [{"ids": [...], "scores": [...]}, ...]} or [[embedding], ...]
   GET  /v1/similar/<item_id>?k=10       {"item_id", "version", "neighbors": [{"id", "score"}]}
+  GET  /                                 the browser page and its /page/... endpoints (page.py)
 
 Errors are JSON {"error": message}: 400 bad request, 404 unknown model or item, 413 body too
 large. A background thread polls the export directory and swaps in a newer version once it has
@@ -144,9 +145,11 @@ def create_app(
     model_name: str = "ssl_retrieval",
     max_request_bytes: int = 1 << 20,
     poll_seconds: float = 30.0,
+    compare_export_dir: str | None = None,
 ) -> FastAPI:
     """The FastAPI app serving the newest version under `export_dir`."""
     holder = ModelHolder(export_dir, poll_seconds)
+    compare = ModelHolder(compare_export_dir, poll_seconds) if compare_export_dir else None
     app = FastAPI(title="ssl_retrieval", on_startup=[holder.start], on_shutdown=[holder.stop])
     app.state.holder = holder
 
@@ -203,4 +206,7 @@ def create_app(
             "neighbors": [{"id": i, "score": s} for i, s in row],
         }
 
+    from ssl_retrieval import page  # noqa: PLC0415  (page imports this module)
+
+    app.include_router(page.router(holder, compare))
     return app

@@ -3,6 +3,7 @@ r"""Serves an export over HTTP: TF Serving's REST shape plus /v1/similar/<item_i
   python -m ssl_retrieval.serve --export_dir=runs/demo/export --port=8501
   curl 'http://127.0.0.1:8501/v1/similar/vim?k=5'
   curl -d '{"instances": ["vim"], "k": 5}' http://127.0.0.1:8501/v1/models/ssl_retrieval:predict
+  open http://127.0.0.1:8501/?item=vim   (the browser page; --compare_export_dir adds a 2nd model)
 
 Binds to loopback unless --host says otherwise; picks up newer versions in --export_dir without
 a restart. Endpoints and error codes: ssl_retrieval/http_app.py.
@@ -14,6 +15,9 @@ import sys
 from absl import app, flags
 
 EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Export dir (versions inside) or one version.")
+COMPARE_EXPORT_DIR = flags.DEFINE_string(
+    "compare_export_dir", None, "A second export the page at / shows side by side (optional)."
+)
 HOST = flags.DEFINE_string("host", "127.0.0.1", "Interface to bind (default: loopback only).")
 PORT = flags.DEFINE_integer("port", 8501, "TCP port.")
 MODEL_NAME = flags.DEFINE_string("model_name", "ssl_retrieval", "Name in /v1/models/<name>.")
@@ -37,7 +41,11 @@ def main(argv):
 
     try:
         application = http_app.create_app(
-            EXPORT_DIR.value, MODEL_NAME.value, MAX_REQUEST_BYTES.value, POLL_SECONDS.value
+            EXPORT_DIR.value,
+            MODEL_NAME.value,
+            MAX_REQUEST_BYTES.value,
+            POLL_SECONDS.value,
+            compare_export_dir=COMPARE_EXPORT_DIR.value,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

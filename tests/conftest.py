@@ -1,8 +1,11 @@
-"""Shared test helpers."""
+"""Shared test helpers: reading a raw dataset dir, and two tiny exports (the page's compare view)."""
 
 import os
 
 import pytest
+
+from ssl_retrieval import config as config_lib
+from ssl_retrieval import exporting, testing, training
 
 
 def _read_raw(directory):
@@ -38,3 +41,30 @@ def _read_raw(directory):
 def read_raw():
     """A function: raw dataset dir (JSON Lines, Parquet or CSV) -> (items, pairs) as validated."""
     return _read_raw
+
+
+@pytest.fixture(scope="session")
+def two_exports(tmp_path_factory):
+    """{"data_dir", "served", "compare"}: export dirs of a cfm and a baseline model, 30 steps each."""
+    root = tmp_path_factory.mktemp("two_exports")
+    data_dir = testing.make_data_dir(str(root / "data"))
+    out = {"data_dir": data_dir}
+    for name, method in (("served", "cfm"), ("compare", "baseline")):
+        model_dir = str(root / f"model_{name}")
+        training.run(
+            config_lib.TrainConfig(
+                data_dir=data_dir,
+                model_dir=model_dir,
+                method=method,
+                batch_size=32,
+                hidden_layers=(32, 16),
+                embedding_dim=8,
+                train_steps=30,
+            )
+        )
+        export_dir = str(root / f"export_{name}")
+        exporting.run(
+            exporting.ExportConfig(data_dir=None, model_dir=model_dir, export_dir=export_dir, k=20)
+        )
+        out[name] = export_dir
+    return out

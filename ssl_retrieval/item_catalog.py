@@ -1,0 +1,165 @@
+"""The item catalogue an export carries for people to look at: feature values and popularity.
+
+The SavedModel holds the item ids and their embeddings, not what the items *are*. The browser page
+(`ssl_retrieval.page`) shows, for every neighbour, its feature values and how often it was a
+training candidate, so one sees at a glance whether a list is made of hubs or of look-alikes.
+Export writes that into the version directory, beside the model:
+
+  <version>/assets.extra/item_catalog.jsonl.gz     gzip, one line per corpus item, in corpus order:
+      <item id as a JSON string> TAB {"features": {name: value}, "train_pairs": n,
+                                      "popularity": "head" | "tail" | "cold"}
+
+Feature values are the raw ones of `items-*.tfrecord` (strings, lists of strings, numbers; a
+missing value is an absent key; the id feature is the line's key, not repeated). `train_pairs` is
+the item's count in `stats/candidate_counts.tsv` (training pairs with the item as candidate);
+`popularity` is `head` for the data dir's head set (`stats/head_items.txt`, the top 10% of
+training candidates), `tail` for the other training candidates and `cold` for items never a
+training candidate. Export streams the lines out; the server keeps them as one bytes buffer plus
+the ids sorted once (the id comes first on the line), and answers ids and prefixes by binary
+search, without parsing a line before it is asked for.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import json
+import os
+
+import numpy as np
+
+from ssl_retrieval import schema as schema_lib
+
+PATH = os.path.join("assets.extra", "item_catalog.jsonl.gz")
+HEAD, TAIL, COLD = "head", "tail", "cold"
+
+
+def _read_counts(data_dir: str) -> tuple[dict[str, int], set[str]]:
+    with open(os.path.join(data_dir, "stats.json")) as f:
+        files = json.load(f)["files"]
+    counts = {}
+    with open(os.path.join(data_dir, files["candidate_counts"]), encoding="utf-8") as f:
+        for line in f:
+            item_id, _, count = line.rstrip("\n").rpartition("\t")
+            counts[item_id] = int(count)
+    with open(os.path.join(data_dir, files["head_items"]), encoding="utf-8") as f:
+        head = {line.rstrip("\n") for line in f}
+    return counts, head
+
+
+def _records(data_dir: str, schema: schema_lib.Schema, batch_size: int = 4096):
+    """(item id, {feature: raw value}) for every corpus item, in file order."""
+    from ssl_retrieval import data as data_lib  # noqa: PLC0415  (imports TensorFlow)
+
+    id_name = schema.id_feature.name
+    for batch in data_lib.items_dataset(data_dir, batch_size, schema):
+        columns = {}
+        for f in schema.features:
+            value = batch[f.name]
+            if f.kind == schema_lib.DENSE:  # float32 in the records: its shortest repr
+                columns[f.name] = [float(str(v)) for v in value.numpy()]
+            else:  # ragged strings: decode the flat values once, then cut rows by row_splits
+                flat = [v.decode() for v in value.flat_values.numpy().tolist()]
+                splits = value.row_splits.numpy().tolist()
+                columns[f.name] = [flat[a:b] for a, b in zip(splits, splits[1:], strict=False)]
+        for i, (item_id,) in enumerate(columns[id_name]):
+            record = {}
+            for f in schema.features:
+                value = columns[f.name][i]
+                if f.name == id_name or value == [] or value != value:  # NaN: missing dense
+                    continue
+                record[f.name] = value[0] if f.kind == schema_lib.CATEGORICAL else value
+            yield item_id, record
+
+
+def write(data_dir: str, version_dir: str) -> dict:
+    """Writes `<version_dir>/assets.extra/item_catalog.jsonl.gz` from a preprocessed data dir.
+
+    Args:
+      data_dir: the preprocessed data dir (items-*.tfrecord, stats.json and its stats files).
+      version_dir: the export version directory (or the temporary one it is renamed from).
+
+    Returns:
+      What export_info.json records of it: {"path", "num_items", "bytes", "uncompressed_bytes"}.
+    """
+    schema = schema_lib.load_from_data_dir(data_dir)
+    counts, head = _read_counts(data_dir)
+    path = os.path.join(version_dir, PATH)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    num_items = uncompressed = 0
+    chunk = []
+    # mtime=0: the same data gives the same bytes; level 6 is zlib's default speed/size trade.
+    with (
+        open(path, "wb") as f,
+        gzip.GzipFile(fileobj=f, mode="wb", mtime=0, compresslevel=6) as out,
+    ):
+        for item_id, features in _records(data_dir, schema):
+            n = counts.get(item_id, 0)
+            popularity = HEAD if item_id in head else (TAIL if n > 0 else COLD)
+            body = {"features": features, "train_pairs": n, "popularity": popularity}
+            key = json.dumps(item_id, ensure_ascii=False)
+            chunk.append(f"{key}\t{json.dumps(body, ensure_ascii=False)}\n")
+            num_items += 1
+            if len(chunk) == 4096:
+                data = "".join(chunk).encode()
+                out.write(data)
+                uncompressed += len(data)
+                chunk = []
+        data = "".join(chunk).encode()
+        out.write(data)
+        uncompressed += len(data)
+    return {
+        "path": PATH,
+        "num_items": num_items,
+        "bytes": os.path.getsize(path),
+        "uncompressed_bytes": uncompressed,
+    }
+
+
+class Catalog:
+    """A loaded catalogue: one buffer of lines, and the ids sorted (UTF-8 byte order) with where
+    each one's line is."""
+
+    def __init__(self, raw: bytes):
+        ends = np.flatnonzero(np.frombuffer(raw, np.uint8) == ord("\n"))
+        starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)[: len(ends)]
+        tabs = [raw.index(b"\t", s) for s in starts.tolist()]
+        # Keys are JSON strings; ids without escapes (nearly all) are the bytes between quotes.
+        keys = []
+        for s, t in zip(starts.tolist(), tabs, strict=True):
+            key = raw[s:t]
+            keys.append(key[1:-1] if b"\\" not in key else json.loads(key).encode())
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        self._raw = raw
+        self._keys = [keys[i] for i in order]
+        self._tabs = np.asarray(tabs, np.int64)[order]
+        self._ends = ends[order]
+        self.num_items = len(keys)
+        self.bytes = len(raw)
+
+    @classmethod
+    def load(cls, version_dir: str) -> Catalog | None:
+        """The catalogue of an export version, or None if it has none (older exports)."""
+        path = os.path.join(version_dir, PATH)
+        if not os.path.exists(path):
+            return None
+        with gzip.open(path, "rb") as f:
+            return cls(f.read())
+
+    def get(self, item_id: str) -> dict | None:
+        """{"features", "train_pairs", "popularity"} of an item, None if it is not in the corpus."""
+        key = item_id.encode()
+        i = bisect.bisect_left(self._keys, key)
+        if i == len(self._keys) or self._keys[i] != key:
+            return None
+        return json.loads(self._raw[self._tabs[i] + 1 : self._ends[i]])
+
+    def prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` ids starting with `prefix`, in byte order (binary search, then a scan)."""
+        key = prefix.encode()
+        i = bisect.bisect_left(self._keys, key)
+        out = []
+        while i < len(self._keys) and len(out) < limit and self._keys[i].startswith(key):
+            out.append(self._keys[i].decode())
+            i += 1
+        return out

@@ -1,0 +1,189 @@
+"""The page's endpoints and the item catalogue an export carries (no browser: test_page_browser)."""
+
+import gzip
+import json
+import os
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ssl_retrieval import http_app, item_catalog, serving
+
+RECORD = {"brand": "brand3", "category": "cat1", "tags": ["tag3_1", "tag3_2"], "price": 9.5}
+
+
+def version_dir(export_dir):
+    return serving.resolve(export_dir)
+
+
+def test_catalog_holds_every_item_with_its_features_and_training_popularity(two_exports):
+    path = version_dir(two_exports["served"])
+    info = json.load(open(os.path.join(path, "export_info.json")))
+    assert info["item_catalog"]["num_items"] == 240
+    assert info["item_catalog"]["bytes"] == os.path.getsize(os.path.join(path, item_catalog.PATH))
+    catalog = item_catalog.Catalog.load(path)
+    assert catalog.num_items == 240
+
+    data_dir = two_exports["data_dir"]
+    counts = dict(
+        line.rstrip("\n").split("\t") for line in open(f"{data_dir}/stats/candidate_counts.tsv")
+    )
+    head = {line.strip() for line in open(f"{data_dir}/stats/head_items.txt")}
+    seen = {"head": 0, "tail": 0, "cold": 0}
+    for i in range(240):
+        item_id = f"item{i:05d}"
+        entry = catalog.get(item_id)
+        # testing.make_data_dir: item i is in cluster i % 12, its category cat<cluster // 2>.
+        assert entry["features"]["category"] == f"cat{(i % 12) // 2}"
+        assert "item_id" not in entry["features"]
+        for tag in entry["features"].get("tags", []):
+            assert tag.startswith(f"tag{i % 12}_")
+        assert entry["train_pairs"] == int(counts.get(item_id, 0))
+        expected = "head" if item_id in head else ("tail" if item_id in counts else "cold")
+        assert entry["popularity"] == expected
+        seen[expected] += 1
+    assert all(seen.values()), seen
+    prices = [catalog.get(f"item{i:05d}")["features"].get("price") for i in range(240)]
+    assert any(p is None for p in prices) and all(p is None or p > 0 for p in prices)
+    assert catalog.get("item99999") is None
+
+
+def test_catalog_prefix_search_is_bounded_and_handles_any_id():
+    ids = ["vim", "vim-gtk3", "vim-tiny", "vimb", "vi", "écrit", 'quo"te', "tab\tid", "zsh"]
+    lines = [
+        json.dumps(i, ensure_ascii=False) + "\t" + json.dumps({"train_pairs": n}) + "\n"
+        for n, i in enumerate(ids)
+    ]
+    catalog = item_catalog.Catalog("".join(lines).encode())
+    assert catalog.prefix("vim", 10) == ["vim", "vim-gtk3", "vim-tiny", "vimb"]
+    assert catalog.prefix("vim", 2) == ["vim", "vim-gtk3"]
+    assert catalog.prefix("vi", 10)[0] == "vi"
+    assert catalog.prefix("x", 10) == []
+    assert catalog.prefix("é", 10) == ["écrit"]
+    for n, i in enumerate(ids):
+        assert catalog.get(i) == {"train_pairs": n}
+    assert catalog.get("vim-") is None and catalog.get("") is None
+    assert item_catalog.Catalog(b"").prefix("", 5) == []
+
+
+@pytest.fixture(scope="module")
+def client(two_exports):
+    app = http_app.create_app(
+        two_exports["served"], poll_seconds=0, compare_export_dir=two_exports["compare"]
+    )
+    with TestClient(app) as c:
+        yield c
+
+
+def test_page_and_its_assets_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/page/static/page.js" in page.text and "http" not in page.text.replace("http_", "")
+    for name, kind in (("page.js", "javascript"), ("page.css", "css")):
+        asset = client.get(f"/page/static/{name}")
+        assert asset.status_code == 200 and kind in asset.headers["content-type"]
+    assert client.get("/page/static/../http_app.py").status_code == 404
+    assert client.get("/page/static/index.py").status_code == 404
+
+
+def test_info_says_what_is_served(client, two_exports):
+    info = client.get("/page/info").json()
+    for name in ("served", "compare"):
+        summary = info[name]
+        assert summary["num_items"] == 240 and summary["version"] == 30
+        assert summary["index"] == "scann" and summary["index_params"]["num_leaves"] > 0
+        assert 0.95 <= summary["recall_at_10_vs_brute_force"] <= 1
+        assert summary["catalog"]["num_items"] == 240
+        assert summary["created"].endswith("Z")
+    assert info["served"]["method"] == "cfm" and info["compare"]["method"] == "baseline"
+    assert [f["name"] for f in info["served"]["features"]][:2] == ["item_id", "brand"]
+
+
+def test_prefix_completion(client):
+    body = client.get("/page/items?prefix=item0001").json()
+    assert body["items"] == [f"item0001{i}" for i in range(10)]
+    assert len(client.get("/page/items?prefix=item&limit=50").json()["items"]) == 50
+    assert client.get("/page/items?prefix=nothing").json()["items"] == []
+    for bad in ("limit=0", "limit=51", "limit=ten", "prefix=" + "x" * 201):
+        response = client.get(f"/page/items?{bad}")
+        assert response.status_code == 400 and response.json()["error"], bad
+
+
+def test_neighbours_are_the_python_apis_with_features_and_popularity(client, two_exports):
+    for name in ("served", "compare"):
+        expected = serving.load(two_exports[name]).similar(["item00003"], k=7)[0]
+        body = client.get(f"/page/similar/item00003?k=7&model={name}").json()
+        assert body["model"] == name and body["item_id"] == "item00003"
+        assert body["item"]["features"]["category"] == "cat1"
+        got = [(n["id"], n["score"]) for n in body["neighbors"]]
+        assert [i for i, _ in got] == [i for i, _ in expected]
+        assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-6)
+        assert [n["rank"] for n in body["neighbors"]] == list(range(1, 8))
+        assert all(n["popularity"] in ("head", "tail", "cold") for n in body["neighbors"])
+        assert all("category" in n["features"] for n in body["neighbors"])
+
+
+def test_bad_input_gets_the_apis_answers(client):
+    for page_url, api_url in (
+        ("/page/similar/nope", "/v1/similar/nope"),
+        ("/page/similar/item00000?k=0", "/v1/similar/item00000?k=0"),
+        ("/page/similar/item00000?k=ten", "/v1/similar/item00000?k=ten"),
+        ("/page/similar/item00000?k=21", "/v1/similar/item00000?k=21"),
+    ):
+        page, api = client.get(page_url), client.get(api_url)
+        assert (page.status_code, page.json()) == (api.status_code, api.json()), page_url
+    assert client.get("/page/similar/nope").json() == {"error": "unknown item id(s): 'nope'"}
+    assert client.get("/page/similar/item00000?model=other").status_code == 400
+    bad = {"tags": "tag3_1"}
+    page = client.post("/page/similar_by_features", json={"features": bad, "k": 3})
+    api = client.post(
+        "/v1/models/ssl_retrieval:predict",
+        json={"signature_name": "similar_items_by_features", "instances": [bad], "k": 3},
+    )
+    assert page.status_code == api.status_code == 400 and page.json() == api.json()
+    assert client.post("/page/similar_by_features", content=b"{").status_code == 400
+    assert client.post("/page/similar_by_features", json={"k": 3}).status_code == 400
+
+
+def test_new_item_calls_similar_items_by_features(client, two_exports):
+    expected = serving.load(two_exports["served"]).similar_by_features([RECORD], k=5)[0]
+    body = client.post("/page/similar_by_features", json={"features": RECORD, "k": 5}).json()
+    assert [n["id"] for n in body["neighbors"]] == [i for i, _ in expected]
+    assert body["item"] == {"features": RECORD} and body["item_id"] is None
+    compare = client.post(
+        "/page/similar_by_features", json={"features": RECORD, "k": 5, "model": "compare"}
+    ).json()
+    assert len(compare["neighbors"]) == 5 and compare["model"] == "compare"
+
+
+def test_without_compare_export_or_catalogue(two_exports, tmp_path):
+    # An export written before the catalogue existed: neighbours without features, no completion.
+    export_dir = tmp_path / "old_export"
+    shutil.copytree(two_exports["served"], export_dir)
+    os.remove(os.path.join(version_dir(str(export_dir)), item_catalog.PATH))
+    app = http_app.create_app(str(export_dir), poll_seconds=0)
+    with TestClient(app) as c:
+        info = c.get("/page/info").json()
+        assert info["compare"] is None and info["served"]["catalog"] is None
+        assert c.get("/page/items?prefix=item").json() == {
+            "prefix": "item",
+            "items": [],
+            "catalog": False,
+        }
+        body = c.get("/page/similar/item00003?k=3").json()
+        assert (
+            body["item"] is None
+            and [set(n) for n in body["neighbors"]] == [{"rank", "id", "score"}] * 3
+        )
+        missing = c.get("/page/similar/item00003?model=compare")
+        assert missing.status_code == 404 and "--compare_export_dir" in missing.json()["error"]
+
+
+def test_catalogue_file_is_gzip_json_lines_keyed_by_id(two_exports):
+    path = os.path.join(version_dir(two_exports["served"]), item_catalog.PATH)
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        first = f.readline()
+    key, _, body = first.rstrip("\n").partition("\t")
+    assert json.loads(key) == "item00000"
+    assert set(json.loads(body)) == {"features", "train_pairs", "popularity"}
