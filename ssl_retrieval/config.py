@@ -27,8 +27,16 @@ METHODS = (
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SO_LOSSES = ("square", "softmax")
-# Fields that may differ when a run is resumed (they do not change what is trained).
-RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy")
+# Fields that may differ when a run is resumed (they do not change what is trained). Paths are
+# among them: a model or data dir that was moved or copied must resume, not look like another run.
+RESUMABLE_FIELDS = (
+    "log_every",
+    "checkpoint_every",
+    "overwrite",
+    "strategy",
+    "data_dir",
+    "model_dir",
+)
 
 
 @dataclasses.dataclass(frozen=True)
