@@ -41,9 +41,9 @@ MAX_FEATURE_VALUES = flags.DEFINE_integer(
 )
 BATCH_WINDOW_MS = flags.DEFINE_float(
     "batch_window_ms",
-    1.0,
-    "How long a similar-items query waits for others to share one index call (0: only those "
-    "already queued).",
+    0.0,
+    "How long a similar-items query may wait for others to share one index call. 0: no wait; "
+    "the queries that arrived while the previous call ran form the next batch.",
 )
 MAX_BATCH = flags.DEFINE_integer("max_batch", 256, "Most queries in one batched index call.")
 POLL_SECONDS = flags.DEFINE_float(
