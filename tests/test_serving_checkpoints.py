@@ -30,6 +30,12 @@ def trained(data_dir, tmp_path_factory):
     return model_dir
 
 
+def unfinished_copy(trained, model_dir):
+    """A copy of the run as a crash while saving step 4 leaves it: no train_metrics.json."""
+    shutil.copytree(trained, model_dir)
+    (model_dir / "train_metrics.json").unlink()
+
+
 def damage(path, how):
     if how == "truncated":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -49,7 +55,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_older_one(
     data_dir, trained, tmp_path, caplog, file, how
 ):
     model_dir = tmp_path / "m"
-    shutil.copytree(trained, model_dir)
+    unfinished_copy(trained, model_dir)
     damage(model_dir / "checkpoints" / f"ckpt-4.{file}", how)
     with caplog.at_level(logging.WARNING):
         summary = training.run(tiny(data_dir, model_dir, train_steps=4, checkpoint_every=2))
@@ -75,7 +81,7 @@ def test_a_moved_model_and_data_dir_resume_but_another_hyperparameter_is_refused
     moved_data = tmp_path / "data"
     shutil.copytree(data_dir, moved_data)
     model_dir = tmp_path / "elsewhere" / "m"
-    shutil.copytree(trained, model_dir)
+    unfinished_copy(trained, model_dir)
     with pytest.raises(ValueError, match=r"different config \(--learning_rate: 0.1 -> 0.5\)"):
         training.run(tiny(moved_data, model_dir, train_steps=4, learning_rate=0.5))
     for newest in (model_dir / "checkpoints").glob("ckpt-4.*"):
@@ -84,4 +90,4 @@ def test_a_moved_model_and_data_dir_resume_but_another_hyperparameter_is_refused
     assert summary["resumed_from_step"] == 2 and summary["steps"] == 4
     saved = config_lib.load(str(model_dir))
     assert saved.model_dir == str(model_dir) and saved.data_dir == str(moved_data)
-    assert not config_lib.RESUMABLE_FIELDS.count("learning_rate")
+    assert "learning_rate" not in config_lib.RESUMABLE_FIELDS + config_lib.PATH_FIELDS
