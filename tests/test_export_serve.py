@@ -186,7 +186,7 @@ def test_export_searches_more_leaves_until_min_recall():
     assert index.params["num_leaves_to_search"] == searched[-1]
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def client(exported):
     app = http_app.create_app(
         str(exported["root"] / "export"), poll_seconds=0, max_request_bytes=100_000
@@ -445,7 +445,7 @@ def test_a_failed_version_is_retried_only_when_its_files_change(exported, tmp_pa
     assert holder.poll_once() and holder.model.version == old + 1
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def full_client(exported):
     app = http_app.create_app(str(exported["root"] / "export"), poll_seconds=0)
     with TestClient(app) as c:

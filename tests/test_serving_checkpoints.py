@@ -8,6 +8,8 @@ import pytest
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import testing, training
 
+pytestmark = pytest.mark.slow  # each test trains (a few seconds to a minute on a shared CPU)
+
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8)
 
 
