@@ -34,6 +34,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import re
 import threading
 
@@ -118,7 +119,7 @@ class ModelHolder:
             for version in reversed(present):
                 if intact and version <= current.version:
                     return False
-                path = f"{self.export_dir.rstrip('/')}/{version}"
+                path = os.path.join(self.export_dir, str(version))
                 fp = serving.fingerprint(path)
                 if self._failed.get(version) == fp:
                     continue
