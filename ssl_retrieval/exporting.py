@@ -259,9 +259,9 @@ def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
             },
             options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]),
         )
-        # The completion marker, written last (flushed to disk first): see the module docstring.
         with open(os.path.join(tmp, "export_info.json"), "w") as f:
             json.dump(info, f, indent=2)
+            # The completion marker, written last and on disk before the rename (module doc).
             f.flush()
             os.fsync(f.fileno())
         old = None
