@@ -10,6 +10,7 @@ Prints JSON lines, all from this run on the same corpus (and writes them to --ou
      one query at a time in this process (the rate HTTP is compared with)
   {"figure": "http", "clients": 16, "requests", "errors", "p50_ms", "p99_ms", "requests_per_s"}:
      `python -m ssl_retrieval.serve`, --http_clients threads each on one keep-alive connection
+     (a minimal client, `KeepAlive`, so that the clients take little of the shared CPU)
   {"figure": "http_vs_api", "ratio", goals}: HTTP requests/s over the API's queries/s
      (goal >= 0.5), HTTP p99 < 50 ms, 0 errors
   {"figure": "reload", "swaps", "rss_mb_after_1", "rss_mb_after_n", "growth"}: the server's
@@ -29,9 +30,9 @@ similar_items_by_features uses).
 
 import argparse
 import gc
-import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -206,6 +207,40 @@ def reload_rss(export_dir: str, swaps: int, item_id: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+class KeepAlive:
+    """A minimal HTTP/1.1 keep-alive client: GET, status and body (Content-Length framing).
+
+    The clients share the 2 cores with the server; `http.client` parses each response's headers
+    with the email package, several times the CPU of this, which the server would then lack.
+    """
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        while b"\r\n\r\n" not in self.buffer:
+            self._read()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status = int(head[9:12])
+        length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+        while len(self.buffer) < length:
+            self._read()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, body
+
+    def _read(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def http_load(export_dir: str, item_ids, clients: int, requests: int, flags=()) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -240,21 +275,20 @@ def http_load(export_dir: str, item_ids, clients: int, requests: int, flags=()) 
 
         def client(n):
             rng = np.random.default_rng(n)
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn = KeepAlive(port)
             for _ in range(per_client):
                 item = item_ids[int(rng.integers(len(item_ids)))]
                 started = time.perf_counter()
                 try:
-                    conn.request("GET", f"/v1/similar/{item}?k=10")
-                    response = conn.getresponse()
-                    body = response.read()
-                    ok = response.status == 200 and len(json.loads(body)["neighbors"]) == 10
+                    status, body = conn.get(f"/v1/similar/{item}?k=10")
+                    ok = status == 200 and len(json.loads(body)["neighbors"]) == 10
                     with lock:
                         latencies.append(time.perf_counter() - started)
                         if not ok:
-                            errors.append(f"{response.status}: {body[:200]!r}")
+                            errors.append(f"{status}: {body[:200]!r}")
                 except Exception as e:  # noqa: BLE001  (counted, not raised: that is the figure)
                     conn.close()
+                    conn = KeepAlive(port)
                     with lock:
                         errors.append(repr(e))
             conn.close()
