@@ -1,26 +1,39 @@
-"""Benchmark of serving (issue 6): ScaNN against brute force on 1M x 128, in-process and over HTTP.
+"""Benchmark of serving (issues 6, 13): ScaNN against brute force, the Python API against HTTP.
 
-Prints JSON lines, all from this run on the same corpus:
+Prints JSON lines, all from this run on the same corpus (and writes them to --out):
   {"figure": "index", "index": "scann" | "brute_force", "build_s", "recall_at_10",
    "batched_queries_per_s", "single_query_p50_ms", "single_query_p99_ms"}
   {"figure": "comparison", "scann_speedup_batched", "scann_speedup_single", goals}
      (ScaNN at its fastest --leaves_to_search setting with Recall@10 >= --min_recall: the
      operating point a user would pick from the recall/speed curve the "index" lines trace)
-  {"figure": "http", "clients": 16, "requests", "errors", "p50_ms", "p99_ms", "requests_per_s"}
+  {"figure": "api", "queries_per_s", "p50_ms", "p99_ms"}: `ssl_retrieval.load(...).similar`,
+     one query at a time in this process (the rate HTTP is compared with)
+  {"figure": "http", "clients": 16, "requests", "errors", "p50_ms", "p99_ms", "requests_per_s"}:
+     `python -m ssl_retrieval.serve`, --http_clients threads each on one keep-alive connection
+     (a minimal client, `KeepAlive`, so that the clients take little of the shared CPU)
+  {"figure": "http_vs_api", "ratio", goals}: HTTP requests/s over the API's queries/s
+     (goal >= 0.5), HTTP p99 < 50 ms, 0 errors
+  {"figure": "reload", "swaps", "rss_mb_after_1", "rss_mb_after_n", "growth"}: the server's
+     version follower (`http_app.ModelHolder`) in a fresh process, the served version renamed
+     to the next number --swaps times, each new version loaded and queried (goal: RSS after
+     the last swap within 10% of after the first)
 
 The corpus is synthetic: unit vectors around 2,000 cluster centres (real item embeddings are
 clustered; uniformly random vectors in 128 dims have no near neighbours to find). Queries are
-corpus items, as in "items similar to X". The HTTP part exports the same index inside a real
-SavedModel (towers of a model trained for a few steps on tiny data, which only
-similar_items_by_features uses) and serves it with `python -m ssl_retrieval.serve`.
+corpus items, as in "items similar to X". The API, HTTP and reload parts export the same index
+inside a real SavedModel (towers of a model trained for a few steps on tiny data, which only
+similar_items_by_features uses).
 
   .venv/bin/python bench/serve.py [--num_items=1000000] [--dim=128] [--http_requests=2000]
-      [--leaves_to_search=10,25,100]
+      [--leaves_to_search=10,25,100] [--out=results/bench/serve.json]
 """
 
 import argparse
+import gc
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,14 +48,20 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssl_retrieval import config as config_lib  # noqa: E402
-from ssl_retrieval import exporting, testing, training  # noqa: E402
+from ssl_retrieval import exporting, http_app, serving, testing, training  # noqa: E402
 from ssl_retrieval import index as index_lib  # noqa: E402
 from ssl_retrieval import model as model_lib  # noqa: E402
 from ssl_retrieval.compat import tf  # noqa: E402
 
+EMITTED = []  # the --out file, if any
+
 
 def emit(**fields):
-    print(json.dumps(fields), flush=True)
+    line = json.dumps(fields)
+    print(line, flush=True)
+    for path in EMITTED:
+        with open(path, "a") as f:
+            f.write(line + "\n")
 
 
 def clustered_corpus(num_items: int, dim: int, num_clusters: int, rng) -> np.ndarray:
@@ -111,7 +130,118 @@ def write_export(root: str, item_ids, embeddings, index, max_k: int) -> str:
     return exporting.write(module, info, export_config)
 
 
-def http_load(export_dir: str, item_ids, clients: int, requests: int) -> dict:
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def api_rate(export_dir: str, item_ids, queries: int, k: int) -> dict:
+    """The Python API answering one query at a time: the in-process rate HTTP is compared with."""
+    model = serving.load(export_dir)
+    rng = np.random.default_rng(1)
+    picks = [item_ids[int(i)] for i in rng.integers(len(item_ids), size=queries)]
+    for item in picks[:20]:
+        model.similar([item], k)
+    latencies = []
+    started = time.perf_counter()
+    for item in picks:
+        t = time.perf_counter()
+        model.similar([item], k)
+        latencies.append(time.perf_counter() - t)
+    seconds = time.perf_counter() - started
+    p50, p99 = percentiles_ms(latencies)
+    return {
+        "queries": queries,
+        "queries_per_s": round(queries / seconds, 1),
+        "p50_ms": p50,
+        "p99_ms": p99,
+    }
+
+
+def reload_child(export_dir: str, swaps: int, item_id: str) -> None:
+    """Run in a fresh process: RSS of the version follower over `swaps` version swaps."""
+    holder = http_app.ModelHolder(export_dir, poll_seconds=0)
+    figures = {}
+    for swap in range(1, swaps + 1):
+        current = holder.model.version
+        os.rename(
+            os.path.join(export_dir, str(current)), os.path.join(export_dir, str(current + 1))
+        )
+        if not holder.poll_once() or holder.model.version != current + 1:
+            raise RuntimeError(f"swap {swap}: version {current + 1} was not loaded")
+        holder.model.similar([item_id], 10)
+        gc.collect()
+        if swap in (1, swaps):
+            figures[swap] = rss_mb()
+    print(
+        json.dumps(
+            {
+                "swaps": swaps,
+                "rss_mb_after_1": round(figures[1], 1),
+                "rss_mb_after_n": round(figures[swaps], 1),
+                "growth": round(figures[swaps] / figures[1] - 1, 4),
+            }
+        ),
+        flush=True,
+    )
+
+
+def reload_rss(export_dir: str, swaps: int, item_id: str) -> dict:
+    with tempfile.TemporaryDirectory() as root:
+        copy = os.path.join(root, "export")
+        shutil.copytree(export_dir, copy)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                f"--reload_child={copy}",
+                f"--swaps={swaps}",
+                f"--reload_item={item_id}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class KeepAlive:
+    """A minimal HTTP/1.1 keep-alive client: GET, status and body (Content-Length framing).
+
+    The clients share the 2 cores with the server; `http.client` parses each response's headers
+    with the email package, several times the CPU of this, which the server would then lack.
+    """
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        while b"\r\n\r\n" not in self.buffer:
+            self._read()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status = int(head[9:12])
+        length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+        while len(self.buffer) < length:
+            self._read()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, body
+
+    def _read(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def http_load(export_dir: str, item_ids, clients: int, requests: int, flags=()) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -123,6 +253,7 @@ def http_load(export_dir: str, item_ids, clients: int, requests: int) -> dict:
             f"--export_dir={export_dir}",
             f"--port={port}",
             "--poll_seconds=0",
+            *flags,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -144,19 +275,23 @@ def http_load(export_dir: str, item_ids, clients: int, requests: int) -> dict:
 
         def client(n):
             rng = np.random.default_rng(n)
+            conn = KeepAlive(port)
             for _ in range(per_client):
                 item = item_ids[int(rng.integers(len(item_ids)))]
                 started = time.perf_counter()
                 try:
-                    with urllib.request.urlopen(f"{base}/v1/similar/{item}?k=10", timeout=60) as r:
-                        ok = len(json.load(r)["neighbors"]) == 10
+                    status, body = conn.get(f"/v1/similar/{item}?k=10")
+                    ok = status == 200 and len(json.loads(body)["neighbors"]) == 10
                     with lock:
                         latencies.append(time.perf_counter() - started)
                         if not ok:
-                            errors.append("short answer")
+                            errors.append(f"{status}: {body[:200]!r}")
                 except Exception as e:  # noqa: BLE001  (counted, not raised: that is the figure)
+                    conn.close()
+                    conn = KeepAlive(port)
                     with lock:
                         errors.append(repr(e))
+            conn.close()
 
         started = time.perf_counter()
         threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
@@ -214,7 +349,19 @@ def main():
         help="ScaNN leaves searched per query (of about sqrt(N)); one 'index' line per value.",
     )
     parser.add_argument("--min_recall", type=float, default=0.95)
+    parser.add_argument("--api_queries", type=int, default=1000)
+    parser.add_argument("--serve_flags", default="", help="Extra flags for the server, spaced.")
+    parser.add_argument("--swaps", type=int, default=20, help="Version swaps of the reload figure.")
+    parser.add_argument("--out", default=None, help="Also write the JSON lines to this file.")
+    parser.add_argument("--reload_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--reload_item", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reload_child:
+        reload_child(args.reload_child, args.swaps, args.reload_item)
+        return
+    if args.out:
+        open(args.out, "w").close()
+        EMITTED.append(args.out)
 
     rng = np.random.default_rng(0)
     embeddings = clustered_corpus(args.num_items, args.dim, args.num_clusters, rng)
@@ -240,13 +387,37 @@ def main():
     )
     item_ids = [f"item{i:07d}" for i in range(args.num_items)]
     with tempfile.TemporaryDirectory() as root:
-        export_dir = write_export(root, item_ids, embeddings, scann_index, max_k=100)
+        export_dir = os.path.dirname(
+            write_export(root, item_ids, embeddings, scann_index, max_k=100)
+        )
+        del embeddings, queries, scann_index  # the API, the server and the reloads load their own
+        gc.collect()
+        api = api_rate(export_dir, item_ids, args.api_queries, args.k)
+        emit(figure="api", corpus=args.num_items, **api)
+        http = http_load(
+            export_dir, item_ids, args.http_clients, args.http_requests, args.serve_flags.split()
+        )
+        emit(figure="http", corpus=args.num_items, **http)
+        ratio = http["requests_per_s"] / api["queries_per_s"]
         emit(
-            figure="http",
+            figure="http_vs_api",
             corpus=args.num_items,
-            **http_load(
-                os.path.dirname(export_dir), item_ids, args.http_clients, args.http_requests
-            ),
+            clients=args.http_clients,
+            http_requests_per_s=http["requests_per_s"],
+            api_queries_per_s=api["queries_per_s"],
+            ratio=round(ratio, 3),
+            http_p99_ms=http["p99_ms"],
+            errors=http["errors"],
+            meets_ratio_goal=ratio >= 0.5,
+            meets_p99_goal=http["p99_ms"] is not None and http["p99_ms"] < 50,
+            meets_error_goal=http["errors"] == 0,
+        )
+        reload = reload_rss(export_dir, args.swaps, item_ids[0])
+        emit(
+            figure="reload",
+            corpus=args.num_items,
+            **reload,
+            meets_memory_goal=reload["growth"] <= 0.10,
         )
 
 

@@ -30,6 +30,8 @@ SO_LOSSES = ("square", "softmax")
 MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")
 # Fields that may differ when a run is resumed (they do not change what is trained).
 RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy")
+# Paths may differ as well: a model or data dir that was moved or copied resumes.
+PATH_FIELDS = ("data_dir", "model_dir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +177,10 @@ class TrainConfig:
         return out
 
     def differences(self, other: TrainConfig) -> list[str]:
-        """Fields (other than RESUMABLE_FIELDS) whose values differ."""
+        """Fields (other than RESUMABLE_FIELDS and PATH_FIELDS) whose values differ."""
         mine, theirs = self.to_json(), other.to_json()
-        return [k for k in mine if k not in RESUMABLE_FIELDS and mine[k] != theirs.get(k)]
+        same = RESUMABLE_FIELDS + PATH_FIELDS
+        return [k for k in mine if k not in same and mine[k] != theirs.get(k)]
 
 
 def from_dict(values: dict) -> TrainConfig:

@@ -5,6 +5,12 @@ Layout (TF Serving style, one numbered version per export):
   <export_dir>/<step>/            saved_model.pb, variables/, export_info.json
   <export_dir>/README.md          what is inside and how to query it
 
+Completeness: the version is the directory name. A version is written into a hidden temporary
+directory (`.tmp-<step>-<random>`), `export_info.json` last, and renamed to its number, so a
+numbered directory without `export_info.json` is incomplete and readers skip it
+(`ssl_retrieval.serving`). Pushing a version by hand follows the same protocol: copy it under a
+temporary name inside the export dir, then rename it to the next number.
+
 Signatures (explicit TensorSpecs):
   similar_items(item_id: string [B], k: int32 []) -> ids [B, k] string, scores [B, k] float32,
       found [B] bool. Neighbours of corpus items by their precomputed query-tower embedding; the
@@ -256,9 +262,16 @@ def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
         info["item_catalog"] = item_catalog.write(info["data_dir"], tmp)  # for ssl_retrieval.page
         with open(os.path.join(tmp, "export_info.json"), "w") as f:
             json.dump(info, f, indent=2)
-        if os.path.exists(version_dir):
-            shutil.rmtree(version_dir)
+            # The completion marker, written last and on disk before the rename (module doc).
+            f.flush()
+            os.fsync(f.fileno())
+        old = None
+        if os.path.exists(version_dir):  # --overwrite: move the old one aside, then delete it
+            old = os.path.join(config.export_dir, f".old-{step}-{uuid.uuid4().hex[:8]}")
+            os.rename(version_dir, old)
         os.rename(tmp, version_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

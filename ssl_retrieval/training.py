@@ -164,6 +164,7 @@ def run(config: config_lib.TrainConfig) -> dict:
         optimizer = make_optimizer(config)
         model.optimizer = optimizer
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    use_newest_readable_checkpoint(os.path.join(config.model_dir, "checkpoints"))
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(config.model_dir, "checkpoints"), max_to_keep=3
     )
@@ -346,3 +347,77 @@ def _read_summary(model_dir: str, steps: int) -> dict:
         summary = {"steps": steps}
     summary["already_finished"] = True
     return summary
+
+
+def _checkpoint_prefixes(checkpoint_dir: str) -> list[tuple[int, str]]:
+    """(step, prefix `<dir>/ckpt-<step>`) of the checkpoints on disk, newest first.
+
+    From the files, not from the `checkpoint` state file, which can itself be damaged.
+    """
+    found = []
+    for index in tf.io.gfile.glob(os.path.join(checkpoint_dir, "ckpt-*.index")):
+        prefix = index[: -len(".index")]
+        step = prefix.rsplit("-", 1)[1]
+        if step.isascii() and step.isdigit():
+            found.append((int(step), prefix))
+    return sorted(found, reverse=True)
+
+
+def _unreadable(prefix: str) -> str | None:
+    """Why the checkpoint at `prefix` cannot be read (None if every tensor reads back).
+
+    Reading every tensor checks its checksum, so a truncated, emptied or overwritten file is
+    caught here rather than as a raw error at the first training step (Keras creates most
+    variables after the restore, so restoring them is deferred until then).
+    """
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_dtype_map():
+            reader.get_tensor(name)
+    except Exception as e:  # noqa: BLE001  (the C++ reader raises IndexError, OpError, ...)
+        text = (getattr(e, "message", None) or str(e)).strip()
+        return (text.splitlines()[0] if text else type(e).__name__)[:300]
+    return None
+
+
+def use_newest_readable_checkpoint(checkpoint_dir: str) -> str | None:
+    """Points the checkpoint state file at the newest checkpoint that reads, and returns it.
+
+    A newer checkpoint that does not read is named in a warning; its files stay where they are
+    (the save at its step replaces them). A missing or damaged state file is rewritten too.
+    None when there is no checkpoint.
+
+    Raises:
+      ValueError: checkpoints exist and none reads (one line naming the newest one).
+    """
+    found = _checkpoint_prefixes(checkpoint_dir)
+    failures = []
+    for step, prefix in found:
+        reason = _unreadable(prefix)
+        if reason is not None:
+            failures.append((prefix, reason))
+            logging.warning(
+                "WARNING: train: checkpoint %s is unreadable (%s); trying an older one",
+                prefix,
+                reason,
+            )
+            continue
+        try:
+            state = tf.train.get_checkpoint_state(checkpoint_dir)
+        except Exception:  # noqa: BLE001  (a damaged state file is rewritten below)
+            state = None
+        if state is None or os.path.basename(state.model_checkpoint_path) != os.path.basename(
+            prefix
+        ):
+            older = [os.path.basename(p) for s, p in reversed(found) if s <= step]
+            tf.compat.v1.train.update_checkpoint_state(
+                checkpoint_dir, os.path.basename(prefix), all_model_checkpoint_paths=older
+            )
+        return prefix
+    if failures:
+        prefix, reason = failures[0]
+        raise ValueError(
+            f"{prefix} is unreadable ({reason}) and so are the {len(failures) - 1} older "
+            f"checkpoint(s) in {checkpoint_dir}; move them away to start again"
+        )
+    return None

@@ -1,5 +1,6 @@
 """Export, the Python API and the HTTP server, on a model trained for a few steps."""
 
+import contextlib
 import json
 import shutil
 import socket
@@ -185,7 +186,7 @@ def test_export_searches_more_leaves_until_min_recall():
     assert index.params["num_leaves_to_search"] == searched[-1]
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def client(exported):
     app = http_app.create_app(
         str(exported["root"] / "export"), poll_seconds=0, max_request_bytes=100_000
@@ -319,3 +320,330 @@ def test_real_server_serves_concurrent_clients(exported):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# --- Issue 13: versions, rollback, broken exports, odd bytes, limits, batching ---------------
+
+
+def copy_export(exported, tmp_path) -> tuple:
+    """A private copy of the export dir (one version), its path and that version's number."""
+    export_dir = tmp_path / "export"
+    shutil.copytree(exported["root"] / "export", export_dir)
+    (version,) = serving.versions(str(export_dir))
+    return export_dir, version
+
+
+def test_version_is_the_directory_name_and_a_copy_is_loaded_once(exported, tmp_path):
+    export_dir, old = copy_export(exported, tmp_path)
+    holder = http_app.ModelHolder(str(export_dir), poll_seconds=0)
+    pushed = old + 570
+    shutil.copytree(export_dir / str(old), export_dir / str(pushed))  # `cp -r 30 600`
+    assert holder.poll_once()
+    assert holder.model.version == pushed and holder.model.path.endswith(f"/{pushed}")
+    assert holder.model.info["version"] == old  # export_info.json still says the old step
+    assert [holder.poll_once() for _ in range(3)] == [False] * 3
+
+
+def test_a_swap_frees_the_previous_version(exported, tmp_path):
+    import gc
+    import weakref
+
+    export_dir, old = copy_export(exported, tmp_path)
+    holder = http_app.ModelHolder(str(export_dir), poll_seconds=0)
+    previous = weakref.ref(holder.model)
+    session = weakref.ref(holder.model._session)
+    shutil.copytree(export_dir / str(old), export_dir / str(old + 1))
+    assert holder.poll_once()
+    gc.collect()
+    assert previous() is None and session() is None
+
+
+def test_start_on_the_newest_version_that_loads(exported, tmp_path, caplog):
+    export_dir, old = copy_export(exported, tmp_path)
+    incomplete = export_dir / str(old + 10)  # everything but the marker written last
+    shutil.copytree(export_dir / str(old), incomplete)
+    (incomplete / "export_info.json").unlink()
+    half = export_dir / str(old + 20)  # a SavedModel being written: saved_model.pb only
+    half.mkdir()
+    shutil.copy(export_dir / str(old) / "saved_model.pb", half)
+    with caplog.at_level("WARNING"):
+        model = serving.load(str(export_dir))
+    assert model.version == old
+    lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert f"{half}: incomplete" in lines[0] and f"{incomplete}: incomplete" in lines[0]
+    app = http_app.create_app(str(export_dir), poll_seconds=0)
+    with TestClient(app) as c:
+        assert c.get("/healthz").json()["version"] == old
+
+
+def test_rollback_when_the_served_version_is_deleted(exported, tmp_path):
+    export_dir, old = copy_export(exported, tmp_path)
+    newer = export_dir / str(old + 5)
+    shutil.copytree(export_dir / str(old), newer)
+    app = http_app.create_app(str(export_dir), poll_seconds=0)
+    holder = app.state.holder
+    with TestClient(app) as c:
+        assert c.get("/healthz").json()["version"] == old + 5
+        shutil.rmtree(newer)
+        assert holder.poll_once()
+        health = c.get("/healthz").json()
+        assert health["version"] == old and health["path"] == str(export_dir / str(old))
+        assert c.get("/v1/similar/item00000?k=2").json()["version"] == old
+        # The last one gone too: keep serving from memory, say so once, and do not flap.
+        shutil.rmtree(export_dir / str(old))
+        assert not holder.poll_once() and not holder.poll_once()
+        assert c.get("/v1/similar/item00000?k=2").status_code == 200
+
+
+def break_version(version_dir, how):
+    if how == "truncated variables":
+        data = next((version_dir / "variables").glob("variables.data-*"))
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif how == "bad export_info.json":
+        (version_dir / "export_info.json").write_text('{"max_k": 20, "features": [')
+    elif how == "export_info.json without max_k":
+        (version_dir / "export_info.json").write_text('{"features": []}')
+    elif how == "missing variables":
+        shutil.rmtree(version_dir / "variables")
+    elif how == "emptied saved_model.pb":
+        (version_dir / "saved_model.pb").write_bytes(b"")
+
+
+BROKEN = [
+    ("truncated variables", "variables are truncated or corrupt"),
+    ("bad export_info.json", "export_info.json is not valid JSON"),
+    ("export_info.json without max_k", "'max_k' must be a positive integer"),
+    ("missing variables", "variables/variables.index is missing"),
+    ("emptied saved_model.pb", "the SavedModel does not load"),
+]
+
+
+@pytest.mark.parametrize("how, message", BROKEN)
+def test_a_broken_version_is_named_in_one_line_and_skipped(exported, tmp_path, how, message):
+    export_dir, old = copy_export(exported, tmp_path)
+    broken = export_dir / str(old + 1)
+    shutil.copytree(export_dir / str(old), broken)
+    break_version(broken, how)
+    with pytest.raises(serving.BrokenVersionError) as error:
+        serving.load(str(broken))
+    text = str(error.value)
+    assert text.startswith(f"{broken}: ") and message in text and "\n" not in text, text
+    assert serving.load(str(export_dir)).version == old
+    holder = http_app.ModelHolder(str(export_dir), poll_seconds=0)
+    assert holder.model.version == old and not holder.poll_once()
+
+
+def test_a_failed_version_is_retried_only_when_its_files_change(exported, tmp_path):
+    export_dir, old = copy_export(exported, tmp_path)
+    holder = http_app.ModelHolder(str(export_dir), poll_seconds=0)
+    pushed = export_dir / str(old + 1)
+    pushed.mkdir()  # a `cp -r` under way: the directory exists, its files do not yet
+    assert not holder.poll_once() and not holder.poll_once()
+    shutil.rmtree(pushed)
+    shutil.copytree(export_dir / str(old), pushed)
+    assert holder.poll_once() and holder.model.version == old + 1
+
+
+@pytest.fixture(scope="module")
+def full_client(exported):
+    app = http_app.create_app(str(exported["root"] / "export"), poll_seconds=0)
+    with TestClient(app) as c:
+        yield c
+
+
+PREDICT = "/v1/models/ssl_retrieval:predict"
+HUGE = "9" * 5000
+
+
+ODD = [
+    ({"content": '{"instances": ["item00000"], "k": "\u00b2"}'.encode()}, "k must be an integer"),
+    ({"content": b'{"instances": ["item00000"], "k": ' + HUGE.encode() + b"}"}, "not valid JSON"),
+    ({"content": b'{"instances": [' + HUGE.encode() + b'], "k": 2}'}, "not valid JSON"),
+    ({"content": b'{"instances": ["item00000"], "k": "' + HUGE.encode() + b'"}'}, "k must be an"),
+    ({"content": b'{"instances": ' + b"[" * 100_000}, "nested too deeply"),
+    ({"content": b'{"instances": ["\\ud800"]}'}, r"instances\[0\]: not valid Unicode"),
+    ({"content": b"\xff\xfe"}, "not valid JSON"),
+    (
+        {
+            "json": {
+                "signature_name": "similar_items_by_features",
+                "instances": [{"price": 10**400}],
+            }
+        },
+        "expected a finite number",
+    ),
+    ({"json": {"instances": [["a" * 10_000]]}}, r"instances\[0\]: expected an item id"),
+]
+
+
+@pytest.mark.parametrize("request_kwargs, message", ODD)
+def test_odd_bytes_get_400_not_500(full_client, request_kwargs, message):
+    import re
+
+    response = full_client.post(PREDICT, **request_kwargs)
+    assert response.status_code == 400, response.text[:500]
+    assert re.search(message, response.json()["error"]), response.json()
+    assert len(response.json()["error"]) < 1000
+
+
+def test_odd_query_strings_and_methods(full_client):
+    for k in ("%C2%B2", "%EF%BC%93", HUGE, "-" + HUGE, "1e3", ""):
+        response = full_client.get(f"/v1/similar/item00000?k={k}")
+        assert response.status_code == 400, (k[:20], response.text[:200])
+        assert "k must be" in response.json()["error"]
+    assert full_client.get("/v1/similar/item00000?k=%2B3").status_code == 200  # "+3"
+    response = full_client.get(PREDICT)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert "use POST" in response.json()["error"]
+    # Framework errors have the app's shape too.
+    for method, path, status in [("PUT", "/healthz", 405), ("GET", "/nowhere", 404)]:
+        response = full_client.request(method, path)
+        assert response.status_code == status and set(response.json()) == {"error"}
+
+
+LIMITS = [
+    ({"instances": ["item00000"] * 1000, "k": 20}, "--max_results=10000"),
+    (
+        {"signature_name": "similar_items_by_features", "instances": [RECORD] * 101, "k": 2},
+        "--max_feature_instances",
+    ),
+    (
+        {"signature_name": "item_embedding", "instances": [{"tags": ["x"] * 300}]},
+        r"instances\[0\]: 300 feature values exceed the limit of --max_feature_values=256",
+    ),
+]
+
+
+@pytest.mark.parametrize("body, message", LIMITS)
+def test_work_per_request_is_bounded_with_413_naming_the_limit(full_client, body, message):
+    import re
+
+    response = full_client.post(PREDICT, json=body)
+    assert response.status_code == 413
+    assert re.search(message, response.json()["error"]), response.json()
+
+
+def test_limit_flags_are_in_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "ssl_retrieval.serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    for flag in (
+        "--body_timeout_seconds",
+        "--max_request_bytes",
+        "--max_instances",
+        "--max_results",
+        "--max_feature_instances",
+        "--max_feature_values",
+        "--batch_window_ms",
+    ):
+        assert flag in out.stdout, flag
+
+
+def test_concurrent_queries_share_one_index_call_and_get_the_direct_answers(exported):
+    import asyncio
+
+    holder = http_app.ModelHolder(str(exported["root"] / "export"), poll_seconds=0)
+    model = holder.model
+    calls = []
+    original = model.similar_rows
+
+    def counting(ids, k):
+        calls.append(len(ids))
+        return original(ids, k)
+
+    model.similar_rows = counting
+    batcher = http_app.Batcher(holder, window_seconds=0.05, max_batch=64)
+    queries = [(f"item{i:05d}", 1 + i % 7) for i in range(0, 240, 8)]
+
+    async def run():
+        try:
+            return await asyncio.gather(*(batcher.similar([q], k) for q, k in queries))
+        finally:
+            batcher.stop()
+
+    answers = asyncio.run(run())
+    assert len(calls) < len(queries) // 4 and sum(calls) == len(queries)
+    for (item, k), (served, (row,)) in zip(queries, answers, strict=True):
+        assert served is model and len(row) == k
+        assert row == original([item], k)[0][0]
+
+
+@contextlib.contextmanager
+def running(app):
+    """`app` served by uvicorn in a thread on 127.0.0.1 and a free port."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def test_keep_alive_survives_a_400_and_slow_bodies_get_408(exported):
+    import http.client
+
+    limits = http_app.Limits(body_timeout_seconds=1.0)
+    app = http_app.create_app(str(exported["root"] / "export"), poll_seconds=0, limits=limits)
+    with running(app) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        bad = [
+            ("GET", "/v1/similar/item00000?k=%C2%B2", None),
+            ("POST", PREDICT, b'{"instances": ["item00000"], "k": ' + HUGE.encode() + b"}"),
+            ("POST", PREDICT, b'{"instances": ' + b"[" * 100_000),
+            ("GET", PREDICT, None),
+        ]
+        for method, path, body in bad:
+            conn.request(method, path, body=body)
+            response = conn.getresponse()
+            assert response.status in (400, 405) and "error" in json.loads(response.read())
+            first = conn.sock
+            assert first is not None and not response.will_close
+            conn.request("GET", "/v1/similar/item00000?k=2")
+            response = conn.getresponse()
+            assert response.status == 200 and len(json.loads(response.read())["neighbors"]) == 2
+            assert conn.sock is first  # the same connection answered
+        conn.close()
+
+        # A client dribbling its body: 408 after --body_timeout_seconds, connection closed.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(
+                f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode()
+            )
+            started = time.time()
+            received = b""
+            for _ in range(20):  # bounded: a byte a tenth of a second, for at most 2 s
+                try:
+                    raw.sendall(b" ")
+                except OSError:
+                    break
+                raw.settimeout(0.1)
+                try:
+                    chunk = raw.recv(65536)
+                except TimeoutError:
+                    continue
+                received += chunk
+                if not chunk or b"\r\n\r\n" in received:
+                    break
+            raw.settimeout(10)
+            while chunk:
+                chunk = raw.recv(65536)
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 408"), received[:200]
+            assert b"--body_timeout_seconds" in received
+            assert time.time() - started < 5
