@@ -37,6 +37,12 @@ THRESHOLD = flags.DEFINE_float(
 )
 REORDER = flags.DEFINE_integer("reorder", 200, "ScaNN candidates re-scored exactly.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version directory.")
+POPULARITY_PRIOR = flags.DEFINE_string(
+    "popularity_prior",
+    "auto",
+    "beta of the popularity prior cos + beta*log(1+training count) built into the index: auto = "
+    "the one chosen on validation when the model was trained (0 if none), 0 = pure cosine.",
+)
 
 flags.mark_flags_as_required(["model_dir", "export_dir"])
 
@@ -66,6 +72,7 @@ def main(argv):
                     reorder=REORDER.value,
                 ),
                 overwrite=OVERWRITE.value,
+                popularity_prior=POPULARITY_PRIOR.value,
             )
         )
     except ValueError as e:

@@ -35,7 +35,7 @@ import uuid
 
 import numpy as np
 
-from ssl_retrieval import evaluation, item_catalog
+from ssl_retrieval import evaluation, item_catalog, popularity
 from ssl_retrieval import index as index_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
@@ -66,8 +66,20 @@ def to_model_features(inputs: dict, features: list[dict]) -> dict:
 class SimilarItemsModule(tf.Module):
     """What the SavedModel holds; see the module docstring for the signatures."""
 
-    def __init__(self, model, item_ids, query_embeddings, index, max_k: int, features: list[dict]):
+    def __init__(
+        self,
+        model,
+        item_ids,
+        query_embeddings,
+        index,
+        max_k: int,
+        features: list[dict],
+        popularity_prior: float = 0.0,
+    ):
         super().__init__()
+        # With a popularity prior the index holds [item, log(1 + count)] and queries end in beta
+        # (popularity.py); a query from features gets the same last coordinate.
+        self.popularity_prior = float(popularity_prior)
         self.query_tower = model.query_tower
         self.item_tower = model.item_tower
         self.index = index
@@ -119,6 +131,9 @@ class SimilarItemsModule(tf.Module):
 
     def _similar_items_by_features(self, features, k):
         queries = self.query_tower(to_model_features(features, self.features))
+        if self.popularity_prior:
+            beta = tf.fill([tf.shape(queries)[0], 1], self.popularity_prior)
+            queries = tf.concat([queries, beta], axis=1)
         none = -tf.ones(tf.shape(queries)[:1], tf.int64)
         ids, scores = self._neighbours(queries, k, none)
         return {"ids": ids, "scores": scores}
@@ -139,6 +154,7 @@ class ExportConfig:
     tune: bool = True  # search and re-score more until min_recall is met (see build_index)
     scann: index_lib.ScannParams = index_lib.ScannParams()
     overwrite: bool = False
+    popularity_prior: str | float = "auto"  # beta, or "auto": the model dir's (popularity.py)
 
 
 README = """# ssl_retrieval export
@@ -208,6 +224,12 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         raise ValueError(f"{version_dir} exists; pass --overwrite to replace this version")
     data = evaluation.load_eval_data(data_dir)
     query_embeddings, item_embeddings = evaluation.embed_corpus(model, data_dir)
+    beta = evaluation.resolve_popularity_prior(config.model_dir, config.popularity_prior)
+    if beta:
+        prior = popularity.log_counts(data_dir, data.item_ids)
+        query_embeddings, item_embeddings = popularity.augment(
+            query_embeddings, item_embeddings, prior, beta
+        )
     n = len(data.item_ids)
     max_k = min(config.k, n - 1)
     logging.info("export: %d items, building the %s index", n, config.index)
@@ -217,7 +239,9 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         config, item_embeddings, query_embeddings[sample], max_k + 1
     )
     features = [{"name": f["name"], "kind": f["kind"]} for f in model.encoder.features]
-    module = SimilarItemsModule(model, data.item_ids, query_embeddings, index, max_k, features)
+    module = SimilarItemsModule(
+        model, data.item_ids, query_embeddings, index, max_k, features, beta
+    )
     info = {
         "version": step,
         "model_dir": os.path.abspath(config.model_dir),
@@ -225,6 +249,7 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         "method": model.config.method,
         "num_items": n,
         "embedding_dim": int(item_embeddings.shape[1]),
+        "popularity_prior": beta,
         "max_k": max_k,
         "index": config.index,
         "index_params": index.params,

@@ -647,3 +647,46 @@ def test_keep_alive_survives_a_400_and_slow_bodies_get_408(exported):
             assert received.startswith(b"HTTP/1.1 408"), received[:200]
             assert b"--body_timeout_seconds" in received
             assert time.time() - started < 5
+
+
+def test_popularity_prior_is_built_into_the_index(exported, tmp_path):
+    """With beta, both signatures rank by cos + beta * log(1 + training count), as evaluation does."""
+    from ssl_retrieval import evaluation, popularity
+
+    model_dir = exported["config"].model_dir
+    config = exporting.ExportConfig(
+        data_dir=None,
+        model_dir=model_dir,
+        export_dir=str(tmp_path / "export"),
+        k=20,
+        index="brute_force",
+        popularity_prior=0.3,
+    )
+    module, info = exporting.build(config)
+    assert info["popularity_prior"] == 0.3
+    model = exported["module"]
+    data_dir = info["data_dir"]
+    ids = np.array(evaluation.corpus_ids(data_dir))
+    prior = popularity.log_counts(data_dir, ids)
+    from ssl_retrieval import model as model_lib
+
+    trained = model_lib.load_from_model_dir(model_dir)
+    queries, items = evaluation.embed_corpus(trained, data_dir)
+    scores = queries @ items.T + 0.3 * prior[None, :]
+    row = int(np.where(ids == IDS[0])[0][0])
+    scores[row, row] = -np.inf
+    expected = ids[np.argsort(-scores[row])[:5]]
+    got = module.similar_items(tf.constant(IDS[:1]), tf.constant(5))
+    assert got["ids"].numpy().astype(str)[0].tolist() == expected.tolist()
+    np.testing.assert_allclose(
+        got["scores"].numpy()[0], np.sort(scores[row])[::-1][:5], rtol=1e-5, atol=1e-5
+    )
+    by_features = module.similar_items_by_features(signature_inputs(), tf.constant(5))
+    z = trained.query_tower(exporting.to_model_features(signature_inputs(), info["features"]))
+    feature_scores = z.numpy() @ items.T + 0.3 * prior[None, :]
+    np.testing.assert_allclose(
+        by_features["scores"].numpy(), -np.sort(-feature_scores)[:, :5], rtol=1e-5, atol=1e-5
+    )
+    # Without a prior the scores are the plain cosine.
+    plain = model.similar_items(tf.constant(IDS[:1]), tf.constant(5))["scores"].numpy()[0]
+    assert plain.max() <= 1.0 + 1e-5 < got["scores"].numpy()[0].max()
