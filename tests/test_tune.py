@@ -5,19 +5,19 @@ import os
 
 import pytest
 
-from ssl_retrieval import tune
+from ssl_retrieval import tuning
 
 GRID = {"alpha": [0.3, 0.1, 1.0], "dropout_rate": [0.3, 0.5]}
 
 
 def test_trial_points_are_distinct_seeded_and_start_with_the_defaults():
-    points = tune.trial_points(GRID, 4, seed=0)
+    points = tuning.trial_points(GRID, 4, seed=0)
     assert len(points) == 4 and points[0] == {"alpha": 0.3, "dropout_rate": 0.3}
     assert len({json.dumps(p, sort_keys=True) for p in points}) == 4
-    assert points == tune.trial_points(GRID, 4, seed=0)
-    assert points != tune.trial_points(GRID, 4, seed=1)
-    assert len(tune.trial_points(GRID, 100, seed=0)) == 6  # the whole grid, no repeats
-    assert tune.trial_points({}, 5, seed=0) == [{}]
+    assert points == tuning.trial_points(GRID, 4, seed=0)
+    assert points != tuning.trial_points(GRID, 4, seed=1)
+    assert len(tuning.trial_points(GRID, 100, seed=0)) == 6  # the whole grid, no repeats
+    assert tuning.trial_points({}, 5, seed=0) == [{}]
 
 
 def _flag(args, name):
@@ -62,7 +62,7 @@ def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path)
     path = tmp_path / "tuning.json"
     path.write_text(json.dumps(config))
     calls = []
-    summary = tune.run_tuning(str(path), runner=_fake_trainer(calls))
+    summary = tuning.run_tuning(str(path), runner=_fake_trainer(calls))
     assert summary["trials"] == len(calls) == 2 * (1 + 6)
     assert all("--validate_every=100" in c for c in calls)
     trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
@@ -82,7 +82,7 @@ def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path)
     assert "| 1.0 | cfm | 6 | alpha=1.0, dropout_rate=" in readme and "| 0.5000 |" in readme
     # Resuming: nothing is trained again.
     calls.clear()
-    tune.run_tuning(str(path), runner=_fake_trainer(calls))
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
     assert calls == []
 
 
@@ -91,4 +91,4 @@ def test_a_trial_that_did_not_validate_is_an_error(tmp_path):
     model_dir.mkdir()
     (model_dir / "train_metrics.json").write_text(json.dumps({"steps": 3}))
     with pytest.raises(ValueError, match="validate_every"):
-        tune._trial_record("baseline", "1.0", {}, str(model_dir))
+        tuning._trial_record("baseline", "1.0", {}, str(model_dir))
