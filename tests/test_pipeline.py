@@ -224,8 +224,9 @@ def test_records_read_back_with_the_schema(raw, output):
     spec["weight"] = tf.io.FixedLenFeature([], tf.float32)
     train = parse_all(str(out / schema.files["train"]), spec)
     evals = parse_all(str(out / schema.files["eval"]), spec)
+    validation = parse_all(str(out / schema.files["validation"]), spec)
     got = Counter()
-    for batch in (train, evals):
+    for batch in (train, evals, validation):
         queries, candidates = batch["query_item_id"].numpy(), batch["candidate_item_id"].numpy()
         for q, c in zip(queries, candidates, strict=True):
             got[(q[0].decode(), c[0].decode())] += 1
