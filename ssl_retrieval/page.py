@@ -20,7 +20,6 @@ the same status and message: unknown item 404 "unknown item id(s): ...", bad k 4
 from __future__ import annotations
 
 import importlib.resources
-import json
 import threading
 
 from fastapi import APIRouter, Request
@@ -161,10 +160,7 @@ def router(served: http_app.ModelHolder, compare: http_app.ModelHolder | None) -
     @routes.post("/page/similar_by_features")
     async def similar_by_features(request: Request):
         raw = await http_app._read_body(request, MAX_BODY_BYTES)
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise http_app.HttpError(400, f"the body is not valid JSON: {e}") from None
+        body = http_app._parse_json(raw)  # the API's parser: deep nesting, huge integers: 400
         if not isinstance(body, dict) or not isinstance(body.get("features"), dict):
             raise http_app.HttpError(400, "the body must be {'features': {...}, 'k': 10}")
         name = body.get("model", "served")

@@ -143,6 +143,9 @@ def test_bad_input_gets_the_apis_answers(client):
     )
     assert page.status_code == api.status_code == 400 and page.json() == api.json()
     assert client.post("/page/similar_by_features", content=b"{").status_code == 400
+    for odd in (b'{"features": ' + b"[" * 5_000, b'{"k": ' + b"9" * 5000 + b"}"):
+        answer = client.post("/page/similar_by_features", content=odd)
+        assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"]
     assert client.post("/page/similar_by_features", json={"k": 3}).status_code == 400
 
 
