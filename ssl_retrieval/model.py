@@ -431,8 +431,9 @@ class SSLRetrievalModel(tfrs.Model):
         return self.compute_losses(inputs, training)[0]
 
 
-def candidate_probabilities(data_dir: str) -> tuple[list[str], list[float]]:
-    """Each training candidate's share of training pairs (for logQ correction)."""
+def candidate_counts(data_dir: str) -> tuple[list[str], list[float], float]:
+    """(ids, share of training pairs, total pairs) of each training candidate: the one reader of
+    `stats/candidate_counts.tsv` (logQ correction, popularity prior)."""
     with open(os.path.join(data_dir, "stats.json")) as f:
         stats = json.load(f)
     ids, counts = [], []
@@ -442,7 +443,13 @@ def candidate_probabilities(data_dir: str) -> tuple[list[str], list[float]]:
             ids.append(item_id)
             counts.append(float(count))
     total = float(np.sum(counts)) or 1.0
-    return ids, [c / total for c in counts]
+    return ids, [c / total for c in counts], total
+
+
+def candidate_probabilities(data_dir: str) -> tuple[list[str], list[float]]:
+    """Each training candidate's share of training pairs (for logQ correction)."""
+    ids, shares, _ = candidate_counts(data_dir)
+    return ids, shares
 
 
 def build_model(config, data_dir: str | None = None) -> SSLRetrievalModel:

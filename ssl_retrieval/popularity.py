@@ -30,13 +30,10 @@ SLICES = ("all", "head", "tail", "cold")
 
 def log_counts(data_dir: str, item_ids) -> np.ndarray:
     """[N] float32 log(1 + training-candidate count) of each id of `item_ids`."""
-    with open(os.path.join(data_dir, "stats.json")) as f:
-        stats = json.load(f)
-    counts = {}
-    with open(os.path.join(data_dir, stats["files"]["candidate_counts"]), encoding="utf-8") as f:
-        for line in f:
-            item_id, count = line.rstrip("\n").split("\t")
-            counts[item_id] = float(count)
+    from ssl_retrieval import model as model_lib  # noqa: PLC0415  (imports TensorFlow)
+
+    ids, shares, total = model_lib.candidate_counts(data_dir)
+    counts = dict(zip(ids, (s * total for s in shares), strict=True))
     return np.log1p(np.array([counts.get(str(i), 0.0) for i in item_ids], np.float32))
 
 
