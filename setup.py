@@ -37,8 +37,8 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["ssl_retrieval", "ssl_retrieval.*", "pipelines", "pipelines.*"]
     ),
-    # The browser page (ssl_retrieval/page.py): plain HTML, JS and CSS, no build step.
-    package_data={"ssl_retrieval": ["static/*"]},
+    # The browser page (ssl_retrieval/serving/page.py): plain HTML, JS and CSS, no build step.
+    package_data={"ssl_retrieval.serving": ["static/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

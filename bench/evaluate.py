@@ -1,7 +1,7 @@
 """Benchmark of whole-corpus evaluation (issue 5): 63k items x 30k queries by default.
 
 Prints JSON lines, measured in this run on the same embeddings and eval pairs:
-  {"figure": "evaluate", "method": "chunked_tf", ...}   ssl_retrieval.evaluation.evaluate (what
+  {"figure": "evaluate", "method": "chunked_tf", ...}   ssl_retrieval.evaluation.evaluator.evaluate (what
                                                         the evaluator runs: chunked top-k + metrics)
   {"figure": "evaluate", "method": "numpy_full", ...}   one [batch, N] numpy matmul + argpartition
                                                         per query batch, the obvious alternative
@@ -23,7 +23,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ssl_retrieval import evaluation, metrics, retrieval  # noqa: E402
+from ssl_retrieval.evaluation import (
+    evaluator,  # noqa: E402
+    metrics,  # noqa: E402
+    topk,  # noqa: E402
+)
 
 
 def emit(**fields):
@@ -40,7 +44,7 @@ def synthetic_eval_data(num_items, num_queries, rng):
     keep = eval_query != eval_candidate
     head = np.zeros(num_items, bool)
     head[: num_items // 10] = True
-    return evaluation.EvalData(
+    return evaluator.EvalData(
         item_ids=np.array([f"item{i}" for i in range(num_items)]),
         eval_query=eval_query[keep],
         eval_candidate=eval_candidate[keep],
@@ -87,8 +91,8 @@ def main():
     for method in ("chunked_tf", "numpy_full"):
         started = time.perf_counter()
         if method == "chunked_tf":
-            scorer = retrieval.embedding_scorer(embeddings, embeddings)
-            results[method] = evaluation.evaluate(data, scorer, ks)
+            scorer = topk.embedding_scorer(embeddings, embeddings)
+            results[method] = evaluator.evaluate(data, scorer, ks)
         else:
             results[method] = numpy_full(data, embeddings, ks)
         seconds = time.perf_counter() - started

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from pipelines import mutual_information, preprocess_lib, raw_io, readers, vocabulary  # noqa: E402
+from pipelines import mutual_information, pipeline, raw_io, readers, vocabulary  # noqa: E402
 from ssl_retrieval import schema as schema_lib  # noqa: E402
 from ssl_retrieval.sources import jsonl as source_files  # noqa: E402
 from ssl_retrieval.sources import synthetic  # noqa: E402
@@ -160,7 +160,7 @@ def bench_read(work_dir: str, num_items: int, num_pairs: int) -> None:
         counts_file = os.path.join(work_dir, f"read_counts_{fmt}")
         start = time.time()
         with beam.Pipeline(
-            runner=preprocess_lib.local_runner(PipelineOptions([])), options=PipelineOptions([])
+            runner=pipeline.local_runner(PipelineOptions([])), options=PipelineOptions([])
         ) as p:
             items = (
                 p
@@ -248,7 +248,7 @@ def main():
         modes = ()
     for mode, beam_args in modes:
         out = os.path.join(args.work_dir, f"data_{mode}")
-        config = preprocess_lib.PreprocessConfig(
+        config = pipeline.PreprocessConfig(
             items=os.path.join(raw, "items*.jsonl"),
             pairs=os.path.join(raw, "pairs*.jsonl"),
             schema=os.path.join(raw, "schema.json"),
@@ -256,7 +256,7 @@ def main():
             overwrite=True,
         )
         start = time.time()
-        summary = preprocess_lib.run(config, beam_args)
+        summary = pipeline.run(config, beam_args)
         seconds = time.time() - start
         counts = summary["counts"]
         emit(
@@ -299,7 +299,7 @@ def main():
     dense = {name: {"mean": m, "std": s} for name, (m, s) in dense_stats.items()}
     start = time.time()
     with beam.Pipeline(
-        runner=preprocess_lib.local_runner(PipelineOptions([])), options=PipelineOptions([])
+        runner=pipeline.local_runner(PipelineOptions([])), options=PipelineOptions([])
     ) as p:
         sums = (
             p

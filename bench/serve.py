@@ -48,10 +48,16 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssl_retrieval import config as config_lib  # noqa: E402
-from ssl_retrieval import exporting, http_app, serving, testing, training  # noqa: E402
-from ssl_retrieval import index as index_lib  # noqa: E402
 from ssl_retrieval import model as model_lib  # noqa: E402
+from ssl_retrieval import testing  # noqa: E402
 from ssl_retrieval.compat import tf  # noqa: E402
+from ssl_retrieval.serving import (
+    api,  # noqa: E402
+    exporter,  # noqa: E402
+    http_app,  # noqa: E402
+)
+from ssl_retrieval.serving import index as index_lib  # noqa: E402
+from ssl_retrieval.training import trainer  # noqa: E402
 
 EMITTED = []  # the --out file, if any
 
@@ -119,15 +125,15 @@ def write_export(root: str, item_ids, embeddings, index, max_k: int) -> str:
         embedding_dim=8,
         train_steps=2,
     )
-    training.run(config)
+    trainer.run(config)
     model = model_lib.load_from_model_dir(model_dir)
     features = [{"name": f["name"], "kind": f["kind"]} for f in model.encoder.features]
-    module = exporting.SimilarItemsModule(model, item_ids, embeddings, index, max_k, features)
-    export_config = exporting.ExportConfig(
+    module = exporter.SimilarItemsModule(model, item_ids, embeddings, index, max_k, features)
+    export_config = exporter.ExportConfig(
         data_dir=data_dir, model_dir=model_dir, export_dir=os.path.join(root, "export")
     )
     info = {"version": 1, "max_k": max_k, "recall_at_10_vs_brute_force": 1.0, "features": features}
-    return exporting.write(module, info, export_config)
+    return exporter.write(module, info, export_config)
 
 
 def rss_mb() -> float:
@@ -137,7 +143,7 @@ def rss_mb() -> float:
 
 def api_rate(export_dir: str, item_ids, queries: int, k: int) -> dict:
     """The Python API answering one query at a time: the in-process rate HTTP is compared with."""
-    model = serving.load(export_dir)
+    model = api.load(export_dir)
     rng = np.random.default_rng(1)
     picks = [item_ids[int(i)] for i in rng.integers(len(item_ids), size=queries)]
     for item in picks[:20]:

@@ -52,7 +52,7 @@ for reference in top_popular feature_knn cooccurrence; do
 done
 "$PY" - "$OUT" <<'PY'
 import json, sys
-from ssl_retrieval.evaluation import slice_table
+from ssl_retrieval.evaluation.evaluator import slice_table
 out = sys.argv[1]
 paths = {"model (demo recipe)": f"{out}/model/metrics.json"}
 paths.update({r: f"{out}/reference/{r}.json" for r in ("top_popular", "feature_knn", "cooccurrence")})

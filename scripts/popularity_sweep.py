@@ -8,8 +8,9 @@ fixed sample of 4,000 validation queries. Prints one line per beta.
 
 import sys
 
-from ssl_retrieval import evaluation, popularity, retrieval
 from ssl_retrieval import model as model_lib
+from ssl_retrieval import popularity
+from ssl_retrieval.evaluation import evaluator, topk
 
 SLICES = ("all", "head", "tail", "cold")
 
@@ -18,14 +19,14 @@ def main(argv):
     model_dir = argv[1]
     data_dir = argv[2] if len(argv) > 2 else "runs/debian/data"
     betas = [float(b) for b in (argv[3] if len(argv) > 3 else "0,0.02,0.05,0.1").split(",")]
-    data = evaluation.load_eval_data(data_dir, "validation")
-    data = evaluation.sample_queries(data, 4000, seed=0)
+    data = evaluator.load_eval_data(data_dir, "validation")
+    data = evaluator.sample_queries(data, 4000, seed=0)
     model = model_lib.load_from_model_dir(model_dir, data_dir)
-    queries, items = evaluation.embed_corpus(model, data_dir)
+    queries, items = evaluator.embed_corpus(model, data_dir)
     prior = popularity.log_counts(data_dir, data.item_ids)
     for beta in betas:
-        scorer = retrieval.embedding_scorer(*popularity.augment(queries, items, prior, beta))
-        metrics = evaluation.evaluate(data, scorer, ks=(10, 50))
+        scorer = topk.embedding_scorer(*popularity.augment(queries, items, prior, beta))
+        metrics = evaluator.evaluate(data, scorer, ks=(10, 50))
         cells = " ".join(f"{s} {metrics[s]['recall@50']:.3f}" for s in SLICES)
         print(f"beta {beta:5.3f} {cells} recall@10 {metrics['all']['recall@10']:.3f}", flush=True)
 

@@ -17,16 +17,16 @@ __version__ = "0.1.0"
 
 
 def load(export_dir: str):
-    """Loads an exported model for "items similar to X" queries (see `ssl_retrieval.serving`).
+    """Loads an exported model for "items similar to X" queries (see `ssl_retrieval.serving.api`).
 
     Args:
       export_dir: an export directory written by `python -m ssl_retrieval.export`, either one
         version directory or its parent (the newest version is taken).
 
     Returns:
-      A `ssl_retrieval.serving.SimilarItems` with `.similar(item_ids, k)` and
+      A `ssl_retrieval.serving.api.SimilarItems` with `.similar(item_ids, k)` and
       `.similar_by_features(records, k)`.
     """
-    from ssl_retrieval import serving  # noqa: PLC0415  (imports TensorFlow and ScaNN)
+    from ssl_retrieval.serving import api  # noqa: PLC0415  (imports TensorFlow and ScaNN)
 
-    return serving.load(export_dir)
+    return api.load(export_dir)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ssl_retrieval.compat import tf
 
-MASKING_METHODS = ("cfm", "rfm", "rfm_no_compl", "fm", "none")
+MASKING_PATTERNS = ("cfm", "rfm", "rfm_no_compl", "fm", "none")
 MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")
 
 
@@ -69,7 +69,7 @@ def _random_subset(num_features: int, size: int, seed) -> tf.Tensor:
 class FeatureMasker(tf.keras.layers.Layer):
     """Two feature masks per batch for the two SSL views (True = masked).
 
-    Methods:
+    Patterns:
       cfm:          a seed feature uniform over k, masked with its most MI-correlated features
                     (mask_size in total) in view A; view B masks the complement.
       rfm:          a uniformly random subset of mask_size features in A, the complement in B.
@@ -79,7 +79,7 @@ class FeatureMasker(tf.keras.layers.Layer):
 
     Args:
       num_features: k.
-      method: one of MASKING_METHODS.
+      pattern: one of MASKING_PATTERNS.
       mutual_info: [k, k] correlation matrix (cfm only; see `correlation_matrix`).
       mask_size: features masked in view A; default k // 2.
       unranked_features: indices never chosen as another seed's correlate (cfm only), e.g. the
@@ -91,7 +91,7 @@ class FeatureMasker(tf.keras.layers.Layer):
     def __init__(
         self,
         num_features: int,
-        method: str,
+        pattern: str,
         mutual_info=None,
         mask_size: int | None = None,
         fixed_features=None,
@@ -100,23 +100,23 @@ class FeatureMasker(tf.keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if method not in MASKING_METHODS:
-            raise ValueError(f"method must be one of {list(MASKING_METHODS)}, got {method!r}")
-        if num_features < 2 and method != "none":
+        if pattern not in MASKING_PATTERNS:
+            raise ValueError(f"pattern must be one of {list(MASKING_PATTERNS)}, got {pattern!r}")
+        if num_features < 2 and pattern != "none":
             raise ValueError(f"num_features must be >= 2 to mask, got {num_features}")
         k = num_features
         if mask_size is None:
             mask_size = max(1, k // 2)
-        if method in ("cfm", "rfm", "rfm_no_compl") and not 1 <= mask_size <= k - 1:
+        if pattern in ("cfm", "rfm", "rfm_no_compl") and not 1 <= mask_size <= k - 1:
             raise ValueError(f"mask_size must be in [1, {k - 1}] for {k} features, got {mask_size}")
-        if method == "cfm":
+        if pattern == "cfm":
             if mutual_info is None:
-                raise ValueError("mutual_info is required for method 'cfm'")
+                raise ValueError("mutual_info is required for pattern 'cfm'")
             mi = np.asarray(mutual_info, dtype=np.float64)
             if mi.shape != (k, k):
                 raise ValueError(f"mutual_info must be [{k}, {k}], got shape {list(mi.shape)}")
             mutual_info = mi.tolist()
-        if method == "fm":
+        if pattern == "fm":
             fixed = sorted(set(fixed_features or []))
             if not fixed or fixed[0] < 0 or fixed[-1] >= k or len(fixed) == k:
                 raise ValueError(
@@ -125,13 +125,13 @@ class FeatureMasker(tf.keras.layers.Layer):
                 )
             fixed_features = fixed
         self.num_features = int(k)
-        self.method = method
-        self.mutual_info = mutual_info if method == "cfm" else None
+        self.pattern = pattern
+        self.mutual_info = mutual_info if pattern == "cfm" else None
         self.mask_size = int(mask_size)
-        self.fixed_features = fixed_features if method == "fm" else None
+        self.fixed_features = fixed_features if pattern == "fm" else None
         self.seed = int(seed)
         self.unranked_features = sorted(int(j) for j in (unranked_features or []))
-        if method == "cfm":
+        if pattern == "cfm":
             # Row f: the seed f first, then the others by correlation with f (desc), unranked
             # features last, ties by index.
             unranked = set(self.unranked_features)
@@ -147,24 +147,24 @@ class FeatureMasker(tf.keras.layers.Layer):
 
     def call(self, step):
         k = self.num_features
-        if self.method == "none":
+        if self.pattern == "none":
             none = tf.zeros([k], tf.bool)
             return none, none
-        if self.method == "fm":
+        if self.pattern == "fm":
             keep_a = tf.scatter_nd(
                 [[i] for i in self.fixed_features],
                 tf.ones([len(self.fixed_features)], tf.bool),
                 [k],
             )
             return ~keep_a, keep_a
-        if self.method == "cfm":
+        if self.pattern == "cfm":
             seed_feature = tf.random.stateless_uniform(
                 [], seed=_stateless_seed(self.seed, 1, step), maxval=k, dtype=tf.int32
             )
             mask_a = tf.gather(self._masked_by_seed, seed_feature)
             return mask_a, ~mask_a
         mask_a = _random_subset(k, self.mask_size, _stateless_seed(self.seed, 2, step))
-        if self.method == "rfm":
+        if self.pattern == "rfm":
             return mask_a, ~mask_a
         mask_b = _random_subset(k, self.mask_size, _stateless_seed(self.seed, 3, step))
         return mask_a, mask_b
@@ -173,7 +173,7 @@ class FeatureMasker(tf.keras.layers.Layer):
         return {
             **super().get_config(),
             "num_features": self.num_features,
-            "method": self.method,
+            "pattern": self.pattern,
             "mutual_info": self.mutual_info,
             "mask_size": self.mask_size,
             "fixed_features": self.fixed_features,

@@ -11,19 +11,10 @@ import dataclasses
 import json
 import os
 
-METHODS = (
-    "baseline",
-    "fd",
-    "so",
-    "cfm",
-    "rfm",
-    "rfm_no_compl",
-    "cfm_no_dropout",
-    "no_masking",
-    "fm",
-    "fd_ssl",
-    "fd_ssl+fm",
-)
+from ssl_retrieval import methods
+from ssl_retrieval.cli import option
+
+METHODS = methods.NAMES
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SO_LOSSES = ("square", "softmax")
@@ -36,46 +27,107 @@ PATH_FIELDS = ("data_dir", "model_dir")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Every option of a training run. See `python -m ssl_retrieval.train --help`."""
+    """Every option of a training run; each field is the flag of the same name
+    (`python -m ssl_retrieval.train --help`)."""
 
-    data_dir: str
-    model_dir: str
-    method: str = "baseline"
-    batch_size: int = 1024
-    ssl_batch_size: int | None = None
-    learning_rate: float = 0.1
-    optimizer: str = "adagrad"
-    epochs: float = 5.0
-    train_steps: int | None = None
-    embedding_dim: int = 64
-    hidden_layers: tuple[int, ...] = (1024, 128)
-    share_towers: bool = False
-    temperature: float = 0.07
-    ssl_temperature: float = 0.07
-    alpha: float = 0.3
-    dropout_rate: float = 0.3
-    mask_size: int | None = None
-    so_loss: str = "softmax"
-    fm_features: tuple[str, ...] = ()
-    fm_hidden_layers: tuple[int, ...] = (128,)
-    sampling_correction: bool = False
-    correction_strength: float = 1.0
-    mixed_negatives: bool = False
-    symmetric_loss: bool = False
-    id_min_count: int = 0
-    id_dropout: float = 0.0
-    mi_normalization: str = "none"
-    cfm_exclude_id: bool = False
-    validate_every: int = 0
-    validation_queries: int = 2000
-    patience: int = 0
-    choose_popularity_prior: bool = True
-    seed: int = 0
-    strategy: str = "default"
-    cross_replica_negatives: bool = True
-    checkpoint_every: int = 500
-    log_every: int = 50
-    overwrite: bool = False
+    data_dir: str = option(help="Preprocessed data dir (python -m pipelines.preprocess).")
+    model_dir: str = option(help="Where checkpoints, logs and config.json go.")
+    method: str = option("baseline", methods.help_text(), enum=METHODS)
+    batch_size: int = option(1024, "Global batch of pairs (the in-batch negatives).")
+    ssl_batch_size: int | None = option(
+        None, "Global batch of uniform items for the SSL loss (default: batch_size)."
+    )
+    learning_rate: float = option(0.1, "Learning rate.")
+    optimizer: str = option("adagrad", "Optimizer (paper: adagrad).", enum=OPTIMIZERS)
+    epochs: float = option(5.0, "Passes over the training pairs (ignored with --train_steps).")
+    train_steps: int | None = option(None, "Training steps; overrides --epochs.")
+    embedding_dim: int = option(64, "Feature embedding size (schema may override).")
+    hidden_layers: tuple[int, ...] = option(
+        (1024, 128), "Tower MLP sizes; the last is the embedding size (paper 1024,128)."
+    )
+    share_towers: bool = option(False, "One MLP for queries and items.")
+    temperature: float = option(0.07, "Main batch-softmax temperature (eq. 6).")
+    ssl_temperature: float = option(0.07, "SSL (and softmax spread-out) temperature.")
+    alpha: float = option(0.3, "Weight of the SSL / spread-out loss (eq. 5).")
+    dropout_rate: float = option(
+        0.3, "Value dropout in SSL views; feature dropout rate for fd and fd_ssl."
+    )
+    mask_size: int | None = option(
+        None, "Features masked in one SSL view (default: half of them, seed included)."
+    )
+    so_loss: str = option("softmax", "Spread-out form for --method=so.", enum=SO_LOSSES)
+    fm_features: tuple[str, ...] = option(
+        (), "fm: the features one view keeps (the other keeps the rest)."
+    )
+    fm_hidden_layers: tuple[int, ...] = option((128,), "fm: sizes of the two separate heads.")
+    sampling_correction: bool = option(
+        False, "logQ correction of in-batch negatives by candidate frequency."
+    )
+    correction_strength: float = option(
+        1.0,
+        "Tempered logQ: subtract strength x log(expected count) from each negative's logit "
+        "(1 = the full correction, 0 = none). Only with --sampling_correction.",
+    )
+    mixed_negatives: bool = option(
+        False,
+        "Mixed negative sampling (Yang et al. 2020): the batch of uniform corpus items is added "
+        "to the in-batch negatives of the main loss, so tail items are negatives too.",
+    )
+    symmetric_loss: bool = option(
+        False,
+        "Also train each pair in the reverse direction (candidate -> query): links as undirected.",
+    )
+    id_min_count: int = option(
+        0,
+        "Items in fewer training pairs (as query or candidate) than this get no id embedding of "
+        "their own: the id falls back to its learned default and the features carry the item. "
+        "0 = every corpus id has one (untrained for cold items).",
+    )
+    id_dropout: float = option(
+        0.0,
+        "Share of training examples whose id is replaced by its default embedding, so the "
+        "towers learn to represent items from their features (what cold items have).",
+    )
+    mi_normalization: str = option(
+        "none",
+        "CFM ranks correlates by mutual information: none (raw, the paper), min I/min(Hi,Hj), "
+        "mean 2I/(Hi+Hj), sqrt I/sqrt(HiHj).",
+        enum=MI_NORMALIZATIONS,
+    )
+    cfm_exclude_id: bool = option(
+        False,
+        "Never pick the id feature as a correlate in CFM (its raw MI with any feature is maximal).",
+    )
+    validate_every: int = option(
+        0,
+        "Steps between validation evaluations (Recall@50 over the whole corpus on the "
+        "validation split); the best checkpoint is kept in <model_dir>/best. 0 = never.",
+    )
+    validation_queries: int = option(
+        2000, "Validation queries evaluated each time (a fixed random sample)."
+    )
+    patience: int = option(
+        0, "Stop after this many validations without a better Recall@50 (0 = train all steps)."
+    )
+    choose_popularity_prior: bool = option(
+        True,
+        "With --validate_every: after training, choose on validation the weight beta of the "
+        "retrieval-time popularity prior cos + beta*log(1+count) (popularity_prior.json; used "
+        "by evaluate and export unless they are told otherwise).",
+    )
+    seed: int = option(0, "Seed of initialisation, shuffles and augmentations.")
+    strategy: str = option("default", "tf.distribute strategy.", enum=STRATEGIES)
+    cross_replica_negatives: bool = option(
+        True, "With several replicas, negatives are the global batch."
+    )
+    checkpoint_every: int = option(500, "Steps between checkpoints.")
+    log_every: int = option(50, "Steps between progress lines and TensorBoard points.")
+    overwrite: bool = option(False, "Delete a --model_dir holding a different run.")
+
+    @property
+    def method_parts(self) -> methods.Method:
+        """The parts of `method` (methods.py)."""
+        return methods.get(self.method)
 
     @property
     def effective_ssl_batch_size(self) -> int:
@@ -148,14 +200,14 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        uses_fm = "fm" in self.method.split("+")
+        uses_fm = methods.get(self.method).fm
         if uses_fm and not self.fm_features:
             raise ValueError(f"--fm_features is required for --method={self.method}")
         if self.fm_features and not uses_fm:
             raise ValueError(
                 f"--fm_features applies to --method=fm or fd_ssl+fm, not {self.method}"
             )
-        if self.method in ("fd", "fd_ssl", "fd_ssl+fm", "no_masking") and self.dropout_rate == 0:
+        if methods.get(self.method).needs_dropout_rate and self.dropout_rate == 0:
             raise ValueError(f"--method={self.method} needs --dropout_rate > 0")
         if feature_names is not None:
             unknown = [f for f in self.fm_features if f not in feature_names]

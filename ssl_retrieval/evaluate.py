@@ -9,10 +9,9 @@ query item itself excluded); Recall@K, MAP@K and per-pair recall, overall and on
 and cold slices. Writes metrics JSON (default <model_dir>/metrics.json) and prints a table.
 """
 
-import logging
-import sys
-
 from absl import app, flags
+
+from ssl_retrieval import cli
 
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Preprocessed data dir.")
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "Trained model dir (for --recommender=model).")
@@ -47,32 +46,27 @@ OUTPUT = flags.DEFINE_string(
 flags.mark_flag_as_required("data_dir")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
-    try:
-        ks = [int(k) for k in KS.value]
-        if not ks or min(ks) < 1:
-            raise ValueError(f"--ks must be positive integers, got {KS.value}")
-        from ssl_retrieval import evaluation  # noqa: PLC0415  (imports TensorFlow)
+def _evaluate() -> str:
+    ks = [int(k) for k in KS.value]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"--ks must be positive integers, got {KS.value}")
+    from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415  (imports TensorFlow)
 
-        out = evaluation.run(
-            DATA_DIR.value,
-            recommender=RECOMMENDER.value,
-            model_dir=MODEL_DIR.value,
-            ks=ks,
-            exclude_train_positives=EXCLUDE_TRAIN.value,
-            output=OUTPUT.value,
-            split=SPLIT.value,
-            popularity_prior=POPULARITY_PRIOR.value,
-        )
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(evaluation.format_table(out["metrics"], ks))
-    print(f"evaluate: {out['recommender']} in {out['seconds']}s -> {out['output']}")
+    out = evaluator.run(
+        DATA_DIR.value,
+        recommender=RECOMMENDER.value,
+        model_dir=MODEL_DIR.value,
+        ks=ks,
+        exclude_train_positives=EXCLUDE_TRAIN.value,
+        output=OUTPUT.value,
+        split=SPLIT.value,
+        popularity_prior=POPULARITY_PRIOR.value,
+    )
+    table = evaluator.format_table(out["metrics"], ks)
+    return f"{table}\nevaluate: {out['recommender']} in {out['seconds']}s -> {out['output']}"
 
+
+main = cli.main(_evaluate)
 
 if __name__ == "__main__":
     app.run(main)

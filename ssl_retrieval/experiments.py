@@ -20,19 +20,12 @@ The config (JSON):
   tsne: {"methods", "fraction", "seed", "color_by", "sample", "top_values"}
 """
 
-from __future__ import annotations
-
-import dataclasses
 import json
-import logging
-import os
-import subprocess
-import sys
-from collections.abc import Callable
 
 from absl import app, flags
 
-from ssl_retrieval import report
+from ssl_retrieval import cli
+from ssl_retrieval.experimentation import runner
 
 CONFIG = flags.DEFINE_string("config", None, "Experiment config JSON (configs/experiments/).")
 REPORT_ONLY = flags.DEFINE_bool(
@@ -41,225 +34,18 @@ REPORT_ONLY = flags.DEFINE_bool(
     "Train nothing: report the runs finished so far (references and t-SNE are still computed).",
 )
 DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs and exit.")
+flags.mark_flag_as_required("config")
 
 
-@dataclasses.dataclass(frozen=True)
-class Run:
-    method: str
-    fraction: str
-    seed: int
-    params: tuple = ()  # ((flag, value),) of a sweep point
-
-    @property
-    def run_id(self) -> str:
-        suffix = "".join(f"_{k}={v}" for k, v in self.params)
-        return f"{self.fraction}/{self.method}{suffix}/seed{self.seed}"
+def _experiments() -> str:
+    if DRY_RUN.value:
+        with open(CONFIG.value) as f:
+            return "\n".join(run.run_id for run in runner.plan(json.load(f)))
+    summary = runner.run_experiment(CONFIG.value, report_only=REPORT_ONLY.value)
+    return f"experiments: {summary['results']} runs -> {summary['output_dir']}/report.md"
 
 
-def plan(config: dict) -> list[Run]:
-    """Every run the tables and sweeps need, deduplicated, in a stable order.
-
-    Seeds are the outer loop, so an experiment stopped early has every table cell with fewer
-    seeds rather than some cells complete and others empty. Sweep points come last.
-    """
-    runs: dict[str, Run] = {}
-    seeds = config.get("seeds", [0])
-    for seed in seeds:
-        for spec in config.get("tables", {}).values():
-            for fraction in spec["fractions"]:
-                for method in spec["methods"]:
-                    run = Run(method, fraction, seed)
-                    runs.setdefault(run.run_id, run)
-    for param, sweep in config.get("sweeps", {}).items():
-        for method in sweep["methods"]:
-            for value in sweep["values"]:
-                for seed in sweep.get("seeds", seeds):
-                    run = Run(method, sweep["fraction"], seed, ((param, value),))
-                    runs.setdefault(run.run_id, run)
-    return list(runs.values())
-
-
-def commands(config: dict, run: Run) -> tuple[list[str], list[str], str]:
-    model_dir = os.path.join(config["runs_dir"], run.run_id)
-    data_dir = config["data_dirs"][run.fraction]
-    flagfile = config["methods"][run.method]
-    if isinstance(flagfile, dict):
-        flagfile = flagfile[run.fraction]
-    train = [
-        sys.executable,
-        "-m",
-        "ssl_retrieval.train",
-        f"--flagfile={flagfile}",
-        f"--data_dir={data_dir}",
-        f"--model_dir={model_dir}",
-        f"--seed={run.seed}",
-        *config.get("fraction_flags", {}).get(run.fraction, []),
-        *config.get("extra_flags", []),
-        *[f"--{k}={v}" for k, v in run.params],
-    ]
-    evaluate = [
-        sys.executable,
-        "-m",
-        "ssl_retrieval.evaluate",
-        f"--data_dir={data_dir}",
-        f"--model_dir={model_dir}",
-        f"--ks={','.join(str(k) for k in config.get('ks', [10, 50]))}",
-    ]
-    return train, evaluate, model_dir
-
-
-def _default_runner(args: list[str]) -> None:
-    result = subprocess.run(args, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
-
-
-def _result_record(run: Run, model_dir: str) -> dict:
-    with open(os.path.join(model_dir, "metrics.json")) as f:
-        metrics = json.load(f)
-    record = {
-        "run_id": run.run_id,
-        "method": run.method,
-        "fraction": run.fraction,
-        "seed": run.seed,
-        "params": dict(run.params),
-        "metrics": metrics["metrics"],
-    }
-    train_metrics = os.path.join(model_dir, "train_metrics.json")
-    if os.path.exists(train_metrics):
-        with open(train_metrics) as f:
-            record["train"] = json.load(f)
-    return record
-
-
-def _write_jsonl(path: str, records: list[dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def run_experiment(
-    config_path: str, report_only: bool = False, runner: Callable[[list[str]], None] | None = None
-) -> dict:
-    """Runs (or resumes) every run of the config, then writes the report. Returns a summary."""
-    with open(config_path) as f:
-        config = json.load(f)
-    out_dir = config["output_dir"]
-    os.makedirs(out_dir, exist_ok=True)
-    results_path = os.path.join(out_dir, "results.jsonl")
-    references_path = os.path.join(out_dir, "references.jsonl")
-    runner = runner or _default_runner
-    runs = plan(config)
-    results, skipped = [], 0
-    for i, run in enumerate(runs):
-        train, evaluate, model_dir = commands(config, run)
-        if os.path.exists(os.path.join(model_dir, "metrics.json")):
-            skipped += 1
-        elif report_only:
-            continue
-        else:
-            logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
-            runner(train)
-            runner(evaluate)
-        results.append(_result_record(run, model_dir))
-        _write_jsonl(results_path, results)
-    logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))
-    references = _references(config, runner)
-    _write_jsonl(references_path, references)
-    _tsne(config, out_dir)
-    report.write_report(results, references, config, out_dir)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-    return {"runs": len(runs), "results": len(results), "output_dir": out_dir}
-
-
-def _references(config: dict, runner) -> list[dict]:
-    records = []
-    for fraction, data_dir in config["data_dirs"].items():
-        for name in config.get("references", []):
-            output = os.path.join(config["runs_dir"], fraction, "reference", f"{name}.json")
-            if not os.path.exists(output):
-                runner(
-                    [
-                        sys.executable,
-                        "-m",
-                        "ssl_retrieval.evaluate",
-                        f"--data_dir={data_dir}",
-                        f"--recommender={name}",
-                        f"--output={output}",
-                        f"--ks={','.join(str(k) for k in config.get('ks', [10, 50]))}",
-                    ]
-                )
-            with open(output) as f:
-                records.append({"recommender": name, "fraction": fraction, **json.load(f)})
-    return records
-
-
-def _tsne(config: dict, out_dir: str) -> None:
-    """Figure 4: t-SNE of item embeddings coloured by a categorical feature, per method."""
-    spec = config.get("tsne")
-    if not spec:
-        return
-    import numpy as np  # noqa: PLC0415
-    from sklearn.manifold import TSNE  # noqa: PLC0415
-
-    from ssl_retrieval import data as data_lib  # noqa: PLC0415
-    from ssl_retrieval import evaluation, model  # noqa: PLC0415
-
-    data_dir = config["data_dirs"][spec["fraction"]]
-    labels = []
-    for batch in data_lib.items_dataset(data_dir, 4096):
-        labels += [
-            row[0].decode() if len(row) else "-" for row in batch[spec["color_by"]].to_list()
-        ]
-    counts: dict[str, int] = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
-    top = sorted(counts, key=lambda v: -counts[v])[: spec.get("top_values", 8)]
-    candidates = np.array([i for i, label in enumerate(labels) if label in top])
-    rng = np.random.default_rng(0)
-    sample = rng.choice(
-        candidates, size=min(spec.get("sample", 3000), len(candidates)), replace=False
-    )
-    panels = {}
-    for method in spec["methods"]:
-        model_dir = os.path.join(
-            config["runs_dir"], Run(method, spec["fraction"], spec["seed"]).run_id
-        )
-        trained = model.load_from_model_dir(model_dir, data_dir)
-        _, items = evaluation.embed_corpus(trained, data_dir)
-        xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(
-            items[sample]
-        )
-        panels[method] = (xy, [labels[i] for i in sample])
-    report.tsne_figure(
-        panels,
-        os.path.join(out_dir, "figure4_tsne.png"),
-        f"Item embeddings coloured by {spec['color_by']} (t-SNE)",
-    )
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
-    if CONFIG.value is None:
-        raise app.UsageError("--config is required")
-    try:
-        if DRY_RUN.value:
-            with open(CONFIG.value) as f:
-                config = json.load(f)
-            for run in plan(config):
-                print(run.run_id)
-            return
-        summary = run_experiment(CONFIG.value, report_only=REPORT_ONLY.value)
-    except (ValueError, KeyError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(f"experiments: {summary['results']} runs -> {summary['output_dir']}/report.md")
-
+main = cli.main(_experiments, errors=(ValueError, KeyError, OSError, RuntimeError))
 
 if __name__ == "__main__":
     app.run(main)

@@ -9,80 +9,28 @@ its build time and its Recall@10 against brute force on a sample of corpus items
 reaches it (--notune: keep the given parameters); a loud warning if it still does not.
 """
 
-import logging
-import sys
+from absl import app
 
-from absl import app, flags
+from ssl_retrieval import cli
+from ssl_retrieval.serving.config import ExportConfig, ScannParams
 
-DATA_DIR = flags.DEFINE_string("data_dir", None, "Data dir (default: the one in config.json).")
-MODEL_DIR = flags.DEFINE_string("model_dir", None, "Trained model dir.")
-EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Where the numbered version goes.")
-INDEX = flags.DEFINE_enum("index", "scann", ["scann", "brute_force"], "Nearest-neighbour index.")
-K = flags.DEFINE_integer("k", 100, "Largest k a query may ask for.")
-MIN_RECALL = flags.DEFINE_float(
-    "min_recall",
-    0.95,
-    "Recall@10 against brute force the index must reach (tuned to it, or warned).",
-)
-TUNE = flags.DEFINE_bool(
-    "tune", True, "Double ScaNN's leaves searched and --reorder until --min_recall is met."
-)
-RECALL_SAMPLE = flags.DEFINE_integer("recall_sample", 1000, "Corpus items used to measure recall.")
-NUM_LEAVES = flags.DEFINE_integer("num_leaves", None, "ScaNN tree leaves (default ~sqrt(N)).")
-LEAVES_TO_SEARCH = flags.DEFINE_integer(
-    "num_leaves_to_search", None, "ScaNN leaves searched per query (default ~10% of leaves)."
-)
-THRESHOLD = flags.DEFINE_float(
-    "anisotropic_quantization_threshold", 0.2, "ScaNN anisotropic quantisation threshold."
-)
-REORDER = flags.DEFINE_integer("reorder", 200, "ScaNN candidates re-scored exactly.")
-OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version directory.")
-POPULARITY_PRIOR = flags.DEFINE_string(
-    "popularity_prior",
-    "auto",
-    "beta of the popularity prior cos + beta*log(1+training count) built into the index: auto = "
-    "the one chosen on validation when the model was trained (0 if none), 0 = pure cosine.",
-)
-
-flags.mark_flags_as_required(["model_dir", "export_dir"])
+# One flag per ExportConfig field and per ScaNN parameter, from the dataclasses.
+FLAGS = cli.define_flags(ExportConfig, required=("model_dir", "export_dir"))
+SCANN_FLAGS = cli.define_flags(ScannParams)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
-    try:
-        from ssl_retrieval import exporting  # noqa: PLC0415  (imports TensorFlow)
-        from ssl_retrieval import index as index_lib  # noqa: PLC0415
+def _export() -> str:
+    from ssl_retrieval.serving import exporter  # noqa: PLC0415  (imports TensorFlow)
 
-        info = exporting.run(
-            exporting.ExportConfig(
-                data_dir=DATA_DIR.value,
-                model_dir=MODEL_DIR.value,
-                export_dir=EXPORT_DIR.value,
-                index=INDEX.value,
-                k=K.value,
-                min_recall=MIN_RECALL.value,
-                tune=TUNE.value,
-                recall_sample=RECALL_SAMPLE.value,
-                scann=index_lib.ScannParams(
-                    num_leaves=NUM_LEAVES.value,
-                    num_leaves_to_search=LEAVES_TO_SEARCH.value,
-                    anisotropic_quantization_threshold=THRESHOLD.value,
-                    reorder=REORDER.value,
-                ),
-                overwrite=OVERWRITE.value,
-                popularity_prior=POPULARITY_PRIOR.value,
-            )
-        )
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(
+    scann = cli.from_flags(ScannParams, SCANN_FLAGS)
+    info = exporter.run(cli.from_flags(ExportConfig, FLAGS, scann=scann))
+    return (
         f"export: {info['num_items']} items, {info['index']} index, Recall@10 vs brute force "
         f"{info['recall_at_10_vs_brute_force']:.3f} -> {info['export_path']}"
     )
 
+
+main = cli.main(_export)
 
 if __name__ == "__main__":
     app.run(main)

@@ -9,7 +9,7 @@ Pieces:
   MLP             hidden layers (ReLU) and a linear output, L2-normalised.
   Tower           encoder + MLP: a feature dict -> [B, d] unit vectors.
   SSLRetrievalModel  the tfrs.Model: main batch-softmax task + alpha * auxiliary loss (eq. 5),
-                  the auxiliary loss chosen by `method` (see METHODS).
+                  the auxiliary loss made of the parts of `method` (see methods.py).
 """
 
 from __future__ import annotations
@@ -20,20 +20,12 @@ import os
 import numpy as np
 import tensorflow_recommenders as tfrs
 
-from ssl_retrieval import augment, losses
+from ssl_retrieval import augment, losses, methods
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 
 METHODS = config_lib.METHODS
-# Masking pattern of each SSL method whose views come from FeatureMasker (+ value dropout).
-_MASKING = {
-    "cfm": ("cfm", True),
-    "rfm": ("rfm", True),
-    "rfm_no_compl": ("rfm_no_compl", True),
-    "cfm_no_dropout": ("cfm", False),
-    "no_masking": ("none", True),
-}
 
 
 def _feature_config(f: schema_lib.Feature, data_dir: str, keep_ids=None) -> dict:
@@ -274,30 +266,29 @@ class SSLRetrievalModel(tfrs.Model):
             cross_replica=config.cross_replica_negatives,
             name="ssl_task",
         )
-        method = config.method
-        parts = method.split("+")
+        parts = methods.get(config.method)
+        self.method_parts = parts
         self.masker = None
         self.value_dropout = None
         self.feature_dropout = None
         self.fm_masker = None
-        if method in _MASKING:
-            pattern, with_dropout = _MASKING[method]
+        if parts.masking is not None:
             self.masker = augment.FeatureMasker(
                 k,
-                pattern,
+                parts.masking,
                 mutual_info=mutual_info,
                 mask_size=config.mask_size,
                 seed=config.seed,
                 unranked_features=[self.id_index] if config.cfm_exclude_id else None,
             )
-            if with_dropout:
+            if parts.value_dropout:
                 self.value_dropout = augment.ValueDropout(config.dropout_rate, seed=config.seed)
-        if "fd" in parts or "fd_ssl" in parts:
+        if parts.uses_feature_dropout:
             self.feature_dropout = augment.FeatureDropout(k, config.dropout_rate, seed=config.seed)
         self.id_dropout = None
         if config.id_dropout > 0:
             self.id_dropout = augment.FeatureDropout(1, config.id_dropout, seed=config.seed + 7)
-        if "fm" in parts:
+        if parts.fm:
             fixed = [self.feature_names.index(n) for n in config.fm_features]
             self.fm_masker = augment.FeatureMasker(k, "fm", fixed_features=fixed, seed=config.seed)
             # The earlier paper's FM task: separate MLP heads on the shared embeddings.
@@ -322,16 +313,16 @@ class SSLRetrievalModel(tfrs.Model):
 
     def auxiliary_loss(self, items, step):
         """alpha-free auxiliary loss on the uniform item batch (0 for baseline and fd)."""
-        method = self.config.method
+        parts = self.method_parts
         zero = tf.constant(0.0)
-        if method in ("baseline", "fd"):
+        if not parts.has_auxiliary_loss:
             return zero
         item_ids = (
             items[self.id_name].flat_values
             if isinstance(items[self.id_name], tf.RaggedTensor)
             else items[self.id_name]
         )
-        if method == "so":
+        if parts.spread_out:
             z = self.item_tower(items)
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             loss = losses.spread_out_loss(z, self.config.so_loss, self.config.ssl_temperature)
@@ -342,13 +333,12 @@ class SSLRetrievalModel(tfrs.Model):
             z_a = self.item_tower(items, mask_a, self.value_dropout, step, salt=1)
             z_b = self.item_tower(items, mask_b, self.value_dropout, step, salt=2)
             total += self.ssl_task(z_a, z_b, candidate_ids=item_ids)
-        parts = method.split("+")
-        if "fd_ssl" in parts:
+        if parts.fd_ssl:
             batch = tf.shape(item_ids)[0]
             z_a = self.item_tower(items, self.feature_dropout(batch, step, salt=1))
             z_b = self.item_tower(items, self.feature_dropout(batch, step, salt=2))
             total += self.ssl_task(z_a, z_b, candidate_ids=item_ids)
-        if "fm" in parts:
+        if parts.fm:
             mask_a, mask_b = self.fm_masker(step)
             z_a = self.fm_head_a(self.encoder(items, feature_mask=mask_a))
             z_b = self.fm_head_b(self.encoder(items, feature_mask=mask_b))
@@ -403,7 +393,7 @@ class SSLRetrievalModel(tfrs.Model):
         if training and self.id_dropout is not None:
             query_mask = self._id_mask(batch, step, salt=20)
             candidate_mask = self._id_mask(batch, step, salt=21)
-        if self.config.method == "fd" and training:
+        if self.method_parts.feature_dropout and training:
             dropped = self.feature_dropout(batch, step, salt=0)
             candidate_mask = dropped if candidate_mask is None else candidate_mask | dropped
         query = self.query_tower(pairs["query"], query_mask)

@@ -9,13 +9,14 @@ Binds to loopback unless --host says otherwise. Starts on the newest version in 
 loads (one log line says why newer ones were skipped), follows the directory without a restart
 (newer versions, and back to the newest remaining one when the served one is deleted), and
 bounds what one request may cost (the limit flags below; 413 names the flag). Endpoints and
-error codes: ssl_retrieval/http_app.py.
+error codes: ssl_retrieval/serving/http_app.py.
 """
 
 import logging
-import sys
 
 from absl import app, flags
+
+from ssl_retrieval import cli
 
 EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Export dir (versions inside) or one version.")
 COMPARE_EXPORT_DIR = flags.DEFINE_string(
@@ -58,37 +59,30 @@ WORKERS_THREADS = flags.DEFINE_integer("threads", 16, "Threads running model cal
 flags.mark_flag_as_required("export_dir")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
+def _serve() -> None:
     import anyio.to_thread  # noqa: PLC0415
     import uvicorn  # noqa: PLC0415
 
-    from ssl_retrieval import http_app  # noqa: PLC0415  (imports TensorFlow)
+    from ssl_retrieval.serving import http_app  # noqa: PLC0415  (imports TensorFlow)
 
-    try:
-        limits = http_app.Limits(
-            max_request_bytes=MAX_REQUEST_BYTES.value,
-            body_timeout_seconds=BODY_TIMEOUT.value,
-            max_instances=MAX_INSTANCES.value,
-            max_results=MAX_RESULTS.value,
-            max_feature_instances=MAX_FEATURE_INSTANCES.value,
-            max_feature_values=MAX_FEATURE_VALUES.value,
-            batch_window_ms=BATCH_WINDOW_MS.value,
-            max_batch=MAX_BATCH.value,
-        ).validate()
-        application = http_app.create_app(
-            EXPORT_DIR.value,
-            MODEL_NAME.value,
-            MAX_REQUEST_BYTES.value,
-            POLL_SECONDS.value,
-            compare_export_dir=COMPARE_EXPORT_DIR.value,
-            limits=limits,
-        )
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    limits = http_app.Limits(
+        max_request_bytes=MAX_REQUEST_BYTES.value,
+        body_timeout_seconds=BODY_TIMEOUT.value,
+        max_instances=MAX_INSTANCES.value,
+        max_results=MAX_RESULTS.value,
+        max_feature_instances=MAX_FEATURE_INSTANCES.value,
+        max_feature_values=MAX_FEATURE_VALUES.value,
+        batch_window_ms=BATCH_WINDOW_MS.value,
+        max_batch=MAX_BATCH.value,
+    ).validate()
+    application = http_app.create_app(
+        EXPORT_DIR.value,
+        MODEL_NAME.value,
+        MAX_REQUEST_BYTES.value,
+        POLL_SECONDS.value,
+        compare_export_dir=COMPARE_EXPORT_DIR.value,
+        limits=limits,
+    )
 
     async def set_threads():
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKERS_THREADS.value
@@ -102,6 +96,8 @@ def main(argv):
     )
     uvicorn.run(application, host=HOST.value, port=PORT.value, log_level="warning")
 
+
+main = cli.main(_serve)
 
 if __name__ == "__main__":
     app.run(main)

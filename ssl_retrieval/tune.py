@@ -22,38 +22,28 @@ The config (JSON):
 """
 
 import json
-import logging
-import sys
 
 from absl import app, flags
 
-from ssl_retrieval import tuning
+from ssl_retrieval import cli
+from ssl_retrieval.experimentation import tuning
 
 CONFIG = flags.DEFINE_string("config", None, "Tuning config JSON (configs/tuning/).")
 DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the trials and exit.")
+flags.mark_flag_as_required("config")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
-    if CONFIG.value is None:
-        raise app.UsageError("--config is required")
-    try:
-        if DRY_RUN.value:
-            with open(CONFIG.value) as f:
-                config = json.load(f)
-            for method, fraction, point in tuning.plan(config):
-                print(tuning.trial_id(method, fraction, point))
-            return
-        summary = tuning.run_tuning(CONFIG.value)
-    except (ValueError, KeyError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(f"tune: {summary['trials']} trials; chosen flagfiles:")
-    for path in summary["flagfiles"].values():
-        print(f"  {path}")
+def _tune() -> str:
+    if DRY_RUN.value:
+        with open(CONFIG.value) as f:
+            plan = tuning.plan(json.load(f))
+        return "\n".join(tuning.trial_id(*trial) for trial in plan)
+    summary = tuning.run_tuning(CONFIG.value)
+    chosen = "".join(f"\n  {path}" for path in summary["flagfiles"].values())
+    return f"tune: {summary['trials']} trials; chosen flagfiles:{chosen}"
 
+
+main = cli.main(_tune, errors=(ValueError, KeyError, OSError, RuntimeError))
 
 if __name__ == "__main__":
     app.run(main)

@@ -5,7 +5,9 @@ import os
 import pytest
 
 from ssl_retrieval import config as config_lib
-from ssl_retrieval import exporting, testing, training
+from ssl_retrieval import testing
+from ssl_retrieval.serving import exporter
+from ssl_retrieval.training import trainer
 
 
 def _read_raw(directory):
@@ -51,7 +53,7 @@ def two_exports(tmp_path_factory):
     out = {"data_dir": data_dir}
     for name, method in (("served", "cfm"), ("compare", "baseline")):
         model_dir = str(root / f"model_{name}")
-        training.run(
+        trainer.run(
             config_lib.TrainConfig(
                 data_dir=data_dir,
                 model_dir=model_dir,
@@ -63,8 +65,8 @@ def two_exports(tmp_path_factory):
             )
         )
         export_dir = str(root / f"export_{name}")
-        exporting.run(
-            exporting.ExportConfig(data_dir=None, model_dir=model_dir, export_dir=export_dir, k=20)
+        exporter.run(
+            exporter.ExportConfig(data_dir=None, model_dir=model_dir, export_dir=export_dir, k=20)
         )
         out[name] = export_dir
     return out

@@ -80,12 +80,12 @@ def test_fm_fixed_sets_and_none():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"method": "xfm"}, "method must be one of"),
-        ({"method": "cfm"}, "mutual_info is required"),
-        ({"method": "cfm", "mutual_info": [[1.0]]}, r"mutual_info must be \[6, 6\]"),
-        ({"method": "rfm", "mask_size": 6}, r"mask_size must be in \[1, 5\]"),
-        ({"method": "fm", "fixed_features": []}, "fixed_features must be a non-empty proper"),
-        ({"method": "fm", "fixed_features": list(range(6))}, "fixed_features must be"),
+        ({"pattern": "xfm"}, "pattern must be one of"),
+        ({"pattern": "cfm"}, "mutual_info is required"),
+        ({"pattern": "cfm", "mutual_info": [[1.0]]}, r"mutual_info must be \[6, 6\]"),
+        ({"pattern": "rfm", "mask_size": 6}, r"mask_size must be in \[1, 5\]"),
+        ({"pattern": "fm", "fixed_features": []}, "fixed_features must be a non-empty proper"),
+        ({"pattern": "fm", "fixed_features": list(range(6))}, "fixed_features must be"),
     ],
 )
 def test_masker_rejects_bad_arguments(kwargs, message):

@@ -7,8 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from ssl_retrieval import baselines, evaluation, metrics, retrieval, testing, training
 from ssl_retrieval import config as config_lib
+from ssl_retrieval import testing
+from ssl_retrieval.evaluation import evaluator, metrics, references, topk
+from ssl_retrieval.training import trainer
 
 
 def reference_top_k(q_emb, items, query_indices, k, exclude=None):
@@ -57,9 +59,9 @@ def test_top_k_matches_numpy_with_chunks_ties_and_exclusions():
     queries[7] = items[10]
     query_indices = np.array([7, 10, 0, 202, 55, 120])
     exclude = [np.array([3, 4]), np.array([]), np.array([201]), np.array([10, 50]), [], [0]]
-    scorer = retrieval.embedding_scorer(queries, items)
+    scorer = topk.embedding_scorer(queries, items)
     for chunk in (16, 64, 1000):
-        got, scores = retrieval.top_k(
+        got, scores = topk.top_k(
             scorer, query_indices, 203, 12, exclude=exclude, query_batch=4, corpus_chunk=chunk
         )
         expected = reference_top_k(queries, items, query_indices, 12, exclude)
@@ -112,30 +114,30 @@ def data_dir(tmp_path_factory):
 
 
 def test_reference_recommenders(data_dir):
-    data = evaluation.load_eval_data(data_dir)
+    data = evaluator.load_eval_data(data_dir)
     counts = np.bincount(data.train_candidate, minlength=data.num_items)
-    popular = evaluation.evaluate(data, baselines.top_popular(data), [10])
+    popular = evaluator.evaluate(data, references.top_popular(data), [10])
     queries = np.unique(data.eval_query)
-    top, _ = retrieval.top_k(baselines.top_popular(data), queries, data.num_items, 10)
+    top, _ = topk.top_k(references.top_popular(data), queries, data.num_items, 10)
     most = np.argsort(-counts, kind="stable")[:11]
     for q, row in zip(queries, top, strict=True):
         assert row.tolist() == [i for i in most if i != q][:10]
     assert popular["tail"]["recall@10"] <= popular["head"]["recall@10"]
-    knn = baselines.feature_knn(data, data_dir)
+    knn = references.feature_knn(data, data_dir)
     scores = np.asarray(knn(np.array([0]), 0, data.num_items))[0]
     same_category = [i for i in range(data.num_items) if i % 12 // 2 == 0 and i != 0]
     assert (
         scores[same_category].mean()
         > scores[[i for i in range(data.num_items) if i % 12 // 2 == 3]].mean()
     )
-    co = evaluation.evaluate(data, baselines.cooccurrence(data), [10, 50])
+    co = evaluator.evaluate(data, references.cooccurrence(data), [10, 50])
     assert co["all"]["recall@10"] > popular["all"]["recall@10"]
 
 
 @pytest.mark.slow
 def test_evaluate_cli_on_a_trained_model_matches_the_library(data_dir, tmp_path):
     model_dir = str(tmp_path / "m")
-    training.run(
+    trainer.run(
         config_lib.TrainConfig(
             data_dir=data_dir,
             model_dir=model_dir,
@@ -164,13 +166,13 @@ def test_evaluate_cli_on_a_trained_model_matches_the_library(data_dir, tmp_path)
     assert "recall@5" in out.stdout and "cold" in out.stdout
     written = json.load(open(f"{model_dir}/metrics.json"))
     assert written["exclude_train_positives"] is True
-    data = evaluation.load_eval_data(data_dir)
-    expected = evaluation.evaluate(
-        data, evaluation.model_scorer(model_dir, data_dir), [5, 20], exclude_train_positives=True
+    data = evaluator.load_eval_data(data_dir)
+    expected = evaluator.evaluate(
+        data, evaluator.model_scorer(model_dir, data_dir), [5, 20], exclude_train_positives=True
     )
     for name in ("all", "head", "tail", "cold"):
         assert written["metrics"][name]["recall@20"] == pytest.approx(expected[name]["recall@20"])
-    popular = evaluation.evaluate(data, baselines.top_popular(data), [20])
+    popular = evaluator.evaluate(data, references.top_popular(data), [20])
     assert written["metrics"]["all"]["recall@20"] > popular["all"]["recall@20"]
 
 
@@ -190,7 +192,7 @@ def test_slice_table_lists_each_recommender_per_slice():
         s: {"recall@50": v}
         for s, v in zip(("all", "head", "tail", "cold"), (0.5, 0.6, 0.25, 0.125), strict=True)
     }
-    table = evaluation.slice_table({"model": metrics, "feature_knn": metrics})
+    table = evaluator.slice_table({"model": metrics, "feature_knn": metrics})
     lines = table.splitlines()
     assert lines[0].split()[-4:] == ["all", "head", "tail", "cold"]
     assert lines[1].split() == ["model", "0.500", "0.600", "0.250", "0.125"]

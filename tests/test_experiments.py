@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ssl_retrieval import experiments, report, testing
+from ssl_retrieval import testing
+from ssl_retrieval.experimentation import report, runner
 
 SLICES = ("all", "head", "tail", "cold")
 
@@ -94,7 +95,7 @@ CONFIG = {
 
 
 def test_plan_deduplicates_tables_and_adds_sweep_points():
-    runs = experiments.plan(CONFIG)
+    runs = runner.plan(CONFIG)
     ids = [r.run_id for r in runs]
     assert len(ids) == len(set(ids)) == 2 * 2 * 2 + 2
     assert "0.1/cfm_alpha=0.1/seed0" in ids and "1.0/baseline/seed1" in ids
@@ -103,9 +104,9 @@ def test_plan_deduplicates_tables_and_adds_sweep_points():
 def test_a_method_can_name_a_flagfile_per_fraction():
     config = {**CONFIG, "runs_dir": "r", "data_dirs": {"1.0": "d1", "0.1": "d01"}}
     config["methods"] = {"baseline": "b.cfg", "cfm": {"1.0": "c_1.cfg", "0.1": "c_01.cfg"}}
-    train, _, _ = experiments.commands(config, experiments.Run("cfm", "0.1", 0))
+    train, _, _ = runner.commands(config, runner.Run("cfm", "0.1", 0))
     assert "--flagfile=c_01.cfg" in train and "--data_dir=d01" in train
-    train, _, _ = experiments.commands(config, experiments.Run("cfm", "1.0", 0))
+    train, _, _ = runner.commands(config, runner.Run("cfm", "1.0", 0))
     assert "--flagfile=c_1.cfg" in train
 
 
@@ -141,7 +142,7 @@ def test_run_experiment_resumes_and_writes_the_report(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     calls = []
-    summary = experiments.run_experiment(str(path), runner=_fake_runner(calls))
+    summary = runner.run_experiment(str(path), runner=_fake_runner(calls))
     assert summary["results"] == 10
     trains = [c for c in calls if c[2] == "ssl_retrieval.train"]
     assert len(trains) == 10
@@ -156,11 +157,11 @@ def test_run_experiment_resumes_and_writes_the_report(tmp_path):
     # --report_only trains nothing and reports the finished runs.
     os.remove(tmp_path / "runs" / "1.0" / "cfm" / "seed1" / "metrics.json")
     calls.clear()
-    summary = experiments.run_experiment(str(path), report_only=True, runner=_fake_runner(calls))
+    summary = runner.run_experiment(str(path), report_only=True, runner=_fake_runner(calls))
     assert calls == [] and summary["results"] == 9
 
     # An interrupted experiment resumes: finished runs are neither trained nor evaluated again.
-    experiments.run_experiment(str(path), runner=_fake_runner(calls))
+    runner.run_experiment(str(path), runner=_fake_runner(calls))
     assert [c[2] for c in calls] == ["ssl_retrieval.train", "ssl_retrieval.evaluate"]
     assert any(a.endswith("1.0/cfm/seed1") for a in calls[0])
 
@@ -172,10 +173,10 @@ def test_failed_run_stops_with_its_stderr(tmp_path):
     path.write_text(json.dumps(config))
 
     def failing(args):
-        experiments._default_runner(args + ["--no_such_flag_anywhere=1"])
+        runner._default_runner(args + ["--no_such_flag_anywhere=1"])
 
     with pytest.raises(RuntimeError, match="no_such_flag_anywhere"):
-        experiments.run_experiment(str(path), runner=failing)
+        runner.run_experiment(str(path), runner=failing)
 
 
 @pytest.mark.slow
@@ -203,7 +204,7 @@ def test_real_experiment_on_tiny_data(tmp_path):
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
-    experiments.run_experiment(str(path))
+    runner.run_experiment(str(path))
     results = report.read_results(str(tmp_path / "report" / "results.jsonl"))
     assert len(results) == 4
     for r in results:

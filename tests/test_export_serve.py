@@ -17,9 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ssl_retrieval import config as config_lib
-from ssl_retrieval import exporting, http_app, serving, testing, training
-from ssl_retrieval import index as index_lib
+from ssl_retrieval import testing
 from ssl_retrieval.compat import tf
+from ssl_retrieval.serving import api, exporter, http_app
+from ssl_retrieval.serving import index as index_lib
+from ssl_retrieval.training import trainer
 
 RECORD = {"brand": "brand3", "category": "cat1", "tags": ["tag3_1", "tag3_2"], "price": 9.5}
 IDS = ["item00000", "item00007", "item00100"]
@@ -30,7 +32,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     data_dir = testing.make_data_dir(str(root / "data"))
     model_dir = str(root / "model")
-    training.run(
+    trainer.run(
         config_lib.TrainConfig(
             data_dir=data_dir,
             model_dir=model_dir,
@@ -41,11 +43,11 @@ def exported(tmp_path_factory):
             train_steps=30,
         )
     )
-    config = exporting.ExportConfig(
+    config = exporter.ExportConfig(
         data_dir=None, model_dir=model_dir, export_dir=str(root / "export"), k=20
     )
-    module, info = exporting.build(config)
-    path = exporting.write(module, info, config)
+    module, info = exporter.build(config)
+    path = exporter.write(module, info, config)
     return {"module": module, "info": info, "path": path, "config": config, "root": root}
 
 
@@ -124,17 +126,17 @@ def test_export_info_and_refusing_to_overwrite(exported):
         "item_embedding",
     }
     with pytest.raises(ValueError, match="exists; pass --overwrite"):
-        exporting.run(exported["config"])
+        exporter.run(exported["config"])
 
 
 def test_python_api(exported):
-    model = serving.load(str(exported["root"] / "export"))
+    model = api.load(str(exported["root"] / "export"))
     rows = model.similar(IDS, k=4)
     assert [len(r) for r in rows] == [4, 4, 4]
     assert all(a[1] >= b[1] for r in rows for a, b in zip(r, r[1:], strict=False))
     assert model.similar_by_features([RECORD], k=3)[0][0][0].startswith("item")
     assert model.embed([RECORD, {}]).shape == (2, 16)
-    with pytest.raises(serving.UnknownItemError, match="'nope'"):
+    with pytest.raises(api.UnknownItemError, match="'nope'"):
         model.similar(["item00001", "nope"], k=3)
     with pytest.raises(ValueError, match="k must be between 1 and 20"):
         model.similar(IDS, k=21)
@@ -166,7 +168,7 @@ def test_export_searches_more_leaves_until_min_recall():
     scann = index_lib.ScannParams(num_leaves=64, num_leaves_to_search=1)
 
     def config(tune):
-        return exporting.ExportConfig(
+        return exporter.ExportConfig(
             data_dir="unused",
             model_dir="unused",
             export_dir="unused",
@@ -175,9 +177,9 @@ def test_export_searches_more_leaves_until_min_recall():
             tune=tune,
         )
 
-    _, recall, trail = exporting.build_index(config(False), x, queries, 11)
+    _, recall, trail = exporter.build_index(config(False), x, queries, 11)
     assert len(trail) == 1 and recall < 0.9
-    index, recall, trail = exporting.build_index(config(True), x, queries, 11)
+    index, recall, trail = exporter.build_index(config(True), x, queries, 11)
     searched = [t["num_leaves_to_search"] for t in trail]
     assert searched == [2**i for i in range(len(searched))] and len(searched) > 1
     assert [t["reorder"] for t in trail] == [min(200 * 2**i, 4000) for i in range(len(searched))]
@@ -329,7 +331,7 @@ def copy_export(exported, tmp_path) -> tuple:
     """A private copy of the export dir (one version), its path and that version's number."""
     export_dir = tmp_path / "export"
     shutil.copytree(exported["root"] / "export", export_dir)
-    (version,) = serving.versions(str(export_dir))
+    (version,) = api.versions(str(export_dir))
     return export_dir, version
 
 
@@ -367,7 +369,7 @@ def test_start_on_the_newest_version_that_loads(exported, tmp_path, caplog):
     half.mkdir()
     shutil.copy(export_dir / str(old) / "saved_model.pb", half)
     with caplog.at_level("WARNING"):
-        model = serving.load(str(export_dir))
+        model = api.load(str(export_dir))
     assert model.version == old
     lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0]
@@ -425,11 +427,11 @@ def test_a_broken_version_is_named_in_one_line_and_skipped(exported, tmp_path, h
     broken = export_dir / str(old + 1)
     shutil.copytree(export_dir / str(old), broken)
     break_version(broken, how)
-    with pytest.raises(serving.BrokenVersionError) as error:
-        serving.load(str(broken))
+    with pytest.raises(api.BrokenVersionError) as error:
+        api.load(str(broken))
     text = str(error.value)
     assert text.startswith(f"{broken}: ") and message in text and "\n" not in text, text
-    assert serving.load(str(export_dir)).version == old
+    assert api.load(str(export_dir)).version == old
     holder = http_app.ModelHolder(str(export_dir), poll_seconds=0)
     assert holder.model.version == old and not holder.poll_once()
 
@@ -651,10 +653,11 @@ def test_keep_alive_survives_a_400_and_slow_bodies_get_408(exported):
 
 def test_popularity_prior_is_built_into_the_index(exported, tmp_path):
     """With beta, both signatures rank by cos + beta * log(1 + training count), as evaluation does."""
-    from ssl_retrieval import evaluation, popularity
+    from ssl_retrieval import popularity
+    from ssl_retrieval.evaluation import evaluator
 
     model_dir = exported["config"].model_dir
-    config = exporting.ExportConfig(
+    config = exporter.ExportConfig(
         data_dir=None,
         model_dir=model_dir,
         export_dir=str(tmp_path / "export"),
@@ -662,16 +665,16 @@ def test_popularity_prior_is_built_into_the_index(exported, tmp_path):
         index="brute_force",
         popularity_prior=0.3,
     )
-    module, info = exporting.build(config)
+    module, info = exporter.build(config)
     assert info["popularity_prior"] == 0.3
     model = exported["module"]
     data_dir = info["data_dir"]
-    ids = np.array(evaluation.corpus_ids(data_dir))
+    ids = np.array(evaluator.corpus_ids(data_dir))
     prior = popularity.log_counts(data_dir, ids)
     from ssl_retrieval import model as model_lib
 
     trained = model_lib.load_from_model_dir(model_dir)
-    queries, items = evaluation.embed_corpus(trained, data_dir)
+    queries, items = evaluator.embed_corpus(trained, data_dir)
     scores = queries @ items.T + 0.3 * prior[None, :]
     row = int(np.where(ids == IDS[0])[0][0])
     scores[row, row] = -np.inf
@@ -682,7 +685,7 @@ def test_popularity_prior_is_built_into_the_index(exported, tmp_path):
         got["scores"].numpy()[0], np.sort(scores[row])[::-1][:5], rtol=1e-5, atol=1e-5
     )
     by_features = module.similar_items_by_features(signature_inputs(), tf.constant(5))
-    z = trained.query_tower(exporting.to_model_features(signature_inputs(), info["features"]))
+    z = trained.query_tower(exporter.to_model_features(signature_inputs(), info["features"]))
     feature_scores = z.numpy() @ items.T + 0.3 * prior[None, :]
     np.testing.assert_allclose(
         by_features["scores"].numpy(), -np.sort(-feature_scores)[:, :5], rtol=1e-5, atol=1e-5

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipelines import preprocess_lib
+from pipelines import pipeline
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import schema as schema_lib
 
@@ -35,7 +35,7 @@ def _write_jsonl(path, records):
 
 
 def _preprocess(raw, out, **kwargs):
-    config = preprocess_lib.PreprocessConfig(
+    config = pipeline.PreprocessConfig(
         items=str(raw / "items.jsonl"),
         pairs=str(raw / "pairs.jsonl"),
         schema=str(raw / "schema.json"),
@@ -43,7 +43,7 @@ def _preprocess(raw, out, **kwargs):
         num_shards=3,
         **kwargs,
     )
-    preprocess_lib.run(config)
+    pipeline.run(config)
     return str(out)
 
 

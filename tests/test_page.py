@@ -8,13 +8,13 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from ssl_retrieval import http_app, item_catalog, serving
+from ssl_retrieval.serving import api, http_app, item_catalog
 
 RECORD = {"brand": "brand3", "category": "cat1", "tags": ["tag3_1", "tag3_2"], "price": 9.5}
 
 
 def version_dir(export_dir):
-    return serving.resolve(export_dir)
+    return api.resolve(export_dir)
 
 
 def test_catalog_holds_every_item_with_its_features_and_training_popularity(two_exports):
@@ -112,7 +112,7 @@ def test_prefix_completion(client):
 
 def test_neighbours_are_the_python_apis_with_features_and_popularity(client, two_exports):
     for name in ("served", "compare"):
-        expected = serving.load(two_exports[name]).similar(["item00003"], k=7)[0]
+        expected = api.load(two_exports[name]).similar(["item00003"], k=7)[0]
         body = client.get(f"/page/similar/item00003?k=7&model={name}").json()
         assert body["model"] == name and body["item_id"] == "item00003"
         assert body["item"]["features"]["category"] == "cat1"
@@ -150,7 +150,7 @@ def test_bad_input_gets_the_apis_answers(client):
 
 
 def test_new_item_calls_similar_items_by_features(client, two_exports):
-    expected = serving.load(two_exports["served"]).similar_by_features([RECORD], k=5)[0]
+    expected = api.load(two_exports["served"]).similar_by_features([RECORD], k=5)[0]
     body = client.post("/page/similar_by_features", json={"features": RECORD, "k": 5}).json()
     assert [n["id"] for n in body["neighbors"]] == [i for i, _ in expected]
     assert body["item"] == {"features": RECORD} and body["item_id"] is None

@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from ssl_retrieval import serving
+from ssl_retrieval.serving import api
 
 INSTALL = (
     "apt-get install -y chromium chromium-driver (as root; `make test` runs "
@@ -145,8 +145,8 @@ def test_page_in_a_real_browser(server, driver, two_exports, tmp_path):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    served = serving.load(two_exports["served"])
-    compare = serving.load(two_exports["compare"])
+    served = api.load(two_exports["served"])
+    compare = api.load(two_exports["compare"])
     wait = WebDriverWait(driver, WAIT_SECONDS)
 
     # What is served, and prefix completion picked with the keyboard alone.

@@ -18,7 +18,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines import (
     mutual_information,
     pairs,
-    preprocess_lib,
+    pipeline,
     raw_io,
     readers,
     tf_example,
@@ -91,7 +91,7 @@ def raw(tmp_path_factory):
 
 def config_for(raw, out, **kwargs):
     d = raw["dir"]
-    return preprocess_lib.PreprocessConfig(
+    return pipeline.PreprocessConfig(
         items=str(d / "items*.jsonl"),
         pairs=str(d / "pairs*.jsonl"),
         schema=str(d / "schema.json"),
@@ -105,7 +105,7 @@ def config_for(raw, out, **kwargs):
 @pytest.fixture(scope="module")
 def output(raw, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "data"
-    summary = preprocess_lib.run(config_for(raw, out))
+    summary = pipeline.run(config_for(raw, out))
     return {"dir": out, "summary": summary}
 
 
@@ -257,7 +257,7 @@ def test_records_read_back_with_the_schema(raw, output):
 
 def test_rerun_is_byte_identical_and_train_fraction(raw, output, tmp_path):
     again = tmp_path / "again"
-    preprocess_lib.run(config_for(raw, again))
+    pipeline.run(config_for(raw, again))
     for pattern in ("train-*", "eval-*", "items-*", "vocab/*", "stats/*", "mutual_info.json"):
         first = sorted(glob.glob(str(output["dir"] / pattern)))
         second = sorted(glob.glob(str(again / pattern)))
@@ -280,7 +280,7 @@ def test_split_and_sampling_are_stable_hashes():
 
 def test_train_fraction_end_to_end(raw, output, tmp_path):
     out = tmp_path / "sparse"
-    summary = preprocess_lib.run(config_for(raw, out, train_fraction=0.1))
+    summary = pipeline.run(config_for(raw, out, train_fraction=0.1))
     full = output["summary"]["counts"]
     counts = summary["counts"]
     assert counts["eval_pairs"] == full["eval_pairs"]
@@ -291,7 +291,7 @@ def test_train_fraction_end_to_end(raw, output, tmp_path):
 
 def test_too_many_errors_fail_and_leave_nothing(raw, tmp_path):
     out = tmp_path / "strict"
-    cfg = preprocess_lib.PreprocessConfig(
+    cfg = pipeline.PreprocessConfig(
         items=str(raw["dir"] / "items*.jsonl"),
         pairs=str(raw["dir"] / "pairs*.jsonl"),
         schema=str(raw["dir"] / "schema.json"),
@@ -299,7 +299,7 @@ def test_too_many_errors_fail_and_leave_nothing(raw, tmp_path):
         max_error_fraction=0.0,
     )
     with pytest.raises(ValueError, match=r"6 of 1626 input records are invalid"):
-        preprocess_lib.run(cfg)
+        pipeline.run(cfg)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["strict.errors"]
 
@@ -492,7 +492,7 @@ def test_tf_example_encoder_matches_tensorflow():
 @pytest.mark.slow
 def test_multi_processing_gives_the_same_outputs(raw, output, tmp_path):
     out = tmp_path / "mp"
-    preprocess_lib.run(
+    pipeline.run(
         config_for(raw, out),
         ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
     )
@@ -547,7 +547,7 @@ def same_data(raw, tmp_path_factory):
 
 
 def format_config(directory, out, **kwargs):
-    return preprocess_lib.PreprocessConfig(
+    return pipeline.PreprocessConfig(
         items=str(directory / "items*"),
         pairs=str(directory / "pairs*"),
         schema=str(directory / "schema.json"),
@@ -591,7 +591,7 @@ def test_parquet_csv_and_bigquery_give_byte_identical_outputs(same_data, tmp_pat
     (stale / tmp_dirs.LOCK_FILE).write_text("")
     for fmt, directory in same_data["dirs"].items():
         configs[fmt] = format_config(directory, tmp_path / fmt)
-        summary = preprocess_lib.run(configs[fmt])
+        summary = pipeline.run(configs[fmt])
         outputs[fmt] = tmp_path / fmt
         assert summary["counts"]["error_records"] == len(BAD_ITEMS) + len(BAD_PAIRS)
     assert not stale.exists()
@@ -642,7 +642,7 @@ def test_parquet_csv_and_bigquery_give_byte_identical_outputs(same_data, tmp_pat
 
     monkeypatch.setattr(readers, "bigquery_read", stand_in)
     bq_out = tmp_path / "bigquery"
-    bq = preprocess_lib.PreprocessConfig(
+    bq = pipeline.PreprocessConfig(
         items="proj:ds.items",
         pairs="proj:ds.pairs",
         schema=str(same_data["dirs"]["jsonl"] / "schema.json"),
@@ -651,7 +651,7 @@ def test_parquet_csv_and_bigquery_give_byte_identical_outputs(same_data, tmp_pat
         num_shards=2,
         input_format="bigquery",
     )
-    summary = preprocess_lib.run(bq)
+    summary = pipeline.run(bq)
     assert sorted(read) == [
         ("proj:ds.items", ["item_id", "brand", "tags", "size"]),
         ("proj:ds.pairs", None),
@@ -667,7 +667,7 @@ def test_parquet_csv_and_bigquery_give_byte_identical_outputs(same_data, tmp_pat
 
 def test_bigquery_needs_num_shards():
     with pytest.raises(ValueError, match="--num_shards is required with --input_format=bigquery"):
-        preprocess_lib.PreprocessConfig(
+        pipeline.PreprocessConfig(
             items="p:d.i", pairs="p:d.p", schema="s", output_dir="o", input_format="bigquery"
         )
 
@@ -686,21 +686,21 @@ def test_empty_input_files_fail_before_the_job(raw, tmp_path):
         (str(raw["dir"] / "items*.jsonl"), str(pq_pairs / "pairs.parquet"), "no pairs in --pairs="),
     ]
     for items, pair_files, message in cases:
-        cfg = preprocess_lib.PreprocessConfig(
+        cfg = pipeline.PreprocessConfig(
             items=items,
             pairs=pair_files,
             schema=str(raw["dir"] / "schema.json"),
             output_dir=str(tmp_path / "out"),
         )
         with pytest.raises(ValueError, match=message):
-            preprocess_lib.run(cfg)
+            pipeline.run(cfg)
     assert sorted(os.listdir(tmp_path)) == ["items.jsonl", "pq"]  # no output, no temp dir
 
 
 @pytest.mark.slow
 def test_blank_pairs_fail_after_the_job_with_one_line(raw, tmp_path):
     (tmp_path / "pairs.jsonl").write_text("\n  \n\n")
-    cfg = preprocess_lib.PreprocessConfig(
+    cfg = pipeline.PreprocessConfig(
         items=str(raw["dir"] / "items*.jsonl"),
         pairs=str(tmp_path / "pairs.jsonl"),
         schema=str(raw["dir"] / "schema.json"),
@@ -708,7 +708,7 @@ def test_blank_pairs_fail_after_the_job_with_one_line(raw, tmp_path):
         max_error_fraction=0.05,
     )
     with pytest.raises(ValueError) as e:
-        preprocess_lib.run(cfg)
+        pipeline.run(cfg)
     assert str(e.value) == (
         f"no pairs in --pairs={tmp_path}/pairs.jsonl (1 file, not one record); nothing was "
         f"written to {tmp_path}/out"
@@ -717,7 +717,7 @@ def test_blank_pairs_fail_after_the_job_with_one_line(raw, tmp_path):
 
 
 def test_no_training_pairs_is_an_error(tmp_path):
-    meta = tmp_path / preprocess_lib.META
+    meta = tmp_path / pipeline.META
     meta.mkdir()
     counts = {
         "input_items": 3,
@@ -728,6 +728,6 @@ def test_no_training_pairs_is_an_error(tmp_path):
         "error_records": 0,
     }
     (meta / "counts").write_text("".join(json.dumps([k, v]) + "\n" for k, v in counts.items()))
-    cfg = preprocess_lib.PreprocessConfig(items="i", pairs="p", schema="s", output_dir="o")
+    cfg = pipeline.PreprocessConfig(items="i", pairs="p", schema="s", output_dir="o")
     with pytest.raises(ValueError, match=r"^no training pairs: of 2 pairs read, 2 went to eval"):
-        preprocess_lib._finish(cfg, None, {}, str(tmp_path), {"items": ["i"], "pairs": ["p"]})
+        pipeline._finish(cfg, None, {}, str(tmp_path), {"items": ["i"], "pairs": ["p"]})

@@ -9,11 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from ssl_retrieval import augment, losses, testing, training
+from ssl_retrieval import augment, losses, testing
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import model as model_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.training import trainer
 
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8)
 
@@ -200,7 +201,7 @@ def test_recipe_options_train(data_dir, tmp_path, options):
     config = config_lib.TrainConfig(
         data_dir=data_dir, model_dir=str(tmp_path), train_steps=4, **{**TINY, **options}
     )
-    summary = training.run(config)
+    summary = trainer.run(config)
     assert summary["steps"] == 4 and np.isfinite(summary["final_loss"])
     if options.get("method") == "cfm":
         assert summary["distinct_mask_patterns"] >= 2
@@ -218,8 +219,8 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
         learning_rate=0.5,
         **TINY,
     )
-    summary = training.run(config)
-    history = training._read_validations(config.model_dir)
+    summary = trainer.run(config)
+    history = trainer._read_validations(config.model_dir)
     assert [r["step"] for r in history] == list(range(10, 10 * len(history) + 1, 10))
     values = [r["value"] for r in history]
     best = int(np.argmax(values))
@@ -229,11 +230,12 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     assert summary["best_step"] == history[best]["step"]
     # Evaluation loads the best weights, not the last ones.
     restored = model_lib.load_from_model_dir(config.model_dir)
-    validator = training.Validator(config)
+    validator = trainer.Validator(config)
     assert validator(restored)["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
     # The popularity prior was chosen on validation with the best weights, and evaluation
     # uses it by default.
-    from ssl_retrieval import evaluation, popularity
+    from ssl_retrieval import popularity
+    from ssl_retrieval.evaluation import evaluator
 
     choice = json.load(open(f"{config.model_dir}/{popularity.FILE}"))
     assert choice["grid"][0]["beta"] == 0.0
@@ -241,12 +243,12 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     best_beta = max(choice["grid"], key=lambda t: t["value"])["beta"]
     assert choice["objective"] == "slices"
     assert choice["beta"] == best_beta == summary["popularity_prior"]
-    assert evaluation.resolve_popularity_prior(config.model_dir, "auto") == best_beta
-    assert evaluation.resolve_popularity_prior(config.model_dir, "0") == 0.0
+    assert evaluator.resolve_popularity_prior(config.model_dir, "auto") == best_beta
+    assert evaluator.resolve_popularity_prior(config.model_dir, "0") == 0.0
     with pytest.raises(ValueError, match="popularity_prior"):
-        evaluation.resolve_popularity_prior(config.model_dir, "-1")
+        evaluator.resolve_popularity_prior(config.model_dir, "-1")
     # A rerun recognises the finished run.
-    assert training.run(config)["already_finished"]
+    assert trainer.run(config)["already_finished"]
 
 
 def test_popularity_prior_adds_beta_log_counts_to_the_cosine(tmp_path):

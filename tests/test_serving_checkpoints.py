@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from ssl_retrieval import config as config_lib
-from ssl_retrieval import testing, training
+from ssl_retrieval import testing
+from ssl_retrieval.training import trainer
 
 pytestmark = pytest.mark.slow  # each test trains (a few seconds to a minute on a shared CPU)
 
@@ -28,7 +29,7 @@ def tiny(data_dir, model_dir, **kwargs):
 def trained(data_dir, tmp_path_factory):
     """A model dir with checkpoints at steps 2 and 4."""
     model_dir = tmp_path_factory.mktemp("trained") / "m"
-    training.run(tiny(data_dir, model_dir, train_steps=4, checkpoint_every=2))
+    trainer.run(tiny(data_dir, model_dir, train_steps=4, checkpoint_every=2))
     return model_dir
 
 
@@ -60,7 +61,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_older_one(
     unfinished_copy(trained, model_dir)
     damage(model_dir / "checkpoints" / f"ckpt-4.{file}", how)
     with caplog.at_level(logging.WARNING):
-        summary = training.run(tiny(data_dir, model_dir, train_steps=4, checkpoint_every=2))
+        summary = trainer.run(tiny(data_dir, model_dir, train_steps=4, checkpoint_every=2))
     assert summary["resumed_from_step"] == 2 and summary["steps"] == 4
     warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
     assert len(warnings) == 1 and f"{model_dir}/checkpoints/ckpt-4 is unreadable" in warnings[0]
@@ -72,7 +73,7 @@ def test_no_readable_checkpoint_stops_with_one_line_naming_the_file(data_dir, tr
     for index in (model_dir / "checkpoints").glob("ckpt-*.index"):
         damage(index, "emptied")
     with pytest.raises(ValueError) as error:
-        training.run(tiny(data_dir, model_dir, train_steps=4, checkpoint_every=2))
+        trainer.run(tiny(data_dir, model_dir, train_steps=4, checkpoint_every=2))
     text = str(error.value)
     assert text.startswith(f"{model_dir}/checkpoints/ckpt-4 is unreadable") and "\n" not in text
 
@@ -85,10 +86,10 @@ def test_a_moved_model_and_data_dir_resume_but_another_hyperparameter_is_refused
     model_dir = tmp_path / "elsewhere" / "m"
     unfinished_copy(trained, model_dir)
     with pytest.raises(ValueError, match=r"different config \(--learning_rate: 0.1 -> 0.5\)"):
-        training.run(tiny(moved_data, model_dir, train_steps=4, learning_rate=0.5))
+        trainer.run(tiny(moved_data, model_dir, train_steps=4, learning_rate=0.5))
     for newest in (model_dir / "checkpoints").glob("ckpt-4.*"):
         newest.unlink()  # so that the run has steps left to resume
-    summary = training.run(tiny(moved_data, model_dir, train_steps=4, checkpoint_every=2))
+    summary = trainer.run(tiny(moved_data, model_dir, train_steps=4, checkpoint_every=2))
     assert summary["resumed_from_step"] == 2 and summary["steps"] == 4
     saved = config_lib.load(str(model_dir))
     assert saved.model_dir == str(model_dir) and saved.data_dir == str(moved_data)

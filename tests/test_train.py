@@ -14,8 +14,9 @@ import pytest
 
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import model as model_lib
-from ssl_retrieval import testing, training
+from ssl_retrieval import testing
 from ssl_retrieval.compat import tf
+from ssl_retrieval.training import trainer
 
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8, fm_hidden_layers=(16,))
 
@@ -33,7 +34,7 @@ def tiny(data_dir, model_dir, **kwargs):
 @pytest.mark.parametrize("method", config_lib.METHODS)
 def test_every_method_trains(data_dir, tmp_path, method):
     fm = ("item_id", "brand") if "fm" in method.split("+") else ()
-    summary = training.run(tiny(data_dir, tmp_path, method=method, train_steps=4, fm_features=fm))
+    summary = trainer.run(tiny(data_dir, tmp_path, method=method, train_steps=4, fm_features=fm))
     assert summary["steps"] == 4 and np.isfinite(summary["final_loss"])
     if method in ("baseline", "fd"):
         assert summary["final_auxiliary_loss"] == 0.0
@@ -44,10 +45,10 @@ def test_every_method_trains(data_dir, tmp_path, method):
 
 
 def test_loss_decreases_and_model_reloads(data_dir, tmp_path):
-    short = training.run(tiny(data_dir, tmp_path / "a", method="cfm", train_steps=5))
-    longer = training.run(tiny(data_dir, tmp_path / "b", method="cfm", train_steps=80))
+    short = trainer.run(tiny(data_dir, tmp_path / "a", method="cfm", train_steps=5))
+    longer = trainer.run(tiny(data_dir, tmp_path / "b", method="cfm", train_steps=80))
     assert longer["final_main_loss"] < short["final_main_loss"] - 0.3
-    again = training.run(tiny(data_dir, tmp_path / "b", method="cfm", train_steps=80))
+    again = trainer.run(tiny(data_dir, tmp_path / "b", method="cfm", train_steps=80))
     assert again["already_finished"]
     restored = model_lib.load_from_model_dir(str(tmp_path / "b"))
     from ssl_retrieval import data
@@ -59,10 +60,10 @@ def test_loss_decreases_and_model_reloads(data_dir, tmp_path):
 
 
 def test_changed_config_in_same_model_dir_is_refused(data_dir, tmp_path):
-    training.run(tiny(data_dir, tmp_path, train_steps=2))
+    trainer.run(tiny(data_dir, tmp_path, train_steps=2))
     with pytest.raises(ValueError, match=r"different config \(--alpha: 0.3 -> 1.0"):
-        training.run(tiny(data_dir, tmp_path, train_steps=2, alpha=1.0))
-    assert training.run(tiny(data_dir, tmp_path, train_steps=2, alpha=1.0, overwrite=True))
+        trainer.run(tiny(data_dir, tmp_path, train_steps=2, alpha=1.0))
+    assert trainer.run(tiny(data_dir, tmp_path, train_steps=2, alpha=1.0, overwrite=True))
 
 
 @pytest.mark.parametrize(
@@ -308,7 +309,7 @@ def test_sampling_correction_uses_training_candidate_frequencies(data_dir, tmp_p
     )
 
     config = tiny(data_dir, tmp_path, sampling_correction=True, train_steps=3)
-    summary = training.run(config)
+    summary = trainer.run(config)
     assert summary["steps"] == 3 and np.isfinite(summary["final_loss"])
     model = model_lib.build_model(config)
     frequent = max(counts, key=counts.get)

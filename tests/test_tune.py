@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from ssl_retrieval import tuning
+from ssl_retrieval.experimentation import tuning
 
 GRID = {"alpha": [0.3, 0.1, 1.0], "dropout_rate": [0.3, 0.5]}
 

@@ -7,11 +7,9 @@ r"""Writes a built-in dataset in the raw input format (items, pairs, schema, REA
   python -m ssl_retrieval.sources --source=debian --format=parquet --output_dir=runs/debian/pq
 """
 
-import logging
-import sys
-
 from absl import app, flags
 
+from ssl_retrieval import cli
 from ssl_retrieval.sources import SOURCES
 
 SOURCE = flags.DEFINE_enum("source", None, SOURCES, "Which built-in dataset to write.")
@@ -67,55 +65,39 @@ SEED = flags.DEFINE_integer("seed", 0, "synthetic: random seed; same arguments, 
 flags.mark_flags_as_required(["source", "output_dir"])
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
-    try:
-        if SOURCE.value == "debian":
-            from ssl_retrieval.sources import debian
+def _write() -> str:
+    common = dict(num_shards=NUM_SHARDS.value, file_format=FORMAT.value, overwrite=OVERWRITE.value)
+    if SOURCE.value == "debian":
+        from ssl_retrieval.sources import debian
 
-            summary = debian.build(
-                OUTPUT_DIR.value,
-                packages_files=PACKAGES_FILE.value,
-                num_shards=NUM_SHARDS.value,
-                file_format=FORMAT.value,
-                overwrite=OVERWRITE.value,
-                strict=STRICT.value,
-            )
-        elif SOURCE.value == "movielens":
-            from ssl_retrieval.sources import movielens
+        summary = debian.build(
+            OUTPUT_DIR.value, packages_files=PACKAGES_FILE.value, strict=STRICT.value, **common
+        )
+    elif SOURCE.value == "movielens":
+        from ssl_retrieval.sources import movielens
 
-            summary = movielens.build(
-                OUTPUT_DIR.value,
-                variant=VARIANT.value,
-                tfds_data_dir=TFDS_DATA_DIR.value,
-                num_shards=NUM_SHARDS.value,
-                file_format=FORMAT.value,
-                overwrite=OVERWRITE.value,
-            )
-        else:
-            from ssl_retrieval.sources import synthetic
+        summary = movielens.build(
+            OUTPUT_DIR.value, variant=VARIANT.value, tfds_data_dir=TFDS_DATA_DIR.value, **common
+        )
+    else:
+        from ssl_retrieval.sources import synthetic
 
-            summary = synthetic.build(
-                OUTPUT_DIR.value,
-                num_items=NUM_ITEMS.value,
-                num_pairs=NUM_PAIRS.value,
-                num_clusters=NUM_CLUSTERS.value,
-                zipf_exponent=ZIPF_EXPONENT.value,
-                noise=NOISE.value,
-                seed=SEED.value,
-                num_shards=NUM_SHARDS.value,
-                file_format=FORMAT.value,
-                overwrite=OVERWRITE.value,
-            )
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(
+        summary = synthetic.build(
+            OUTPUT_DIR.value,
+            num_items=NUM_ITEMS.value,
+            num_pairs=NUM_PAIRS.value,
+            num_clusters=NUM_CLUSTERS.value,
+            zipf_exponent=ZIPF_EXPONENT.value,
+            noise=NOISE.value,
+            seed=SEED.value,
+            **common,
+        )
+    return (
         f"{SOURCE.value}: {summary['items']} items, {summary['pairs']} pairs -> {OUTPUT_DIR.value}"
     )
 
+
+main = cli.main(_write)
 
 if __name__ == "__main__":
     app.run(main)

@@ -11,39 +11,15 @@ A SavedModel holding it needs `import scann` before `tf.saved_model.load` in the
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 import uuid
 
 import numpy as np
 
 from ssl_retrieval.compat import tf
+from ssl_retrieval.serving.config import ScannParams
 
-
-@dataclasses.dataclass(frozen=True)
-class ScannParams:
-    """ScaNN knobs; None = derived from the corpus size N."""
-
-    num_leaves: int | None = None  # default about sqrt(N)
-    num_leaves_to_search: int | None = None  # default about 10% of the leaves, at least 10
-    training_sample_size: int = 250_000
-    dimensions_per_block: int = 2
-    anisotropic_quantization_threshold: float = 0.2
-    reorder: int = 200  # exactly re-score this many candidates
-
-    def resolved(self, num_items: int) -> dict:
-        leaves = self.num_leaves or max(1, int(round(math.sqrt(num_items))))
-        leaves = min(leaves, num_items)
-        search = self.num_leaves_to_search or min(leaves, max(10, leaves // 10))
-        return {
-            "num_leaves": leaves,
-            "num_leaves_to_search": min(search, leaves),
-            "training_sample_size": min(self.training_sample_size, num_items),
-            "dimensions_per_block": self.dimensions_per_block,
-            "anisotropic_quantization_threshold": self.anisotropic_quantization_threshold,
-            "reorder": max(self.reorder, 1),
-        }
+DEFAULT_SCANN = ScannParams()
 
 
 class BruteForceIndex(tf.Module):
@@ -67,7 +43,7 @@ class ScannIndex(tf.Module):
 
     kind = "scann"
 
-    def __init__(self, embeddings: np.ndarray, max_k: int, params: ScannParams = ScannParams()):
+    def __init__(self, embeddings: np.ndarray, max_k: int, params: ScannParams = DEFAULT_SCANN):
         super().__init__()
         import scann  # noqa: F401, PLC0415  (registers the ScaNN ops)
         from scann.scann_ops.py import scann_ops  # noqa: PLC0415
@@ -100,7 +76,7 @@ class ScannIndex(tf.Module):
         return result.distances, tf.cast(result.indices, tf.int64)
 
 
-def build(kind: str, embeddings: np.ndarray, max_k: int, params: ScannParams = ScannParams()):
+def build(kind: str, embeddings: np.ndarray, max_k: int, params: ScannParams = DEFAULT_SCANN):
     """The index of `kind` ("scann" or "brute_force") with its build time in `build_seconds`."""
     if kind == "brute_force":
         start = time.time()

@@ -1,4 +1,4 @@
-// The page at / (ssl_retrieval/page.py): plain JS, no build step, no external assets.
+// The page at / (ssl_retrieval/serving/page.py): plain JS, no build step, no external assets.
 // Everything shown comes from /page/* on this server; text goes in with textContent only.
 "use strict";
 

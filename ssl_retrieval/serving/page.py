@@ -1,9 +1,9 @@
 """The browser page at `/`: items similar to X, two models side by side, a new item (cold start).
 
-Mounted by `http_app.create_app`; the HTML, JS and CSS are plain files in `ssl_retrieval/static/`
+Mounted by `http_app.create_app`; the HTML, JS and CSS are plain files in `ssl_retrieval/serving/static/`
 (package data, no build step, nothing fetched from outside the server). The page talks to these
 endpoints, which answer with the model's neighbours plus what the export's item catalogue
-(`ssl_retrieval.item_catalog`) knows of each item:
+(`ssl_retrieval.serving.item_catalog`) knows of each item:
 
   GET  /page/info                       what is served (export_info.json) and the compare export
   GET  /page/items?prefix=vi&limit=10   ids starting with a prefix (at most MAX_COMPLETIONS)
@@ -26,7 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ssl_retrieval import http_app, item_catalog
+from ssl_retrieval.serving import http_app, item_catalog
 
 MAX_COMPLETIONS = 50
 MAX_PREFIX_CHARS = 200
@@ -54,7 +54,7 @@ class Catalogs:
 
 
 def _static(name: str) -> bytes:
-    return (importlib.resources.files("ssl_retrieval") / "static" / name).read_bytes()
+    return (importlib.resources.files("ssl_retrieval.serving") / "static" / name).read_bytes()
 
 
 def _summary(model, catalog) -> dict:

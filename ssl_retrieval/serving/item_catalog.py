@@ -1,7 +1,7 @@
 """The item catalogue an export carries for people to look at: feature values and popularity.
 
 The SavedModel holds the item ids and their embeddings, not what the items *are*. The browser page
-(`ssl_retrieval.page`) shows, for every neighbour, its feature values and how often it was a
+(`ssl_retrieval.serving.page`) shows, for every neighbour, its feature values and how often it was a
 training candidate, so one sees at a glance whether a list is made of hubs or of look-alikes.
 Export writes that into the version directory, beside the model:
 

@@ -10,7 +10,7 @@
                 a pair lives in exactly one split, so they are never eval answers. Ties and
                 empty rows fall back to popularity.
 
-Each is a `retrieval.Scorer` over corpus chunks, so the evaluator treats them like the model.
+Each is a `topk.Scorer` over corpus chunks, so the evaluator treats them like the model.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ssl_retrieval import data as data_lib
-from ssl_retrieval import retrieval
 from ssl_retrieval import schema as schema_lib
+from ssl_retrieval.evaluation import topk
 
 RECOMMENDERS = ("top_popular", "feature_knn", "cooccurrence")
 
@@ -31,7 +31,7 @@ def popularity(data) -> np.ndarray:
     return counts / max(counts.max(), 1.0)
 
 
-def top_popular(data) -> retrieval.Scorer:
+def top_popular(data) -> topk.Scorer:
     scores = popularity(data).astype(np.float32)
 
     def scorer(rows, start, stop):
@@ -66,7 +66,7 @@ def tfidf_matrix(data_dir: str, item_ids: np.ndarray) -> sp.csr_matrix:
     return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x
 
 
-def feature_knn(data, data_dir: str) -> retrieval.Scorer:
+def feature_knn(data, data_dir: str) -> topk.Scorer:
     x = tfidf_matrix(data_dir, data.item_ids).tocsr()
     xt = x.T.tocsc()
     tie_break = 1e-6 * popularity(data)
@@ -78,7 +78,7 @@ def feature_knn(data, data_dir: str) -> retrieval.Scorer:
     return scorer
 
 
-def cooccurrence(data) -> retrieval.Scorer:
+def cooccurrence(data) -> topk.Scorer:
     n = data.num_items
     links = sp.csr_matrix(
         (np.ones(len(data.train_query)), (data.train_query, data.train_candidate)), shape=(n, n)
@@ -97,7 +97,7 @@ def cooccurrence(data) -> retrieval.Scorer:
     return scorer
 
 
-def make(name: str, data, data_dir: str) -> retrieval.Scorer:
+def make(name: str, data, data_dir: str) -> topk.Scorer:
     if name == "top_popular":
         return top_popular(data)
     if name == "feature_knn":

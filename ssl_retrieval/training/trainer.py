@@ -24,10 +24,11 @@ import time
 
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
-from ssl_retrieval import distribute, popularity
 from ssl_retrieval import model as model_lib
+from ssl_retrieval import popularity
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.training import distribute
 
 
 def total_steps(config: config_lib.TrainConfig, schema: schema_lib.Schema) -> int:
@@ -84,11 +85,11 @@ class Validator:
     """Recall@50 of the current weights on a fixed sample of validation queries."""
 
     def __init__(self, config: config_lib.TrainConfig):
-        from ssl_retrieval import evaluation  # noqa: PLC0415
+        from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415
 
-        self._evaluation = evaluation
-        data = evaluation.load_eval_data(config.data_dir, "validation")
-        self.data = evaluation.sample_queries(data, config.validation_queries, seed=0)
+        self._evaluation = evaluator
+        data = evaluator.load_eval_data(config.data_dir, "validation")
+        self.data = evaluator.sample_queries(data, config.validation_queries, seed=0)
         self._data_dir = config.data_dir
         self._functions = {}
 
@@ -104,9 +105,9 @@ class Validator:
         )
 
     def evaluate(self, queries, items) -> dict:
-        from ssl_retrieval import retrieval  # noqa: PLC0415
+        from ssl_retrieval.evaluation import topk  # noqa: PLC0415
 
-        scorer = retrieval.embedding_scorer(queries, items)
+        scorer = topk.embedding_scorer(queries, items)
         return self._evaluation.evaluate(self.data, scorer, ks=(10, 50))
 
     def __call__(self, model) -> dict:
@@ -315,7 +316,7 @@ def run(config: config_lib.TrainConfig) -> dict:
             choice["grid"][0]["value"],
             max(t["value"] for t in choice["grid"]),
         )
-    if model.masker is not None and model.masker.method in ("cfm", "rfm", "rfm_no_compl"):
+    if model.masker is not None and model.masker.pattern in ("cfm", "rfm", "rfm_no_compl"):
         # Collapsed masks (a handful of patterns) mean CFM is not varying its views.
         summary["distinct_mask_patterns"] = model.masker.distinct_patterns(min(step, 1000))
         logging.info(

@@ -8,7 +8,7 @@ Layout (TF Serving style, one numbered version per export):
 Completeness: the version is the directory name. A version is written into a hidden temporary
 directory (`.tmp-<step>-<random>`), `export_info.json` last, and renamed to its number, so a
 numbered directory without `export_info.json` is incomplete and readers skip it
-(`ssl_retrieval.serving`). Pushing a version by hand follows the same protocol: copy it under a
+(`ssl_retrieval.serving.api`). Pushing a version by hand follows the same protocol: copy it under a
 temporary name inside the export dir, then rename it to the next number.
 
 Signatures (explicit TensorSpecs):
@@ -35,10 +35,13 @@ import uuid
 
 import numpy as np
 
-from ssl_retrieval import evaluation, item_catalog, popularity
-from ssl_retrieval import index as index_lib
+from ssl_retrieval import popularity
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.evaluation import evaluator
+from ssl_retrieval.serving import index as index_lib
+from ssl_retrieval.serving import item_catalog
+from ssl_retrieval.serving.config import ExportConfig  # noqa: F401  (re-exported)
 
 
 def feature_signature(features: list[dict]) -> dict:
@@ -142,21 +145,6 @@ class SimilarItemsModule(tf.Module):
         return {"embedding": self.item_tower(to_model_features(features, self.features))}
 
 
-@dataclasses.dataclass(frozen=True)
-class ExportConfig:
-    data_dir: str | None
-    model_dir: str
-    export_dir: str
-    index: str = "scann"
-    k: int = 100
-    min_recall: float = 0.95
-    recall_sample: int = 1000
-    tune: bool = True  # search and re-score more until min_recall is met (see build_index)
-    scann: index_lib.ScannParams = index_lib.ScannParams()
-    overwrite: bool = False
-    popularity_prior: str | float = "auto"  # beta, or "auto": the model dir's (popularity.py)
-
-
 README = """# ssl_retrieval export
 
 Each numbered directory is one export (TF Serving layout; the number is the training step). It is
@@ -222,9 +210,9 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     version_dir = os.path.join(config.export_dir, str(step))
     if os.path.exists(version_dir) and not config.overwrite:
         raise ValueError(f"{version_dir} exists; pass --overwrite to replace this version")
-    data = evaluation.load_eval_data(data_dir)
-    query_embeddings, item_embeddings = evaluation.embed_corpus(model, data_dir)
-    beta = evaluation.resolve_popularity_prior(config.model_dir, config.popularity_prior)
+    data = evaluator.load_eval_data(data_dir)
+    query_embeddings, item_embeddings = evaluator.embed_corpus(model, data_dir)
+    beta = evaluator.resolve_popularity_prior(config.model_dir, config.popularity_prior)
     if beta:
         prior = popularity.log_counts(data_dir, data.item_ids)
         query_embeddings, item_embeddings = popularity.augment(
@@ -284,7 +272,9 @@ def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
             },
             options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]),
         )
-        info["item_catalog"] = item_catalog.write(info["data_dir"], tmp)  # for ssl_retrieval.page
+        info["item_catalog"] = item_catalog.write(
+            info["data_dir"], tmp
+        )  # for ssl_retrieval.serving.page
         with open(os.path.join(tmp, "export_info.json"), "w") as f:
             json.dump(info, f, indent=2)
             # The completion marker, written last and on disk before the rename (module doc).

@@ -23,7 +23,7 @@ for others, and queries arriving while a batch runs form the next one. Answers a
 one call per query (the index always searches max_k + 1 and each answer keeps its first k).
 
 Versions: a background thread polls the export directory (the version is the directory name, see
-`ssl_retrieval.serving`): it loads a newer version once, falls back to the newest remaining one
+`ssl_retrieval.serving.api`): it loads a newer version once, falls back to the newest remaining one
 when the served directory disappears, skips incomplete or broken versions with one log line each
 (retried only when their files change), and the previous model is freed once its last request
 ends.
@@ -47,7 +47,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
-from ssl_retrieval import serving
+from ssl_retrieval.serving import api
 
 SIGNATURES = ("similar_items", "similar_items_by_features", "item_embedding")
 MAX_INSTANCES = 1000
@@ -95,8 +95,8 @@ class ModelHolder:
     def __init__(self, export_dir: str, poll_seconds: float = 30.0):
         self.export_dir = export_dir
         self.poll_seconds = poll_seconds
-        self.model = serving.load(export_dir)
-        self._single = serving.is_version_dir(export_dir)  # one version given: nothing to follow
+        self.model = api.load(export_dir)
+        self._single = api.is_version_dir(export_dir)  # one version given: nothing to follow
         self._failed: dict[int, tuple] = {}  # version -> fingerprint of its failed load
         self._lock = threading.Lock()
         self._warned_gone = None
@@ -114,19 +114,19 @@ class ModelHolder:
             return False
         with self._lock:
             current = self.model
-            intact = serving.fingerprint(current.path) == current.fingerprint
-            present = serving.version_dirs(self.export_dir)
+            intact = api.fingerprint(current.path) == current.fingerprint
+            present = api.version_dirs(self.export_dir)
             self._failed = {v: fp for v, fp in self._failed.items() if v in present}
             for version in reversed(present):
                 if intact and version <= current.version:
                     return False
                 path = os.path.join(self.export_dir, str(version))
-                fp = serving.fingerprint(path)
+                fp = api.fingerprint(path)
                 if self._failed.get(version) == fp:
                     continue
                 try:
-                    new = serving.SimilarItems(path)
-                except serving.BrokenVersionError as e:
+                    new = api.SimilarItems(path)
+                except api.BrokenVersionError as e:
                     self._failed[version] = fp
                     logging.warning("serve: skipping version %d: %s", version, e)
                     continue
@@ -242,7 +242,7 @@ class Batcher:
                     continue
                 if not ok.all():
                     missing = [i for i, hit in zip(p.ids, ok, strict=True) if not hit]
-                    p.future.set_exception(serving.UnknownItemError(missing))
+                    p.future.set_exception(api.UnknownItemError(missing))
                 else:
                     p.future.set_result((model, [row[: p.k] for row in part]))
 
@@ -250,12 +250,12 @@ class Batcher:
 def _parse_k(value, max_k: int) -> int:
     if isinstance(value, str):
         if not _K_TEXT.fullmatch(value.strip()):
-            raise HttpError(400, f"k must be an integer, got {serving.short_repr(value)}")
+            raise HttpError(400, f"k must be an integer, got {api.short_repr(value)}")
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
-        raise HttpError(400, f"k must be an integer, got {serving.short_repr(value)}")
+        raise HttpError(400, f"k must be an integer, got {api.short_repr(value)}")
     if not 1 <= value <= max_k:
-        raise HttpError(400, f"k must be between 1 and {max_k}, got {serving.short_repr(value)}")
+        raise HttpError(400, f"k must be between 1 and {max_k}, got {api.short_repr(value)}")
     return value
 
 
@@ -270,13 +270,13 @@ def _check_ids(instances) -> list[str]:
             )
         ids.append(instance)
     try:
-        serving.encode_ids(ids)
+        api.encode_ids(ids)
     except ValueError as e:
         raise HttpError(400, str(e).replace("item_ids[", "instances[")) from None
     return ids
 
 
-def _validate(model: serving.SimilarItems, body, limits: Limits):
+def _validate(model: api.SimilarItems, body, limits: Limits):
     """(signature, instances or ids, k) of a predict body; HttpError 400/413 naming the problem."""
     if not isinstance(body, dict):
         raise HttpError(400, "the body must be a JSON object with 'instances'")
@@ -284,7 +284,7 @@ def _validate(model: serving.SimilarItems, body, limits: Limits):
     if signature not in SIGNATURES:
         raise HttpError(
             400,
-            f"unknown signature_name {serving.short_repr(signature)}; one of {list(SIGNATURES)}",
+            f"unknown signature_name {api.short_repr(signature)}; one of {list(SIGNATURES)}",
         )
     instances = body.get("instances")
     if not isinstance(instances, list) or not instances:
@@ -328,7 +328,7 @@ def _rows_json(rows) -> dict:
     }
 
 
-def _run_features(model: serving.SimilarItems, signature: str, instances, k: int) -> dict:
+def _run_features(model: api.SimilarItems, signature: str, instances, k: int) -> dict:
     try:
         if signature == "similar_items_by_features":
             return _rows_json(model.similar_by_features(instances, k))
@@ -337,14 +337,14 @@ def _run_features(model: serving.SimilarItems, signature: str, instances, k: int
         raise HttpError(400, str(e)) from None
 
 
-def _predict(model: serving.SimilarItems, body, limits: Limits = Limits()) -> dict:
+def _predict(model: api.SimilarItems, body, limits: Limits = Limits()) -> dict:
     """One predict body answered in the calling thread (no batching)."""
     signature, instances, k = _validate(model, body, limits)
     if signature != "similar_items":
         return _run_features(model, signature, instances, k)
     try:
         return _rows_json(model.similar(instances, k))
-    except serving.UnknownItemError as e:
+    except api.UnknownItemError as e:
         raise HttpError(404, str(e)) from None
     except ValueError as e:
         raise HttpError(400, str(e)) from None
@@ -389,7 +389,7 @@ def _parse_json(raw: bytes):
     except RecursionError:
         raise HttpError(400, "the body is not valid JSON: nested too deeply") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, integers over 4,300 digits
-        raise HttpError(400, f"the body is not valid JSON: {serving.short_repr(str(e))}") from None
+        raise HttpError(400, f"the body is not valid JSON: {api.short_repr(str(e))}") from None
 
 
 def create_app(
@@ -444,7 +444,7 @@ def create_app(
         if name != model_name:
             raise HttpError(
                 404,
-                f"unknown model {serving.short_repr(name)}; this server serves {model_name!r}",
+                f"unknown model {api.short_repr(name)}; this server serves {model_name!r}",
             )
 
     def split_verb(name_and_verb: str) -> str:
@@ -452,7 +452,7 @@ def create_app(
         if verb != "predict":
             raise HttpError(
                 404,
-                f"unknown method {serving.short_repr(verb)}; use /v1/models/{model_name}:predict",
+                f"unknown method {api.short_repr(verb)}; use /v1/models/{model_name}:predict",
             )
         check_name(name)
         return name
@@ -491,7 +491,7 @@ def create_app(
             )
         try:
             _, rows = await batcher.similar(instances, k)
-        except serving.UnknownItemError as e:
+        except api.UnknownItemError as e:
             raise HttpError(404, str(e)) from None
         return JSONResponse(_rows_json(rows))
 
@@ -501,7 +501,7 @@ def create_app(
         (item_id,) = _check_ids([request.path_params["item_id"]])
         try:
             served, (row,) = await batcher.similar([item_id], k)
-        except serving.UnknownItemError as e:
+        except api.UnknownItemError as e:
             raise HttpError(404, str(e)) from None
         return JSONResponse(
             {
@@ -514,7 +514,7 @@ def create_app(
     # The hottest endpoint as a plain route: FastAPI's parameter machinery is ~10% of a request.
     app.router.routes.append(Route("/v1/similar/{item_id:path}", similar, methods=["GET"]))
 
-    from ssl_retrieval import page  # noqa: PLC0415  (page imports this module)
+    from ssl_retrieval.serving import page  # noqa: PLC0415  (page imports this module)
 
     app.include_router(page.router(holder, compare))
     return app

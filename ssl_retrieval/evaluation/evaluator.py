@@ -1,6 +1,6 @@
 """Evaluation the way the paper does it: top K from the whole corpus, Recall@K and MAP@K.
 
-`evaluate(data_dir, scorer, ...)` runs any recommender (a `retrieval.Scorer`) over the eval
+`evaluate(data_dir, scorer, ...)` runs any recommender (a `topk.Scorer`) over the eval
 pairs of a data dir; `model_scorer(model_dir)` makes the scorer of a trained model by embedding
 the whole corpus with both towers (an eval query is a corpus item, so its query embedding is the
 query tower on its features). `python -m ssl_retrieval.evaluate` is the CLI.
@@ -18,10 +18,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from ssl_retrieval import data as data_lib
-from ssl_retrieval import metrics as metrics_lib
-from ssl_retrieval import popularity, retrieval
+from ssl_retrieval import popularity
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.evaluation import metrics as metrics_lib
+from ssl_retrieval.evaluation import topk
 
 
 @dataclasses.dataclass
@@ -172,7 +173,7 @@ def resolve_popularity_prior(model_dir: str, popularity_prior: str | float) -> f
 
 def model_scorer(
     model_dir: str, data_dir: str | None = None, popularity_prior: str | float = "auto"
-) -> retrieval.Scorer:
+) -> topk.Scorer:
     """Cosine of the two towers, plus beta * log(1 + training count) (see popularity.py)."""
     from ssl_retrieval import model as model_lib  # noqa: PLC0415
 
@@ -186,7 +187,7 @@ def model_scorer(
             query_embeddings, item_embeddings, prior, beta
         )
     logging.info("evaluate: popularity prior beta %.3f", beta)
-    return retrieval.embedding_scorer(query_embeddings, item_embeddings)
+    return topk.embedding_scorer(query_embeddings, item_embeddings)
 
 
 def train_positives(data: EvalData, queries: np.ndarray) -> list[np.ndarray]:
@@ -200,7 +201,7 @@ def train_positives(data: EvalData, queries: np.ndarray) -> list[np.ndarray]:
 
 def evaluate(
     data: EvalData,
-    scorer: retrieval.Scorer,
+    scorer: topk.Scorer,
     ks: Sequence[int] = (10, 50),
     exclude_train_positives: bool = False,
     query_batch: int = 1024,
@@ -209,7 +210,7 @@ def evaluate(
     """Metrics of `scorer` on the eval pairs: {"all", "head", "tail", "cold"} (see metrics.py)."""
     queries, query_of_pair = np.unique(data.eval_query, return_inverse=True)
     exclude = train_positives(data, queries) if exclude_train_positives else None
-    retrieved, _ = retrieval.top_k(
+    retrieved, _ = topk.top_k(
         scorer,
         queries,
         data.num_items,
@@ -268,7 +269,7 @@ def run(
     popularity_prior: str | float = "auto",
 ) -> dict:
     """Evaluates one recommender and writes its metrics JSON; returns the written object."""
-    from ssl_retrieval import baselines  # noqa: PLC0415
+    from ssl_retrieval.evaluation import references  # noqa: PLC0415
 
     start = time.time()
     data = load_eval_data(data_dir, split)
@@ -277,7 +278,7 @@ def run(
             raise ValueError("--model_dir is required for --recommender=model")
         scorer = model_scorer(model_dir, data_dir, popularity_prior)
     else:
-        scorer = baselines.make(recommender, data, data_dir)
+        scorer = references.make(recommender, data, data_dir)
     logging.info(
         "evaluate: %s on %d eval pairs, %d items", recommender, len(data.eval_query), data.num_items
     )

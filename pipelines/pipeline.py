@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import mutual_information, raw_io, readers, stats, tmp_dirs, vocabulary, writers
 from pipelines.pairs import EVAL, TRAIN, VALIDATION, JoinPairs, item_example
 from ssl_retrieval import schema as schema_lib
+from ssl_retrieval.cli import option
 
 TARGET_SHARD_BYTES = 64 << 20
 META = "_meta"
@@ -56,21 +57,52 @@ class PreprocessConfig:
       csv_list_separator: separator of the values of a multi-hot CSV cell.
     """
 
-    items: str
-    pairs: str
-    schema: str
-    output_dir: str
-    eval_fraction: float = 0.1
-    validation_fraction: float = 0.05
-    train_fraction: float = 1.0
-    max_error_fraction: float = 0.01
-    head_fraction: float = 0.1
-    max_vocab: int | None = None
-    min_count: int | None = None
-    num_shards: int = 0
-    overwrite: bool = False
-    input_format: str = readers.AUTO
-    csv_list_separator: str = readers.DEFAULT_CSV_LIST_SEPARATOR
+    items: str = option(help="Glob of the raw item files (or PROJECT:DATASET.TABLE with bigquery).")
+    pairs: str = option(help="Glob of the raw pair files (or PROJECT:DATASET.TABLE with bigquery).")
+    schema: str = option(help="Dataset schema JSON (feature names and kinds).")
+    output_dir: str = option(
+        help="Data directory to create (written to a temporary sibling, then renamed)."
+    )
+    eval_fraction: float = option(
+        0.1, "Share of pairs held out for evaluation, chosen by a hash of the pair."
+    )
+    validation_fraction: float = option(
+        0.05,
+        "Share of the non-eval pairs held out for validation (model selection, tuning), chosen by "
+        "another hash of the pair; the same pairs at every --train_fraction.",
+    )
+    train_fraction: float = option(
+        1.0,
+        "Share of training pairs kept (e.g. 0.1, 0.01 for the data-sparsity study); eval untouched.",
+    )
+    max_error_fraction: float = option(
+        0.01, "Fail if invalid records exceed this share of input records."
+    )
+    head_fraction: float = option(
+        0.1, "Share of distinct training candidates (most frequent) in the head slice."
+    )
+    max_vocab: int | None = option(
+        None, "Default vocabulary cap for features whose schema sets no max_vocab."
+    )
+    min_count: int | None = option(
+        None, "Default minimum item count for features whose schema sets no min_count."
+    )
+    num_shards: int = option(
+        0, "Shards of train-*; eval-* and items-* scale from it. 0 = from input size."
+    )
+    overwrite: bool = option(
+        False, "Replace an existing --output_dir once the new one is complete."
+    )
+    input_format: str = option(
+        readers.AUTO,
+        "Format of --items and --pairs; auto: by file extension (.parquet/.pq, .csv, else JSON "
+        "Lines).",
+        enum=readers.FORMATS,
+    )
+    csv_list_separator: str = option(
+        readers.DEFAULT_CSV_LIST_SEPARATOR,
+        "CSV input: separator of the values in a multi_hot cell.",
+    )
 
     def __post_init__(self):
         checks = [
