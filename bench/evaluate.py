@@ -1,4 +1,5 @@
-"""Benchmark of whole-corpus evaluation (issue 5): 63k items x 30k queries by default.
+"""Benchmark of whole-corpus evaluation: how long ranking every item for every eval query takes
+(63k items x 30k queries by default), chunked TF against a plain numpy matmul.
 
 Prints JSON lines, measured in this run on the same embeddings and eval pairs:
   {"figure": "evaluate", "method": "chunked_tf", ...}   ssl_retrieval.evaluation.evaluator.evaluate (what

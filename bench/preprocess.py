@@ -1,4 +1,5 @@
-"""Benchmark of the preprocessing job on the Debian data (issue 3).
+"""Benchmark of the preprocessing job: the whole Debian job in both DirectRunner modes, the
+mutual-information stage against numpy, and reading Parquet, JSON Lines and CSV.
 
 Prints JSON lines:
   {"figure": "preprocess", "mode": "in_memory" | "multi_processing_2", "seconds", "pairs_per_s",
@@ -34,6 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipelines import mutual_information, pipeline, raw_io, readers, vocabulary  # noqa: E402
 from ssl_retrieval import schema as schema_lib  # noqa: E402
+from ssl_retrieval.data_dir import DataDir  # noqa: E402
 from ssl_retrieval.sources import jsonl as source_files  # noqa: E402
 from ssl_retrieval.sources import synthetic  # noqa: E402
 
@@ -271,7 +273,7 @@ def main():
 
     data_dir = os.path.join(args.work_dir, "data_in_memory")
     schema = schema_lib.load(os.path.join(raw, "schema.json"))
-    final = schema_lib.load_from_data_dir(data_dir)
+    final = DataDir(data_dir).schema
     items = load_items(raw, schema)
     min_counts = {f.name: vocabulary.caps(f, None, None)[1] for f in schema.sparse_features}
     cutoffs = {}

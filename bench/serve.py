@@ -1,4 +1,5 @@
-"""Benchmark of serving (issues 6, 13): ScaNN against brute force, the Python API against HTTP.
+"""Benchmark of serving: ScaNN against brute force, the Python API against HTTP, and the
+server's memory over version swaps.
 
 Prints JSON lines, all from this run on the same corpus (and writes them to --out):
   {"figure": "index", "index": "scann" | "brute_force", "build_s", "recall_at_10",

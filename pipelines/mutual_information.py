@@ -27,8 +27,7 @@ OOV = "<OOV>"
 FLUSH_KEYS = 200_000
 
 
-def dense_bin(z: float) -> str:
-    return f"bin{min(7, max(-8, math.floor(2 * z)))}"
+dense_bin = schema_lib.dense_bin  # the binning formula lives with the schema
 
 
 def in_vocabulary(value: str, count: int, cutoff, min_count: int) -> bool:

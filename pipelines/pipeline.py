@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import mutual_information, raw_io, readers, stats, tmp_dirs, vocabulary, writers
 from pipelines.pairs import EVAL, TRAIN, VALIDATION, JoinPairs, item_example
+from ssl_retrieval import data_dir as data_dir_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.cli import option
 
@@ -292,7 +293,7 @@ def _final_schema(schema, meta_vocab, meta_dense, meta_num_values, counts, shard
                 dataclasses.replace(
                     f,
                     vocab_size=vocab.get(f.name, {}).get("vocab_size", 0),
-                    vocab_file=f"vocab/{f.name}.txt",
+                    vocab_file=data_dir_lib.vocab_file(f.name),
                     oov_buckets=f.oov_buckets or 1,
                     num_values_mean=num_values.get(f.name, 0) / max(num_items, 1),
                 )
@@ -383,8 +384,8 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
     tmp_dirs.remove_stale(out_dir)
     tmp_dir = tmp_dirs.TmpDir(out_dir)
     tmp = tmp_dir.path
-    os.makedirs(os.path.join(tmp, "vocab"))
-    os.makedirs(os.path.join(tmp, "stats"))
+    os.makedirs(os.path.join(tmp, data_dir_lib.VOCAB_DIR))
+    os.makedirs(os.path.join(tmp, data_dir_lib.STATS_DIR))
     os.makedirs(os.path.join(tmp, "errors"))
     start = time.time()
     try:
@@ -454,7 +455,7 @@ def _finish(config, schema, shards, tmp, files) -> dict:
     names = schema.names
     mi_sums = {tuple(k): v for k, v in _read_meta(tmp, "mi")}
     mi = mutual_information.finalize(names, mi_sums, counts["items"])
-    _write_json(os.path.join(tmp, "mutual_info.json"), mi)
+    _write_json(os.path.join(tmp, data_dir_lib.MUTUAL_INFO), mi)
     final = _final_schema(
         schema,
         _read_meta(tmp, "vocab"),
@@ -464,7 +465,7 @@ def _finish(config, schema, shards, tmp, files) -> dict:
         shards,
         counts["items"],
     )
-    schema_lib.save(final, os.path.join(tmp, "schema.json"))
+    schema_lib.save(final, os.path.join(tmp, data_dir_lib.SCHEMA))
     slices = {}
     for d in _read_meta(tmp, "slices"):
         slices.update(d)
@@ -477,20 +478,16 @@ def _finish(config, schema, shards, tmp, files) -> dict:
         "head_fraction": config.head_fraction,
         "num_head_items": slices.get("num_head_items", 0),
         "num_cold_items": slices.get("num_cold_items", 0),
-        "files": {
-            "candidate_counts": "stats/candidate_counts.tsv",
-            "head_items": "stats/head_items.txt",
-            "cold_items": "stats/cold_items.txt",
-        },
+        "files": dict(data_dir_lib.STATS_FILES),
     }
-    _write_json(os.path.join(tmp, "stats.json"), stats_json)
+    _write_json(os.path.join(tmp, data_dir_lib.STATS), stats_json)
     shutil.rmtree(os.path.join(tmp, META), ignore_errors=True)
     count_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items()))
     count_rows += "\n" + "\n".join(
         f"| {k} | {stats_json[k]} |" for k in ("num_head_items", "num_cold_items")
     )
     ranked = "\n".join(f"- `{n}`: {', '.join(mi['ranked'][n])}" for n in names)
-    with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(tmp, data_dir_lib.README), "w", encoding="utf-8") as f:
         f.write(
             README.format(
                 items=config.items,

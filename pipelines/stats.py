@@ -12,6 +12,8 @@ import math
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from ssl_retrieval import data_dir as data_dir_lib
+
 
 class ComputeSliceStats(beam.PTransform):
     """train/eval candidate ids -> files under `<directory>/stats/` and a summary dict.
@@ -40,11 +42,11 @@ class ComputeSliceStats(beam.PTransform):
             ranked = sorted(counts, key=lambda kv: (-kv[1], kv[0]))
             head = ranked[: int(math.ceil(head_fraction * len(ranked)))]
             with FileSystems.create(
-                FileSystems.join(directory, "stats", "candidate_counts.tsv")
+                FileSystems.join(directory, data_dir_lib.CANDIDATE_COUNTS)
             ) as f:
                 for item_id, count in ranked:
                     f.write(f"{item_id}\t{count}\n".encode())
-            with FileSystems.create(FileSystems.join(directory, "stats", "head_items.txt")) as f:
+            with FileSystems.create(FileSystems.join(directory, data_dir_lib.HEAD_ITEMS)) as f:
                 for item_id, _ in head:
                     f.write(f"{item_id}\n".encode())
             yield {"num_train_candidates": len(ranked), "num_head_items": len(head)}
@@ -71,7 +73,7 @@ class ComputeSliceStats(beam.PTransform):
 
         def write_cold(_, ids):
             ids = sorted(ids)
-            with FileSystems.create(FileSystems.join(directory, "stats", "cold_items.txt")) as f:
+            with FileSystems.create(FileSystems.join(directory, data_dir_lib.COLD_ITEMS)) as f:
                 for item_id in ids:
                     f.write(f"{item_id}\n".encode())
             yield {"num_cold_items": len(ids)}

@@ -13,11 +13,12 @@ import math
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from ssl_retrieval import data_dir as data_dir_lib
 from ssl_retrieval import schema as schema_lib
 
 
 def vocab_path(directory: str, feature: str) -> str:
-    return FileSystems.join(directory, "vocab", f"{feature}.txt")
+    return FileSystems.join(directory, data_dir_lib.vocab_file(feature))
 
 
 def caps(feature: schema_lib.Feature, max_vocab: int | None, min_count: int | None):

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 
-from ssl_retrieval import methods
+from ssl_retrieval import atomic, methods
 from ssl_retrieval.cli import option
 
 METHODS = methods.NAMES
@@ -252,12 +252,7 @@ def path(model_dir: str) -> str:
 
 
 def save(config: TrainConfig, model_dir: str) -> None:
-    os.makedirs(model_dir, exist_ok=True)
-    tmp = path(model_dir) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(config.to_json(), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path(model_dir))
+    atomic.write_json(path(model_dir), config.to_json())
 
 
 def load(model_dir: str) -> TrainConfig:

@@ -19,11 +19,10 @@ seed; a resumed run rebuilds the same streams and skips the batches already cons
 
 from __future__ import annotations
 
-import glob
-import os
-
+from ssl_retrieval import data_dir as data_dir_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.data_dir import DataDir
 
 # Records held by a shuffle buffer: 262,144 Debian pair records take about 0.5 GB.
 SHUFFLE_BUFFER = 262_144
@@ -43,13 +42,9 @@ def parse_spec(schema: schema_lib.Schema, prefix: str = "") -> dict:
     return spec
 
 
-def files(data_dir: str, schema: schema_lib.Schema, split: str) -> list[str]:
+def files(data_dir, schema: schema_lib.Schema | None, split: str) -> list[str]:
     """Sorted files of `split` ("train", "eval" or "items"); ValueError if there are none."""
-    pattern = os.path.join(data_dir, schema.files.get(split, f"{split}-*.tfrecord"))
-    found = sorted(glob.glob(pattern))
-    if not found:
-        raise ValueError(f"{data_dir}: no {split} files match {pattern}")
-    return found
+    return data_dir_lib.find_files(data_dir, schema or DataDir.of(data_dir).schema, split)
 
 
 def _parse_pairs(schema: schema_lib.Schema):
@@ -71,9 +66,12 @@ def _parse_pairs(schema: schema_lib.Schema):
     return parse
 
 
-def items_dataset(data_dir: str, batch_size: int, schema: schema_lib.Schema | None = None):
-    """The whole corpus once, in file order: batches of {name: ragged strings | float [B]}."""
-    schema = schema or schema_lib.load_from_data_dir(data_dir)
+def items_dataset(data_dir, batch_size: int, schema: schema_lib.Schema | None = None):
+    """The whole corpus once, in file order: batches of {name: ragged strings | float [B]}.
+
+    `data_dir`: a path or a `DataDir`; `schema` defaults to the data dir's."""
+    data_dir = DataDir.of(data_dir)
+    schema = schema or data_dir.schema
     spec = parse_spec(schema)
     return (
         tf.data.TFRecordDataset(files(data_dir, schema, "items"))
@@ -85,7 +83,8 @@ def items_dataset(data_dir: str, batch_size: int, schema: schema_lib.Schema | No
 
 def pairs_dataset(data_dir: str, split: str, batch_size: int, schema=None):
     """One pass over a pair split in file order (evaluation, tests)."""
-    schema = schema or schema_lib.load_from_data_dir(data_dir)
+    data_dir = DataDir.of(data_dir)
+    schema = schema or data_dir.schema
     return (
         tf.data.TFRecordDataset(files(data_dir, schema, split))
         .batch(batch_size)
@@ -94,8 +93,25 @@ def pairs_dataset(data_dir: str, split: str, batch_size: int, schema=None):
     )
 
 
-def train_item_counts(data_dir: str, schema: schema_lib.Schema) -> dict[str, int]:
+def corpus_ids(data_dir, schema: schema_lib.Schema | None = None) -> list[str]:
+    """The corpus ids in items-* file order (the corpus index)."""
+    data_dir = DataDir.of(data_dir)
+    id_name = (schema or data_dir.schema).id_feature.name
+    ids = []
+    spec = {id_name: tf.io.FixedLenFeature([], tf.string)}
+    dataset = (
+        tf.data.TFRecordDataset(data_dir.files("items"))
+        .batch(8192)
+        .map(lambda x: tf.io.parse_example(x, spec))
+    )
+    for batch in dataset:
+        ids += batch[id_name].numpy().astype(str).tolist()
+    return ids
+
+
+def train_item_counts(data_dir, schema: schema_lib.Schema | None = None) -> dict[str, int]:
     """How many training pairs each item is in, as query or candidate."""
+    schema = schema or DataDir.of(data_dir).schema
     id_name = schema.id_feature.name
     spec = {
         schema_lib.QUERY_PREFIX + id_name: tf.io.FixedLenFeature([], tf.string),

@@ -14,7 +14,6 @@ Pieces:
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -24,16 +23,15 @@ from ssl_retrieval import augment, losses, methods
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.data_dir import DataDir
 
 METHODS = config_lib.METHODS
 
 
-def _feature_config(f: schema_lib.Feature, data_dir: str, keep_ids=None) -> dict:
+def _feature_config(f: schema_lib.Feature, data_dir: DataDir, keep_ids=None) -> dict:
     config = {"name": f.name, "kind": f.kind, "embedding_dim": f.embedding_dim}
     if f.is_sparse:
-        path = os.path.join(data_dir, f.vocab_file)
-        with open(path, encoding="utf-8") as vocab_file:
-            vocabulary = [line.rstrip("\n") for line in vocab_file]
+        vocabulary = data_dir.vocabulary(f.name)
         config.update(vocabulary=vocabulary, oov_buckets=f.oov_buckets or 1)
         if f.kind == schema_lib.ID and keep_ids is not None:
             config["vocabulary"] = [v for v in vocabulary if v in keep_ids]
@@ -43,13 +41,15 @@ def _feature_config(f: schema_lib.Feature, data_dir: str, keep_ids=None) -> dict
     return config
 
 
-def feature_configs(schema: schema_lib.Schema, data_dir: str, keep_ids=None) -> list[dict]:
+def feature_configs(schema: schema_lib.Schema, data_dir, keep_ids=None) -> list[dict]:
     """Encoder configs (vocabularies inlined) from a preprocessed schema.
 
     Args:
+      data_dir: a path or a `DataDir` (its vocabularies).
       keep_ids: optional set of ids that keep an embedding of their own; any other id is
         treated as missing (the id feature's default embedding).
     """
+    data_dir = DataDir.of(data_dir)
     return [_feature_config(f, data_dir, keep_ids) for f in schema.features]
 
 
@@ -421,40 +421,29 @@ class SSLRetrievalModel(tfrs.Model):
         return self.compute_losses(inputs, training)[0]
 
 
-def candidate_counts(data_dir: str) -> tuple[list[str], list[float], float]:
-    """(ids, share of training pairs, total pairs) of each training candidate: the one reader of
-    `stats/candidate_counts.tsv` (logQ correction, popularity prior)."""
-    with open(os.path.join(data_dir, "stats.json")) as f:
-        stats = json.load(f)
-    ids, counts = [], []
-    with open(os.path.join(data_dir, stats["files"]["candidate_counts"]), encoding="utf-8") as f:
-        for line in f:
-            item_id, count = line.rstrip("\n").split("\t")
-            ids.append(item_id)
-            counts.append(float(count))
+def candidate_counts(data_dir) -> tuple[list[str], list[float], float]:
+    """(ids, share of training pairs, total pairs) of each training candidate (logQ correction,
+    popularity prior), from `DataDir.candidate_counts`."""
+    ids, counts = DataDir.of(data_dir).candidate_counts
     total = float(np.sum(counts)) or 1.0
     return ids, [c / total for c in counts], total
 
 
-def candidate_probabilities(data_dir: str) -> tuple[list[str], list[float]]:
+def candidate_probabilities(data_dir) -> tuple[list[str], list[float]]:
     """Each training candidate's share of training pairs (for logQ correction)."""
     ids, shares, _ = candidate_counts(data_dir)
     return ids, shares
 
 
-def build_model(config, data_dir: str | None = None) -> SSLRetrievalModel:
-    """The model for `config` from the data dir's schema.json and mutual_info.json."""
+def build_model(config, data_dir=None) -> SSLRetrievalModel:
+    """The model for `config` from the data dir's schema.json and mutual_info.json.
+
+    `data_dir`: a path or a `DataDir`; default the config's."""
     from ssl_retrieval import data as data_lib  # noqa: PLC0415
 
-    data_dir = data_dir or config.data_dir
-    schema = schema_lib.load_from_data_dir(data_dir)
-    with open(os.path.join(data_dir, "mutual_info.json")) as f:
-        mi = json.load(f)
-    if mi["features"] != schema.names:
-        raise ValueError(
-            f"{data_dir}/mutual_info.json lists features {mi['features']} but schema.json has "
-            f"{schema.names}; re-run the preprocessing job"
-        )
+    data_dir = DataDir.of(data_dir or config.data_dir)
+    schema = data_dir.schema
+    mi = data_dir.mutual_info
     probability = candidate_probabilities(data_dir) if config.sampling_correction else None
     keep_ids = None
     if config.id_min_count > 0:
@@ -474,7 +463,7 @@ def build_model(config, data_dir: str | None = None) -> SSLRetrievalModel:
     )
 
 
-def load_from_model_dir(model_dir: str, data_dir: str | None = None) -> SSLRetrievalModel:
+def load_from_model_dir(model_dir: str, data_dir=None) -> SSLRetrievalModel:
     """Rebuilds the model from `<model_dir>/config.json` and restores its latest checkpoint.
 
     Raises:
@@ -483,6 +472,7 @@ def load_from_model_dir(model_dir: str, data_dir: str | None = None) -> SSLRetri
     from ssl_retrieval import data as data_lib  # noqa: PLC0415
 
     config = config_lib.load(model_dir)
+    data_dir = DataDir.of(data_dir or config.data_dir)
     model = build_model(config, data_dir)
     checkpoint_dir = os.path.join(model_dir, "checkpoints")
     # The best weights on validation, when the run validated; else the last ones.
@@ -491,11 +481,29 @@ def load_from_model_dir(model_dir: str, data_dir: str | None = None) -> SSLRetri
     )
     if latest is None:
         raise ValueError(f"{model_dir}: no checkpoint under {checkpoint_dir}; train first")
-    schema = schema_lib.load_from_data_dir(data_dir or config.data_dir)
     # Build the variables with one tiny batch, then restore.
-    sample = next(iter(data_lib.items_dataset(data_dir or config.data_dir, 2, schema=schema)))
+    sample = next(iter(data_lib.items_dataset(data_dir, 2)))
     model.query_tower(sample)
     model.item_tower(sample)
     checkpoint = tf.train.Checkpoint(model=model)
     checkpoint.restore(latest).expect_partial()
     return model
+
+
+def embed_corpus(model, data_dir, batch_size: int = 4096, functions=None):
+    """(query tower, item tower) embeddings [N, d] of every corpus item, in corpus order.
+
+    `functions`: optional (query_fn, item_fn) already wrapped in tf.function, so that repeated
+    calls (validation during training) do not trace again.
+    """
+    from ssl_retrieval import data as data_lib  # noqa: PLC0415
+
+    queries, items = [], []
+    query_fn, item_fn = functions or (
+        tf.function(model.query_tower, reduce_retracing=True),
+        tf.function(model.item_tower, reduce_retracing=True),
+    )
+    for batch in data_lib.items_dataset(data_dir, batch_size):
+        queries.append(query_fn(batch).numpy())
+        items.append(item_fn(batch).numpy())
+    return np.concatenate(queries), np.concatenate(items)

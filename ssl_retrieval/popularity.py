@@ -22,6 +22,8 @@ import os
 
 import numpy as np
 
+from ssl_retrieval import atomic
+
 FILE = "popularity_prior.json"
 DEFAULT_GRID = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12)
 OBJECTIVES = ("slices", "all")
@@ -78,12 +80,7 @@ def choose_beta(
 
 
 def save(model_dir: str, choice: dict) -> None:
-    path = os.path.join(model_dir, FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(choice, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic.write_json(os.path.join(model_dir, FILE), choice)
 
 
 def load_beta(model_dir: str) -> float:
@@ -93,3 +90,18 @@ def load_beta(model_dir: str) -> float:
         return 0.0
     with open(path) as f:
         return float(json.load(f)["beta"])
+
+
+def resolve_popularity_prior(model_dir: str, popularity_prior: str | float) -> float:
+    """beta: "auto" = the one chosen on validation for this model (0 if none), else a number."""
+    if popularity_prior == "auto":
+        return load_beta(model_dir)
+    try:
+        beta = float(popularity_prior)
+    except ValueError:
+        raise ValueError(
+            f"--popularity_prior must be 'auto' or a number >= 0, got {popularity_prior!r}"
+        ) from None
+    if not beta >= 0:
+        raise ValueError(f"--popularity_prior must be >= 0, got {popularity_prior!r}")
+    return beta

@@ -2,7 +2,7 @@
 
 Two files use it:
 
-* a **dataset schema** (`configs/datasets/<name>.json`, or the `schema.json` a built-in source
+* a **dataset schema** (your own JSON file, or the `schema.json` a built-in source
   writes beside its raw JSON Lines) says which item features exist and of what kind:
 
       {"features": [{"name": "item_id", "kind": "id"},
@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from ssl_retrieval import atomic
 
 ID = "id"
 CATEGORICAL = "categorical"
@@ -302,7 +305,10 @@ def load_from_data_dir(data_dir: str) -> Schema:
 
 def save(schema: Schema, path: str) -> None:
     """Writes the schema atomically (temporary file, then rename)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(schema.dumps())
-    os.replace(tmp, path)
+    atomic.write_text(path, schema.dumps())
+
+
+def dense_bin(z: float) -> str:
+    """The mutual-information token of a standardised dense value: half-standard-deviation bins,
+    clipped to bin-8..bin7 (docs/contracts.md). The Beam job and the test reference share it."""
+    return f"bin{min(7, max(-8, math.floor(2 * z)))}"

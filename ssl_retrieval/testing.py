@@ -19,6 +19,7 @@ from collections import Counter
 
 import numpy as np
 
+from ssl_retrieval import data_dir as data_dir_lib
 from ssl_retrieval import schema as schema_lib
 
 FEATURES = [
@@ -92,8 +93,7 @@ def _tokens(item: dict, f) -> list[str]:
 def dense_bin(value: float, feature) -> str:
     """The MI token of a dense value (docs/contracts.md): half-std bins of the standardised value."""
     x = math.log1p(value) if feature.dense_transform == "log" else value
-    z = (x - feature.mean) / feature.std
-    return f"bin{min(7, max(-8, math.floor(2 * z)))}"
+    return schema_lib.dense_bin((x - feature.mean) / feature.std)
 
 
 def mutual_information(items: list[dict], features, vocabs: dict[str, set]) -> dict:
@@ -174,8 +174,8 @@ def make_data_dir(
     from ssl_retrieval.compat import tf
 
     rng = np.random.default_rng(seed)
-    os.makedirs(os.path.join(path, "vocab"), exist_ok=True)
-    os.makedirs(os.path.join(path, "stats"), exist_ok=True)
+    os.makedirs(os.path.join(path, data_dir_lib.VOCAB_DIR), exist_ok=True)
+    os.makedirs(os.path.join(path, data_dir_lib.STATS_DIR), exist_ok=True)
     items = _items(num_items, num_clusters, rng)
     pairs = _pairs(num_items, num_pairs, num_clusters, rng)
     by_id = {item["item_id"]: item for item in items}
@@ -191,7 +191,7 @@ def make_data_dir(
                     counts[v] += 1
             values = sorted(counts, key=lambda v: (-counts[v], v))
             vocabs[f.name] = set(values)
-            rel = f"vocab/{f.name}.txt"
+            rel = data_dir_lib.vocab_file(f.name)
             with open(os.path.join(path, rel), "w", encoding="utf-8") as out:
                 out.writelines(v + "\n" for v in values)
             num_values = sum(len(_tokens(i, f)) for i in items if f.name in i and i[f.name] != [])
@@ -271,20 +271,20 @@ def make_data_dir(
             **({"validation": "validation-*.tfrecord"} if validation_fraction > 0 else {}),
         },
     )
-    schema_lib.save(schema, os.path.join(path, "schema.json"))
+    schema_lib.save(schema, os.path.join(path, data_dir_lib.SCHEMA))
 
-    with open(os.path.join(path, "mutual_info.json"), "w") as out:
+    with open(os.path.join(path, data_dir_lib.MUTUAL_INFO), "w") as out:
         json.dump(mutual_information(items, final_features, vocabs), out, indent=2)
 
     cand_counts = Counter(c for _, c in train)
     ordered = sorted(cand_counts, key=lambda i: (-cand_counts[i], i))
     head = ordered[: max(1, int(round(0.1 * len(ordered))))]
     cold = sorted({c for _, c in evals} - set(cand_counts))
-    with open(os.path.join(path, "stats/candidate_counts.tsv"), "w") as out:
+    with open(os.path.join(path, data_dir_lib.CANDIDATE_COUNTS), "w") as out:
         out.writelines(f"{i}\t{cand_counts[i]}\n" for i in ordered)
-    with open(os.path.join(path, "stats/head_items.txt"), "w") as out:
+    with open(os.path.join(path, data_dir_lib.HEAD_ITEMS), "w") as out:
         out.writelines(i + "\n" for i in head)
-    with open(os.path.join(path, "stats/cold_items.txt"), "w") as out:
+    with open(os.path.join(path, data_dir_lib.COLD_ITEMS), "w") as out:
         out.writelines(i + "\n" for i in cold)
     stats = {
         "num_items": len(items),
@@ -294,14 +294,10 @@ def make_data_dir(
         "head_fraction": 0.1,
         "num_head_items": len(head),
         "num_cold_items": len(cold),
-        "files": {
-            "candidate_counts": "stats/candidate_counts.tsv",
-            "head_items": "stats/head_items.txt",
-            "cold_items": "stats/cold_items.txt",
-        },
+        "files": dict(data_dir_lib.STATS_FILES),
     }
-    with open(os.path.join(path, "stats.json"), "w") as out:
+    with open(os.path.join(path, data_dir_lib.STATS), "w") as out:
         json.dump(stats, out, indent=2)
-    with open(os.path.join(path, "README.md"), "w") as out:
+    with open(os.path.join(path, data_dir_lib.README), "w") as out:
         out.write("Tiny test data dir written by ssl_retrieval.testing (see docs/contracts.md).\n")
     return path

@@ -1,4 +1,5 @@
-"""Shared test helpers: reading a raw dataset dir, and two tiny exports (the page's compare view)."""
+"""Shared test helpers: a tiny data dir, reading a raw dataset dir, and two tiny exports (the page's
+compare view)."""
 
 import os
 
@@ -37,6 +38,12 @@ def _read_raw(directory):
             records.append(record)
         out[name] = records
     return out["items"], out["pairs"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A tiny preprocessed data dir (`testing.make_data_dir`), one per test module."""
+    return testing.make_data_dir(str(tmp_path_factory.mktemp("data")))
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from ssl_retrieval import config as config_lib
-from ssl_retrieval import testing
 from ssl_retrieval.evaluation import evaluator, metrics, references, topk
 from ssl_retrieval.training import trainer
 
@@ -106,11 +105,6 @@ def test_map_on_a_hand_case():
     assert got["all"]["map@3"] == pytest.approx((1 + 2 / 3) / 3)
     assert got["all"]["recall@3"] == pytest.approx(2 / 3)
     assert got["all"]["map@1"] == pytest.approx(1.0)  # divided by min(|rel|, K) = 1
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return testing.make_data_dir(str(tmp_path_factory.mktemp("data")))
 
 
 def test_reference_recommenders(data_dir):

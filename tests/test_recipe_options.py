@@ -115,11 +115,6 @@ def test_unranked_id_and_normalised_mi_vary_cfm_masks():
     assert fixed.get_config()["unranked_features"] == [0]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return testing.make_data_dir(str(tmp_path_factory.mktemp("data")))
-
-
 def test_ids_below_min_count_use_the_default_embedding(data_dir, tmp_path):
     counts = data_lib.train_item_counts(data_dir, data_lib.schema_lib.load_from_data_dir(data_dir))
     config = config_lib.TrainConfig(

@@ -6,17 +6,11 @@ import shutil
 import pytest
 
 from ssl_retrieval import config as config_lib
-from ssl_retrieval import testing
 from ssl_retrieval.training import trainer
 
 pytestmark = pytest.mark.slow  # each test trains (a few seconds to a minute on a shared CPU)
 
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return testing.make_data_dir(str(tmp_path_factory.mktemp("data")))
 
 
 def tiny(data_dir, model_dir, **kwargs):

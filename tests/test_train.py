@@ -14,16 +14,10 @@ import pytest
 
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import model as model_lib
-from ssl_retrieval import testing
 from ssl_retrieval.compat import tf
 from ssl_retrieval.training import trainer
 
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8, fm_hidden_layers=(16,))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return testing.make_data_dir(str(tmp_path_factory.mktemp("data")))
 
 
 def tiny(data_dir, model_dir, **kwargs):

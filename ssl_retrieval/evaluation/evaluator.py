@@ -9,7 +9,6 @@ query tower on its features). `python -m ssl_retrieval.evaluate` is the CLI.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -17,12 +16,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ssl_retrieval import data as data_lib
-from ssl_retrieval import popularity
+from ssl_retrieval import atomic, popularity
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.data import corpus_ids
+from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import metrics as metrics_lib
 from ssl_retrieval.evaluation import topk
+from ssl_retrieval.model import embed_corpus
+from ssl_retrieval.popularity import resolve_popularity_prior
 
 
 @dataclasses.dataclass
@@ -49,7 +51,7 @@ class EvalData:
         return len(self.item_ids)
 
 
-def _id_pairs(data_dir: str, schema, split: str, index: dict[str, int]):
+def _id_pairs(data_dir: DataDir, schema, split: str, index: dict[str, int]):
     id_name = schema.id_feature.name
     spec = {
         schema_lib.QUERY_PREFIX + id_name: tf.io.FixedLenFeature([], tf.string),
@@ -57,7 +59,7 @@ def _id_pairs(data_dir: str, schema, split: str, index: dict[str, int]):
     }
     queries, candidates = [], []
     dataset = (
-        tf.data.TFRecordDataset(data_lib.files(data_dir, schema, split))
+        tf.data.TFRecordDataset(data_dir.files(split))
         .batch(8192)
         .map(lambda x: tf.io.parse_example(x, spec))
     )
@@ -69,44 +71,25 @@ def _id_pairs(data_dir: str, schema, split: str, index: dict[str, int]):
     return np.array(queries, np.int64), np.array(candidates, np.int64)
 
 
-def corpus_ids(data_dir: str, schema=None) -> list[str]:
-    """The corpus ids in items-* file order (the corpus index)."""
-    schema = schema or schema_lib.load_from_data_dir(data_dir)
-    id_name = schema.id_feature.name
-    ids = []
-    spec = {id_name: tf.io.FixedLenFeature([], tf.string)}
-    dataset = (
-        tf.data.TFRecordDataset(data_lib.files(data_dir, schema, "items"))
-        .batch(8192)
-        .map(lambda x: tf.io.parse_example(x, spec))
-    )
-    for batch in dataset:
-        ids += batch[id_name].numpy().astype(str).tolist()
-    return ids
-
-
-def load_eval_data(data_dir: str, split: str = "eval") -> EvalData:
+def load_eval_data(data_dir, split: str = "eval") -> EvalData:
     """Reads corpus ids, the pairs of `split` and the training pairs (ids only), and slices.
 
     `split` is "eval" (the test split: report on it) or "validation" (choose on it). The cold
     slice is the split's candidates never seen as training candidates.
     """
-    schema = schema_lib.load_from_data_dir(data_dir)
+    data_dir = DataDir.of(data_dir)
+    schema = data_dir.schema
     ids = corpus_ids(data_dir, schema)
     item_ids = np.array(ids, dtype=object)
     index = {item_id: i for i, item_id in enumerate(ids)}
     eval_query, eval_candidate = _id_pairs(data_dir, schema, split, index)
     train_query, train_candidate = _id_pairs(data_dir, schema, "train", index)
-    with open(os.path.join(data_dir, "stats.json")) as f:
-        stats = json.load(f)
 
     def membership(name):
         member = np.zeros(len(ids), bool)
-        with open(os.path.join(data_dir, stats["files"][name]), encoding="utf-8") as f:
-            for line in f:
-                item_id = line.rstrip("\n")
-                if item_id in index:
-                    member[index[item_id]] = True
+        for item_id in data_dir.slice_ids(name):
+            if item_id in index:
+                member[index[item_id]] = True
         return member
 
     if split == "eval":
@@ -137,40 +120,6 @@ def sample_queries(data: EvalData, num_queries: int, seed: int = 0) -> EvalData:
     )
 
 
-def embed_corpus(
-    model, data_dir: str, batch_size: int = 4096, functions=None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(query tower, item tower) embeddings of every corpus item, in corpus order.
-
-    `functions`: optional (query_fn, item_fn) already wrapped in tf.function, so that repeated
-    calls (validation during training) do not trace again.
-    """
-    queries, items = [], []
-    query_fn, item_fn = functions or (
-        tf.function(model.query_tower, reduce_retracing=True),
-        tf.function(model.item_tower, reduce_retracing=True),
-    )
-    for batch in data_lib.items_dataset(data_dir, batch_size):
-        queries.append(query_fn(batch).numpy())
-        items.append(item_fn(batch).numpy())
-    return np.concatenate(queries), np.concatenate(items)
-
-
-def resolve_popularity_prior(model_dir: str, popularity_prior: str | float) -> float:
-    """beta: "auto" = the one chosen on validation for this model (0 if none), else a number."""
-    if popularity_prior == "auto":
-        return popularity.load_beta(model_dir)
-    try:
-        beta = float(popularity_prior)
-    except ValueError:
-        raise ValueError(
-            f"--popularity_prior must be 'auto' or a number >= 0, got {popularity_prior!r}"
-        ) from None
-    if not beta >= 0:
-        raise ValueError(f"--popularity_prior must be >= 0, got {popularity_prior!r}")
-    return beta
-
-
 def model_scorer(
     model_dir: str, data_dir: str | None = None, popularity_prior: str | float = "auto"
 ) -> topk.Scorer:
@@ -179,7 +128,7 @@ def model_scorer(
 
     beta = resolve_popularity_prior(model_dir, popularity_prior)
     model = model_lib.load_from_model_dir(model_dir, data_dir)
-    data_dir = data_dir or model.config.data_dir
+    data_dir = DataDir.of(data_dir or model.config.data_dir)
     query_embeddings, item_embeddings = embed_corpus(model, data_dir)
     if beta:
         prior = popularity.log_counts(data_dir, corpus_ids(data_dir))
@@ -249,13 +198,7 @@ def slice_table(named: dict[str, dict], column: str = "recall@50") -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, obj: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+write_json = atomic.write_json
 
 
 def run(
@@ -272,13 +215,14 @@ def run(
     from ssl_retrieval.evaluation import references  # noqa: PLC0415
 
     start = time.time()
-    data = load_eval_data(data_dir, split)
+    source = DataDir.of(data_dir)  # read once, passed down
+    data = load_eval_data(source, split)
     if recommender == "model":
         if not model_dir:
             raise ValueError("--model_dir is required for --recommender=model")
-        scorer = model_scorer(model_dir, data_dir, popularity_prior)
+        scorer = model_scorer(model_dir, source, popularity_prior)
     else:
-        scorer = references.make(recommender, data, data_dir)
+        scorer = references.make(recommender, data, source)
     logging.info(
         "evaluate: %s on %d eval pairs, %d items", recommender, len(data.eval_query), data.num_items
     )

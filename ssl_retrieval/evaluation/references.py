@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import schema as schema_lib
+from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import topk
 
 RECOMMENDERS = ("top_popular", "feature_knn", "cooccurrence")
@@ -42,7 +43,8 @@ def top_popular(data) -> topk.Scorer:
 
 def tfidf_matrix(data_dir: str, item_ids: np.ndarray) -> sp.csr_matrix:
     """[N, V] L2-normalised binary TF-IDF rows over categorical and multi-hot values."""
-    schema = schema_lib.load_from_data_dir(data_dir)
+    data_dir = DataDir.of(data_dir)
+    schema = data_dir.schema
     names = [
         f.name for f in schema.features if f.kind in (schema_lib.CATEGORICAL, schema_lib.MULTI_HOT)
     ]

@@ -28,6 +28,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from ssl_retrieval import atomic
 from ssl_retrieval.experimentation import report
 
 
@@ -120,12 +121,7 @@ def _result_record(run: Run, model_dir: str) -> dict:
     return record
 
 
-def _write_jsonl(path: str, records: list[dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+_write_jsonl = atomic.write_jsonl
 
 
 def run_experiment(

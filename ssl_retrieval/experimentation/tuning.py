@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ssl_retrieval import atomic
+
 METRIC = "best_validation_recall@50"
 
 
@@ -77,12 +79,7 @@ def _default_runner(args: list[str]) -> None:
         raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
 
 
-def _write_jsonl(path: str, records: list[dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+_write_jsonl = atomic.write_jsonl
 
 
 def _trial_record(method, fraction, point, model_dir) -> dict:
@@ -131,10 +128,7 @@ def write_flagfile(config: dict, trial: dict) -> str:
         *config.get("fraction_flags", {}).get(trial["fraction"], []),
         *[f"--{k}={v}" for k, v in sorted(trial["params"].items())],
     ]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic.write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -35,10 +35,11 @@ import uuid
 
 import numpy as np
 
+from ssl_retrieval import data as data_lib
 from ssl_retrieval import popularity
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
-from ssl_retrieval.evaluation import evaluator
+from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.serving import index as index_lib
 from ssl_retrieval.serving import item_catalog
 from ssl_retrieval.serving.config import ExportConfig  # noqa: F401  (re-exported)
@@ -204,21 +205,21 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     if config.k < 1:
         raise ValueError(f"--k must be >= 1, got {config.k}")
     model = model_lib.load_from_model_dir(config.model_dir, config.data_dir)
-    data_dir = config.data_dir or model.config.data_dir
+    data_dir = DataDir.of(config.data_dir or model.config.data_dir)
     latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
     step = int(latest.rsplit("-", 1)[1])
     version_dir = os.path.join(config.export_dir, str(step))
     if os.path.exists(version_dir) and not config.overwrite:
         raise ValueError(f"{version_dir} exists; pass --overwrite to replace this version")
-    data = evaluator.load_eval_data(data_dir)
-    query_embeddings, item_embeddings = evaluator.embed_corpus(model, data_dir)
-    beta = evaluator.resolve_popularity_prior(config.model_dir, config.popularity_prior)
+    item_ids = np.array(data_lib.corpus_ids(data_dir), dtype=object)
+    query_embeddings, item_embeddings = model_lib.embed_corpus(model, data_dir)
+    beta = popularity.resolve_popularity_prior(config.model_dir, config.popularity_prior)
     if beta:
-        prior = popularity.log_counts(data_dir, data.item_ids)
+        prior = popularity.log_counts(data_dir, item_ids)
         query_embeddings, item_embeddings = popularity.augment(
             query_embeddings, item_embeddings, prior, beta
         )
-    n = len(data.item_ids)
+    n = len(item_ids)
     max_k = min(config.k, n - 1)
     logging.info("export: %d items, building the %s index", n, config.index)
     rng = np.random.default_rng(0)
@@ -227,13 +228,11 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         config, item_embeddings, query_embeddings[sample], max_k + 1
     )
     features = [{"name": f["name"], "kind": f["kind"]} for f in model.encoder.features]
-    module = SimilarItemsModule(
-        model, data.item_ids, query_embeddings, index, max_k, features, beta
-    )
+    module = SimilarItemsModule(model, item_ids, query_embeddings, index, max_k, features, beta)
     info = {
         "version": step,
         "model_dir": os.path.abspath(config.model_dir),
-        "data_dir": os.path.abspath(data_dir),
+        "data_dir": os.path.abspath(data_dir.path),
         "method": model.config.method,
         "num_items": n,
         "embedding_dim": int(item_embeddings.shape[1]),

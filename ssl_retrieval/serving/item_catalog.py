@@ -29,22 +29,17 @@ import os
 import numpy as np
 
 from ssl_retrieval import schema as schema_lib
+from ssl_retrieval.data_dir import DataDir
 
 PATH = os.path.join("assets.extra", "item_catalog.jsonl.gz")
 HEAD, TAIL, COLD = "head", "tail", "cold"
 
 
-def _read_counts(data_dir: str) -> tuple[dict[str, int], set[str]]:
-    with open(os.path.join(data_dir, "stats.json")) as f:
-        files = json.load(f)["files"]
-    counts = {}
-    with open(os.path.join(data_dir, files["candidate_counts"]), encoding="utf-8") as f:
-        for line in f:
-            item_id, _, count = line.rstrip("\n").rpartition("\t")
-            counts[item_id] = int(count)
-    with open(os.path.join(data_dir, files["head_items"]), encoding="utf-8") as f:
-        head = {line.rstrip("\n") for line in f}
-    return counts, head
+def _read_counts(data_dir: DataDir) -> tuple[dict[str, int], set[str]]:
+    ids, counts = data_dir.candidate_counts
+    return dict(zip(ids, (int(c) for c in counts), strict=True)), set(
+        data_dir.slice_ids("head_items")
+    )
 
 
 def _records(data_dir: str, schema: schema_lib.Schema, batch_size: int = 4096):
@@ -72,7 +67,7 @@ def _records(data_dir: str, schema: schema_lib.Schema, batch_size: int = 4096):
             yield item_id, record
 
 
-def write(data_dir: str, version_dir: str) -> dict:
+def write(data_dir: str | DataDir, version_dir: str) -> dict:
     """Writes `<version_dir>/assets.extra/item_catalog.jsonl.gz` from a preprocessed data dir.
 
     Args:
@@ -82,7 +77,8 @@ def write(data_dir: str, version_dir: str) -> dict:
     Returns:
       What export_info.json records of it: {"path", "num_items", "bytes", "uncompressed_bytes"}.
     """
-    schema = schema_lib.load_from_data_dir(data_dir)
+    data_dir = DataDir.of(data_dir)
+    schema = data_dir.schema
     counts, head = _read_counts(data_dir)
     path = os.path.join(version_dir, PATH)
     os.makedirs(os.path.dirname(path), exist_ok=True)

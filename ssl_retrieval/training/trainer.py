@@ -22,12 +22,13 @@ import os
 import shutil
 import time
 
+from ssl_retrieval import atomic, popularity
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import model as model_lib
-from ssl_retrieval import popularity
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.training import distribute
 
 
@@ -84,13 +85,13 @@ BEST_DIR = "best"
 class Validator:
     """Recall@50 of the current weights on a fixed sample of validation queries."""
 
-    def __init__(self, config: config_lib.TrainConfig):
+    def __init__(self, config: config_lib.TrainConfig, data_dir: DataDir | None = None):
         from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415
 
         self._evaluation = evaluator
-        data = evaluator.load_eval_data(config.data_dir, "validation")
+        self._data_dir = DataDir.of(data_dir or config.data_dir)
+        data = evaluator.load_eval_data(self._data_dir, "validation")
         self.data = evaluator.sample_queries(data, config.validation_queries, seed=0)
-        self._data_dir = config.data_dir
         self._functions = {}
 
     def embed(self, model):
@@ -146,7 +147,8 @@ def run(config: config_lib.TrainConfig) -> dict:
     Raises:
       ValueError: invalid config or data dir, or a model dir holding another run.
     """
-    schema = schema_lib.load_from_data_dir(config.data_dir)
+    data_dir = DataDir.of(config.data_dir)
+    schema = data_dir.schema
     config.validate(schema.names)
     strategy = distribute.get_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -161,7 +163,7 @@ def run(config: config_lib.TrainConfig) -> dict:
     tf.keras.utils.set_random_seed(config.seed)  # initialisation; data and augmentations are seeded
 
     with strategy.scope():
-        model = model_lib.build_model(config)
+        model = model_lib.build_model(config, data_dir)
         optimizer = make_optimizer(config)
         model.optimizer = optimizer
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -178,7 +180,7 @@ def run(config: config_lib.TrainConfig) -> dict:
     if start_step >= steps or finished:
         logging.info("train: %s already finished; nothing to do", config.model_dir)
         return _read_summary(config.model_dir, steps)
-    validator = Validator(config) if config.validate_every else None
+    validator = Validator(config, data_dir) if config.validate_every else None
     history = _read_validations(config.model_dir)
     # Validations after the checkpoint we resume from are redone.
     history = [r for r in history if r["step"] <= start_step]
@@ -324,19 +326,16 @@ def run(config: config_lib.TrainConfig) -> dict:
             summary["distinct_mask_patterns"],
             min(step, 1000),
         )
-    tmp = os.path.join(config.model_dir, "train_metrics.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(tmp, os.path.join(config.model_dir, "train_metrics.json"))
+    atomic.write_json(
+        os.path.join(config.model_dir, "train_metrics.json"),
+        summary,
+        sort_keys=False,
+        newline=False,
+    )
     return summary
 
 
-def _write_lines(path: str, records: list[dict]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        for record in records:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+_write_lines = atomic.write_jsonl
 
 
 def _read_summary(model_dir: str, steps: int) -> dict:

@@ -1,0 +1,35 @@
+"""Atomic file writes: a temporary file beside the target, then a rename, so a reader never sees
+half a file and a killed writer leaves the previous version (or nothing) in place."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes `text` (UTF-8) to `path` atomically, creating its directory."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(
+    path: str, obj, *, indent: int | None = 2, sort_keys: bool = True, newline: bool = True
+) -> None:
+    """Writes `obj` as JSON atomically (by default indented, keys sorted, a final newline)."""
+    write_text(
+        path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + ("\n" if newline else "")
+    )
+
+
+def write_jsonl(path: str, records) -> None:
+    """Writes one JSON object per line (keys sorted) atomically."""
+    write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
