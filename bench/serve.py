@@ -41,8 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 
@@ -249,33 +247,8 @@ class KeepAlive:
 
 
 def http_load(export_dir: str, item_ids, clients: int, requests: int, flags=()) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ssl_retrieval.serve",
-            f"--export_dir={export_dir}",
-            f"--port={port}",
-            "--poll_seconds=0",
-            *flags,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 600
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(server.stderr.read().decode()[-3000:]) from None
-                time.sleep(1)
+    with testing.running_server(export_dir, *flags, timeout=600) as base:
+        port = int(base.rsplit(":", 1)[1])
         latencies, errors = [], []
         lock = threading.Lock()
         per_client = requests // clients
@@ -307,9 +280,6 @@ def http_load(export_dir: str, item_ids, clients: int, requests: int, flags=()) 
         for t in threads:
             t.join()
         seconds = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     p50, p99 = percentiles_ms(latencies) if latencies else (None, None)
     return {
         "clients": clients,
@@ -342,21 +312,25 @@ def run_index(kind, embeddings, queries, args, params=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num_items", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--num_clusters", type=int, default=2000)
-    parser.add_argument("--num_queries", type=int, default=1000)
-    parser.add_argument("--single_queries", type=int, default=300)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--http_clients", type=int, default=16)
-    parser.add_argument("--http_requests", type=int, default=2000)
+    sizes = {
+        "num_items": 1_000_000,
+        "dim": 128,
+        "num_clusters": 2000,
+        "num_queries": 1000,
+        "single_queries": 300,
+        "k": 10,
+        "http_clients": 16,
+        "http_requests": 2000,
+        "api_queries": 1000,
+    }
+    for name, default in sizes.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument(
         "--leaves_to_search",
         default="10,25,100",
         help="ScaNN leaves searched per query (of about sqrt(N)); one 'index' line per value.",
     )
     parser.add_argument("--min_recall", type=float, default=0.95)
-    parser.add_argument("--api_queries", type=int, default=1000)
     parser.add_argument("--serve_flags", default="", help="Extra flags for the server, spaced.")
     parser.add_argument("--swaps", type=int, default=20, help="Version swaps of the reload figure.")
     parser.add_argument("--out", default=None, help="Also write the JSON lines to this file.")

@@ -488,19 +488,7 @@ def _finish(config, schema, shards, tmp, files) -> dict:
     )
     ranked = "\n".join(f"- `{n}`: {', '.join(mi['ranked'][n])}" for n in names)
     with open(os.path.join(tmp, data_dir_lib.README), "w", encoding="utf-8") as f:
-        f.write(
-            README.format(
-                items=config.items,
-                pairs=config.pairs,
-                schema=config.schema,
-                eval_fraction=config.eval_fraction,
-                validation_fraction=config.validation_fraction,
-                train_fraction=config.train_fraction,
-                head_fraction=config.head_fraction,
-                count_rows=count_rows,
-                ranked=ranked,
-            )
-        )
+        f.write(README.format(**dataclasses.asdict(config), count_rows=count_rows, ranked=ranked))
     return {"counts": counts, "shards": shards, "files": {k: len(v) for k, v in files.items()}}
 
 

@@ -17,6 +17,10 @@ from ssl_retrieval.serving.config import ExportConfig, ScannParams
 # One flag per ExportConfig field and per ScaNN parameter, from the dataclasses.
 FLAGS = cli.define_flags(ExportConfig, required=("model_dir", "export_dir"))
 SCANN_FLAGS = cli.define_flags(ScannParams)
+DONE = (
+    "export: {num_items} items, {index} index, Recall@10 vs brute force "
+    "{recall_at_10_vs_brute_force:.3f} -> {export_path}"
+)
 
 
 def _export() -> str:
@@ -24,10 +28,7 @@ def _export() -> str:
 
     scann = cli.from_flags(ScannParams, SCANN_FLAGS)
     info = exporter.run(cli.from_flags(ExportConfig, FLAGS, scann=scann))
-    return (
-        f"export: {info['num_items']} items, {info['index']} index, Recall@10 vs brute force "
-        f"{info['recall_at_10_vs_brute_force']:.3f} -> {info['export_path']}"
-    )
+    return DONE.format(**info)
 
 
 main = cli.main(_export)

@@ -12,10 +12,19 @@ for a few steps beats chance and the mutual information between features is far 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -301,3 +310,61 @@ def make_data_dir(
     with open(os.path.join(path, data_dir_lib.README), "w") as out:
         out.write("Tiny test data dir written by ssl_retrieval.testing (see docs/contracts.md).\n")
     return path
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(export_dir, *flags: str, timeout: float = 180.0) -> Iterator[str]:
+    """`python -m ssl_retrieval.serve` on a free loopback port for the duration of the block.
+
+    Yields its base URL `http://127.0.0.1:<port>` once /healthz answers. Raises RuntimeError with
+    the end of the server's output when it exits first or does not answer within `timeout` s.
+    """
+    port = free_port()
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ssl_retrieval.serve",
+                f"--export_dir={export_dir}",
+                f"--port={port}",
+                "--poll_seconds=0",
+                *flags,
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/healthz", timeout=2)
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    if proc.poll() is not None or time.time() > deadline:
+                        output.seek(0)
+                        tail = output.read().decode(errors="replace")[-3000:]
+                        raise RuntimeError(f"the server did not start:\n{tail}") from None
+                    time.sleep(0.5)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def tiny_train_config(data_dir, model_dir, **overrides):
+    """A `TrainConfig` small enough to train in seconds on `make_data_dir`'s data."""
+    from ssl_retrieval import config as config_lib  # noqa: PLC0415
+
+    tiny = {"batch_size": 32, "hidden_layers": (32, 16), "embedding_dim": 8}
+    return config_lib.TrainConfig(
+        data_dir=str(data_dir), model_dir=str(model_dir), **{**tiny, **overrides}
+    )

@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from ssl_retrieval import config as config_lib
 from ssl_retrieval import testing
 from ssl_retrieval.serving import exporter
 from ssl_retrieval.training import trainer
@@ -60,17 +59,7 @@ def two_exports(tmp_path_factory):
     out = {"data_dir": data_dir}
     for name, method in (("served", "cfm"), ("compare", "baseline")):
         model_dir = str(root / f"model_{name}")
-        trainer.run(
-            config_lib.TrainConfig(
-                data_dir=data_dir,
-                model_dir=model_dir,
-                method=method,
-                batch_size=32,
-                hidden_layers=(32, 16),
-                embedding_dim=8,
-                train_steps=30,
-            )
-        )
+        trainer.run(testing.tiny_train_config(data_dir, model_dir, method=method, train_steps=30))
         export_dir = str(root / f"export_{name}")
         exporter.run(
             exporter.ExportConfig(data_dir=None, model_dir=model_dir, export_dir=export_dir, k=20)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from ssl_retrieval import config as config_lib
+from ssl_retrieval import testing
 from ssl_retrieval.evaluation import evaluator, metrics, references, topk
 from ssl_retrieval.training import trainer
 
@@ -131,17 +131,7 @@ def test_reference_recommenders(data_dir):
 @pytest.mark.slow
 def test_evaluate_cli_on_a_trained_model_matches_the_library(data_dir, tmp_path):
     model_dir = str(tmp_path / "m")
-    trainer.run(
-        config_lib.TrainConfig(
-            data_dir=data_dir,
-            model_dir=model_dir,
-            batch_size=32,
-            hidden_layers=(32, 16),
-            embedding_dim=8,
-            train_steps=60,
-            method="cfm",
-        )
-    )
+    trainer.run(testing.tiny_train_config(data_dir, model_dir, train_steps=60, method="cfm"))
     out = subprocess.run(
         [
             sys.executable,

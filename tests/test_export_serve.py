@@ -270,37 +270,9 @@ def test_newer_version_is_picked_up_without_restart(exported, tmp_path):
     assert holder.model.version == old + 7
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_real_server_serves_concurrent_clients(exported):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ssl_retrieval.serve",
-            f"--export_dir={exported['root'] / 'export'}",
-            f"--port={port}",
-            "--poll_seconds=0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-                time.sleep(0.5)
+    with testing.running_server(exported["root"] / "export", timeout=120) as base:
         errors, done = [], []
 
         def client(n):
@@ -319,9 +291,6 @@ def test_real_server_serves_concurrent_clients(exported):
         for t in threads:
             t.join(timeout=120)
         assert errors == [] and len(done) == 160
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 # --- Issue 13: versions, rollback, broken exports, odd bytes, limits, batching ---------------

@@ -10,15 +10,10 @@ how to install it.
 import importlib.util
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 
+from ssl_retrieval import testing
 from ssl_retrieval.serving import api
 
 INSTALL = (
@@ -46,12 +41,6 @@ def browser_paths():
     return chromium, driver
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def browser():
     """(chromium, chromedriver) paths, or a skip naming the install command (before any export)."""
@@ -60,35 +49,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(browser, two_exports):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ssl_retrieval.serve",
-            f"--export_dir={two_exports['served']}",
-            f"--compare_export_dir={two_exports['compare']}",
-            f"--port={port}",
-            "--poll_seconds=0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-                assert time.time() < deadline, "the server did not start within 180 s"
-                time.sleep(0.5)
+    compare = f"--compare_export_dir={two_exports['compare']}"
+    with testing.running_server(two_exports["served"], compare) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

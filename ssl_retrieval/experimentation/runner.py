@@ -1,21 +1,9 @@
 r"""The experiment runner: methods x training fractions x seeds, then a report.
 
-`python -m ssl_retrieval.experiments` is its command.
-Each run is `python -m ssl_retrieval.train` then `python -m ssl_retrieval.evaluate` in a
-subprocess (memory is returned after every run). Finished runs (metrics.json present) are
-skipped, so an interrupted experiment resumes. The report directory gets results.jsonl (every
-run), references.jsonl (reference recommenders), report.md (the paper's tables with 95%
-confidence intervals) and figures (Recall@50 against alpha and dropout rate; t-SNE).
-
-The config (JSON):
-  title, output_dir (report, small files), runs_dir (model dirs, large),
-  data_dirs: {fraction: data dir}, fraction_flags: {fraction: [extra train flags]},
-  methods: {method: flagfile, or {fraction: flagfile} (e.g. the flagfiles `ssl_retrieval.tune`
-  chose per fraction)}, seeds: [..], baseline: "baseline", extra_flags: [..],
-  tables: {"main": {"methods", "fractions"}, "augmentations": {"methods", "fractions"}},
-  sweeps: {"alpha" | "dropout_rate": {"methods", "values", "fraction", "seeds"}},
-  references: [top_popular, feature_knn, cooccurrence],
-  tsne: {"methods", "fraction", "seed", "color_by", "sample", "top_values"}
+`python -m ssl_retrieval.experiments --config=...` is its command; the command's docstring
+describes the config. Each run is `python -m ssl_retrieval.train` then `python -m
+ssl_retrieval.evaluate` in a subprocess (memory is returned after every run); finished runs
+(metrics.json present) are skipped, so an interrupted experiment resumes.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The export's options, without TensorFlow: `python -m ssl_retrieval.export` defines its flags
-from these dataclasses before anything heavy is imported."""
+"""The options of export and serving, without TensorFlow: `python -m ssl_retrieval.export` and
+`python -m ssl_retrieval.serve` define their flags from these dataclasses before anything heavy
+is imported."""
 
 from __future__ import annotations
 
@@ -63,3 +64,59 @@ class ExportConfig:
         "auto = the one chosen on validation when the model was trained (0 if none), 0 = pure "
         "cosine.",
     )  # (popularity.py)
+
+
+MAX_INSTANCES = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; each field is the `serve` flag of the same name."""
+
+    max_request_bytes: int = option(1 << 20, "Larger bodies get 413.")
+    body_timeout_seconds: float = option(
+        10.0,
+        "A request body not received in full within this many seconds gets 408 and the "
+        "connection is closed (slow or stalled clients).",
+    )
+    max_instances: int = option(MAX_INSTANCES, "Instances per predict request.")
+    max_results: int = option(10_000, "Instances x k per similar-items request (413 above).")
+    max_feature_values: int = option(
+        256, "Feature values in one instance (each multi-hot value counts)."
+    )
+    max_feature_instances: int = option(
+        100,
+        "Instances per similar_items_by_features / item_embedding request (they run the towers).",
+    )
+    batch_window_ms: float = option(
+        0.0,
+        "How long a similar-items query may wait for others to share one index call. 0: no "
+        "wait; the queries that arrived while the previous call ran form the next batch.",
+    )
+    max_batch: int = option(256, "Most queries in one batched index call.")
+
+    def validate(self) -> Limits:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            may_be_zero = field.name == "batch_window_ms"
+            if value < 0 or (value == 0 and not may_be_zero):
+                bound = ">= 0" if may_be_zero else "> 0"
+                raise ValueError(f"--{field.name} must be {bound}, got {value}")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """The server's other options; each field is the `serve` flag of the same name."""
+
+    export_dir: str = option(help="Export dir (versions inside) or one version.")
+    compare_export_dir: str | None = option(
+        None, "A second export the page at / shows side by side (optional)."
+    )
+    host: str = option("127.0.0.1", "Interface to bind (default: loopback only).")
+    port: int = option(8501, "TCP port.")
+    model_name: str = option("ssl_retrieval", "Name in /v1/models/<name>.")
+    poll_seconds: float = option(
+        30.0, "Seconds between checks of --export_dir for versions (0: never)."
+    )
+    threads: int = option(16, "Threads running model calls.")

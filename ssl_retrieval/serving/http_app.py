@@ -48,33 +48,12 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from ssl_retrieval.serving import api
+from ssl_retrieval.serving.config import MAX_INSTANCES, Limits  # noqa: F401  (re-exported)
+
+DEFAULT_LIMITS = Limits()
 
 SIGNATURES = ("similar_items", "similar_items_by_features", "item_embedding")
-MAX_INSTANCES = 1000
 _K_TEXT = re.compile(r"[+-]?[0-9]{1,18}")  # ASCII digits only: "²".isdigit() is True
-
-
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """What one request may ask for; each has a `serve` flag of the same name."""
-
-    max_request_bytes: int = 1 << 20
-    body_timeout_seconds: float = 10.0
-    max_instances: int = MAX_INSTANCES
-    max_results: int = 10_000  # instances x k of the similar-items signatures
-    max_feature_instances: int = 100  # instances of the signatures running the towers
-    max_feature_values: int = 256  # feature values in one instance (a multi-hot counts each)
-    batch_window_ms: float = 0.0
-    max_batch: int = 256
-
-    def validate(self) -> Limits:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            may_be_zero = field.name == "batch_window_ms"
-            if value < 0 or (value == 0 and not may_be_zero):
-                bound = ">= 0" if may_be_zero else "> 0"
-                raise ValueError(f"--{field.name} must be {bound}, got {value}")
-        return self
 
 
 class HttpError(Exception):
@@ -337,7 +316,7 @@ def _run_features(model: api.SimilarItems, signature: str, instances, k: int) ->
         raise HttpError(400, str(e)) from None
 
 
-def _predict(model: api.SimilarItems, body, limits: Limits = Limits()) -> dict:
+def _predict(model: api.SimilarItems, body, limits: Limits = DEFAULT_LIMITS) -> dict:
     """One predict body answered in the calling thread (no batching)."""
     signature, instances, k = _validate(model, body, limits)
     if signature != "similar_items":

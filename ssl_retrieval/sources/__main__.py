@@ -63,6 +63,14 @@ NOISE = flags.DEFINE_float(
 SEED = flags.DEFINE_integer("seed", 0, "synthetic: random seed; same arguments, same bytes.")
 
 flags.mark_flags_as_required(["source", "output_dir"])
+SYNTHETIC_FLAGS = {
+    "num_items": NUM_ITEMS,
+    "num_pairs": NUM_PAIRS,
+    "num_clusters": NUM_CLUSTERS,
+    "zipf_exponent": ZIPF_EXPONENT,
+    "noise": NOISE,
+    "seed": SEED,
+}
 
 
 def _write() -> str:
@@ -82,16 +90,8 @@ def _write() -> str:
     else:
         from ssl_retrieval.sources import synthetic
 
-        summary = synthetic.build(
-            OUTPUT_DIR.value,
-            num_items=NUM_ITEMS.value,
-            num_pairs=NUM_PAIRS.value,
-            num_clusters=NUM_CLUSTERS.value,
-            zipf_exponent=ZIPF_EXPONENT.value,
-            noise=NOISE.value,
-            seed=SEED.value,
-            **common,
-        )
+        options = {name: holder.value for name, holder in SYNTHETIC_FLAGS.items()}
+        summary = synthetic.build(OUTPUT_DIR.value, **options, **common)
     return (
         f"{SOURCE.value}: {summary['items']} items, {summary['pairs']} pairs -> {OUTPUT_DIR.value}"
     )
