@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import mutual_information, raw_io, readers, stats, tmp_dirs, vocabulary, writers
 from pipelines.pairs import EVAL, TRAIN, VALIDATION, JoinPairs, item_example
+from ssl_retrieval import atomic
 from ssl_retrieval import data_dir as data_dir_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.cli import option
@@ -407,13 +408,7 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
         tmp_dir.remove()
         raise
     summary["seconds"] = round(time.time() - start, 2)
-    if os.path.exists(out_dir):
-        old = f"{tmp}.old"
-        os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out_dir)
+    atomic.replace_dir(tmp, out_dir, old=f"{tmp}.old")  # tmp_dirs recognises the .old name
     logging.info("preprocess: wrote %s", out_dir)
     return summary
 

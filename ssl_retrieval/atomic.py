@@ -1,10 +1,11 @@
-"""Atomic file writes: a temporary file beside the target, then a rename, so a reader never sees
-half a file and a killed writer leaves the previous version (or nothing) in place."""
+"""Atomic writes: a temporary file (or directory) beside the target, then a rename, so a reader
+never sees half of it and a killed writer leaves the previous version (or nothing) in place."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 
 
 def write_text(path: str, text: str) -> None:
@@ -33,3 +34,15 @@ def write_json(
 def write_jsonl(path: str, records) -> None:
     """Writes one JSON object per line (keys sorted) atomically."""
     write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def replace_dir(tmp: str, target: str, old: str) -> None:
+    """Renames the finished directory `tmp` to `target`. An existing `target` is first renamed
+    to `old` (a sibling name of the caller's choosing, so that its clean-up can recognise it) and
+    deleted once the new one is in place."""
+    moved = os.path.exists(target)
+    if moved:
+        os.rename(target, old)
+    os.rename(tmp, target)
+    if moved:
+        shutil.rmtree(old, ignore_errors=True)

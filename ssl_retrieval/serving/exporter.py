@@ -35,8 +35,8 @@ import uuid
 
 import numpy as np
 
+from ssl_retrieval import atomic, popularity
 from ssl_retrieval import data as data_lib
-from ssl_retrieval import popularity
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data_dir import DataDir
@@ -279,13 +279,9 @@ def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
             # The completion marker, written last and on disk before the rename (module doc).
             f.flush()
             os.fsync(f.fileno())
-        old = None
-        if os.path.exists(version_dir):  # --overwrite: move the old one aside, then delete it
-            old = os.path.join(config.export_dir, f".old-{step}-{uuid.uuid4().hex[:8]}")
-            os.rename(version_dir, old)
-        os.rename(tmp, version_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        # --overwrite: the old version is moved aside, then deleted.
+        old = os.path.join(config.export_dir, f".old-{step}-{uuid.uuid4().hex[:8]}")
+        atomic.replace_dir(tmp, version_dir, old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,8 +18,10 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 
+from ssl_retrieval import atomic
 from ssl_retrieval import schema as schema_lib
 
 JSONL = "jsonl"
@@ -250,14 +252,8 @@ def atomic_output_dir(output_dir: str, overwrite: bool = False) -> Iterator[str]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if os.path.exists(output_dir):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=parent)
-        os.rmdir(old)
-        os.rename(output_dir, old)
-    os.rename(tmp, output_dir)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+    old = os.path.join(parent, f".{os.path.basename(output_dir)}.old-{uuid.uuid4().hex[:8]}")
+    atomic.replace_dir(tmp, output_dir, old)
 
 
 def write_schema(directory: str, features: list[dict]) -> schema_lib.Schema:
