@@ -22,7 +22,7 @@ from collections.abc import Callable
 from absl import app, flags
 
 
-def option(default=dataclasses.MISSING, help: str = "", *, enum=None, flag: bool = True):  # noqa: A002
+def option(default=dataclasses.MISSING, help: str = "", *, enum=None, flag: bool = True):
     """A dataclass field with the help text of its flag.
 
     Args:

@@ -125,11 +125,6 @@ class TrainConfig:
     overwrite: bool = option(False, "Delete a --model_dir holding a different run.")
 
     @property
-    def method_parts(self) -> methods.Method:
-        """The parts of `method` (methods.py)."""
-        return methods.get(self.method)
-
-    @property
     def effective_ssl_batch_size(self) -> int:
         return self.ssl_batch_size or self.batch_size
 
