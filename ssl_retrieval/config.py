@@ -28,8 +28,17 @@ OPTIMIZERS = ("adagrad", "adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SO_LOSSES = ("square", "softmax")
 MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")
+BLEND_OBJECTIVES = ("references", "slices")
 # Fields that may differ when a run is resumed (they do not change what is trained).
-RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy")
+RESUMABLE_FIELDS = (
+    "log_every",
+    "checkpoint_every",
+    "overwrite",
+    "strategy",
+    "blend_content_weights",
+    "blend_prior_shares",
+    "blend_objective",
+)
 # Paths may differ as well: a model or data dir that was moved or copied resumes.
 PATH_FIELDS = ("data_dir", "model_dir")
 
@@ -70,6 +79,9 @@ class TrainConfig:
     validation_queries: int = 2000
     patience: int = 0
     choose_popularity_prior: bool = True
+    blend_content_weights: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    blend_prior_shares: tuple[float, ...] = (1.0, 0.5, 0.4, 0.3, 0.25, 0.2)
+    blend_objective: str = "references"
     seed: int = 0
     strategy: str = "default"
     cross_replica_negatives: bool = True
@@ -102,6 +114,18 @@ class TrainConfig:
             (self.id_min_count >= 0, f"--id_min_count must be >= 0, got {self.id_min_count}"),
             (0 <= self.id_dropout < 1, f"--id_dropout must be in [0, 1), got {self.id_dropout}"),
             (self.validate_every >= 0, "--validate_every must be >= 0 (0 = never)"),
+            (
+                bool(self.blend_content_weights) and min(self.blend_content_weights) >= 0,
+                "--blend_content_weights must be numbers >= 0",
+            ),
+            (
+                bool(self.blend_prior_shares) and all(0 <= v <= 1 for v in self.blend_prior_shares),
+                "--blend_prior_shares must be numbers in [0, 1]",
+            ),
+            (
+                self.blend_objective in BLEND_OBJECTIVES,
+                f"--blend_objective must be one of {list(BLEND_OBJECTIVES)}",
+            ),
             (self.validation_queries >= 1, "--validation_queries must be >= 1"),
             (self.patience >= 0, "--patience must be >= 0 (0 = no early stopping)"),
             (

@@ -43,6 +43,17 @@ POPULARITY_PRIOR = flags.DEFINE_string(
     "beta of the popularity prior cos + beta*log(1+training count) built into the index: auto = "
     "the one chosen on validation when the model was trained (0 if none), 0 = pure cosine.",
 )
+CONTENT_WEIGHT = flags.DEFINE_string(
+    "content_weight",
+    "auto",
+    "w of the similar ranking cos + w*tfidf (blending.py); auto = the model's blend (0 if none).",
+)
+PRIOR_SHARE = flags.DEFINE_string(
+    "prior_share",
+    "auto",
+    "Share of the list's slots from the popular ranking (the index), the rest from the exact "
+    "similar ranking (blending.py); auto = the model's blend (1 if none).",
+)
 
 flags.mark_flags_as_required(["model_dir", "export_dir"])
 
@@ -73,6 +84,8 @@ def main(argv):
                 ),
                 overwrite=OVERWRITE.value,
                 popularity_prior=POPULARITY_PRIOR.value,
+                content_weight=CONTENT_WEIGHT.value,
+                prior_share=PRIOR_SHARE.value,
             )
         )
     except ValueError as e:

@@ -134,9 +134,29 @@ PATIENCE = F.DEFINE_integer(
 CHOOSE_POPULARITY_PRIOR = F.DEFINE_bool(
     "choose_popularity_prior",
     True,
-    "With --validate_every: after training, choose on validation the weight beta of the "
-    "retrieval-time popularity prior cos + beta*log(1+count) (popularity_prior.json; used by "
-    "evaluate and export unless they are told otherwise).",
+    "With --validate_every: after training, choose on validation how lists are ranked "
+    "(blending.py): beta of the popularity prior cos + beta*log(1+count), the weight w of "
+    "TF-IDF in the similar ranking cos + w*tfidf, and the share of slots each ranking fills "
+    "(blend.json; used by evaluate and export unless they are told otherwise).",
+)
+BLEND_CONTENT_WEIGHTS = F.DEFINE_list(
+    "blend_content_weights",
+    ["0", "0.5", "1", "2"],
+    "Grid of w (TF-IDF weight of the similar ranking) searched by --choose_popularity_prior.",
+)
+BLEND_PRIOR_SHARES = F.DEFINE_list(
+    "blend_prior_shares",
+    ["1", "0.5", "0.4", "0.3", "0.25", "0.2"],
+    "Grid of the share of slots from the popular ranking searched by "
+    "--choose_popularity_prior (1 = the popular ranking alone).",
+)
+BLEND_OBJECTIVE = F.DEFINE_enum(
+    "blend_objective",
+    "references",
+    config_lib.BLEND_OBJECTIVES,
+    "How the blend is chosen on validation: references = first at least as good as the best "
+    "reference recommender (TopPopular, feature kNN, co-occurrence) on every slice, then the "
+    "best mean Recall@50 over the all/head/tail/cold slices; slices = that mean alone.",
 )
 SEED = F.DEFINE_integer("seed", 0, "Seed of initialisation, shuffles and augmentations.")
 STRATEGY = F.DEFINE_enum("strategy", "default", config_lib.STRATEGIES, "tf.distribute strategy.")
@@ -157,6 +177,13 @@ def _ints(values, flag):
         return tuple(int(v) for v in values)
     except ValueError:
         raise ValueError(f"--{flag} must be integers, got {values}") from None
+
+
+def _floats(values, flag):
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--{flag} must be numbers, got {values}") from None
 
 
 def config_from_flags() -> config_lib.TrainConfig:
@@ -193,6 +220,9 @@ def config_from_flags() -> config_lib.TrainConfig:
         validation_queries=VALIDATION_QUERIES.value,
         patience=PATIENCE.value,
         choose_popularity_prior=CHOOSE_POPULARITY_PRIOR.value,
+        blend_content_weights=_floats(BLEND_CONTENT_WEIGHTS.value, "blend_content_weights"),
+        blend_prior_shares=_floats(BLEND_PRIOR_SHARES.value, "blend_prior_shares"),
+        blend_objective=BLEND_OBJECTIVE.value,
         seed=SEED.value,
         strategy=STRATEGY.value,
         cross_replica_negatives=CROSS_REPLICA.value,
