@@ -81,7 +81,7 @@ def define_flags(cls, required: tuple[str, ...] = (), flag_values=flags.FLAGS) -
         elif kind is float:
             holder = flags.DEFINE_float(field.name, default, help_text, **kwargs)
         elif typing.get_origin(kind) is tuple:
-            listed = None if default is None else [str(v) for v in default]
+            listed = None if default is None else [_text(v) for v in default]
             holder = flags.DEFINE_list(field.name, listed, help_text, **kwargs)
         else:
             holder = flags.DEFINE_string(field.name, default, help_text, **kwargs)
@@ -89,6 +89,11 @@ def define_flags(cls, required: tuple[str, ...] = (), flag_values=flags.FLAGS) -
     if required:
         flags.mark_flags_as_required(list(required), flag_values=flag_values)
     return holders
+
+
+def _text(value) -> str:
+    """How a list flag shows a default value: 1.0 as "1", 0.25 as "0.25"."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _convert(name: str, kind, value):

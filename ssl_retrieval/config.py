@@ -19,8 +19,17 @@ OPTIMIZERS = ("adagrad", "adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SO_LOSSES = ("square", "softmax")
 MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")
+BLEND_OBJECTIVES = ("references", "slices")
 # Fields that may differ when a run is resumed (they do not change what is trained).
-RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy")
+RESUMABLE_FIELDS = (
+    "log_every",
+    "checkpoint_every",
+    "overwrite",
+    "strategy",
+    "blend_content_weights",
+    "blend_prior_shares",
+    "blend_objective",
+)
 # Paths may differ as well: a model or data dir that was moved or copied resumes.
 PATH_FIELDS = ("data_dir", "model_dir")
 
@@ -111,9 +120,26 @@ class TrainConfig:
     )
     choose_popularity_prior: bool = option(
         True,
-        "With --validate_every: after training, choose on validation the weight beta of the "
-        "retrieval-time popularity prior cos + beta*log(1+count) (popularity_prior.json; used "
-        "by evaluate and export unless they are told otherwise).",
+        "With --validate_every: after training, choose on validation how lists are ranked "
+        "(blending.py): beta of the popularity prior cos + beta*log(1+count), the weight w of "
+        "TF-IDF in the similar ranking cos + w*tfidf, and the share of slots each ranking fills "
+        "(blend.json; used by evaluate and export unless they are told otherwise).",
+    )
+    blend_content_weights: tuple[float, ...] = option(
+        (0.0, 0.5, 1.0, 2.0),
+        "Grid of w (TF-IDF weight of the similar ranking) searched by --choose_popularity_prior.",
+    )
+    blend_prior_shares: tuple[float, ...] = option(
+        (1.0, 0.5, 0.4, 0.3, 0.25, 0.2),
+        "Grid of the share of slots from the popular ranking searched by "
+        "--choose_popularity_prior (1 = the popular ranking alone).",
+    )
+    blend_objective: str = option(
+        "references",
+        "How the blend is chosen on validation: references = first at least as good as the best "
+        "reference recommender (TopPopular, feature kNN, co-occurrence) on every slice, then the "
+        "best mean Recall@50 over the all/head/tail/cold slices; slices = that mean alone.",
+        enum=BLEND_OBJECTIVES,
     )
     seed: int = option(0, "Seed of initialisation, shuffles and augmentations.")
     strategy: str = option("default", "tf.distribute strategy.", enum=STRATEGIES)
@@ -149,6 +175,18 @@ class TrainConfig:
             (self.id_min_count >= 0, f"--id_min_count must be >= 0, got {self.id_min_count}"),
             (0 <= self.id_dropout < 1, f"--id_dropout must be in [0, 1), got {self.id_dropout}"),
             (self.validate_every >= 0, "--validate_every must be >= 0 (0 = never)"),
+            (
+                bool(self.blend_content_weights) and min(self.blend_content_weights) >= 0,
+                "--blend_content_weights must be numbers >= 0",
+            ),
+            (
+                bool(self.blend_prior_shares) and all(0 <= v <= 1 for v in self.blend_prior_shares),
+                "--blend_prior_shares must be numbers in [0, 1]",
+            ),
+            (
+                self.blend_objective in BLEND_OBJECTIVES,
+                f"--blend_objective must be one of {list(BLEND_OBJECTIVES)}",
+            ),
             (self.validation_queries >= 1, "--validation_queries must be >= 1"),
             (self.patience >= 0, "--patience must be >= 0 (0 = no early stopping)"),
             (

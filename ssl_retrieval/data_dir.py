@@ -56,6 +56,9 @@ class DataDir:
     def __repr__(self) -> str:
         return f"DataDir({self.path!r})"
 
+    def __str__(self) -> str:
+        return self.path
+
     def __fspath__(self) -> str:
         return self.path
 

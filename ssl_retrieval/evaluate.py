@@ -4,9 +4,11 @@ r"""Evaluates a trained model (or a reference recommender) over the whole corpus
   python -m ssl_retrieval.evaluate --data_dir=runs/debian/data --recommender=top_popular \
       --output=runs/debian/reference/top_popular.json
 
-For every eval query, the top K items by cosine similarity from the whole corpus (exact; the
-query item itself excluded); Recall@K, MAP@K and per-pair recall, overall and on the head, tail
-and cold slices. Writes metrics JSON (default <model_dir>/metrics.json) and prints a table.
+For every eval query, the top K items from the whole corpus (exact; the query item itself
+excluded), ranked the way the model's export serves them: the blend of popularity prior,
+cosine and TF-IDF chosen on validation at the end of training (blending.py); Recall@K, MAP@K
+and per-pair recall, overall and on the head, tail and cold slices. Writes metrics JSON (default
+<model_dir>/metrics.json) and prints a table.
 """
 
 from absl import app, flags
@@ -39,6 +41,18 @@ POPULARITY_PRIOR = flags.DEFINE_string(
     "Model only: beta of the retrieval-time prior cos + beta*log(1+training count). auto = the "
     "beta chosen on validation when the model was trained (0 if none); 0 = pure cosine.",
 )
+CONTENT_WEIGHT = flags.DEFINE_string(
+    "content_weight",
+    "auto",
+    "Model only: w of the similar ranking cos + w*tfidf (blending.py). auto = the model's "
+    "blend chosen on validation (0 if none).",
+)
+PRIOR_SHARE = flags.DEFINE_string(
+    "prior_share",
+    "auto",
+    "Model only: share of the list's slots taken from the popular ranking, the rest from the "
+    "similar ranking (blending.py). auto = the model's blend (1 if none); 1 = popular alone.",
+)
 OUTPUT = flags.DEFINE_string(
     "output", None, "Metrics JSON path (default <model_dir>/metrics.json)."
 )
@@ -61,6 +75,8 @@ def _evaluate() -> str:
         output=OUTPUT.value,
         split=SPLIT.value,
         popularity_prior=POPULARITY_PRIOR.value,
+        content_weight=CONTENT_WEIGHT.value,
+        prior_share=PRIOR_SHARE.value,
     )
     table = evaluator.format_table(out["metrics"], ks)
     return f"{table}\nevaluate: {out['recommender']} in {out['seconds']}s -> {out['output']}"

@@ -7,7 +7,7 @@ tail and cold neighbours good, and it is why it misses the hubs (libc6, python3)
 held-out links of a power-law graph point to. The logQ correction puts popularity back during
 training, into the embeddings, and the tail pays for it. Adding it back at retrieval instead
 keeps the embeddings as they are and makes the trade-off one number, beta, chosen on validation
-(`choose_beta`) and changeable at serving time without retraining.
+with the rest of the blend (`blending.py`) and changeable at serving time without retraining.
 
 `n_c` is the number of training pairs whose candidate is c (`stats/candidate_counts.tsv`): items
 never seen as a candidate get no boost. The prior is an extra dimension: queries [q, beta] and
@@ -22,20 +22,18 @@ import os
 
 import numpy as np
 
-from ssl_retrieval import atomic
+from ssl_retrieval.data_dir import DataDir
 
+# Written by models trained before blends (blending.py), which read it as their beta.
 FILE = "popularity_prior.json"
-DEFAULT_GRID = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12)
-OBJECTIVES = ("slices", "all")
-SLICES = ("all", "head", "tail", "cold")
 
 
-def log_counts(data_dir: str, item_ids) -> np.ndarray:
-    """[N] float32 log(1 + training-candidate count) of each id of `item_ids`."""
-    from ssl_retrieval import model as model_lib  # noqa: PLC0415  (imports TensorFlow)
+def log_counts(data_dir, item_ids) -> np.ndarray:
+    """[N] float32 log(1 + training-candidate count) of each id of `item_ids`.
 
-    ids, shares, total = model_lib.candidate_counts(data_dir)
-    counts = dict(zip(ids, (s * total for s in shares), strict=True))
+    `data_dir`: a path or a `DataDir` (its candidate counts)."""
+    ids, counts = DataDir.of(data_dir).candidate_counts
+    counts = dict(zip(ids, counts, strict=True))
     return np.log1p(np.array([counts.get(str(i), 0.0) for i in item_ids], np.float32))
 
 
@@ -46,43 +44,6 @@ def augment(queries: np.ndarray, items: np.ndarray, prior: np.ndarray, beta: flo
     return queries.astype(np.float32), items.astype(np.float32)
 
 
-def objective_value(metrics: dict, objective: str = "slices", metric: str = "recall@50") -> float:
-    """What beta is chosen by: `metric` overall ("all"), or its mean over the all, head, tail
-    and cold slices ("slices", the default). Overall recall is dominated by links to hubs, and
-    choosing by it alone trades most of the tail away for a fraction of a point; the slice mean
-    weighs the tail and cold items, which this project exists for, as much as the hubs."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
-    if objective == "all":
-        return float(metrics["all"][metric])
-    values = [metrics[s][metric] for s in SLICES if s in metrics]
-    values = [v for v in values if v == v]  # a slice without queries (NaN) does not count
-    return float(np.mean(values)) if values else float("nan")
-
-
-def choose_beta(
-    evaluate_at, grid=DEFAULT_GRID, metric: str = "recall@50", objective: str = "slices"
-) -> dict:
-    """The beta of `grid` with the best `objective_value`; ties: the smaller beta.
-
-    Args:
-      evaluate_at: beta -> metrics dict as `evaluation.evaluate` returns.
-
-    Returns: {"beta", "metric", "objective", "grid": [{"beta", "value", "metrics"}]}.
-    """
-    trials = []
-    for beta in sorted(float(b) for b in grid):
-        metrics = evaluate_at(beta)
-        value = objective_value(metrics, objective, metric)
-        trials.append({"beta": beta, "value": value, "metrics": metrics})
-    best = max(trials, key=lambda t: (t["value"], -t["beta"]))
-    return {"beta": best["beta"], "metric": metric, "objective": objective, "grid": trials}
-
-
-def save(model_dir: str, choice: dict) -> None:
-    atomic.write_json(os.path.join(model_dir, FILE), choice)
-
-
 def load_beta(model_dir: str) -> float:
     """The beta chosen on validation for this model; 0 when it was never chosen."""
     path = os.path.join(model_dir, FILE)
@@ -90,18 +51,3 @@ def load_beta(model_dir: str) -> float:
         return 0.0
     with open(path) as f:
         return float(json.load(f)["beta"])
-
-
-def resolve_popularity_prior(model_dir: str, popularity_prior: str | float) -> float:
-    """beta: "auto" = the one chosen on validation for this model (0 if none), else a number."""
-    if popularity_prior == "auto":
-        return load_beta(model_dir)
-    try:
-        beta = float(popularity_prior)
-    except ValueError:
-        raise ValueError(
-            f"--popularity_prior must be 'auto' or a number >= 0, got {popularity_prior!r}"
-        ) from None
-    if not beta >= 0:
-        raise ValueError(f"--popularity_prior must be >= 0, got {popularity_prior!r}")
-    return beta

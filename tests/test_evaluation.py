@@ -151,8 +151,8 @@ def test_evaluate_cli_on_a_trained_model_matches_the_library(data_dir, tmp_path)
     written = json.load(open(f"{model_dir}/metrics.json"))
     assert written["exclude_train_positives"] is True
     data = evaluator.load_eval_data(data_dir)
-    expected = evaluator.evaluate(
-        data, evaluator.model_scorer(model_dir, data_dir), [5, 20], exclude_train_positives=True
+    expected = evaluator.evaluate_lists(
+        data, evaluator.model_retriever(model_dir, data_dir), [5, 20], exclude_train_positives=True
     )
     for name in ("all", "head", "tail", "cold"):
         assert written["metrics"][name]["recall@20"] == pytest.approx(expected[name]["recall@20"])

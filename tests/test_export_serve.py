@@ -1,6 +1,7 @@
 """Export, the Python API and the HTTP server, on a model trained for a few steps."""
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import socket
@@ -662,3 +663,64 @@ def test_popularity_prior_is_built_into_the_index(exported, tmp_path):
     # Without a prior the scores are the plain cosine.
     plain = model.similar_items(tf.constant(IDS[:1]), tf.constant(5))["scores"].numpy()[0]
     assert plain.max() <= 1.0 + 1e-5 < got["scores"].numpy()[0].max()
+
+
+def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
+    """With a blend, both signatures merge the index's popular ranking with the exact
+    cos + w * tfidf ranking, as evaluation does (blending.py)."""
+    from ssl_retrieval import blending, popularity, tfidf
+    from ssl_retrieval import model as model_lib
+    from ssl_retrieval.evaluation import evaluator
+
+    model_dir = exported["config"].model_dir
+    blend = blending.Blend(popularity_prior=0.3, content_weight=1.5, prior_share=0.4)
+    config = exporter.ExportConfig(
+        data_dir=None,
+        model_dir=model_dir,
+        export_dir=str(tmp_path / "export"),
+        k=20,
+        index="brute_force",
+        popularity_prior=blend.popularity_prior,
+        content_weight=blend.content_weight,
+        prior_share=blend.prior_share,
+    )
+    module, info = exporter.build(config)
+    assert info["blend"] == dataclasses.asdict(blend)
+    data_dir = info["data_dir"]
+    ids = np.array(evaluator.corpus_ids(data_dir))
+    trained = model_lib.load_from_model_dir(model_dir)
+    queries, items = evaluator.embed_corpus(trained, data_dir)
+    content = tfidf.build(data_dir)
+    retrieve = evaluator.blend_retriever(
+        blend, queries, items, popularity.log_counts(data_dir, ids), content.matrix
+    )
+    rows = np.array([int(np.where(ids == i)[0][0]) for i in IDS])
+    for k in (1, 5, 12):
+        expected = ids[retrieve(rows, k)]
+        got = module.similar_items(tf.constant(IDS), tf.constant(k))["ids"].numpy().astype(str)
+        assert got.tolist() == expected.tolist(), k
+    # From features: the TF-IDF of the given values, and the query tower on them.
+    inputs = signature_inputs()
+    vectors = content.vectors(
+        [
+            {"brand": ["brand3"], "category": ["cat1"], "tags": ["tag3_1", "tag3_2"]},
+            {"category": ["cat2"]},
+        ]
+    )
+    z = trained.query_tower(exporter.to_model_features(inputs, info["features"])).numpy()
+    popular = z @ items.T + 0.3 * popularity.log_counts(data_dir, ids)[None, :]
+    similar = z @ items.T + 1.5 * (vectors @ content.matrix.T).toarray()
+    expected = blending.merge(
+        np.argsort(-popular, axis=1, kind="stable")[:, :5],
+        np.argsort(-similar, axis=1, kind="stable")[:, :5],
+        5,
+        2,
+    )
+    got = module.similar_items_by_features(inputs, tf.constant(5))["ids"].numpy().astype(str)
+    assert got.tolist() == ids[expected].tolist()
+    # The blend survives saving and loading.
+    path = exporter.write(module, info, config)
+    loaded = api.SimilarItems(path)
+    assert [[i for i, _ in row] for row in loaded.similar(IDS, k=5)] == ids[
+        retrieve(rows, 5)
+    ].tolist()

@@ -227,18 +227,32 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     restored = model_lib.load_from_model_dir(config.model_dir)
     validator = trainer.Validator(config)
     assert validator(restored)["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
-    # The popularity prior was chosen on validation with the best weights, and evaluation
-    # uses it by default.
-    from ssl_retrieval import popularity
+    # The blend was chosen on validation with the best weights, and evaluation uses it by
+    # default. The first grid point is plain cosine: the validation metric of the best step.
+    from ssl_retrieval import blending
     from ssl_retrieval.evaluation import evaluator
 
-    choice = json.load(open(f"{config.model_dir}/{popularity.FILE}"))
-    assert choice["grid"][0]["beta"] == 0.0
-    assert choice["grid"][0]["metrics"]["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
-    best_beta = max(choice["grid"], key=lambda t: t["value"])["beta"]
-    assert choice["objective"] == "slices"
-    assert choice["beta"] == best_beta == summary["popularity_prior"]
-    assert evaluator.resolve_popularity_prior(config.model_dir, "auto") == best_beta
+    choice = json.load(open(f"{config.model_dir}/{blending.FILE}"))
+    first = choice["grid"][0]
+    assert (first["popularity_prior"], first["content_weight"], first["prior_share"]) == (0, 0, 1)
+    assert first["metrics"]["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
+    assert choice["objective"] == "references"
+    assert set(choice["references"]) == {"top_popular", "feature_knn", "cooccurrence"}
+    best_trial = max(
+        choice["grid"],
+        key=lambda t: (
+            tuple(t["value"]),
+            t["prior_share"],
+            -t["content_weight"],
+            -t["popularity_prior"],
+        ),
+    )
+    chosen = {k: best_trial[k] for k in ("popularity_prior", "content_weight", "prior_share")}
+    assert choice["blend"] == chosen == summary["blend"]
+    assert blending.load(config.model_dir) == blending.Blend(**chosen)
+    assert (
+        evaluator.resolve_popularity_prior(config.model_dir, "auto") == chosen["popularity_prior"]
+    )
     assert evaluator.resolve_popularity_prior(config.model_dir, "0") == 0.0
     with pytest.raises(ValueError, match="popularity_prior"):
         evaluator.resolve_popularity_prior(config.model_dir, "-1")
@@ -261,22 +275,3 @@ def test_popularity_prior_adds_beta_log_counts_to_the_cosine(tmp_path):
     q, items = normalise(rng.normal(size=(4, 5))), normalise(rng.normal(size=(3, 5)))
     qa, ia = popularity.augment(q.astype(np.float32), items.astype(np.float32), prior, 0.07)
     np.testing.assert_allclose(qa @ ia.T, q @ items.T + 0.07 * prior[None, :], rtol=1e-5)
-
-    def fake_metrics(beta):
-        # Overall and head recall grow with beta; tail and cold fall.
-        return {
-            "all": {"recall@50": 0.4 + beta},
-            "head": {"recall@50": 0.3 + 2 * beta},
-            "tail": {"recall@50": 0.5 - 100 * beta**2},
-            "cold": {"recall@50": float("nan")},  # no cold queries: ignored
-        }
-
-    grid = (0.0, 0.05, 0.01, 0.03)
-    choice = popularity.choose_beta(fake_metrics, grid=grid, objective="all")
-    assert choice["beta"] == 0.05 and [t["beta"] for t in choice["grid"]] == [0, 0.01, 0.03, 0.05]
-    choice = popularity.choose_beta(fake_metrics, grid=grid)
-    means = {b: (0.4 + b + 0.3 + 2 * b + 0.5 - 100 * b**2) / 3 for b in grid}
-    assert choice["beta"] == max(means, key=means.get) == 0.01
-    assert choice["grid"][1]["value"] == pytest.approx(means[0.01])
-    flat = {s: {"recall@50": 0.1} for s in ("all", "head", "tail", "cold")}
-    assert popularity.choose_beta(lambda b: flat)["beta"] == 0.0

@@ -1,9 +1,11 @@
 """Evaluation the way the paper does it: top K from the whole corpus, Recall@K and MAP@K.
 
 `evaluate(data_dir, scorer, ...)` runs any recommender (a `topk.Scorer`) over the eval
-pairs of a data dir; `model_scorer(model_dir)` makes the scorer of a trained model by embedding
+pairs of a data dir; `model_retriever(model_dir)` makes the lists of a trained model by embedding
 the whole corpus with both towers (an eval query is a corpus item, so its query embedding is the
-query tower on its features). `python -m ssl_retrieval.evaluate` is the CLI.
+query tower on its features) and ranking under the model's blend of popularity prior and TF-IDF
+(blending.py), and `evaluate_lists` scores such lists. `python -m ssl_retrieval.evaluate` is the
+CLI.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ssl_retrieval import atomic, popularity
+from ssl_retrieval import atomic, blending, popularity, tfidf
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data import corpus_ids
@@ -24,7 +26,6 @@ from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import metrics as metrics_lib
 from ssl_retrieval.evaluation import topk
 from ssl_retrieval.model import embed_corpus
-from ssl_retrieval.popularity import resolve_popularity_prior
 
 
 @dataclasses.dataclass
@@ -120,23 +121,73 @@ def sample_queries(data: EvalData, num_queries: int, seed: int = 0) -> EvalData:
     )
 
 
-def model_scorer(
-    model_dir: str, data_dir: str | None = None, popularity_prior: str | float = "auto"
-) -> topk.Scorer:
-    """Cosine of the two towers, plus beta * log(1 + training count) (see popularity.py)."""
+def resolve_popularity_prior(model_dir: str, popularity_prior: str | float) -> float:
+    """beta: "auto" = the one chosen on validation for this model (0 if none), else a number."""
+    return blending.resolve(model_dir, popularity_prior=popularity_prior).popularity_prior
+
+
+Retriever = Callable[[np.ndarray, int, "Sequence[np.ndarray] | None"], np.ndarray]
+
+
+def blend_retriever(
+    blend: blending.Blend,
+    query_embeddings: np.ndarray,
+    item_embeddings: np.ndarray,
+    log_counts: np.ndarray,
+    content=None,
+) -> Retriever:
+    """(query corpus indices [Q], k, exclude) -> [Q, k] lists of `blend` (see blending.py).
+
+    `content`: the corpus TF-IDF matrix [N, V] (tfidf.py); needed when blend.content_weight > 0.
+    """
+    queries, items = popularity.augment(
+        query_embeddings, item_embeddings, log_counts, blend.popularity_prior
+    )
+    popular = topk.embedding_scorer(queries, items)
+    similar = similar_scorer(query_embeddings, item_embeddings, content, blend.content_weight)
+
+    def retrieve(query_indices, k, exclude=None):
+        def top(scorer, n):
+            return topk.top_k(scorer, query_indices, len(items), n, exclude=exclude)[0]
+
+        if blend.single_ranking:
+            return top(popular, k)
+        return blending.merge(top(popular, k), top(similar, k), k, blend.prior_slots(k))
+
+    return retrieve
+
+
+def similar_scorer(query_embeddings, item_embeddings, content, weight: float) -> topk.Scorer:
+    """cos(q, c) + weight * tfidf(q, c), the similar ranking of a blend."""
+    cosine = topk.embedding_scorer(query_embeddings, item_embeddings)
+    if not weight:
+        return cosine
+    content = content.tocsr()
+    columns = content.T.tocsc()
+
+    def scores(rows, start, stop):
+        dense = np.asarray(cosine(rows, start, stop))
+        return (dense + weight * (content[rows] @ columns[:, start:stop]).toarray()).astype(
+            np.float32
+        )
+
+    return scores
+
+
+def model_retriever(
+    model_dir: str, data_dir: str | None = None, blend: blending.Blend | None = None
+) -> Retriever:
+    """The trained model's lists under `blend` (default: the one chosen for it on validation)."""
     from ssl_retrieval import model as model_lib  # noqa: PLC0415
 
-    beta = resolve_popularity_prior(model_dir, popularity_prior)
+    blend = blend or blending.load(model_dir)
     model = model_lib.load_from_model_dir(model_dir, data_dir)
     data_dir = DataDir.of(data_dir or model.config.data_dir)
     query_embeddings, item_embeddings = embed_corpus(model, data_dir)
-    if beta:
-        prior = popularity.log_counts(data_dir, corpus_ids(data_dir))
-        query_embeddings, item_embeddings = popularity.augment(
-            query_embeddings, item_embeddings, prior, beta
-        )
-    logging.info("evaluate: popularity prior beta %.3f", beta)
-    return topk.embedding_scorer(query_embeddings, item_embeddings)
+    log_counts = popularity.log_counts(data_dir, corpus_ids(data_dir))
+    content = tfidf.build(data_dir).matrix if blend.content_weight else None
+    logging.info("evaluate: %s", blend)
+    return blend_retriever(blend, query_embeddings, item_embeddings, log_counts, content)
 
 
 def train_positives(data: EvalData, queries: np.ndarray) -> list[np.ndarray]:
@@ -157,17 +208,28 @@ def evaluate(
     corpus_chunk: int = 32768,
 ) -> dict:
     """Metrics of `scorer` on the eval pairs: {"all", "head", "tail", "cold"} (see metrics.py)."""
+
+    def retrieve(queries, k, exclude):
+        return topk.top_k(
+            scorer,
+            queries,
+            data.num_items,
+            k,
+            exclude=exclude,
+            query_batch=query_batch,
+            corpus_chunk=corpus_chunk,
+        )[0]
+
+    return evaluate_lists(data, retrieve, ks, exclude_train_positives)
+
+
+def evaluate_lists(
+    data: EvalData, retrieve: Retriever, ks: Sequence[int] = (10, 50), exclude_train_positives=False
+) -> dict:
+    """Metrics of the lists `retrieve` returns for the eval queries (see metrics.py)."""
     queries, query_of_pair = np.unique(data.eval_query, return_inverse=True)
     exclude = train_positives(data, queries) if exclude_train_positives else None
-    retrieved, _ = topk.top_k(
-        scorer,
-        queries,
-        data.num_items,
-        max(ks),
-        exclude=exclude,
-        query_batch=query_batch,
-        corpus_chunk=corpus_chunk,
-    )
+    retrieved = retrieve(queries, max(ks), exclude)
     slices = {"head": data.head, "tail": ~data.head, "cold": data.cold}
     return metrics_lib.compute(retrieved, query_of_pair, data.eval_candidate, ks, slices)
 
@@ -210,6 +272,8 @@ def run(
     output: str | None = None,
     split: str = "eval",
     popularity_prior: str | float = "auto",
+    content_weight: str | float = "auto",
+    prior_share: str | float = "auto",
 ) -> dict:
     """Evaluates one recommender and writes its metrics JSON; returns the written object."""
     from ssl_retrieval.evaluation import references  # noqa: PLC0415
@@ -217,16 +281,21 @@ def run(
     start = time.time()
     source = DataDir.of(data_dir)  # read once, passed down
     data = load_eval_data(source, split)
+    blend = None
     if recommender == "model":
         if not model_dir:
             raise ValueError("--model_dir is required for --recommender=model")
-        scorer = model_scorer(model_dir, source, popularity_prior)
+        blend = blending.resolve(model_dir, popularity_prior, content_weight, prior_share)
+        retrieve = model_retriever(model_dir, source, blend)
     else:
         scorer = references.make(recommender, data, source)
     logging.info(
         "evaluate: %s on %d eval pairs, %d items", recommender, len(data.eval_query), data.num_items
     )
-    results = evaluate(data, scorer, ks, exclude_train_positives)
+    if blend is None:
+        results = evaluate(data, scorer, ks, exclude_train_positives)
+    else:
+        results = evaluate_lists(data, retrieve, ks, exclude_train_positives)
     out = {
         "recommender": recommender,
         "model_dir": model_dir,
@@ -234,11 +303,8 @@ def run(
         "ks": list(ks),
         "exclude_train_positives": exclude_train_positives,
         "split": split,
-        "popularity_prior": (
-            resolve_popularity_prior(model_dir, popularity_prior)
-            if recommender == "model"
-            else None
-        ),
+        "popularity_prior": blend.popularity_prior if blend else None,
+        "blend": dataclasses.asdict(blend) if blend else None,
         "metrics": results,
         "seconds": round(time.time() - start, 2),
     }

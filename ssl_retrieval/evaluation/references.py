@@ -18,9 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ssl_retrieval import data as data_lib
-from ssl_retrieval import schema as schema_lib
-from ssl_retrieval.data_dir import DataDir
+from ssl_retrieval import tfidf
 from ssl_retrieval.evaluation import topk
 
 RECOMMENDERS = ("top_popular", "feature_knn", "cooccurrence")
@@ -43,29 +41,10 @@ def top_popular(data) -> topk.Scorer:
 
 def tfidf_matrix(data_dir: str, item_ids: np.ndarray) -> sp.csr_matrix:
     """[N, V] L2-normalised binary TF-IDF rows over categorical and multi-hot values."""
-    data_dir = DataDir.of(data_dir)
-    schema = data_dir.schema
-    names = [
-        f.name for f in schema.features if f.kind in (schema_lib.CATEGORICAL, schema_lib.MULTI_HOT)
-    ]
-    vocab: dict[str, int] = {}
-    rows, cols = [], []
-    row = 0
-    for batch in data_lib.items_dataset(data_dir, 4096, schema=schema):
-        lists = {n: batch[n].to_list() for n in names}
-        for i in range(len(lists[names[0]]) if names else 0):
-            tokens = {f"{n}={v.decode()}" for n in names for v in lists[n][i]}
-            for t in tokens:
-                rows.append(row + i)
-                cols.append(vocab.setdefault(t, len(vocab)))
-        row += int(batch[schema.id_feature.name].nrows())
-    n = len(item_ids)
-    x = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, max(len(vocab), 1)))
-    df = np.asarray((x > 0).sum(axis=0)).ravel()
-    idf = np.log(n / np.maximum(df, 1)) + 1.0
-    x = x @ sp.diags(idf)
-    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x
+    matrix = tfidf.build(data_dir).matrix
+    if matrix.shape[0] != len(item_ids):
+        raise ValueError(f"{data_dir}: {matrix.shape[0]} corpus items, expected {len(item_ids)}")
+    return matrix
 
 
 def feature_knn(data, data_dir: str) -> topk.Scorer:

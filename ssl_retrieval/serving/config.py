@@ -58,12 +58,23 @@ class ExportConfig:
     )  # see build_index
     scann: ScannParams = option(ScannParams(), flag=False)
     overwrite: bool = option(False, "Replace an existing version directory.")
+    # The blend (blending.py): each a number, or "auto" for the one chosen for the model.
     popularity_prior: str | float = option(
         "auto",
         "beta of the popularity prior cos + beta*log(1+training count) built into the index: "
         "auto = the one chosen on validation when the model was trained (0 if none), 0 = pure "
         "cosine.",
-    )  # (popularity.py)
+    )
+    content_weight: str | float = option(
+        "auto",
+        "w of the similar ranking cos + w*tfidf (blending.py); auto = the model's blend (0 if "
+        "none).",
+    )
+    prior_share: str | float = option(
+        "auto",
+        "Share of the list's slots from the popular ranking (the index), the rest from the exact "
+        "similar ranking (blending.py); auto = the model's blend (1 if none).",
+    )
 
 
 MAX_INSTANCES = 1000

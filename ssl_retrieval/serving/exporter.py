@@ -15,6 +15,10 @@ Signatures (explicit TensorSpecs):
   similar_items(item_id: string [B], k: int32 []) -> ids [B, k] string, scores [B, k] float32,
       found [B] bool. Neighbours of corpus items by their precomputed query-tower embedding; the
       item itself is excluded; unknown ids give found = false and empty rows.
+      Lists follow the model's blend (blending.py, `blend` in export_info.json): the first
+      round(prior_share * k) from the index (cos + beta * log(1 + count)), the rest from the
+      exact similar ranking cos + w * tfidf over the whole corpus (brute force: N x d flops and
+      the TF-IDF matrix's non-zeros per query), each item with the score of its ranking.
   similar_items_by_features(<feature tensors>, k) -> ids, scores: the query tower on raw
       features, for items not in the corpus (cold start).
   item_embedding(<feature tensors>) -> embedding [B, d]: the item tower.
@@ -35,7 +39,7 @@ import uuid
 
 import numpy as np
 
-from ssl_retrieval import atomic, popularity
+from ssl_retrieval import atomic, blending, popularity, tfidf
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
@@ -67,6 +71,76 @@ def to_model_features(inputs: dict, features: list[dict]) -> dict:
     return out
 
 
+class ContentVectors(tf.Module):
+    """The corpus TF-IDF matrix (tfidf.py) in the graph: rows of corpus items, and the same
+    vectors for items given by their feature values."""
+
+    def __init__(self, content: tfidf.Tfidf):
+        super().__init__()
+        matrix = content.matrix.tocoo()
+        self.num_tokens = len(content.tokens)
+        self.features = list(content.features)
+        order = np.lexsort((matrix.col, matrix.row))
+        self.matrix = tf.sparse.SparseTensor(
+            np.stack([matrix.row[order], matrix.col[order]], axis=1).astype(np.int64),
+            matrix.data[order].astype(np.float32),
+            matrix.shape,
+        )
+        csr = content.matrix.tocsr()
+        self.row_splits = tf.constant(csr.indptr.astype(np.int64))
+        self.columns = tf.constant(csr.indices.astype(np.int64))
+        self.values = tf.constant(csr.data.astype(np.float32))
+        self.idf = tf.constant(content.idf.astype(np.float32))
+        self.token_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(np.asarray(content.tokens, dtype=object).astype(bytes)),
+                tf.range(self.num_tokens, dtype=tf.int64),
+            ),
+            default_value=-1,
+        )
+
+    def _dense(self, rows, columns, values, batch):
+        """[B, V] from (row, column, value) triples; a repeated token counts once."""
+        indices = tf.stack([rows, columns], axis=1)
+        return tf.tensor_scatter_nd_max(
+            tf.zeros([batch, self.num_tokens], tf.float32), indices, values
+        )
+
+    def of_rows(self, rows):
+        """[B, V] TF-IDF vectors of corpus rows [B]."""
+        ragged = tf.RaggedTensor.from_row_splits(
+            tf.stack([tf.cast(self.columns, tf.float32), self.values], axis=1), self.row_splits
+        )
+        picked = tf.gather(ragged, rows)
+        entries = picked.flat_values
+        batch_rows = tf.cast(picked.value_rowids(), tf.int64)
+        return self._dense(
+            batch_rows, tf.cast(entries[:, 0], tf.int64), entries[:, 1], tf.shape(rows)[0]
+        )
+
+    def of_features(self, inputs):
+        """[B, V] TF-IDF vectors of items given as signature inputs (string [B, max_values])."""
+        batch = tf.shape(inputs[self.features[0]])[0] if self.features else 1
+        rows, columns = [], []
+        for name in self.features:
+            values = inputs[name]
+            tokens = tf.strings.join([tf.constant(name + "="), values])
+            found = tf.not_equal(values, "")
+            column = tf.where(found, self.token_table.lookup(tokens), -1)
+            where = tf.where(column >= 0)
+            rows.append(where[:, 0])
+            columns.append(tf.gather_nd(column, where))
+        if not rows:
+            return tf.zeros([batch, self.num_tokens], tf.float32)
+        rows, columns = tf.concat(rows, 0), tf.concat(columns, 0)
+        dense = self._dense(rows, columns, tf.gather(self.idf, columns), batch)
+        return tf.math.l2_normalize(dense, axis=1, epsilon=1e-24)
+
+    def similarities(self, vectors):
+        """[B, N] TF-IDF cosine of each of `vectors` [B, V] with every corpus item."""
+        return tf.transpose(tf.sparse.sparse_dense_matmul(self.matrix, vectors, adjoint_b=True))
+
+
 class SimilarItemsModule(tf.Module):
     """What the SavedModel holds; see the module docstring for the signatures."""
 
@@ -75,15 +149,19 @@ class SimilarItemsModule(tf.Module):
         model,
         item_ids,
         query_embeddings,
+        item_embeddings,
         index,
         max_k: int,
         features: list[dict],
-        popularity_prior: float = 0.0,
+        blend: blending.Blend | None = None,
+        content: tfidf.Tfidf | None = None,
     ):
         super().__init__()
-        # With a popularity prior the index holds [item, log(1 + count)] and queries end in beta
-        # (popularity.py); a query from features gets the same last coordinate.
-        self.popularity_prior = float(popularity_prior)
+        blend = blend or blending.Blend()
+        # The index holds [item, log(1 + count)] when the blend has a popularity prior, and
+        # queries then end in beta (popularity.py). Without the similar ranking (prior_share 1)
+        # that index is the whole answer; with it, the similar ranking is exact over the corpus.
+        self.blend = blend
         self.query_tower = model.query_tower
         self.item_tower = model.item_tower
         self.index = index
@@ -91,6 +169,9 @@ class SimilarItemsModule(tf.Module):
         self.features = features
         self.item_ids = tf.Variable(np.asarray(item_ids).astype(bytes), trainable=False)
         self.query_embeddings = tf.Variable(query_embeddings.astype(np.float32), trainable=False)
+        if not blend.single_ranking:
+            self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32), trainable=False)
+        self.content = ContentVectors(content) if blend.content_weight else None
         self.id_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(np.asarray(item_ids).astype(bytes)),
@@ -109,37 +190,71 @@ class SimilarItemsModule(tf.Module):
         )
         self.item_embedding = tf.function(self._item_embedding, input_signature=[spec])
 
-    def _neighbours(self, queries, k, exclude):
-        """Top k per query, dropping `exclude` [B] corpus indices (-1: none)."""
-        k = tf.clip_by_value(k, 1, self.max_k)
+    def _popular(self, queries, exclude):
+        """[B, max_k] corpus indices (-1 padding) and scores of the popular ranking (the index),
+        dropping `exclude` [B] corpus indices (-1: none)."""
+        if self.blend.popularity_prior:
+            beta = tf.fill([tf.shape(queries)[0], 1], self.blend.popularity_prior)
+            queries = tf.concat([queries, beta], axis=1)
         scores, indices = self.index.search(queries, self.max_k + 1)
         # ScaNN's op has no static shape; the ragged mask below needs the rank.
         scores = tf.reshape(scores, [-1, self.max_k + 1])
-        indices = tf.reshape(indices, [-1, self.max_k + 1])
+        indices = tf.reshape(tf.cast(indices, tf.int64), [-1, self.max_k + 1])
         keep = tf.not_equal(indices, exclude[:, tf.newaxis])
-        ids = tf.ragged.boolean_mask(tf.gather(self.item_ids, indices), keep)
-        scores = tf.ragged.boolean_mask(scores, keep)
         shape = [None, self.max_k + 1]
-        ids = ids.to_tensor(default_value=b"", shape=shape)[:, :k]
-        scores = scores.to_tensor(default_value=float("-inf"), shape=shape)[:, :k]
+        indices = tf.ragged.boolean_mask(indices, keep).to_tensor(-1, shape=shape)
+        scores = tf.ragged.boolean_mask(scores, keep).to_tensor(float("-inf"), shape=shape)
+        return indices[:, : self.max_k], scores[:, : self.max_k]
+
+    def _similar(self, queries, content_vectors, exclude):
+        """[B, max_k] corpus indices and scores of the similar ranking, exact."""
+        scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
+        if self.content is not None:
+            scores += self.blend.content_weight * self.content.similarities(content_vectors)
+        own = tf.one_hot(exclude, tf.shape(scores)[1], on_value=True, off_value=False)
+        scores = tf.where(own, float("-inf"), scores)
+        scores, indices = tf.math.top_k(scores, self.max_k)
+        return tf.cast(indices, tf.int64), scores
+
+    def _neighbours(self, queries, content_vectors, k, exclude):
+        """ids and scores [B, k] under the blend (blending.merge, in the graph)."""
+        k = tf.clip_by_value(k, 1, self.max_k)
+        indices, scores = self._popular(queries, exclude)
+        if not self.blend.single_ranking:
+            slots = tf.cast(
+                tf.floor(self.blend.prior_share * tf.cast(k, tf.float32) + 0.5), tf.int32
+            )
+            similar, similar_scores = self._similar(queries, content_vectors, exclude)
+            listed = indices[:, tf.newaxis, :] == similar[:, :, tf.newaxis]
+            taken = tf.sequence_mask(slots, self.max_k)[tf.newaxis, tf.newaxis, :]
+            fresh = tf.logical_not(tf.reduce_any(tf.logical_and(listed, taken), axis=2))
+            shape = [None, self.max_k]
+            similar = tf.ragged.boolean_mask(similar, fresh).to_tensor(-1, shape=shape)
+            similar_scores = tf.ragged.boolean_mask(similar_scores, fresh).to_tensor(
+                float("-inf"), shape=shape
+            )
+            indices = tf.concat([indices[:, :slots], similar[:, : k - slots]], axis=1)
+            scores = tf.concat([scores[:, :slots], similar_scores[:, : k - slots]], axis=1)
+        indices, scores = indices[:, :k], scores[:, :k]
+        ids = tf.where(indices >= 0, tf.gather(self.item_ids, tf.maximum(indices, 0)), b"")
         return ids, scores
 
     def _similar_items(self, item_id, k):
         rows = self.id_table.lookup(item_id)
         found = rows >= 0
-        queries = tf.gather(self.query_embeddings, tf.maximum(rows, 0))
-        ids, scores = self._neighbours(queries, k, rows)
+        safe_rows = tf.maximum(rows, 0)
+        queries = tf.gather(self.query_embeddings, safe_rows)
+        content = self.content.of_rows(safe_rows) if self.content is not None else None
+        ids, scores = self._neighbours(queries, content, k, rows)
         ids = tf.where(found[:, tf.newaxis], ids, b"")
         scores = tf.where(found[:, tf.newaxis], scores, float("-inf"))
         return {"ids": ids, "scores": scores, "found": found}
 
     def _similar_items_by_features(self, features, k):
         queries = self.query_tower(to_model_features(features, self.features))
-        if self.popularity_prior:
-            beta = tf.fill([tf.shape(queries)[0], 1], self.popularity_prior)
-            queries = tf.concat([queries, beta], axis=1)
+        content = self.content.of_features(features) if self.content is not None else None
         none = -tf.ones(tf.shape(queries)[:1], tf.int64)
-        ids, scores = self._neighbours(queries, k, none)
+        ids, scores = self._neighbours(queries, content, k, none)
         return {"ids": ids, "scores": scores}
 
     def _item_embedding(self, features):
@@ -211,24 +326,38 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     version_dir = os.path.join(config.export_dir, str(step))
     if os.path.exists(version_dir) and not config.overwrite:
         raise ValueError(f"{version_dir} exists; pass --overwrite to replace this version")
-    item_ids = np.array(data_lib.corpus_ids(data_dir), dtype=object)
+    item_ids = data_lib.corpus_ids(data_dir)
     query_embeddings, item_embeddings = model_lib.embed_corpus(model, data_dir)
-    beta = popularity.resolve_popularity_prior(config.model_dir, config.popularity_prior)
-    if beta:
-        prior = popularity.log_counts(data_dir, item_ids)
-        query_embeddings, item_embeddings = popularity.augment(
-            query_embeddings, item_embeddings, prior, beta
-        )
+    blend = blending.resolve(
+        config.model_dir, config.popularity_prior, config.content_weight, config.prior_share
+    )
+    index_queries, index_items = popularity.augment(
+        query_embeddings,
+        item_embeddings,
+        popularity.log_counts(data_dir, item_ids),
+        blend.popularity_prior,
+    )
+    if not blend.popularity_prior:  # plain cosine: no extra dimension
+        index_queries, index_items = query_embeddings, item_embeddings
+    content = tfidf.build(data_dir) if blend.content_weight else None
     n = len(item_ids)
     max_k = min(config.k, n - 1)
     logging.info("export: %d items, building the %s index", n, config.index)
     rng = np.random.default_rng(0)
     sample = rng.choice(n, size=min(config.recall_sample, n), replace=False)
-    index, recall, tuning = build_index(
-        config, item_embeddings, query_embeddings[sample], max_k + 1
-    )
+    index, recall, tuning = build_index(config, index_items, index_queries[sample], max_k + 1)
     features = [{"name": f["name"], "kind": f["kind"]} for f in model.encoder.features]
-    module = SimilarItemsModule(model, item_ids, query_embeddings, index, max_k, features, beta)
+    module = SimilarItemsModule(
+        model,
+        item_ids,
+        query_embeddings,
+        item_embeddings,
+        index,
+        max_k,
+        features,
+        blend,
+        content,
+    )
     info = {
         "version": step,
         "model_dir": os.path.abspath(config.model_dir),
@@ -236,7 +365,8 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         "method": model.config.method,
         "num_items": n,
         "embedding_dim": int(item_embeddings.shape[1]),
-        "popularity_prior": beta,
+        "popularity_prior": blend.popularity_prior,
+        "blend": dataclasses.asdict(blend),
         "max_k": max_k,
         "index": config.index,
         "index_params": index.params,

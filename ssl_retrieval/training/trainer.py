@@ -22,7 +22,9 @@ import os
 import shutil
 import time
 
-from ssl_retrieval import atomic, popularity
+import numpy as np
+
+from ssl_retrieval import atomic, blending, popularity
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import model as model_lib
@@ -114,12 +116,38 @@ class Validator:
     def __call__(self, model) -> dict:
         return self.evaluate(*self.embed(model))
 
-    def choose_popularity_prior(self, model) -> dict:
-        """beta of the retrieval-time popularity prior with the best validation Recall@50."""
+    def choose_blend(self, model, config: config_lib.TrainConfig) -> dict:
+        """How lists are ranked (blending.py), chosen on the validation sample for this model."""
+        from ssl_retrieval import tfidf  # noqa: PLC0415
+        from ssl_retrieval.evaluation import references as references_lib  # noqa: PLC0415
+
+        evaluation, data, k = self._evaluation, self.data, 50
         queries, items = self.embed(model)
-        prior = popularity.log_counts(self._data_dir, self.data.item_ids)
-        return popularity.choose_beta(
-            lambda beta: self.evaluate(*popularity.augment(queries, items, prior, beta))
+        log_counts = popularity.log_counts(self._data_dir, data.item_ids)
+        content = tfidf.build(self._data_dir).matrix if max(config.blend_content_weights) else None
+
+        def top(blend):
+            retrieve = evaluation.blend_retriever(blend, queries, items, log_counts, content)
+            return retrieve(np.unique(data.eval_query), k)
+
+        references = None
+        if config.blend_objective == "references":
+            references = {
+                name: evaluation.evaluate(
+                    data, references_lib.make(name, data, self._data_dir), (10, k)
+                )
+                for name in references_lib.RECOMMENDERS
+            }
+        return blending.choose(
+            popular_lists=lambda beta: top(blending.Blend(popularity_prior=beta)),
+            similar_lists=lambda w: top(blending.Blend(content_weight=w, prior_share=0.0)),
+            evaluate_lists=lambda retrieved: evaluation.evaluate_lists(
+                data, lambda *_: retrieved, (10, k)
+            ),
+            k=k,
+            content_weights=config.blend_content_weights,
+            prior_shares=config.blend_prior_shares,
+            references=references,
         )
 
 
@@ -308,16 +336,11 @@ def run(config: config_lib.TrainConfig) -> dict:
     if validator is not None and config.choose_popularity_prior and history:
         if best_manager.latest_checkpoint:
             tf.train.Checkpoint(model=model).restore(best_manager.latest_checkpoint)
-        choice = validator.choose_popularity_prior(model)
-        popularity.save(config.model_dir, choice)
-        summary["popularity_prior"] = choice["beta"]
-        logging.info(
-            "train: popularity prior beta %.3f (validation recall@50 mean over slices %.4f "
-            "without, %.4f with)",
-            choice["beta"],
-            choice["grid"][0]["value"],
-            max(t["value"] for t in choice["grid"]),
-        )
+        choice = validator.choose_blend(model, config)
+        blending.save(config.model_dir, choice)
+        summary["blend"] = choice["blend"]
+        summary["popularity_prior"] = choice["blend"]["popularity_prior"]
+        logging.info("train: blend chosen on validation %s", choice["blend"])
     if model.masker is not None and model.masker.pattern in ("cfm", "rfm", "rfm_no_compl"):
         # Collapsed masks (a handful of patterns) mean CFM is not varying its views.
         summary["distinct_mask_patterns"] = model.masker.distinct_patterns(min(step, 1000))
