@@ -22,7 +22,11 @@ def main(argv):
     args = [a for a in argv[1:] if not a.startswith("--")]
     model_dir = args[0]
     config = config_lib.load(model_dir)
-    changes = {"model_dir": model_dir}
+    # The grids are today's defaults, not the ones the model was trained with.
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(config) if f.name.startswith("blend_")
+    }
+    changes = {"model_dir": model_dir, **defaults}
     if len(args) > 1:
         changes["data_dir"] = args[1]
     if "--slices" in argv:
@@ -36,7 +40,7 @@ def main(argv):
         "blend": next(
             t["metrics"]
             for t in choice["grid"]
-            if blending.Blend(t["popularity_prior"], t["content_weight"], t["prior_share"]) == best
+            if blending.Blend(**{name: t[name] for name in blending.NAMES}) == best
         )
     }
     rows.update(choice["references"] or {})

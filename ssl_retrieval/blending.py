@@ -41,8 +41,9 @@ FILE = "blend.json"
 SLICES = ("all", "head", "tail", "cold")
 OBJECTIVES = ("references", "slices")
 DEFAULT_BETAS = (0.0, 0.02, 0.03, 0.05, 0.08, 0.12)
-DEFAULT_CONTENT_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
-DEFAULT_PRIOR_SHARES = (1.0, 0.5, 0.4, 0.3, 0.2)
+DEFAULT_CONTENT_WEIGHTS = (0.0, 1.0, 2.0)
+DEFAULT_POPULARITY_PENALTIES = (0.0, 0.02, 0.05)
+DEFAULT_PRIOR_SHARES = (1.0, 0.6, 0.5, 0.4, 0.3, 0.2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +51,11 @@ class Blend:
     popularity_prior: float = 0.0  # beta of the popular ranking
     content_weight: float = 0.0  # w of TF-IDF in the similar ranking
     prior_share: float = 1.0  # share of the list's slots from the popular ranking
+    popularity_penalty: float = 0.0  # gamma of log(1 + count) taken off the similar ranking
 
     def __post_init__(self):
-        if not (self.popularity_prior >= 0 and self.content_weight >= 0):
+        weights = (self.popularity_prior, self.content_weight, self.popularity_penalty)
+        if not all(w >= 0 for w in weights):
             raise ValueError(f"blend weights must be >= 0, got {self}")
         if not 0 <= self.prior_share <= 1:
             raise ValueError(f"prior_share must be in [0, 1], got {self.prior_share}")
@@ -114,6 +117,7 @@ def choose(
     betas=DEFAULT_BETAS,
     content_weights=DEFAULT_CONTENT_WEIGHTS,
     prior_shares=DEFAULT_PRIOR_SHARES,
+    popularity_penalties=DEFAULT_POPULARITY_PENALTIES,
     references: dict | None = None,
     metric: str = "recall@50",
 ) -> dict:
@@ -121,7 +125,7 @@ def choose(
 
     Args:
       popular_lists: beta -> [Q, k] top-k of the popular ranking.
-      similar_lists: w -> [Q, k] top-k of the similar ranking.
+      similar_lists: (w, gamma) -> [Q, k] top-k of the similar ranking.
       evaluate_lists: [Q, k] lists -> metrics dict as `evaluation.evaluate` returns.
       references: name -> metrics of the reference recommenders on the same queries, or None
         for the "slices" objective.
@@ -129,24 +133,33 @@ def choose(
     Returns: {"blend": {...}, "objective", "metric", "references", "grid": [{..., "value"}]}.
     """
     popular = {float(b): popular_lists(float(b)) for b in sorted(set(betas))}
-    similar: dict[float, np.ndarray] = {}
+    similar: dict[tuple[float, float], np.ndarray] = {}
     trials = []
     for share in sorted(set(float(s) for s in prior_shares), reverse=True):
-        weights = [0.0] if share >= 1.0 else sorted(set(float(w) for w in content_weights))
+        single = share >= 1.0  # the similar ranking's options do not matter
+        weights = [0.0] if single else sorted(set(float(w) for w in content_weights))
+        penalties = [0.0] if single else sorted(set(float(g) for g in popularity_penalties))
         for w in weights:
-            for beta, lists in popular.items():
-                blend = Blend(beta, w, share)
-                if not blend.single_ranking:
-                    if w not in similar:
-                        similar[w] = similar_lists(w)
-                    lists = merge(lists, similar[w], k, blend.prior_slots(k))
-                metrics = evaluate_lists(lists)
-                value = objective_value(metrics, references, metric)
-                trials.append({**dataclasses.asdict(blend), "value": value, "metrics": metrics})
-    # Ties go to the simpler blend: the whole list popular, then no TF-IDF, then a small beta.
+            for gamma in penalties:
+                for beta, lists in popular.items():
+                    blend = Blend(beta, w, share, gamma)
+                    if not single:
+                        if (w, gamma) not in similar:
+                            similar[w, gamma] = similar_lists(w, gamma)
+                        lists = merge(lists, similar[w, gamma], k, blend.prior_slots(k))
+                    metrics = evaluate_lists(lists)
+                    value = objective_value(metrics, references, metric)
+                    trials.append({**dataclasses.asdict(blend), "value": value, "metrics": metrics})
+    # Ties go to the simpler blend: the whole list popular, then no TF-IDF, no penalty, small beta.
     best = max(
         trials,
-        key=lambda t: (t["value"], t["prior_share"], -t["content_weight"], -t["popularity_prior"]),
+        key=lambda t: (
+            t["value"],
+            t["prior_share"],
+            -t["content_weight"],
+            -t["popularity_penalty"],
+            -t["popularity_prior"],
+        ),
     )
     return {
         "blend": {f.name: best[f.name] for f in dataclasses.fields(Blend)},
@@ -173,28 +186,30 @@ def load(model_dir: str) -> Blend:
         return Blend(**json.load(f)["blend"])
 
 
+NAMES = ("popularity_prior", "content_weight", "prior_share", "popularity_penalty")
+
+
 def resolve(
     model_dir: str,
     popularity_prior: str | float = "auto",
     content_weight: str | float = "auto",
     prior_share: str | float = "auto",
+    popularity_penalty: str | float = "auto",
 ) -> Blend:
-    """The model's chosen blend, with any of the three given as a number instead of "auto"."""
+    """The model's chosen blend, with any of its numbers given instead of "auto"."""
     chosen = load(model_dir)
+    given = (popularity_prior, content_weight, prior_share, popularity_penalty)
     values = {}
-    for name, given in (
-        ("popularity_prior", popularity_prior),
-        ("content_weight", content_weight),
-        ("prior_share", prior_share),
-    ):
-        if given == "auto":
+    for name, value in zip(NAMES, given, strict=True):
+        if value == "auto":
             values[name] = getattr(chosen, name)
             continue
         try:
-            values[name] = float(given)
+            values[name] = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"--{name} must be 'auto' or a number, got {given!r}") from None
+            raise ValueError(f"--{name} must be 'auto' or a number, got {value!r}") from None
     try:
         return Blend(**values)
     except ValueError as e:
-        raise ValueError(f"--popularity_prior/--content_weight/--prior_share: {e}") from None
+        flags = "/".join(f"--{n}" for n in NAMES)
+        raise ValueError(f"{flags}: {e}") from None

@@ -27,6 +27,7 @@ RESUMABLE_FIELDS = (
     "overwrite",
     "strategy",
     "blend_content_weights",
+    "blend_popularity_penalties",
     "blend_prior_shares",
     "blend_objective",
 )
@@ -122,15 +123,21 @@ class TrainConfig:
         True,
         "With --validate_every: after training, choose on validation how lists are ranked "
         "(blending.py): beta of the popularity prior cos + beta*log(1+count), the weight w of "
-        "TF-IDF in the similar ranking cos + w*tfidf, and the share of slots each ranking fills "
-        "(blend.json; used by evaluate and export unless they are told otherwise).",
+        "TF-IDF in the similar ranking cos + w*tfidf - gamma*log(1+count), gamma, and the share "
+        "of slots each ranking fills (blend.json; used by evaluate and export unless they are "
+        "told otherwise).",
     )
     blend_content_weights: tuple[float, ...] = option(
-        (0.0, 0.5, 1.0, 2.0),
+        (0.0, 1.0, 2.0),
         "Grid of w (TF-IDF weight of the similar ranking) searched by --choose_popularity_prior.",
     )
+    blend_popularity_penalties: tuple[float, ...] = option(
+        (0.0, 0.02, 0.05),
+        "Grid of gamma (log-count penalty of the similar ranking) searched by "
+        "--choose_popularity_prior.",
+    )
     blend_prior_shares: tuple[float, ...] = option(
-        (1.0, 0.5, 0.4, 0.3, 0.25, 0.2),
+        (1.0, 0.6, 0.5, 0.4, 0.3, 0.2),
         "Grid of the share of slots from the popular ranking searched by "
         "--choose_popularity_prior (1 = the popular ranking alone).",
     )
@@ -178,6 +185,10 @@ class TrainConfig:
             (
                 bool(self.blend_content_weights) and min(self.blend_content_weights) >= 0,
                 "--blend_content_weights must be numbers >= 0",
+            ),
+            (
+                bool(self.blend_popularity_penalties) and min(self.blend_popularity_penalties) >= 0,
+                "--blend_popularity_penalties must be numbers >= 0",
             ),
             (
                 bool(self.blend_prior_shares) and all(0 <= v <= 1 for v in self.blend_prior_shares),
@@ -274,7 +285,8 @@ def from_dict(values: dict) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown config fields {unknown}")
     values = dict(values)
-    for key in ("hidden_layers", "fm_hidden_layers", "fm_features"):
+    tuples = [f.name for f in dataclasses.fields(TrainConfig) if str(f.type).startswith("tuple")]
+    for key in tuples:
         if key in values and values[key] is not None:
             values[key] = tuple(values[key])
     return TrainConfig(**values)

@@ -53,6 +53,12 @@ PRIOR_SHARE = flags.DEFINE_string(
     "Model only: share of the list's slots taken from the popular ranking, the rest from the "
     "similar ranking (blending.py). auto = the model's blend (1 if none); 1 = popular alone.",
 )
+POPULARITY_PENALTY = flags.DEFINE_string(
+    "popularity_penalty",
+    "auto",
+    "Model only: gamma of log(1+training count) taken off the similar ranking (blending.py). "
+    "auto = the model's blend (0 if none).",
+)
 OUTPUT = flags.DEFINE_string(
     "output", None, "Metrics JSON path (default <model_dir>/metrics.json)."
 )
@@ -77,6 +83,7 @@ def _evaluate() -> str:
         popularity_prior=POPULARITY_PRIOR.value,
         content_weight=CONTENT_WEIGHT.value,
         prior_share=PRIOR_SHARE.value,
+        popularity_penalty=POPULARITY_PENALTY.value,
     )
     table = evaluator.format_table(out["metrics"], ks)
     return f"{table}\nevaluate: {out['recommender']} in {out['seconds']}s -> {out['output']}"

@@ -50,6 +50,8 @@ def test_prior_slots_round_half_up_and_validate():
         blending.Blend(prior_share=1.5)
     with pytest.raises(ValueError, match=">= 0"):
         blending.Blend(content_weight=-1)
+    with pytest.raises(ValueError, match=">= 0"):
+        blending.Blend(popularity_penalty=-0.1)
 
 
 def metrics_of(values):
@@ -74,7 +76,12 @@ def test_objective_meets_every_reference_before_the_mean():
 def test_choose_searches_the_grid_and_prefers_the_simpler_blend_on_ties():
     k = 4
     popular = {0.0: np.array([[0, 1, 2, 3]]), 0.1: np.array([[4, 5, 6, 7]])}
-    similar = {0.0: np.array([[8, 9, 10, 11]]), 1.0: np.array([[8, 4, 12, 13]])}
+    similar = {
+        (0.0, 0.0): np.array([[8, 9, 10, 11]]),
+        (1.0, 0.0): np.array([[8, 4, 12, 9]]),
+        (0.0, 0.5): np.array([[9, 12, 8, 10]]),
+        (1.0, 0.5): np.array([[12, 13, 4, 8]]),
+    }
     relevant = {4, 5, 12, 13}
 
     def evaluate_lists(lists):
@@ -82,29 +89,35 @@ def test_choose_searches_the_grid_and_prefers_the_simpler_blend_on_ties():
         return metrics_of([hits] * 4)
 
     evaluated = []
-    choice = blending.choose(
-        lambda b: popular[b],
-        lambda w: evaluated.append(w) or similar[w],
-        evaluate_lists,
+    grid = dict(
         k=k,
         betas=(0.0, 0.1),
         content_weights=(0.0, 1.0),
+        popularity_penalties=(0.0, 0.5),
         prior_shares=(1.0, 0.5),
     )
-    # beta 0.1 with half the slots: 4, 5 then 8, 12 (4 is listed) -> 3 of 4 relevant.
-    assert choice["blend"] == {"popularity_prior": 0.1, "content_weight": 1.0, "prior_share": 0.5}
+    choice = blending.choose(
+        lambda b: popular[b],
+        lambda w, gamma: evaluated.append((w, gamma)) or similar[w, gamma],
+        evaluate_lists,
+        **grid,
+    )
+    # beta 0.1 with half the slots: 4, 5, then 12, 13 from (w 1, gamma 0.5): all 4 relevant.
+    assert choice["blend"] == {
+        "popularity_prior": 0.1,
+        "content_weight": 1.0,
+        "prior_share": 0.5,
+        "popularity_penalty": 0.5,
+    }
     assert choice["objective"] == "slices"
     # Each similar ranking is computed once; prior_share 1 does not need one.
-    assert sorted(evaluated) == [0.0, 1.0]
-    assert len(choice["grid"]) == 2 + 2 * 2
+    assert sorted(evaluated) == sorted(similar)
+    assert len(choice["grid"]) == 2 + 2 * 2 * 2  # share 1: per beta; 0.5: per beta, w, gamma
     flat = blending.choose(
         lambda b: popular[0.0],
-        lambda w: similar[0.0],
+        lambda w, gamma: similar[0.0, 0.0],
         lambda lists: metrics_of([0.1] * 4),
-        k=k,
-        betas=(0.0, 0.1),
-        content_weights=(0.0, 1.0),
-        prior_shares=(1.0, 0.5),
+        **grid,
     )
     assert flat["blend"] == dataclasses.asdict(blending.Blend())
 
@@ -139,13 +152,15 @@ def test_blend_retriever_ranks_like_numpy(tmp_path):
 
     queries, items = unit(rng.normal(size=(n, 6))), unit(rng.normal(size=(n, 6)))
     counts = np.log1p(rng.integers(0, 50, n)).astype(np.float32)
-    blend = blending.Blend(popularity_prior=0.2, content_weight=0.7, prior_share=0.4)
+    blend = blending.Blend(
+        popularity_prior=0.2, content_weight=0.7, prior_share=0.4, popularity_penalty=0.1
+    )
     retrieve = evaluator.blend_retriever(blend, queries, items, counts, content.matrix)
     rows, k = np.array([0, 3, 17]), 10
     got = retrieve(rows, k)
     dense_tfidf = (content.matrix @ content.matrix.T).toarray()
     popular = queries @ items.T + 0.2 * counts[None, :]
-    similar = queries @ items.T + 0.7 * dense_tfidf
+    similar = queries @ items.T + 0.7 * dense_tfidf - 0.1 * counts[None, :]
     for s in (popular, similar):
         s[np.arange(n), np.arange(n)] = -np.inf
     expected = reference_merge(
@@ -169,8 +184,10 @@ def test_resolve_reads_the_chosen_blend_and_takes_numbers(tmp_path):
         model_dir,
         {"blend": {"popularity_prior": 0.05, "content_weight": 1.0, "prior_share": 0.3}},
     )
-    assert blending.resolve(model_dir) == blending.Blend(0.05, 1.0, 0.3)
+    # A blend.json written before the similar ranking had a penalty reads as penalty 0.
+    assert blending.resolve(model_dir) == blending.Blend(0.05, 1.0, 0.3, 0.0)
     assert blending.resolve(model_dir, prior_share="1") == blending.Blend(0.05, 1.0, 1.0)
+    assert blending.resolve(model_dir, popularity_penalty="0.1").popularity_penalty == 0.1
     with pytest.raises(ValueError, match="content_weight"):
         blending.resolve(model_dir, content_weight="lots")
     with pytest.raises(ValueError, match="prior_share"):

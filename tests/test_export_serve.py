@@ -673,7 +673,9 @@ def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
     from ssl_retrieval.evaluation import evaluator
 
     model_dir = exported["config"].model_dir
-    blend = blending.Blend(popularity_prior=0.3, content_weight=1.5, prior_share=0.4)
+    blend = blending.Blend(
+        popularity_prior=0.3, content_weight=1.5, prior_share=0.4, popularity_penalty=0.05
+    )
     config = exporter.ExportConfig(
         data_dir=None,
         model_dir=model_dir,
@@ -683,6 +685,7 @@ def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
         popularity_prior=blend.popularity_prior,
         content_weight=blend.content_weight,
         prior_share=blend.prior_share,
+        popularity_penalty=blend.popularity_penalty,
     )
     module, info = exporter.build(config)
     assert info["blend"] == dataclasses.asdict(blend)
@@ -708,8 +711,9 @@ def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
         ]
     )
     z = trained.query_tower(exporter.to_model_features(inputs, info["features"])).numpy()
-    popular = z @ items.T + 0.3 * popularity.log_counts(data_dir, ids)[None, :]
-    similar = z @ items.T + 1.5 * (vectors @ content.matrix.T).toarray()
+    log_counts = popularity.log_counts(data_dir, ids)[None, :]
+    popular = z @ items.T + 0.3 * log_counts
+    similar = z @ items.T + 1.5 * (vectors @ content.matrix.T).toarray() - 0.05 * log_counts
     expected = blending.merge(
         np.argsort(-popular, axis=1, kind="stable")[:, :5],
         np.argsort(-similar, axis=1, kind="stable")[:, :5],

@@ -244,10 +244,11 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
             tuple(t["value"]),
             t["prior_share"],
             -t["content_weight"],
+            -t["popularity_penalty"],
             -t["popularity_prior"],
         ),
     )
-    chosen = {k: best_trial[k] for k in ("popularity_prior", "content_weight", "prior_share")}
+    chosen = {k: best_trial[k] for k in blending.NAMES}
     assert choice["blend"] == chosen == summary["blend"]
     assert blending.load(config.model_dir) == blending.Blend(**chosen)
     assert (

@@ -144,7 +144,14 @@ def blend_retriever(
         query_embeddings, item_embeddings, log_counts, blend.popularity_prior
     )
     popular = topk.embedding_scorer(queries, items)
-    similar = similar_scorer(query_embeddings, item_embeddings, content, blend.content_weight)
+    similar = similar_scorer(
+        query_embeddings,
+        item_embeddings,
+        content,
+        blend.content_weight,
+        log_counts,
+        blend.popularity_penalty,
+    )
 
     def retrieve(query_indices, k, exclude=None):
         def top(scorer, n):
@@ -157,19 +164,24 @@ def blend_retriever(
     return retrieve
 
 
-def similar_scorer(query_embeddings, item_embeddings, content, weight: float) -> topk.Scorer:
-    """cos(q, c) + weight * tfidf(q, c), the similar ranking of a blend."""
+def similar_scorer(
+    query_embeddings, item_embeddings, content, weight: float, log_counts=None, penalty=0.0
+) -> topk.Scorer:
+    """cos(q, c) + weight * tfidf(q, c) - penalty * log(1 + n_c): the similar ranking of a blend."""
     cosine = topk.embedding_scorer(query_embeddings, item_embeddings)
-    if not weight:
+    if not weight and not penalty:
         return cosine
-    content = content.tocsr()
-    columns = content.T.tocsc()
+    if weight:
+        content = content.tocsr()
+        columns = content.T.tocsc()
 
     def scores(rows, start, stop):
         dense = np.asarray(cosine(rows, start, stop))
-        return (dense + weight * (content[rows] @ columns[:, start:stop]).toarray()).astype(
-            np.float32
-        )
+        if weight:
+            dense = dense + weight * (content[rows] @ columns[:, start:stop]).toarray()
+        if penalty:
+            dense = dense - penalty * log_counts[None, start:stop]
+        return dense.astype(np.float32)
 
     return scores
 
@@ -274,6 +286,7 @@ def run(
     popularity_prior: str | float = "auto",
     content_weight: str | float = "auto",
     prior_share: str | float = "auto",
+    popularity_penalty: str | float = "auto",
 ) -> dict:
     """Evaluates one recommender and writes its metrics JSON; returns the written object."""
     from ssl_retrieval.evaluation import references  # noqa: PLC0415
@@ -285,7 +298,9 @@ def run(
     if recommender == "model":
         if not model_dir:
             raise ValueError("--model_dir is required for --recommender=model")
-        blend = blending.resolve(model_dir, popularity_prior, content_weight, prior_share)
+        blend = blending.resolve(
+            model_dir, popularity_prior, content_weight, prior_share, popularity_penalty
+        )
         retrieve = model_retriever(model_dir, source, blend)
     else:
         scorer = references.make(recommender, data, source)

@@ -75,6 +75,11 @@ class ExportConfig:
         "Share of the list's slots from the popular ranking (the index), the rest from the exact "
         "similar ranking (blending.py); auto = the model's blend (1 if none).",
     )
+    popularity_penalty: str | float = option(
+        "auto",
+        "gamma of log(1+training count) taken off the similar ranking (blending.py); auto = the "
+        "model's blend (0 if none).",
+    )
 
 
 MAX_INSTANCES = 1000

@@ -17,8 +17,9 @@ Signatures (explicit TensorSpecs):
       item itself is excluded; unknown ids give found = false and empty rows.
       Lists follow the model's blend (blending.py, `blend` in export_info.json): the first
       round(prior_share * k) from the index (cos + beta * log(1 + count)), the rest from the
-      exact similar ranking cos + w * tfidf over the whole corpus (brute force: N x d flops and
-      the TF-IDF matrix's non-zeros per query), each item with the score of its ranking.
+      exact similar ranking cos + w * tfidf - gamma * log(1 + count) over the whole corpus
+      (brute force: N x d flops and the TF-IDF matrix's non-zeros per query), each item with
+      the score of its ranking.
   similar_items_by_features(<feature tensors>, k) -> ids, scores: the query tower on raw
       features, for items not in the corpus (cold start).
   item_embedding(<feature tensors>) -> embedding [B, d]: the item tower.
@@ -155,6 +156,7 @@ class SimilarItemsModule(tf.Module):
         features: list[dict],
         blend: blending.Blend | None = None,
         content: tfidf.Tfidf | None = None,
+        log_counts: np.ndarray | None = None,
     ):
         super().__init__()
         blend = blend or blending.Blend()
@@ -172,6 +174,8 @@ class SimilarItemsModule(tf.Module):
         if not blend.single_ranking:
             self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32), trainable=False)
         self.content = ContentVectors(content) if blend.content_weight else None
+        if blend.popularity_penalty and not blend.single_ranking:
+            self.log_counts = tf.constant(np.asarray(log_counts, np.float32))
         self.id_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(np.asarray(item_ids).astype(bytes)),
@@ -211,6 +215,8 @@ class SimilarItemsModule(tf.Module):
         scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
         if self.content is not None:
             scores += self.blend.content_weight * self.content.similarities(content_vectors)
+        if self.blend.popularity_penalty:
+            scores -= self.blend.popularity_penalty * self.log_counts[tf.newaxis, :]
         own = tf.one_hot(exclude, tf.shape(scores)[1], on_value=True, off_value=False)
         scores = tf.where(own, float("-inf"), scores)
         scores, indices = tf.math.top_k(scores, self.max_k)
@@ -329,13 +335,15 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     item_ids = data_lib.corpus_ids(data_dir)
     query_embeddings, item_embeddings = model_lib.embed_corpus(model, data_dir)
     blend = blending.resolve(
-        config.model_dir, config.popularity_prior, config.content_weight, config.prior_share
+        config.model_dir,
+        config.popularity_prior,
+        config.content_weight,
+        config.prior_share,
+        config.popularity_penalty,
     )
+    log_counts = popularity.log_counts(data_dir, item_ids)
     index_queries, index_items = popularity.augment(
-        query_embeddings,
-        item_embeddings,
-        popularity.log_counts(data_dir, item_ids),
-        blend.popularity_prior,
+        query_embeddings, item_embeddings, log_counts, blend.popularity_prior
     )
     if not blend.popularity_prior:  # plain cosine: no extra dimension
         index_queries, index_items = query_embeddings, item_embeddings
@@ -357,6 +365,7 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         features,
         blend,
         content,
+        log_counts,
     )
     info = {
         "version": step,

@@ -140,13 +140,16 @@ class Validator:
             }
         return blending.choose(
             popular_lists=lambda beta: top(blending.Blend(popularity_prior=beta)),
-            similar_lists=lambda w: top(blending.Blend(content_weight=w, prior_share=0.0)),
+            similar_lists=lambda w, gamma: top(
+                blending.Blend(content_weight=w, prior_share=0.0, popularity_penalty=gamma)
+            ),
             evaluate_lists=lambda retrieved: evaluation.evaluate_lists(
                 data, lambda *_: retrieved, (10, k)
             ),
             k=k,
             content_weights=config.blend_content_weights,
             prior_shares=config.blend_prior_shares,
+            popularity_penalties=config.blend_popularity_penalties,
             references=references,
         )
 
