@@ -3,6 +3,11 @@
 `train.py` turns its flags into a `TrainConfig` once; every error names the flag. The resolved
 config is saved as `<model_dir>/config.json`, which is how a run is reproduced, resumed, and how
 evaluation and export rebuild the model.
+
+The defaults are the training recipe (`configs/recipe.cfg`, README "The training recipe"): one
+shared tower, ids only for items with at least 2 training pairs and id dropout 0.2, at most 10
+epochs with validation every 100 steps and patience 4, and the blend chosen on validation. The
+paper's setup (two towers, every id its own row) is `configs/debian_common.cfg`.
 """
 
 from __future__ import annotations
@@ -49,13 +54,20 @@ class TrainConfig:
     )
     learning_rate: float = option(0.1, "Learning rate.")
     optimizer: str = option("adagrad", "Optimizer (paper: adagrad).", enum=OPTIMIZERS)
-    epochs: float = option(5.0, "Passes over the training pairs (ignored with --train_steps).")
+    epochs: float = option(
+        10.0,
+        "Passes over the training pairs (ignored with --train_steps); with --patience a maximum.",
+    )
     train_steps: int | None = option(None, "Training steps; overrides --epochs.")
     embedding_dim: int = option(64, "Feature embedding size (schema may override).")
     hidden_layers: tuple[int, ...] = option(
         (1024, 128), "Tower MLP sizes; the last is the embedding size (paper 1024,128)."
     )
-    share_towers: bool = option(False, "One MLP for queries and items.")
+    share_towers: bool = option(
+        True,
+        "One MLP for queries and items (both sides of a pair are items); --noshare_towers "
+        "for the paper's two towers.",
+    )
     temperature: float = option(0.07, "Main batch-softmax temperature (eq. 6).")
     ssl_temperature: float = option(0.07, "SSL (and softmax spread-out) temperature.")
     alpha: float = option(0.3, "Weight of the SSL / spread-out loss (eq. 5).")
@@ -88,13 +100,13 @@ class TrainConfig:
         "Also train each pair in the reverse direction (candidate -> query): links as undirected.",
     )
     id_min_count: int = option(
-        0,
+        2,
         "Items in fewer training pairs (as query or candidate) than this get no id embedding of "
         "their own: the id falls back to its learned default and the features carry the item. "
         "0 = every corpus id has one (untrained for cold items).",
     )
     id_dropout: float = option(
-        0.0,
+        0.2,
         "Share of training examples whose id is replaced by its default embedding, so the "
         "towers learn to represent items from their features (what cold items have).",
     )
@@ -109,7 +121,7 @@ class TrainConfig:
         "Never pick the id feature as a correlate in CFM (its raw MI with any feature is maximal).",
     )
     validate_every: int = option(
-        0,
+        100,
         "Steps between validation evaluations (Recall@50 over the whole corpus on the "
         "validation split); the best checkpoint is kept in <model_dir>/best. 0 = never.",
     )
@@ -117,7 +129,7 @@ class TrainConfig:
         2000, "Validation queries evaluated each time (a fixed random sample)."
     )
     patience: int = option(
-        0, "Stop after this many validations without a better Recall@50 (0 = train all steps)."
+        4, "Stop after this many validations without a better Recall@50 (0 = train all steps)."
     )
     choose_popularity_prior: bool = option(
         True,
@@ -153,7 +165,7 @@ class TrainConfig:
     cross_replica_negatives: bool = option(
         True, "With several replicas, negatives are the global batch."
     )
-    checkpoint_every: int = option(500, "Steps between checkpoints.")
+    checkpoint_every: int = option(200, "Steps between checkpoints.")
     log_every: int = option(50, "Steps between progress lines and TensorBoard points.")
     overwrite: bool = option(False, "Delete a --model_dir holding a different run.")
 

@@ -156,25 +156,25 @@ def test_blend_retriever_ranks_like_numpy(tmp_path):
         popularity_prior=0.2, content_weight=0.7, prior_share=0.4, popularity_penalty=0.1
     )
     retrieve = evaluator.blend_retriever(blend, queries, items, counts, content.matrix)
-    rows, k = np.array([0, 3, 17]), 10
-    got = retrieve(rows, k)
+    rows = np.array([0, 3, 17])
+    got = retrieve(rows, (5, 10))
     dense_tfidf = (content.matrix @ content.matrix.T).toarray()
     popular = queries @ items.T + 0.2 * counts[None, :]
     similar = queries @ items.T + 0.7 * dense_tfidf - 0.1 * counts[None, :]
     for s in (popular, similar):
         s[np.arange(n), np.arange(n)] = -np.inf
-    expected = reference_merge(
-        np.argsort(-popular[rows], axis=1, kind="stable")[:, :k],
-        np.argsort(-similar[rows], axis=1, kind="stable")[:, :k],
-        k,
-        4,
-    )
-    np.testing.assert_array_equal(got, expected)
+    popular_order = np.argsort(-popular[rows], axis=1, kind="stable")
+    similar_order = np.argsort(-similar[rows], axis=1, kind="stable")
+    # Each k is merged on its own: 4 of 10 slots popular, and 2 of 5 (not the first 5 of 10).
+    for k, slots in ((10, 4), (5, 2)):
+        expected = reference_merge(popular_order[:, :k], similar_order[:, :k], k, slots)
+        np.testing.assert_array_equal(got[k], expected)
+    assert not np.array_equal(got[5], got[10][:, :5])
     # prior_share 1: the popular ranking alone, as topk.top_k ranks it.
     alone = evaluator.blend_retriever(
         blending.Blend(popularity_prior=0.2), queries, items, counts, None
-    )(rows, k)
-    np.testing.assert_array_equal(alone, np.argsort(-popular[rows], axis=1, kind="stable")[:, :k])
+    )(rows, (10,))[10]
+    np.testing.assert_array_equal(alone, popular_order[:, :10])
 
 
 def test_resolve_reads_the_chosen_blend_and_takes_numbers(tmp_path):

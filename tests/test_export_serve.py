@@ -699,7 +699,7 @@ def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
     )
     rows = np.array([int(np.where(ids == i)[0][0]) for i in IDS])
     for k in (1, 5, 12):
-        expected = ids[retrieve(rows, k)]
+        expected = ids[retrieve(rows, (k,))[k]]
         got = module.similar_items(tf.constant(IDS), tf.constant(k))["ids"].numpy().astype(str)
         assert got.tolist() == expected.tolist(), k
     # From features: the TF-IDF of the given values, and the query tower on them.
@@ -726,5 +726,5 @@ def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
     path = exporter.write(module, info, config)
     loaded = api.SimilarItems(path)
     assert [[i for i, _ in row] for row in loaded.similar(IDS, k=5)] == ids[
-        retrieve(rows, 5)
+        retrieve(rows, (5,))[5]
     ].tolist()

@@ -507,6 +507,24 @@ def test_multi_processing_gives_the_same_outputs(raw, output, tmp_path):
     )
 
 
+def test_portable_runner_gives_byte_identical_outputs(raw, output, tmp_path):
+    """The job through Beam's portable runner API (the path Flink, Spark and Dataflow Runner v2
+    take: a job service, and SDK workers here in this process) writes the same bytes."""
+    out = tmp_path / "portable"
+    pipeline.run(
+        config_for(raw, out),
+        ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"],
+    )
+    written = sorted(
+        os.path.relpath(f, output["dir"])
+        for f in glob.glob(str(output["dir"] / "**" / "*"), recursive=True)
+        if os.path.isfile(f)
+    )
+    assert "mutual_info.json" in written and any(f.startswith("train-") for f in written)
+    for name in written:
+        assert open(output["dir"] / name, "rb").read() == open(out / name, "rb").read(), name
+
+
 # ---------------------------------------------------------------- input formats (issue 16)
 
 # Bad records every format can hold: a null id, a duplicate id, a TAB in an id (issue 13), a

@@ -143,7 +143,8 @@ TWO_REPLICAS = textwrap.dedent(
     from ssl_retrieval import config as config_lib, data, model as model_lib, schema as s
     data_dir, method = sys.argv[1], sys.argv[2]
     cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,
-        batch_size=32, hidden_layers=(16, 8), embedding_dim=4)
+        batch_size=32, hidden_layers=(16, 8), embedding_dim=4,
+        id_dropout=0.0)  # id dropout draws its own mask on each replica, like any dropout
     schema = s.load_from_data_dir(data_dir)
     batch = next(iter(data.training_dataset(data_dir, schema, 32, 32, seed=0)))
     single = model_lib.build_model(cfg)
@@ -193,7 +194,8 @@ TWO_WORKERS = textwrap.dedent(
     from ssl_retrieval import config as config_lib, data, model as model_lib, schema as s
     data_dir, method = sys.argv[1], sys.argv[2]
     cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,
-        batch_size=32, hidden_layers=(16, 8), embedding_dim=4)
+        batch_size=32, hidden_layers=(16, 8), embedding_dim=4,
+        id_dropout=0.0)  # id dropout draws its own mask on each replica, like any dropout
     schema = s.load_from_data_dir(data_dir)
     batch = next(iter(data.training_dataset(data_dir, schema, 32, 32, seed=0)))
     tf.keras.utils.set_random_seed(0)

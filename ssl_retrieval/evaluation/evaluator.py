@@ -126,7 +126,8 @@ def resolve_popularity_prior(model_dir: str, popularity_prior: str | float) -> f
     return blending.resolve(model_dir, popularity_prior=popularity_prior).popularity_prior
 
 
-Retriever = Callable[[np.ndarray, int, "Sequence[np.ndarray] | None"], np.ndarray]
+# (query corpus indices [Q], cut-offs ks, per-query exclusions or None) -> {k: [Q, k] lists}.
+Retriever = Callable[[np.ndarray, Sequence[int], "Sequence[np.ndarray] | None"], dict]
 
 
 def blend_retriever(
@@ -136,9 +137,10 @@ def blend_retriever(
     log_counts: np.ndarray,
     content=None,
 ) -> Retriever:
-    """(query corpus indices [Q], k, exclude) -> [Q, k] lists of `blend` (see blending.py).
+    """(query corpus indices [Q], ks, exclude) -> {k: [Q, k] lists of `blend`} (blending.py).
 
     `content`: the corpus TF-IDF matrix [N, V] (tfidf.py); needed when blend.content_weight > 0.
+    Each ranking is retrieved once at the largest k and merged for every k.
     """
     queries, items = popularity.augment(
         query_embeddings, item_embeddings, log_counts, blend.popularity_prior
@@ -153,13 +155,17 @@ def blend_retriever(
         blend.popularity_penalty,
     )
 
-    def retrieve(query_indices, k, exclude=None):
-        def top(scorer, n):
-            return topk.top_k(scorer, query_indices, len(items), n, exclude=exclude)[0]
+    def retrieve(query_indices, ks, exclude=None):
+        def top(scorer):
+            return topk.top_k(scorer, query_indices, len(items), max(ks), exclude=exclude)[0]
 
+        popular_lists = top(popular)
         if blend.single_ranking:
-            return top(popular, k)
-        return blending.merge(top(popular, k), top(similar, k), k, blend.prior_slots(k))
+            return {k: popular_lists[:, :k] for k in ks}
+        similar_lists = top(similar)
+        return {
+            k: blending.merge(popular_lists, similar_lists, k, blend.prior_slots(k)) for k in ks
+        }
 
     return retrieve
 
@@ -221,16 +227,17 @@ def evaluate(
 ) -> dict:
     """Metrics of `scorer` on the eval pairs: {"all", "head", "tail", "cold"} (see metrics.py)."""
 
-    def retrieve(queries, k, exclude):
-        return topk.top_k(
+    def retrieve(queries, ks, exclude):
+        lists = topk.top_k(
             scorer,
             queries,
             data.num_items,
-            k,
+            max(ks),
             exclude=exclude,
             query_batch=query_batch,
             corpus_chunk=corpus_chunk,
         )[0]
+        return {k: lists[:, :k] for k in ks}
 
     return evaluate_lists(data, retrieve, ks, exclude_train_positives)
 
@@ -238,12 +245,19 @@ def evaluate(
 def evaluate_lists(
     data: EvalData, retrieve: Retriever, ks: Sequence[int] = (10, 50), exclude_train_positives=False
 ) -> dict:
-    """Metrics of the lists `retrieve` returns for the eval queries (see metrics.py)."""
+    """Metrics of the lists `retrieve` returns for the eval queries (see metrics.py); the
+    metrics at K are those of the list asked for with K (a blend's top 10 is not the first 10
+    of its top 50)."""
     queries, query_of_pair = np.unique(data.eval_query, return_inverse=True)
     exclude = train_positives(data, queries) if exclude_train_positives else None
-    retrieved = retrieve(queries, max(ks), exclude)
+    lists = retrieve(queries, sorted(set(ks)), exclude)
     slices = {"head": data.head, "tail": ~data.head, "cold": data.cold}
-    return metrics_lib.compute(retrieved, query_of_pair, data.eval_candidate, ks, slices)
+    out: dict[str, dict] = {}
+    for k in sorted(set(ks)):
+        at_k = metrics_lib.compute(lists[k], query_of_pair, data.eval_candidate, [k], slices)
+        for name, metrics in at_k.items():
+            out.setdefault(name, {}).update(metrics)
+    return out
 
 
 def format_table(results: dict, ks: Sequence[int]) -> str:

@@ -128,7 +128,7 @@ class Validator:
 
         def top(blend):
             retrieve = evaluation.blend_retriever(blend, queries, items, log_counts, content)
-            return retrieve(np.unique(data.eval_query), k)
+            return retrieve(np.unique(data.eval_query), (k,))[k]
 
         references = None
         if config.blend_objective == "references":
@@ -144,7 +144,7 @@ class Validator:
                 blending.Blend(content_weight=w, prior_share=0.0, popularity_penalty=gamma)
             ),
             evaluate_lists=lambda retrieved: evaluation.evaluate_lists(
-                data, lambda *_: retrieved, (10, k)
+                data, lambda *_: {k: retrieved}, (k,)
             ),
             k=k,
             content_weights=config.blend_content_weights,
@@ -211,7 +211,15 @@ def run(config: config_lib.TrainConfig) -> dict:
     if start_step >= steps or finished:
         logging.info("train: %s already finished; nothing to do", config.model_dir)
         return _read_summary(config.model_dir, steps)
-    validator = Validator(config, data_dir) if config.validate_every else None
+    validator = None
+    if config.validate_every and not schema.counts.get("validation_pairs"):
+        logging.warning(
+            "train: %s has no validation pairs (preprocess with --validation_fraction > 0): "
+            "training without model selection or a blend, --validate_every ignored",
+            config.data_dir,
+        )
+    elif config.validate_every:
+        validator = Validator(config, data_dir)
     history = _read_validations(config.model_dir)
     # Validations after the checkpoint we resume from are redone.
     history = [r for r in history if r["step"] <= start_step]
