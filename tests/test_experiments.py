@@ -213,3 +213,25 @@ def test_real_experiment_on_tiny_data(tmp_path):
     assert min(r["metrics"]["all"]["recall@50"] for r in results) > 50 / 240
     assert (tmp_path / "report" / "figure4_tsne.png").stat().st_size > 5000
     assert "| cooccurrence | 1.0 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_reference_check_names_the_best_reference_per_slice_and_the_verdict():
+    # Recall@50 of the recipe: 0.40, 0.42, 0.44 (mean 0.42, half-width 4.303 * 0.02 / sqrt 3).
+    results = [_result("recipe", "1.0", seed, v) for seed, v in enumerate((0.20, 0.21, 0.22))]
+    half = stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3)
+    references = [
+        {"recommender": "knn", "fraction": "1.0", "metrics": _metrics(0.1)},  # 0.2
+        {"recommender": "cooc", "fraction": "1.0", "metrics": _metrics(0.15)},  # 0.3
+        {"recommender": "cooc", "fraction": "0.1", "metrics": _metrics(0.3)},  # other fraction
+    ]
+    references[0]["metrics"]["cold"]["recall@50"] = 0.42 + half / 2  # inside the interval
+    references[1]["metrics"]["tail"]["recall@50"] = 0.42 + 2 * half  # above the interval
+    text = report.reference_check(results, "1.0", ["recipe"], references)
+    best, row = text.splitlines()[2:4]
+    assert best == (
+        f"| best reference | cooc 0.3000 | cooc 0.3000 | cooc {0.42 + 2 * half:.4f} "
+        f"| knn {0.42 + half / 2:.4f} |"
+    )
+    cells = [c.strip() for c in row.split("|")[2:-1]]
+    assert [c.rsplit(" ", 1)[1] for c in cells] == ["above", "above", "below", "within"]
+    assert cells[0].startswith(f"0.4200 ± {half:.4f}")

@@ -185,6 +185,48 @@ def slice_table(results, fraction, methods, references=(), column="recall@50"):
     return "\n".join(lines)
 
 
+def reference_check(results, fraction, methods, references, column="recall@50"):
+    """Markdown: per method and slice, the best reference recommender on that slice and whether
+    the method is at least as good: "above" (the whole 95% interval above it), "within" (the
+    reference inside the interval) or "below"."""
+    slices = ("all", "head", "tail", "cold")
+    refs = [r for r in references if r["fraction"] == fraction]
+    lines = [
+        "| recommender | " + " | ".join(slices) + " |",
+        "|---|" + "---|" * len(slices),
+    ]
+    best = {}
+    for s in slices:
+        scored = [(r["metrics"][s].get(column, math.nan), r["recommender"]) for r in refs]
+        scored = [x for x in scored if not math.isnan(x[0])]
+        best[s] = max(scored) if scored else (math.nan, "-")
+    lines.append(
+        "| best reference | " + " | ".join(f"{best[s][1]} {best[s][0]:.4f}" for s in slices) + " |"
+    )
+    grouped = _group(results, fraction)
+    for method in methods:
+        runs = grouped.get(method, [])
+        if not runs:
+            continue
+        cells = []
+        for s in slices:
+            mean, half, n = mean_ci([m[s].get(column) for m in runs])
+            half = 0.0 if math.isnan(half) else half
+            ref = best[s][0]
+            verdict = (
+                "-"
+                if math.isnan(ref)
+                else "above"
+                if mean - half >= ref
+                else "within"
+                if mean + half >= ref
+                else "below"
+            )
+            cells.append(f"{mean:.4f} ± {half:.4f} {verdict}")
+        lines.append(f"| {method} ({len(runs)} seeds) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def sweep_points(results, fraction, param, method, metric="recall@50"):
     """[(value, mean, half-width)] of `metric` over runs of `method` sweeping `param`."""
     by_value = defaultdict(list)
@@ -288,6 +330,14 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
             "of the K-th item)."
         )
         parts += ["", slice_table(results, fraction, main["methods"], references)]
+        if any(r["fraction"] == fraction for r in references):
+            parts += [
+                "",
+                f"Against the best reference on each slice (Recall@50 per query, fraction "
+                f"{fraction}): above = the 95% interval is above it, within = it is inside.",
+                "",
+                reference_check(results, fraction, main["methods"], references),
+            ]
     for fraction in aug["fractions"]:
         parts += ["", f"## Table 4: augmentation variants (fraction {fraction})", ""]
         parts.append(table(results, fraction, aug["methods"], baseline=baseline))
