@@ -142,9 +142,9 @@ TWO_REPLICAS = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from ssl_retrieval import config as config_lib, data, model as model_lib, schema as s
     data_dir, method = sys.argv[1], sys.argv[2]
+    # No id dropout: it draws its own mask on each replica, like any dropout.
     cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,
-        batch_size=32, hidden_layers=(16, 8), embedding_dim=4,
-        id_dropout=0.0)  # id dropout draws its own mask on each replica, like any dropout
+        batch_size=32, hidden_layers=(16, 8), embedding_dim=4, id_dropout=0.0)
     schema = s.load_from_data_dir(data_dir)
     batch = next(iter(data.training_dataset(data_dir, schema, 32, 32, seed=0)))
     single = model_lib.build_model(cfg)
@@ -193,9 +193,9 @@ TWO_WORKERS = textwrap.dedent(
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     from ssl_retrieval import config as config_lib, data, model as model_lib, schema as s
     data_dir, method = sys.argv[1], sys.argv[2]
+    # No id dropout: it draws its own mask on each replica, like any dropout.
     cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,
-        batch_size=32, hidden_layers=(16, 8), embedding_dim=4,
-        id_dropout=0.0)  # id dropout draws its own mask on each replica, like any dropout
+        batch_size=32, hidden_layers=(16, 8), embedding_dim=4, id_dropout=0.0)
     schema = s.load_from_data_dir(data_dir)
     batch = next(iter(data.training_dataset(data_dir, schema, 32, 32, seed=0)))
     tf.keras.utils.set_random_seed(0)

@@ -185,6 +185,19 @@ def slice_table(results, fraction, methods, references=(), column="recall@50"):
     return "\n".join(lines)
 
 
+def _against(reference: float, values) -> str:
+    """'mean ± half verdict' of `values` against one reference value."""
+    mean, half, _ = mean_ci(values)
+    half = 0.0 if math.isnan(half) else half
+    if math.isnan(reference):
+        verdict = "-"
+    elif mean - half >= reference:
+        verdict = "above"
+    else:
+        verdict = "within" if mean + half >= reference else "below"
+    return f"{mean:.4f} ± {half:.4f} {verdict}"
+
+
 def reference_check(results, fraction, methods, references, column="recall@50"):
     """Markdown: per method and slice, the best reference recommender on that slice and whether
     the method is at least as good: "above" (the whole 95% interval above it), "within" (the
@@ -204,25 +217,9 @@ def reference_check(results, fraction, methods, references, column="recall@50"):
         "| best reference | " + " | ".join(f"{best[s][1]} {best[s][0]:.4f}" for s in slices) + " |"
     )
     grouped = _group(results, fraction)
-    for method in methods:
-        runs = grouped.get(method, [])
-        if not runs:
-            continue
-        cells = []
-        for s in slices:
-            mean, half, n = mean_ci([m[s].get(column) for m in runs])
-            half = 0.0 if math.isnan(half) else half
-            ref = best[s][0]
-            verdict = (
-                "-"
-                if math.isnan(ref)
-                else "above"
-                if mean - half >= ref
-                else "within"
-                if mean + half >= ref
-                else "below"
-            )
-            cells.append(f"{mean:.4f} ± {half:.4f} {verdict}")
+    for method in [m for m in methods if grouped.get(m)]:
+        runs = grouped[method]
+        cells = [_against(best[s][0], [m[s].get(column) for m in runs]) for s in slices]
         lines.append(f"| {method} ({len(runs)} seeds) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
