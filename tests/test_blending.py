@@ -192,3 +192,32 @@ def test_resolve_reads_the_chosen_blend_and_takes_numbers(tmp_path):
         blending.resolve(model_dir, content_weight="lots")
     with pytest.raises(ValueError, match="prior_share"):
         blending.resolve(model_dir, prior_share="2")
+
+
+def test_content_vectors_in_the_graph_match_numpy_for_any_unicode_value():
+    from ssl_retrieval.compat import tf
+    from ssl_retrieval.serving import exporter
+
+    content = tfidf.from_token_sets(
+        ["maintainer", "tags"],
+        [{"maintainer=Jörg", "tags=ä"}, {"maintainer=Jörg"}, {"maintainer=x", "tags=ä"}],
+    )
+    vectors = exporter.ContentVectors(content)
+    given = {
+        "maintainer": tf.constant([["Jörg"], ["x"], ["unknown"]]),
+        "tags": tf.constant([["ä", ""], ["ä", "ä"], ["", ""]]),
+    }
+    expected = content.vectors(
+        [{"maintainer": ["Jörg"], "tags": ["ä"]}, {"maintainer": ["x"], "tags": ["ä"]}, {}]
+    ).toarray()
+    np.testing.assert_allclose(vectors.of_features(given).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        vectors.of_rows(tf.constant([2, 0], tf.int64)).numpy(),
+        content.matrix[[2, 0]].toarray(),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        vectors.similarities(tf.constant(expected[:2], tf.float32)).numpy(),
+        (content.matrix[[0, 2]] @ content.matrix.T).toarray(),
+        rtol=1e-5,
+    )

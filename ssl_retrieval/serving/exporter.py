@@ -94,7 +94,7 @@ class ContentVectors(tf.Module):
         self.idf = tf.constant(content.idf.astype(np.float32))
         self.token_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
-                tf.constant(np.asarray(content.tokens, dtype=object).astype(bytes)),
+                tf.constant([t.encode("utf-8") for t in content.tokens], tf.string),
                 tf.range(self.num_tokens, dtype=tf.int64),
             ),
             default_value=-1,
@@ -169,7 +169,9 @@ class SimilarItemsModule(tf.Module):
         self.index = index
         self.max_k = int(max_k)
         self.features = features
-        self.item_ids = tf.Variable(np.asarray(item_ids).astype(bytes), trainable=False)
+        # UTF-8, not numpy's bytes (ASCII only): ids and values of any catalogue.
+        encoded_ids = tf.constant([str(i).encode("utf-8") for i in item_ids], tf.string)
+        self.item_ids = tf.Variable(encoded_ids, trainable=False)
         self.query_embeddings = tf.Variable(query_embeddings.astype(np.float32), trainable=False)
         if not blend.single_ranking:
             self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32), trainable=False)
@@ -178,7 +180,7 @@ class SimilarItemsModule(tf.Module):
             self.log_counts = tf.constant(np.asarray(log_counts, np.float32))
         self.id_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
-                tf.constant(np.asarray(item_ids).astype(bytes)),
+                encoded_ids,
                 tf.range(len(item_ids), dtype=tf.int64),
             ),
             default_value=-1,
