@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 
-from ssl_retrieval import atomic, methods
+from ssl_retrieval import atomic, blending, methods
 from ssl_retrieval.cli import option
 
 METHODS = methods.NAMES
@@ -140,16 +140,16 @@ class TrainConfig:
         "told otherwise).",
     )
     blend_content_weights: tuple[float, ...] = option(
-        (0.0, 1.0, 2.0),
+        blending.DEFAULT_CONTENT_WEIGHTS,
         "Grid of w (TF-IDF weight of the similar ranking) searched by --choose_popularity_prior.",
     )
     blend_popularity_penalties: tuple[float, ...] = option(
-        (0.0, 0.02, 0.05),
+        blending.DEFAULT_POPULARITY_PENALTIES,
         "Grid of gamma (log-count penalty of the similar ranking) searched by "
         "--choose_popularity_prior.",
     )
     blend_prior_shares: tuple[float, ...] = option(
-        (1.0, 0.6, 0.5, 0.4, 0.3, 0.2),
+        blending.DEFAULT_PRIOR_SHARES,
         "Grid of the share of slots from the popular ranking searched by "
         "--choose_popularity_prior (1 = the popular ranking alone).",
     )

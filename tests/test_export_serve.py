@@ -621,20 +621,25 @@ def test_keep_alive_survives_a_400_and_slow_bodies_get_408(exported):
             assert time.time() - started < 5
 
 
+def exact_export_config(model_dir, tmp_path, **blend):
+    """An export with brute-force search, so its lists can be compared exactly."""
+    return exporter.ExportConfig(
+        data_dir=None,
+        model_dir=model_dir,
+        export_dir=str(tmp_path / "export"),
+        k=20,
+        index="brute_force",
+        **blend,
+    )
+
+
 def test_popularity_prior_is_built_into_the_index(exported, tmp_path):
     """With beta, both signatures rank by cos + beta * log(1 + training count), as evaluation does."""
     from ssl_retrieval import popularity
     from ssl_retrieval.evaluation import evaluator
 
     model_dir = exported["config"].model_dir
-    config = exporter.ExportConfig(
-        data_dir=None,
-        model_dir=model_dir,
-        export_dir=str(tmp_path / "export"),
-        k=20,
-        index="brute_force",
-        popularity_prior=0.3,
-    )
+    config = exact_export_config(model_dir, tmp_path, popularity_prior=0.3)
     module, info = exporter.build(config)
     assert info["popularity_prior"] == 0.3
     model = exported["module"]
@@ -676,17 +681,7 @@ def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
     blend = blending.Blend(
         popularity_prior=0.3, content_weight=1.5, prior_share=0.4, popularity_penalty=0.05
     )
-    config = exporter.ExportConfig(
-        data_dir=None,
-        model_dir=model_dir,
-        export_dir=str(tmp_path / "export"),
-        k=20,
-        index="brute_force",
-        popularity_prior=blend.popularity_prior,
-        content_weight=blend.content_weight,
-        prior_share=blend.prior_share,
-        popularity_penalty=blend.popularity_penalty,
-    )
+    config = exact_export_config(model_dir, tmp_path, **dataclasses.asdict(blend))
     module, info = exporter.build(config)
     assert info["blend"] == dataclasses.asdict(blend)
     data_dir = info["data_dir"]

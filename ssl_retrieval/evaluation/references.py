@@ -47,8 +47,9 @@ def tfidf_matrix(data_dir: str, item_ids: np.ndarray) -> sp.csr_matrix:
     return matrix
 
 
-def feature_knn(data, data_dir: str) -> topk.Scorer:
-    x = tfidf_matrix(data_dir, data.item_ids).tocsr()
+def feature_knn(data, data_dir: str, content=None) -> topk.Scorer:
+    """`content`: the corpus TF-IDF matrix when the caller already has it (read once)."""
+    x = (content if content is not None else tfidf_matrix(data_dir, data.item_ids)).tocsr()
     xt = x.T.tocsc()
     tie_break = 1e-6 * popularity(data)
 
@@ -78,11 +79,11 @@ def cooccurrence(data) -> topk.Scorer:
     return scorer
 
 
-def make(name: str, data, data_dir: str) -> topk.Scorer:
+def make(name: str, data, data_dir: str, content=None) -> topk.Scorer:
     if name == "top_popular":
         return top_popular(data)
     if name == "feature_knn":
-        return feature_knn(data, data_dir)
+        return feature_knn(data, data_dir, content)
     if name == "cooccurrence":
         return cooccurrence(data)
     raise ValueError(f"--recommender must be model or one of {list(RECOMMENDERS)}, got {name!r}")

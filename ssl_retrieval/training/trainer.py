@@ -124,17 +124,20 @@ class Validator:
         evaluation, data, k = self._evaluation, self.data, 50
         queries, items = self.embed(model)
         log_counts = popularity.log_counts(self._data_dir, data.item_ids)
-        content = tfidf.build(self._data_dir).matrix if max(config.blend_content_weights) else None
+        references_needed = config.blend_objective == "references"
+        # Read once: the similar ranking and the feature kNN reference share it.
+        needs_content = references_needed or max(config.blend_content_weights)
+        content = tfidf.build(self._data_dir).matrix if needs_content else None
 
         def top(blend):
             retrieve = evaluation.blend_retriever(blend, queries, items, log_counts, content)
             return retrieve(np.unique(data.eval_query), (k,))[k]
 
         references = None
-        if config.blend_objective == "references":
+        if references_needed:
             references = {
                 name: evaluation.evaluate(
-                    data, references_lib.make(name, data, self._data_dir), (10, k)
+                    data, references_lib.make(name, data, self._data_dir, content), (10, k)
                 )
                 for name in references_lib.RECOMMENDERS
             }
