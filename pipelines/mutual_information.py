@@ -8,10 +8,16 @@ standardised transform (docs/contracts.md). Then
 
     MI(i, j) = H(i) + H(j) - H(i, j),   H = log N - (1/N) sum_v m_v log m_v
 
-where m_v are the masses of the (joint) values and N the number of items. Every sum is a
-CombinePerKey, so no worker holds a whole vocabulary or the corpus: the capping decision is
-made per (feature, value) group from the group's own size and a per-feature cutoff (two numbers),
-and each item's capped values are regrouped by item id to form its value pairs.
+where m_v are the masses of the (joint) values and N the number of items.
+
+How the job computes it, a bucket of items at a time (`batches`): tokens become integer codes
+(the capped vocabularies come in as a side input, `vocabulary.ComputeVocabularies` "codes"), and
+each bucket's masses per feature and per feature pair are summed with numpy into a table of
+(code, mass) arrays. The tables of all buckets meet per feature key in a GroupByKey and are added
+in bucket order, so the sums are the same whatever order a runner delivers them in. An id token
+belongs to one item only, so every mass that involves the id is complete inside its bucket: those
+arrive as one number per bucket (added with math.fsum) and the corpus-sized id vocabulary is never
+gathered.
 """
 
 from __future__ import annotations
@@ -19,12 +25,16 @@ from __future__ import annotations
 import math
 
 import apache_beam as beam
+import numpy as np
 
 from ssl_retrieval import schema as schema_lib
 
 MISSING = "<MISSING>"
 OOV = "<OOV>"
-FLUSH_KEYS = 200_000
+# Token codes of a feature: 0 missing, 1 out of vocabulary, 2 + i the i-th vocabulary value or
+# the i-th dense bin (bin-8 .. bin7).
+_MISSING_CODE, _OOV_CODE, _FIRST_CODE = 0, 1, 2
+_NUM_DENSE_BINS = 16
 
 
 dense_bin = schema_lib.dense_bin  # the binning formula lives with the schema
@@ -37,140 +47,149 @@ def in_vocabulary(value: str, count: int, cutoff, min_count: int) -> bool:
     return (-count, value) <= (cutoff[0], cutoff[1])
 
 
-class _CappedValues(beam.DoFn):
-    """((feature index, value), [(item_id, weight)]) -> (item_id, (feature index, token, weight))."""
-
-    def __init__(self, names, min_counts, id_index):
-        self._names = names
-        self._min_counts = min_counts
-        self._id_index = id_index
-
-    def process(self, element, sizes):
-        (index, value), members = element
-        members = list(members)
-        token = value
-        if index != self._id_index:
-            info = sizes.get(self._names[index]) or {}
-            if not in_vocabulary(value, len(members), info.get("cutoff"), self._min_counts[index]):
-                token = OOV
-        for item_id, weight in members:
-            yield item_id, (index, token, weight)
+def _dense_code(z: float) -> int:
+    return _FIRST_CODE + int(dense_bin(z)[len("bin") :]) + _NUM_DENSE_BINS // 2
 
 
-class _JointMasses(beam.DoFn):
-    """(item_id, [(feature index, token, weight)]) -> (key, mass), pre-summed per bundle.
+def _feature_codes(bucket, feature, vocabulary, dense_stats):
+    """One feature over a bucket's items in CSR form: (lengths, codes, weights), and the number
+    of distinct codes the feature can have."""
+    from pipelines.vocabulary import transform_dense
 
-    Keys: (i, token) for marginals and (i, j, token_i, token_j), i < j, for joints. Summing in
-    the bundle first turns millions of tiny elements into one per distinct key and bundle.
+    name = feature.name
+    lengths, codes = [], []
+    if feature.kind == schema_lib.DENSE:
+        stats = dense_stats.get(name, {"mean": 0.0, "std": 1.0})
+        for _, item in bucket:
+            value = item.get(name)
+            if value is None:
+                codes.append(_MISSING_CODE)
+            else:
+                codes.append(
+                    _dense_code((transform_dense(value, feature) - stats["mean"]) / stats["std"])
+                )
+        lengths = np.ones(len(bucket), np.int64)
+        size = _FIRST_CODE + _NUM_DENSE_BINS
+    else:
+        get = vocabulary.get
+        for _, item in bucket:
+            value = item.get(name)
+            if value is None:
+                lengths.append(1)
+                codes.append(_MISSING_CODE)
+            elif isinstance(value, str):
+                lengths.append(1)
+                codes.append(get(value, -1) + _FIRST_CODE)  # -1 + 2 = the OOV code
+            else:
+                lengths.append(len(value))
+                codes.extend(get(v, -1) + _FIRST_CODE for v in value)
+        lengths = np.asarray(lengths, np.int64)
+        size = _FIRST_CODE + len(vocabulary)
+    codes = np.asarray(codes, np.int64)
+    weights = np.repeat(1.0 / lengths, lengths)
+    return lengths, codes, weights, size
+
+
+def _summed(keys: np.ndarray, masses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys (sorted) and their total masses."""
+    unique, inverse = np.unique(keys, return_inverse=True)
+    return unique, np.bincount(inverse, weights=masses, minlength=len(unique))
+
+
+def _mass_log_mass(masses: np.ndarray) -> float:
+    masses = masses[masses > 0]
+    return float(np.sum(masses * np.log(masses)))
+
+
+def _pairs_of_values(lengths_i, lengths_j):
+    """For every item, every (value of i, value of j): positions into the two CSR value arrays."""
+    starts_i = np.cumsum(lengths_i) - lengths_i
+    starts_j = np.cumsum(lengths_j) - lengths_j
+    per_item = lengths_i * lengths_j
+    item = np.repeat(np.arange(len(per_item)), per_item)
+    offset = np.arange(per_item.sum()) - np.repeat(np.cumsum(per_item) - per_item, per_item)
+    return (
+        item,
+        starts_i[item] + offset // lengths_j[item],
+        starts_j[item] + offset % lengths_j[item],
+    )
+
+
+class _BucketMasses(beam.DoFn):
+    """A bucket of items -> (feature key, (bucket, keys, masses, id_sum)) for every feature key.
+
+    Feature keys are (i,) for marginals and (i, j), i < j, for joints. `keys, masses` is the
+    bucket's table of token-code masses; for keys that involve the id feature the table is empty
+    and `id_sum` holds the bucket's share of sum m log m.
     """
 
-    def start_bundle(self):
-        self._sums = {}
+    def __init__(self, features):
+        self._features = features
+        self._id_index = next(i for i, f in enumerate(features) if f.kind == schema_lib.ID)
 
-    def _add(self, key, mass):
-        self._sums[key] = self._sums.get(key, 0.0) + mass
-        if len(self._sums) >= FLUSH_KEYS:
-            yield from self._flush()
-
-    def _flush(self):
-        sums, self._sums = self._sums, {}
-        yield from sums.items()
-
-    def process(self, element):
-        _, values = element
-        by_feature: dict[int, list[tuple[str, float]]] = {}
-        for index, token, weight in values:
-            by_feature.setdefault(index, []).append((token, weight))
-        indices = sorted(by_feature)
-        for a, i in enumerate(indices):
-            for token, w in by_feature[i]:
-                yield from self._add((i, token), w)
-            for j in indices[a + 1 :]:
-                for ti, wi in by_feature[i]:
-                    for tj, wj in by_feature[j]:
-                        yield from self._add((i, j, ti, tj), wi * wj)
-
-    def finish_bundle(self):
-        from apache_beam.transforms.window import GlobalWindow
-        from apache_beam.utils.windowed_value import WindowedValue
-
-        for kv in self._flush():
-            yield WindowedValue(kv, 0, [GlobalWindow()])
+    def process(self, element, codes, dense_stats):
+        bucket_index, bucket = element
+        features, id_index = self._features, self._id_index
+        empty = np.zeros(0, np.int64), np.zeros(0)
+        columns = {
+            i: _feature_codes(bucket, f, codes.get(f.name, {}), dense_stats)
+            for i, f in enumerate(features)
+            if i != id_index
+        }
+        # Each id is its own token with mass 1: its m log m terms are 0.
+        yield (id_index,), (bucket_index, *empty, 0.0)
+        for i, (lengths_i, codes_i, weights_i, _) in columns.items():
+            yield (i,), (bucket_index, *_summed(codes_i, weights_i), 0.0)
+            # The id paired with feature i: an item's masses over its codes of i.
+            item = np.repeat(np.arange(len(lengths_i)), lengths_i)
+            _, masses = _summed(item * (codes_i.max(initial=0) + 1) + codes_i, weights_i)
+            pair = (min(i, id_index), max(i, id_index))
+            yield pair, (bucket_index, *empty, _mass_log_mass(masses))
+            for j, (lengths_j, codes_j, weights_j, size_j) in columns.items():
+                if j <= i:
+                    continue
+                _, a, b = _pairs_of_values(lengths_i, lengths_j)
+                keys = codes_i[a] * size_j + codes_j[b]
+                yield (i, j), (bucket_index, *_summed(keys, weights_i[a] * weights_j[b]), 0.0)
 
 
-def _mass_log_mass(element):
-    key, mass = element
-    feature_key = key[:1] if len(key) == 2 else key[:2]
-    return feature_key, mass * math.log(mass) if mass > 0 else 0.0
+def _sum_mass_log_mass(element):
+    """(feature key, every bucket's table) -> (feature key, sum over values of m log m)."""
+    key, tables = element
+    tables = sorted(tables, key=lambda t: t[0])  # bucket order: the same sums on every runner
+    keys = np.concatenate([t[1] for t in tables])
+    masses = np.concatenate([t[2] for t in tables])
+    total = _mass_log_mass(_summed(keys, masses)[1]) if len(keys) else 0.0
+    return key, math.fsum([total] + [t[3] for t in tables])
 
 
 class ComputeMutualInformation(beam.PTransform):
-    """(item_id, item) -> (feature key, sum of m log m) for every feature and feature pair.
+    """Buckets of (item_id, item) -> (feature key, sum of m log m) for every feature and pair.
 
     Feature keys are (i,) for marginals and (i, j), i < j, for joints, i and j indices in the
     schema order. `finalize` turns these sums and the item count into the MI matrix.
 
     Args:
       schema: the dataset schema (feature order = matrix order).
-      vocab_sizes: side input (feature -> {"cutoff", ...}) from ComputeVocabularies.
+      codes: side input (feature -> {value: vocabulary index}) from ComputeVocabularies.
       dense_stats: side input (feature -> {"mean", "std"}) from ComputeDenseStats.
-      min_counts: feature name -> effective min_count (vocabulary caps).
     """
 
-    def __init__(self, schema, vocab_sizes, dense_stats, min_counts):
+    def __init__(self, schema, codes, dense_stats):
         super().__init__()
         self._features = schema.features
-        self._vocab_sizes = vocab_sizes
+        self._codes = codes
         self._dense_stats = dense_stats
-        self._min_counts = min_counts
 
     def expand(self, items):
-        features = self._features
-        names = [f.name for f in features]
-        id_index = next(i for i, f in enumerate(features) if f.kind == schema_lib.ID)
-        min_counts = [self._min_counts.get(n, 1) for n in names]
-
-        def sparse_values(element):
-            item_id, item = element
-            for i, f in enumerate(features):
-                value = item.get(f.name)
-                if value is None or f.kind == schema_lib.DENSE:
-                    continue
-                values = [value] if isinstance(value, str) else value
-                for v in values:
-                    yield (i, v), (item_id, 1.0 / len(values))
-
-        def direct_tokens(element, dense_stats):
-            from pipelines.vocabulary import transform_dense
-
-            item_id, item = element
-            for i, f in enumerate(features):
-                value = item.get(f.name)
-                if value is None:
-                    yield item_id, (i, MISSING, 1.0)
-                elif f.kind == schema_lib.DENSE:
-                    stats = dense_stats.get(f.name, {"mean": 0.0, "std": 1.0})
-                    z = (transform_dense(value, f) - stats["mean"]) / stats["std"]
-                    yield item_id, (i, dense_bin(z), 1.0)
-
-        capped = (
-            items
-            | "SparseValues" >> beam.FlatMap(sparse_values)
-            | "GroupByValue" >> beam.GroupByKey()
-            | "CapValues"
-            >> beam.ParDo(_CappedValues(names, min_counts, id_index), sizes=self._vocab_sizes)
-        )
-        direct = items | "MissingAndDense" >> beam.FlatMap(
-            direct_tokens, dense_stats=self._dense_stats
-        )
         return (
-            (capped, direct)
-            | "AllTokens" >> beam.Flatten()
-            | "GroupByItem" >> beam.GroupByKey()
-            | "JointMasses" >> beam.ParDo(_JointMasses())
-            | "SumMasses" >> beam.CombinePerKey(sum)
-            | "MassLogMass" >> beam.Map(_mass_log_mass)
-            | "SumPerFeatureKey" >> beam.CombinePerKey(sum)
+            items
+            | "BucketMasses"
+            >> beam.ParDo(
+                _BucketMasses(self._features), codes=self._codes, dense_stats=self._dense_stats
+            )
+            | "GroupByFeatureKey" >> beam.GroupByKey()
+            | "SumMassLogMass" >> beam.Map(_sum_mass_log_mass)
         )
 
 

@@ -10,11 +10,12 @@ every training fraction, so tuning on validation and reporting on eval compare l
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import apache_beam as beam
 
-from pipelines import tf_example
+from pipelines import batches, tf_example
 from pipelines.raw_io import ERRORS, dead_letter
 from ssl_retrieval import schema as schema_lib
 
@@ -71,95 +72,177 @@ def item_example(item: dict, features) -> bytes:
     return tf_example.example(item_features(item, features))
 
 
-class JoinPairs(beam.PTransform):
-    """pairs + (item_id, item) -> tagged outputs TRAIN, VALIDATION, EVAL: (key, Example bytes),
-    "train_candidates" / "eval_candidates": candidate ids, ERRORS: dead letters.
+def encode_item(item: dict, features) -> tuple[bytes, bytes, bytes]:
+    """(its corpus Example, its map entries as a query, as a candidate), features encoded once.
 
-    A pair naming an item that is not in the corpus is a dead letter (field query_id or
-    candidate_id). Pairs removed by `train_fraction` are counted as "downsampled".
+    The three sort their keys the same way (one prefix on every key), so each is the item's
+    sorted features under another key prefix.
+    """
+    encoded = sorted(item_features(item, features).items())
+    return (
+        tf_example.example_of_entries(tf_example.entries(encoded)),
+        tf_example.entries(encoded, schema_lib.QUERY_PREFIX),
+        tf_example.entries(encoded, schema_lib.CANDIDATE_PREFIX),
+    )
+
+
+class EncodeItems(beam.PTransform):
+    """Buckets of (item_id, item) -> buckets of (item_id, example, query entries, candidate
+    entries) (`encode_item`): the input of JoinPairs and of the corpus files."""
+
+    def __init__(self, schema):
+        super().__init__()
+        self._features = schema.features
+
+    def expand(self, items):
+        features = self._features
+
+        def encode(element):
+            bucket, members = element
+            return bucket, [(item_id, *encode_item(item, features)) for item_id, item in members]
+
+        return items | "Encode" >> beam.Map(encode)
+
+
+def pair_example(candidate_entries: bytes, query_entries: bytes, weight: float) -> bytes:
+    """A pair's Example from its items' encoded map entries (`tf_example.entries`).
+
+    The same bytes as `tf_example.example` of all the features: its keys are sorted, and
+    "candidate_*" < "query_*" < "weight".
+    """
+    return tf_example.example_of_entries(candidate_entries + query_entries + _weight_entry(weight))
+
+
+@functools.lru_cache(maxsize=1024)
+def _weight_entry(weight: float) -> bytes:
+    return tf_example.entries({schema_lib.WEIGHT_KEY: tf_example.float_feature([weight])})
+
+
+class JoinPairs(beam.PTransform):
+    """Batches of pairs + buckets of items -> the split, encoded pairs.
+
+    Inputs: "pairs", lists of pair dicts (`raw_io.ParsePairs`); "items", encoded item buckets
+    (`EncodeItems` of `raw_io.ParseItems`' `num_buckets` buckets). Each pair goes to the bucket
+    of its query, meets that bucket's items (a GroupByKey of whole lists), takes the query's
+    encoded features, then does the same with its candidate.
+
+    Outputs: TRAIN, VALIDATION, EVAL: lists of (key, Example bytes); "train_candidates" /
+    "eval_candidates": lists of candidate ids; "downsampled": the number of pairs removed by
+    `train_fraction`, per bucket; ERRORS: dead letters. A pair naming an item that is not in the
+    corpus is a dead letter (field query_id or candidate_id).
     """
 
     def __init__(
         self,
-        schema,
         eval_fraction: float,
         train_fraction: float,
         validation_fraction: float = 0.0,
+        num_buckets: int = 1,
     ):
         super().__init__()
-        self._features = schema.features
         self._eval_fraction = eval_fraction
         self._train_fraction = train_fraction
         self._validation_fraction = validation_fraction
+        self._num_buckets = num_buckets
 
     def expand(self, inputs):
         pairs, items = inputs["pairs"], inputs["items"]
-        features = self._features
+        num_buckets = self._num_buckets
         eval_fraction, train_fraction = self._eval_fraction, self._train_fraction
         validation_fraction = self._validation_fraction
         query_key = schema_lib.RAW_QUERY_ID
         cand_key = schema_lib.RAW_CANDIDATE_ID
 
-        def join(side):
-            key_name = query_key if side == "query" else cand_key
-            prefix = schema_lib.QUERY_PREFIX if side == "query" else schema_lib.CANDIDATE_PREFIX
+        # In the join a pair is a tuple (query, candidate, weight, file, line, query entries,
+        # candidate entries), which is cheaper to move between stages than a dict.
+        def as_tuples(batch):
+            return [
+                (p[query_key], p[cand_key], p[schema_lib.RAW_WEIGHT], p["file"], p["line"])
+                for p in batch
+            ]
 
-            def attach(element):
+        def attach(side):
+            """Joins one side: the pairs of a bucket get that side's encoded features."""
+            index, name = (0, query_key) if side == "query" else (1, cand_key)
+
+            def join(element):
                 _, grouped = element
-                found = list(grouped["item"])
-                for pair in grouped["pair"]:
-                    if not found:
+                entries_of = {
+                    item_id: (query, cand)
+                    for item_id, query, cand in batches.flatten(grouped["items"])
+                }
+                joined = []
+                for pair in batches.flatten(grouped["pairs"]):
+                    entries = entries_of.get(pair[index])
+                    if entries is None:
                         yield beam.pvalue.TaggedOutput(
                             ERRORS,
                             dead_letter(
-                                pair["file"],
-                                pair["line"],
-                                key_name,
-                                f"unknown item {pair[key_name]!r}",
-                                f"{pair[query_key]} -> {pair[cand_key]}",
+                                pair[3],
+                                pair[4],
+                                name,
+                                f"unknown item {pair[index]!r}",
+                                f"{pair[0]} -> {pair[1]}",
                             ),
                         )
                         continue
-                    pair = dict(pair)
-                    pair.setdefault("features", {}).update(
-                        item_features(found[0], features, prefix)
-                    )
-                    yield pair
+                    joined.append((*pair, entries[index]))
+                if joined:
+                    yield joined
 
-            return attach
+            return join
 
-        by_query = pairs | "KeyByQuery" >> beam.Map(lambda p: (p[query_key], p))
+        def by_bucket(index):
+            return lambda batch: batches.route(batch, lambda pair: pair[index], num_buckets)
+
+        # The join needs the entries only, not the corpus Example.
+        items = items | "EntriesOnly" >> beam.Map(
+            lambda bucket: (bucket[0], [(i, query, cand) for i, _, query, cand in bucket[1]])
+        )
         with_query = (
-            {"pair": by_query, "item": items}
-            | "JoinQuery" >> beam.CoGroupByKey()
-            | "AttachQuery" >> beam.FlatMap(join("query")).with_outputs(ERRORS, main="pairs")
+            {
+                "pairs": pairs
+                | "AsTuples" >> beam.Map(as_tuples)
+                | "RouteByQuery" >> beam.FlatMap(by_bucket(0)),
+                "items": items,
+            }
+            | "GroupQueryBucket" >> beam.CoGroupByKey()
+            | "AttachQuery" >> beam.FlatMap(attach("query")).with_outputs(ERRORS, main="pairs")
         )
-        by_cand = with_query.pairs | "KeyByCandidate" >> beam.Map(lambda p: (p[cand_key], p))
         with_both = (
-            {"pair": by_cand, "item": items}
-            | "JoinCandidate" >> beam.CoGroupByKey()
+            {
+                "pairs": with_query.pairs | "RouteByCandidate" >> beam.FlatMap(by_bucket(1)),
+                "items": items,
+            }
+            | "GroupCandidateBucket" >> beam.CoGroupByKey()
             | "AttachCandidate"
-            >> beam.FlatMap(join("candidate")).with_outputs(ERRORS, main="pairs")
+            >> beam.FlatMap(attach("candidate")).with_outputs(ERRORS, main="pairs")
         )
 
-        def to_example(pair):
-            q, c = pair[query_key], pair[cand_key]
-            feats = dict(pair["features"])
-            feats[schema_lib.WEIGHT_KEY] = tf_example.float_feature([pair[schema_lib.RAW_WEIGHT]])
-            record = (pair_key(q, c), tf_example.example(feats))
-            split = split_of(q, c, eval_fraction, validation_fraction)
-            if split == EVAL:
-                yield beam.pvalue.TaggedOutput(EVAL, record)
-                yield beam.pvalue.TaggedOutput("eval_candidates", c)
-            elif split == VALIDATION:
-                yield beam.pvalue.TaggedOutput(VALIDATION, record)
-            elif kept_for_training(q, c, train_fraction):
-                yield beam.pvalue.TaggedOutput(TRAIN, record)
-                yield beam.pvalue.TaggedOutput("train_candidates", c)
-            else:
-                yield beam.pvalue.TaggedOutput("downsampled", 1)
+        def split_and_encode(batch):
+            out = {name: [] for name in (TRAIN, VALIDATION, EVAL)}
+            train_candidates, eval_candidates, downsampled = [], [], 0
+            for q, c, weight, _, _, query_entries, candidate_entries in batch:
+                split = split_of(q, c, eval_fraction, validation_fraction)
+                if split == TRAIN and not kept_for_training(q, c, train_fraction):
+                    downsampled += 1
+                    continue
+                example = pair_example(candidate_entries, query_entries, weight)
+                out[split].append((pair_key(q, c), example))
+                if split == EVAL:
+                    eval_candidates.append(c)
+                elif split == TRAIN:
+                    train_candidates.append(c)
+            for name, records in out.items():
+                if records:
+                    yield beam.pvalue.TaggedOutput(name, records)
+            if train_candidates:
+                yield beam.pvalue.TaggedOutput("train_candidates", train_candidates)
+            if eval_candidates:
+                yield beam.pvalue.TaggedOutput("eval_candidates", eval_candidates)
+            yield beam.pvalue.TaggedOutput("downsampled", downsampled)
 
-        split = with_both.pairs | "SplitAndEncode" >> beam.FlatMap(to_example).with_outputs(
+        split = with_both.pairs | "SplitAndEncode" >> beam.FlatMap(split_and_encode).with_outputs(
             TRAIN, VALIDATION, EVAL, "train_candidates", "eval_candidates", "downsampled"
         )
         errors = (with_query[ERRORS], with_both[ERRORS]) | "MergeJoinErrors" >> beam.Flatten()

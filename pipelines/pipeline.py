@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import mutual_information, raw_io, readers, stats, tmp_dirs, vocabulary, writers
-from pipelines.pairs import EVAL, TRAIN, VALIDATION, JoinPairs, item_example
+from pipelines.pairs import EVAL, TRAIN, VALIDATION, EncodeItems, JoinPairs
 from ssl_retrieval import atomic
 from ssl_retrieval import data_dir as data_dir_lib
 from ssl_retrieval import schema as schema_lib
@@ -36,6 +36,16 @@ from ssl_retrieval.cli import option
 
 TARGET_SHARD_BYTES = 64 << 20
 META = "_meta"
+COUNTS = (
+    "train_pairs",
+    "eval_pairs",
+    "validation_pairs",
+    "items",
+    "error_records",
+    "input_items",
+    "input_pairs",
+    "downsampled_pairs",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +160,10 @@ def _shard_counts(items: readers.InputSource, pairs: readers.InputSource, num_sh
         EVAL: max(1, train // 9),
         VALIDATION: max(1, train // 18),
         "items": num_items,
+        # As many item buckets as train shards: the same count for every input format
+        # whenever the shards agree (the float sums of the MI depend on how items are
+        # bucketed, in their last bits), and a few thousand items per bucket.
+        "buckets": train,
     }
 
 
@@ -170,23 +184,35 @@ def local_runner(options: PipelineOptions):
     return None
 
 
-def _write_meta(pcoll, directory: str, name: str):
+def _write_meta(named: dict, directory: str):
+    """The pipeline's small outputs as one JSON Lines file of [name, value], read by `_read_meta`.
+
+    One gather for all of them: each global combine costs the local runner several stages.
+    """
+
+    def write(values):
+        lines = sorted(json.dumps(x, sort_keys=True) for x in values)
+        with FileSystems.create(FileSystems.join(directory, META, "meta.jsonl")) as f:
+            f.write("".join(line + "\n" for line in lines).encode("utf-8"))
+
+    tagged = [
+        pcoll | f"Name{name}" >> beam.Map(lambda value, name=name: (name, value))
+        for name, pcoll in named.items()
+    ]
     return (
-        pcoll
-        | f"{name}ToJson" >> beam.Map(lambda x: json.dumps(x, sort_keys=True))
-        | f"Write{name}"
-        >> beam.io.WriteToText(
-            FileSystems.join(directory, META, name), num_shards=1, shard_name_template=""
-        )
+        tagged
+        | "AllMeta" >> beam.Flatten()
+        | "GatherMeta" >> beam.combiners.ToList()
+        | "WriteMeta" >> beam.Map(write)
     )
 
 
 def _read_meta(directory: str, name: str) -> list:
-    path = os.path.join(directory, META, name)
+    path = os.path.join(directory, META, "meta.jsonl")
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [value for key, value in map(json.loads, filter(str.strip, f)) if key == name]
 
 
 def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, shards, out: str):
@@ -196,7 +222,7 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
     """
     lines_items = p | "ReadItems" >> readers.ReadRecords(inputs["items"])
     lines_pairs = p | "ReadPairs" >> readers.ReadRecords(inputs["pairs"])
-    parsed_items = lines_items | "ParseItems" >> raw_io.ParseItems(schema)
+    parsed_items = lines_items | "ParseItems" >> raw_io.ParseItems(schema, shards["buckets"])
     parsed_pairs = lines_pairs | "ParsePairs" >> raw_io.ParsePairs()
     items = parsed_items["items"]
 
@@ -204,22 +230,20 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
         schema, out, config.max_vocab, config.min_count
     )
     dense = items | "DenseStats" >> vocabulary.ComputeDenseStats(schema)
-    min_counts = {
-        f.name: vocabulary.caps(f, config.max_vocab, config.min_count)[1]
-        for f in schema.sparse_features
-    }
     mi_sums = items | "MutualInformation" >> mutual_information.ComputeMutualInformation(
         schema,
-        vocab_sizes=beam.pvalue.AsDict(vocab["sizes"]),
+        codes=beam.pvalue.AsDict(vocab["codes"]),
         dense_stats=beam.pvalue.AsDict(dense),
-        min_counts=min_counts,
     )
-    joined = {"pairs": parsed_pairs["pairs"], "items": items} | "JoinPairs" >> JoinPairs(
-        schema, config.eval_fraction, config.train_fraction, config.validation_fraction
+    encoded = items | "EncodeItems" >> EncodeItems(schema)
+    joined = {"pairs": parsed_pairs["pairs"], "items": encoded} | "JoinPairs" >> JoinPairs(
+        config.eval_fraction,
+        config.train_fraction,
+        config.validation_fraction,
+        num_buckets=shards["buckets"],
     )
-    features = schema.features
-    item_records = items | "EncodeItems" >> beam.Map(
-        lambda kv: (kv[0], item_example(kv[1], features))
+    item_records = encoded | "ItemRecords" >> beam.Map(
+        lambda bucket: [(item_id, example) for item_id, example, _, _ in bucket[1]]
     )
     counts = {
         "train": joined[TRAIN]
@@ -241,17 +265,26 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
         joined[raw_io.ERRORS],
     ) | "AllErrors" >> beam.Flatten()
     error_records = errors | "ErrorRecords" >> beam.Map(
-        lambda e: (f"{e['file']}\x1f{e['line']:012d}", json.dumps(e, sort_keys=True).encode())
+        lambda e: [(f"{e['file']}\x1f{e['line']:012d}", json.dumps(e, sort_keys=True).encode())]
     )
     error_count = error_records | "WriteErrors" >> writers.WriteSortedShards(
         FileSystems.join(out, "errors"), "errors", 1, tfrecord=False, order="key"
     )
 
-    def num_values(kv):
-        _, item = kv
+    def num_values(element):
+        _, bucket = element
         for f in schema.sparse_features:
-            value = item.get(f.name)
-            yield f.name, 0 if value is None else (1 if isinstance(value, str) else len(value))
+            yield (
+                f.name,
+                sum(
+                    0 if (v := item.get(f.name)) is None else (1 if isinstance(v, str) else len(v))
+                    for _, item in bucket
+                ),
+            )
+
+    def count(name, pcoll, size=len):
+        """(name, records of one batch) per batch; _finish adds them up."""
+        return pcoll | f"Count_{name}" >> beam.Map(lambda batch: (name, size(batch)))
 
     meta = {
         "vocab": vocab["sizes"],
@@ -262,25 +295,18 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
         | "SumNumValues" >> beam.CombinePerKey(sum),
         "slices": slice_stats,
         "counts": (
-            counts["train"] | "TagTrain" >> beam.Map(lambda n: ("train_pairs", n)),
-            counts["eval"] | "TagEval" >> beam.Map(lambda n: ("eval_pairs", n)),
-            counts["validation"] | "TagValidation" >> beam.Map(lambda n: ("validation_pairs", n)),
-            counts["items"] | "TagItems" >> beam.Map(lambda n: ("items", n)),
-            error_count | "TagErrors" >> beam.Map(lambda n: ("error_records", n)),
-            lines_items
-            | "CountItemLines" >> beam.combiners.Count.Globally()
-            | "TagItemLines" >> beam.Map(lambda n: ("input_items", n)),
-            lines_pairs
-            | "CountPairLines" >> beam.combiners.Count.Globally()
-            | "TagPairLines" >> beam.Map(lambda n: ("input_pairs", n)),
-            joined["downsampled"]
-            | "CountDownsampled" >> beam.combiners.Count.Globally()
-            | "TagDownsampled" >> beam.Map(lambda n: ("downsampled_pairs", n)),
+            count("train_pairs", counts["train"], int),
+            count("eval_pairs", counts["eval"], int),
+            count("validation_pairs", counts["validation"], int),
+            count("items", counts["items"], int),
+            count("error_records", error_count, int),
+            count("input_items", lines_items),
+            count("input_pairs", lines_pairs),
+            count("downsampled_pairs", joined["downsampled"], int),
         )
         | "AllCounts" >> beam.Flatten(),
     }
-    for name, pcoll in meta.items():
-        _write_meta(pcoll, out, name)
+    _write_meta(meta, out)
 
 
 def _final_schema(schema, meta_vocab, meta_dense, meta_num_values, counts, shards, num_items):
@@ -423,8 +449,9 @@ def _no_records(config: PreprocessConfig, name: str, num_files: int) -> ValueErr
 
 
 def _finish(config, schema, shards, tmp, files) -> dict:
-    counts = dict(tuple(kv) for kv in _read_meta(tmp, "counts"))
-    counts.setdefault("downsampled_pairs", 0)
+    counts = dict.fromkeys(COUNTS, 0)
+    for name, n in _read_meta(tmp, "counts"):
+        counts[name] += n
     for name in ("items", "pairs"):
         if counts[f"input_{name}"] == 0:
             raise _no_records(config, name, len(files[name]))

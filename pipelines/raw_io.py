@@ -25,6 +25,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines import batches
 from ssl_retrieval import schema as schema_lib
 
 ERRORS = "errors"
@@ -90,10 +91,10 @@ def read_lines(path: str) -> Iterator[tuple[str, int, str]]:
 
 
 class ReadJsonLines(beam.PTransform):
-    """Files -> (path, line, text), spread over workers.
+    """Files -> batches of (path, line, text), spread over workers.
 
     Each file is read by one worker (line numbers need a sequential read); a Reshuffle then
-    spreads the lines, so shard your input for parallel reading at scale.
+    spreads the batches, so shard your input for parallel reading at scale.
     """
 
     def __init__(self, files: list[str]):
@@ -104,7 +105,7 @@ class ReadJsonLines(beam.PTransform):
         return (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
-            | "ReadLines" >> beam.FlatMap(read_lines)
+            | "ReadLines" >> beam.FlatMap(lambda path: batches.chunks(read_lines(path)))
             | "Spread" >> beam.Reshuffle()
         )
 
@@ -219,59 +220,57 @@ def validate_pair(path: str, line: int, raw: str | dict) -> tuple[dict | None, d
     return pair, None
 
 
-class _Validate(beam.DoFn):
-    def __init__(self, validate):
-        self._validate = validate
-
-    def process(self, element):
-        record, error = self._validate(*element)
-        if error is not None:
-            yield beam.pvalue.TaggedOutput(ERRORS, error)
-        else:
-            yield record
-
-
 class ParseItems(beam.PTransform):
-    """(path, line, raw) -> (item_id, item) for valid, unique items; dead letters tagged ERRORS.
+    """Batches of (path, line, raw) -> buckets of valid, unique items; dead letters tagged ERRORS.
 
-    Duplicate item ids: the first by (file, line) is kept, the others are dead letters (ties,
-    as in a BigQuery table without line numbers, are broken by the record text).
+    Output "items": `(bucket, [(item_id, item), ...])`, one element per non-empty bucket
+    (`batches.bucket_of` the id, `num_buckets` of them), sorted by id. Duplicate item ids: the
+    first by (file, line) is kept, the others are dead letters (ties, as in a BigQuery table
+    without line numbers, are broken by the record text).
     """
 
-    def __init__(self, schema: schema_lib.Schema):
+    def __init__(self, schema: schema_lib.Schema, num_buckets: int = 1):
         super().__init__()
         self._features = schema.features
         self._id = schema.id_feature.name
+        self._num_buckets = num_buckets
 
     def expand(self, lines):
-        features, id_name = self._features, self._id
+        features, id_name, num_buckets = self._features, self._id, self._num_buckets
 
-        def validate(path, line, raw):
-            item, error = validate_item(features, path, line, raw)
-            if item is None:
-                return None, error
-            return (item[id_name], ((path, line), item, raw)), None
-
-        parsed = lines | "Validate" >> beam.ParDo(_Validate(validate)).with_outputs(
-            ERRORS, main="items"
-        )
+        def validate(batch):
+            valid = []
+            for path, line, raw in batch:
+                item, error = validate_item(features, path, line, raw)
+                if item is None:
+                    yield beam.pvalue.TaggedOutput(ERRORS, error)
+                else:
+                    valid.append((item[id_name], (path, line), item, raw))
+            yield from batches.route(valid, lambda version: version[0], num_buckets)
 
         def first_of_duplicates(element):
-            item_id, versions = element
-            versions = list(versions)
-            if len(versions) > 1:
-                versions.sort(key=lambda v: (v[0], record_text(v[2])))
-            yield item_id, versions[0][1]
-            for (path, line), _, raw in versions[1:]:
-                first = versions[0][0]
-                reason = f"duplicate item id (first seen at {first[0]}:{first[1]})"
-                yield beam.pvalue.TaggedOutput(
-                    ERRORS, dead_letter(path, line, id_name, reason, raw)
-                )
+            bucket, groups = element
+            versions_of: dict[str, list] = {}
+            for item_id, where, item, raw in batches.flatten(groups):
+                versions_of.setdefault(item_id, []).append((where, item, raw))
+            unique = []
+            for item_id in sorted(versions_of):
+                versions = versions_of[item_id]
+                if len(versions) > 1:
+                    versions.sort(key=lambda v: (v[0], record_text(v[2])))
+                unique.append((item_id, versions[0][1]))
+                for (path, line), _, raw in versions[1:]:
+                    first = versions[0][0]
+                    reason = f"duplicate item id (first seen at {first[0]}:{first[1]})"
+                    yield beam.pvalue.TaggedOutput(
+                        ERRORS, dead_letter(path, line, id_name, reason, raw)
+                    )
+            yield bucket, unique
 
+        parsed = lines | "Validate" >> beam.FlatMap(validate).with_outputs(ERRORS, main="items")
         unique = (
             parsed.items
-            | "GroupById" >> beam.GroupByKey()
+            | "GroupByBucket" >> beam.GroupByKey()
             | "Deduplicate" >> beam.FlatMap(first_of_duplicates).with_outputs(ERRORS, main="items")
         )
         errors = (parsed[ERRORS], unique[ERRORS]) | "MergeErrors" >> beam.Flatten()
@@ -279,10 +278,19 @@ class ParseItems(beam.PTransform):
 
 
 class ParsePairs(beam.PTransform):
-    """(path, line, raw) -> pair dicts; dead letters tagged ERRORS."""
+    """Batches of (path, line, raw) -> batches (lists) of pair dicts; dead letters tagged ERRORS."""
 
     def expand(self, lines):
-        parsed = lines | "Validate" >> beam.ParDo(_Validate(validate_pair)).with_outputs(
-            ERRORS, main="pairs"
-        )
+        def validate(batch):
+            valid = []
+            for path, line, raw in batch:
+                pair, error = validate_pair(path, line, raw)
+                if pair is None:
+                    yield beam.pvalue.TaggedOutput(ERRORS, error)
+                else:
+                    valid.append(pair)
+            if valid:
+                yield valid
+
+        parsed = lines | "Validate" >> beam.FlatMap(validate).with_outputs(ERRORS, main="pairs")
         return {"pairs": parsed.pairs, ERRORS: parsed[ERRORS]}

@@ -1,7 +1,7 @@
 """Input formats of the preprocessing job: JSON Lines, Parquet, CSV, and a BigQuery table.
 
-Every reader yields the same elements, `(source, line, raw)`, that `raw_io.ParseItems` and
-`raw_io.ParsePairs` validate: `raw` is a JSON line (JSON Lines) or a dict with the Python types a
+Every reader yields the same elements, batches (lists, `batches.BATCH_SIZE` at most) of
+`(source, line, raw)` records, that `raw_io.ParseItems` and `raw_io.ParsePairs` validate: `raw` is a JSON line (JSON Lines) or a dict with the Python types a
 JSON object would have (str, list of str, int / float, None) for the others. So the records, the
 dead letters (file, line, field, reason) and the counts are the same whatever the format, and the
 outputs are byte-identical for the same data.
@@ -43,7 +43,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import raw_io
+from pipelines import batches, raw_io
 from ssl_retrieval import schema as schema_lib
 
 AUTO = "auto"
@@ -325,7 +325,7 @@ class ReadParquet(beam.PTransform):
             pbegin
             | "ListRowGroups" >> beam.Create(self._row_groups)
             | "SpreadRowGroups" >> beam.Reshuffle()
-            | "ReadRowGroups" >> beam.FlatMap(read_row_group)
+            | "ReadRowGroups" >> beam.FlatMap(lambda group: batches.chunks(read_row_group(group)))
         )
 
 
@@ -418,7 +418,8 @@ class ReadCsv(beam.PTransform):
         return (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
-            | "ReadRows" >> beam.FlatMap(read_csv, columns, separator)
+            | "ReadRows"
+            >> beam.FlatMap(lambda path: batches.chunks(read_csv(path, columns, separator)))
             | "Spread" >> beam.Reshuffle()
         )
 
@@ -457,11 +458,13 @@ class ReadBigQuery(beam.PTransform):
             pbegin
             | "ReadTable" >> bigquery_read(table, self._columns)
             | "WithSource" >> beam.Map(lambda row: (table, 0, dict(row)))
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batches.BATCH_SIZE)
         )
 
 
 class ReadRecords(beam.PTransform):
-    """Any input format -> (source, line, raw) for `raw_io.ParseItems` / `raw_io.ParsePairs`."""
+    """Any input format -> batches of (source, line, raw) for `raw_io.ParseItems` /
+    `raw_io.ParsePairs`."""
 
     def __init__(self, source: InputSource):
         super().__init__()

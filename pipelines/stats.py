@@ -6,6 +6,7 @@ distinct training candidate); everything before that is a CombinePerKey.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 
@@ -15,14 +16,35 @@ from apache_beam.io.filesystems import FileSystems
 from ssl_retrieval import data_dir as data_dir_lib
 
 
+class _CountCandidates(beam.CombineFn):
+    """Lists of candidate ids -> one Counter of them."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, counts, candidates):
+        counts.update(candidates)
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        merged = collections.Counter()
+        for counts in accumulators:
+            merged.update(counts)
+        return merged
+
+    def extract_output(self, counts):
+        return counts
+
+
 class ComputeSliceStats(beam.PTransform):
-    """train/eval candidate ids -> files under `<directory>/stats/` and a summary dict.
+    """Lists of train/eval candidate ids -> files under `<directory>/stats/` and a summary dict.
 
     Writes:
       stats/candidate_counts.tsv  "<id>\\t<count>", count desc then id;
       stats/head_items.txt        the top `head_fraction` of distinct training candidates;
       stats/cold_items.txt        eval candidates never seen as training candidates.
     Returns a PCollection with one dict: num_train_candidates, num_head_items, num_cold_items.
+    The counts are merged into one Counter per split: one worker holds the distinct candidates.
     """
 
     def __init__(self, directory: str, head_fraction: float):
@@ -32,58 +54,38 @@ class ComputeSliceStats(beam.PTransform):
 
     def expand(self, inputs):
         directory, head_fraction = self._directory, self._head_fraction
-        train_counts = (
-            inputs["train_candidates"]
-            | "OneEach" >> beam.Map(lambda c: (c, 1))
-            | "CountCandidates" >> beam.CombinePerKey(sum)
-        )
 
-        def write_ranked(_, counts):
-            ranked = sorted(counts, key=lambda kv: (-kv[1], kv[0]))
+        def write(_, train, evals):
+            ranked = sorted(train.items(), key=lambda kv: (-kv[1], kv[0]))
             head = ranked[: int(math.ceil(head_fraction * len(ranked)))]
-            with FileSystems.create(
-                FileSystems.join(directory, data_dir_lib.CANDIDATE_COUNTS)
-            ) as f:
-                for item_id, count in ranked:
-                    f.write(f"{item_id}\t{count}\n".encode())
-            with FileSystems.create(FileSystems.join(directory, data_dir_lib.HEAD_ITEMS)) as f:
-                for item_id, _ in head:
-                    f.write(f"{item_id}\n".encode())
-            yield {"num_train_candidates": len(ranked), "num_head_items": len(head)}
-
-        ranked = (
-            train_counts.pipeline
-            | "RankOnce" >> beam.Create([None])
-            | "WriteRanked" >> beam.FlatMap(write_ranked, counts=beam.pvalue.AsIter(train_counts))
-        )
-
-        def cold(element):
-            item_id, grouped = element
-            if grouped["eval"] and not grouped["train"]:
-                yield item_id
-
-        cold_ids = (
-            {
-                "train": train_counts,
-                "eval": inputs["eval_candidates"] | "EvalOnce" >> beam.Map(lambda c: (c, 1)),
+            cold = sorted(c for c in evals if c not in train)
+            files = (
+                (data_dir_lib.CANDIDATE_COUNTS, (f"{c}\t{n}\n" for c, n in ranked)),
+                (data_dir_lib.HEAD_ITEMS, (f"{c}\n" for c, _ in head)),
+                (data_dir_lib.COLD_ITEMS, (f"{c}\n" for c in cold)),
+            )
+            for name, lines in files:
+                with FileSystems.create(FileSystems.join(directory, name)) as f:
+                    f.write("".join(lines).encode("utf-8"))
+            yield {
+                "num_train_candidates": len(ranked),
+                "num_head_items": len(head),
+                "num_cold_items": len(cold),
             }
-            | "JoinSplits" >> beam.CoGroupByKey()
-            | "ColdOnly" >> beam.FlatMap(cold)
-        )
 
-        def write_cold(_, ids):
-            ids = sorted(ids)
-            with FileSystems.create(FileSystems.join(directory, data_dir_lib.COLD_ITEMS)) as f:
-                for item_id in ids:
-                    f.write(f"{item_id}\n".encode())
-            yield {"num_cold_items": len(ids)}
+        def counted(name):
+            return inputs[name] | f"Count_{name}" >> beam.CombineGlobally(_CountCandidates())
 
-        cold_summary = (
-            cold_ids.pipeline
-            | "ColdOnce" >> beam.Create([None])
-            | "WriteCold" >> beam.FlatMap(write_cold, ids=beam.pvalue.AsIter(cold_ids))
+        return (
+            inputs["train_candidates"].pipeline
+            | "Once" >> beam.Create([None])
+            | "WriteStats"
+            >> beam.FlatMap(
+                write,
+                train=beam.pvalue.AsSingleton(counted("train_candidates")),
+                evals=beam.pvalue.AsSingleton(counted("eval_candidates")),
+            )
         )
-        return (ranked, cold_summary) | "StatsSummary" >> beam.Flatten()
 
 
 def dumps(obj) -> str:

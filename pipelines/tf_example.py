@@ -9,11 +9,12 @@ reads them (tested in tests/test_pipeline_tf_example.py).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Mapping, Sequence
 
 
-def _varint(value: int) -> bytes:
+def _encode_varint(value: int) -> bytes:
     out = bytearray()
     while True:
         bits = value & 0x7F
@@ -25,15 +26,31 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _varint(value: int) -> bytes:
+    # Fast paths for one and two bytes: encoding is the job's hottest loop (millions of fields).
+    if value < 0x80:
+        return bytes((value,))
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    return _encode_varint(value)
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
     return _varint((number << 3) | 2) + _varint(len(payload)) + payload
 
 
+_BYTES_FIELD_1 = b"\x0a"  # tag of field 1, wire type 2 (length-delimited)
+_BYTES_FIELD_2 = b"\x12"  # tag of field 2, wire type 2
+
+
 def bytes_feature(values: Sequence[str | bytes]) -> bytes:
     """Feature{bytes_list: BytesList{value: values}}."""
-    items = b"".join(_field(1, v.encode("utf-8") if isinstance(v, str) else v) for v in values)
-    return _field(1, items)
+    parts = []
+    for v in values:
+        data = v.encode("utf-8") if isinstance(v, str) else v
+        parts.append(_BYTES_FIELD_1 + _varint(len(data)) + data)
+    return _field(1, b"".join(parts))
 
 
 def float_feature(values: Sequence[float]) -> bytes:
@@ -42,10 +59,27 @@ def float_feature(values: Sequence[float]) -> bytes:
     return _field(2, _field(1, packed) if values else b"")
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _key_field(key: str) -> bytes:
+    return _field(1, key.encode("utf-8"))
+
+
+def entries(features: Mapping[str, bytes] | Sequence[tuple[str, bytes]], prefix: str = "") -> bytes:
+    """The encoded map entries of Features{feature: map}, in sorted key order, each key
+    prefixed with `prefix`."""
+    pairs = features.items() if isinstance(features, Mapping) else features
+    parts = []
+    for key, value in sorted(pairs):
+        body = _key_field(prefix + key) + _BYTES_FIELD_2 + _varint(len(value)) + value
+        parts.append(_BYTES_FIELD_1 + _varint(len(body)) + body)
+    return b"".join(parts)
+
+
+def example_of_entries(encoded_entries: bytes) -> bytes:
+    """Example{features: Features{...}} from map entries already encoded in key order."""
+    return _field(1, encoded_entries)
+
+
 def example(features: Mapping[str, bytes]) -> bytes:
     """Example{features: Features{feature: map}} from already encoded Feature messages."""
-    entries = b"".join(
-        _field(1, _field(1, key.encode("utf-8")) + _field(2, value))
-        for key, value in sorted(features.items())
-    )
-    return _field(1, entries)
+    return example_of_entries(entries(features))

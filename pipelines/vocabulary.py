@@ -8,6 +8,7 @@ feature's kept values on one worker (as tf.Transform does); nothing else in the 
 
 from __future__ import annotations
 
+import collections
 import math
 
 import apache_beam as beam
@@ -36,55 +37,90 @@ def rank_key(value: str, count: int) -> tuple[int, str]:
     return (-count, value)
 
 
+class _CountValues(beam.CombineFn):
+    """Counters of values merged into one: the value counts of one feature."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, counts, partial):
+        counts.update(partial)
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        merged = collections.Counter()
+        for counts in accumulators:
+            merged.update(counts)
+        return merged
+
+    def extract_output(self, counts):
+        return counts
+
+
 class ComputeVocabularies(beam.PTransform):
-    """(item_id, item) -> vocabularies written under `<directory>/vocab/`.
+    """Buckets of (item_id, item) -> vocabularies written under `<directory>/vocab/`.
+
+    Each bucket's values are counted in one Counter per feature, and the Counters are merged by a
+    CombinePerKey on the feature: the elements are a few per bucket, not one per value.
 
     Returns a dict of PCollections:
-      "counts": ((feature, value), number of items with it);
-      "sizes":  (feature, {"vocab_size", "cutoff"}) per sparse feature; cutoff = rank_key of the
-                last kept value (None when the vocabulary is empty), so membership can be decided
-                from a value's own count (see mutual_information).
+      "sizes": (feature, {"vocab_size", "cutoff"}) per sparse feature; cutoff = rank_key of the
+               last kept value (None when the vocabulary is empty);
+      "codes": (feature, {value: line index}) per sparse feature but the id: the capped
+               vocabulary as a side input for later stages (as tf.Transform hands its
+               vocabularies on); its size is bounded by the feature's max_vocab.
     """
 
     def __init__(self, schema, directory: str, max_vocab=None, min_count=None):
         super().__init__()
         self._features = [f for f in schema.features if f.is_sparse]
         self._caps = {f.name: caps(f, max_vocab, min_count) for f in self._features}
+        self._id = schema.id_feature.name
         self._directory = directory
 
     def expand(self, items):
         names = [f.name for f in self._features]
-        feature_caps, directory = self._caps, self._directory
+        feature_caps, directory, id_name = self._caps, self._directory, self._id
 
-        def values(element):
-            _, item = element
-            for name in names:
-                value = item.get(name)
-                if value is None:
-                    continue
-                for v in [value] if isinstance(value, str) else value:
-                    yield (name, v), 1
+        def count(element):
+            _, bucket = element
+            counters = {name: collections.Counter() for name in names}
+            for _, item in bucket:
+                for name in names:
+                    value = item.get(name)
+                    if value is None:
+                        continue
+                    if isinstance(value, str):
+                        counters[name][value] += 1
+                    else:
+                        counters[name].update(value)
+            return counters.items()
 
         def write(element):
             name, counted = element
             max_vocab, min_count = feature_caps[name]
-            kept = sorted(rank_key(v, n) for v, n in counted if n >= min_count)
+            kept = sorted(rank_key(v, n) for v, n in counted.items() if n >= min_count)
             if max_vocab is not None:
                 kept = kept[:max_vocab]
             with FileSystems.create(vocab_path(directory, name)) as f:
-                for _, value in kept:
-                    # A newline inside a value would break the one-value-per-line format.
-                    f.write(value.replace("\n", " ").encode("utf-8") + b"\n")
-            yield name, {"vocab_size": len(kept), "cutoff": list(kept[-1]) if kept else None}
+                # A newline inside a value would break the one-value-per-line format.
+                f.write(b"".join(v.replace("\n", " ").encode("utf-8") + b"\n" for _, v in kept))
+            cutoff = list(kept[-1]) if kept else None
+            yield name, {"vocab_size": len(kept), "cutoff": cutoff}
+            if name != id_name:
+                yield beam.pvalue.TaggedOutput(
+                    "codes", (name, {v: i for i, (_, v) in enumerate(kept)})
+                )
 
-        counts = items | "Values" >> beam.FlatMap(values) | "CountValues" >> beam.CombinePerKey(sum)
-        sizes = (
-            counts
-            | "ByFeature" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
-            | "GroupByFeature" >> beam.GroupByKey()
-            | "WriteVocabularies" >> beam.FlatMap(write)
+        counts = (
+            items
+            | "CountValues" >> beam.FlatMap(count)
+            | "MergeCounts" >> beam.CombinePerKey(_CountValues())
         )
-        return {"counts": counts, "sizes": sizes}
+        written = counts | "WriteVocabularies" >> beam.FlatMap(write).with_outputs(
+            "codes", main="sizes"
+        )
+        return {"sizes": written.sizes, "codes": written.codes}
 
 
 def transform_dense(value: float, feature: schema_lib.Feature) -> float:
@@ -94,31 +130,35 @@ def transform_dense(value: float, feature: schema_lib.Feature) -> float:
 
 
 class _MomentsFn(beam.CombineFn):
-    """(count, sum, sum of squares) in float64."""
+    """Partial (count, sum, sum of squares) of each bucket -> mean and std, in float64.
+
+    The partial sums are kept and added with math.fsum at the end (exactly rounded), so the
+    result does not depend on the order in which a runner merges them.
+    """
 
     def create_accumulator(self):
-        return (0, 0.0, 0.0)
+        return []
 
-    def add_input(self, acc, x):
-        return (acc[0] + 1, acc[1] + x, acc[2] + x * x)
+    def add_input(self, partials, partial):
+        partials.append(partial)
+        return partials
 
-    def merge_accumulators(self, accs):
-        n, s, q = 0, 0.0, 0.0
-        for a in accs:
-            n, s, q = n + a[0], s + a[1], q + a[2]
-        return (n, s, q)
+    def merge_accumulators(self, accumulators):
+        return [p for partials in accumulators for p in partials]
 
-    def extract_output(self, acc):
-        n, s, q = acc
+    def extract_output(self, partials):
+        n = sum(p[0] for p in partials)
         if n == 0:
             return {"count": 0, "mean": 0.0, "std": 1.0}
-        mean = s / n
-        std = math.sqrt(max(q / n - mean * mean, 0.0))
+        mean = math.fsum(p[1] for p in partials) / n
+        square = math.fsum(p[2] for p in partials) / n
+        std = math.sqrt(max(square - mean * mean, 0.0))
         return {"count": n, "mean": mean, "std": std if std > 1e-12 else 1.0}
 
 
 class ComputeDenseStats(beam.PTransform):
-    """(item_id, item) -> (feature, {"count", "mean", "std"}) after each feature's transform."""
+    """Buckets of (item_id, item) -> (feature, {"count", "mean", "std"}) after each feature's
+    transform."""
 
     def __init__(self, schema):
         super().__init__()
@@ -127,14 +167,15 @@ class ComputeDenseStats(beam.PTransform):
     def expand(self, items):
         features = self._features
 
-        def values(element):
-            _, item = element
+        def moments(element):
+            _, bucket = element
             for f in features:
-                if f.name in item:
-                    yield f.name, transform_dense(item[f.name], f)
+                values = [transform_dense(item[f.name], f) for _, item in bucket if f.name in item]
+                if values:
+                    yield f.name, (len(values), math.fsum(values), math.fsum(x * x for x in values))
 
         return (
             items
-            | "DenseValues" >> beam.FlatMap(values)
+            | "DenseMoments" >> beam.FlatMap(moments)
             | "Moments" >> beam.CombinePerKey(_MomentsFn())
         )

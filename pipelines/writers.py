@@ -18,6 +18,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
+from pipelines import batches
+
 
 def shard_of(key: str, num_shards: int) -> int:
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8, person=b"shard")
@@ -34,7 +36,8 @@ def shard_path(directory: str, prefix: str, index: int, num_shards: int, suffix:
 
 
 class WriteSortedShards(beam.PTransform):
-    """(key, bytes) -> `<directory>/<prefix>-SSSSS-of-NNNNN<suffix>` files; returns record counts.
+    """Lists of (key, bytes) -> `<directory>/<prefix>-SSSSS-of-NNNNN<suffix>` files; returns the
+    number of records written to each shard (one element per shard).
 
     Args:
       directory: output directory (any Beam filesystem).
@@ -70,29 +73,32 @@ class WriteSortedShards(beam.PTransform):
         suffix = ".tfrecord" if tfrecord else ".jsonl"
 
         def write(element):
-            index, shard_records = element
+            index, groups = element
+            shard_records = batches.flatten(groups)
             if hashed:
                 ordered = sorted(shard_records, key=lambda kv: (order_key(kv[0]), kv))
             else:
                 ordered = sorted(shard_records)
             with FileSystems.create(shard_path(directory, prefix, index, num_shards, suffix)) as f:
-                for _, value in ordered:
-                    if tfrecord:
+                if tfrecord:
+                    for _, value in ordered:
                         _TFRecordUtil.write_record(f, value)
-                    else:
-                        f.write(value + b"\n")
+                else:
+                    f.write(b"".join(value + b"\n" for _, value in ordered))
             yield len(ordered)
 
+        def to_shards(batch):
+            routed: dict[int, list] = {}
+            for record in batch:
+                routed.setdefault(shard_of(record[0], num_shards), []).append(record)
+            return routed.items()
+
         # Empty shards still get a (zero-record) file.
-        empty = records.pipeline | "AllShards" >> beam.Create(
-            [(i, None) for i in range(num_shards)]
-        )
-        keyed = records | "AssignShard" >> beam.Map(lambda kv: (shard_of(kv[0], num_shards), kv))
+        empty = records.pipeline | "AllShards" >> beam.Create([(i, []) for i in range(num_shards)])
+        routed = records | "RouteToShards" >> beam.FlatMap(to_shards)
         return (
-            (keyed, empty)
+            (routed, empty)
             | "WithEmptyShards" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
-            | "DropMarkers" >> beam.Map(lambda kv: (kv[0], [r for r in kv[1] if r is not None]))
             | "WriteShard" >> beam.FlatMap(write)
-            | "CountRecords" >> beam.CombineGlobally(sum)
         )

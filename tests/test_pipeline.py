@@ -365,9 +365,10 @@ def test_parse_items_transform():
         ("b.jsonl", 1, json.dumps({"item_id": "x", "brand": "later"})),
     ]
     with TestPipeline() as p:
-        out = p | beam.Create(lines) | raw_io.ParseItems(schema)
+        # Two batches, three buckets: the duplicate meets its first version across batches.
+        out = p | beam.Create([lines[:2], lines[2:]]) | raw_io.ParseItems(schema, num_buckets=3)
         assert_that(
-            out["items"],
+            out["items"] | beam.FlatMap(lambda bucket: bucket[1]),
             equal_to([("x", {"item_id": "x", "tags": ["t", "u"], "size": 3.0})]),
             label="Items",
         )
@@ -392,10 +393,18 @@ def test_vocabulary_transform(tmp_path):
         ("c", {"item_id": "c", "brand": "b2"}),
     ]
     with TestPipeline() as p:
-        out = p | beam.Create(items) | vocabulary.ComputeVocabularies(schema, str(tmp_path))
+        buckets = [(0, items[:2]), (1, items[2:])]
+        out = p | beam.Create(buckets) | vocabulary.ComputeVocabularies(schema, str(tmp_path))
         assert_that(
             out["sizes"] | beam.Map(lambda kv: (kv[0], kv[1]["vocab_size"])),
             equal_to([("item_id", 3), ("brand", 1), ("tags", 2)]),
+            label="Sizes",
+        )
+        # The side input of later stages: value -> line in the file; no id vocabulary.
+        assert_that(
+            out["codes"],
+            equal_to([("brand", {"b1": 0}), ("tags", {"y": 0, "x": 1})]),
+            label="Codes",
         )
     assert open(tmp_path / "vocab" / "tags.txt").read() == "y\nx\n"
     assert open(tmp_path / "vocab" / "brand.txt").read() == "b1\n"  # min_count 2
@@ -414,19 +423,15 @@ def test_mutual_information_transform_on_a_hand_case():
         }
     )
     items = [(str(i), {"id": str(i), "a": f"a{i % 2}", "b": f"b{i % 2}"}) for i in range(8)]
-    sizes = {
-        "a": {"cutoff": [-4, "a1"], "vocab_size": 2},
-        "b": {"cutoff": [-4, "b1"], "vocab_size": 2},
-    }
+    codes = {"a": {"a0": 0, "a1": 1}, "b": {"b0": 0, "b1": 1}}
     with TestPipeline() as p:
         sums = (
             p
-            | beam.Create(items)
+            | beam.Create([(0, items[:3]), (1, items[3:])])  # two buckets
             | mutual_information.ComputeMutualInformation(
                 schema,
-                vocab_sizes=beam.pvalue.AsDict(p | "Sizes" >> beam.Create(sizes.items())),
+                codes=beam.pvalue.AsDict(p | "Codes" >> beam.Create(codes.items())),
                 dense_stats=beam.pvalue.AsDict(p | "Dense" >> beam.Create([])),
-                min_counts={"a": 1, "b": 1},
             )
         )
         result = (
@@ -455,9 +460,9 @@ def test_join_pairs_transform():
     ]
     with TestPipeline() as p:
         out = {
-            "pairs": p | "Pairs" >> beam.Create(raw_pairs),
-            "items": p | "Items" >> beam.Create(items),
-        } | pairs.JoinPairs(schema, eval_fraction=0.0, train_fraction=1.0)
+            "pairs": p | "Pairs" >> beam.Create([raw_pairs]),
+            "items": p | "Items" >> beam.Create([(0, items)]) | pairs.EncodeItems(schema),
+        } | pairs.JoinPairs(eval_fraction=0.0, train_fraction=1.0)
         expected = tf_example.example(
             {
                 "query_item_id": tf_example.bytes_feature(["a"]),
@@ -465,7 +470,11 @@ def test_join_pairs_transform():
                 "weight": tf_example.float_feature([2.0]),
             }
         )
-        assert_that(out["train"], equal_to([("a\x1fb", expected)]), label="Train")
+        assert_that(
+            out["train"] | beam.FlatMap(lambda batch: batch),
+            equal_to([("a\x1fb", expected)]),
+            label="Train",
+        )
         assert_that(
             out["errors"] | beam.Map(lambda e: (e["line"], e["field"])),
             equal_to([(2, "candidate_id")]),
@@ -745,7 +754,9 @@ def test_no_training_pairs_is_an_error(tmp_path):
         "eval_pairs": 2,
         "error_records": 0,
     }
-    (meta / "counts").write_text("".join(json.dumps([k, v]) + "\n" for k, v in counts.items()))
+    (meta / "meta.jsonl").write_text(
+        "".join(json.dumps(["counts", [k, v]]) + "\n" for k, v in counts.items())
+    )
     cfg = pipeline.PreprocessConfig(items="i", pairs="p", schema="s", output_dir="o")
     with pytest.raises(ValueError, match=r"^no training pairs: of 2 pairs read, 2 went to eval"):
         pipeline._finish(cfg, None, {}, str(tmp_path), {"items": ["i"], "pairs": ["p"]})

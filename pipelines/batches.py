@@ -1,0 +1,54 @@
+"""Batches and buckets: how the job keeps Beam's per-element cost off its records.
+
+A Beam runner pays a fixed cost for every element of every stage (a function call, coding at
+stage boundaries, a shuffle entry), several microseconds even in the local runner. With one
+element per record that fixed cost was most of the job (results/bench/preprocess.json: 100x the
+time of parsing the same JSON in one process). So the job's elements are lists of records:
+
+- readers yield **batches** of up to `BATCH_SIZE` raw records;
+- items are grouped into **buckets** by a stable hash of their id (`bucket_of`): an element is
+  `(bucket, [(item_id, item), ...])`, sorted by id. Pairs are routed to the bucket of their
+  query, then of their candidate, so the join with item features is a GroupByKey of whole
+  batches (`pairs.JoinPairs`);
+- records to write are lists of `(key, bytes)`, routed to their output shard as lists.
+
+Everything stays a PCollection with GroupByKey and CombinePerKey between stages, so the job still
+distributes over any runner: a bucket or a shard is the unit a worker holds in memory, and the
+job sizes them from the input (`pipeline._shard_counts`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+
+BATCH_SIZE = 4096
+
+
+def chunks(records: Iterable, size: int = BATCH_SIZE) -> Iterator[list]:
+    """Consecutive lists of at most `size` records."""
+    iterator = iter(records)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def bucket_of(key: str, num_buckets: int) -> int:
+    """A stable bucket in [0, num_buckets) for an id (CRC-32: fast, and the same everywhere).
+
+    Buckets only decide which records meet on one worker; no output depends on them.
+    """
+    return zlib.crc32(key.encode("utf-8")) % num_buckets
+
+
+def route(records: Iterable, key: Callable, num_buckets: int) -> Iterator[tuple[int, list]]:
+    """(bucket, records of that bucket) for each bucket that has records, in bucket order."""
+    routed: dict[int, list] = {}
+    for record in records:
+        routed.setdefault(bucket_of(key(record), num_buckets), []).append(record)
+    return iter(sorted(routed.items()))
+
+
+def flatten(groups: Iterable[list]) -> list:
+    """One list of the records of a GroupByKey's grouped lists."""
+    return [record for group in groups for record in group]
