@@ -16,6 +16,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import (
+    batches,
     mutual_information,
     pairs,
     pipeline,
@@ -760,3 +761,50 @@ def test_no_training_pairs_is_an_error(tmp_path):
     cfg = pipeline.PreprocessConfig(items="i", pairs="p", schema="s", output_dir="o")
     with pytest.raises(ValueError, match=r"^no training pairs: of 2 pairs read, 2 went to eval"):
         pipeline._finish(cfg, None, {}, str(tmp_path), {"items": ["i"], "pairs": ["p"]})
+
+
+def test_batches_chunks_and_routes_every_record_once():
+    records = [f"id{i}" for i in range(10_001)]
+    chunked = list(batches.chunks(records, 4096))
+    assert [len(c) for c in chunked] == [4096, 4096, 1809]
+    assert batches.flatten(chunked) == records
+    routed = list(batches.route(records, lambda r: r, 7))
+    assert [bucket for bucket, _ in routed] == sorted({b for b, _ in routed})
+    assert sorted(batches.flatten(group for _, group in routed)) == sorted(records)
+    for bucket, group in routed:
+        assert all(batches.bucket_of(r, 7) == bucket for r in group)
+    sizes = [len(group) for _, group in routed]
+    assert len(sizes) == 7 and min(sizes) > 0.8 * len(records) / 7  # CRC-32 spreads the ids
+
+
+def test_mutual_information_does_not_depend_on_the_bucketing():
+    schema = schema_lib.from_json(SCHEMA)
+    items = [(it["item_id"], it) for it in random_items(200, np.random.default_rng(1))]
+    codes = {"brand": {f"b{i}": i for i in range(5)}, "tags": {f"t{i}0": i for i in range(5)}}
+    dense = {"size": {"mean": 1.0, "std": 1.5}}
+
+    def sums(p, num_buckets):
+        buckets = {}
+        for item_id, item in items:
+            buckets.setdefault(batches.bucket_of(item_id, num_buckets), []).append((item_id, item))
+        return (
+            p
+            | f"Create{num_buckets}" >> beam.Create(sorted(buckets.items()))
+            | f"MI{num_buckets}"
+            >> mutual_information.ComputeMutualInformation(
+                schema,
+                codes=beam.pvalue.AsDict(p | f"Codes{num_buckets}" >> beam.Create(codes.items())),
+                dense_stats=beam.pvalue.AsDict(
+                    p | f"Dense{num_buckets}" >> beam.Create(dense.items())
+                ),
+            )
+            | f"ToDict{num_buckets}" >> beam.combiners.ToDict()
+        )
+
+    def differences(one, many):
+        assert one.keys() == many.keys() and len(one) == 10  # 4 marginals + 6 pairs
+        return [k for k in one if not math.isclose(one[k], many[k], rel_tol=1e-12, abs_tol=1e-9)]
+
+    with TestPipeline() as p:
+        compared = sums(p, 1) | beam.Map(differences, many=beam.pvalue.AsSingleton(sums(p, 9)))
+        assert_that(compared, equal_to([[]]))
