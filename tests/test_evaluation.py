@@ -181,3 +181,39 @@ def test_slice_table_lists_each_recommender_per_slice():
     assert lines[0].split()[-4:] == ["all", "head", "tail", "cold"]
     assert lines[1].split() == ["model", "0.500", "0.600", "0.250", "0.125"]
     assert lines[2].startswith("feature_knn")
+
+
+def test_evaluate_cli_max_queries_evaluates_a_fixed_sample(data_dir, tmp_path):
+    data = evaluator.load_eval_data(data_dir)
+    total = len(np.unique(data.eval_query))
+    sample = evaluator.sample_queries(data, 5, seed=0)
+    assert len(np.unique(sample.eval_query)) == 5 < total
+
+    def run(max_queries, output):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ssl_retrieval.evaluate",
+                f"--data_dir={data_dir}",
+                "--recommender=top_popular",
+                f"--max_queries={max_queries}",
+                f"--output={output}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout, json.load(open(output))
+
+    stdout, written = run(5, tmp_path / "sample.json")
+    assert f"a fixed random sample of 5 of {total} eval queries (seed 0)" in stdout
+    assert written["queries"] == {"evaluated": 5, "of": total, "sampled": True, "seed": 0}
+    expected = evaluator.evaluate(sample, references.top_popular(data), [10, 50])
+    assert written["metrics"]["all"]["num_queries"] == expected["all"]["num_queries"] <= 5
+    assert written["metrics"]["all"]["recall@50"] == pytest.approx(expected["all"]["recall@50"])
+    assert run(5, tmp_path / "again.json")[1]["metrics"] == written["metrics"]  # same sample
+    stdout, written = run(total + 10, tmp_path / "all.json")
+    assert f"all {total} eval queries" in stdout
+    assert written["queries"] == {"evaluated": total, "of": total, "sampled": False, "seed": None}

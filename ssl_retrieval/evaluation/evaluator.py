@@ -287,6 +287,7 @@ def slice_table(named: dict[str, dict], column: str = "recall@50") -> str:
 
 
 write_json = atomic.write_json
+QUERY_SAMPLE_SEED = 0  # --max_queries: the same sample on every run, as validation's
 
 
 def run(
@@ -301,13 +302,25 @@ def run(
     content_weight: str | float = "auto",
     prior_share: str | float = "auto",
     popularity_penalty: str | float = "auto",
+    max_queries: int = 0,
 ) -> dict:
-    """Evaluates one recommender and writes its metrics JSON; returns the written object."""
+    """Evaluates one recommender and writes its metrics JSON; returns the written object.
+
+    `max_queries` > 0: only the eval pairs of that many queries, a fixed random sample
+    (`sample_queries`, seed 0), so that a large corpus is evaluated in bounded time; the
+    written object says how many of how many ("queries").
+    """
     from ssl_retrieval.evaluation import references  # noqa: PLC0415
 
+    if max_queries < 0:
+        raise ValueError(f"--max_queries must be >= 0 (0 = all), got {max_queries}")
     start = time.time()
     source = DataDir.of(data_dir)  # read once, passed down
     data = load_eval_data(source, split)
+    total_queries = len(np.unique(data.eval_query))
+    if max_queries:
+        data = sample_queries(data, max_queries, seed=QUERY_SAMPLE_SEED)
+    evaluated = len(np.unique(data.eval_query))
     blend = None
     if recommender == "model":
         if not model_dir:
@@ -335,6 +348,12 @@ def run(
         "popularity_prior": blend.popularity_prior if blend else None,
         "blend": dataclasses.asdict(blend) if blend else None,
         "metrics": results,
+        "queries": {
+            "evaluated": evaluated,
+            "of": total_queries,
+            "sampled": evaluated < total_queries,
+            "seed": QUERY_SAMPLE_SEED if evaluated < total_queries else None,
+        },
         "seconds": round(time.time() - start, 2),
     }
     if output is None:
