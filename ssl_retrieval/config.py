@@ -125,6 +125,11 @@ class TrainConfig:
         "Steps between validation evaluations (Recall@50 over the whole corpus on the "
         "validation split); the best checkpoint is kept in <model_dir>/best. 0 = never.",
     )
+    max_validations_per_epoch: int = option(
+        5,
+        "At most this many validations per epoch: on large data the interval grows to "
+        "ceil(steps per epoch / this) (each validation embeds the whole corpus). 0 = no cap.",
+    )
     validation_queries: int = option(
         2000, "Validation queries evaluated each time (a fixed random sample)."
     )
@@ -194,6 +199,10 @@ class TrainConfig:
             (self.id_min_count >= 0, f"--id_min_count must be >= 0, got {self.id_min_count}"),
             (0 <= self.id_dropout < 1, f"--id_dropout must be in [0, 1), got {self.id_dropout}"),
             (self.validate_every >= 0, "--validate_every must be >= 0 (0 = never)"),
+            (
+                self.max_validations_per_epoch >= 0,
+                "--max_validations_per_epoch must be >= 0 (0 = no cap)",
+            ),
             (
                 bool(self.blend_content_weights) and min(self.blend_content_weights) >= 0,
                 "--blend_content_weights must be numbers >= 0",

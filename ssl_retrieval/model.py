@@ -503,7 +503,19 @@ def embed_corpus(model, data_dir, batch_size: int = 4096, functions=None):
         tf.function(model.query_tower, reduce_retracing=True),
         tf.function(model.item_tower, reduce_retracing=True),
     )
+    # Shared towers (the default recipe) are one function: embed once, not twice.
+    shared = towers_are_shared(model)
     for batch in data_lib.items_dataset(data_dir, batch_size):
         queries.append(query_fn(batch).numpy())
-        items.append(item_fn(batch).numpy())
-    return np.concatenate(queries), np.concatenate(items)
+        if not shared:
+            items.append(item_fn(batch).numpy())
+    queries = np.concatenate(queries)
+    return queries, (queries if shared else np.concatenate(items))
+
+
+def towers_are_shared(model) -> bool:
+    """Whether the query and item towers are the same function (`--share_towers`)."""
+    return (
+        model.query_tower.encoder is model.item_tower.encoder
+        and model.query_tower.mlp is model.item_tower.mlp
+    )

@@ -156,6 +156,10 @@ def test_scann_recall_on_a_clustered_corpus():
     assert scann.params["num_leaves"] == 141
     recall = index_lib.recall_against_brute_force(scann, x, x[:500], 10)
     assert recall >= 0.95
+    # The chunked exact top k is the brute-force index's top k.
+    _, brute = index_lib.build("brute_force", x, 10).search(x[:130], 10)
+    exact = index_lib.exact_top_k(x, x[:130], 10, chunk=64)
+    assert [set(r) for r in exact] == [set(r) for r in brute.numpy()]
     with pytest.raises(ValueError, match="--index must be scann or brute_force"):
         index_lib.build("annoy", x, 10)
 

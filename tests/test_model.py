@@ -133,3 +133,27 @@ def test_training_stream_is_deterministic_and_skips_for_resume(data_dir):
     assert first != first_ids(stream(5), 6)
     pairs, items = next(iter(stream(4)))
     assert pairs["weight"].shape == [32] and items["item_id"].nrows() == 16
+
+
+@pytest.mark.parametrize("share_towers", [True, False])
+def test_embed_corpus_matches_the_towers_and_embeds_once_when_shared(
+    data_dir, tmp_path, share_towers
+):
+    config = testing.tiny_train_config(data_dir, tmp_path, share_towers=share_towers)
+    built = model.build_model(config)
+    calls = {"query": 0, "item": 0}
+
+    def counted(tower, name):
+        def call(batch):
+            calls[name] += 1
+            return tower(batch)
+
+        return call
+
+    functions = (counted(built.query_tower, "query"), counted(built.item_tower, "item"))
+    queries, items = model.embed_corpus(built, data_dir, batch_size=50, functions=functions)
+    corpus = next(iter(data.items_dataset(data_dir, 1000)))
+    np.testing.assert_allclose(queries, built.query_tower(corpus).numpy(), atol=1e-5)
+    np.testing.assert_allclose(items, built.item_tower(corpus).numpy(), atol=1e-5)
+    assert model.towers_are_shared(built) == share_towers
+    assert calls == {"query": 3, "item": 0 if share_towers else 3}  # 120 items, batches of 50

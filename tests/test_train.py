@@ -313,3 +313,19 @@ def test_sampling_correction_uses_training_candidate_frequencies(data_dir, tmp_p
     np.testing.assert_allclose(
         looked_up.numpy(), [counts[frequent] / total, min(probabilities)], rtol=1e-6
     )
+
+
+def test_validation_interval_is_capped_per_epoch_on_large_data(tmp_path):
+    import types
+
+    def interval(train_pairs, **flags):
+        config = tiny(str(tmp_path), tmp_path, **{"batch_size": 1024, **flags})
+        schema = types.SimpleNamespace(counts={"train_pairs": train_pairs})
+        return trainer.validation_interval(config, schema)
+
+    # Debian (251,835 pairs: 245 steps an epoch): every 100 steps, the cap does not bind.
+    assert interval(251_835, validate_every=100) == 100
+    # 1M items x 10M pairs (8,349 steps an epoch): 5 validations an epoch, not 83.
+    assert interval(8_549_376, validate_every=100) == 1670
+    assert interval(8_549_376, validate_every=100, max_validations_per_epoch=0) == 100
+    assert interval(8_549_376, validate_every=0, patience=0) == 0

@@ -48,6 +48,16 @@ def total_steps(config: config_lib.TrainConfig, schema: schema_lib.Schema) -> in
     return max(1, math.ceil(config.epochs * per_epoch))
 
 
+def validation_interval(config: config_lib.TrainConfig, schema: schema_lib.Schema) -> int:
+    """Steps between validations: --validate_every, raised on large data so that an epoch has
+    at most --max_validations_per_epoch of them (a validation embeds the whole corpus: at 1M
+    items, every 100 steps would spend more time validating than training)."""
+    if not config.validate_every or not config.max_validations_per_epoch:
+        return config.validate_every
+    per_epoch = schema.counts.get("train_pairs", 0) // config.batch_size
+    return max(config.validate_every, math.ceil(per_epoch / config.max_validations_per_epoch))
+
+
 def make_optimizer(config: config_lib.TrainConfig):
     if config.optimizer == "adagrad":
         return tf.keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.1)
@@ -223,6 +233,13 @@ def run(config: config_lib.TrainConfig) -> dict:
         )
     elif config.validate_every:
         validator = Validator(config, data_dir)
+    validate_every = validation_interval(config, schema)
+    if validator is not None and validate_every != config.validate_every:
+        logging.info(
+            "train: validating every %d steps (--max_validations_per_epoch=%d)",
+            validate_every,
+            config.max_validations_per_epoch,
+        )
     history = _read_validations(config.model_dir)
     # Validations after the checkpoint we resume from are redone.
     history = [r for r in history if r["step"] <= start_step]
@@ -300,7 +317,7 @@ def run(config: config_lib.TrainConfig) -> dict:
                 rate,
             )
             window_start, window_steps = time.time(), 0
-        if validator is not None and (step % config.validate_every == 0 or step == steps):
+        if validator is not None and (step % validate_every == 0 or step == steps):
             metrics = validator(model)
             value = metrics["all"][VALIDATION_METRIC]
             improved = value > best_value
