@@ -79,11 +79,10 @@ def encode_item(item: dict, features) -> tuple[bytes, bytes, bytes]:
     sorted features under another key prefix.
     """
     encoded = sorted(item_features(item, features).items())
-    return (
-        tf_example.example_of_entries(tf_example.entries(encoded)),
-        tf_example.entries(encoded, schema_lib.QUERY_PREFIX),
-        tf_example.entries(encoded, schema_lib.CANDIDATE_PREFIX),
+    plain, query, candidate = tf_example.entries_under_prefixes(
+        encoded, ("", schema_lib.QUERY_PREFIX, schema_lib.CANDIDATE_PREFIX)
     )
+    return tf_example.example_of_entries(plain), query, candidate
 
 
 class EncodeItems(beam.PTransform):

@@ -75,6 +75,24 @@ def entries(features: Mapping[str, bytes] | Sequence[tuple[str, bytes]], prefix:
     return b"".join(parts)
 
 
+def entries_under_prefixes(
+    features: Sequence[tuple[str, bytes]], prefixes: Sequence[str]
+) -> list[bytes]:
+    """`entries(features, prefix)` for each prefix, each value encoded once.
+
+    `features` must be sorted by key; a common prefix keeps that order.
+    """
+    values = [(key, _BYTES_FIELD_2 + _varint(len(value)) + value) for key, value in features]
+    out = []
+    for prefix in prefixes:
+        parts = []
+        for key, value in values:
+            body = _key_field(prefix + key) + value
+            parts.append(_BYTES_FIELD_1 + _varint(len(body)) + body)
+        out.append(b"".join(parts))
+    return out
+
+
 def example_of_entries(encoded_entries: bytes) -> bytes:
     """Example{features: Features{...}} from map entries already encoded in key order."""
     return _field(1, encoded_entries)
