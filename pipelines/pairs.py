@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 
 import apache_beam as beam
 
@@ -186,6 +187,7 @@ class JoinPairs(beam.PTransform):
                         )
                         continue
                     joined.append((*pair, entries[index]))
+                logging.info("preprocess: joined %d pairs with their %s", len(joined), side)
                 if joined:
                     yield joined
 

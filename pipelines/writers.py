@@ -13,6 +13,7 @@ fits (the preprocess job picks about 64 MB of records per shard).
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -79,12 +80,15 @@ class WriteSortedShards(beam.PTransform):
                 ordered = sorted(shard_records, key=lambda kv: (order_key(kv[0]), kv))
             else:
                 ordered = sorted(shard_records)
-            with FileSystems.create(shard_path(directory, prefix, index, num_shards, suffix)) as f:
+            path = shard_path(directory, prefix, index, num_shards, suffix)
+            with FileSystems.create(path) as f:
                 if tfrecord:
                     for _, value in ordered:
                         _TFRecordUtil.write_record(f, value)
                 else:
                     f.write(b"".join(value + b"\n" for _, value in ordered))
+            # Progress of a long job: one line per shard written (forwarded by worker processes).
+            logging.info("preprocess: wrote %s (%d records)", path, len(ordered))
             yield len(ordered)
 
         def to_shards(batch):
