@@ -674,6 +674,42 @@ def test_popularity_prior_is_built_into_the_index(exported, tmp_path):
     assert plain.max() <= 1.0 + 1e-5 < got["scores"].numpy()[0].max()
 
 
+def test_blend_without_tfidf_serves_both_rankings_from_the_scann_index(exported, tmp_path):
+    """w = 0: the similar ranking is a search of the same ScaNN index, queries ending in -gamma
+    instead of beta; its lists are evaluation's exact lists up to the index's recall."""
+    from ssl_retrieval import blending, popularity
+    from ssl_retrieval import model as model_lib
+    from ssl_retrieval.evaluation import evaluator
+
+    model_dir = exported["config"].model_dir
+    blend = blending.Blend(
+        popularity_prior=0.3, content_weight=0.0, prior_share=0.4, popularity_penalty=0.5
+    )  # a large gamma, so that a wrong sign would change the lists
+    config = dataclasses.replace(
+        exact_export_config(model_dir, tmp_path, **dataclasses.asdict(blend)), index="scann"
+    )
+    module, info = exporter.build(config)
+    assert info["similar_ranking"] == "index"
+    assert info["similar_recall_at_10_vs_brute_force"] >= 0.9
+    assert not hasattr(module, "item_embeddings")  # no corpus copy for an exact ranking
+    data_dir = info["data_dir"]
+    ids = np.array(evaluator.corpus_ids(data_dir))
+    trained = model_lib.load_from_model_dir(model_dir)
+    queries, items = evaluator.embed_corpus(trained, data_dir)
+    retrieve = evaluator.blend_retriever(
+        blend, queries, items, popularity.log_counts(data_dir, ids), None
+    )
+    rows = np.array([int(np.where(ids == i)[0][0]) for i in IDS])
+    expected = ids[retrieve(rows, (10,))[10]]
+    got = module.similar_items(tf.constant(IDS), tf.constant(10))["ids"].numpy().astype(str)
+    overlap = np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, expected, strict=True)])
+    assert overlap >= 0.9
+    assert all(len(set(row)) == 10 and row[0] != "" for row in got)  # no duplicates, full lists
+    # With TF-IDF the similar ranking stays exact.
+    with_tfidf = dataclasses.replace(config, content_weight=1.0)
+    assert exporter.build(with_tfidf)[1]["similar_ranking"] == "exact"
+
+
 def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
     """With a blend, both signatures merge the index's popular ranking with the exact
     cos + w * tfidf ranking, as evaluation does (blending.py)."""

@@ -17,9 +17,11 @@ Signatures (explicit TensorSpecs):
       item itself is excluded; unknown ids give found = false and empty rows.
       Lists follow the model's blend (blending.py, `blend` in export_info.json): the first
       round(prior_share * k) from the index (cos + beta * log(1 + count)), the rest from the
-      exact similar ranking cos + w * tfidf - gamma * log(1 + count) over the whole corpus
-      (brute force: N x d flops and the TF-IDF matrix's non-zeros per query), each item with
-      the score of its ranking.
+      similar ranking cos + w * tfidf - gamma * log(1 + count), each item with the score of its
+      ranking. Without TF-IDF (w = 0) and with a ScaNN index the similar ranking is a search
+      of the same index (queries end in -gamma instead of beta); with TF-IDF it is exact over
+      the whole corpus (N x d flops and the TF-IDF matrix's non-zeros per query).
+      `similar_ranking` in export_info.json says which.
   similar_items_by_features(<feature tensors>, k) -> ids, scores: the query tower on raw
       features, for items not in the corpus (cold start).
   item_embedding(<feature tensors>) -> embedding [B, d]: the item tower.
@@ -157,13 +159,18 @@ class SimilarItemsModule(tf.Module):
         blend: blending.Blend | None = None,
         content: tfidf.Tfidf | None = None,
         log_counts: np.ndarray | None = None,
+        similar_from_index: bool = False,
     ):
         super().__init__()
         blend = blend or blending.Blend()
-        # The index holds [item, log(1 + count)] when the blend has a popularity prior, and
-        # queries then end in beta (popularity.py). Without the similar ranking (prior_share 1)
-        # that index is the whole answer; with it, the similar ranking is exact over the corpus.
+        # The index holds [item, log(1 + count)] when a ranking adds a multiple of the
+        # popularity (`shifted`), and queries then end in that multiple (popularity.py): beta for
+        # the popular ranking, -gamma for the similar one. Without the similar ranking
+        # (prior_share 1) the index is the whole answer. The similar ranking comes from the same
+        # index when it has no TF-IDF term (`similar_from_index`), else it is exact.
         self.blend = blend
+        self.similar_from_index = similar_from_index
+        self.shifted = shifted_index(blend, similar_from_index)
         self.query_tower = model.query_tower
         self.item_tower = model.item_tower
         self.index = index
@@ -173,10 +180,11 @@ class SimilarItemsModule(tf.Module):
         encoded_ids = tf.constant([str(i).encode("utf-8") for i in item_ids], tf.string)
         self.item_ids = tf.Variable(encoded_ids, trainable=False)
         self.query_embeddings = tf.Variable(query_embeddings.astype(np.float32), trainable=False)
-        if not blend.single_ranking:
+        exact_similar = not blend.single_ranking and not similar_from_index
+        if exact_similar:
             self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32), trainable=False)
         self.content = ContentVectors(content) if blend.content_weight else None
-        if blend.popularity_penalty and not blend.single_ranking:
+        if blend.popularity_penalty and exact_similar:
             self.log_counts = tf.constant(np.asarray(log_counts, np.float32))
         self.id_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
@@ -199,9 +207,13 @@ class SimilarItemsModule(tf.Module):
     def _popular(self, queries, exclude):
         """[B, max_k] corpus indices (-1 padding) and scores of the popular ranking (the index),
         dropping `exclude` [B] corpus indices (-1: none)."""
-        if self.blend.popularity_prior:
-            beta = tf.fill([tf.shape(queries)[0], 1], self.blend.popularity_prior)
-            queries = tf.concat([queries, beta], axis=1)
+        return self._from_index(queries, self.blend.popularity_prior, exclude)
+
+    def _from_index(self, queries, popularity_weight: float, exclude):
+        """The index's top max_k for cos + popularity_weight * log(1 + count), without `exclude`."""
+        if self.shifted:
+            weight = tf.fill([tf.shape(queries)[0], 1], tf.constant(popularity_weight, tf.float32))
+            queries = tf.concat([queries, weight], axis=1)
         scores, indices = self.index.search(queries, self.max_k + 1)
         # ScaNN's op has no static shape; the ragged mask below needs the rank.
         scores = tf.reshape(scores, [-1, self.max_k + 1])
@@ -213,7 +225,10 @@ class SimilarItemsModule(tf.Module):
         return indices[:, : self.max_k], scores[:, : self.max_k]
 
     def _similar(self, queries, content_vectors, exclude):
-        """[B, max_k] corpus indices and scores of the similar ranking, exact."""
+        """[B, max_k] corpus indices and scores of the similar ranking: from the index, or exact
+        over the corpus when it has a TF-IDF term."""
+        if self.similar_from_index:
+            return self._from_index(queries, -self.blend.popularity_penalty, exclude)
         scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
         if self.content is not None:
             scores += self.blend.content_weight * self.content.similarities(content_vectors)
@@ -284,6 +299,11 @@ Signatures: similar_items, similar_items_by_features, item_embedding (see export
 """
 
 
+def shifted_index(blend: blending.Blend, similar_from_index: bool) -> bool:
+    """Whether the index holds [item, log(1 + count)]: a ranking it serves adds popularity."""
+    return bool(blend.popularity_prior) or (similar_from_index and bool(blend.popularity_penalty))
+
+
 def build_index(config: ExportConfig, item_embeddings, sample_queries, max_k: int):
     """The index, its Recall@10 on `sample_queries` against brute force, and the tuning trail.
 
@@ -344,10 +364,16 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         config.popularity_penalty,
     )
     log_counts = popularity.log_counts(data_dir, item_ids)
+    # Without TF-IDF the similar ranking is a maximum inner product search too (its popularity
+    # penalty is the index's last coordinate times -gamma), so ScaNN serves both rankings: at
+    # 1M items an exact similar ranking costs ~90 ms a query, the index ~1 ms.
+    similar_from_index = (
+        config.index == "scann" and not blend.single_ranking and not blend.content_weight
+    )
     index_queries, index_items = popularity.augment(
         query_embeddings, item_embeddings, log_counts, blend.popularity_prior
     )
-    if not blend.popularity_prior:  # plain cosine: no extra dimension
+    if not shifted_index(blend, similar_from_index):  # plain cosine: no extra dimension
         index_queries, index_items = query_embeddings, item_embeddings
     content = tfidf.build(data_dir) if blend.content_weight else None
     n = len(item_ids)
@@ -356,6 +382,14 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     rng = np.random.default_rng(0)
     sample = rng.choice(n, size=min(config.recall_sample, n), replace=False)
     index, recall, tuning = build_index(config, index_items, index_queries[sample], max_k + 1)
+    similar_recall = None
+    if similar_from_index:
+        similar_queries = index_queries[sample].copy()
+        if shifted_index(blend, similar_from_index):
+            similar_queries[:, -1] = -blend.popularity_penalty
+        similar_recall = index_lib.recall_against_brute_force(
+            index, index_items, similar_queries, min(10, n)
+        )
     features = [{"name": f["name"], "kind": f["kind"]} for f in model.encoder.features]
     module = SimilarItemsModule(
         model,
@@ -368,6 +402,7 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         blend,
         content,
         log_counts,
+        similar_from_index,
     )
     info = {
         "version": step,
@@ -383,6 +418,12 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         "index_params": index.params,
         "index_build_seconds": round(index.build_seconds, 3),
         "recall_at_10_vs_brute_force": recall,
+        # How the similar ranking is served: "index" (ScaNN, this recall on the same sample),
+        # "exact" (over the whole corpus) or None (the blend has no similar ranking).
+        "similar_ranking": None
+        if blend.single_ranking
+        else ("index" if similar_from_index else "exact"),
+        "similar_recall_at_10_vs_brute_force": similar_recall,
         "recall_sample": int(len(sample)),
         "index_tuning": tuning,
         "features": features,
