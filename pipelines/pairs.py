@@ -118,6 +118,100 @@ def _weight_entry(weight: float) -> bytes:
     return tf_example.entries({schema_lib.WEIGHT_KEY: tf_example.float_feature([weight])})
 
 
+SPLIT_OUTPUTS = (TRAIN, VALIDATION, EVAL, "train_candidates", "eval_candidates", "downsampled")
+
+
+def _split_batch(batch, fractions, record):
+    """The tagged outputs of a batch of joined pairs (tuples starting query, candidate).
+
+    `fractions`: (eval, validation, train) fractions; `record(pair)` -> (key, value).
+    """
+    eval_fraction, validation_fraction, train_fraction = fractions
+    out = {name: [] for name in (TRAIN, VALIDATION, EVAL)}
+    train_candidates, eval_candidates, downsampled = [], [], 0
+    for pair in batch:
+        q, c = pair[0], pair[1]
+        split = split_of(q, c, eval_fraction, validation_fraction)
+        if split == TRAIN and not kept_for_training(q, c, train_fraction):
+            downsampled += 1
+            continue
+        out[split].append(record(pair))
+        if split == EVAL:
+            eval_candidates.append(c)
+        elif split == TRAIN:
+            train_candidates.append(c)
+    for name, records in out.items():
+        if records:
+            yield beam.pvalue.TaggedOutput(name, records)
+    if train_candidates:
+        yield beam.pvalue.TaggedOutput("train_candidates", train_candidates)
+    if eval_candidates:
+        yield beam.pvalue.TaggedOutput("eval_candidates", eval_candidates)
+    yield beam.pvalue.TaggedOutput("downsampled", downsampled)
+
+
+def _unknown_item(pair: dict, field: str) -> dict:
+    return dead_letter(
+        pair["file"],
+        pair["line"],
+        field,
+        f"unknown item {pair[field]!r}",
+        f"{pair[schema_lib.RAW_QUERY_ID]} -> {pair[schema_lib.RAW_CANDIDATE_ID]}",
+    )
+
+
+def encode_pair(pair: tuple, entries) -> bytes:
+    """The Example of a (query, candidate, weight) pair from `entries` (id -> (query entries,
+    candidate entries)), the side input of LookupPairs."""
+    query, candidate, weight = pair
+    return pair_example(entries[candidate][1], entries[query][0], weight)
+
+
+class LookupPairs(beam.PTransform):
+    """Batches of pairs + every item's encoded entries as a side input -> the split pairs.
+
+    The join without a shuffle, for catalogues whose encoded items fit in a worker's memory
+    (about 1 KB per item; `pipeline.SIDE_INPUT_JOIN_BYTES`): each batch looks its items up
+    where it is. Outputs as JoinPairs', except that TRAIN, VALIDATION and EVAL hold
+    (key, (query, candidate, weight)): the writer encodes them (`encode_pair`) while it writes
+    a shard, so the job never holds every Example at once. The same dead letters as JoinPairs.
+
+    Args:
+      entries: side input (item id -> (query entries, candidate entries)).
+    """
+
+    def __init__(
+        self,
+        entries,
+        eval_fraction: float,
+        train_fraction: float,
+        validation_fraction: float = 0.0,
+    ):
+        super().__init__()
+        self._entries = entries
+        self._fractions = (eval_fraction, validation_fraction, train_fraction)
+
+    def expand(self, pairs):
+        fractions = self._fractions
+        query_key, cand_key = schema_lib.RAW_QUERY_ID, schema_lib.RAW_CANDIDATE_ID
+
+        def lookup(batch, entries):
+            known = []
+            for pair in batch:
+                if pair[query_key] not in entries:
+                    yield beam.pvalue.TaggedOutput(ERRORS, _unknown_item(pair, query_key))
+                elif pair[cand_key] not in entries:
+                    yield beam.pvalue.TaggedOutput(ERRORS, _unknown_item(pair, cand_key))
+                else:
+                    known.append((pair[query_key], pair[cand_key], pair[schema_lib.RAW_WEIGHT]))
+            yield from _split_batch(known, fractions, lambda p: (pair_key(p[0], p[1]), p))
+
+        split = pairs | "LookupAndSplit" >> beam.FlatMap(lookup, self._entries).with_outputs(
+            ERRORS, *SPLIT_OUTPUTS
+        )
+        return {name: split[name] for name in (*SPLIT_OUTPUTS, ERRORS)}
+
+
 class JoinPairs(beam.PTransform):
     """Batches of pairs + buckets of items -> the split, encoded pairs.
 
@@ -220,31 +314,18 @@ class JoinPairs(beam.PTransform):
             >> beam.FlatMap(attach("candidate")).with_outputs(ERRORS, main="pairs")
         )
 
+        fractions = (eval_fraction, validation_fraction, train_fraction)
+
         def split_and_encode(batch):
-            out = {name: [] for name in (TRAIN, VALIDATION, EVAL)}
-            train_candidates, eval_candidates, downsampled = [], [], 0
-            for q, c, weight, _, _, query_entries, candidate_entries in batch:
-                split = split_of(q, c, eval_fraction, validation_fraction)
-                if split == TRAIN and not kept_for_training(q, c, train_fraction):
-                    downsampled += 1
-                    continue
-                example = pair_example(candidate_entries, query_entries, weight)
-                out[split].append((pair_key(q, c), example))
-                if split == EVAL:
-                    eval_candidates.append(c)
-                elif split == TRAIN:
-                    train_candidates.append(c)
-            for name, records in out.items():
-                if records:
-                    yield beam.pvalue.TaggedOutput(name, records)
-            if train_candidates:
-                yield beam.pvalue.TaggedOutput("train_candidates", train_candidates)
-            if eval_candidates:
-                yield beam.pvalue.TaggedOutput("eval_candidates", eval_candidates)
-            yield beam.pvalue.TaggedOutput("downsampled", downsampled)
+            # pair: (query, candidate, weight, file, line, query entries, candidate entries)
+            return _split_batch(
+                batch,
+                fractions,
+                lambda p: (pair_key(p[0], p[1]), pair_example(p[6], p[5], p[2])),
+            )
 
         split = with_both.pairs | "SplitAndEncode" >> beam.FlatMap(split_and_encode).with_outputs(
-            TRAIN, VALIDATION, EVAL, "train_candidates", "eval_candidates", "downsampled"
+            *SPLIT_OUTPUTS
         )
         errors = (with_query[ERRORS], with_both[ERRORS]) | "MergeJoinErrors" >> beam.Flatten()
         return {

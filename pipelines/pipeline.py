@@ -28,13 +28,25 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import mutual_information, raw_io, readers, stats, tmp_dirs, vocabulary, writers
-from pipelines.pairs import EVAL, TRAIN, VALIDATION, EncodeItems, JoinPairs
+from pipelines.pairs import (
+    EVAL,
+    TRAIN,
+    VALIDATION,
+    EncodeItems,
+    JoinPairs,
+    LookupPairs,
+    encode_pair,
+)
 from ssl_retrieval import atomic
 from ssl_retrieval import data_dir as data_dir_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.cli import option
 
 TARGET_SHARD_BYTES = 64 << 20
+AUTO_JOIN, SIDE_INPUT, SHUFFLE = "auto", "side_input", "shuffle"
+JOINS = (AUTO_JOIN, SIDE_INPUT, SHUFFLE)
+# --join=auto: the side-input join while the items' input (as JSON) is at most this big.
+SIDE_INPUT_JOIN_BYTES = 2 << 30
 META = "_meta"
 COUNTS = (
     "train_pairs",
@@ -111,6 +123,15 @@ class PreprocessConfig:
         "Lines).",
         enum=readers.FORMATS,
     )
+    join: str = option(
+        AUTO_JOIN,
+        "How pairs meet their items' features: side_input (every encoded item in each worker's "
+        "memory, about 1 KB an item; no shuffle of pairs or Examples), shuffle (pairs grouped "
+        "with their items' buckets, twice; any catalogue size), or auto: side_input when the "
+        "items' input is at most 2 GB of JSON (about 5M items), else shuffle. The outputs are "
+        "the same.",
+        enum=JOINS,
+    )
     csv_list_separator: str = option(
         readers.DEFAULT_CSV_LIST_SEPARATOR,
         "CSV input: separator of the values in a multi_hot cell.",
@@ -129,6 +150,7 @@ class PreprocessConfig:
             (self.max_vocab is None or self.max_vocab >= 1, "--max_vocab must be >= 1"),
             (self.min_count is None or self.min_count >= 1, "--min_count must be >= 1"),
             (self.num_shards >= 0, "--num_shards must be >= 0 (0 = automatic)"),
+            (self.join in JOINS, f"--join={self.join!r} is not one of {list(JOINS)}"),
             (
                 self.input_format in readers.FORMATS,
                 f"--input_format={self.input_format!r} is not one of {list(readers.FORMATS)}",
@@ -142,6 +164,13 @@ class PreprocessConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+def _join_of(config: PreprocessConfig, items: readers.InputSource) -> str:
+    if config.join != AUTO_JOIN:
+        return config.join
+    size = items.estimated_bytes
+    return SIDE_INPUT if size is not None and size <= SIDE_INPUT_JOIN_BYTES else SHUFFLE
 
 
 def _shard_counts(items: readers.InputSource, pairs: readers.InputSource, num_shards: int):
@@ -236,21 +265,34 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
         dense_stats=beam.pvalue.AsDict(dense),
     )
     encoded = items | "EncodeItems" >> EncodeItems(schema)
-    joined = {"pairs": parsed_pairs["pairs"], "items": encoded} | "JoinPairs" >> JoinPairs(
-        config.eval_fraction,
-        config.train_fraction,
-        config.validation_fraction,
-        num_buckets=shards["buckets"],
-    )
+    writer_options = {}
+    if _join_of(config, inputs["items"]) == SIDE_INPUT:
+        entries = beam.pvalue.AsDict(
+            encoded
+            | "Entries" >> beam.FlatMap(lambda bucket: [(i, (q, c)) for i, _, q, c in bucket[1]])
+        )
+        joined = parsed_pairs["pairs"] | "LookupPairs" >> LookupPairs(
+            entries, config.eval_fraction, config.train_fraction, config.validation_fraction
+        )
+        writer_options = {"encode": encode_pair, "side": entries}
+    else:
+        joined = {"pairs": parsed_pairs["pairs"], "items": encoded} | "JoinPairs" >> JoinPairs(
+            config.eval_fraction,
+            config.train_fraction,
+            config.validation_fraction,
+            num_buckets=shards["buckets"],
+        )
     item_records = encoded | "ItemRecords" >> beam.Map(
         lambda bucket: [(item_id, example) for item_id, example, _, _ in bucket[1]]
     )
     counts = {
         "train": joined[TRAIN]
-        | "WriteTrain" >> writers.WriteSortedShards(out, "train", shards[TRAIN]),
-        "eval": joined[EVAL] | "WriteEval" >> writers.WriteSortedShards(out, "eval", shards[EVAL]),
+        | "WriteTrain" >> writers.WriteSortedShards(out, "train", shards[TRAIN], **writer_options),
+        "eval": joined[EVAL]
+        | "WriteEval" >> writers.WriteSortedShards(out, "eval", shards[EVAL], **writer_options),
         "validation": joined[VALIDATION]
-        | "WriteValidation" >> writers.WriteSortedShards(out, "validation", shards[VALIDATION]),
+        | "WriteValidation"
+        >> writers.WriteSortedShards(out, "validation", shards[VALIDATION], **writer_options),
         "items": item_records
         | "WriteItems" >> writers.WriteSortedShards(out, "items", shards["items"]),
     }
@@ -418,12 +460,14 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
     try:
         options = PipelineOptions(beam_args or [])
         logging.info(
-            "preprocess: %d item files (%s), %d pair files (%s) -> %s",
+            "preprocess: %d item files (%s), %d pair files (%s) -> %s (%s join, %d train shards)",
             len(files["items"]),
             inputs["items"].format,
             len(files["pairs"]),
             inputs["pairs"].format,
             out_dir,
+            _join_of(config, inputs["items"]),
+            shards[TRAIN],
         )
         with beam.Pipeline(runner=local_runner(options), options=options) as p:
             build_pipeline(p, config, schema, inputs, shards, tmp)

@@ -48,6 +48,9 @@ class WriteSortedShards(beam.PTransform):
       tfrecord: frame records as TFRecords (else newline-terminated lines).
       order: "hashed" (records in the order of a hash of their key: a random, reproducible
         permutation) or "key" (sorted by key).
+      encode: optional `encode(value, side) -> bytes` applied to each value as its shard is
+        written, with `side` the value of the `side` side input (pairs.encode_pair: the records
+        travel small and become Examples only here).
     """
 
     def __init__(
@@ -57,8 +60,14 @@ class WriteSortedShards(beam.PTransform):
         num_shards: int,
         tfrecord: bool = True,
         order: str = "hashed",
+        encode=None,
+        side=None,
     ):
         super().__init__()
+        if (encode is None) != (side is None):
+            raise ValueError("encode and side come together")
+        self._encode = encode
+        self._side = side
         if order not in ("hashed", "key"):
             raise ValueError(f"order must be 'hashed' or 'key', got {order!r}")
         self._directory = directory
@@ -73,9 +82,13 @@ class WriteSortedShards(beam.PTransform):
         hashed = self._order == "hashed"
         suffix = ".tfrecord" if tfrecord else ".jsonl"
 
-        def write(element):
+        encode = self._encode
+
+        def write(element, side=None):
             index, groups = element
             shard_records = batches.flatten(groups)
+            if encode is not None:
+                shard_records = [(key, encode(value, side)) for key, value in shard_records]
             if hashed:
                 ordered = sorted(shard_records, key=lambda kv: (order_key(kv[0]), kv))
             else:
@@ -104,5 +117,5 @@ class WriteSortedShards(beam.PTransform):
             (routed, empty)
             | "WithEmptyShards" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.FlatMap(write)
+            | "WriteShard" >> beam.FlatMap(write, *([] if self._side is None else [self._side]))
         )

@@ -808,3 +808,20 @@ def test_mutual_information_does_not_depend_on_the_bucketing():
     with TestPipeline() as p:
         compared = sums(p, 1) | beam.Map(differences, many=beam.pvalue.AsSingleton(sums(p, 9)))
         assert_that(compared, equal_to([[]]))
+
+
+def test_side_input_and_shuffle_joins_give_byte_identical_outputs(raw, tmp_path):
+    outputs = {}
+    for join in ("side_input", "shuffle"):
+        out = tmp_path / join
+        summary = pipeline.run(config_for(raw, out, join=join))
+        outputs[join] = {
+            os.path.relpath(path, out): open(path, "rb").read()
+            for path in glob.glob(str(out / "**" / "*"), recursive=True)
+            if os.path.isfile(path) and not path.endswith("README.md")
+        }
+        assert summary["counts"]["error_records"] == raw["bad"]
+    assert outputs["side_input"].keys() == outputs["shuffle"].keys()
+    for name, content in outputs["side_input"].items():
+        assert content == outputs["shuffle"][name], name
+    assert any(name.startswith("train-") for name in outputs["shuffle"])
