@@ -157,3 +157,19 @@ def test_embed_corpus_matches_the_towers_and_embeds_once_when_shared(
     np.testing.assert_allclose(items, built.item_tower(corpus).numpy(), atol=1e-5)
     assert model.towers_are_shared(built) == share_towers
     assert calls == {"query": 3, "item": 0 if share_towers else 3}  # 120 items, batches of 50
+
+
+def test_train_item_counts_match_a_python_count(data_dir):
+    from collections import Counter
+
+    schema = schema_lib.load_from_data_dir(data_dir)
+    spec = {
+        f"{side}_item_id": tf.io.FixedLenFeature([], tf.string) for side in ("query", "candidate")
+    }
+    expected = Counter()
+    for path in data.files(data_dir, schema, "train"):
+        for record in tf.data.TFRecordDataset(path):
+            parsed = tf.io.parse_single_example(record, spec)
+            expected.update(parsed[key].numpy().decode() for key in spec)
+    counts = data.train_item_counts(data_dir, schema)
+    assert counts == dict(expected) and sum(counts.values()) > 0
