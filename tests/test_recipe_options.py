@@ -210,6 +210,7 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
         model_dir=str(tmp_path / "model"),
         train_steps=400,
         validate_every=10,
+        max_validations_per_epoch=0,  # tiny data: validate every 10 steps, uncapped
         patience=2,
         learning_rate=0.5,
         **TINY,

@@ -139,12 +139,22 @@ class Validator:
         needs_content = references_needed or max(config.blend_content_weights)
         content = tfidf.build(self._data_dir).matrix if needs_content else None
 
+        # Progress: each ranking is a pass over the whole corpus (half a minute at 1M items).
+        rankings = len(blending.DEFAULT_BETAS) + len(config.blend_content_weights) * len(
+            config.blend_popularity_penalties
+        )
+        done = []
+
         def top(blend):
             retrieve = evaluation.blend_retriever(blend, queries, items, log_counts, content)
-            return retrieve(np.unique(data.eval_query), (k,))[k]
+            lists = retrieve(np.unique(data.eval_query), (k,))[k]
+            done.append(blend)
+            logging.info("train: choosing the blend: ranking %d of %d", len(done), rankings)
+            return lists
 
         references = None
         if references_needed:
+            logging.info("train: choosing the blend: the reference recommenders on validation")
             references = {
                 name: evaluation.evaluate(
                     data, references_lib.make(name, data, self._data_dir, content), (10, k)
