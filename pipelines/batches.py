@@ -19,9 +19,12 @@ job sizes them from the input (`pipeline._shard_counts`).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+
+import apache_beam as beam
 
 BATCH_SIZE = 4096
 
@@ -52,3 +55,24 @@ def route(records: Iterable, key: Callable, num_buckets: int) -> Iterator[tuple[
 def flatten(groups: Iterable[list]) -> list:
     """One list of the records of a GroupByKey's grouped lists."""
     return [record for group in groups for record in group]
+
+
+class MergeCounts(beam.CombineFn):
+    """Lists of keys, or Counters, -> one Counter of them (Counter.update adds either): how a
+    batch's counts become the job's."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, counts, batch):
+        counts.update(batch)
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        merged = collections.Counter()
+        for counts in accumulators:
+            merged.update(counts)
+        return merged
+
+    def extract_output(self, counts):
+        return counts

@@ -6,34 +6,14 @@ distinct training candidate); everything before that is a CombinePerKey.
 
 from __future__ import annotations
 
-import collections
 import json
 import math
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines import batches
 from ssl_retrieval import data_dir as data_dir_lib
-
-
-class _CountCandidates(beam.CombineFn):
-    """Lists of candidate ids -> one Counter of them."""
-
-    def create_accumulator(self):
-        return collections.Counter()
-
-    def add_input(self, counts, candidates):
-        counts.update(candidates)
-        return counts
-
-    def merge_accumulators(self, accumulators):
-        merged = collections.Counter()
-        for counts in accumulators:
-            merged.update(counts)
-        return merged
-
-    def extract_output(self, counts):
-        return counts
 
 
 class ComputeSliceStats(beam.PTransform):
@@ -74,7 +54,7 @@ class ComputeSliceStats(beam.PTransform):
             }
 
         def counted(name):
-            return inputs[name] | f"Count_{name}" >> beam.CombineGlobally(_CountCandidates())
+            return inputs[name] | f"Count_{name}" >> beam.CombineGlobally(batches.MergeCounts())
 
         return (
             inputs["train_candidates"].pipeline

@@ -14,6 +14,7 @@ import math
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines import batches
 from ssl_retrieval import data_dir as data_dir_lib
 from ssl_retrieval import schema as schema_lib
 
@@ -35,26 +36,6 @@ def caps(feature: schema_lib.Feature, max_vocab: int | None, min_count: int | No
 def rank_key(value: str, count: int) -> tuple[int, str]:
     """Sort key of a value in its vocabulary: most items first, then by value."""
     return (-count, value)
-
-
-class _CountValues(beam.CombineFn):
-    """Counters of values merged into one: the value counts of one feature."""
-
-    def create_accumulator(self):
-        return collections.Counter()
-
-    def add_input(self, counts, partial):
-        counts.update(partial)
-        return counts
-
-    def merge_accumulators(self, accumulators):
-        merged = collections.Counter()
-        for counts in accumulators:
-            merged.update(counts)
-        return merged
-
-    def extract_output(self, counts):
-        return counts
 
 
 class ComputeVocabularies(beam.PTransform):
@@ -115,7 +96,7 @@ class ComputeVocabularies(beam.PTransform):
         counts = (
             items
             | "CountValues" >> beam.FlatMap(count)
-            | "MergeCounts" >> beam.CombinePerKey(_CountValues())
+            | "MergeCounts" >> beam.CombinePerKey(batches.MergeCounts())
         )
         written = counts | "WriteVocabularies" >> beam.FlatMap(write).with_outputs(
             "codes", main="sizes"
