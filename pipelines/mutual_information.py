@@ -27,6 +27,7 @@ import math
 import apache_beam as beam
 import numpy as np
 
+from pipelines.vocabulary import transform_dense
 from ssl_retrieval import schema as schema_lib
 
 MISSING = "<MISSING>"
@@ -40,13 +41,6 @@ _NUM_DENSE_BINS = 16
 dense_bin = schema_lib.dense_bin  # the binning formula lives with the schema
 
 
-def in_vocabulary(value: str, count: int, cutoff, min_count: int) -> bool:
-    """Whether a value with `count` items is kept by a vocabulary whose last kept key is cutoff."""
-    if cutoff is None or count < min_count:
-        return False
-    return (-count, value) <= (cutoff[0], cutoff[1])
-
-
 def _dense_code(z: float) -> int:
     return _FIRST_CODE + int(dense_bin(z)[len("bin") :]) + _NUM_DENSE_BINS // 2
 
@@ -54,8 +48,6 @@ def _dense_code(z: float) -> int:
 def _feature_codes(bucket, feature, vocabulary, dense_stats):
     """One feature over a bucket's items in CSR form: (lengths, codes, weights), and the number
     of distinct codes the feature can have."""
-    from pipelines.vocabulary import transform_dense
-
     name = feature.name
     lengths, codes = [], []
     if feature.kind == schema_lib.DENSE:

@@ -69,10 +69,6 @@ def item_features(item: dict, features, prefix: str = "") -> dict[str, bytes]:
     return out
 
 
-def item_example(item: dict, features) -> bytes:
-    return tf_example.example(item_features(item, features))
-
-
 def encode_item(item: dict, features) -> tuple[bytes, bytes, bytes]:
     """(its corpus Example, its map entries as a query, as a candidate), features encoded once.
 
@@ -150,14 +146,10 @@ def _split_batch(batch, fractions, record):
     yield beam.pvalue.TaggedOutput("downsampled", downsampled)
 
 
-def _unknown_item(pair: dict, field: str) -> dict:
-    return dead_letter(
-        pair["file"],
-        pair["line"],
-        field,
-        f"unknown item {pair[field]!r}",
-        f"{pair[schema_lib.RAW_QUERY_ID]} -> {pair[schema_lib.RAW_CANDIDATE_ID]}",
-    )
+def _unknown_item(path: str, line: int, field: str, query: str, candidate: str) -> dict:
+    """The dead letter of a pair whose `field` (query_id or candidate_id) is not in the corpus."""
+    item_id = query if field == schema_lib.RAW_QUERY_ID else candidate
+    return dead_letter(path, line, field, f"unknown item {item_id!r}", f"{query} -> {candidate}")
 
 
 def encode_pair(pair: tuple, entries) -> bytes:
@@ -171,7 +163,7 @@ class LookupPairs(beam.PTransform):
     """Batches of pairs + every item's encoded entries as a side input -> the split pairs.
 
     The join without a shuffle, for catalogues whose encoded items fit in a worker's memory
-    (about 1 KB per item; `pipeline.SIDE_INPUT_JOIN_BYTES`): each batch looks its items up
+    (under 1 KB an item; `pipeline.SIDE_INPUT_JOIN_BYTES`): each batch looks its items up
     where it is. Outputs as JoinPairs', except that TRAIN, VALIDATION and EVAL hold
     (key, (query, candidate, weight)): the writer encodes them (`encode_pair`) while it writes
     a shard, so the job never holds every Example at once. The same dead letters as JoinPairs.
@@ -198,12 +190,13 @@ class LookupPairs(beam.PTransform):
         def lookup(batch, entries):
             known = []
             for pair in batch:
-                if pair[query_key] not in entries:
-                    yield beam.pvalue.TaggedOutput(ERRORS, _unknown_item(pair, query_key))
-                elif pair[cand_key] not in entries:
-                    yield beam.pvalue.TaggedOutput(ERRORS, _unknown_item(pair, cand_key))
+                query, candidate = pair[query_key], pair[cand_key]
+                missing = next((k for k in (query_key, cand_key) if pair[k] not in entries), None)
+                if missing is not None:
+                    error = _unknown_item(pair["file"], pair["line"], missing, query, candidate)
+                    yield beam.pvalue.TaggedOutput(ERRORS, error)
                 else:
-                    known.append((pair[query_key], pair[cand_key], pair[schema_lib.RAW_WEIGHT]))
+                    known.append((query, candidate, pair[schema_lib.RAW_WEIGHT]))
             yield from _split_batch(known, fractions, lambda p: (pair_key(p[0], p[1]), p))
 
         split = pairs | "LookupAndSplit" >> beam.FlatMap(lookup, self._entries).with_outputs(
@@ -269,16 +262,8 @@ class JoinPairs(beam.PTransform):
                 for pair in batches.flatten(grouped["pairs"]):
                     entries = entries_of.get(pair[index])
                     if entries is None:
-                        yield beam.pvalue.TaggedOutput(
-                            ERRORS,
-                            dead_letter(
-                                pair[3],
-                                pair[4],
-                                name,
-                                f"unknown item {pair[index]!r}",
-                                f"{pair[0]} -> {pair[1]}",
-                            ),
-                        )
+                        error = _unknown_item(pair[3], pair[4], name, pair[0], pair[1])
+                        yield beam.pvalue.TaggedOutput(ERRORS, error)
                         continue
                     joined.append((*pair, entries[index]))
                 logging.info("preprocess: joined %d pairs with their %s", len(joined), side)

@@ -126,9 +126,9 @@ class PreprocessConfig:
     join: str = option(
         AUTO_JOIN,
         "How pairs meet their items' features: side_input (every encoded item in each worker's "
-        "memory, about 1 KB an item; no shuffle of pairs or Examples), shuffle (pairs grouped "
+        "memory, under 1 KB an item; no shuffle of pairs or Examples), shuffle (pairs grouped "
         "with their items' buckets, twice; any catalogue size), or auto: side_input when the "
-        "items' input is at most 2 GB of JSON (about 5M items), else shuffle. The outputs are "
+        "items' input is at most 2 GB of JSON (millions of items), else shuffle. The outputs are "
         "the same.",
         enum=JOINS,
     )

@@ -68,11 +68,7 @@ def entries(features: Mapping[str, bytes] | Sequence[tuple[str, bytes]], prefix:
     """The encoded map entries of Features{feature: map}, in sorted key order, each key
     prefixed with `prefix`."""
     pairs = features.items() if isinstance(features, Mapping) else features
-    parts = []
-    for key, value in sorted(pairs):
-        body = _key_field(prefix + key) + _BYTES_FIELD_2 + _varint(len(value)) + value
-        parts.append(_BYTES_FIELD_1 + _varint(len(body)) + body)
-    return b"".join(parts)
+    return entries_under_prefixes(sorted(pairs), (prefix,))[0]
 
 
 def entries_under_prefixes(

@@ -45,8 +45,7 @@ class ComputeVocabularies(beam.PTransform):
     CombinePerKey on the feature: the elements are a few per bucket, not one per value.
 
     Returns a dict of PCollections:
-      "sizes": (feature, {"vocab_size", "cutoff"}) per sparse feature; cutoff = rank_key of the
-               last kept value (None when the vocabulary is empty);
+      "sizes": (feature, {"vocab_size"}) per sparse feature;
       "codes": (feature, {value: line index}) per sparse feature but the id: the capped
                vocabulary as a side input for later stages (as tf.Transform hands its
                vocabularies on); its size is bounded by the feature's max_vocab.
@@ -86,8 +85,7 @@ class ComputeVocabularies(beam.PTransform):
             with FileSystems.create(vocab_path(directory, name)) as f:
                 # A newline inside a value would break the one-value-per-line format.
                 f.write(b"".join(v.replace("\n", " ").encode("utf-8") + b"\n" for _, v in kept))
-            cutoff = list(kept[-1]) if kept else None
-            yield name, {"vocab_size": len(kept), "cutoff": cutoff}
+            yield name, {"vocab_size": len(kept)}
             if name != id_name:
                 yield beam.pvalue.TaggedOutput(
                     "codes", (name, {v: i for i, (_, v) in enumerate(kept)})
