@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -164,6 +165,55 @@ def test_run_experiment_resumes_and_writes_the_report(tmp_path):
     runner.run_experiment(str(path), runner=_fake_runner(calls))
     assert [c[2] for c in calls] == ["ssl_retrieval.train", "ssl_retrieval.evaluate"]
     assert any(a.endswith("1.0/cfm/seed1") for a in calls[0])
+
+
+def _fake_data_dir(path, num_items=10):
+    """What the ledger's fingerprint reads from a data dir."""
+    os.makedirs(os.path.join(path, "stats"), exist_ok=True)
+    with open(os.path.join(path, "stats.json"), "w") as f:
+        json.dump({"num_items": num_items}, f)
+    with open(os.path.join(path, "stats", "candidate_counts.tsv"), "w") as f:
+        f.write("a\t3\n")
+    return str(path)
+
+
+def test_a_fresh_clone_resumes_from_the_committed_results(tmp_path):
+    config = {
+        **CONFIG,
+        "sweeps": {},
+        "output_dir": str(tmp_path / "report"),
+        "runs_dir": str(tmp_path / "runs"),
+        "data_dirs": {
+            "1.0": _fake_data_dir(tmp_path / "d1"),
+            "0.1": _fake_data_dir(tmp_path / "d01"),
+        },
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+
+    def trained(calls):
+        return sorted(next(a for a in c if a.startswith("--model_dir=")) for c in calls)
+
+    calls = []
+    runner.run_experiment(str(path), runner=_fake_runner(calls))
+    assert len(trained(c for c in calls if c[2] == "ssl_retrieval.train")) == 8
+    # A fresh clone has results.jsonl but no model dirs: nothing is trained again.
+    shutil.rmtree(tmp_path / "runs")
+    calls.clear()
+    summary = runner.run_experiment(str(path), runner=_fake_runner(calls))
+    assert calls == [] and summary["results"] == 8
+    # Other data at 0.1 (say a newer package index): its runs are trained again, not mixed in.
+    _fake_data_dir(tmp_path / "d01", num_items=11)
+    runner.run_experiment(str(path), runner=_fake_runner(calls))
+    retrained = trained(c for c in calls if c[2] == "ssl_retrieval.train")
+    assert len(retrained) == 4 and all("/0.1/" in d for d in retrained)
+    # Another flag: every run is trained again.
+    shutil.rmtree(tmp_path / "runs")
+    config["extra_flags"] = ["--epochs=2"]
+    path.write_text(json.dumps(config))
+    calls.clear()
+    runner.run_experiment(str(path), runner=_fake_runner(calls))
+    assert len([c for c in calls if c[2] == "ssl_retrieval.train"]) == 8
 
 
 def test_failed_run_stops_with_its_stderr(tmp_path):

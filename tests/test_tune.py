@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -84,6 +85,45 @@ def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path)
     calls.clear()
     tuning.run_tuning(str(path), runner=_fake_trainer(calls))
     assert calls == []
+
+
+def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path):
+    data_dir = tmp_path / "data"
+    (data_dir / "stats").mkdir(parents=True)
+    (data_dir / "stats.json").write_text('{"num_items": 10}')
+    (data_dir / "stats" / "candidate_counts.tsv").write_text("a\t1\n")
+    config = {
+        "name": "toy",
+        "output_dir": str(tmp_path / "out"),
+        "runs_dir": str(tmp_path / "runs"),
+        "flagfile_dir": str(tmp_path / "flags"),
+        "data_dirs": {"1.0": str(data_dir)},
+        "common_flags": ["--validate_every=100"],
+        "methods": {"cfm": {"flagfile": "configs/c.cfg", "grid": GRID}},
+        "trials": 3,
+    }
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    calls = []
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    assert len(calls) == 3
+    first = (tmp_path / "out" / "trials.jsonl").read_text()
+    # No model dirs (a fresh clone): the committed trials stand, nothing is trained.
+    shutil.rmtree(tmp_path / "runs")
+    calls.clear()
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    assert calls == [] and (tmp_path / "out" / "trials.jsonl").read_text() == first
+    # A changed common flag makes them different trials.
+    config["common_flags"] = ["--validate_every=50"]
+    path.write_text(json.dumps(config))
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    assert len(calls) == 3
+    # So does other data.
+    shutil.rmtree(tmp_path / "runs")
+    calls.clear()
+    (data_dir / "stats" / "candidate_counts.tsv").write_text("a\t2\n")
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    assert len(calls) == 3
 
 
 def test_a_trial_that_did_not_validate_is_an_error(tmp_path):

@@ -3,7 +3,9 @@ r"""The experiment runner: methods x training fractions x seeds, then a report.
 `python -m ssl_retrieval.experiments --config=...` is its command; the command's docstring
 describes the config. Each run is `python -m ssl_retrieval.train` then `python -m
 ssl_retrieval.evaluate` in a subprocess (memory is returned after every run); finished runs
-(metrics.json present) are skipped, so an interrupted experiment resumes.
+(metrics.json present) are skipped, so an interrupted experiment resumes; so are runs recorded
+in the committed results.jsonl by the same commands on the same data (`ledger.py`), so it
+resumes on a fresh clone too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from collections.abc import Callable
 
 from ssl_retrieval import atomic
-from ssl_retrieval.experimentation import report
+from ssl_retrieval.experimentation import ledger, report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,18 +126,27 @@ def run_experiment(
     references_path = os.path.join(out_dir, "references.jsonl")
     runner = runner or _default_runner
     runs = plan(config)
+    recorded = ledger.load(results_path, "run_id")
+    fingerprints = {f: ledger.data_fingerprint(d) for f, d in config["data_dirs"].items()}
     results, skipped = [], 0
     for i, run in enumerate(runs):
         train, evaluate, model_dir = commands(config, run)
+        fingerprint = fingerprints[run.fraction]
+        previous = recorded.get(run.run_id)
         if os.path.exists(os.path.join(model_dir, "metrics.json")):
             skipped += 1
+            record = _result_record(run, model_dir)
+        elif ledger.reusable(previous, [train, evaluate], fingerprint):
+            skipped += 1
+            record = previous  # finished in an earlier sitting, maybe on another machine
         elif report_only:
             continue
         else:
             logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
             runner(train)
             runner(evaluate)
-        results.append(_result_record(run, model_dir))
+            record = _result_record(run, model_dir)
+        results.append(ledger.stamp(record, [train, evaluate], fingerprint))
         _write_jsonl(results_path, results)
     logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))
     references = _references(config, runner)

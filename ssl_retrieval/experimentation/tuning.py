@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ssl_retrieval import atomic
+from ssl_retrieval.experimentation import ledger
 
 METRIC = "best_validation_recall@50"
 
@@ -139,15 +140,25 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
     runner = runner or _default_runner
     out_dir = config["output_dir"]
     os.makedirs(out_dir, exist_ok=True)
+    trials_path = os.path.join(out_dir, "trials.jsonl")
+    recorded = ledger.load(trials_path, "trial_id")
+    fingerprints = {f: ledger.data_fingerprint(d) for f, d in config["data_dirs"].items()}
     trials = []
     points = plan(config)
     for i, (method, fraction, point) in enumerate(points):
         command, model_dir = train_command(config, method, fraction, point)
-        if not os.path.exists(os.path.join(model_dir, "train_metrics.json")):
+        fingerprint = fingerprints[fraction]
+        previous = recorded.get(trial_id(method, fraction, point))
+        if os.path.exists(os.path.join(model_dir, "train_metrics.json")):
+            record = _trial_record(method, fraction, point, model_dir)
+        elif ledger.reusable(previous, [command], fingerprint):
+            record = previous  # finished in an earlier sitting, maybe on another machine
+        else:
             logging.info("tune: trial %d/%d %s", i + 1, len(points), model_dir)
             runner(command)
-        trials.append(_trial_record(method, fraction, point, model_dir))
-        _write_jsonl(os.path.join(out_dir, "trials.jsonl"), trials)
+            record = _trial_record(method, fraction, point, model_dir)
+        trials.append(ledger.stamp(record, [command], fingerprint))
+        _write_jsonl(trials_path, trials)
     chosen = choose(trials)
     flagfiles = {f"{m}@{fr}": write_flagfile(config, t) for (m, fr), t in chosen.items()}
     _write_readme(config, trials, chosen, flagfiles, out_dir)
