@@ -3,6 +3,8 @@ r"""Writes a built-in dataset in the raw input format (items, pairs, schema, REA
   python -m ssl_retrieval.sources --source=debian --output_dir=runs/debian/raw
   python -m ssl_retrieval.sources --source=synthetic --num_items=1000000 \
       --num_pairs=10000000 --num_shards=8 --output_dir=runs/synth/raw
+  python -m ssl_retrieval.sources --source=linked --num_items=100000 --num_pairs=320000 \
+      --output_dir=runs/linked/raw
   python -m ssl_retrieval.sources --source=movielens --variant=1m-ratings --output_dir=runs/ml/raw
   python -m ssl_retrieval.sources --source=debian --format=parquet --output_dir=runs/debian/pq
 """
@@ -49,8 +51,10 @@ TFDS_DATA_DIR = flags.DEFINE_string(
     "tfds_data_dir", None, "movielens: TFDS data directory (default: TFDS's own)."
 )
 # synthetic
-NUM_ITEMS = flags.DEFINE_integer("num_items", 10_000, "synthetic: number of items.")
-NUM_PAIRS = flags.DEFINE_integer("num_pairs", 100_000, "synthetic: number of pairs.")
+NUM_ITEMS = flags.DEFINE_integer("num_items", 10_000, "synthetic, linked: number of items.")
+NUM_PAIRS = flags.DEFINE_integer(
+    "num_pairs", 100_000, "synthetic, linked: number of pairs (links for linked)."
+)
 NUM_CLUSTERS = flags.DEFINE_integer(
     "num_clusters", None, "synthetic: latent item clusters (default about sqrt(num_items))."
 )
@@ -60,7 +64,23 @@ ZIPF_EXPONENT = flags.DEFINE_float(
 NOISE = flags.DEFINE_float(
     "noise", 0.1, "synthetic: probability that a pair's candidate is from a random cluster."
 )
-SEED = flags.DEFINE_integer("seed", 0, "synthetic: random seed; same arguments, same bytes.")
+SEED = flags.DEFINE_integer(
+    "seed", 0, "synthetic, linked: random seed; same arguments, same bytes."
+)
+# linked (sources/linked.py)
+TOPIC_SIZE = flags.DEFINE_integer("topic_size", 40, "linked: mean items per latent topic.")
+TOPIC_LINKS = flags.DEFINE_float(
+    "topic_links", 0.6, "linked: probability that a link's other end is from the same topic."
+)
+GROUP_LINKS = flags.DEFINE_float(
+    "group_links", 0.25, "linked: probability that it is from the same group (another topic)."
+)
+TOPIC_WORDS = flags.DEFINE_float(
+    "topic_words", 0.5, "linked: probability that a title word is one of the topic's words."
+)
+ACTIVITY_SIGMA = flags.DEFINE_float(
+    "activity_sigma", 1.4, "linked: sigma of the log-normal item activity (0 = uniform)."
+)
 
 flags.mark_flags_as_required(["source", "output_dir"])
 SYNTHETIC_FLAGS = {
@@ -86,6 +106,21 @@ def _write() -> str:
 
         summary = movielens.build(
             OUTPUT_DIR.value, variant=VARIANT.value, tfds_data_dir=TFDS_DATA_DIR.value, **common
+        )
+    elif SOURCE.value == "linked":
+        from ssl_retrieval.sources import linked
+
+        summary = linked.build(
+            OUTPUT_DIR.value,
+            num_items=NUM_ITEMS.value,
+            num_pairs=NUM_PAIRS.value,
+            topic_size=TOPIC_SIZE.value,
+            topic_links=TOPIC_LINKS.value,
+            group_links=GROUP_LINKS.value,
+            topic_words=TOPIC_WORDS.value,
+            activity_sigma=ACTIVITY_SIGMA.value,
+            seed=SEED.value,
+            **common,
         )
     else:
         from ssl_retrieval.sources import synthetic
