@@ -70,6 +70,36 @@ def test_top_k_matches_numpy_with_chunks_ties_and_exclusions():
     assert 10 not in got[1] and 7 not in got[0]
 
 
+def test_top_k_many_gives_each_ranking_what_its_own_pass_gives():
+    rng = np.random.default_rng(3)
+    items = unit(rng.normal(size=(150, 8)).astype(np.float32))
+    queries = unit(rng.normal(size=(150, 8)).astype(np.float32))
+    boost = rng.normal(size=150).astype(np.float32)
+    query_indices = np.array([0, 5, 149, 77, 5])
+    exclude = [np.array([1]), np.array([]), np.array([0, 2]), [], [6]]
+    cosine = topk.embedding_scorer(queries, items)
+    scorers = {
+        "cos": cosine,
+        "boosted": lambda r, a, b: np.asarray(cosine(r, a, b)) + boost[None, a:b],
+        "negated": lambda r, a, b: -np.asarray(cosine(r, a, b)),
+    }
+
+    def many(rows, start, stop):
+        return ((name, scorer(rows, start, stop)) for name, scorer in scorers.items())
+
+    together = topk.top_k_many(
+        many, query_indices, 150, 9, exclude=exclude, query_batch=2, corpus_chunk=40
+    )
+    assert set(together) == set(scorers)
+    for name, scorer in scorers.items():
+        alone = topk.top_k(
+            scorer, query_indices, 150, 9, exclude=exclude, query_batch=2, corpus_chunk=40
+        )
+        np.testing.assert_array_equal(together[name][0], alone[0])
+        np.testing.assert_allclose(together[name][1], alone[1])
+    assert not (together["cos"][0] == together["negated"][0]).any()
+
+
 def make_case(seed=1, n=80, queries=30, pairs_per_query=3):
     rng = np.random.default_rng(seed)
     retrieved = np.stack([rng.permutation(n)[:20] for _ in range(queries)])

@@ -13,7 +13,7 @@ the lower position first, and chunks are merged in corpus order).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -69,33 +69,74 @@ def top_k(
       (indices [Q, k] int64, scores [Q, k] float32), best first; -1 / -inf where fewer than k
       items were left after the exclusions.
     """
+    return top_k_many(
+        lambda rows, start, stop: [(None, scorer(rows, start, stop))],
+        query_indices,
+        num_items,
+        k,
+        exclude,
+        query_batch,
+        corpus_chunk,
+        log_every,
+    )[None]
+
+
+# (query corpus indices, start, stop) -> (ranking, [Q, stop - start] scores) pairs: several
+# rankings that share work (one matrix product for all of them), scored in one pass over the
+# corpus. An iterator, so that one ranking's chunk is alive at a time.
+MultiScorer = Callable[[np.ndarray, int, int], Iterable]
+
+
+def top_k_many(
+    scorer: MultiScorer,
+    query_indices: np.ndarray,
+    num_items: int,
+    k: int,
+    exclude: Sequence[np.ndarray] | None = None,
+    query_batch: int = 1024,
+    corpus_chunk: int = 32768,
+    log_every: int = 20,
+) -> dict:
+    """`top_k` of every ranking `scorer` returns, in one pass over the corpus: {ranking: (indices,
+    scores)}. What the rankings share (the embeddings' product, the TF-IDF product) is computed
+    once per chunk instead of once per ranking."""
     query_indices = np.asarray(query_indices, dtype=np.int64)
     k = int(min(k, num_items - 1))
-    all_indices = np.full((len(query_indices), k), -1, np.int64)
-    all_scores = np.full((len(query_indices), k), -np.inf, np.float32)
+    out: dict = {}
     batches = range(0, len(query_indices), query_batch)
     for b, lo in enumerate(batches):
         rows = query_indices[lo : lo + query_batch]
         n = len(rows)
-        best_values = tf.fill([n, 0], np.float32(0))
-        best_indices = tf.zeros([n, 0], tf.int64)
+        best: dict = {}
         for start in range(0, num_items, corpus_chunk):
             stop = min(num_items, start + corpus_chunk)
-            chunk = tf.cast(tf.convert_to_tensor(scorer(rows, start, stop)), tf.float32)
-            chunk = _exclude(chunk, rows, start, stop, exclude, lo)
-            best_values, best_indices = _merge(
-                best_values, best_indices, chunk, tf.constant(start, tf.int64), tf.constant(k)
-            )
-        values = best_values.numpy()
-        indices = best_indices.numpy()
-        indices[~np.isfinite(values)] = -1
-        all_indices[lo : lo + n, : indices.shape[1]] = indices
-        all_scores[lo : lo + n, : values.shape[1]] = values
+            for key, chunk in scorer(rows, start, stop):
+                chunk = tf.cast(tf.convert_to_tensor(chunk), tf.float32)
+                chunk = _exclude(chunk, rows, start, stop, exclude, lo)
+                values, indices = best.get(
+                    key, (tf.fill([n, 0], np.float32(0)), tf.zeros([n, 0], tf.int64))
+                )
+                best[key] = _merge(
+                    values, indices, chunk, tf.constant(start, tf.int64), tf.constant(k)
+                )
+        for key, (values, indices) in best.items():
+            if key not in out:
+                out[key] = (
+                    np.full((len(query_indices), k), -1, np.int64),
+                    np.full((len(query_indices), k), -np.inf, np.float32),
+                )
+            values, indices = values.numpy(), indices.numpy()
+            indices[~np.isfinite(values)] = -1
+            out[key][0][lo : lo + n, : indices.shape[1]] = indices
+            out[key][1][lo : lo + n, : values.shape[1]] = values
         if log_every and (b + 1) % log_every == 0:
             logging.info(
                 "retrieval: %d / %d queries", min(lo + n, len(query_indices)), len(query_indices)
             )
-    return all_indices, all_scores
+    if not len(query_indices):  # no batch ran: ask the scorer which rankings it has
+        keys = [key for key, _ in scorer(query_indices, 0, min(1, num_items))]
+        out = {key: (np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)) for key in keys}
+    return out
 
 
 def _exclude(chunk, rows, start, stop, exclude, offset):

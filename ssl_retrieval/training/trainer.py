@@ -130,6 +130,7 @@ class Validator:
         """How lists are ranked (blending.py), chosen on the validation sample for this model."""
         from ssl_retrieval import tfidf  # noqa: PLC0415
         from ssl_retrieval.evaluation import references as references_lib  # noqa: PLC0415
+        from ssl_retrieval.evaluation import topk  # noqa: PLC0415
 
         evaluation, data, k = self._evaluation, self.data, 50
         queries, items = self.embed(model)
@@ -139,18 +140,14 @@ class Validator:
         needs_content = references_needed or max(config.blend_content_weights)
         content = tfidf.build(self._data_dir).matrix if needs_content else None
 
-        # Progress: each ranking is a pass over the whole corpus (half a minute at 1M items).
-        rankings = len(blending.DEFAULT_BETAS) + len(config.blend_content_weights) * len(
-            config.blend_popularity_penalties
-        )
-        done = []
-
-        def top(blend):
-            retrieve = evaluation.blend_retriever(blend, queries, items, log_counts, content)
-            lists = retrieve(np.unique(data.eval_query), (k,))[k]
-            done.append(blend)
-            logging.info("train: choosing the blend: ranking %d of %d", len(done), rankings)
-            return lists
+        # Every ranking the grid needs, retrieved in one pass over the corpus.
+        rankings = {("popular", b): (0.0, b) for b in blending.DEFAULT_BETAS}
+        for w in config.blend_content_weights:
+            for gamma in config.blend_popularity_penalties:
+                rankings["similar", w, gamma] = (w, -gamma)
+        logging.info("train: choosing the blend: %d rankings in one pass", len(rankings))
+        scorer = evaluation.rankings_scorer(queries, items, log_counts, content, rankings)
+        lists = topk.top_k_many(scorer, np.unique(data.eval_query), len(items), k)
 
         references = None
         if references_needed:
@@ -162,10 +159,8 @@ class Validator:
                 for name in references_lib.RECOMMENDERS
             }
         return blending.choose(
-            popular_lists=lambda beta: top(blending.Blend(popularity_prior=beta)),
-            similar_lists=lambda w, gamma: top(
-                blending.Blend(content_weight=w, prior_share=0.0, popularity_penalty=gamma)
-            ),
+            popular_lists=lambda beta: lists["popular", beta][0],
+            similar_lists=lambda w, gamma: lists["similar", w, gamma][0],
             evaluate_lists=lambda retrieved: evaluation.evaluate_lists(
                 data, lambda *_: {k: retrieved}, (k,)
             ),
