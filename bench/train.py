@@ -6,10 +6,17 @@ Prints JSON lines, all measured in this run on the same data and the same towers
   {"figure": "input_pipeline", "examples_per_s"}     the tf.data pipeline alone
   {"figure": "ratios", "cfm_over_baseline", "baseline_over_stock_tfrs", "input_over_cfm"}
 
+With --levers, instead: what each lever of the recipe costs in training speed, one stack measured
+in this run (README, "The training recipe"):
+  {"figure": "lever", "lever", "flags", "examples_per_s", "over_paper_setup"}
+  paper setup (two towers, an id row per item, Adagrad 0.1) -> + shared tower -> + ids only for
+  items in >= 2 pairs and id dropout 0.2 -> + Adam 0.001 (the recipe); then the recipe with
+  mixed negatives, with the symmetric loss, and with cfm.
+
 The stock model is `tfrs.Model` + `tfrs.tasks.Retrieval` (dot product of the same L2-normalised
 towers, temperature 0.07, no SSL), trained by the same loop. Examples = pairs of the main batch.
 
-  .venv/bin/python bench/train.py [--data_dir=runs/debian/data] [--steps=40]
+  .venv/bin/python bench/train.py [--data_dir=runs/debian/data] [--steps=40] [--levers]
 """
 
 import argparse
@@ -55,8 +62,8 @@ class StockTwoTower(tfrs.Model):
         return self.task(q, c, compute_metrics=False)
 
 
-def examples_per_second(model, dataset, steps, warmup, batch_size, ours):
-    optimizer = tf.keras.optimizers.Adagrad(0.1, initial_accumulator_value=0.1)
+def examples_per_second(model, dataset, steps, warmup, batch_size, ours, optimizer=None):
+    optimizer = optimizer or tf.keras.optimizers.Adagrad(0.1, initial_accumulator_value=0.1)
     model.optimizer = optimizer
     iterator = iter(dataset)
 
@@ -80,12 +87,62 @@ def examples_per_second(model, dataset, steps, warmup, batch_size, ours):
     return steps * batch_size / (time.time() - start)
 
 
+PAPER_SETUP = dict(
+    share_towers=False, id_min_count=0, id_dropout=0.0, optimizer="adagrad", learning_rate=0.1
+)
+LEVERS = [
+    ("paper setup", {}),
+    ("+ shared tower", dict(share_towers=True)),
+    ("+ ids for items in >= 2 pairs, id dropout 0.2", dict(id_min_count=2, id_dropout=0.2)),
+    ("+ Adam 0.001 (the recipe)", dict(optimizer="adam", learning_rate=0.001)),
+    ("recipe + mixed negatives", dict(mixed_negatives=True)),
+    ("recipe + symmetric loss", dict(symmetric_loss=True)),
+    ("recipe + cfm", dict(method="cfm")),
+]
+
+
+def levers(data_dir, dataset, args):
+    """Examples/s of each lever stacked on the previous ones (the last three on the recipe)."""
+    from ssl_retrieval.training import trainer  # noqa: PLC0415
+
+    stacked, paper_rate = dict(PAPER_SETUP), None
+    for name, change in LEVERS:
+        if name.startswith("recipe +"):
+            flags = {**stacked, **change}  # stacked is the recipe by now
+        else:
+            flags = stacked = {**stacked, **change}
+        config = config_lib.TrainConfig(
+            data_dir=data_dir, model_dir="unused", batch_size=args.batch_size, **flags
+        )
+        tf.keras.utils.set_random_seed(0)
+        rate = examples_per_second(
+            model_lib.build_model(config),
+            dataset(),
+            args.steps,
+            args.warmup,
+            args.batch_size,
+            ours=True,
+            optimizer=trainer.make_optimizer(config),
+        )
+        paper_rate = paper_rate or rate
+        emit(
+            figure="lever",
+            lever=name,
+            flags={k: v for k, v in flags.items() if PAPER_SETUP.get(k) != v},
+            examples_per_s=round(rate, 1),
+            over_paper_setup=round(rate / paper_rate, 3),
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default="runs/debian/data")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=1024)
+    parser.add_argument(
+        "--levers", action="store_true", help="the recipe's levers' costs instead (see above)"
+    )
     args = parser.parse_args()
     data_dir, source = args.data_dir, "debian"
     if not os.path.exists(os.path.join(data_dir, data_dir_lib.SCHEMA)):
@@ -96,6 +153,9 @@ def main():
 
     def dataset():
         return data_lib.training_dataset(data_dir, schema, batch, batch, seed=0)
+
+    if args.levers:
+        return levers(data_dir, dataset, args)
 
     # Steady state, like the training figures: the first batches wait for the shuffle buffers
     # (100k records per stream) to fill, which happens once per run, not per step.
