@@ -285,3 +285,7 @@ def test_reference_check_names_the_best_reference_per_slice_and_the_verdict():
     cells = [c.strip() for c in row.split("|")[2:-1]]
     assert [c.rsplit(" ", 1)[1] for c in cells] == ["above", "above", "below", "within"]
     assert cells[0].startswith(f"0.4200 ± {half:.4f}")
+    # One run has no interval: it is only higher or lower, never "above".
+    one = report.reference_check(results[:1], "1.0", ["recipe"], references).splitlines()[3]
+    cells = [c.strip() for c in one.split("|")[2:-1]]
+    assert cells == ["0.4000 (one run) higher"] * 2 + ["0.4000 (one run) lower"] * 2

@@ -186,9 +186,13 @@ def slice_table(results, fraction, methods, references=(), column="recall@50"):
 
 
 def _against(reference: float, values) -> str:
-    """'mean ± half verdict' of `values` against one reference value."""
+    """'mean ± half verdict' of `values` against one reference value; one run has no interval,
+    so it is only 'higher' or 'lower' than the reference."""
     mean, half, _ = mean_ci(values)
-    half = 0.0 if math.isnan(half) else half
+    if math.isnan(half):
+        if math.isnan(reference):
+            return f"{mean:.4f} (one run)"
+        return f"{mean:.4f} (one run) {'higher' if mean >= reference else 'lower'}"
     if math.isnan(reference):
         verdict = "-"
     elif mean - half >= reference:
@@ -201,7 +205,7 @@ def _against(reference: float, values) -> str:
 def reference_check(results, fraction, methods, references, column="recall@50"):
     """Markdown: per method and slice, the best reference recommender on that slice and whether
     the method is at least as good: "above" (the whole 95% interval above it), "within" (the
-    reference inside the interval) or "below"."""
+    reference inside the interval) or "below"; a single run is "higher" or "lower"."""
     slices = ("all", "head", "tail", "cold")
     refs = [r for r in references if r["fraction"] == fraction]
     lines = [
