@@ -79,7 +79,10 @@ def test_a_moved_model_and_data_dir_resume_but_another_hyperparameter_is_refused
     shutil.copytree(data_dir, moved_data)
     model_dir = tmp_path / "elsewhere" / "m"
     unfinished_copy(trained, model_dir)
-    with pytest.raises(ValueError, match=r"different config \(--learning_rate: 0.1 -> 0.5\)"):
+    trained_rate = tiny(data_dir, model_dir).learning_rate
+    with pytest.raises(
+        ValueError, match=rf"different config \(--learning_rate: {trained_rate} -> 0.5\)"
+    ):
         trainer.run(tiny(moved_data, model_dir, train_steps=4, learning_rate=0.5))
     for newest in (model_dir / "checkpoints").glob("ckpt-4.*"):
         newest.unlink()  # so that the run has steps left to resume
