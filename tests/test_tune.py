@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from ssl_retrieval.experimentation import tuning
+from ssl_retrieval.experimentation import ledger, tuning
 
 GRID = {"alpha": [0.3, 0.1, 1.0], "dropout_rate": [0.3, 0.5]}
 
@@ -87,7 +87,7 @@ def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path)
     assert calls == []
 
 
-def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path):
+def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     (data_dir / "stats").mkdir(parents=True)
     (data_dir / "stats.json").write_text('{"num_items": 10}')
@@ -99,9 +99,11 @@ def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path):
         "flagfile_dir": str(tmp_path / "flags"),
         "data_dirs": {"1.0": str(data_dir)},
         "common_flags": ["--validate_every=100"],
-        "methods": {"cfm": {"flagfile": "configs/c.cfg", "grid": GRID}},
+        "methods": {"cfm": {"flagfile": str(tmp_path / "c.cfg"), "grid": GRID}},
         "trials": 3,
     }
+    (tmp_path / "common.cfg").write_text("--batch_size=64\n")
+    (tmp_path / "c.cfg").write_text(f"# cfm\n--flagfile={tmp_path / 'common.cfg'}\n--method=cfm\n")
     path = tmp_path / "tuning.json"
     path.write_text(json.dumps(config))
     calls = []
@@ -122,6 +124,18 @@ def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path):
     shutil.rmtree(tmp_path / "runs")
     calls.clear()
     (data_dir / "stats" / "candidate_counts.tsv").write_text("a\t2\n")
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    assert len(calls) == 3
+    # So does a flagfile whose contents changed under the same name, even a nested one.
+    shutil.rmtree(tmp_path / "runs")
+    calls.clear()
+    (tmp_path / "common.cfg").write_text("--batch_size=128\n")
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    assert len(calls) == 3
+    # And another default of the package (a command's unset flags take it).
+    shutil.rmtree(tmp_path / "runs")
+    calls.clear()
+    monkeypatch.setattr(ledger, "train_defaults", lambda: "other defaults")
     tuning.run_tuning(str(path), runner=_fake_trainer(calls))
     assert len(calls) == 3
 

@@ -3,15 +3,23 @@
 Tuning and the experiments take many hours on 2 cores, more than one sitting, and their model
 dirs are not committed (they are large). Their JSON Lines files are: a record that names the
 exact command it came from and a fingerprint of its data dir is as good as the run itself, so a
-fresh clone skips it. A record is reused only when both match, so changing a flag, a flagfile
-name or the data (a newer Debian index) reruns the run instead of mixing results.
+fresh clone skips it. A record is reused only when all of these match, so that changing a flag,
+a flagfile's contents, a training default of the package or the data (a newer Debian index)
+reruns the run instead of mixing results:
+  - the command with every `--flagfile=` replaced by the flags in that file (recursively);
+  - a hash of the training config's defaults (flags a command leaves out take them);
+  - a hash of the data dir's statistics.
+Code changes other than defaults are not detected: delete the records a fix invalidates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+
+from ssl_retrieval import config as config_lib
 
 # Files of a preprocessed data dir that change whenever its pairs or items do.
 _FINGERPRINT_FILES = ("stats.json", os.path.join("stats", "candidate_counts.tsv"))
@@ -30,9 +38,40 @@ def data_fingerprint(data_dir: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def _flagfile_flags(path: str, seen: tuple = ()) -> list[str]:
+    """The flags of an absl flagfile, nested flagfiles expanded (comments and blanks dropped)."""
+    if path in seen or not os.path.exists(path):
+        return [f"--flagfile={path}"]  # a run with it fails on its own; nothing matches it
+    flags = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith(("#", "//")):
+                continue
+            if line.startswith("--flagfile="):
+                flags += _flagfile_flags(line.split("=", 1)[1], (*seen, path))
+            else:
+                flags.append(line)
+    return flags
+
+
 def portable(command: list[str]) -> list[str]:
-    """The command without its interpreter's path (a venv's path differs between machines)."""
-    return list(command[1:])
+    """What the command runs, comparable between machines: without its interpreter's path (a
+    venv's path differs) and with its flagfiles' flags in place of their names."""
+    out = []
+    for arg in command[1:]:
+        if arg.startswith("--flagfile="):
+            out += _flagfile_flags(arg.split("=", 1)[1])
+        else:
+            out.append(arg)
+    return out
+
+
+def train_defaults() -> str:
+    """A short hash of the training flags' defaults (a command's unset flags take them)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config_lib.TrainConfig)}
+    text = json.dumps(defaults, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load(path: str, key: str) -> dict[str, dict]:
@@ -58,10 +97,16 @@ def reusable(record: dict | None, commands: list[list[str]], fingerprint: str) -
         record is not None
         and fingerprint != "missing"
         and record.get("commands") == [portable(c) for c in commands]
+        and record.get("train_defaults") == train_defaults()
         and record.get("data_fingerprint") == fingerprint
     )
 
 
 def stamp(record: dict, commands: list[list[str]], fingerprint: str) -> dict:
     """`record` with what `reusable` checks."""
-    return {**record, "commands": [portable(c) for c in commands], "data_fingerprint": fingerprint}
+    return {
+        **record,
+        "commands": [portable(c) for c in commands],
+        "train_defaults": train_defaults(),
+        "data_fingerprint": fingerprint,
+    }
