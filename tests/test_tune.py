@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -138,6 +140,13 @@ def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path, monkeypatch):
     monkeypatch.setattr(ledger, "train_defaults", lambda: "other defaults")
     tuning.run_tuning(str(path), runner=_fake_trainer(calls))
     assert len(calls) == 3
+
+
+def test_the_defaults_hash_is_the_same_in_another_process():
+    """What a fresh clone compares with the committed records: no address, no set order."""
+    code = "from ssl_retrieval.experimentation import ledger; print(ledger.train_defaults())"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == ledger.train_defaults()
 
 
 def test_a_trial_that_did_not_validate_is_an_error(tmp_path):

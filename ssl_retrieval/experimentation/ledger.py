@@ -69,7 +69,11 @@ def portable(command: list[str]) -> list[str]:
 
 def train_defaults() -> str:
     """A short hash of the training flags' defaults (a command's unset flags take them)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(config_lib.TrainConfig)}
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(config_lib.TrainConfig)
+        if f.default is not dataclasses.MISSING  # required (paths); its repr is an address
+    }
     text = json.dumps(defaults, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
