@@ -67,6 +67,29 @@ class Blend:
         """True when the list is the popular ranking alone (no similar ranking needed)."""
         return self.prior_share >= 1.0
 
+    def rankings(self) -> dict[str, tuple[float, float]]:
+        """The rankings this blend merges: {"popular": ..., "similar": ...} (see `ranking`)."""
+        out = {"popular": ranking(popularity_prior=self.popularity_prior)}
+        if not self.single_ranking:
+            out["similar"] = ranking(self.content_weight, -self.popularity_penalty)
+        return out
+
+
+def ranking(content_weight: float = 0.0, popularity_prior: float = 0.0) -> tuple[float, float]:
+    """(w, v) of the ranking cos(q, c) + w * tfidf(q, c) + v * log(1 + n_c), the form
+    `evaluator.rankings_scorer` scores: the popular ranking is (0, beta), the similar (w, -gamma)."""
+    return (float(content_weight), float(popularity_prior))
+
+
+def grid_rankings(content_weights, popularity_penalties, betas=DEFAULT_BETAS) -> dict:
+    """Every ranking `choose` asks for, keyed ("popular", beta) and ("similar", w, gamma): what
+    its `popular_lists` and `similar_lists` callbacks look up."""
+    rankings = {("popular", b): ranking(popularity_prior=b) for b in betas}
+    for w in content_weights:
+        for gamma in popularity_penalties:
+            rankings["similar", w, gamma] = ranking(w, -gamma)
+    return rankings
+
 
 def merge(popular: np.ndarray, similar: np.ndarray, k: int, prior_slots: int) -> np.ndarray:
     """[Q, k] corpus indices: popular[:, :prior_slots], then `similar` minus those, then the rest

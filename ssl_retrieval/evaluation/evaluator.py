@@ -142,9 +142,7 @@ def blend_retriever(
     `content`: the corpus TF-IDF matrix [N, V] (tfidf.py); needed when blend.content_weight > 0.
     Both rankings are retrieved in one pass at the largest k and merged for every k.
     """
-    rankings = {"popular": (0.0, blend.popularity_prior)}
-    if not blend.single_ranking:
-        rankings["similar"] = (blend.content_weight, -blend.popularity_penalty)
+    rankings = blend.rankings()
     scorer = rankings_scorer(query_embeddings, item_embeddings, log_counts, content, rankings)
 
     def retrieve(query_indices, ks, exclude=None):
@@ -163,8 +161,7 @@ def rankings_scorer(
 ) -> topk.MultiScorer:
     """{name: cos(q, c) + w * tfidf(q, c) + v * log(1 + n_c)} for `rankings` {name: (w, v)}.
 
-    A blend's popular ranking is (0, beta), its similar ranking (w, -gamma). The embeddings'
-    product and the TF-IDF product are computed once per corpus chunk for all the rankings, so
+    A blend's rankings in this form: `blending.ranking`. The embeddings' product and the TF-IDF product are computed once per corpus chunk for all the rankings, so
     choosing a blend among 15 rankings costs about one pass over the corpus, not 15.
     """
     cosine = topk.embedding_scorer(query_embeddings, item_embeddings)

@@ -141,10 +141,9 @@ class Validator:
         content = tfidf.build(self._data_dir).matrix if needs_content else None
 
         # Every ranking the grid needs, retrieved in one pass over the corpus.
-        rankings = {("popular", b): (0.0, b) for b in blending.DEFAULT_BETAS}
-        for w in config.blend_content_weights:
-            for gamma in config.blend_popularity_penalties:
-                rankings["similar", w, gamma] = (w, -gamma)
+        rankings = blending.grid_rankings(
+            config.blend_content_weights, config.blend_popularity_penalties
+        )
         logging.info("train: choosing the blend: %d rankings in one pass", len(rankings))
         scorer = evaluation.rankings_scorer(queries, items, log_counts, content, rankings)
         lists = topk.top_k_many(scorer, np.unique(data.eval_query), len(items), k)
