@@ -545,7 +545,11 @@ def test_concurrent_queries_share_one_index_call_and_get_the_direct_answers(expo
     assert len(calls) < len(queries) // 4 and sum(calls) == len(queries)
     for (item, k), (served, (row,)) in zip(queries, answers, strict=True):
         assert served is model and len(row) == k
-        assert row == original([item], k)[0][0]
+        # The same neighbours; scores to float32 precision (a batch's matrix product may round
+        # its last bits differently from a single query's).
+        direct = original([item], k)[0][0]
+        assert [i for i, _ in row] == [i for i, _ in direct]
+        np.testing.assert_allclose([s for _, s in row], [s for _, s in direct], rtol=1e-5)
 
 
 @contextlib.contextmanager
