@@ -240,6 +240,17 @@ def relation_targets(value: str) -> list[str]:
     return names
 
 
+README_NOTES = """
+Items are binary packages: `item_id` (package name), `maintainer`, `section`, `source` (source
+package, the package itself when absent), `tags` (debtags), `description` (unigrams of the short
+description), `homepage` (domain), `installed_size` (KiB). Pairs link a package (query) to each
+package it Depends, Pre-Depends, Recommends, Suggests or Enhances (candidate): the first
+alternative of `a | b`, versions and architecture qualifiers stripped, links to names outside the
+corpus (virtual packages) and self-links dropped, duplicates merged. Stanzas that cannot be
+parsed are skipped and counted above (`malformed_stanzas_skipped`, first examples listed).
+"""
+
+
 def build(
     output_dir: str,
     packages_files: list[str] | None = None,
@@ -277,53 +288,54 @@ def build(
         if not os.path.isfile(path):
             raise ValueError(f"{path}: package index not found")
     report = ParseReport()
-    with jsonl.atomic_output_dir(output_dir, overwrite) as tmp:
-        names: set[str] = set()
-        duplicates = 0
-        with jsonl.open_writer(file_format, tmp, "items", num_shards, FEATURES) as items_out:
-            seen = 0
-            for path in files:
-                for stanza in read_stanzas(path, report, strict):
-                    seen += 1
-                    if log_every and seen % log_every == 0:
-                        logging.info("debian: %d stanzas read (items pass)", seen)
-                    name = stanza.fields["Package"]
-                    if name in names:
-                        duplicates += 1
-                        continue
-                    names.add(name)
-                    items_out.write(item_from_stanza(stanza.fields))
-        pair_stats = {"self_links": 0, "outside_corpus": 0, "duplicate_links": 0}
-        with jsonl.open_writer(
-            file_format, tmp, "pairs", num_shards, jsonl.PAIR_FEATURES
-        ) as pairs_out:
-            written: set[str] = set()
-            for path in files:
-                # The second pass re-parses the same text: malformed stanzas were counted once.
-                for stanza in read_stanzas(path, ParseReport(), strict=False):
-                    name = stanza.fields["Package"]
-                    if name in written:
-                        continue
-                    written.add(name)
-                    targets: dict[str, None] = {}
-                    for field_name in RELATION_FIELDS:
-                        for target in relation_targets(stanza.fields.get(field_name, "")):
-                            if target == name:
-                                pair_stats["self_links"] += 1
-                            elif target not in names:
-                                pair_stats["outside_corpus"] += 1
-                            elif target in targets:
-                                pair_stats["duplicate_links"] += 1
-                            else:
-                                targets[target] = None
-                    for target in targets:
-                        pairs_out.write({"query_id": name, "candidate_id": target})
-        jsonl.write_schema(tmp, FEATURES)
+    names: set[str] = set()
+    duplicates = 0
+    pair_stats = {"self_links": 0, "outside_corpus": 0, "duplicate_links": 0}
+
+    def items():
+        nonlocal duplicates
+        seen = 0
+        for path in files:
+            for stanza in read_stanzas(path, report, strict):
+                seen += 1
+                if log_every and seen % log_every == 0:
+                    logging.info("debian: %d stanzas read (items pass)", seen)
+                name = stanza.fields["Package"]
+                if name in names:
+                    duplicates += 1
+                    continue
+                names.add(name)
+                yield item_from_stanza(stanza.fields)
+
+    def pairs():  # after items(): `names` is the whole corpus
+        written: set[str] = set()
+        for path in files:
+            # The second pass re-parses the same text: malformed stanzas were counted once.
+            for stanza in read_stanzas(path, ParseReport(), strict=False):
+                name = stanza.fields["Package"]
+                if name in written:
+                    continue
+                written.add(name)
+                targets: dict[str, None] = {}
+                for field_name in RELATION_FIELDS:
+                    for target in relation_targets(stanza.fields.get(field_name, "")):
+                        if target == name:
+                            pair_stats["self_links"] += 1
+                        elif target not in names:
+                            pair_stats["outside_corpus"] += 1
+                        elif target in targets:
+                            pair_stats["duplicate_links"] += 1
+                        else:
+                            targets[target] = None
+                for target in targets:
+                    yield {"query_id": name, "candidate_id": target}
+
+    def describe(num_items, num_pairs):
         summary = {
             "source": "debian",
             "index_files": files,
-            "items": items_out.count,
-            "pairs": pairs_out.count,
+            "items": num_items,
+            "pairs": num_pairs,
             "duplicate_packages_skipped": duplicates,
             "malformed_stanzas_skipped": report.malformed_stanzas,
             "links_dropped_self": pair_stats["self_links"],
@@ -331,20 +343,10 @@ def build(
             "links_merged_duplicates": pair_stats["duplicate_links"],
             "malformed_examples": report.examples,
         }
-        jsonl.write_readme(
-            tmp,
-            "Debian package index as an item-to-item dataset",
-            summary,
-            """
-Items are binary packages: `item_id` (package name), `maintainer`, `section`, `source` (source
-package, the package itself when absent), `tags` (debtags), `description` (unigrams of the short
-description), `homepage` (domain), `installed_size` (KiB). Pairs link a package (query) to each
-package it Depends, Pre-Depends, Recommends, Suggests or Enhances (candidate): the first
-alternative of `a | b`, versions and architecture qualifiers stripped, links to names outside the
-corpus (virtual packages) and self-links dropped, duplicates merged. Stanzas that cannot be
-parsed are skipped and counted above (`malformed_stanzas_skipped`, first examples listed).
-""",
-            file_format,
-        )
+        return "Debian package index as an item-to-item dataset", summary, README_NOTES
+
+    summary = jsonl.write_dataset(
+        output_dir, FEATURES, items(), pairs(), describe, file_format, num_shards, overwrite
+    )
     logging.info("debian: %d items, %d pairs -> %s", summary["items"], summary["pairs"], output_dir)
     return summary

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ssl_retrieval import atomic
 from ssl_retrieval import schema as schema_lib
@@ -302,6 +302,45 @@ def write_readme(directory: str, title: str, summary: dict, notes: str, fmt: str
     with open(os.path.join(directory, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def write_dataset(
+    output_dir: str,
+    features: list[dict],
+    items: Iterable,
+    pairs: Iterable,
+    describe: Callable[[int, int], tuple[str, dict, str]],
+    file_format: str = JSONL,
+    num_shards: int = 1,
+    overwrite: bool = False,
+) -> dict:
+    """Writes a whole raw dataset into `output_dir` atomically: what every source does.
+
+    Args:
+      features: the items' schema features (written as schema.json).
+      items, pairs: iterables consumed in that order, each element a record (dict) or a chunk of
+        pre-serialised JSON lines (list of str, the fast path of vectorised generators); a pairs
+        generator may rely on state the items generator built.
+      describe: (items written, pairs written) -> (title, summary, notes) of README.md and
+        summary.json; called after both are written, so generators can count what they skipped.
+
+    Returns: the summary.
+    """
+    check_format(file_format)
+    with atomic_output_dir(output_dir, overwrite) as tmp:
+        counts = []
+        for prefix, rows, columns in (("items", items, features), ("pairs", pairs, PAIR_FEATURES)):
+            with open_writer(file_format, tmp, prefix, num_shards, columns) as out:
+                for row in rows:
+                    if isinstance(row, dict):
+                        out.write(row)
+                    else:
+                        out.write_lines(row)
+            counts.append(out.count)
+        title, summary, notes = describe(*counts)
+        write_schema(tmp, features)
+        write_readme(tmp, title, summary, notes, file_format)
+    return summary
 
 
 def remove_tree(path: str) -> None:

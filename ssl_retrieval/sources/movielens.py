@@ -102,32 +102,30 @@ def build(
         count += 1
         if log_every and count % log_every == 0:
             logging.info("movielens: %d ratings read", count)
-    with jsonl.atomic_output_dir(output_dir, overwrite) as tmp:
-        with jsonl.open_writer(file_format, tmp, "items", num_shards, FEATURES) as out:
-            for movie in sorted(movies):
-                out.write(movies[movie])
-        with jsonl.open_writer(file_format, tmp, "pairs", num_shards, jsonl.PAIR_FEATURES) as out:
-            for user in sorted(by_user):
-                history = sorted(by_user[user])
-                for (_, query), (_, candidate) in zip(history, history[1:], strict=False):
-                    if query != candidate:
-                        out.write({"query_id": query, "candidate_id": candidate})
-            num_pairs = out.count
-        jsonl.write_schema(tmp, FEATURES)
+
+    def pairs():
+        for user in sorted(by_user):
+            history = sorted(by_user[user])
+            for (_, query), (_, candidate) in zip(history, history[1:], strict=False):
+                if query != candidate:
+                    yield {"query_id": query, "candidate_id": candidate}
+
+    def describe(num_items, num_pairs):
         summary = {
             "source": "movielens",
             "variant": variant,
             "ratings": count,
             "users": len(by_user),
-            "items": len(movies),
+            "items": num_items,
             "pairs": num_pairs,
         }
-        jsonl.write_readme(
-            tmp,
-            f"MovieLens {variant} as a co-watch dataset",
-            summary,
+        notes = (
             "Pairs are consecutive movies rated by the same user in time order (ties by movie "
-            "id): query = the earlier movie, candidate = the next one.",
-            file_format,
+            "id): query = the earlier movie, candidate = the next one."
         )
-    return summary
+        return f"MovieLens {variant} as a co-watch dataset", summary, notes
+
+    items = (movies[movie] for movie in sorted(movies))
+    return jsonl.write_dataset(
+        output_dir, FEATURES, items, pairs(), describe, file_format, num_shards, overwrite
+    )
