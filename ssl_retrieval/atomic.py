@@ -1,4 +1,4 @@
-"""Atomic writes: a temporary file (or directory) beside the target, then a rename, so a reader
+"""Atomic writes (and the matching JSON Lines reader): a temporary file (or directory) beside the target, then a rename, so a reader
 never sees half of it and a killed writer leaves the previous version (or nothing) in place."""
 
 from __future__ import annotations
@@ -34,6 +34,23 @@ def write_json(
 def write_jsonl(path: str, records) -> None:
     """Writes one JSON object per line (keys sorted) atomically."""
     write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def read_jsonl(path: str, missing_ok: bool = False) -> list[dict]:
+    """The objects of a JSON Lines file, blank lines skipped ([] for a missing file when
+    `missing_ok`). Raises ValueError naming the file and line that is not JSON."""
+    if missing_ok and not os.path.exists(path):
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {number} is not JSON: {e}") from e
+    return records
 
 
 def replace_dir(tmp: str, target: str, old: str) -> None:

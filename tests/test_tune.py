@@ -155,3 +155,13 @@ def test_a_trial_that_did_not_validate_is_an_error(tmp_path):
     (model_dir / "train_metrics.json").write_text(json.dumps({"steps": 3}))
     with pytest.raises(ValueError, match="validate_every"):
         tuning._trial_record("baseline", "1.0", {}, str(model_dir))
+
+
+def test_a_ledger_that_is_not_json_lines_is_an_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "trials.jsonl"
+    assert ledger.load(str(path), "trial_id") == {}  # no ledger yet: nothing recorded
+    path.write_text('{"trial_id": "a", "value": 1}\n\n{"trial_id": "b", "value": 2}\n')
+    assert set(ledger.load(str(path), "trial_id")) == {"a", "b"}
+    path.write_text('{"trial_id": "a"}\n{"trial_id": "b", \n')
+    with pytest.raises(ValueError, match=r"trials.jsonl: line 2 is not JSON"):
+        ledger.load(str(path), "trial_id")

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 
+from ssl_retrieval import atomic
 from ssl_retrieval import config as config_lib
 
 # Files of a preprocessed data dir that change whenever its pairs or items do.
@@ -80,19 +81,7 @@ def train_defaults() -> str:
 
 def load(path: str, key: str) -> dict[str, dict]:
     """Records of a JSON Lines file by their `key` field ({} when the file does not exist)."""
-    if not os.path.exists(path):
-        return {}
-    records = {}
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {number} is not JSON: {e}") from e
-            records[record[key]] = record
-    return records
+    return {record[key]: record for record in atomic.read_jsonl(path, missing_ok=True)}
 
 
 def reusable(record: dict | None, commands: list[list[str]], fingerprint: str) -> bool:

@@ -8,13 +8,14 @@ the baseline of the same fraction.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import defaultdict
 
 import numpy as np
 from scipy import stats
+
+from ssl_retrieval import atomic
 
 MAIN_COLUMNS = ("map@10", "map@50", "recall@10", "recall@50")
 
@@ -32,8 +33,7 @@ def mean_ci(values) -> tuple[float, float, int]:
 
 
 def read_results(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return atomic.read_jsonl(path)
 
 
 def _group(results, fraction, params=None):

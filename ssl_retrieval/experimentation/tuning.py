@@ -92,8 +92,7 @@ def _trial_record(method, fraction, point, model_dir) -> dict:
             "common_flags or fraction_flags"
         )
     validation_path = os.path.join(model_dir, "validation.jsonl")
-    with open(validation_path) as f:
-        history = [json.loads(line) for line in f if line.strip()]
+    history = atomic.read_jsonl(validation_path)
     best = max(history, key=lambda r: r["value"])
     return {
         "trial_id": trial_id(method, fraction, point),

@@ -172,11 +172,7 @@ class Validator:
 
 
 def _read_validations(model_dir: str) -> list[dict]:
-    path = os.path.join(model_dir, VALIDATION_LOG)
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return atomic.read_jsonl(os.path.join(model_dir, VALIDATION_LOG), missing_ok=True)
 
 
 def _validations_since_best(history: list[dict]) -> tuple[float, int]:
