@@ -20,9 +20,27 @@ slots from the popular ranking at beta 0.08 and the rest from cos + 2 tfidf - 0.
 gave 0.741 / 0.795 / 0.564 / 0.602 (without the TF-IDF term, cold 0.578). No prior-only ranking
 met every reference recommender on every slice; 63 of the 276 grid points did.
 
-The four numbers (beta, w, prior_share, gamma) are chosen together on the validation split at
-the end of training (`choose`), and written to `blend.json` in the model dir; evaluation and
-export read them from there ("auto") or take them from flags.
+Cold slots: the next round(cold_share * k) slots go to items without a single training pair,
+ranked by cos + w_cold * tfidf among those items alone (the cold ranking). The similar ranking
+mostly lists items with some pairs, because the model has learned those; an item nobody has
+linked yet is the one a long-tail catalogue is full of, and only its features can find it. On
+the validation splits (recipe model, seed 0, 2,000 queries, Recall@50 all / head / tail / cold)
+the best blend without cold slots that beat every reference by 2% on every slice gave, at
+Debian fraction 0.1, 0.575 / 0.644 / 0.455 / 0.523 and with 15 of 50 cold slots
+0.597 / 0.684 / 0.456 / 0.522; on the synthetic source no blend without cold slots met the
+references (cold at most 0.78 of the feature kNN), and 20 cold slots gave 0.596 / 0.882 /
+0.177 / 0.168 against the references' best 0.499 / 0.743 / 0.160 / 0.153.
+
+The six numbers (beta, w, prior_share, gamma, cold_share, w_cold) are chosen together on the
+validation split at the end of training (`choose`), and written to `blend.json` in the model
+dir; evaluation and export read them from there ("auto") or take them from flags.
+
+The margin: the blend is the best of hundreds on 2,000 validation queries, so its validation
+score is optimistic (at Debian 0.1 the chosen blend met the feature kNN's cold Recall@50 on
+validation, 0.513 against 0.512, and fell short on test, 0.519 against 0.528 over 5 seeds).
+The "references" objective therefore counts a blend as good enough only when it beats every
+reference by `margin` (default 2%) on every slice. The 2% is a judgement, not a validation
+result: it is about the size of that gap.
 """
 
 from __future__ import annotations
@@ -43,6 +61,13 @@ DEFAULT_BETAS = (0.0, 0.02, 0.03, 0.05, 0.08, 0.12)
 DEFAULT_CONTENT_WEIGHTS = (0.0, 1.0, 2.0)
 DEFAULT_POPULARITY_PENALTIES = (0.0, 0.02, 0.05)
 DEFAULT_PRIOR_SHARES = (1.0, 0.6, 0.5, 0.4, 0.3, 0.2)
+DEFAULT_COLD_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4)
+DEFAULT_COLD_CONTENT_WEIGHTS = (4.0,)
+DEFAULT_MARGIN = 0.02
+# The cold ranking's popularity weight: -COLD_PENALTY * log(1 + n) sinks every item with a
+# training pair below every item without one (scores are at most 1 + w); `only_cold` then drops
+# any that remain when the corpus has fewer cold items than the list is long.
+COLD_PENALTY = 1e4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,28 +76,70 @@ class Blend:
     content_weight: float = 0.0  # w of TF-IDF in the similar ranking
     prior_share: float = 1.0  # share of the list's slots from the popular ranking
     popularity_penalty: float = 0.0  # gamma of log(1 + count) taken off the similar ranking
+    cold_share: float = 0.0  # share of the list's slots for items without training pairs
+    cold_content_weight: float = 0.0  # w_cold of TF-IDF in the cold ranking
 
     def __post_init__(self):
-        weights = (self.popularity_prior, self.content_weight, self.popularity_penalty)
+        weights = (
+            self.popularity_prior,
+            self.content_weight,
+            self.popularity_penalty,
+            self.cold_content_weight,
+        )
         if not all(w >= 0 for w in weights):
             raise ValueError(f"blend weights must be >= 0, got {self}")
         if not 0 <= self.prior_share <= 1:
             raise ValueError(f"prior_share must be in [0, 1], got {self.prior_share}")
+        if not 0 <= self.cold_share <= 1 - self.prior_share + 1e-9:
+            raise ValueError(
+                f"cold_share must be in [0, 1 - prior_share], got {self.cold_share} with "
+                f"prior_share {self.prior_share}"
+            )
 
     def prior_slots(self, k: int) -> int:
         return min(int(k), int(math.floor(self.prior_share * k + 0.5)))
+
+    def cold_slots(self, k: int) -> int:
+        """Slots after the popular ones for the cold ranking (0 without cold slots)."""
+        return min(int(k) - self.prior_slots(k), int(math.floor(self.cold_share * k + 0.5)))
 
     @property
     def single_ranking(self) -> bool:
         """True when the list is the popular ranking alone (no similar ranking needed)."""
         return self.prior_share >= 1.0
 
+    @property
+    def uses_content(self) -> bool:
+        """True when a ranking of the blend has a TF-IDF term (the TF-IDF matrix is needed)."""
+        return bool(
+            (not self.single_ranking and self.content_weight)
+            or (self.cold_share and self.cold_content_weight)
+        )
+
     def rankings(self) -> dict[str, tuple[float, float]]:
-        """The rankings this blend merges: {"popular": ..., "similar": ...} (see `ranking`)."""
+        """The rankings this blend merges: {"popular", "similar", "cold"} (see `ranking`); the
+        cold ranking's lists need `only_cold`."""
         out = {"popular": ranking(popularity_prior=self.popularity_prior)}
         if not self.single_ranking:
             out["similar"] = ranking(self.content_weight, -self.popularity_penalty)
+        if self.cold_share:
+            out["cold"] = cold_ranking(self.cold_content_weight)
         return out
+
+    def merge(self, lists: dict[str, np.ndarray], k: int) -> np.ndarray:
+        """[Q, k] lists of this blend from the [Q, >= k] lists of its `rankings` (the cold ones
+        already passed through `only_cold`)."""
+        popular = lists["popular"]
+        if self.single_ranking:
+            return popular[:, :k]
+        return merge(
+            popular,
+            lists["similar"],
+            k,
+            self.prior_slots(k),
+            cold=lists.get("cold"),
+            cold_slots=self.cold_slots(k),
+        )
 
 
 def ranking(content_weight: float = 0.0, popularity_prior: float = 0.0) -> tuple[float, float]:
@@ -81,41 +148,75 @@ def ranking(content_weight: float = 0.0, popularity_prior: float = 0.0) -> tuple
     return (float(content_weight), float(popularity_prior))
 
 
-def grid_rankings(content_weights, popularity_penalties, betas=DEFAULT_BETAS) -> dict:
-    """Every ranking `choose` asks for, keyed ("popular", beta) and ("similar", w, gamma): what
-    its `popular_lists` and `similar_lists` callbacks look up."""
+def cold_ranking(content_weight: float) -> tuple[float, float]:
+    """(w, v) of the cold ranking: cos + w * tfidf, every item with a training pair sunk."""
+    return ranking(content_weight, -COLD_PENALTY)
+
+
+def only_cold(lists: np.ndarray, log_counts: np.ndarray) -> np.ndarray:
+    """`lists` of the cold ranking with items that have training pairs replaced by -1."""
+    counted = np.asarray(log_counts)[np.maximum(lists, 0)] > 0
+    return np.where(counted | (lists < 0), -1, lists)
+
+
+def grid_rankings(
+    content_weights,
+    popularity_penalties,
+    betas=DEFAULT_BETAS,
+    cold_content_weights=(),
+) -> dict:
+    """Every ranking `choose` asks for, keyed ("popular", beta), ("similar", w, gamma) and
+    ("cold", w_cold): what its `popular_lists`, `similar_lists` and `cold_lists` look up."""
     rankings = {("popular", b): ranking(popularity_prior=b) for b in betas}
     for w in content_weights:
         for gamma in popularity_penalties:
             rankings["similar", w, gamma] = ranking(w, -gamma)
+    for w in cold_content_weights:
+        rankings["cold", w] = cold_ranking(w)
     return rankings
 
 
-def merge(popular: np.ndarray, similar: np.ndarray, k: int, prior_slots: int) -> np.ndarray:
-    """[Q, k] corpus indices: popular[:, :prior_slots], then `similar` minus those, then the rest
-    of `popular`; -1 entries of either input are padding and skipped, -1 pads the output."""
-    out = np.full((len(popular), k), -1, np.int64)
-    for r in range(len(popular)):
-        listed: list[int] = []
-        seen: set[int] = set()
-        for source in (popular[r, :prior_slots], similar[r], popular[r, prior_slots:]):
-            for i in source:
-                if len(listed) == k:
-                    break
-                if i >= 0 and i not in seen:
-                    seen.add(int(i))
-                    listed.append(int(i))
-        out[r, : len(listed)] = listed
+def merge(
+    popular: np.ndarray,
+    similar: np.ndarray,
+    k: int,
+    prior_slots: int,
+    cold: np.ndarray | None = None,
+    cold_slots: int = 0,
+) -> np.ndarray:
+    """[Q, k] corpus indices: popular[:, :prior_slots], then cold[:, :cold_slots], then `similar`,
+    then the rest of `popular`, each item listed once (where it first comes); -1 entries of the
+    inputs are padding and skipped, -1 pads the output."""
+    sources = [popular[:, :prior_slots]]
+    if cold is not None and cold_slots:
+        sources.append(cold[:, :cold_slots])
+    sources += [similar, popular[:, prior_slots:]]
+    candidates = np.concatenate([np.asarray(s, np.int64) for s in sources], axis=1)
+    # A stable sort keeps equal items in list order: all but the first of each run are repeats.
+    order = np.argsort(candidates, axis=1, kind="stable")
+    ordered = np.take_along_axis(candidates, order, axis=1)
+    repeat_sorted = np.zeros_like(ordered, bool)
+    repeat_sorted[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    repeat = np.empty_like(repeat_sorted)
+    np.put_along_axis(repeat, order, repeat_sorted, axis=1)
+    keep = ~repeat & (candidates >= 0)
+    position = np.cumsum(keep, axis=1) - 1
+    keep &= position < k
+    out = np.full((len(candidates), k), -1, np.int64)
+    rows, columns = np.nonzero(keep)
+    out[rows, position[rows, columns]] = candidates[rows, columns]
     return out
 
 
-def objective_value(metrics: dict, references: dict | None, metric: str = "recall@50") -> tuple:
+def objective_value(
+    metrics: dict, references: dict | None, metric: str = "recall@50", margin: float = 0.0
+) -> tuple:
     """What blends are compared by, larger is better.
 
     "references" (given the reference recommenders' metrics on the same queries): first the
     worst ratio, over slices, of the blend's `metric` to the best reference's on that slice,
-    capped at 1; then the mean over slices. A blend at least as good as every reference on every
-    slice beats one that is not, and among those the better average wins.
+    capped at 1 + margin; then the mean over slices. A blend better than every reference by the
+    margin on every slice beats one that is not, and among those the better average wins.
     "slices" (references None): the mean over slices alone.
     """
     values = {s: metrics[s][metric] for s in SLICES if s in metrics}
@@ -128,7 +229,7 @@ def objective_value(metrics: dict, references: dict | None, metric: str = "recal
         best = max((r[s][metric] for r in references.values() if s in r), default=0.0)
         if best > 0:
             ratios.append(v / best)
-    return (min(1.0, min(ratios, default=1.0)), mean)
+    return (min(1.0 + margin, min(ratios, default=1.0 + margin)), mean)
 
 
 def choose(
@@ -142,6 +243,10 @@ def choose(
     popularity_penalties=DEFAULT_POPULARITY_PENALTIES,
     references: dict | None = None,
     metric: str = "recall@50",
+    cold_lists=None,
+    cold_shares=(0.0,),
+    cold_content_weights=DEFAULT_COLD_CONTENT_WEIGHTS,
+    margin: float = 0.0,
 ) -> dict:
     """The blend of the grid with the best `objective_value` (ties: the simpler blend).
 
@@ -151,42 +256,66 @@ def choose(
       evaluate_lists: [Q, k] lists -> metrics dict as `evaluation.evaluate` returns.
       references: name -> metrics of the reference recommenders on the same queries, or None
         for the "slices" objective.
+      cold_lists: w_cold -> [Q, k] top-k of the cold ranking after `only_cold`; needed when
+        `cold_shares` has a share above 0.
+      margin: how much better than every reference the "references" objective asks for.
 
-    Returns: {"blend": {...}, "objective", "metric", "references", "grid": [{..., "value"}]}.
+    Returns: {"blend": {...}, "objective", "metric", "margin", "references", "grid": [...]}.
     """
     popular = {float(b): popular_lists(float(b)) for b in sorted(set(betas))}
     similar: dict[tuple[float, float], np.ndarray] = {}
+    cold: dict[float, np.ndarray] = {}
     trials = []
     for share in sorted(set(float(s) for s in prior_shares), reverse=True):
         single = share >= 1.0  # the similar ranking's options do not matter
         weights = [0.0] if single else sorted(set(float(w) for w in content_weights))
         penalties = [0.0] if single else sorted(set(float(g) for g in popularity_penalties))
+        colds = [(0.0, 0.0)]
+        if not single:
+            colds += [
+                (c, cw)
+                for c in sorted(set(float(c) for c in cold_shares))
+                for cw in sorted(set(float(w) for w in cold_content_weights))
+                if 0 < c <= 1 - share + 1e-9
+            ]
         for w in weights:
             for gamma in penalties:
-                for beta, lists in popular.items():
-                    blend = Blend(beta, w, share, gamma)
-                    if not single:
-                        if (w, gamma) not in similar:
-                            similar[w, gamma] = similar_lists(w, gamma)
-                        lists = merge(lists, similar[w, gamma], k, blend.prior_slots(k))
-                    metrics = evaluate_lists(lists)
-                    value = objective_value(metrics, references, metric)
-                    trials.append({**dataclasses.asdict(blend), "value": value, "metrics": metrics})
-    # Ties go to the simpler blend: the whole list popular, then no TF-IDF, no penalty, small beta.
+                if not single and (w, gamma) not in similar:
+                    similar[w, gamma] = similar_lists(w, gamma)
+                for cold_share, cold_weight in colds:
+                    if cold_share and cold_weight not in cold:
+                        cold[cold_weight] = cold_lists(cold_weight)
+                    for beta, popular_top in popular.items():
+                        blend = Blend(beta, w, share, gamma, cold_share, cold_weight)
+                        lists = {"popular": popular_top}
+                        if not single:
+                            lists["similar"] = similar[w, gamma]
+                        if cold_share:
+                            lists["cold"] = cold[cold_weight]
+                        metrics = evaluate_lists(blend.merge(lists, k))
+                        value = objective_value(metrics, references, metric, margin)
+                        trials.append(
+                            {**dataclasses.asdict(blend), "value": value, "metrics": metrics}
+                        )
+    # Ties go to the simpler blend: the whole list popular, then no cold slots, no TF-IDF, no
+    # penalty, small beta.
     best = max(
         trials,
         key=lambda t: (
             t["value"],
             t["prior_share"],
+            -t["cold_share"],
             -t["content_weight"],
             -t["popularity_penalty"],
             -t["popularity_prior"],
+            -t["cold_content_weight"],
         ),
     )
     return {
         "blend": {f.name: best[f.name] for f in dataclasses.fields(Blend)},
         "objective": "references" if references is not None else "slices",
         "metric": metric,
+        "margin": margin if references is not None else None,
         "references": references,
         "grid": trials,
     }
@@ -208,7 +337,7 @@ def load(model_dir: str) -> Blend:
         return Blend(**json.load(f)["blend"])
 
 
-NAMES = ("popularity_prior", "content_weight", "prior_share", "popularity_penalty")
+NAMES = tuple(f.name for f in dataclasses.fields(Blend))
 
 
 def resolve(
@@ -217,10 +346,19 @@ def resolve(
     content_weight: str | float = "auto",
     prior_share: str | float = "auto",
     popularity_penalty: str | float = "auto",
+    cold_share: str | float = "auto",
+    cold_content_weight: str | float = "auto",
 ) -> Blend:
     """The model's chosen blend, with any of its numbers given instead of "auto"."""
     chosen = load(model_dir)
-    given = (popularity_prior, content_weight, prior_share, popularity_penalty)
+    given = (
+        popularity_prior,
+        content_weight,
+        prior_share,
+        popularity_penalty,
+        cold_share,
+        cold_content_weight,
+    )
     values = {}
     for name, value in zip(NAMES, given, strict=True):
         if value == "auto":

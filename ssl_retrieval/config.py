@@ -25,17 +25,20 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SO_LOSSES = ("square", "softmax")
 MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")
 BLEND_OBJECTIVES = ("references", "slices")
-# Fields that may differ when a run is resumed (they do not change what is trained).
-RESUMABLE_FIELDS = (
-    "log_every",
-    "checkpoint_every",
-    "overwrite",
-    "strategy",
+# How the blend is chosen after training (blending.py): a finished run given other values
+# chooses its blend again.
+BLEND_FIELDS = (
+    "choose_popularity_prior",
     "blend_content_weights",
     "blend_popularity_penalties",
     "blend_prior_shares",
+    "blend_cold_shares",
+    "blend_cold_content_weights",
     "blend_objective",
+    "blend_margin",
 )
+# Fields that may differ when a run is resumed (they do not change what is trained).
+RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy", *BLEND_FIELDS)
 # Paths may differ as well: a model or data dir that was moved or copied resumes.
 PATH_FIELDS = ("data_dir", "model_dir")
 
@@ -165,12 +168,29 @@ class TrainConfig:
         "Grid of the share of slots from the popular ranking searched by "
         "--choose_popularity_prior (1 = the popular ranking alone).",
     )
+    blend_cold_shares: tuple[float, ...] = option(
+        blending.DEFAULT_COLD_SHARES,
+        "Grid of the share of slots for items without training pairs (the cold ranking, "
+        "blending.py) searched by --choose_popularity_prior (0 = no cold slots).",
+    )
+    blend_cold_content_weights: tuple[float, ...] = option(
+        blending.DEFAULT_COLD_CONTENT_WEIGHTS,
+        "Grid of w_cold of the cold ranking cos + w_cold*tfidf searched by "
+        "--choose_popularity_prior.",
+    )
     blend_objective: str = option(
         "references",
-        "How the blend is chosen on validation: references = first at least as good as the best "
-        "reference recommender (TopPopular, feature kNN, co-occurrence) on every slice, then the "
-        "best mean Recall@50 over the all/head/tail/cold slices; slices = that mean alone.",
+        "How the blend is chosen on validation: references = first better than the best "
+        "reference recommender (TopPopular, feature kNN, co-occurrence) by --blend_margin on "
+        "every slice, then the best mean Recall@50 over the all/head/tail/cold slices; slices = "
+        "that mean alone.",
         enum=BLEND_OBJECTIVES,
+    )
+    blend_margin: float = option(
+        blending.DEFAULT_MARGIN,
+        "How much better than every reference (a ratio: 0.02 = 2%) the references objective "
+        "asks a blend to be on every slice of validation, because the best of a grid on a "
+        "validation sample looks better there than on new data.",
     )
     seed: int = option(0, "Seed of initialisation, shuffles and augmentations.")
     strategy: str = option("default", "tf.distribute strategy.", enum=STRATEGIES)
@@ -222,6 +242,15 @@ class TrainConfig:
                 bool(self.blend_prior_shares) and all(0 <= v <= 1 for v in self.blend_prior_shares),
                 "--blend_prior_shares must be numbers in [0, 1]",
             ),
+            (
+                bool(self.blend_cold_shares) and all(0 <= v <= 1 for v in self.blend_cold_shares),
+                "--blend_cold_shares must be numbers in [0, 1]",
+            ),
+            (
+                bool(self.blend_cold_content_weights) and min(self.blend_cold_content_weights) >= 0,
+                "--blend_cold_content_weights must be numbers >= 0",
+            ),
+            (self.blend_margin >= 0, "--blend_margin must be >= 0"),
             (
                 self.blend_objective in BLEND_OBJECTIVES,
                 f"--blend_objective must be one of {list(BLEND_OBJECTIVES)}",

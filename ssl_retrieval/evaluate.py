@@ -60,6 +60,18 @@ POPULARITY_PENALTY = flags.DEFINE_string(
     "Model only: gamma of log(1+training count) taken off the similar ranking (blending.py). "
     "auto = the model's blend (0 if none).",
 )
+COLD_SHARE = flags.DEFINE_string(
+    "cold_share",
+    "auto",
+    "Model only: share of the list's slots for items without training pairs, from the cold "
+    "ranking (blending.py). auto = the model's blend (0 if none).",
+)
+COLD_CONTENT_WEIGHT = flags.DEFINE_string(
+    "cold_content_weight",
+    "auto",
+    "Model only: w_cold of the cold ranking cos + w_cold*tfidf over items without training "
+    "pairs (blending.py). auto = the model's blend (0 if none).",
+)
 MAX_QUERIES = flags.DEFINE_integer(
     "max_queries",
     0,
@@ -91,6 +103,8 @@ def _evaluate() -> str:
         content_weight=CONTENT_WEIGHT.value,
         prior_share=PRIOR_SHARE.value,
         popularity_penalty=POPULARITY_PENALTY.value,
+        cold_share=COLD_SHARE.value,
+        cold_content_weight=COLD_CONTENT_WEIGHT.value,
         max_queries=MAX_QUERIES.value,
     )
     table = evaluator.format_table(out["metrics"], ks)

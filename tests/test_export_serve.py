@@ -767,3 +767,76 @@ def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
     assert [[i for i, _ in row] for row in loaded.similar(IDS, k=5)] == ids[
         retrieve(rows, (5,))[5]
     ].tolist()
+
+
+def test_cold_slots_are_served_as_evaluation_ranks(exported, tmp_path):
+    """A blend with cold slots: the export lists items without training pairs after the popular
+    slots, as evaluation does (blending.merge), by id and from features."""
+    from ssl_retrieval import blending, popularity, tfidf
+    from ssl_retrieval import model as model_lib
+    from ssl_retrieval.evaluation import evaluator
+
+    model_dir = exported["config"].model_dir
+    blend = blending.Blend(
+        popularity_prior=0.3,
+        content_weight=1.5,
+        prior_share=0.4,
+        popularity_penalty=0.05,
+        cold_share=0.3,
+        cold_content_weight=2.0,
+    )
+    config = exact_export_config(model_dir, tmp_path, **dataclasses.asdict(blend))
+    module, info = exporter.build(config)
+    data_dir = info["data_dir"]
+    ids = np.array(evaluator.corpus_ids(data_dir))
+    log_counts = popularity.log_counts(data_dir, ids)
+    assert 0 < (log_counts == 0).sum() < len(ids)  # the data has cold items and others
+    trained = model_lib.load_from_model_dir(model_dir)
+    queries, items = evaluator.embed_corpus(trained, data_dir)
+    content = tfidf.build(data_dir)
+    retrieve = evaluator.blend_retriever(blend, queries, items, log_counts, content.matrix)
+    rows = np.array([int(np.where(ids == i)[0][0]) for i in IDS])
+    for k in (1, 5, 12):
+        expected = ids[retrieve(rows, (k,))[k]]
+        got = module.similar_items(tf.constant(IDS), tf.constant(k))["ids"].numpy().astype(str)
+        assert got.tolist() == expected.tolist(), k
+    got = module.similar_items(tf.constant(IDS), tf.constant(10))["ids"].numpy().astype(str)
+    cold = {str(i) for i in ids[log_counts == 0]}
+    assert all(item in cold for row in got for item in row[4:7])  # slots 5 to 7
+    without = (
+        exporter.build(
+            exact_export_config(
+                model_dir,
+                tmp_path,
+                **dataclasses.asdict(dataclasses.replace(blend, cold_share=0.0)),
+            )
+        )[0]
+        .similar_items(tf.constant(IDS), tf.constant(10))["ids"]
+        .numpy()
+        .astype(str)
+    )
+    assert got.tolist() != without.tolist()
+    # From features: the same merge of the three rankings of the query tower's embedding.
+    inputs = signature_inputs()
+    vectors = content.vectors(
+        [
+            {"brand": ["brand3"], "category": ["cat1"], "tags": ["tag3_1", "tag3_2"]},
+            {"category": ["cat2"]},
+        ]
+    )
+    z = trained.query_tower(exporter.to_model_features(inputs, info["features"])).numpy()
+    similarity = (vectors @ content.matrix.T).toarray()
+    popular = z @ items.T + 0.3 * log_counts[None, :]
+    similar = z @ items.T + 1.5 * similarity - 0.05 * log_counts[None, :]
+    cold_scores = np.where(log_counts[None, :] > 0, -np.inf, z @ items.T + 2.0 * similarity)
+    cold_order = np.argsort(-cold_scores, axis=1, kind="stable")[:, :10]
+    expected = blending.merge(
+        np.argsort(-popular, axis=1, kind="stable")[:, :10],
+        np.argsort(-similar, axis=1, kind="stable")[:, :10],
+        10,
+        4,
+        blending.only_cold(cold_order, log_counts),
+        3,
+    )
+    got = module.similar_items_by_features(inputs, tf.constant(10))["ids"].numpy().astype(str)
+    assert got.tolist() == ids[expected].tolist()

@@ -4,7 +4,9 @@ Mixed negatives and the tempered logQ correction (loss), normalised MI for CFM (
 without an embedding of their own and id dropout (encoder), the symmetric loss (model).
 """
 
+import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -244,9 +246,11 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
         key=lambda t: (
             tuple(t["value"]),
             t["prior_share"],
+            -t["cold_share"],
             -t["content_weight"],
             -t["popularity_penalty"],
             -t["popularity_prior"],
+            -t["cold_content_weight"],
         ),
     )
     chosen = {k: best_trial[k] for k in blending.NAMES}
@@ -258,6 +262,21 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     assert evaluator.resolve_popularity_prior(config.model_dir, "0") == 0.0
     with pytest.raises(ValueError, match="popularity_prior"):
         evaluator.resolve_popularity_prior(config.model_dir, "-1")
+    assert choice["options"] == trainer.blend_options(config)
+    assert any(t["cold_share"] > 0 for t in choice["grid"])
+    # The finished run given other blend options chooses its blend again, without training.
+    path = f"{config.model_dir}/{blending.FILE}"
+    narrower = dataclasses.replace(config, blend_cold_shares=(0.0,), blend_margin=0.0)
+    again = trainer.run(narrower)
+    assert again["already_finished"] and again["steps"] == summary["steps"]
+    rechosen = json.load(open(path))
+    assert rechosen["options"]["blend_cold_shares"] == [0.0]
+    assert all(t["cold_share"] == 0 for t in rechosen["grid"])
+    assert again["blend"] == rechosen["blend"]
+    # The same options again: nothing to do, the blend is not touched.
+    modified = os.path.getmtime(path)
+    trainer.run(narrower)
+    assert os.path.getmtime(path) == modified
     # A rerun recognises the finished run.
     assert trainer.run(config)["already_finished"]
 

@@ -139,19 +139,18 @@ def blend_retriever(
 ) -> Retriever:
     """(query corpus indices [Q], ks, exclude) -> {k: [Q, k] lists of `blend`} (blending.py).
 
-    `content`: the corpus TF-IDF matrix [N, V] (tfidf.py); needed when blend.content_weight > 0.
-    Both rankings are retrieved in one pass at the largest k and merged for every k.
+    `content`: the corpus TF-IDF matrix [N, V] (tfidf.py); needed when the blend has a TF-IDF
+    term. Its rankings are retrieved in one pass at the largest k and merged for every k.
     """
     rankings = blend.rankings()
     scorer = rankings_scorer(query_embeddings, item_embeddings, log_counts, content, rankings)
 
     def retrieve(query_indices, ks, exclude=None):
-        lists = topk.top_k_many(scorer, query_indices, len(item_embeddings), max(ks), exclude)
-        popular = lists["popular"][0]
-        if blend.single_ranking:
-            return {k: popular[:, :k] for k in ks}
-        similar = lists["similar"][0]
-        return {k: blending.merge(popular, similar, k, blend.prior_slots(k)) for k in ks}
+        found = topk.top_k_many(scorer, query_indices, len(item_embeddings), max(ks), exclude)
+        lists = {name: found[name][0] for name in rankings}
+        if "cold" in lists:
+            lists["cold"] = blending.only_cold(lists["cold"], log_counts)
+        return {k: blend.merge(lists, k) for k in ks}
 
     return retrieve
 
@@ -199,7 +198,7 @@ def model_retriever(
     data_dir = DataDir.of(data_dir or model.config.data_dir)
     query_embeddings, item_embeddings = embed_corpus(model, data_dir)
     log_counts = popularity.log_counts(data_dir, corpus_ids(data_dir))
-    content = tfidf.build(data_dir).matrix if blend.content_weight else None
+    content = tfidf.build(data_dir).matrix if blend.uses_content else None
     logging.info("evaluate: %s", blend)
     return blend_retriever(blend, query_embeddings, item_embeddings, log_counts, content)
 
@@ -299,6 +298,8 @@ def run(
     prior_share: str | float = "auto",
     popularity_penalty: str | float = "auto",
     max_queries: int = 0,
+    cold_share: str | float = "auto",
+    cold_content_weight: str | float = "auto",
 ) -> dict:
     """Evaluates one recommender and writes its metrics JSON; returns the written object.
 
@@ -322,7 +323,13 @@ def run(
         if not model_dir:
             raise ValueError("--model_dir is required for --recommender=model")
         blend = blending.resolve(
-            model_dir, popularity_prior, content_weight, prior_share, popularity_penalty
+            model_dir,
+            popularity_prior,
+            content_weight,
+            prior_share,
+            popularity_penalty,
+            cold_share,
+            cold_content_weight,
         )
         retrieve = model_retriever(model_dir, source, blend)
     else:

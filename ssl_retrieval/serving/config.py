@@ -80,6 +80,16 @@ class ExportConfig:
         "gamma of log(1+training count) taken off the similar ranking (blending.py); auto = the "
         "model's blend (0 if none).",
     )
+    cold_share: str | float = option(
+        "auto",
+        "Share of the list's slots for items without training pairs, from the exact cold "
+        "ranking (blending.py); auto = the model's blend (0 if none).",
+    )
+    cold_content_weight: str | float = option(
+        "auto",
+        "w_cold of the cold ranking cos + w_cold*tfidf (blending.py); auto = the model's blend "
+        "(0 if none).",
+    )
 
 
 MAX_INSTANCES = 1000

@@ -16,9 +16,10 @@ Signatures (explicit TensorSpecs):
       found [B] bool. Neighbours of corpus items by their precomputed query-tower embedding; the
       item itself is excluded; unknown ids give found = false and empty rows.
       Lists follow the model's blend (blending.py, `blend` in export_info.json): the first
-      round(prior_share * k) from the index (cos + beta * log(1 + count)), the rest from the
-      similar ranking cos + w * tfidf - gamma * log(1 + count), each item with the score of its
-      ranking. Without TF-IDF (w = 0) and with a ScaNN index the similar ranking is a search
+      round(prior_share * k) from the index (cos + beta * log(1 + count)), the next
+      round(cold_share * k) from the cold ranking (cos + w_cold * tfidf over items without
+      training pairs, exact), the rest from the similar ranking cos + w * tfidf - gamma *
+      log(1 + count), each item once, with the score of the ranking that listed it. Without TF-IDF (w = 0) and with a ScaNN index the similar ranking is a search
       of the same index (queries end in -gamma instead of beta); with TF-IDF it is exact over
       the whole corpus (N x d flops and the TF-IDF matrix's non-zeros per query).
       `similar_ranking` in export_info.json says which.
@@ -181,10 +182,10 @@ class SimilarItemsModule(tf.Module):
         self.item_ids = tf.Variable(encoded_ids, trainable=False)
         self.query_embeddings = tf.Variable(query_embeddings.astype(np.float32), trainable=False)
         exact_similar = not blend.single_ranking and not similar_from_index
-        if exact_similar:
+        if exact_similar or blend.cold_share:
             self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32), trainable=False)
-        self.content = ContentVectors(content) if blend.content_weight else None
-        if blend.popularity_penalty and exact_similar:
+        self.content = ContentVectors(content) if blend.uses_content else None
+        if (blend.popularity_penalty and exact_similar) or blend.cold_share:
             self.log_counts = tf.constant(np.asarray(log_counts, np.float32))
         self.id_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
@@ -230,34 +231,45 @@ class SimilarItemsModule(tf.Module):
         if self.similar_from_index:
             return self._from_index(queries, -self.blend.popularity_penalty, exclude)
         scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
-        if self.content is not None:
+        if self.blend.content_weight:
             scores += self.blend.content_weight * self.content.similarities(content_vectors)
         if self.blend.popularity_penalty:
             scores -= self.blend.popularity_penalty * self.log_counts[tf.newaxis, :]
+        return self._exact_top(scores, exclude, tf.zeros_like(scores, tf.bool))
+
+    def _cold(self, queries, content_vectors, exclude):
+        """[B, max_k] corpus indices and scores of the cold ranking: cos + w_cold * tfidf over
+        the items without training pairs (exact; -1 pads when there are fewer)."""
+        scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
+        if self.blend.cold_content_weight:
+            scores += self.blend.cold_content_weight * self.content.similarities(content_vectors)
+        counted = tf.broadcast_to(self.log_counts[tf.newaxis, :] > 0, tf.shape(scores))
+        return self._exact_top(scores, exclude, counted)
+
+    def _exact_top(self, scores, exclude, dropped):
+        """Top max_k of [B, N] `scores` without `exclude` [B] and the `dropped` [B, N] items."""
         own = tf.one_hot(exclude, tf.shape(scores)[1], on_value=True, off_value=False)
-        scores = tf.where(own, float("-inf"), scores)
+        scores = tf.where(tf.logical_or(own, dropped), float("-inf"), scores)
         scores, indices = tf.math.top_k(scores, self.max_k)
-        return tf.cast(indices, tf.int64), scores
+        indices = tf.where(scores > float("-inf"), tf.cast(indices, tf.int64), -1)
+        return indices, scores
 
     def _neighbours(self, queries, content_vectors, k, exclude):
-        """ids and scores [B, k] under the blend (blending.merge, in the graph)."""
+        """ids and scores [B, k] under the blend (blending.merge, in the graph): the popular
+        slots, the cold slots, the similar ranking, the rest of the popular ranking, each item
+        once where it first comes."""
         k = tf.clip_by_value(k, 1, self.max_k)
         indices, scores = self._popular(queries, exclude)
         if not self.blend.single_ranking:
-            slots = tf.cast(
-                tf.floor(self.blend.prior_share * tf.cast(k, tf.float32) + 0.5), tf.int32
-            )
-            similar, similar_scores = self._similar(queries, content_vectors, exclude)
-            listed = indices[:, tf.newaxis, :] == similar[:, :, tf.newaxis]
-            taken = tf.sequence_mask(slots, self.max_k)[tf.newaxis, tf.newaxis, :]
-            fresh = tf.logical_not(tf.reduce_any(tf.logical_and(listed, taken), axis=2))
-            shape = [None, self.max_k]
-            similar = tf.ragged.boolean_mask(similar, fresh).to_tensor(-1, shape=shape)
-            similar_scores = tf.ragged.boolean_mask(similar_scores, fresh).to_tensor(
-                float("-inf"), shape=shape
-            )
-            indices = tf.concat([indices[:, :slots], similar[:, : k - slots]], axis=1)
-            scores = tf.concat([scores[:, :slots], similar_scores[:, : k - slots]], axis=1)
+            prior_slots = _slots(self.blend.prior_share, k)
+            sources = [(indices[:, :prior_slots], scores[:, :prior_slots])]
+            if self.blend.cold_share:
+                cold_slots = tf.minimum(k - prior_slots, _slots(self.blend.cold_share, k))
+                cold, cold_scores = self._cold(queries, content_vectors, exclude)
+                sources.append((cold[:, :cold_slots], cold_scores[:, :cold_slots]))
+            sources.append(self._similar(queries, content_vectors, exclude))
+            sources.append((indices[:, prior_slots:], scores[:, prior_slots:]))
+            indices, scores = _first_occurrences(sources, self.max_k)
         indices, scores = indices[:, :k], scores[:, :k]
         ids = tf.where(indices >= 0, tf.gather(self.item_ids, tf.maximum(indices, 0)), b"")
         return ids, scores
@@ -282,6 +294,28 @@ class SimilarItemsModule(tf.Module):
 
     def _item_embedding(self, features):
         return {"embedding": self.item_tower(to_model_features(features, self.features))}
+
+
+def _slots(share: float, k):
+    """round(share * k) as blending.Blend's slots, for a k tensor."""
+    return tf.cast(tf.floor(share * tf.cast(k, tf.float32) + 0.5), tf.int32)
+
+
+def _first_occurrences(sources, width: int):
+    """[B, width] indices and scores: the sources' lists concatenated in order, keeping each
+    item where it first comes and skipping -1 padding (-1 and -inf pad the result)."""
+    indices = tf.concat([i for i, _ in sources], axis=1)
+    scores = tf.concat([s for _, s in sources], axis=1)
+    same = tf.equal(indices[:, :, tf.newaxis], indices[:, tf.newaxis, :])
+    size = tf.shape(indices)[1]
+    before = tf.linalg.band_part(tf.ones([size, size], tf.bool), 0, -1)  # row i <= column j
+    before = tf.logical_and(before, tf.logical_not(tf.eye(size, dtype=tf.bool)))
+    repeated = tf.reduce_any(tf.logical_and(same, before[tf.newaxis]), axis=1)
+    keep = tf.logical_and(tf.logical_not(repeated), indices >= 0)
+    shape = [None, width]
+    indices = tf.ragged.boolean_mask(indices, keep).to_tensor(-1, shape=shape)
+    scores = tf.ragged.boolean_mask(scores, keep).to_tensor(float("-inf"), shape=shape)
+    return indices, scores
 
 
 README = """# ssl_retrieval export
@@ -362,6 +396,8 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         config.content_weight,
         config.prior_share,
         config.popularity_penalty,
+        config.cold_share,
+        config.cold_content_weight,
     )
     log_counts = popularity.log_counts(data_dir, item_ids)
     # Without TF-IDF the similar ranking is a maximum inner product search too (its popularity
@@ -375,7 +411,7 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     )
     if not shifted_index(blend, similar_from_index):  # plain cosine: no extra dimension
         index_queries, index_items = query_embeddings, item_embeddings
-    content = tfidf.build(data_dir) if blend.content_weight else None
+    content = tfidf.build(data_dir) if blend.uses_content else None
     n = len(item_ids)
     max_k = min(config.k, n - 1)
     logging.info("export: %d items, building the %s index", n, config.index)

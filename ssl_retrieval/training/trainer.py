@@ -141,8 +141,11 @@ class Validator:
         content = tfidf.build(self._data_dir).matrix if needs_content else None
 
         # Every ranking the grid needs, retrieved in one pass over the corpus.
+        cold_weights = config.blend_cold_content_weights if max(config.blend_cold_shares) else ()
         rankings = blending.grid_rankings(
-            config.blend_content_weights, config.blend_popularity_penalties
+            config.blend_content_weights,
+            config.blend_popularity_penalties,
+            cold_content_weights=cold_weights,
         )
         logging.info("train: choosing the blend: %d rankings in one pass", len(rankings))
         scorer = evaluation.rankings_scorer(queries, items, log_counts, content, rankings)
@@ -157,9 +160,10 @@ class Validator:
                 )
                 for name in references_lib.RECOMMENDERS
             }
-        return blending.choose(
+        choice = blending.choose(
             popular_lists=lambda beta: lists["popular", beta][0],
             similar_lists=lambda w, gamma: lists["similar", w, gamma][0],
+            cold_lists=lambda w: blending.only_cold(lists["cold", w][0], log_counts),
             evaluate_lists=lambda retrieved: evaluation.evaluate_lists(
                 data, lambda *_: {k: retrieved}, (k,)
             ),
@@ -167,8 +171,31 @@ class Validator:
             content_weights=config.blend_content_weights,
             prior_shares=config.blend_prior_shares,
             popularity_penalties=config.blend_popularity_penalties,
+            cold_shares=config.blend_cold_shares,
+            cold_content_weights=config.blend_cold_content_weights,
             references=references,
+            margin=config.blend_margin,
         )
+        choice["options"] = blend_options(config)
+        return choice
+
+
+def blend_options(config: config_lib.TrainConfig) -> dict:
+    """The options a blend was chosen with (in blend.json): a finished run whose options
+    changed chooses its blend again instead of keeping the old one."""
+    return {name: _jsonable(getattr(config, name)) for name in config_lib.BLEND_FIELDS}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _blend_is_stale(config: config_lib.TrainConfig) -> bool:
+    path = os.path.join(config.model_dir, blending.FILE)
+    if not config.choose_popularity_prior or not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return json.load(f).get("options") != blend_options(config)
 
 
 def _read_validations(model_dir: str) -> list[dict]:
@@ -222,6 +249,9 @@ def run(config: config_lib.TrainConfig) -> dict:
         logging.info("train: resuming from step %d (%s)", start_step, manager.latest_checkpoint)
     finished = os.path.exists(os.path.join(config.model_dir, "train_metrics.json"))
     if start_step >= steps or finished:
+        if _blend_is_stale(config):
+            logging.info("train: %s already finished; choosing its blend again", config.model_dir)
+            return _choose_blend_again(config, data_dir, model, steps)
         logging.info("train: %s already finished; nothing to do", config.model_dir)
         return _read_summary(config.model_dir, steps)
     validator = None
@@ -390,6 +420,26 @@ def run(config: config_lib.TrainConfig) -> dict:
 
 
 _write_lines = atomic.write_jsonl
+
+
+def _choose_blend_again(config, data_dir, model, steps: int) -> dict:
+    """A finished run's blend chosen with the current blend options, from its best weights."""
+    best = tf.train.latest_checkpoint(os.path.join(config.model_dir, BEST_DIR))
+    if best:
+        tf.train.Checkpoint(model=model).restore(best).expect_partial()
+    choice = Validator(config, data_dir).choose_blend(model, config)
+    blending.save(config.model_dir, choice)
+    summary = _read_summary(config.model_dir, steps)
+    summary["blend"] = choice["blend"]
+    summary["popularity_prior"] = choice["blend"]["popularity_prior"]
+    atomic.write_json(
+        os.path.join(config.model_dir, "train_metrics.json"),
+        summary,
+        sort_keys=False,
+        newline=False,
+    )
+    logging.info("train: blend chosen on validation %s", choice["blend"])
+    return summary
 
 
 def _read_summary(model_dir: str, steps: int) -> dict:
