@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ssl_retrieval import testing
+from ssl_retrieval import atomic, testing
 from ssl_retrieval.experimentation import report, runner
 
 SLICES = ("all", "head", "tail", "cold")
@@ -137,7 +137,10 @@ def test_run_experiment_resumes_and_writes_the_report(tmp_path):
         **CONFIG,
         "output_dir": str(tmp_path / "report"),
         "runs_dir": str(tmp_path / "runs"),
-        "data_dirs": {"1.0": "d1", "0.1": "d01"},
+        "data_dirs": {
+            "1.0": _fake_data_dir(tmp_path / "d1"),
+            "0.1": _fake_data_dir(tmp_path / "d01"),
+        },
         "references": ["top_popular"],
     }
     path = tmp_path / "config.json"
@@ -155,13 +158,18 @@ def test_run_experiment_resumes_and_writes_the_report(tmp_path):
     assert (tmp_path / "report" / "figure5_alpha.png").stat().st_size > 1000
     assert len(report.read_results(str(tmp_path / "report" / "results.jsonl"))) == 10
 
-    # --report_only trains nothing and reports the finished runs.
+    # An interrupted run (no metrics, no record): --report_only trains nothing and reports the
+    # finished runs.
+    results_path = str(tmp_path / "report" / "results.jsonl")
+    records = report.read_results(results_path)
+    interrupted = "1.0/cfm/seed1"
+    atomic.write_jsonl(results_path, [r for r in records if r["run_id"] != interrupted])
     os.remove(tmp_path / "runs" / "1.0" / "cfm" / "seed1" / "metrics.json")
     calls.clear()
     summary = runner.run_experiment(str(path), report_only=True, runner=_fake_runner(calls))
     assert calls == [] and summary["results"] == 9
 
-    # An interrupted experiment resumes: finished runs are neither trained nor evaluated again.
+    # The experiment resumes: finished runs are neither trained nor evaluated again.
     runner.run_experiment(str(path), runner=_fake_runner(calls))
     assert [c[2] for c in calls] == ["ssl_retrieval.train", "ssl_retrieval.evaluate"]
     assert any(a.endswith("1.0/cfm/seed1") for a in calls[0])
@@ -207,8 +215,8 @@ def test_a_fresh_clone_resumes_from_the_committed_results(tmp_path):
     runner.run_experiment(str(path), runner=_fake_runner(calls))
     retrained = trained(c for c in calls if c[2] == "ssl_retrieval.train")
     assert len(retrained) == 4 and all("/0.1/" in d for d in retrained)
-    # Another flag: every run is trained again.
-    shutil.rmtree(tmp_path / "runs")
+    # Another flag: every run is trained again, also where its model dir is here (train
+    # resumes or refuses it; evaluate measures it again).
     config["extra_flags"] = ["--epochs=2"]
     path.write_text(json.dumps(config))
     calls.clear()

@@ -133,15 +133,18 @@ def run_experiment(
         train, evaluate, model_dir = commands(config, run)
         fingerprint = fingerprints[run.fraction]
         previous = recorded.get(run.run_id)
-        if os.path.exists(os.path.join(model_dir, "metrics.json")):
-            skipped += 1
-            record = _result_record(run, model_dir)
-        elif ledger.reusable(previous, [train, evaluate], fingerprint):
+        evaluated = os.path.exists(os.path.join(model_dir, "metrics.json"))
+        if ledger.reusable(previous, [train, evaluate], fingerprint):
             skipped += 1
             record = previous  # finished in an earlier sitting, maybe on another machine
         elif report_only:
-            continue
+            if not evaluated:
+                continue
+            record = _result_record(run, model_dir)  # as it is, whatever command made it
         else:
+            # Not recorded, or recorded from another command: train resumes, finishes or (for
+            # a finished run with other blend options) chooses the blend again; a model dir
+            # of an incompatible command is an error that names it.
             logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
             runner(train)
             runner(evaluate)
