@@ -338,29 +338,31 @@ def load(model_dir: str) -> Blend:
 
 
 NAMES = tuple(f.name for f in dataclasses.fields(Blend))
+# The flags of evaluate and export that set a blend's numbers ("auto" = the model's own).
+FLAG_HELP = {
+    "popularity_prior": "beta of the popular ranking cos + beta*log(1+training count) (the "
+    "index's ranking in an export); auto = the model's blend (0 if none), 0 = pure cosine.",
+    "content_weight": "w of the similar ranking cos + w*tfidf - gamma*log(1+training count); "
+    "auto = the model's blend (0 if none).",
+    "prior_share": "Share of the list's slots from the popular ranking; auto = the model's blend "
+    "(1 if none), 1 = the popular ranking alone.",
+    "popularity_penalty": "gamma of the similar ranking; auto = the model's blend (0 if none).",
+    "cold_share": "Share of the list's slots for items without training pairs, from the cold "
+    "ranking cos + w_cold*tfidf over them; auto = the model's blend (0 if none).",
+    "cold_content_weight": "w_cold of the cold ranking; auto = the model's blend (0 if none).",
+}
 
 
-def resolve(
-    model_dir: str,
-    popularity_prior: str | float = "auto",
-    content_weight: str | float = "auto",
-    prior_share: str | float = "auto",
-    popularity_penalty: str | float = "auto",
-    cold_share: str | float = "auto",
-    cold_content_weight: str | float = "auto",
-) -> Blend:
-    """The model's chosen blend, with any of its numbers given instead of "auto"."""
+def resolve(model_dir: str, **given: str | float) -> Blend:
+    """The model's chosen blend (`load`), with any of its numbers (`NAMES`) given instead of
+    "auto"."""
+    unknown = set(given) - set(NAMES)
+    if unknown:
+        raise TypeError(f"not numbers of a blend: {sorted(unknown)}")
     chosen = load(model_dir)
-    given = (
-        popularity_prior,
-        content_weight,
-        prior_share,
-        popularity_penalty,
-        cold_share,
-        cold_content_weight,
-    )
     values = {}
-    for name, value in zip(NAMES, given, strict=True):
+    for name in NAMES:
+        value = given.get(name, "auto")
         if value == "auto":
             values[name] = getattr(chosen, name)
             continue

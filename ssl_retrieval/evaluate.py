@@ -14,7 +14,7 @@ with how many eval queries were evaluated) and prints a table.
 
 from absl import app, flags
 
-from ssl_retrieval import cli
+from ssl_retrieval import blending, cli
 
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Preprocessed data dir.")
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "Trained model dir (for --recommender=model).")
@@ -36,42 +36,10 @@ SPLIT = flags.DEFINE_enum(
     ["eval", "validation"],
     "Pairs to evaluate on: eval (the test split, to report) or validation (to choose on).",
 )
-POPULARITY_PRIOR = flags.DEFINE_string(
-    "popularity_prior",
-    "auto",
-    "Model only: beta of the retrieval-time prior cos + beta*log(1+training count). auto = the "
-    "beta chosen on validation when the model was trained (0 if none); 0 = pure cosine.",
-)
-CONTENT_WEIGHT = flags.DEFINE_string(
-    "content_weight",
-    "auto",
-    "Model only: w of the similar ranking cos + w*tfidf (blending.py). auto = the model's "
-    "blend chosen on validation (0 if none).",
-)
-PRIOR_SHARE = flags.DEFINE_string(
-    "prior_share",
-    "auto",
-    "Model only: share of the list's slots taken from the popular ranking, the rest from the "
-    "similar ranking (blending.py). auto = the model's blend (1 if none); 1 = popular alone.",
-)
-POPULARITY_PENALTY = flags.DEFINE_string(
-    "popularity_penalty",
-    "auto",
-    "Model only: gamma of log(1+training count) taken off the similar ranking (blending.py). "
-    "auto = the model's blend (0 if none).",
-)
-COLD_SHARE = flags.DEFINE_string(
-    "cold_share",
-    "auto",
-    "Model only: share of the list's slots for items without training pairs, from the cold "
-    "ranking (blending.py). auto = the model's blend (0 if none).",
-)
-COLD_CONTENT_WEIGHT = flags.DEFINE_string(
-    "cold_content_weight",
-    "auto",
-    "Model only: w_cold of the cold ranking cos + w_cold*tfidf over items without training "
-    "pairs (blending.py). auto = the model's blend (0 if none).",
-)
+BLEND = {
+    name: flags.DEFINE_string(name, "auto", f"Model only (blending.py): {text}")
+    for name, text in blending.FLAG_HELP.items()
+}
 MAX_QUERIES = flags.DEFINE_integer(
     "max_queries",
     0,
@@ -99,13 +67,8 @@ def _evaluate() -> str:
         exclude_train_positives=EXCLUDE_TRAIN.value,
         output=OUTPUT.value,
         split=SPLIT.value,
-        popularity_prior=POPULARITY_PRIOR.value,
-        content_weight=CONTENT_WEIGHT.value,
-        prior_share=PRIOR_SHARE.value,
-        popularity_penalty=POPULARITY_PENALTY.value,
-        cold_share=COLD_SHARE.value,
-        cold_content_weight=COLD_CONTENT_WEIGHT.value,
         max_queries=MAX_QUERIES.value,
+        blend={name: flag.value for name, flag in BLEND.items()},
     )
     table = evaluator.format_table(out["metrics"], ks)
     q = out["queries"]

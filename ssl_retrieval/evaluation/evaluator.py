@@ -293,19 +293,15 @@ def run(
     exclude_train_positives: bool = False,
     output: str | None = None,
     split: str = "eval",
-    popularity_prior: str | float = "auto",
-    content_weight: str | float = "auto",
-    prior_share: str | float = "auto",
-    popularity_penalty: str | float = "auto",
     max_queries: int = 0,
-    cold_share: str | float = "auto",
-    cold_content_weight: str | float = "auto",
+    blend: dict | None = None,
 ) -> dict:
     """Evaluates one recommender and writes its metrics JSON; returns the written object.
 
     `max_queries` > 0: only the eval pairs of that many queries, a fixed random sample
     (`sample_queries`, seed 0), so that a large corpus is evaluated in bounded time; the
-    written object says how many of how many ("queries").
+    written object says how many of how many ("queries"). `blend`: numbers of the model's blend
+    given instead of the chosen ones ({name: number or "auto"}, `blending.resolve`).
     """
     from ssl_retrieval.evaluation import references  # noqa: PLC0415
 
@@ -318,26 +314,18 @@ def run(
     if max_queries:
         data = sample_queries(data, max_queries, seed=QUERY_SAMPLE_SEED)
     evaluated = len(np.unique(data.eval_query))
-    blend = None
+    chosen = None
     if recommender == "model":
         if not model_dir:
             raise ValueError("--model_dir is required for --recommender=model")
-        blend = blending.resolve(
-            model_dir,
-            popularity_prior,
-            content_weight,
-            prior_share,
-            popularity_penalty,
-            cold_share,
-            cold_content_weight,
-        )
-        retrieve = model_retriever(model_dir, source, blend)
+        chosen = blending.resolve(model_dir, **(blend or {}))
+        retrieve = model_retriever(model_dir, source, chosen)
     else:
         scorer = references.make(recommender, data, source)
     logging.info(
         "evaluate: %s on %d eval pairs, %d items", recommender, len(data.eval_query), data.num_items
     )
-    if blend is None:
+    if chosen is None:
         results = evaluate(data, scorer, ks, exclude_train_positives)
     else:
         results = evaluate_lists(data, retrieve, ks, exclude_train_positives)
@@ -348,8 +336,8 @@ def run(
         "ks": list(ks),
         "exclude_train_positives": exclude_train_positives,
         "split": split,
-        "popularity_prior": blend.popularity_prior if blend else None,
-        "blend": dataclasses.asdict(blend) if blend else None,
+        "popularity_prior": chosen.popularity_prior if chosen else None,
+        "blend": dataclasses.asdict(chosen) if chosen else None,
         "metrics": results,
         "queries": {
             "evaluated": evaluated,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from ssl_retrieval import blending
 from ssl_retrieval.cli import option
 
 
@@ -59,37 +60,12 @@ class ExportConfig:
     scann: ScannParams = option(ScannParams(), flag=False)
     overwrite: bool = option(False, "Replace an existing version directory.")
     # The blend (blending.py): each a number, or "auto" for the one chosen for the model.
-    popularity_prior: str | float = option(
-        "auto",
-        "beta of the popularity prior cos + beta*log(1+training count) built into the index: "
-        "auto = the one chosen on validation when the model was trained (0 if none), 0 = pure "
-        "cosine.",
-    )
-    content_weight: str | float = option(
-        "auto",
-        "w of the similar ranking cos + w*tfidf (blending.py); auto = the model's blend (0 if "
-        "none).",
-    )
-    prior_share: str | float = option(
-        "auto",
-        "Share of the list's slots from the popular ranking (the index), the rest from the exact "
-        "similar ranking (blending.py); auto = the model's blend (1 if none).",
-    )
-    popularity_penalty: str | float = option(
-        "auto",
-        "gamma of log(1+training count) taken off the similar ranking (blending.py); auto = the "
-        "model's blend (0 if none).",
-    )
-    cold_share: str | float = option(
-        "auto",
-        "Share of the list's slots for items without training pairs, from the exact cold "
-        "ranking (blending.py); auto = the model's blend (0 if none).",
-    )
-    cold_content_weight: str | float = option(
-        "auto",
-        "w_cold of the cold ranking cos + w_cold*tfidf (blending.py); auto = the model's blend "
-        "(0 if none).",
-    )
+    popularity_prior: str | float = option("auto", blending.FLAG_HELP["popularity_prior"])
+    content_weight: str | float = option("auto", blending.FLAG_HELP["content_weight"])
+    prior_share: str | float = option("auto", blending.FLAG_HELP["prior_share"])
+    popularity_penalty: str | float = option("auto", blending.FLAG_HELP["popularity_penalty"])
+    cold_share: str | float = option("auto", blending.FLAG_HELP["cold_share"])
+    cold_content_weight: str | float = option("auto", blending.FLAG_HELP["cold_content_weight"])
 
 
 MAX_INSTANCES = 1000

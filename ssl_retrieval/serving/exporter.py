@@ -391,13 +391,7 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     item_ids = data_lib.corpus_ids(data_dir)
     query_embeddings, item_embeddings = model_lib.embed_corpus(model, data_dir)
     blend = blending.resolve(
-        config.model_dir,
-        config.popularity_prior,
-        config.content_weight,
-        config.prior_share,
-        config.popularity_penalty,
-        config.cold_share,
-        config.cold_content_weight,
+        config.model_dir, **{name: getattr(config, name) for name in blending.NAMES}
     )
     log_counts = popularity.log_counts(data_dir, item_ids)
     # Without TF-IDF the similar ranking is a maximum inner product search too (its popularity
