@@ -39,10 +39,11 @@ stage "3/5 training (configs/demo.cfg) -> $OUT/model   (rerun resumes; a finishe
 
 # 4. Evaluation over the whole corpus (the test split), beside the reference recommenders.
 stage "4/5 evaluation: Recall@K and MAP@K over all $(sed -n 's/.*"num_items": \([0-9]*\).*/\1/p' "$OUT/data/stats.json") items"
-if [ ! -f "$OUT/model/metrics.json" ]; then
+# Done already unless training chose the model's blend again since (newer blend.json).
+if [ ! "$OUT/model/metrics.json" -nt "$OUT/model/blend.json" ]; then
   "$PY" -m ssl_retrieval.evaluate --data_dir="$OUT/data" --model_dir="$OUT/model"
 else
-  echo "$OUT/model/metrics.json exists, skipping"
+  echo "$OUT/model/metrics.json is up to date, skipping"
 fi
 for reference in top_popular feature_knn cooccurrence; do
   if [ ! -f "$OUT/reference/$reference.json" ]; then
@@ -62,10 +63,12 @@ PY
 
 # 5. Export: SavedModel + ScaNN index, then "items similar to X" from it.
 stage "5/5 export with a ScaNN index -> $OUT/export"
-if ! ls "$OUT"/export/*/export_info.json >/dev/null 2>&1; then
-  "$PY" -m ssl_retrieval.export --data_dir="$OUT/data" --model_dir="$OUT/model" --export_dir="$OUT/export"
+LATEST_INFO="$(ls -t "$OUT"/export/*/export_info.json 2>/dev/null | head -1 || true)"
+if [ -z "$LATEST_INFO" ] || [ ! "$LATEST_INFO" -nt "$OUT/model/blend.json" ]; then
+  "$PY" -m ssl_retrieval.export --data_dir="$OUT/data" --model_dir="$OUT/model" \
+    --export_dir="$OUT/export" --overwrite
 else
-  echo "$OUT/export has a version, skipping"
+  echo "$OUT/export has a version of this blend, skipping"
 fi
 if grep -qx vim "$OUT/data/vocab/item_id.txt"; then
   ITEMS="vim,python3-numpy,postgresql"
