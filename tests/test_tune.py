@@ -1,5 +1,6 @@
 """Tuning: the seeded trial plan, choosing on validation, flagfiles, resuming."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import sys
 
 import pytest
 
+from ssl_retrieval import config as config_lib
 from ssl_retrieval.experimentation import ledger, tuning
 
 GRID = {"alpha": [0.3, 0.1, 1.0], "dropout_rate": [0.3, 0.5]}
@@ -137,7 +139,7 @@ def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path, monkeypatch):
     # And another default of the package (a command's unset flags take it).
     shutil.rmtree(tmp_path / "runs")
     calls.clear()
-    monkeypatch.setattr(ledger, "train_defaults", lambda: "other defaults")
+    monkeypatch.setattr(ledger, "train_defaults", lambda ignored=(): "other defaults")
     tuning.run_tuning(str(path), runner=_fake_trainer(calls))
     assert len(calls) == 3
 
@@ -147,6 +149,17 @@ def test_the_defaults_hash_is_the_same_in_another_process():
     code = "from ssl_retrieval.experimentation import ledger; print(ledger.train_defaults())"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == ledger.train_defaults()
+
+
+def test_new_blend_defaults_rerun_experiments_but_not_tuning_trials(monkeypatch):
+    """A trial's value does not depend on how the blend is chosen after training."""
+    every, trials = ledger.train_defaults(), ledger.train_defaults(tuning.NOT_IN_TRIALS)
+    fields = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
+    monkeypatch.setattr(fields["blend_margin"], "default", 0.5)
+    assert ledger.train_defaults() != every
+    assert ledger.train_defaults(tuning.NOT_IN_TRIALS) == trials
+    monkeypatch.setattr(fields["learning_rate"], "default", 0.5)
+    assert ledger.train_defaults(tuning.NOT_IN_TRIALS) != trials
 
 
 def test_a_trial_that_did_not_validate_is_an_error(tmp_path):

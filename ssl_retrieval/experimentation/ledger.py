@@ -68,12 +68,14 @@ def portable(command: list[str]) -> list[str]:
     return out
 
 
-def train_defaults() -> str:
-    """A short hash of the training flags' defaults (a command's unset flags take them)."""
+def train_defaults(ignored: tuple[str, ...] = ()) -> str:
+    """A short hash of the training flags' defaults (a command's unset flags take them), leaving
+    out the `ignored` fields (defaults a record's values do not depend on)."""
     defaults = {
         f.name: f.default
         for f in dataclasses.fields(config_lib.TrainConfig)
-        if f.default is not dataclasses.MISSING  # required (paths); its repr is an address
+        # Required fields (paths) have no default; their repr would be an address.
+        if f.default is not dataclasses.MISSING and f.name not in ignored
     }
     text = json.dumps(defaults, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -84,22 +86,33 @@ def load(path: str, key: str) -> dict[str, dict]:
     return {record[key]: record for record in atomic.read_jsonl(path, missing_ok=True)}
 
 
-def reusable(record: dict | None, commands: list[list[str]], fingerprint: str) -> bool:
-    """True when `record` was made by exactly these commands on data with this fingerprint."""
+def reusable(
+    record: dict | None,
+    commands: list[list[str]],
+    fingerprint: str,
+    ignored_defaults: tuple[str, ...] = (),
+) -> bool:
+    """True when `record` was made by exactly these commands on data with this fingerprint
+    (training defaults in `ignored_defaults` may have changed)."""
     return (
         record is not None
         and fingerprint != "missing"
         and record.get("commands") == [portable(c) for c in commands]
-        and record.get("train_defaults") == train_defaults()
+        and record.get("train_defaults") == train_defaults(ignored_defaults)
         and record.get("data_fingerprint") == fingerprint
     )
 
 
-def stamp(record: dict, commands: list[list[str]], fingerprint: str) -> dict:
+def stamp(
+    record: dict,
+    commands: list[list[str]],
+    fingerprint: str,
+    ignored_defaults: tuple[str, ...] = (),
+) -> dict:
     """`record` with what `reusable` checks."""
     return {
         **record,
         "commands": [portable(c) for c in commands],
-        "train_defaults": train_defaults(),
+        "train_defaults": train_defaults(ignored_defaults),
         "data_fingerprint": fingerprint,
     }

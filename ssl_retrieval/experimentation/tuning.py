@@ -17,9 +17,13 @@ from collections.abc import Callable
 import numpy as np
 
 from ssl_retrieval import atomic
+from ssl_retrieval import config as config_lib
 from ssl_retrieval.experimentation import ledger
 
 METRIC = "best_validation_recall@50"
+# A trial's value is the best validation Recall@50 during training: how the blend is chosen
+# after training does not change it, so new blend defaults do not rerun trials.
+NOT_IN_TRIALS = config_lib.BLEND_FIELDS
 
 
 def trial_points(grid: dict[str, list], trials: int, seed: int) -> list[dict]:
@@ -150,13 +154,13 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
         previous = recorded.get(trial_id(method, fraction, point))
         if os.path.exists(os.path.join(model_dir, "train_metrics.json")):
             record = _trial_record(method, fraction, point, model_dir)
-        elif ledger.reusable(previous, [command], fingerprint):
+        elif ledger.reusable(previous, [command], fingerprint, NOT_IN_TRIALS):
             record = previous  # finished in an earlier sitting, maybe on another machine
         else:
             logging.info("tune: trial %d/%d %s", i + 1, len(points), model_dir)
             runner(command)
             record = _trial_record(method, fraction, point, model_dir)
-        trials.append(ledger.stamp(record, [command], fingerprint))
+        trials.append(ledger.stamp(record, [command], fingerprint, NOT_IN_TRIALS))
         _write_jsonl(trials_path, trials)
     chosen = choose(trials)
     flagfiles = {f"{m}@{fr}": write_flagfile(config, t) for (m, fr), t in chosen.items()}
