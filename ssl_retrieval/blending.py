@@ -1,4 +1,4 @@
-"""One list of neighbours from two rankings: the popular one and the similar one.
+"""One list of neighbours from three rankings: the popular, the cold and the similar one.
 
 The popular ranking is cos(q, c) + beta * log(1 + n_c) (`popularity.py`): it finds the hubs
 that most held-out links of a power-law graph point to, and it pushes down every item with few
@@ -7,9 +7,10 @@ the list. The similar ranking is cos(q, c) + w * tfidf(q, c) - gamma * log(1 + n
 cosine plus the TF-IDF cosine of the two items' feature values (`tfidf.py`), with a little
 popularity taken off so that its half of the list looks further down the tail.
 
-A list of k takes its first round(prior_share * k) slots from the popular ranking and fills the
-rest from the similar ranking, skipping items already listed (and, if the similar ranking runs
-out, from further down the popular one). prior_share = 1 is the popular ranking alone, and with
+A list of k takes its first round(prior_share * k) slots from the popular ranking, the next
+round(cold_share * k) from the cold ranking (below), and fills the rest from the similar
+ranking, skipping items already listed (and, if the similar ranking runs out, from further down
+the popular one). prior_share = 1 is the popular ranking alone, and with
 beta = 0 too, plain cosine: the model as trained.
 
 Why slots and not one score: the two scores disagree about cold items by design (no count, no
@@ -24,8 +25,9 @@ Cold slots: the next round(cold_share * k) slots go to items without a single tr
 ranked by cos + w_cold * tfidf among those items alone (the cold ranking). The similar ranking
 mostly lists items with some pairs, because the model has learned those; an item nobody has
 linked yet is the one a long-tail catalogue is full of, and only its features can find it. On
-the validation splits (recipe model, seed 0, 2,000 queries, Recall@50 all / head / tail / cold)
-the best blend without cold slots that beat every reference by 2% on every slice gave, at
+the validation splits (recipe model, seed 0, 2,000 queries, Recall@50 all / head / tail / cold;
+a grid of 3 betas, 6 prior shares, 2 x 2 similar rankings, cold w 4) the best blend without cold
+slots that beat every reference by 2% on every slice gave, at
 Debian fraction 0.1, 0.575 / 0.644 / 0.455 / 0.523 and with 15 of 50 cold slots
 0.597 / 0.684 / 0.456 / 0.522; on the synthetic source no blend without cold slots met the
 references (cold at most 0.78 of the feature kNN), and 20 cold slots gave 0.596 / 0.882 /
