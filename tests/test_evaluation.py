@@ -128,6 +128,24 @@ def test_metrics_match_numpy_reference_on_every_slice():
         metrics.compute(retrieved, q, c, [30])
 
 
+def test_prepared_pairs_score_many_lists_like_the_numpy_reference():
+    """Choosing a blend scores many lists against pairs prepared once (metrics.Relevance)."""
+    retrieved, pairs, rng = make_case(seed=3)
+    member = rng.random(200) < 0.4
+    q = np.array([p[0] for p in pairs])
+    c = np.array([p[1] for p in pairs])
+    relevance = metrics.Relevance(len(retrieved), q, c, {"head": member})
+    for _ in range(3):
+        lists = rng.permutation(retrieved.ravel()).reshape(retrieved.shape)
+        lists[rng.random(lists.shape) < 0.1] = -1  # padding
+        lists[rng.random(lists.shape) < 0.1] = 150  # an item beyond every candidate
+        got = relevance.compute(lists, [5, 20])
+        for name, mask in (("all", None), ("head", member)):
+            expected = reference_metrics(lists, pairs, [5, 20], mask)
+            for key, value in expected.items():
+                assert got[name][key] == pytest.approx(value, abs=1e-12), (name, key)
+
+
 def test_map_on_a_hand_case():
     # Query 0: relevant {1, 2, 3}; retrieved 1 (hit), 9, 3 (hit): AP@3 = (1/1 + 2/3) / 3.
     retrieved = np.array([[1, 9, 3]])

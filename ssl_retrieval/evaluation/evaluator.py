@@ -243,16 +243,24 @@ def evaluate_lists(
     """Metrics of the lists `retrieve` returns for the eval queries (see metrics.py); the
     metrics at K are those of the list asked for with K (a blend's top 10 is not the first 10
     of its top 50)."""
-    queries, query_of_pair = np.unique(data.eval_query, return_inverse=True)
+    queries = np.unique(data.eval_query)
     exclude = train_positives(data, queries) if exclude_train_positives else None
     lists = retrieve(queries, sorted(set(ks)), exclude)
-    slices = {"head": data.head, "tail": ~data.head, "cold": data.cold}
+    score = list_scorer(data)
     out: dict[str, dict] = {}
     for k in sorted(set(ks)):
-        at_k = metrics_lib.compute(lists[k], query_of_pair, data.eval_candidate, [k], slices)
-        for name, metrics in at_k.items():
+        for name, metrics in score(lists[k], [k]).items():
             out.setdefault(name, {}).update(metrics)
     return out
+
+
+def list_scorer(data: EvalData) -> Callable[[np.ndarray, Sequence[int]], dict]:
+    """(lists [Q, K] of the eval queries in sorted order, ks) -> metrics by slice, with the eval
+    pairs prepared once: for scoring many lists of the same queries (choosing a blend)."""
+    queries, query_of_pair = np.unique(data.eval_query, return_inverse=True)
+    slices = {"head": data.head, "tail": ~data.head, "cold": data.cold}
+    relevance = metrics_lib.Relevance(len(queries), query_of_pair, data.eval_candidate, slices)
+    return relevance.compute
 
 
 def format_table(results: dict, ks: Sequence[int]) -> str:

@@ -17,15 +17,6 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _hits(retrieved: np.ndarray, query_of_pair: np.ndarray, candidate_of_pair: np.ndarray):
-    """[Q, K] bool: retrieved[q, r] is one of q's (pair-listed) candidates."""
-    num_items = int(max(retrieved.max(initial=0), candidate_of_pair.max(initial=0))) + 2
-    relevant_keys = np.unique(query_of_pair * num_items + candidate_of_pair)
-    q = np.arange(retrieved.shape[0])[:, None]
-    keys = q * num_items + retrieved
-    return np.isin(keys, relevant_keys) & (retrieved >= 0)
-
-
 def compute(
     retrieved: np.ndarray,
     query_of_pair: np.ndarray,
@@ -46,49 +37,80 @@ def compute(
       {"all": metrics, "<slice>": metrics, ...}, metrics = {"recall@K", "map@K",
       "pair_recall@K", "num_queries", "num_pairs"}.
     """
-    query_of_pair = np.asarray(query_of_pair, np.int64)
-    candidate_of_pair = np.asarray(candidate_of_pair, np.int64)
-    out = {"all": _compute_one(retrieved, query_of_pair, candidate_of_pair, ks, None)}
-    for name, member in (slices or {}).items():
-        keep = member[candidate_of_pair]
-        out[name] = _compute_one(
-            retrieved, query_of_pair[keep], candidate_of_pair[keep], ks, member
-        )
-    return out
+    relevance = Relevance(retrieved.shape[0], query_of_pair, candidate_of_pair, slices)
+    return relevance.compute(retrieved, ks)
 
 
-def _compute_one(retrieved, query_of_pair, candidate_of_pair, ks, member):
-    num_queries = retrieved.shape[0]
-    result: dict = {"num_pairs": int(len(query_of_pair))}
-    unique_pairs = np.unique(np.stack([query_of_pair, candidate_of_pair], axis=1), axis=0)
-    relevant = (
-        np.bincount(unique_pairs[:, 0], minlength=num_queries)
-        if len(unique_pairs)
-        else (np.zeros(num_queries, np.int64))
-    )
-    used = relevant > 0
-    result["num_queries"] = int(used.sum())
-    hits = _hits(retrieved, query_of_pair, candidate_of_pair)
-    if member is not None:
-        hits &= member[np.maximum(retrieved, 0)] & (retrieved >= 0)
-    ranks = np.arange(1, retrieved.shape[1] + 1)
-    precision = np.cumsum(hits, axis=1) / ranks
-    # Position of each pair's candidate in its query's list (K_max if absent).
-    positions = _positions(retrieved, query_of_pair, candidate_of_pair)
-    for k in ks:
-        if k > retrieved.shape[1]:
-            raise ValueError(f"k={k} exceeds the {retrieved.shape[1]} retrieved items")
-        found = hits[:, :k].sum(axis=1)
-        ap = (hits[:, :k] * precision[:, :k]).sum(axis=1) / np.maximum(np.minimum(relevant, k), 1)
-        if result["num_queries"]:
-            result[f"recall@{k}"] = float((found[used] / relevant[used]).mean())
-            result[f"map@{k}"] = float(ap[used].mean())
-        else:
-            result[f"recall@{k}"] = result[f"map@{k}"] = float("nan")
-        result[f"pair_recall@{k}"] = (
-            float((positions < k).mean()) if len(positions) else float("nan")
-        )
-    return result
+class Relevance:
+    """The eval pairs of Q queries, prepared once to score many lists of the same queries
+    (choosing a blend scores over a thousand): `compute(retrieved, ks)` is `compute` above."""
+
+    def __init__(self, num_queries: int, query_of_pair, candidate_of_pair, slices=None):
+        query_of_pair = np.asarray(query_of_pair, np.int64)
+        candidate_of_pair = np.asarray(candidate_of_pair, np.int64)
+        self._all = _Pairs(num_queries, query_of_pair, candidate_of_pair)
+        self._slices = {}
+        for name, member in (slices or {}).items():
+            keep = member[candidate_of_pair]
+            pairs = _Pairs(num_queries, query_of_pair[keep], candidate_of_pair[keep])
+            self._slices[name] = (member, pairs)
+
+    def compute(self, retrieved: np.ndarray, ks: Sequence[int]) -> dict:
+        hits = self._all.hits(retrieved)
+        out = {"all": self._all.metrics(retrieved, ks, hits)}
+        for name, (member, pairs) in self._slices.items():
+            # A slice's hits are the hits on its members (its pairs are a subset of all pairs).
+            in_slice = hits & member[np.maximum(retrieved, 0)]
+            out[name] = pairs.metrics(retrieved, ks, in_slice)
+        return out
+
+
+class _Pairs:
+    """One slice's pairs: the distinct (query, candidate) keys sorted, relevant items per query."""
+
+    def __init__(self, num_queries: int, query_of_pair: np.ndarray, candidate_of_pair: np.ndarray):
+        self.num_queries = num_queries
+        self.query_of_pair = query_of_pair
+        self.candidate_of_pair = candidate_of_pair
+        self.base = int(candidate_of_pair.max(initial=0)) + 1  # key = query * base + candidate
+        self.keys = np.unique(query_of_pair * self.base + candidate_of_pair)
+        self.relevant = np.bincount(self.keys // self.base, minlength=num_queries)
+        self.used = self.relevant > 0
+
+    def hits(self, retrieved: np.ndarray) -> np.ndarray:
+        """[Q, K] bool: retrieved[q, r] is one of q's candidates."""
+        if not len(self.keys):
+            return np.zeros(retrieved.shape, bool)
+        valid = (retrieved >= 0) & (retrieved < self.base)
+        keys = np.arange(retrieved.shape[0])[:, None] * self.base + np.where(valid, retrieved, 0)
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return valid & (self.keys[at] == keys)
+
+    def metrics(self, retrieved: np.ndarray, ks: Sequence[int], hits: np.ndarray) -> dict:
+        """Metrics of `retrieved` given its `hits` on these pairs."""
+        result: dict = {"num_pairs": int(len(self.query_of_pair))}
+        result["num_queries"] = int(self.used.sum())
+        ranks = np.arange(1, retrieved.shape[1] + 1)
+        precision = np.cumsum(hits, axis=1) / ranks
+        # Position of each pair's candidate in its query's list (K_max if absent).
+        positions = _positions(retrieved, self.query_of_pair, self.candidate_of_pair)
+        relevant, used = self.relevant, self.used
+        for k in ks:
+            if k > retrieved.shape[1]:
+                raise ValueError(f"k={k} exceeds the {retrieved.shape[1]} retrieved items")
+            found = hits[:, :k].sum(axis=1)
+            ap = (hits[:, :k] * precision[:, :k]).sum(axis=1) / np.maximum(
+                np.minimum(relevant, k), 1
+            )
+            if result["num_queries"]:
+                result[f"recall@{k}"] = float((found[used] / relevant[used]).mean())
+                result[f"map@{k}"] = float(ap[used].mean())
+            else:
+                result[f"recall@{k}"] = result[f"map@{k}"] = float("nan")
+            result[f"pair_recall@{k}"] = (
+                float((positions < k).mean()) if len(positions) else float("nan")
+            )
+        return result
 
 
 def _positions(retrieved, query_of_pair, candidate_of_pair):

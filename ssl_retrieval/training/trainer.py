@@ -160,13 +160,12 @@ class Validator:
                 )
                 for name in references_lib.RECOMMENDERS
             }
+        score = evaluation.list_scorer(data)  # the validation pairs prepared once
         choice = blending.choose(
             popular_lists=lambda beta: lists["popular", beta][0],
             similar_lists=lambda w, gamma: lists["similar", w, gamma][0],
             cold_lists=lambda w: blending.only_cold(lists["cold", w][0], log_counts),
-            evaluate_lists=lambda retrieved: evaluation.evaluate_lists(
-                data, lambda *_: {k: retrieved}, (k,)
-            ),
+            evaluate_lists=lambda retrieved: score(retrieved, (k,)),
             k=k,
             content_weights=config.blend_content_weights,
             prior_shares=config.blend_prior_shares,
