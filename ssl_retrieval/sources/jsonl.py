@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -302,6 +303,15 @@ def write_readme(directory: str, title: str, summary: dict, notes: str, fmt: str
     with open(os.path.join(directory, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def chunks(total: int, size: int, source: str, what: str) -> Iterator[tuple[int, int, int]]:
+    """(chunk number, start, stop) over `total` records in chunks of `size`, logging progress
+    after each chunk ("synthetic: 400000 / 1000000 pairs")."""
+    for chunk, start in enumerate(range(0, total, size)):
+        stop = min(total, start + size)
+        yield chunk, start, stop
+        logging.info("%s: %d / %d %s", source, stop, total, what)
 
 
 def write_dataset(

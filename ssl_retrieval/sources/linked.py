@@ -29,8 +29,6 @@ generated in memory (a few arrays of num_items), links in chunks.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from ssl_retrieval.sources import jsonl
@@ -217,20 +215,16 @@ def build(
     sampler = _ActivitySampler(activity, topic, group_of_topic)
 
     def items():
-        for start in range(0, num_items, CHUNK):
-            stop = min(num_items, start + CHUNK)
+        for _, start, stop in jsonl.chunks(num_items, CHUNK, "linked", "items"):
             yield from _item_records(
                 topic, group_of_topic, num_groups, topic_words, seed, start, stop
             )
-            logging.info("linked: %d / %d items", stop, num_items)
 
     def links():
-        for chunk, start in enumerate(range(0, num_pairs, CHUNK)):
-            n = min(CHUNK, num_pairs - start)
+        for chunk, start, stop in jsonl.chunks(num_pairs, CHUNK, "linked", "links"):
             yield _link_records(
-                sampler, topic, group_of_topic, topic_links, group_links, seed, chunk, n
+                sampler, topic, group_of_topic, topic_links, group_links, seed, chunk, stop - start
             )
-            logging.info("linked: %d / %d links", start + n, num_pairs)
 
     summary = {
         "source": "linked",

@@ -22,8 +22,6 @@ O(chunk + num_items / num_clusters).
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from ssl_retrieval.sources import jsonl
@@ -155,16 +153,12 @@ def build(
     cdf = _zipf_cdf(cluster_size, zipf_exponent)
 
     def items():
-        for start in range(0, num_items, CHUNK):
-            stop = min(num_items, start + CHUNK)
+        for _, start, stop in jsonl.chunks(num_items, CHUNK, "synthetic", "items"):
             yield _item_lines(start, stop, num_clusters, clusters_per_category, seed)
-            logging.info("synthetic: %d / %d items", stop, num_items)
 
     def pairs():
-        for chunk, start in enumerate(range(0, num_pairs, CHUNK)):
-            n = min(CHUNK, num_pairs - start)
-            yield _pair_lines(chunk, n, num_items, num_clusters, cdf, noise, seed)
-            logging.info("synthetic: %d / %d pairs", start + n, num_pairs)
+        for chunk, start, stop in jsonl.chunks(num_pairs, CHUNK, "synthetic", "pairs"):
+            yield _pair_lines(chunk, stop - start, num_items, num_clusters, cdf, noise, seed)
 
     summary = {
         "source": "synthetic",
