@@ -30,6 +30,14 @@ def _flag(args, name):
     return next(a[len(prefix) :] for a in args if a.startswith(prefix))
 
 
+def _fake_data_dir(path):
+    """What the ledger's fingerprint reads from a data dir."""
+    (path / "stats").mkdir(parents=True)
+    (path / "stats.json").write_text('{"num_items": 10}')
+    (path / "stats" / "candidate_counts.tsv").write_text("a\t1\n")
+    return str(path)
+
+
 def _fake_trainer(calls):
     """Writes what a validating training run writes; validation value from the flags."""
 
@@ -55,7 +63,10 @@ def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path)
         "output_dir": str(tmp_path / "out"),
         "runs_dir": str(tmp_path / "runs"),
         "flagfile_dir": str(tmp_path / "flags"),
-        "data_dirs": {"0.1": "data_0.1", "1.0": "data"},
+        "data_dirs": {
+            "0.1": _fake_data_dir(tmp_path / "data_0.1"),
+            "1.0": _fake_data_dir(tmp_path / "data"),
+        },
         "fraction_flags": {"0.1": ["--train_steps=300"]},
         "common_flags": ["--validate_every=100", "--patience=3"],
         "methods": {
@@ -89,6 +100,12 @@ def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path)
     calls.clear()
     tuning.run_tuning(str(path), runner=_fake_trainer(calls))
     assert calls == []
+    # A trial recorded from another command is trained again, even where its model dir is here
+    # (train resumes or refuses it).
+    config["common_flags"] = ["--validate_every=100", "--patience=5"]
+    path.write_text(json.dumps(config))
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    assert len(calls) == 14
 
 
 def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path, monkeypatch):

@@ -152,11 +152,11 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
         command, model_dir = train_command(config, method, fraction, point)
         fingerprint = fingerprints[fraction]
         previous = recorded.get(trial_id(method, fraction, point))
-        if os.path.exists(os.path.join(model_dir, "train_metrics.json")):
-            record = _trial_record(method, fraction, point, model_dir)
-        elif ledger.reusable(previous, [command], fingerprint, NOT_IN_TRIALS):
+        if ledger.reusable(previous, [command], fingerprint, NOT_IN_TRIALS):
             record = previous  # finished in an earlier sitting, maybe on another machine
         else:
+            # Not recorded, or recorded from another command: train resumes or finishes it
+            # (a model dir of an incompatible command is an error that names it).
             logging.info("tune: trial %d/%d %s", i + 1, len(points), model_dir)
             runner(command)
             record = _trial_record(method, fraction, point, model_dir)
