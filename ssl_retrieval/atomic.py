@@ -1,5 +1,6 @@
-"""Atomic writes (and the matching JSON Lines reader): a temporary file (or directory) beside the target, then a rename, so a reader
-never sees half of it and a killed writer leaves the previous version (or nothing) in place."""
+"""Atomic writes: a temporary file (or directory) beside the target, then a rename, so a reader
+never sees half of it and a killed writer leaves the previous version (or nothing) in place.
+Also the reader of the JSON Lines these writes produce (`read_jsonl`)."""
 
 from __future__ import annotations
 

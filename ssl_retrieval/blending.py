@@ -146,7 +146,8 @@ class Blend:
 
 def ranking(content_weight: float = 0.0, popularity_prior: float = 0.0) -> tuple[float, float]:
     """(w, v) of the ranking cos(q, c) + w * tfidf(q, c) + v * log(1 + n_c), the form
-    `evaluator.rankings_scorer` scores: the popular ranking is (0, beta), the similar (w, -gamma)."""
+    `evaluator.rankings_scorer` scores: the popular ranking is (0, beta), the similar
+    (w, -gamma)."""
     return (float(content_weight), float(popularity_prior))
 
 

@@ -273,6 +273,8 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     assert rechosen["options"]["blend_cold_shares"] == [0.0]
     assert all(t["cold_share"] == 0 for t in rechosen["grid"])
     assert again["blend"] == rechosen["blend"]
+    written = json.load(open(f"{config.model_dir}/train_metrics.json"))
+    assert written["blend"] == rechosen["blend"] and "already_finished" not in written
     # The same options again: nothing to do, the blend is not touched.
     modified = os.path.getmtime(path)
     trainer.run(narrower)

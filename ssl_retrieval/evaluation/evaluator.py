@@ -160,8 +160,9 @@ def rankings_scorer(
 ) -> topk.MultiScorer:
     """{name: cos(q, c) + w * tfidf(q, c) + v * log(1 + n_c)} for `rankings` {name: (w, v)}.
 
-    A blend's rankings in this form: `blending.ranking`. The embeddings' product and the TF-IDF product are computed once per corpus chunk for all the rankings, so
-    choosing a blend among 15 rankings costs about one pass over the corpus, not 15.
+    A blend's rankings in this form: `blending.ranking`. The embeddings' product and the
+    TF-IDF product are computed once per corpus chunk for all the rankings, so choosing a blend
+    among 16 rankings costs about one pass over the corpus, not 16.
     """
     cosine = topk.embedding_scorer(query_embeddings, item_embeddings)
     needs_content = any(w for w, _ in rankings.values())

@@ -69,7 +69,6 @@ class _Pairs:
     """One slice's pairs: the distinct (query, candidate) keys sorted, relevant items per query."""
 
     def __init__(self, num_queries: int, query_of_pair: np.ndarray, candidate_of_pair: np.ndarray):
-        self.num_queries = num_queries
         self.query_of_pair = query_of_pair
         self.candidate_of_pair = candidate_of_pair
         self.base = int(candidate_of_pair.max(initial=0)) + 1  # key = query * base + candidate

@@ -19,9 +19,10 @@ Signatures (explicit TensorSpecs):
       round(prior_share * k) from the index (cos + beta * log(1 + count)), the next
       round(cold_share * k) from the cold ranking (cos + w_cold * tfidf over items without
       training pairs, exact), the rest from the similar ranking cos + w * tfidf - gamma *
-      log(1 + count), each item once, with the score of the ranking that listed it. Without TF-IDF (w = 0) and with a ScaNN index the similar ranking is a search
-      of the same index (queries end in -gamma instead of beta); with TF-IDF it is exact over
-      the whole corpus (N x d flops and the TF-IDF matrix's non-zeros per query).
+      log(1 + count), each item once, with the score of the ranking that listed it. Without
+      TF-IDF (w = 0) and with a ScaNN index the similar ranking is a search of the same index
+      (queries end in -gamma instead of beta); with TF-IDF it is exact over the whole corpus
+      (N x d flops and the TF-IDF matrix's non-zeros per query).
       `similar_ranking` in export_info.json says which.
   similar_items_by_features(<feature tensors>, k) -> ids, scores: the query tower on raw
       features, for items not in the corpus (cold start).
@@ -185,8 +186,10 @@ class SimilarItemsModule(tf.Module):
         if exact_similar or blend.cold_share:
             self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32), trainable=False)
         self.content = ContentVectors(content) if blend.uses_content else None
-        if (blend.popularity_penalty and exact_similar) or blend.cold_share:
+        if blend.popularity_penalty and exact_similar:
             self.log_counts = tf.constant(np.asarray(log_counts, np.float32))
+        if blend.cold_share:  # items with a training pair, which the cold ranking leaves out
+            self.counted = tf.constant(np.asarray(log_counts)[np.newaxis, :] > 0)
         self.id_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 encoded_ids,
@@ -235,7 +238,7 @@ class SimilarItemsModule(tf.Module):
             scores += self.blend.content_weight * self.content.similarities(content_vectors)
         if self.blend.popularity_penalty:
             scores -= self.blend.popularity_penalty * self.log_counts[tf.newaxis, :]
-        return self._exact_top(scores, exclude, tf.zeros_like(scores, tf.bool))
+        return self._exact_top(scores, exclude)
 
     def _cold(self, queries, content_vectors, exclude):
         """[B, max_k] corpus indices and scores of the cold ranking: cos + w_cold * tfidf over
@@ -243,13 +246,14 @@ class SimilarItemsModule(tf.Module):
         scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
         if self.blend.cold_content_weight:
             scores += self.blend.cold_content_weight * self.content.similarities(content_vectors)
-        counted = tf.broadcast_to(self.log_counts[tf.newaxis, :] > 0, tf.shape(scores))
-        return self._exact_top(scores, exclude, counted)
+        return self._exact_top(scores, exclude, dropped=self.counted)
 
-    def _exact_top(self, scores, exclude, dropped):
-        """Top max_k of [B, N] `scores` without `exclude` [B] and the `dropped` [B, N] items."""
-        own = tf.one_hot(exclude, tf.shape(scores)[1], on_value=True, off_value=False)
-        scores = tf.where(tf.logical_or(own, dropped), float("-inf"), scores)
+    def _exact_top(self, scores, exclude, dropped=None):
+        """Top max_k of [B, N] `scores` without `exclude` [B] and the `dropped` [1, N] items."""
+        left_out = tf.one_hot(exclude, tf.shape(scores)[1], on_value=True, off_value=False)
+        if dropped is not None:
+            left_out = tf.logical_or(left_out, dropped)
+        scores = tf.where(left_out, float("-inf"), scores)
         scores, indices = tf.math.top_k(scores, self.max_k)
         indices = tf.where(scores > float("-inf"), tf.cast(indices, tf.int64), -1)
         return indices, scores
@@ -307,9 +311,8 @@ def _first_occurrences(sources, width: int):
     indices = tf.concat([i for i, _ in sources], axis=1)
     scores = tf.concat([s for _, s in sources], axis=1)
     same = tf.equal(indices[:, :, tf.newaxis], indices[:, tf.newaxis, :])
-    size = tf.shape(indices)[1]
-    before = tf.linalg.band_part(tf.ones([size, size], tf.bool), 0, -1)  # row i <= column j
-    before = tf.logical_and(before, tf.logical_not(tf.eye(size, dtype=tf.bool)))
+    position = tf.range(tf.shape(indices)[1])
+    before = position[:, tf.newaxis] < position[tf.newaxis, :]  # [i, j]: i comes before j
     repeated = tf.reduce_any(tf.logical_and(same, before[tf.newaxis]), axis=1)
     keep = tf.logical_and(tf.logical_not(repeated), indices >= 0)
     shape = [None, width]

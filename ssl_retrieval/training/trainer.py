@@ -252,7 +252,7 @@ def run(config: config_lib.TrainConfig) -> dict:
             logging.info("train: %s already finished; choosing its blend again", config.model_dir)
             return _choose_blend_again(config, data_dir, model, steps)
         logging.info("train: %s already finished; nothing to do", config.model_dir)
-        return _read_summary(config.model_dir, steps)
+        return {**_read_summary(config.model_dir, steps), "already_finished": True}
     validator = None
     if config.validate_every and not schema.counts.get("validation_pairs"):
         logging.warning(
@@ -394,13 +394,7 @@ def run(config: config_lib.TrainConfig) -> dict:
         summary["best_step"] = best["step"]
         summary[f"best_validation_{VALIDATION_METRIC}"] = best["value"]
     if validator is not None and config.choose_popularity_prior and history:
-        if best_manager.latest_checkpoint:
-            tf.train.Checkpoint(model=model).restore(best_manager.latest_checkpoint)
-        choice = validator.choose_blend(model, config)
-        blending.save(config.model_dir, choice)
-        summary["blend"] = choice["blend"]
-        summary["popularity_prior"] = choice["blend"]["popularity_prior"]
-        logging.info("train: blend chosen on validation %s", choice["blend"])
+        _choose_blend(validator, model, config, summary)
     if model.masker is not None and model.masker.pattern in ("cfm", "rfm", "rfm_no_compl"):
         # Collapsed masks (a handful of patterns) mean CFM is not varying its views.
         summary["distinct_mask_patterns"] = model.masker.distinct_patterns(min(step, 1000))
@@ -409,46 +403,47 @@ def run(config: config_lib.TrainConfig) -> dict:
             summary["distinct_mask_patterns"],
             min(step, 1000),
         )
-    atomic.write_json(
-        os.path.join(config.model_dir, "train_metrics.json"),
-        summary,
-        sort_keys=False,
-        newline=False,
-    )
+    _write_summary(config.model_dir, summary)
     return summary
 
 
 _write_lines = atomic.write_jsonl
 
 
-def _choose_blend_again(config, data_dir, model, steps: int) -> dict:
-    """A finished run's blend chosen with the current blend options, from its best weights."""
+def _choose_blend(validator: Validator, model, config, summary: dict) -> None:
+    """The blend chosen on validation from the best weights, into blend.json and `summary`."""
     best = tf.train.latest_checkpoint(os.path.join(config.model_dir, BEST_DIR))
     if best:
         tf.train.Checkpoint(model=model).restore(best).expect_partial()
-    choice = Validator(config, data_dir).choose_blend(model, config)
+    choice = validator.choose_blend(model, config)
     blending.save(config.model_dir, choice)
-    summary = _read_summary(config.model_dir, steps)
     summary["blend"] = choice["blend"]
     summary["popularity_prior"] = choice["blend"]["popularity_prior"]
-    atomic.write_json(
-        os.path.join(config.model_dir, "train_metrics.json"),
-        summary,
-        sort_keys=False,
-        newline=False,
-    )
     logging.info("train: blend chosen on validation %s", choice["blend"])
-    return summary
+
+
+def _choose_blend_again(config, data_dir, model, steps: int) -> dict:
+    """A finished run's blend chosen with the current blend options; its summary updated."""
+    summary = _read_summary(config.model_dir, steps)
+    _choose_blend(Validator(config, data_dir), model, config, summary)
+    _write_summary(config.model_dir, summary)
+    return {**summary, "already_finished": True}
+
+
+def _write_summary(model_dir: str, summary: dict) -> None:
+    atomic.write_json(
+        os.path.join(model_dir, "train_metrics.json"), summary, sort_keys=False, newline=False
+    )
 
 
 def _read_summary(model_dir: str, steps: int) -> dict:
+    """The finished run's train_metrics.json (what `run` returns has "already_finished")."""
     path = os.path.join(model_dir, "train_metrics.json")
     if os.path.exists(path):
         with open(path) as f:
             summary = json.load(f)
     else:
         summary = {"steps": steps}
-    summary["already_finished"] = True
     return summary
 
 
