@@ -77,25 +77,32 @@ def to_model_features(inputs: dict, features: list[dict]) -> dict:
 
 
 class ContentVectors(tf.Module):
-    """The corpus TF-IDF matrix (tfidf.py) in the graph: rows of corpus items, and the same
-    vectors for items given by their feature values."""
+    """The corpus TF-IDF matrix (tfidf.py) in the graph: rows of corpus items, the same vectors
+    for items given by their feature values, and their cosines with every corpus item.
+
+    The matrix is held twice, as a sparse [N, V] tensor (the similarities: one
+    sparse-dense product per batch) and by row (an item's own vector), in variables, so that it
+    is saved in the checkpoint files, not as constants in saved_model.pb (313 MB at 1M items, and
+    one copy per signature while saving). Summing the posting lists of a query's tokens instead
+    is no cheaper where common values are shared by a tenth of the corpus
+    (`bench/exact_ranking.py`: 1.4x faster one query at a time, 0.6x in batches of 100).
+    """
 
     def __init__(self, content: tfidf.Tfidf):
         super().__init__()
-        matrix = content.matrix.tocoo()
-        self.num_tokens = len(content.tokens)
+        self.num_items, self.num_tokens = content.matrix.shape
         self.features = list(content.features)
-        order = np.lexsort((matrix.col, matrix.row))
-        self.matrix = tf.sparse.SparseTensor(
-            np.stack([matrix.row[order], matrix.col[order]], axis=1).astype(np.int64),
-            matrix.data[order].astype(np.float32),
-            matrix.shape,
-        )
-        csr = content.matrix.tocsr()
-        self.row_splits = tf.constant(csr.indptr.astype(np.int64))
-        self.columns = tf.constant(csr.indices.astype(np.int64))
-        self.values = tf.constant(csr.data.astype(np.float32))
-        self.idf = tf.constant(content.idf.astype(np.float32))
+        by_row = content.matrix.tocsr()
+        by_row.sort_indices()
+        coo = by_row.tocoo()  # row-major, as the sparse tensor needs
+
+        def variable(array, dtype):
+            return tf.Variable(np.asarray(array, dtype), trainable=False)
+
+        self.indices = variable(np.stack([coo.row, coo.col], axis=1), np.int64)
+        self.values = variable(coo.data, np.float32)
+        self.row_splits = variable(by_row.indptr, np.int64)
+        self.idf = variable(content.idf, np.float32)
         self.token_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant([t.encode("utf-8") for t in content.tokens], tf.string),
@@ -113,14 +120,13 @@ class ContentVectors(tf.Module):
 
     def of_rows(self, rows):
         """[B, V] TF-IDF vectors of corpus rows [B]."""
-        ragged = tf.RaggedTensor.from_row_splits(
-            tf.stack([tf.cast(self.columns, tf.float32), self.values], axis=1), self.row_splits
+        positions = tf.ragged.range(
+            tf.gather(self.row_splits, rows), tf.gather(self.row_splits, rows + 1)
         )
-        picked = tf.gather(ragged, rows)
-        entries = picked.flat_values
-        batch_rows = tf.cast(picked.value_rowids(), tf.int64)
+        flat = positions.flat_values
+        columns = tf.gather(self.indices, flat)[:, 1]
         return self._dense(
-            batch_rows, tf.cast(entries[:, 0], tf.int64), entries[:, 1], tf.shape(rows)[0]
+            positions.value_rowids(), columns, tf.gather(self.values, flat), tf.shape(rows)[0]
         )
 
     def of_features(self, inputs):
@@ -143,7 +149,10 @@ class ContentVectors(tf.Module):
 
     def similarities(self, vectors):
         """[B, N] TF-IDF cosine of each of `vectors` [B, V] with every corpus item."""
-        return tf.transpose(tf.sparse.sparse_dense_matmul(self.matrix, vectors, adjoint_b=True))
+        matrix = tf.sparse.SparseTensor(
+            self.indices, self.values, [self.num_items, self.num_tokens]
+        )
+        return tf.transpose(tf.sparse.sparse_dense_matmul(matrix, vectors, adjoint_b=True))
 
 
 class SimilarItemsModule(tf.Module):
@@ -173,8 +182,19 @@ class SimilarItemsModule(tf.Module):
         self.blend = blend
         self.similar_from_index = similar_from_index
         self.shifted = shifted_index(blend, similar_from_index)
-        self.query_tower = model.query_tower
-        self.item_tower = model.item_tower
+        # The towers are called, not saved as Keras layers: Keras's own SavedModel serialisation
+        # traces every layer and writes its config, vocabularies inlined (4 to 5 minutes of a
+        # 1M-item export). Their variables and lookup tables are tracked here instead, which is
+        # all the signatures capture.
+        self._query_tower = model.query_tower.__call__
+        self._item_tower = model.item_tower.__call__
+        state = {
+            id(t): t
+            for tower in (model.query_tower, model.item_tower)
+            for t in tf.train.TrackableView(tower).descendants()
+            if isinstance(t, (tf.Variable, tf.saved_model.experimental.TrackableResource))
+        }
+        self.tower_state = list(state.values())
         self.index = index
         self.max_k = int(max_k)
         self.features = features
@@ -228,34 +248,34 @@ class SimilarItemsModule(tf.Module):
         scores = tf.ragged.boolean_mask(scores, keep).to_tensor(float("-inf"), shape=shape)
         return indices[:, : self.max_k], scores[:, : self.max_k]
 
-    def _similar(self, queries, content_vectors, exclude):
+    def _similar(self, queries, cosines, tfidf_scores, exclude):
         """[B, max_k] corpus indices and scores of the similar ranking: from the index, or exact
-        over the corpus when it has a TF-IDF term."""
+        over the corpus (`cosines`, `tfidf_scores` [B, N]) when it has a TF-IDF term."""
         if self.similar_from_index:
             return self._from_index(queries, -self.blend.popularity_penalty, exclude)
-        scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
+        scores = cosines
         if self.blend.content_weight:
-            scores += self.blend.content_weight * self.content.similarities(content_vectors)
+            scores = scores + self.blend.content_weight * tfidf_scores
         if self.blend.popularity_penalty:
             scores -= self.blend.popularity_penalty * self.log_counts[tf.newaxis, :]
         return self._exact_top(scores, exclude)
 
-    def _cold(self, queries, content_vectors, exclude):
+    def _cold(self, cosines, tfidf_scores, exclude):
         """[B, max_k] corpus indices and scores of the cold ranking: cos + w_cold * tfidf over
         the items without training pairs (exact; -1 pads when there are fewer)."""
-        scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
+        scores = cosines
         if self.blend.cold_content_weight:
-            scores += self.blend.cold_content_weight * self.content.similarities(content_vectors)
-        return self._exact_top(scores, exclude, dropped=self.counted)
+            scores = scores + self.blend.cold_content_weight * tfidf_scores
+        return self._exact_top(tf.where(self.counted, float("-inf"), scores), exclude)
 
-    def _exact_top(self, scores, exclude, dropped=None):
-        """Top max_k of [B, N] `scores` without `exclude` [B] and the `dropped` [1, N] items."""
-        left_out = tf.one_hot(exclude, tf.shape(scores)[1], on_value=True, off_value=False)
-        if dropped is not None:
-            left_out = tf.logical_or(left_out, dropped)
-        scores = tf.where(left_out, float("-inf"), scores)
-        scores, indices = tf.math.top_k(scores, self.max_k)
-        indices = tf.where(scores > float("-inf"), tf.cast(indices, tf.int64), -1)
+    def _exact_top(self, scores, exclude):
+        """Top max_k of [B, N] `scores` without `exclude` [B] (-1: none)."""
+        rows = tf.where(exclude >= 0)[:, 0]
+        excluded = tf.stack([rows, tf.gather(exclude, rows)], axis=1)
+        minus_inf = tf.fill(tf.shape(rows), float("-inf"))
+        scores = tf.tensor_scatter_nd_update(scores, excluded, minus_inf)
+        scores, indices = exact_top_k(scores, self.max_k)
+        indices = tf.where(scores > float("-inf"), indices, -1)
         return indices, scores
 
     def _neighbours(self, queries, content_vectors, k, exclude):
@@ -265,13 +285,19 @@ class SimilarItemsModule(tf.Module):
         k = tf.clip_by_value(k, 1, self.max_k)
         indices, scores = self._popular(queries, exclude)
         if not self.blend.single_ranking:
+            # The [B, N] products, once for both exact rankings.
+            cosines = tfidf_scores = None
+            if self.blend.cold_share or not self.similar_from_index:
+                cosines = tf.matmul(queries, self.item_embeddings, transpose_b=True)
+            if self.content is not None:
+                tfidf_scores = self.content.similarities(content_vectors)
             prior_slots = _slots(self.blend.prior_share, k)
             sources = [(indices[:, :prior_slots], scores[:, :prior_slots])]
             if self.blend.cold_share:
                 cold_slots = tf.minimum(k - prior_slots, _slots(self.blend.cold_share, k))
-                cold, cold_scores = self._cold(queries, content_vectors, exclude)
+                cold, cold_scores = self._cold(cosines, tfidf_scores, exclude)
                 sources.append((cold[:, :cold_slots], cold_scores[:, :cold_slots]))
-            sources.append(self._similar(queries, content_vectors, exclude))
+            sources.append(self._similar(queries, cosines, tfidf_scores, exclude))
             sources.append((indices[:, prior_slots:], scores[:, prior_slots:]))
             indices, scores = _first_occurrences(sources, self.max_k)
         indices, scores = indices[:, :k], scores[:, :k]
@@ -290,19 +316,36 @@ class SimilarItemsModule(tf.Module):
         return {"ids": ids, "scores": scores, "found": found}
 
     def _similar_items_by_features(self, features, k):
-        queries = self.query_tower(to_model_features(features, self.features))
+        queries = self._query_tower(to_model_features(features, self.features))
         content = self.content.of_features(features) if self.content is not None else None
         none = -tf.ones(tf.shape(queries)[:1], tf.int64)
         ids, scores = self._neighbours(queries, content, k, none)
         return {"ids": ids, "scores": scores}
 
     def _item_embedding(self, features):
-        return {"embedding": self.item_tower(to_model_features(features, self.features))}
+        return {"embedding": self._item_tower(to_model_features(features, self.features))}
 
 
 def _slots(share: float, k):
     """round(share * k) as blending.Blend's slots, for a k tensor."""
     return tf.cast(tf.floor(share * tf.cast(k, tf.float32) + 0.5), tf.int32)
+
+
+def exact_top_k(scores, k: int, chunk: int = 1024):
+    """tf.math.top_k(scores, k) of [B, N] scores, as (values, int64 indices), in about a third
+    of its time at N = 1M: the top k lie in the k chunks of `chunk` items with the largest
+    maxima, so one reduce_max over the row and a top-k over k * chunk candidates replace the
+    top-k over N. Ties keep the lower index first, as tf.math.top_k does (the chosen chunks are
+    gathered in corpus order)."""
+    batch, n = tf.shape(scores)[0], tf.shape(scores)[1]
+    padded = tf.pad(scores, [[0, 0], [0, (-n) % chunk]], constant_values=float("-inf"))
+    chunks = tf.reshape(padded, [batch, -1, chunk])
+    picked = tf.minimum(k, tf.shape(chunks)[1])
+    best = tf.sort(tf.math.top_k(tf.reduce_max(chunks, axis=2), picked).indices, axis=1)
+    candidates = tf.reshape(tf.gather(chunks, best, batch_dims=1), [batch, -1])
+    values, positions = tf.math.top_k(candidates, tf.minimum(k, n))
+    indices = tf.gather(best, positions // chunk, batch_dims=1) * chunk + positions % chunk
+    return values, tf.cast(indices, tf.int64)
 
 
 def _first_occurrences(sources, width: int):
@@ -341,6 +384,17 @@ def shifted_index(blend: blending.Blend, similar_from_index: bool) -> bool:
     return bool(blend.popularity_prior) or (similar_from_index and bool(blend.popularity_penalty))
 
 
+def _progress(message: str, *args) -> None:
+    """A progress line with the process's resident memory (Linux): the export of a large corpus
+    holds several corpus-sized copies at once, and this says which step needed what."""
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**3
+        logging.info("export: " + message + " (RSS %.2f GB)", *args, rss)
+    except OSError:
+        logging.info("export: " + message, *args)
+
+
 def build_index(config: ExportConfig, item_embeddings, sample_queries, max_k: int):
     """The index, its Recall@10 on `sample_queries` against brute force, and the tuning trail.
 
@@ -357,7 +411,9 @@ def build_index(config: ExportConfig, item_embeddings, sample_queries, max_k: in
     k = min(10, n)
     while True:
         index = index_lib.build(config.index, item_embeddings, max_k, params)
+        _progress("index built in %.1f s", index.build_seconds)
         recall = index_lib.recall_against_brute_force(index, item_embeddings, sample_queries, k)
+        _progress("index Recall@10 %.3f against brute force", recall)
         tuning.append({**index.params, "recall_at_10": recall})
         if not config.tune or config.index != "scann" or recall >= config.min_recall:
             return index, recall, tuning
@@ -393,6 +449,7 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         raise ValueError(f"{version_dir} exists; pass --overwrite to replace this version")
     item_ids = data_lib.corpus_ids(data_dir)
     query_embeddings, item_embeddings = model_lib.embed_corpus(model, data_dir)
+    _progress("embedded %d corpus items", len(item_ids))
     blend = blending.resolve(
         config.model_dir, **{name: getattr(config, name) for name in blending.NAMES}
     )
@@ -409,9 +466,11 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     if not shifted_index(blend, similar_from_index):  # plain cosine: no extra dimension
         index_queries, index_items = query_embeddings, item_embeddings
     content = tfidf.build(data_dir) if blend.uses_content else None
+    if content is not None:
+        _progress("TF-IDF of the corpus: %d tokens", len(content.tokens))
     n = len(item_ids)
     max_k = min(config.k, n - 1)
-    logging.info("export: %d items, building the %s index", n, config.index)
+    _progress("%d items, building the %s index", n, config.index)
     rng = np.random.default_rng(0)
     sample = rng.choice(n, size=min(config.recall_sample, n), replace=False)
     index, recall, tuning = build_index(config, index_items, index_queries[sample], max_k + 1)
@@ -437,6 +496,7 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         log_counts,
         similar_from_index,
     )
+    _progress("module ready")
     info = {
         "version": step,
         "model_dir": os.path.abspath(config.model_dir),
@@ -476,6 +536,7 @@ def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
     os.makedirs(config.export_dir, exist_ok=True)
     tmp = os.path.join(config.export_dir, f".tmp-{step}-{uuid.uuid4().hex[:8]}")
     try:
+        _progress("saving version %d", step)
         tf.saved_model.save(
             module,
             tmp,
@@ -486,6 +547,7 @@ def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
             },
             options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]),
         )
+        _progress("saved the SavedModel")
         info["item_catalog"] = item_catalog.write(
             info["data_dir"], tmp
         )  # for ssl_retrieval.serving.page

@@ -95,7 +95,8 @@ def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int, chunk: int 
     out = []
     for start in range(0, len(queries), chunk):
         scores = np.asarray(queries[start : start + chunk], np.float32) @ embeddings.T
-        out.append(np.argpartition(-scores, k - 1, axis=1)[:, :k])
+        # A copy: the slice alone would keep the whole [chunk, N] index array alive.
+        out.append(np.argpartition(-scores, k - 1, axis=1)[:, :k].copy())
     return np.concatenate(out) if out else np.zeros((0, k), np.int64)
 
 

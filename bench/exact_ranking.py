@@ -1,0 +1,200 @@
+"""Benchmark of the export's exact rankings: their TF-IDF term and their top-k, each against the
+way the export computed it before.
+
+A blend with a TF-IDF term or cold slots ranks the whole corpus for every query it serves
+(exporter.SimilarItemsModule). Its two costs besides the [B, N] product of embeddings:
+
+1. The [B, N] TF-IDF cosines, two ways, timed on the same corpus and queries and checked to
+agree:
+  "sparse_dense_matmul": the corpus matrix [N, V] as a SparseTensor times the queries as dense
+      [B, V] vectors (exporter.ContentVectors.similarities, what the export does): work
+      proportional to the matrix's non-zeros times B;
+  "postings": the query's few tokens as (row, token, value) triples, their posting lists
+      (the matrix by column) gathered and scattered into the scores: work proportional to the
+      postings' lengths, which is less only while a query's values are rare.
+
+
+2. The top k of [B, N] scores: tf.math.top_k over the row against exporter.exact_top_k (the top
+chunk maxima first), on the same random scores, checked to be equal.
+
+Prints JSON lines (and appends them to --out):
+  {"figure": "content_similarity", "method", "batch", "queries", "seconds", "queries_per_s",
+   "items", "tokens", "nonzeros", "postings_per_query"}
+  {"figure": "content_similarity_speedup", "batch", "postings_speedup", "max_abs_diff"}
+  {"figure": "top_k", "method": "tf.math.top_k" | "exact_top_k", "batch", "k", "seconds_per_batch"}
+  {"figure": "top_k_speedup", "batch", "k", "speedup", "equal"}
+
+The corpus is read from --data_dir (its TF-IDF, tfidf.build) or, without it, made up: --num_items
+items, each with one value of a 100-value and of a 1,000-value categorical feature and 2 to 6
+words of an 8,000-word Zipf vocabulary (the shape of the synthetic source at 1M items).
+
+  .venv/bin/python bench/content_similarity.py [--num_items=1000000] [--batches=1,100]
+      [--data_dir=runs/scale/data] [--out=results/bench/content_similarity.json]
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ssl_retrieval import tfidf  # noqa: E402
+from ssl_retrieval.compat import tf  # noqa: E402
+from ssl_retrieval.serving import exporter  # noqa: E402
+
+
+def made_up_corpus(num_items: int, seed: int = 0) -> tfidf.Tfidf:
+    rng = np.random.default_rng(seed)
+    words = 8000
+    zipf = 1.0 / np.arange(1, words + 1)
+    zipf /= zipf.sum()
+    category = rng.integers(0, 100, num_items)
+    brand = rng.integers(0, 1000, num_items)
+    lengths = rng.integers(2, 7, num_items)
+    title = rng.choice(words, size=int(lengths.sum()), p=zipf)
+    token_sets = []
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for i in range(num_items):
+        tokens = {f"category={category[i]}", f"brand={brand[i]}"}
+        tokens.update(f"title={w}" for w in title[starts[i] : starts[i + 1]])
+        token_sets.append(tokens)
+    return tfidf.from_token_sets(["category", "brand", "title"], token_sets)
+
+
+def timed(fn, batches):
+    fn(batches[0])  # trace and warm up
+    start = time.perf_counter()
+    for batch in batches:
+        fn(batch).numpy()
+    return time.perf_counter() - start
+
+
+def top_k_lines(n: int, batches: list[int], k: int, repeats: int = 5) -> list[dict]:
+    rng = np.random.default_rng(2)
+    lines = []
+    for batch in batches:
+        scores = tf.constant(rng.standard_normal((batch, n), dtype=np.float32))
+        plain = tf.function(lambda s: tf.math.top_k(s, k))
+        chunked = tf.function(lambda s: exporter.exact_top_k(s, k))
+        seconds = {}
+        for method, fn in (("tf.math.top_k", plain), ("exact_top_k", chunked)):
+            fn(scores)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn(scores)[0].numpy()
+            seconds[method] = (time.perf_counter() - start) / repeats
+            lines.append(
+                {
+                    "figure": "top_k",
+                    "method": method,
+                    "batch": batch,
+                    "k": k,
+                    "items": n,
+                    "seconds_per_batch": round(seconds[method], 4),
+                }
+            )
+        a, b = plain(scores), chunked(scores)
+        equal = bool(
+            np.array_equal(a.values.numpy(), b[0].numpy())
+            and np.array_equal(a.indices.numpy(), b[1].numpy())
+        )
+        lines.append(
+            {
+                "figure": "top_k_speedup",
+                "batch": batch,
+                "k": k,
+                "speedup": round(seconds["tf.math.top_k"] / seconds["exact_top_k"], 1),
+                "equal": equal,
+            }
+        )
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num_items", type=int, default=1_000_000)
+    parser.add_argument("--data_dir", default=None, help="Use this data dir's corpus TF-IDF.")
+    parser.add_argument("--batches", default="1,100", help="Query batch sizes to time.")
+    parser.add_argument("--queries", type=int, default=400, help="Queries timed per batch size.")
+    parser.add_argument("--k", type=int, default=101, help="Top-k size (the export's max_k + 1).")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    content = tfidf.build(args.data_dir) if args.data_dir else made_up_corpus(args.num_items)
+    matrix = content.matrix.tocsr()
+    n, v = matrix.shape
+    vectors = exporter.ContentVectors(content)
+    by_column = matrix.tocsc()
+    by_column.sort_indices()
+    posting_splits = tf.constant(by_column.indptr, tf.int64)
+    posting_items = tf.constant(by_column.indices, tf.int64)
+    posting_values = tf.constant(by_column.data, tf.float32)
+    postings = np.diff(by_column.indptr)
+    rng = np.random.default_rng(1)
+
+    @tf.function(reduce_retracing=True)
+    def by_postings(rows):
+        query = vectors.of_rows(rows)
+        entries = tf.where(query > 0)  # [M, 2]: (batch row, token)
+        tokens = entries[:, 1]
+        found = tf.ragged.range(
+            tf.gather(posting_splits, tokens), tf.gather(posting_splits, tokens + 1)
+        )
+        flat, entry = found.flat_values, found.value_rowids()
+        products = tf.gather(tf.gather_nd(query, entries), entry) * tf.gather(posting_values, flat)
+        at = tf.stack([tf.gather(entries[:, 0], entry), tf.gather(posting_items, flat)], axis=1)
+        return tf.scatter_nd(at, products, [tf.shape(rows)[0], n])
+
+    @tf.function(reduce_retracing=True)
+    def by_matmul(rows):
+        return vectors.similarities(vectors.of_rows(rows))
+
+    lines = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        rows = rng.choice(n, size=max(batch, args.queries // batch * batch), replace=False)
+        batches = [tf.constant(rows[i : i + batch], tf.int64) for i in range(0, len(rows), batch)]
+        per_query = float(np.mean([postings[matrix[r].indices].sum() for r in rows[:200]]))
+        seconds = {}
+        for method, fn in (("postings", by_postings), ("sparse_dense_matmul", by_matmul)):
+            seconds[method] = timed(fn, batches)
+            lines.append(
+                {
+                    "figure": "content_similarity",
+                    "method": method,
+                    "batch": batch,
+                    "queries": len(rows),
+                    "seconds": round(seconds[method], 3),
+                    "queries_per_s": round(len(rows) / seconds[method], 1),
+                    "items": n,
+                    "tokens": v,
+                    "nonzeros": int(matrix.nnz),
+                    "postings_per_query": round(per_query, 1),
+                }
+            )
+        first = batches[0]
+        expected = (matrix[first.numpy()] @ matrix.T).toarray()
+        diff = max(
+            float(np.abs(fn(first).numpy() - expected).max()) for fn in (by_postings, by_matmul)
+        )
+        lines.append(
+            {
+                "figure": "content_similarity_speedup",
+                "batch": batch,
+                "postings_speedup": round(seconds["sparse_dense_matmul"] / seconds["postings"], 1),
+                "max_abs_diff": diff,
+            }
+        )
+    lines += top_k_lines(n, [int(b) for b in args.batches.split(",")], k=args.k)
+    for line in lines:
+        print(json.dumps(line), flush=True)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.writelines(json.dumps(line) + "\n" for line in lines)
+
+
+if __name__ == "__main__":
+    main()
