@@ -13,8 +13,9 @@ where m_v are the masses of the (joint) values and N the number of items.
 How the job computes it, a bucket of items at a time (`batches`): tokens become integer codes
 (the capped vocabularies come in as a side input, `vocabulary.ComputeVocabularies` "codes"), and
 each bucket's masses per feature and per feature pair are summed with numpy into a table of
-(code, mass) arrays. The tables of all buckets meet per feature key in a GroupByKey and are added
-in bucket order, so the sums are the same whatever order a runner delivers them in. An id token
+(code, mass) arrays. The tables of all buckets meet per feature key in a GroupByKey (each packed
+into compressed bytes, `batches.pack`: with a few thousand items a bucket they are nearly as
+large as the items) and are added in bucket order, so the sums are the same whatever order a runner delivers them in. An id token
 belongs to one item only, so every mass that involves the id is complete inside its bucket: those
 arrive as one number per bucket (added with math.fsum) and the corpus-sized id vocabulary is never
 gathered.
@@ -27,6 +28,7 @@ import math
 import apache_beam as beam
 import numpy as np
 
+from pipelines import batches
 from pipelines.vocabulary import transform_dense
 from ssl_retrieval import schema as schema_lib
 
@@ -108,7 +110,8 @@ def _pairs_of_values(lengths_i, lengths_j):
 
 
 class _BucketMasses(beam.DoFn):
-    """A bucket of items -> (feature key, (bucket, keys, masses, id_sum)) for every feature key.
+    """A bucket of items -> (feature key, packed (bucket, keys, masses, id_sum)) for every
+    feature key.
 
     Feature keys are (i,) for marginals and (i, j), i < j, for joints. `keys, masses` is the
     bucket's table of token-code masses; for keys that involve the id feature the table is empty
@@ -120,6 +123,10 @@ class _BucketMasses(beam.DoFn):
         self._id_index = next(i for i, f in enumerate(features) if f.kind == schema_lib.ID)
 
     def process(self, element, codes, dense_stats):
+        for key, table in self._tables(element, codes, dense_stats):
+            yield key, batches.pack([table])
+
+    def _tables(self, element, codes, dense_stats):
         bucket_index, bucket = element
         features, id_index = self._features, self._id_index
         empty = np.zeros(0, np.int64), np.zeros(0)
@@ -147,8 +154,9 @@ class _BucketMasses(beam.DoFn):
 
 def _sum_mass_log_mass(element):
     """(feature key, every bucket's table) -> (feature key, sum over values of m log m)."""
-    key, tables = element
-    tables = sorted(tables, key=lambda t: t[0])  # bucket order: the same sums on every runner
+    key, packed = element
+    # bucket order: the same sums on every runner
+    tables = sorted(batches.unpack(packed), key=lambda t: t[0])
     keys = np.concatenate([t[1] for t in tables])
     masses = np.concatenate([t[2] for t in tables])
     total = _mass_log_mass(_summed(keys, masses)[1]) if len(keys) else 0.0

@@ -13,10 +13,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import zlib
+from collections.abc import Iterator
 
 import apache_beam as beam
+import numpy as np
 
-from pipelines import batches, tf_example
+from pipelines import batches, tf_example, writers
 from pipelines.raw_io import ERRORS, dead_letter
 from ssl_retrieval import schema as schema_lib
 
@@ -117,10 +120,11 @@ def _weight_entry(weight: float) -> bytes:
 SPLIT_OUTPUTS = (TRAIN, VALIDATION, EVAL, "train_candidates", "eval_candidates", "downsampled")
 
 
-def _split_batch(batch, fractions, record):
-    """The tagged outputs of a batch of joined pairs (tuples starting query, candidate).
+def _split_records(batch, fractions):
+    """A batch of joined pairs (tuples starting query, candidate) split: ({TRAIN, VALIDATION,
+    EVAL: pairs}, train candidates, eval candidates, number down-sampled away).
 
-    `fractions`: (eval, validation, train) fractions; `record(pair)` -> (key, value).
+    `fractions`: (eval, validation, train) fractions.
     """
     eval_fraction, validation_fraction, train_fraction = fractions
     out = {name: [] for name in (TRAIN, VALIDATION, EVAL)}
@@ -131,19 +135,32 @@ def _split_batch(batch, fractions, record):
         if split == TRAIN and not kept_for_training(q, c, train_fraction):
             downsampled += 1
             continue
-        out[split].append(record(pair))
+        out[split].append(pair)
         if split == EVAL:
             eval_candidates.append(c)
         elif split == TRAIN:
             train_candidates.append(c)
-    for name, records in out.items():
-        if records:
-            yield beam.pvalue.TaggedOutput(name, records)
+    return out, train_candidates, eval_candidates, downsampled
+
+
+def _tagged_stats(train_candidates, eval_candidates, downsampled):
     if train_candidates:
         yield beam.pvalue.TaggedOutput("train_candidates", train_candidates)
     if eval_candidates:
         yield beam.pvalue.TaggedOutput("eval_candidates", eval_candidates)
     yield beam.pvalue.TaggedOutput("downsampled", downsampled)
+
+
+def _split_batch(batch, fractions, record):
+    """The tagged outputs of a batch of joined pairs (tuples starting query, candidate).
+
+    `fractions`: (eval, validation, train) fractions; `record(pair)` -> (key, value).
+    """
+    out, *stats = _split_records(batch, fractions)
+    for name, split_pairs in out.items():
+        if split_pairs:
+            yield beam.pvalue.TaggedOutput(name, [record(pair) for pair in split_pairs])
+    yield from _tagged_stats(*stats)
 
 
 def _unknown_item(path: str, line: int, field: str, query: str, candidate: str) -> dict:
@@ -152,57 +169,275 @@ def _unknown_item(path: str, line: int, field: str, query: str, candidate: str) 
     return dead_letter(path, line, field, f"unknown item {item_id!r}", f"{query} -> {candidate}")
 
 
-def encode_pair(pair: tuple, entries) -> bytes:
-    """The Example of a (query, candidate, weight) pair from `entries` (id -> (query entries,
-    candidate entries)), the side input of LookupPairs."""
-    query, candidate, weight = pair
-    return pair_example(entries[candidate][1], entries[query][0], weight)
+# --------------------------------------------------------------- the side-input join
+#
+# The side inputs are the catalogue in compact form, one element per item bucket: its ids as one
+# blob, and its encoded entries as two blobs with offset arrays. An item's index is its place in
+# the buckets taken in bucket order (each bucket sorted by id), the same on every worker and for
+# both side inputs. Between the lookup and the writer a pair is one fixed-size record of item
+# indices (`PAIR_RECORD`), and a batch of them one bytes object: at 10M pairs the runner holds
+# 24 bytes a pair where it held a list of tuples of Python strings (about 15x that).
+
+PAIR_RECORD = np.dtype(
+    [("order", "<u8"), ("query", "<u4"), ("candidate", "<u4"), ("weight", "<f8")]
+)
+
+
+def catalogue_ids(bucket) -> tuple[int, bytes]:
+    """An encoded bucket (`EncodeItems`) -> (bucket, its ids joined by newlines).
+
+    Ids never hold a newline (`raw_io.text_problem` dead-letters them), nor are they empty.
+    """
+    number, members = bucket
+    return number, "\n".join(member[0] for member in members).encode("utf-8")
+
+
+def _blob(parts: list[bytes]) -> tuple[bytes, bytes]:
+    """(offsets as little-endian int64 bytes, the parts joined and compressed): part i is
+    blob[o[i]:o[i + 1]] of the decompressed blob."""
+    offsets = np.zeros(len(parts) + 1, dtype="<i8")
+    np.cumsum([len(part) for part in parts], out=offsets[1:])
+    # Compressed (about 4x: the feature names repeat) for the runner, which keeps a side input
+    # in memory, and sends it to each worker, in one piece.
+    return offsets.tobytes(), zlib.compress(b"".join(parts), 1)
+
+
+def catalogue_entries(bucket) -> tuple[int, bytes, bytes, bytes, bytes]:
+    """An encoded bucket -> (bucket, query offsets, query entries, candidate offsets,
+    candidate entries): each item's map entries as a query and as a candidate (`_blob`)."""
+    number, members = bucket
+    queries = _blob([member[2] for member in members])
+    candidates = _blob([member[3] for member in members])
+    return (number, *queries, *candidates)
+
+
+def ids_in_order(ids_side) -> list[list[str]]:
+    """The ids of each bucket, buckets in order, from the `catalogue_ids` elements."""
+    return [
+        blob.decode("utf-8").split("\n") if blob else []
+        for _, blob in sorted(ids_side, key=lambda element: element[0])
+    ]
+
+
+def id_index(ids_side) -> dict[str, int]:
+    """Item id -> index, from the `catalogue_ids` elements (in any order)."""
+    index: dict[str, int] = {}
+    for ids in ids_in_order(ids_side):
+        index.update(zip(ids, range(len(index), len(index) + len(ids)), strict=True))
+    return index
+
+
+class CatalogueEntries:
+    """Index -> an item's encoded entries, from the `catalogue_entries` elements (in any order):
+    one blob per bucket, no object per item."""
+
+    def __init__(self, entries_side):
+        ordered = sorted(entries_side, key=lambda element: element[0])
+        self._query_blobs = [zlib.decompress(element[2]) for element in ordered]
+        self._candidate_blobs = [zlib.decompress(element[4]) for element in ordered]
+        query_offsets = [np.frombuffer(element[1], dtype="<i8") for element in ordered]
+        sizes = [len(offsets) - 1 for offsets in query_offsets]
+        # Index of each bucket's first item; bucket b's offsets start at starts[b] + b in the
+        # concatenated offset arrays (each has one more entry than its bucket has items).
+        self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self._query_offsets = np.concatenate(query_offsets or [np.zeros(0, "<i8")])
+        self._candidate_offsets = np.concatenate(
+            [np.frombuffer(element[3], dtype="<i8") for element in ordered] or [np.zeros(0, "<i8")]
+        )
+
+    def _where(self, indices: np.ndarray, offsets: np.ndarray):
+        bucket = np.searchsorted(self._starts, indices, side="right") - 1
+        at = indices.astype(np.int64) + bucket
+        return bucket.tolist(), offsets[at].tolist(), offsets[at + 1].tolist()
+
+    def examples(self, records: np.ndarray) -> Iterator[bytes]:
+        """The Example of each `PAIR_RECORD`: its candidate's entries, its query's, its weight
+        (`pair_example`)."""
+        cand = self._where(records["candidate"], self._candidate_offsets)
+        query = self._where(records["query"], self._query_offsets)
+        cand_blobs, query_blobs = self._candidate_blobs, self._query_blobs
+        for cb, cs, ce, qb, qs, qe, weight in zip(
+            *cand, *query, records["weight"].tolist(), strict=True
+        ):
+            yield pair_example(cand_blobs[cb][cs:ce], query_blobs[qb][qs:qe], weight)
+
+
+class _PerBundle:
+    """A structure built from a side input once per bundle.
+
+    The SDK hands a DoFn the same side-input object for a whole bundle; building the structure
+    per element would cost a pass over the catalogue per batch. Dropped at the bundle's end, so
+    a worker does not keep it after its stage.
+    """
+
+    def __init__(self, build):
+        self._build = build
+        self._source = self._value = None
+
+    def get(self, side):
+        if side is not self._source:
+            self._source, self._value = side, self._build(side)
+        return self._value
+
+    def clear(self):
+        self._source = self._value = None
+
+
+class _LookupAndRoute(beam.DoFn):
+    def __init__(self, fractions, shards):
+        self._fractions = fractions
+        self._shards = shards
+        self._index = _PerBundle(id_index)
+
+    def finish_bundle(self):
+        self._index.clear()
+
+    def process(self, batch, ids):
+        index = self._index.get(ids)
+        query_key, cand_key = schema_lib.RAW_QUERY_ID, schema_lib.RAW_CANDIDATE_ID
+        known = []
+        for pair in batch:
+            query, candidate = pair[query_key], pair[cand_key]
+            q, c = index.get(query), index.get(candidate)
+            if q is None or c is None:
+                missing = query_key if q is None else cand_key
+                yield beam.pvalue.TaggedOutput(
+                    ERRORS, _unknown_item(pair["file"], pair["line"], missing, query, candidate)
+                )
+            else:
+                known.append((query, candidate, pair[schema_lib.RAW_WEIGHT], q, c))
+        out, *stats = _split_records(known, self._fractions)
+        for split, split_pairs in out.items():
+            num_shards = self._shards[split]
+            routed: dict[int, list] = {}
+            for query, candidate, weight, q, c in split_pairs:
+                key = pair_key(query, candidate)
+                order = int.from_bytes(writers.order_key(key), "big")
+                routed.setdefault(writers.shard_of(key, num_shards), []).append(
+                    (order, q, c, weight)
+                )
+            for shard, rows in sorted(routed.items()):
+                yield (split, shard), np.array(rows, dtype=PAIR_RECORD).tobytes()
+        train_candidates, eval_candidates, downsampled = stats
+        # Candidates as item indices (ComputeSliceStats with ids): see batches.CountIndices.
+        yield from _tagged_stats(
+            *(
+                np.array([index[c] for c in candidates], dtype="<u4").tobytes()
+                for candidates in (train_candidates, eval_candidates)
+            ),
+            downsampled,
+        )
 
 
 class LookupPairs(beam.PTransform):
-    """Batches of pairs + every item's encoded entries as a side input -> the split pairs.
+    """Batches of pairs + the catalogue's ids as a side input -> the split pairs, routed to
+    their output shards.
 
     The join without a shuffle, for catalogues whose encoded items fit in a worker's memory
     (under 1 KB an item; `pipeline.SIDE_INPUT_JOIN_BYTES`): each batch looks its items up
-    where it is. Outputs as JoinPairs', except that TRAIN, VALIDATION and EVAL hold
-    (key, (query, candidate, weight)): the writer encodes them (`encode_pair`) while it writes
-    a shard, so the job never holds every Example at once. The same dead letters as JoinPairs.
+    where it is. Outputs as JoinPairs', except that the three splits are one output, "pairs":
+    ((split, shard), `PAIR_RECORD`s as bytes) for `shards[split]` shards (`writers.shard_of`
+    the pair key), which `WritePairShards` turns into Examples as it writes each shard, so the
+    job never holds every Example at once; and "train_candidates" / "eval_candidates" hold
+    item indices (little-endian uint32 bytes), not ids. The same dead letters as JoinPairs.
 
     Args:
-      entries: side input (item id -> (query entries, candidate entries)).
+      ids: side input (AsList) of `catalogue_ids` elements.
+      shards: split -> number of shards.
     """
 
     def __init__(
         self,
-        entries,
+        ids,
         eval_fraction: float,
         train_fraction: float,
         validation_fraction: float = 0.0,
+        shards: dict | None = None,
     ):
         super().__init__()
-        self._entries = entries
+        self._ids = ids
         self._fractions = (eval_fraction, validation_fraction, train_fraction)
+        self._shards = dict(shards or {TRAIN: 1, VALIDATION: 1, EVAL: 1})
 
     def expand(self, pairs):
-        fractions = self._fractions
-        query_key, cand_key = schema_lib.RAW_QUERY_ID, schema_lib.RAW_CANDIDATE_ID
+        split = pairs | "LookupAndSplit" >> beam.ParDo(
+            _LookupAndRoute(self._fractions, self._shards), self._ids
+        ).with_outputs(ERRORS, *SPLIT_OUTPUTS[3:], main="pairs")
+        return {name: split[name] for name in ("pairs", *SPLIT_OUTPUTS[3:], ERRORS)}
 
-        def lookup(batch, entries):
-            known = []
-            for pair in batch:
-                query, candidate = pair[query_key], pair[cand_key]
-                missing = next((k for k in (query_key, cand_key) if pair[k] not in entries), None)
-                if missing is not None:
-                    error = _unknown_item(pair["file"], pair["line"], missing, query, candidate)
-                    yield beam.pvalue.TaggedOutput(ERRORS, error)
-                else:
-                    known.append((query, candidate, pair[schema_lib.RAW_WEIGHT]))
-            yield from _split_batch(known, fractions, lambda p: (pair_key(p[0], p[1]), p))
 
-        split = pairs | "LookupAndSplit" >> beam.FlatMap(lookup, self._entries).with_outputs(
-            ERRORS, *SPLIT_OUTPUTS
+class _WritePairShard(beam.DoFn):
+    def __init__(self, directory, shards):
+        self._directory = directory
+        self._shards = shards
+        self._entries = _PerBundle(CatalogueEntries)
+
+    def finish_bundle(self):
+        self._entries.clear()
+
+    def process(self, element, ids, entries):
+        (split, shard), chunks = element
+        records = np.frombuffer(b"".join(chunks), dtype=PAIR_RECORD)
+        # The order of WriteSortedShards: by order hash, then pair key, then Example bytes. A
+        # pair's Examples differ only in the weight's float32 bytes (little-endian, compared
+        # as bytes: read big-endian they compare as numbers). Equal hashes are the same pair
+        # unless two keys collide in 64 bits; then the keys decide, as there.
+        weight_bytes = np.frombuffer(records["weight"].astype("<f4").tobytes(), dtype=">u4")
+        by_order = np.lexsort((weight_bytes, records["order"]))
+        records, weight_bytes = records[by_order], weight_bytes[by_order]
+        order, q, c = records["order"], records["query"], records["candidate"]
+        same_hash = order[1:] == order[:-1]
+        if np.any(same_hash & ((q[1:] != q[:-1]) | (c[1:] != c[:-1]))):
+            names = [item for bucket in ids_in_order(ids) for item in bucket]
+            keys = [
+                pair_key(names[a], names[b]) for a, b in zip(q.tolist(), c.tolist(), strict=True)
+            ]
+            records = records[
+                sorted(range(len(records)), key=lambda i: (order[i], keys[i], weight_bytes[i]))
+            ]
+        path = writers.write_records(
+            self._directory,
+            split,
+            shard,
+            self._shards[split],
+            self._entries.get(entries).examples(records),
         )
-        return {name: split[name] for name in (*SPLIT_OUTPUTS, ERRORS)}
+        logging.info("preprocess: wrote %s (%d records)", path, len(records))
+        yield f"{split}_pairs", len(records)
+
+
+class WritePairShards(beam.PTransform):
+    """LookupPairs' "pairs" -> `<directory>/<split>-SSSSS-of-NNNNN.tfrecord` for every split and
+    shard (empty ones included), the bytes `writers.WriteSortedShards` writes for the same
+    Examples; returns ("<split>_pairs", records) per shard.
+
+    One GroupByKey and one stage for the three splits: the entries side input (the largest
+    thing a worker holds) is read once per bundle of this stage only.
+
+    Args:
+      shards: split -> number of shards.
+      ids, entries: side inputs (AsList) of `catalogue_ids` and `catalogue_entries` elements.
+    """
+
+    def __init__(self, directory: str, shards: dict, ids, entries):
+        super().__init__()
+        self._directory = directory
+        self._shards = dict(shards)
+        self._ids = ids
+        self._entries = entries
+
+    def expand(self, pairs):
+        every_shard = [
+            ((split, shard), b"") for split, n in self._shards.items() for shard in range(n)
+        ]
+        empty = pairs.pipeline | "AllShards" >> beam.Create(every_shard)
+        return (
+            (pairs, empty)
+            | "WithEmptyShards" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShard"
+            >> beam.ParDo(_WritePairShard(self._directory, self._shards), self._ids, self._entries)
+        )
 
 
 class JoinPairs(beam.PTransform):

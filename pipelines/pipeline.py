@@ -2,9 +2,11 @@
 
 Stages (one composite PTransform each): read (readers: JSON Lines, Parquet, CSV or BigQuery) and
 validate (raw_io), vocabularies and dense statistics (vocabulary), mutual information
-(mutual_information), pair join + split + encoding (pairs), deterministic sharded writing (writers), slice statistics (stats). The driver then
-assembles the small JSON files (schema.json, mutual_info.json, stats.json, README.md) from the
-pipeline's small outputs and moves the finished directory into place.
+(mutual_information), pair join + split + encoding (pairs; with the side-input join also the
+pairs' writer, which encodes them as it writes), deterministic sharded writing (writers), slice
+statistics (stats). The driver then assembles the small JSON files (schema.json,
+mutual_info.json, stats.json, README.md) from the pipeline's small outputs and moves the finished
+directory into place.
 
 The job writes into `.<output_dir>.tmp-<random>` and renames it at the end: an interrupted or failed
 run never leaves a half-written output directory, and an existing one is replaced only with
@@ -35,7 +37,9 @@ from pipelines.pairs import (
     EncodeItems,
     JoinPairs,
     LookupPairs,
-    encode_pair,
+    WritePairShards,
+    catalogue_entries,
+    catalogue_ids,
 )
 from ssl_retrieval import atomic
 from ssl_retrieval import data_dir as data_dir_lib
@@ -265,41 +269,46 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
         dense_stats=beam.pvalue.AsDict(dense),
     )
     encoded = items | "EncodeItems" >> EncodeItems(schema)
-    writer_options = {}
+    item_records = encoded | "ItemRecords" >> beam.Map(
+        lambda bucket: [(item_id, example) for item_id, example, _, _ in bucket[1]]
+    )
+    split_shards = {split: shards[split] for split in (TRAIN, EVAL, VALIDATION)}
     if _join_of(config, inputs["items"]) == SIDE_INPUT:
-        entries = beam.pvalue.AsDict(
-            encoded
-            | "Entries" >> beam.FlatMap(lambda bucket: [(i, (q, c)) for i, _, q, c in bucket[1]])
-        )
+        ids = beam.pvalue.AsList(encoded | "CatalogueIds" >> beam.Map(catalogue_ids))
+        entries = beam.pvalue.AsList(encoded | "CatalogueEntries" >> beam.Map(catalogue_entries))
         joined = parsed_pairs["pairs"] | "LookupPairs" >> LookupPairs(
-            entries, config.eval_fraction, config.train_fraction, config.validation_fraction
+            ids,
+            config.eval_fraction,
+            config.train_fraction,
+            config.validation_fraction,
+            shards=split_shards,
         )
-        writer_options = {"encode": encode_pair, "side": entries}
+        # (name, records) per shard of the three splits
+        pair_counts = joined["pairs"] | "WritePairs" >> WritePairShards(
+            out, split_shards, ids, entries
+        )
+        candidate_ids = ids  # LookupPairs gives the candidates as item indices
     else:
+        candidate_ids = None
         joined = {"pairs": parsed_pairs["pairs"], "items": encoded} | "JoinPairs" >> JoinPairs(
             config.eval_fraction,
             config.train_fraction,
             config.validation_fraction,
             num_buckets=shards["buckets"],
         )
-    item_records = encoded | "ItemRecords" >> beam.Map(
-        lambda bucket: [(item_id, example) for item_id, example, _, _ in bucket[1]]
+        pair_counts = [
+            joined[split]
+            | f"Write{split.capitalize()}" >> writers.WriteSortedShards(out, split, n)
+            | f"Count_{split}_pairs" >> beam.Map(lambda n, name=f"{split}_pairs": (name, n))
+            for split, n in split_shards.items()
+        ] | "AllPairCounts" >> beam.Flatten()
+    item_count = item_records | "WriteItems" >> writers.WriteSortedShards(
+        out, "items", shards["items"]
     )
-    counts = {
-        "train": joined[TRAIN]
-        | "WriteTrain" >> writers.WriteSortedShards(out, "train", shards[TRAIN], **writer_options),
-        "eval": joined[EVAL]
-        | "WriteEval" >> writers.WriteSortedShards(out, "eval", shards[EVAL], **writer_options),
-        "validation": joined[VALIDATION]
-        | "WriteValidation"
-        >> writers.WriteSortedShards(out, "validation", shards[VALIDATION], **writer_options),
-        "items": item_records
-        | "WriteItems" >> writers.WriteSortedShards(out, "items", shards["items"]),
-    }
     slice_stats = {
         "train_candidates": joined["train_candidates"],
         "eval_candidates": joined["eval_candidates"],
-    } | "SliceStats" >> stats.ComputeSliceStats(out, config.head_fraction)
+    } | "SliceStats" >> stats.ComputeSliceStats(out, config.head_fraction, ids=candidate_ids)
 
     errors = (
         parsed_items[raw_io.ERRORS],
@@ -337,10 +346,8 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
         | "SumNumValues" >> beam.CombinePerKey(sum),
         "slices": slice_stats,
         "counts": (
-            count("train_pairs", counts["train"], int),
-            count("eval_pairs", counts["eval"], int),
-            count("validation_pairs", counts["validation"], int),
-            count("items", counts["items"], int),
+            pair_counts,
+            count("items", item_count, int),
             count("error_records", error_count, int),
             count("input_items", lines_items),
             count("input_pairs", lines_pairs),

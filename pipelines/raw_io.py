@@ -246,12 +246,13 @@ class ParseItems(beam.PTransform):
                     yield beam.pvalue.TaggedOutput(ERRORS, error)
                 else:
                     valid.append((item[id_name], (path, line), item, raw))
-            yield from batches.route(valid, lambda version: version[0], num_buckets)
+            routed = batches.route(valid, lambda version: version[0], num_buckets)
+            yield from ((bucket, batches.pack(records)) for bucket, records in routed)
 
         def first_of_duplicates(element):
             bucket, groups = element
             versions_of: dict[str, list] = {}
-            for item_id, where, item, raw in batches.flatten(groups):
+            for item_id, where, item, raw in batches.unpack(groups):
                 versions_of.setdefault(item_id, []).append((where, item, raw))
             unique = []
             for item_id in sorted(versions_of):

@@ -10,9 +10,10 @@ import json
 import math
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import batches
+from pipelines import batches, pairs
 from ssl_retrieval import data_dir as data_dir_lib
 
 
@@ -25,17 +26,28 @@ class ComputeSliceStats(beam.PTransform):
       stats/cold_items.txt        eval candidates never seen as training candidates.
     Returns a PCollection with one dict: num_train_candidates, num_head_items, num_cold_items.
     The counts are merged into one Counter per split: one worker holds the distinct candidates.
+
+    With `ids` (the side input of `pairs.catalogue_ids` elements) the inputs are arrays of item
+    indices (`pairs.LookupPairs`), counted in arrays (`batches.CountIndices`) until the write.
     """
 
-    def __init__(self, directory: str, head_fraction: float):
+    def __init__(self, directory: str, head_fraction: float, ids=None):
         super().__init__()
         self._directory = directory
         self._head_fraction = head_fraction
+        self._ids = ids
 
     def expand(self, inputs):
         directory, head_fraction = self._directory, self._head_fraction
+        by_index = self._ids is not None
 
-        def write(_, train, evals):
+        def write(_, train, evals, ids=None):
+            if by_index:
+                names = [item for bucket in pairs.ids_in_order(ids) for item in bucket]
+                train, evals = (
+                    {names[i]: int(counts[i]) for i in np.flatnonzero(counts)}
+                    for counts in (train, evals)
+                )
             ranked = sorted(train.items(), key=lambda kv: (-kv[1], kv[0]))
             head = ranked[: int(math.ceil(head_fraction * len(ranked)))]
             cold = sorted(c for c in evals if c not in train)
@@ -54,7 +66,8 @@ class ComputeSliceStats(beam.PTransform):
             }
 
         def counted(name):
-            return inputs[name] | f"Count_{name}" >> beam.CombineGlobally(batches.MergeCounts())
+            combine = batches.CountIndices() if by_index else batches.MergeCounts()
+            return inputs[name] | f"Count_{name}" >> beam.CombineGlobally(combine)
 
         return (
             inputs["train_candidates"].pipeline
@@ -64,6 +77,7 @@ class ComputeSliceStats(beam.PTransform):
                 write,
                 train=beam.pvalue.AsSingleton(counted("train_candidates")),
                 evals=beam.pvalue.AsSingleton(counted("eval_candidates")),
+                **({"ids": self._ids} if by_index else {}),
             )
         )
 

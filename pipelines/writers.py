@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -36,6 +37,26 @@ def shard_path(directory: str, prefix: str, index: int, num_shards: int, suffix:
     return FileSystems.join(directory, f"{prefix}-{index:05d}-of-{num_shards:05d}{suffix}")
 
 
+def write_records(
+    directory: str, prefix: str, index: int, num_shards: int, values, tfrecord: bool = True
+) -> str:
+    """Writes one shard file of `values` (bytes, in order) and returns its path."""
+    path = shard_path(directory, prefix, index, num_shards, ".tfrecord" if tfrecord else ".jsonl")
+    frame = _tfrecord if tfrecord else lambda value: value + b"\n"
+    with FileSystems.create(path) as f:
+        # A write per chunk of records, not per record: a file write costs more than framing.
+        for chunk in batches.chunks(values, 1024):
+            f.write(b"".join(map(frame, chunk)))
+    return path
+
+
+def _tfrecord(value: bytes) -> bytes:
+    """`value` framed as one TFRecord (what `_TFRecordUtil.write_record` writes)."""
+    length = struct.pack("<Q", len(value))
+    crc = _TFRecordUtil._masked_crc32c
+    return b"".join((length, struct.pack("<I", crc(length)), value, struct.pack("<I", crc(value))))
+
+
 class WriteSortedShards(beam.PTransform):
     """Lists of (key, bytes) -> `<directory>/<prefix>-SSSSS-of-NNNNN<suffix>` files; returns the
     number of records written to each shard (one element per shard).
@@ -48,9 +69,6 @@ class WriteSortedShards(beam.PTransform):
       tfrecord: frame records as TFRecords (else newline-terminated lines).
       order: "hashed" (records in the order of a hash of their key: a random, reproducible
         permutation) or "key" (sorted by key).
-      encode: optional `encode(value, side) -> bytes` applied to each value as its shard is
-        written, with `side` the value of the `side` side input (pairs.encode_pair: the records
-        travel small and become Examples only here).
     """
 
     def __init__(
@@ -60,14 +78,8 @@ class WriteSortedShards(beam.PTransform):
         num_shards: int,
         tfrecord: bool = True,
         order: str = "hashed",
-        encode=None,
-        side=None,
     ):
         super().__init__()
-        if (encode is None) != (side is None):
-            raise ValueError("encode and side come together")
-        self._encode = encode
-        self._side = side
         if order not in ("hashed", "key"):
             raise ValueError(f"order must be 'hashed' or 'key', got {order!r}")
         self._directory = directory
@@ -80,26 +92,16 @@ class WriteSortedShards(beam.PTransform):
         directory, prefix, num_shards = self._directory, self._prefix, self._num_shards
         tfrecord = self._tfrecord
         hashed = self._order == "hashed"
-        suffix = ".tfrecord" if tfrecord else ".jsonl"
 
-        encode = self._encode
-
-        def write(element, side=None):
+        def write(element):
             index, groups = element
-            shard_records = batches.flatten(groups)
-            if encode is not None:
-                shard_records = [(key, encode(value, side)) for key, value in shard_records]
+            shard_records = batches.unpack(groups)
             if hashed:
                 ordered = sorted(shard_records, key=lambda kv: (order_key(kv[0]), kv))
             else:
                 ordered = sorted(shard_records)
-            path = shard_path(directory, prefix, index, num_shards, suffix)
-            with FileSystems.create(path) as f:
-                if tfrecord:
-                    for _, value in ordered:
-                        _TFRecordUtil.write_record(f, value)
-                else:
-                    f.write(b"".join(value + b"\n" for _, value in ordered))
+            values = (value for _, value in ordered)
+            path = write_records(directory, prefix, index, num_shards, values, tfrecord)
             # Progress of a long job: one line per shard written (forwarded by worker processes).
             logging.info("preprocess: wrote %s (%d records)", path, len(ordered))
             yield len(ordered)
@@ -108,14 +110,16 @@ class WriteSortedShards(beam.PTransform):
             routed: dict[int, list] = {}
             for record in batch:
                 routed.setdefault(shard_of(record[0], num_shards), []).append(record)
-            return routed.items()
+            return [(shard, batches.pack(shard_records)) for shard, shard_records in routed.items()]
 
         # Empty shards still get a (zero-record) file.
-        empty = records.pipeline | "AllShards" >> beam.Create([(i, []) for i in range(num_shards)])
+        empty = records.pipeline | "AllShards" >> beam.Create(
+            [(i, batches.pack([])) for i in range(num_shards)]
+        )
         routed = records | "RouteToShards" >> beam.FlatMap(to_shards)
         return (
             (routed, empty)
             | "WithEmptyShards" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.FlatMap(write, *([] if self._side is None else [self._side]))
+            | "WriteShard" >> beam.FlatMap(write)
         )

@@ -825,3 +825,91 @@ def test_side_input_and_shuffle_joins_give_byte_identical_outputs(raw, tmp_path)
     for name, content in outputs["side_input"].items():
         assert content == outputs["shuffle"][name], name
     assert any(name.startswith("train-") for name in outputs["shuffle"])
+
+
+def _catalogue_and_pairs(rng):
+    """Encoded item buckets and raw pair batches (duplicates, unknown ids) for the joins."""
+    schema = schema_lib.from_json(
+        {"features": [{"name": "item_id", "kind": "id"}, {"name": "brand", "kind": "categorical"}]}
+    )
+    ids = [f"it{i}" for i in range(40)]
+    buckets = {}
+    for item_id in ids:
+        item = {"item_id": item_id, "brand": f"b{len(item_id) % 3}"}
+        buckets.setdefault(batches.bucket_of(item_id, 4), []).append((item_id, item))
+    item_buckets = [(b, sorted(members)) for b, members in sorted(buckets.items())]
+    raw_pairs = []
+    for line in range(1, 601):
+        q, c = rng.choice(ids + ["ghost"], 2, replace=False)
+        # Weights whose order as numbers is not that of their Examples' bytes.
+        weight = float(rng.choice([1.0, 2.5, 0.5, 3.0]))
+        raw_pairs.append(
+            {"query_id": q, "candidate_id": c, "weight": weight, "file": "p", "line": line}
+        )
+    raw_pairs += raw_pairs[:50]  # the same pairs again (some with the same weight)
+    return schema, item_buckets, [raw_pairs[:300], raw_pairs[300:]]
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_compact_side_input_join_writes_the_sorted_writers_bytes(tmp_path, monkeypatch, collide):
+    """LookupPairs + WritePairShards (pairs as 24-byte records of item indices) write the same
+    files as JoinPairs + WriteSortedShards, also when different pairs share an order hash (the
+    writer then orders them by key, as the sorted writer does)."""
+    if collide:
+        real = pipeline.writers.order_key
+        # One byte of hash: about 2 pairs in 3 share their order hash with another pair.
+        monkeypatch.setattr(pipeline.writers, "order_key", lambda key: real(key)[:1] + bytes(7))
+    schema, item_buckets, pair_batches = _catalogue_and_pairs(np.random.default_rng(1))
+    shards = {pairs.TRAIN: 3, pairs.EVAL: 2, pairs.VALIDATION: 1}
+    fractions = {"eval_fraction": 0.2, "train_fraction": 0.8, "validation_fraction": 0.1}
+    known = Counter()
+    unknown_lines = []
+    for pair in (pair for batch in pair_batches for pair in batch):
+        q, c = pair["query_id"], pair["candidate_id"]
+        if "ghost" in (q, c):
+            unknown_lines.append(pair["line"])
+            continue
+        split = pairs.split_of(q, c, fractions["eval_fraction"], fractions["validation_fraction"])
+        if split != pairs.TRAIN or pairs.kept_for_training(q, c, fractions["train_fraction"]):
+            known[f"{split}_pairs"] += 1
+    expected_counts = list(known.items())
+    assert len(expected_counts) == 3 and unknown_lines
+    outputs = {}
+    for join in ("compact", "shuffle"):
+        out = tmp_path / join
+        out.mkdir()
+        with TestPipeline() as p:
+            raw_pairs = p | "Pairs" >> beam.Create(pair_batches)
+            encoded = p | "Items" >> beam.Create(item_buckets) | pairs.EncodeItems(schema)
+            if join == "compact":
+                # The side inputs in reverse bucket order: the item indices must not depend on it.
+                def side(fn, label, encoded=encoded):
+                    return beam.pvalue.AsList(
+                        encoded
+                        | f"{label}Map" >> beam.Map(fn)
+                        | f"{label}All" >> beam.combiners.ToList()
+                        | f"{label}Reverse" >> beam.FlatMap(lambda xs: sorted(xs, reverse=True))
+                    )
+
+                ids = side(pairs.catalogue_ids, "Ids")
+                entries = side(pairs.catalogue_entries, "Entries")
+                joined = raw_pairs | pairs.LookupPairs(ids, shards=shards, **fractions)
+                counts = joined["pairs"] | pairs.WritePairShards(str(out), shards, ids, entries)
+            else:
+                joined = {"pairs": raw_pairs, "items": encoded} | pairs.JoinPairs(
+                    num_buckets=4, **fractions
+                )
+                counts = [
+                    joined[split]
+                    | f"Write{split}" >> pipeline.writers.WriteSortedShards(str(out), split, n)
+                    | f"Name{split}" >> beam.Map(lambda n, s=split: (f"{s}_pairs", n))
+                    for split, n in shards.items()
+                ] | beam.Flatten()
+            assert_that(counts | beam.CombinePerKey(sum), equal_to(expected_counts), label="Counts")
+            assert_that(
+                joined["errors"] | beam.Map(lambda e: e["line"]),
+                equal_to(unknown_lines),
+                label="Errors",
+            )
+        outputs[join] = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
+    assert len(outputs["compact"]) == 6 and outputs["compact"] == outputs["shuffle"]
