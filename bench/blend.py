@@ -4,6 +4,8 @@ one pass per ranking (what training did before `topk.top_k_many`).
 Prints JSON lines, measured in this run on the same embeddings, counts and TF-IDF matrix:
   {"figure": "blend_rankings", "method": "one_pass" | "pass_per_ranking", "seconds", ...}
   {"figure": "comparison", "speedup", "same_lists", "goal": ">= 3"}
+  {"figure": "grid_merges", "merge_seconds", "merger_seconds", "speedup", "same_lists"}: the
+    grid's merges of each (popular, similar) pair by `blending.merge` and by `blending.Merger`
 
 Embeddings are random unit vectors, training counts Zipf, the TF-IDF matrix a random sparse
 one with the Debian corpus's density (about 11 non-zeros per item over 200k values). The
@@ -80,6 +82,32 @@ def main():
         speedup=round(per_ranking / one_pass, 2),
         same_lists=same,
         goal=">= 3",
+    )
+
+    # The grid's merges: every prior share of each (popular, similar) pair, by `merge` (a sort
+    # per merge) and by one `Merger` per pair.
+    pairs = [(r, s) for r in rankings if r[0] == "popular" for s in rankings if s[0] == "similar"]
+    shares = [s for s in blending.DEFAULT_PRIOR_SHARES if s < 1]
+    start = time.perf_counter()
+    by_merge = [
+        blending.merge(together[p][0], together[s][0], 50, round(share * 50))
+        for p, s in pairs
+        for share in shares
+    ]
+    sorted_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    by_merger = []
+    for p, s in pairs:
+        merger = blending.Merger(together[p][0], together[s][0])
+        by_merger += [merger.merge(50, round(share * 50)) for share in shares]
+    merger_seconds = time.perf_counter() - start
+    emit(
+        figure="grid_merges",
+        merges=len(by_merge),
+        merge_seconds=round(sorted_seconds, 2),
+        merger_seconds=round(merger_seconds, 2),
+        speedup=round(sorted_seconds / merger_seconds, 2),
+        same_lists=all(np.array_equal(a, b) for a, b in zip(by_merge, by_merger, strict=True)),
     )
 
 

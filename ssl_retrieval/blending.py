@@ -211,6 +211,76 @@ def merge(
     return out
 
 
+class Merger:
+    """`merge` of one (popular, similar, cold) triple for many slot counts, without a sort per
+    call: choosing a blend merges each triple for every prior and cold share (over a thousand
+    merges of the same lists), and `merge`'s sort was most of that.
+
+    Where an item was first listed is found once, from where each list's items sit in the
+    other lists; that needs each row of each list to name an item at most once (top-k lists
+    do; -1 padding aside). Lists that do not are merged by `merge`.
+    """
+
+    def __init__(self, popular, similar, cold=None):
+        self.popular = np.asarray(popular, np.int64)
+        self.similar = np.asarray(similar, np.int64)
+        self.cold = None if cold is None else np.asarray(cold, np.int64)
+        lists = [self.popular, self.similar] + ([] if cold is None else [self.cold])
+        self.exact = all(_rows_unique(x) for x in lists)
+        if not self.exact:
+            return
+        # Position of each item in another list (that list's width where absent).
+        self.similar_in_popular = _positions_in(self.similar, self.popular)
+        self.popular_in_similar = _positions_in(self.popular, self.similar) < self.similar.shape[1]
+        if self.cold is not None:
+            self.similar_in_cold = _positions_in(self.similar, self.cold)
+            self.cold_in_popular = _positions_in(self.cold, self.popular)
+            self.popular_in_cold = _positions_in(self.popular, self.cold)
+
+    def merge(self, k: int, prior_slots: int, cold_slots: int = 0) -> np.ndarray:
+        """`merge(popular, similar, k, prior_slots, cold, cold_slots)`."""
+        cold_slots = cold_slots if self.cold is not None else 0
+        if not self.exact:
+            return merge(self.popular, self.similar, k, prior_slots, self.cold, cold_slots)
+        p, c = prior_slots, cold_slots
+        head, tail = self.popular[:, :p], self.popular[:, p:]
+        # An item is kept where it first comes: each list names it once, so it is a repeat
+        # exactly when an earlier segment names it.
+        sources = [head]
+        keeps = [head >= 0]
+        similar_keep = (self.similar >= 0) & (self.similar_in_popular >= p)
+        tail_keep = (tail >= 0) & ~self.popular_in_similar[:, p:]
+        if c:
+            cold = self.cold[:, :c]
+            sources.append(cold)
+            keeps.append((cold >= 0) & (self.cold_in_popular[:, :c] >= p))
+            similar_keep &= self.similar_in_cold >= c
+            tail_keep &= self.popular_in_cold[:, p:] >= c
+        sources += [self.similar, tail]
+        keeps += [similar_keep, tail_keep]
+        candidates = np.concatenate(sources, axis=1)
+        keep = np.concatenate(keeps, axis=1)
+        position = np.cumsum(keep, axis=1) - 1
+        keep &= position < k
+        out = np.full((len(candidates), k), -1, np.int64)
+        rows, columns = np.nonzero(keep)
+        out[rows, position[rows, columns]] = candidates[rows, columns]
+        return out
+
+
+def _rows_unique(lists: np.ndarray) -> bool:
+    """Whether no row of `lists` names an item (>= 0) twice."""
+    ordered = np.sort(lists, axis=1)
+    return not ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any()
+
+
+def _positions_in(items: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """[Q, A] position of each of `items` [Q, A] in the same row of `other` [Q, B] (B where
+    absent; -1 entries are never found). Rows of `other` name each item once."""
+    match = (items[:, :, None] == other[:, None, :]) & (items[:, :, None] >= 0)
+    return np.where(match.any(axis=2), match.argmax(axis=2), other.shape[1])
+
+
 def objective_value(
     metrics: dict, references: dict | None, metric: str = "recall@50", margin: float = 0.0
 ) -> tuple:
@@ -268,7 +338,7 @@ def choose(
     popular = {float(b): popular_lists(float(b)) for b in sorted(set(betas))}
     similar: dict[tuple[float, float], np.ndarray] = {}
     cold: dict[float, np.ndarray] = {}
-    trials = []
+    blends = []  # the grid, in the order of "grid"
     for share in sorted(set(float(s) for s in prior_shares), reverse=True):
         single = share >= 1.0  # the similar ranking's options do not matter
         weights = [0.0] if single else sorted(set(float(w) for w in content_weights))
@@ -288,18 +358,35 @@ def choose(
                 for cold_share, cold_weight in colds:
                     if cold_share and cold_weight not in cold:
                         cold[cold_weight] = cold_lists(cold_weight)
-                    for beta, popular_top in popular.items():
-                        blend = Blend(beta, w, share, gamma, cold_share, cold_weight)
-                        lists = {"popular": popular_top}
-                        if not single:
-                            lists["similar"] = similar[w, gamma]
-                        if cold_share:
-                            lists["cold"] = cold[cold_weight]
-                        metrics = evaluate_lists(blend.merge(lists, k))
-                        value = objective_value(metrics, references, metric, margin)
-                        trials.append(
-                            {**dataclasses.asdict(blend), "value": value, "metrics": metrics}
-                        )
+                    for beta in popular:
+                        blends.append(Blend(beta, w, share, gamma, cold_share, cold_weight))
+    # Blends that merge the same lists are merged by one Merger (what their merges share is
+    # found once), one Merger alive at a time.
+    groups: dict[tuple | None, list[int]] = {}
+    for i, blend in enumerate(blends):
+        key = None
+        if not blend.single_ranking:
+            cold_weight = blend.cold_content_weight if blend.cold_share else None
+            key = (blend.popularity_prior, blend.content_weight, blend.popularity_penalty)
+            key += (cold_weight,)
+        groups.setdefault(key, []).append(i)
+    trials: list = [None] * len(blends)
+    for key, members in groups.items():
+        merger = None
+        if key is not None:
+            beta, w, gamma, cold_weight = key
+            merger = Merger(
+                popular[beta], similar[w, gamma], None if cold_weight is None else cold[cold_weight]
+            )
+        for i in members:
+            blend = blends[i]
+            if merger is None:
+                merged = popular[blend.popularity_prior][:, :k]
+            else:
+                merged = merger.merge(k, blend.prior_slots(k), blend.cold_slots(k))
+            metrics = evaluate_lists(merged)
+            value = objective_value(metrics, references, metric, margin)
+            trials[i] = {**dataclasses.asdict(blend), "value": value, "metrics": metrics}
     # Ties go to the simpler blend: the whole list popular, then no cold slots, no TF-IDF, no
     # penalty, small beta.
     best = max(

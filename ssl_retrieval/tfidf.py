@@ -67,27 +67,62 @@ def from_token_sets(features: list[str], token_sets: list[set[str]]) -> Tfidf:
         for t in sorted(tokens):
             rows.append(i)
             cols.append(column.setdefault(t, len(column)))
-    n = len(token_sets)
-    x = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, max(len(column), 1)))
+    tokens = sorted(column, key=column.get)
+    return _from_columns(
+        features, tokens, np.array(rows, np.int64), np.array(cols, np.int64), len(token_sets)
+    )
+
+
+def _from_columns(features, tokens, rows, cols, n) -> Tfidf:
+    """The TF-IDF of n items whose token `cols[i]` (a column of `tokens`) is in item `rows[i]`."""
+    x = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, max(len(tokens), 1)))
     df = np.asarray((x > 0).sum(axis=0)).ravel()
     idf = (np.log(n / np.maximum(df, 1)) + 1.0).astype(np.float32)
-    tokens = sorted(column, key=column.get) or [""]
-    return Tfidf(features, tokens, idf, normalize_rows(x @ sp.diags(idf)))
+    return Tfidf(features, list(tokens) or [""], idf, normalize_rows(x @ sp.diags(idf)))
 
 
 def build(data_dir, schema: schema_lib.Schema | None = None) -> Tfidf:
     """The TF-IDF of the preprocessed corpus (`items-*.tfrecord`), in corpus order.
 
-    `data_dir`: a path or a `DataDir`."""
+    `data_dir`: a path or a `DataDir`. The same matrix and tokens as `from_token_sets` of each
+    item's token set (columns in the order tokens are first met, an item's tokens sorted), built
+    from arrays of (item, token) numbers: at 1M items, a Python set of strings per item took
+    about 2 GB and most of the time."""
     from ssl_retrieval import data as data_lib  # noqa: PLC0415  (imports TensorFlow)
 
     data_dir = DataDir.of(data_dir)
     schema = schema or data_dir.schema
     names = feature_names(schema)
-    token_sets: list[set[str]] = []
+    number: dict[str, int] = {}  # token -> its number, in the order first read
+    by_value: dict[str, dict[bytes, int]] = {name: {} for name in names}
+    items, numbers = [], []
+    n = 0
     for batch in data_lib.items_dataset(data_dir, 4096, schema=schema):
         size = int(batch[schema.id_feature.name].nrows())
-        lists = {n: batch[n].to_list() for n in names}
-        for i in range(size):
-            token_sets.append({token(n, v.decode()) for n in names for v in lists[n][i]})
-    return from_token_sets(names, token_sets)
+        for name in names:
+            values = batch[name].flat_values.numpy().tolist()
+            lengths = batch[name].row_lengths().numpy()
+            known = by_value[name]
+            for v in set(values).difference(known):
+                known[v] = number.setdefault(token(name, v.decode()), len(number))
+            numbers.append(np.fromiter((known[v] for v in values), np.int64, len(values)))
+            items.append(np.repeat(np.arange(n, n + size, dtype=np.int64), lengths))
+        n += size
+    vocabulary = sorted(number, key=number.get)
+    order = sorted(range(len(vocabulary)), key=vocabulary.__getitem__)
+    rank = np.empty(len(order), np.int64)  # a token's place in sorted order
+    rank[order] = np.arange(len(order))
+    width = max(len(order), 1)
+    # Each item's distinct tokens in sorted order, items in corpus order.
+    keys = np.unique(
+        np.concatenate(items + [np.zeros(0, np.int64)]) * width
+        + rank[np.concatenate(numbers + [np.zeros(0, np.int64)])]
+    )
+    rows, ranks = keys // width, keys % width
+    # Columns in the order tokens first come in that sequence (what from_token_sets numbers).
+    seen, first = np.unique(ranks, return_index=True)
+    by_first = seen[np.argsort(first)]
+    column = np.empty(width, np.int64)
+    column[by_first] = np.arange(len(by_first))
+    tokens = [vocabulary[order[r]] for r in by_first]
+    return _from_columns(names, tokens, rows, column[ranks], n)

@@ -63,6 +63,34 @@ def test_merge_puts_cold_slots_after_the_popular_ones():
         )
 
 
+def test_merger_merges_like_the_reference_for_every_slot_count():
+    rng = np.random.default_rng(2)
+    for trial in range(40):
+        # Overlapping top-k lists (each row names an item once), padding and cold -1s.
+        popular, similar, cold = (
+            np.stack([rng.permutation(16)[:8] for _ in range(5)]) for _ in range(3)
+        )
+        similar[rng.random(similar.shape) < 0.15] = -1
+        cold[rng.random(cold.shape) < 0.4] = -1
+        with_cold = trial % 2 == 0
+        merger = blending.Merger(popular, similar, cold if with_cold else None)
+        assert merger.exact
+        for k in (1, 5, 8):
+            for slots in range(k + 1):
+                for cold_slots in range(k - slots + 1) if with_cold else (0,):
+                    expected = reference_merge(
+                        popular, similar, k, slots, cold if with_cold else None, cold_slots
+                    )
+                    got = merger.merge(k, slots, cold_slots)
+                    np.testing.assert_array_equal(got, expected)
+    # A row naming an item twice is not a top-k list: merged by `merge`, still right.
+    popular = np.array([[3, 3, 1, 2]])
+    similar = np.array([[2, 5, 5, 6]])
+    merger = blending.Merger(popular, similar)
+    assert not merger.exact
+    np.testing.assert_array_equal(merger.merge(4, 1), reference_merge(popular, similar, 4, 1))
+
+
 def test_cold_slots_round_and_fit_beside_the_popular_ones():
     blend = blending.Blend(prior_share=0.4, cold_share=0.3, cold_content_weight=2.0)
     assert (blend.prior_slots(50), blend.cold_slots(50)) == (20, 15)
@@ -310,3 +338,25 @@ def test_content_vectors_in_the_graph_match_numpy_for_any_unicode_value():
         (content.matrix[[0, 2]] @ content.matrix.T).toarray(),
         rtol=1e-5,
     )
+
+
+def test_tfidf_build_matches_the_token_sets_of_the_corpus(tmp_path):
+    from ssl_retrieval import data
+    from ssl_retrieval.data_dir import DataDir
+
+    data_dir = testing.make_data_dir(str(tmp_path / "data"))
+    schema = DataDir.of(data_dir).schema
+    names = tfidf.feature_names(schema)
+    sets = []  # each item's tokens, read one item at a time
+    for batch in data.items_dataset(data_dir, 7, schema=schema):
+        lists = {n: batch[n].to_list() for n in names}
+        for i in range(len(lists[names[0]])):
+            sets.append({tfidf.token(n, v.decode()) for n in names for v in lists[n][i]})
+    expected = tfidf.from_token_sets(names, sets)
+    got = tfidf.build(data_dir)
+    assert got.tokens == expected.tokens and got.features == expected.features
+    np.testing.assert_array_equal(got.idf, expected.idf)
+    for field in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(got.matrix, field), getattr(expected.matrix, field))
+    assert got.matrix.shape == expected.matrix.shape == (len(sets), len(expected.tokens))
+    assert got.matrix.nnz > len(sets)  # items have several tokens

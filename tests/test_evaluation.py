@@ -265,3 +265,92 @@ def test_evaluate_cli_max_queries_evaluates_a_fixed_sample(data_dir, tmp_path):
     stdout, written = run(total + 10, tmp_path / "all.json")
     assert f"all {total} eval queries" in stdout
     assert written["queries"] == {"evaluated": total, "of": total, "sampled": False, "seed": None}
+
+
+def test_embedding_scorer_shares_or_copies_the_matrix_and_scores_like_numpy():
+    rng = np.random.default_rng(4)
+    items = unit(rng.normal(size=(70, 16)).astype(np.float32))
+    queries = unit(rng.normal(size=(70, 16)).astype(np.float32))
+    rows = np.array([0, 9, 69, 9])
+    # A float64 copy, a view with an odd offset (not 64-byte aligned) and the array itself.
+    padded = np.concatenate([np.zeros((1, 16), np.float32), queries]).ravel()[16:].reshape(70, 16)
+    for q in (queries, queries.astype(np.float64), padded):
+        scores = np.asarray(topk.embedding_scorer(q, items)(rows, 5, 61))
+        np.testing.assert_allclose(scores, queries[rows] @ items[5:61].T, rtol=1e-5, atol=1e-6)
+    shared = np.asarray(topk.embedding_scorer(items, items)(rows, 0, 70))
+    np.testing.assert_allclose(shared, items[rows] @ items.T, rtol=1e-5, atol=1e-6)
+    # Chunks at every offset of a 3-wide matrix (slices not 64-byte aligned) still score.
+    narrow = unit(rng.normal(size=(40, 3)).astype(np.float32))
+    scorer = topk.embedding_scorer(narrow, narrow)
+    for start in range(0, 40, 7):
+        got = np.asarray(scorer(rows[:2], start, min(40, start + 7)))
+        np.testing.assert_allclose(got, narrow[rows[:2]] @ narrow[start : start + 7].T, atol=1e-6)
+
+
+def test_choose_blend_ranks_the_references_in_its_pass_as_evaluate_does(tmp_path):
+    from ssl_retrieval import blending, popularity, tfidf
+    from ssl_retrieval import config as config_lib
+
+    data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.2)
+    config = config_lib.TrainConfig(data_dir=data_dir, model_dir=str(tmp_path / "m"))
+    validator = trainer.Validator(config)
+    data = validator.data
+    rng = np.random.default_rng(5)
+    queries = unit(rng.normal(size=(data.num_items, 8)).astype(np.float32))
+    items = unit(rng.normal(size=(data.num_items, 8)).astype(np.float32))
+    validator.embed = lambda model: (queries, items)
+    choice = validator.choose_blend(None, config)
+    # The references' metrics are those of evaluating each on its own (its own pass).
+    for name in references.RECOMMENDERS:
+        alone = evaluator.evaluate(data, references.make(name, data, data_dir), (10, 50))
+        assert choice["references"][name] == alone
+    # A grid point's metrics are those of the evaluator's own lists of that blend.
+    counts = popularity.log_counts(data_dir, data.item_ids)
+    content = tfidf.build(data_dir).matrix
+    for trial in choice["grid"][:: max(1, len(choice["grid"]) // 25)]:
+        blend = blending.Blend(**{k: trial[k] for k in blending.NAMES})
+        retrieve = evaluator.blend_retriever(blend, queries, items, counts, content)
+        assert evaluator.evaluate_lists(data, retrieve, (50,)) == trial["metrics"]
+
+
+def test_cooccurrence_scores_match_numpy_chunk_by_chunk(data_dir):
+    data = evaluator.load_eval_data(data_dir)
+    n = data.num_items
+    links = np.zeros((n, n))
+    links[data.train_query, data.train_candidate] = 1.0
+    co = links.T @ links
+    np.fill_diagonal(co, 0.0)
+    counts = np.bincount(data.train_candidate, minlength=n)
+    tie_break = 1e-6 * counts / counts.max()
+    scorer = references.cooccurrence(data)
+    # Two query batches, each scored chunk by chunk (the scorer keeps each batch's rows).
+    for rows in (np.unique(data.eval_query)[:9], np.unique(data.train_query)[:5]):
+        expected = np.log1p(links[rows] @ co + co[rows]) + tie_break
+        assert (expected > tie_break).any()  # some co-occurrence to score
+        for start in range(0, n, 17):
+            stop = min(n, start + 17)
+            got = scorer(rows, start, stop)
+            np.testing.assert_allclose(got, expected[:, start:stop], rtol=1e-6, atol=1e-7)
+
+
+def test_load_eval_data_gives_the_corpus_index_of_each_pair(data_dir):
+    from ssl_retrieval import data as data_lib
+    from ssl_retrieval.data_dir import DataDir
+
+    data = evaluator.load_eval_data(data_dir)
+    schema = DataDir.of(data_dir).schema
+    index = {item_id: i for i, item_id in enumerate(data.item_ids)}
+    id_name = schema.id_feature.name
+    for split, (queries, candidates) in (
+        ("eval", (data.eval_query, data.eval_candidate)),
+        ("train", (data.train_query, data.train_candidate)),
+    ):
+        expected = ([], [])
+        for batch in data_lib.pairs_dataset(data_dir, split, 50, schema):
+            for side, out in (("query", expected[0]), ("candidate", expected[1])):
+                values = batch[side][id_name]
+                values = values.flat_values if hasattr(values, "flat_values") else values
+                out += [index[v.decode()] for v in np.asarray(values).ravel()]
+        assert len(expected[0]) > 10
+        np.testing.assert_array_equal(queries, expected[0])
+        np.testing.assert_array_equal(candidates, expected[1])

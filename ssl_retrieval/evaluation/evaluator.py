@@ -52,24 +52,31 @@ class EvalData:
         return len(self.item_ids)
 
 
-def _id_pairs(data_dir: DataDir, schema, split: str, index: dict[str, int]):
+def _id_pairs(data_dir: DataDir, schema, split: str, table) -> tuple[np.ndarray, np.ndarray]:
+    """(query, candidate) corpus indices of the pairs of `split`; `table`: id -> corpus index.
+
+    Looked up in TensorFlow, batch by batch: at 10M pairs, a Python list of indices per pair
+    took minutes and a GB."""
     id_name = schema.id_feature.name
+    query_key = schema_lib.QUERY_PREFIX + id_name
+    candidate_key = schema_lib.CANDIDATE_PREFIX + id_name
     spec = {
-        schema_lib.QUERY_PREFIX + id_name: tf.io.FixedLenFeature([], tf.string),
-        schema_lib.CANDIDATE_PREFIX + id_name: tf.io.FixedLenFeature([], tf.string),
+        query_key: tf.io.FixedLenFeature([], tf.string),
+        candidate_key: tf.io.FixedLenFeature([], tf.string),
     }
-    queries, candidates = [], []
-    dataset = (
-        tf.data.TFRecordDataset(data_dir.files(split))
-        .batch(8192)
-        .map(lambda x: tf.io.parse_example(x, spec))
-    )
-    for batch in dataset:
-        queries += [index[q] for q in batch[schema_lib.QUERY_PREFIX + id_name].numpy().astype(str)]
-        candidates += [
-            index[c] for c in batch[schema_lib.CANDIDATE_PREFIX + id_name].numpy().astype(str)
-        ]
-    return np.array(queries, np.int64), np.array(candidates, np.int64)
+
+    def indices(records):
+        parsed = tf.io.parse_example(records, spec)
+        return table.lookup(parsed[query_key]), table.lookup(parsed[candidate_key])
+
+    queries, candidates = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for q, c in tf.data.TFRecordDataset(data_dir.files(split)).batch(8192).map(indices):
+        queries.append(q.numpy())
+        candidates.append(c.numpy())
+    queries, candidates = np.concatenate(queries), np.concatenate(candidates)
+    if (queries < 0).any() or (candidates < 0).any():
+        raise KeyError(f"{data_dir.path}: a {split} pair names an id that is not in the corpus")
+    return queries, candidates
 
 
 def load_eval_data(data_dir, split: str = "eval") -> EvalData:
@@ -83,8 +90,15 @@ def load_eval_data(data_dir, split: str = "eval") -> EvalData:
     ids = corpus_ids(data_dir, schema)
     item_ids = np.array(ids, dtype=object)
     index = {item_id: i for i, item_id in enumerate(ids)}
-    eval_query, eval_candidate = _id_pairs(data_dir, schema, split, index)
-    train_query, train_candidate = _id_pairs(data_dir, schema, "train", index)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(ids, tf.string), tf.range(len(ids), dtype=tf.int64)
+        ),
+        default_value=-1,
+    )
+    eval_query, eval_candidate = _id_pairs(data_dir, schema, split, table)
+    train_query, train_candidate = _id_pairs(data_dir, schema, "train", table)
+    del table
 
     def membership(name):
         member = np.zeros(len(ids), bool)
@@ -144,9 +158,10 @@ def blend_retriever(
     """
     rankings = blend.rankings()
     scorer = rankings_scorer(query_embeddings, item_embeddings, log_counts, content, rankings)
+    num_items = len(item_embeddings)  # not the arrays: the scorer has its own tensors
 
     def retrieve(query_indices, ks, exclude=None):
-        found = topk.top_k_many(scorer, query_indices, len(item_embeddings), max(ks), exclude)
+        found = topk.top_k_many(scorer, query_indices, num_items, max(ks), exclude)
         lists = {name: found[name][0] for name in rankings}
         if "cold" in lists:
             lists["cold"] = blending.only_cold(lists["cold"], log_counts)
@@ -156,36 +171,58 @@ def blend_retriever(
 
 
 def rankings_scorer(
-    query_embeddings, item_embeddings, log_counts, content, rankings: dict
+    query_embeddings, item_embeddings, log_counts, content, rankings: dict, product=None
 ) -> topk.MultiScorer:
     """{name: cos(q, c) + w * tfidf(q, c) + v * log(1 + n_c)} for `rankings` {name: (w, v)}.
 
     A blend's rankings in this form: `blending.ranking`. The embeddings' product and the
     TF-IDF product are computed once per corpus chunk for all the rankings, so choosing a blend
-    among 16 rankings costs about one pass over the corpus, not 16.
+    among 16 rankings costs about one pass over the corpus, not 16; so are the query's own item
+    (-inf in the cosine, so in every ranking) and cos + w * tfidf for rankings in a row with the
+    same w. `product`: a `tfidf_product` of `content` that other scorers of the pass share.
     """
     cosine = topk.embedding_scorer(query_embeddings, item_embeddings)
     needs_content = any(w for w, _ in rankings.values())
-    if needs_content:
-        content = content.tocsr()
-        columns = content.T.tocsc()
+    if needs_content and product is None:
+        product = tfidf_product(content)
     counts = None
     if any(v for _, v in rankings.values()):
         counts = tf.constant(np.asarray(log_counts, np.float32)[None, :])
 
     def scores(rows, start, stop):
-        cos = cosine(rows, start, stop)
+        cos = topk.exclude_own(cosine(rows, start, stop), rows, start, stop)
         if needs_content:
-            tfidf = tf.constant((content[rows] @ columns[:, start:stop]).toarray(), tf.float32)
+            tfidf = tf.constant(product(rows, start, stop), tf.float32)
+        base_weight, base = None, None
         for name, (w, v) in rankings.items():
-            score = cos
-            if w:
-                score = score + np.float32(w) * tfidf
+            if base is None or w != base_weight:
+                base_weight, base = w, (cos + np.float32(w) * tfidf if w else cos)
+            score = base
             if v:
                 score = score + np.float32(v) * counts[:, start:stop]
             yield name, score
 
     return scores
+
+
+def tfidf_product(content) -> Callable[[np.ndarray, int, int], np.ndarray]:
+    """(query corpus indices, start, stop) -> their TF-IDF cosines with corpus items
+    start..stop-1 (`content` [N, V], tfidf.py), as a dense array. The last one is kept, so that
+    the scorers of one pass over the corpus (a blend's rankings, the feature kNN) share it."""
+    content = content.tocsr()
+    columns = content.T.tocsc()
+    last: list = [None, None]
+
+    def product(rows, start, stop):
+        key = last[0]
+        if key is not None and key[0] is rows and key[1:] == (start, stop):
+            return last[1]
+        last[0], last[1] = None, None  # the previous chunk's array freed before the next
+        out = (content[rows] @ columns[:, start:stop]).toarray()
+        last[0], last[1] = (rows, start, stop), out
+        return out
+
+    return product
 
 
 def model_retriever(

@@ -47,14 +47,18 @@ def tfidf_matrix(data_dir: str, item_ids: np.ndarray) -> sp.csr_matrix:
     return matrix
 
 
-def feature_knn(data, data_dir: str, content=None) -> topk.Scorer:
-    """`content`: the corpus TF-IDF matrix when the caller already has it (read once)."""
-    x = (content if content is not None else tfidf_matrix(data_dir, data.item_ids)).tocsr()
-    xt = x.T.tocsc()
+def feature_knn(data, data_dir: str, content=None, product=None) -> topk.Scorer:
+    """`content`: the corpus TF-IDF matrix when the caller already has it (read once);
+    `product`: an `evaluator.tfidf_product` of it that other scorers of the same pass share."""
+    if product is None:
+        from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415  (imports this module)
+
+        x = content if content is not None else tfidf_matrix(data_dir, data.item_ids)
+        product = evaluator.tfidf_product(x)
     tie_break = 1e-6 * popularity(data)
 
     def scorer(rows, start, stop):
-        scores = (x[rows] @ xt[:, start:stop]).toarray()
+        scores = product(rows, start, stop)
         return (scores + tie_break[start:stop]).astype(np.float32)
 
     return scorer
@@ -71,19 +75,25 @@ def cooccurrence(data) -> topk.Scorer:
     co.eliminate_zeros()
     co_cols = co.tocsc()
     tie_break = 1e-6 * popularity(data)
+    batch: list = [None, None, None]  # rows, and their links and co rows by column
 
     def scorer(rows, start, stop):
-        scores = (links[rows] @ co_cols[:, start:stop] + co[rows][:, start:stop]).toarray()
-        return (np.log1p(scores) + tie_break[start:stop]).astype(np.float32)
+        if batch[0] is not rows:  # once per query batch, not per corpus chunk
+            batch[:] = [rows, links[rows].tocsr(), co[rows].tocsc()]
+        scores = batch[1] @ co_cols[:, start:stop] + batch[2][:, start:stop]
+        # Counts are whole numbers, so any order of the sums gives the same; log1p(0) = 0, so
+        # only the non-zeros need it.
+        scores.data = np.log1p(scores.data)
+        return (scores.toarray() + tie_break[start:stop]).astype(np.float32)
 
     return scorer
 
 
-def make(name: str, data, data_dir: str, content=None) -> topk.Scorer:
+def make(name: str, data, data_dir: str, content=None, product=None) -> topk.Scorer:
     if name == "top_popular":
         return top_popular(data)
     if name == "feature_knn":
-        return feature_knn(data, data_dir, content)
+        return feature_knn(data, data_dir, content, product)
     if name == "cooccurrence":
         return cooccurrence(data)
     raise ValueError(f"--recommender must be model or one of {list(RECOMMENDERS)}, got {name!r}")

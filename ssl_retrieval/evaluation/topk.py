@@ -25,14 +25,39 @@ _EXCLUDED = -np.inf
 
 def embedding_scorer(query_embeddings: np.ndarray, item_embeddings: np.ndarray) -> Scorer:
     """Cosine scorer (rows are unit vectors): q [N_q, d] of corpus items, items [N, d]."""
-    queries = tf.constant(query_embeddings, tf.float32)
-    items = tf.constant(item_embeddings, tf.float32)
+    items = _tensor(item_embeddings)
+    # Shared towers give one matrix for both: one tensor.
+    queries = items if query_embeddings is item_embeddings else _tensor(query_embeddings)
 
     def scores(query_indices, start, stop):
         q = tf.gather(queries, query_indices)
         return tf.matmul(q, items[start:stop], transpose_b=True)
 
     return scores
+
+
+def _tensor(array) -> tf.Tensor:
+    """A float32 tensor that shares the memory of a float32, C-contiguous, 64-byte-aligned
+    array (other arrays are copied into one first), through DLPack: tf.constant copies, and at
+    1M x 128 it kept 1 GB for the 512 MB matrix. The array must not change afterwards."""
+    array = np.asarray(array)
+    if array.ndim != 2 or not array.size:
+        return tf.constant(array, tf.float32)
+    if not (
+        array.dtype == np.float32
+        and array.flags.c_contiguous
+        and array.ctypes.data % _ALIGNMENT == 0
+    ):
+        nbytes = array.size * 4
+        buffer = np.empty(nbytes + _ALIGNMENT, np.uint8)
+        offset = -buffer.ctypes.data % _ALIGNMENT
+        aligned = buffer[offset : offset + nbytes].view(np.float32).reshape(array.shape)
+        aligned[...] = array
+        array = aligned
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+
+
+_ALIGNMENT = 64  # what TensorFlow's CPU kernels check tensors for
 
 
 @tf.function(reduce_retracing=True)
@@ -139,6 +164,12 @@ def top_k_many(
     return out
 
 
+def exclude_own(chunk, rows, start, stop):
+    """`chunk` with each query's own item at -inf: a scorer whose rankings share a term sets it
+    there once (then `top_k_many` finds them excluded and does not copy each ranking's chunk)."""
+    return _exclude(tf.convert_to_tensor(chunk), np.asarray(rows), start, stop, None, 0)
+
+
 def _exclude(chunk, rows, start, stop, exclude, offset):
     """Sets the scores of each query's own item (and its exclusions) in this chunk to -inf."""
     row_ids, col_ids = [], []
@@ -156,5 +187,9 @@ def _exclude(chunk, rows, start, stop, exclude, offset):
     if not len(r):
         return chunk
     c = np.concatenate(col_ids)
-    updates = tf.fill([len(r)], tf.constant(_EXCLUDED, tf.float32))
-    return tf.tensor_scatter_nd_update(chunk, np.stack([r, c], axis=1), updates)
+    positions = np.stack([r, c], axis=1)
+    # Already excluded (`exclude_own`): no copy of the chunk.
+    if (tf.gather_nd(chunk, positions).numpy() == _EXCLUDED).all():
+        return chunk
+    updates = tf.fill([len(r)], tf.constant(_EXCLUDED, chunk.dtype))
+    return tf.tensor_scatter_nd_update(chunk, positions, updates)
