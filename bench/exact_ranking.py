@@ -7,11 +7,10 @@ A blend with a TF-IDF term or cold slots ranks the whole corpus for every query 
 1. The [B, N] TF-IDF cosines, two ways, timed on the same corpus and queries and checked to
 agree:
   "sparse_dense_matmul": the corpus matrix [N, V] as a SparseTensor times the queries as dense
-      [B, V] vectors (exporter.ContentVectors.similarities, what the export does): work
-      proportional to the matrix's non-zeros times B;
-  "postings": the query's few tokens as (row, token, value) triples, their posting lists
-      (the matrix by column) gathered and scattered into the scores: work proportional to the
-      postings' lengths, which is less only while a query's values are rare.
+      [B, V] vectors: a pass over the matrix's non-zeros, slowly growing with B;
+  "postings": the posting lists (the matrix by column) of each query's few tokens gathered and
+      scattered into the scores: work proportional to the lists' lengths times B.
+exporter.ContentVectors takes the postings up to POSTINGS_MAX_BATCH queries, the product above.
 
 
 2. The top k of [B, N] scores: tf.math.top_k over the row against exporter.exact_top_k (the top
@@ -128,30 +127,16 @@ def main():
     matrix = content.matrix.tocsr()
     n, v = matrix.shape
     vectors = exporter.ContentVectors(content)
-    by_column = matrix.tocsc()
-    by_column.sort_indices()
-    posting_splits = tf.constant(by_column.indptr, tf.int64)
-    posting_items = tf.constant(by_column.indices, tf.int64)
-    posting_values = tf.constant(by_column.data, tf.float32)
-    postings = np.diff(by_column.indptr)
+    postings = np.diff(matrix.tocsc().indptr)
     rng = np.random.default_rng(1)
 
     @tf.function(reduce_retracing=True)
     def by_postings(rows):
-        query = vectors.of_rows(rows)
-        entries = tf.where(query > 0)  # [M, 2]: (batch row, token)
-        tokens = entries[:, 1]
-        found = tf.ragged.range(
-            tf.gather(posting_splits, tokens), tf.gather(posting_splits, tokens + 1)
-        )
-        flat, entry = found.flat_values, found.value_rowids()
-        products = tf.gather(tf.gather_nd(query, entries), entry) * tf.gather(posting_values, flat)
-        at = tf.stack([tf.gather(entries[:, 0], entry), tf.gather(posting_items, flat)], axis=1)
-        return tf.scatter_nd(at, products, [tf.shape(rows)[0], n])
+        return vectors._by_postings(vectors.of_rows(rows))
 
     @tf.function(reduce_retracing=True)
     def by_matmul(rows):
-        return vectors.similarities(vectors.of_rows(rows))
+        return vectors._by_product(vectors.of_rows(rows))
 
     lines = []
     for batch in [int(b) for b in args.batches.split(",")]:

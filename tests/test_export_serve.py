@@ -896,4 +896,13 @@ def test_content_vectors_by_features_are_the_corpus_rows():
     np.testing.assert_allclose(by_rows, content.matrix[:3].toarray(), rtol=1e-6)
     np.testing.assert_allclose(vectors.of_features(inputs).numpy(), by_rows, rtol=1e-6)
     expected = (content.matrix[:3] @ content.matrix.T).toarray()
+    # Both ways: posting lists for small batches, the sparse-dense product for large ones.
     np.testing.assert_allclose(vectors.similarities(by_rows).numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(vectors._by_postings(by_rows).numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(vectors._by_product(by_rows).numpy(), expected, atol=1e-6)
+    many = tf.tile(tf.constant(by_rows), [exporter.POSTINGS_MAX_BATCH, 1])
+    np.testing.assert_allclose(
+        vectors.similarities(many).numpy(),
+        np.tile(expected, [exporter.POSTINGS_MAX_BATCH, 1]),
+        atol=1e-6,
+    )
