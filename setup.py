@@ -11,6 +11,8 @@ INSTALL_REQUIRES = [
     "apache-beam==2.77.*",
     # Fast CRC32C for the TFRecord framing the Beam writers produce.
     "google-crc32c",
+    # Compression of what crosses a GroupByKey in the preprocessing job (Beam depends on it too).
+    "zstandard",
     "tensorflow-datasets",
     "absl-py",
     "numpy",

@@ -6,8 +6,9 @@ Prints JSON lines:
   {"figure": "read_json", "seconds"}   one process reading and json.loads-ing every input line
                                        (items*.jsonl, pairs*.jsonl): the floor of any job;
   {"figure": "preprocess", "mode": "in_memory" | "multi_processing_2", "seconds",
-   "ratio_to_read_json", "goal_ratio": 10, "meets_goal", "pairs_per_s", "items_per_s"}
-                                       the whole job, end to end (pipeline.run), in each mode;
+   "cpu_s", "ratio_to_read_json", "goal_ratio": 10, "meets_goal", "pairs_per_s", "items_per_s"}
+                                       the whole job, end to end (pipeline.run), in each mode
+                                       (cpu_s: CPU seconds of this process and its workers);
   {"figure": "mutual_information", "mi_beam_s", "mi_numpy_s", "ratio", "goal_ratio": 3,
    "meets_goal", "max_abs_diff_*"}     the Beam MI stage alone (items already parsed, in buckets
                                        as in the job; the time of a pipeline that only creates
@@ -29,6 +30,7 @@ import argparse
 import ast
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -52,6 +54,15 @@ from ssl_retrieval import schema as schema_lib  # noqa: E402
 from ssl_retrieval.data_dir import DataDir  # noqa: E402
 from ssl_retrieval.sources import jsonl as source_files  # noqa: E402
 from ssl_retrieval.sources import synthetic  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the runner's worker processes):
+    steadier than wall time on a shared machine."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
 
 
 def emit(**fields):
@@ -373,7 +384,7 @@ def main():
             output_dir=out,
             overwrite=True,
         )
-        start = time.time()
+        start, cpu_start = time.time(), cpu_seconds()
         summary = pipeline.run(config, all_modes[mode])
         seconds = time.time() - start
         counts = summary["counts"]
@@ -381,6 +392,7 @@ def main():
             figure="preprocess",
             mode=mode,
             seconds=round(seconds, 2),
+            cpu_s=round(cpu_seconds() - cpu_start, 2),
             ratio_to_read_json=round(seconds / read_s, 1),
             goal_ratio=10,
             meets_goal=seconds <= 10 * read_s,

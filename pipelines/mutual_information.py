@@ -122,6 +122,9 @@ class _BucketMasses(beam.DoFn):
         self._features = features
         self._id_index = next(i for i, f in enumerate(features) if f.kind == schema_lib.ID)
 
+    def setup(self):
+        batches.collect_less()
+
     def process(self, element, codes, dense_stats):
         for key, table in self._tables(element, codes, dense_stats):
             yield key, batches.pack([table])

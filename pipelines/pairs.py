@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import zlib
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -85,22 +84,133 @@ def encode_item(item: dict, features) -> tuple[bytes, bytes, bytes]:
     return tf_example.example_of_entries(plain), query, candidate
 
 
+class ItemEncoder:
+    """`encode_item` for a stream of items, with what repeats computed once: each feature's key
+    under the three prefixes, the entries of each categorical and multi-hot value, and the
+    field of each string in them (values repeat across a catalogue; the caches are bounded)."""
+
+    MAX_CACHED = 1 << 16
+    SLICE = 64
+
+    def __init__(self, features):
+        prefixes = ("", schema_lib.QUERY_PREFIX, schema_lib.CANDIDATE_PREFIX)
+        cached = (schema_lib.CATEGORICAL, schema_lib.MULTI_HOT)
+        # In key order: the three entry lists are then sorted as `encode_item` sorts them.
+        self._plan = [
+            (
+                f.name,
+                f.kind == schema_lib.DENSE,
+                [tf_example._key_field(prefix + f.name) for prefix in prefixes],
+                {} if f.kind in cached else None,
+            )
+            for f in sorted(features, key=lambda f: f.name)
+        ]
+        self._pieces: dict[str, bytes] = {}
+
+    def __call__(self, item: dict) -> tuple[bytes, bytes, bytes]:
+        return self.encode([item])[0]
+
+    def encode(self, items: list[dict]) -> list[tuple[bytes, bytes, bytes]]:
+        """`encode_item` of each item, a feature (a column) at a time: the loops are
+        comprehensions and the joins of an item's entries happen in C (`zip`, `map`)."""
+        # In slices: the columns of a whole bucket would outlive the young generation, and the
+        # collector's passes over the worker's heap then cost more than the encoding itself.
+        encoded = []
+        for start in range(0, len(items), self.SLICE):
+            encoded.extend(self._encode(items[start : start + self.SLICE]))
+        return encoded
+
+    def _encode(self, items: list[dict]) -> list[tuple[bytes, bytes, bytes]]:
+        plain, query, candidate = [], [], []
+        for name, dense, keys, cache in self._plan:
+            values = [item.get(name) for item in items]
+            if dense:
+                column = [
+                    _NO_ENTRIES
+                    if v is None
+                    else tf_example.feature_entries(keys, tf_example.float_feature([v]))
+                    for v in values
+                ]
+            elif cache is None:
+                column = [tf_example.feature_entries(keys, _bytes_feature(v)) for v in values]
+                # (ids: unique, not worth a cache)
+            else:
+                get = cache.get
+                hashable = [v if v is None or type(v) is str else tuple(v) for v in values]
+                column = [get(v) or self._missed(cache, keys, v) for v in hashable]
+            for entries, column_entries in zip(
+                (plain, query, candidate), zip(*column, strict=True), strict=True
+            ):
+                entries.append(column_entries)
+        examples = map(tf_example.example_of_entries, map(b"".join, zip(*plain, strict=True)))
+        return list(
+            zip(
+                examples,
+                map(b"".join, zip(*query, strict=True)),
+                map(b"".join, zip(*candidate, strict=True)),
+                strict=True,
+            )
+        )
+
+    def _missed(self, cache: dict, keys, value) -> tuple[bytes, bytes, bytes]:
+        if len(cache) >= self.MAX_CACHED:
+            cache.clear()
+        entries = cache[value] = tuple(tf_example.feature_entries(keys, self._feature(value)))
+        return entries
+
+    def _feature(self, value) -> bytes:
+        """`_bytes_feature(value)`, each string's BytesList field taken from a cache (the
+        words of a multi-hot feature repeat more than their lists)."""
+        if value is None:
+            return _bytes_feature(None)
+        pieces, get = self._pieces, self._pieces.get
+        if len(pieces) >= self.MAX_CACHED:
+            pieces.clear()
+        values = (value,) if type(value) is str else value
+        return tf_example.bytes_list_feature(
+            b"".join([get(v) or pieces.setdefault(v, tf_example.bytes_value(v)) for v in values])
+        )
+
+
+_NO_ENTRIES = (b"", b"", b"")  # a missing dense value is an absent key (`item_features`)
+
+
+def _bytes_feature(value) -> bytes:
+    """The Feature of a sparse value: None, one string, or a list or tuple of strings."""
+    return tf_example.bytes_feature(
+        () if value is None else ((value,) if isinstance(value, str) else value)
+    )
+
+
+class _EncodeBucket(beam.DoFn):
+    def __init__(self, features):
+        self._features = features
+        self._encode = None
+
+    def setup(self):
+        batches.collect_less()
+        self._encode = ItemEncoder(self._features)
+
+    def process(self, element):
+        bucket, members = element
+        encoded = self._encode.encode([item for _, item in members])
+        yield (
+            bucket,
+            [(member[0], *entries) for member, entries in zip(members, encoded, strict=True)],
+        )
+
+
 class EncodeItems(beam.PTransform):
     """Buckets of (item_id, item) -> buckets of (item_id, example, query entries, candidate
-    entries) (`encode_item`): the input of JoinPairs and of the corpus files."""
+    entries) (`encode_item`, by an `ItemEncoder`): the input of JoinPairs and of the corpus
+    files."""
 
     def __init__(self, schema):
         super().__init__()
         self._features = schema.features
 
     def expand(self, items):
-        features = self._features
-
-        def encode(element):
-            bucket, members = element
-            return bucket, [(item_id, *encode_item(item, features)) for item_id, item in members]
-
-        return items | "Encode" >> beam.Map(encode)
+        return items | "Encode" >> beam.ParDo(_EncodeBucket(self._features))
 
 
 def pair_example(candidate_entries: bytes, query_entries: bytes, weight: float) -> bytes:
@@ -199,7 +309,7 @@ def _blob(parts: list[bytes]) -> tuple[bytes, bytes]:
     np.cumsum([len(part) for part in parts], out=offsets[1:])
     # Compressed (about 4x: the feature names repeat) for the runner, which keeps a side input
     # in memory, and sends it to each worker, in one piece.
-    return offsets.tobytes(), zlib.compress(b"".join(parts), 1)
+    return offsets.tobytes(), batches.compress(b"".join(parts))
 
 
 def catalogue_entries(bucket) -> tuple[int, bytes, bytes, bytes, bytes]:
@@ -233,8 +343,8 @@ class CatalogueEntries:
 
     def __init__(self, entries_side):
         ordered = sorted(entries_side, key=lambda element: element[0])
-        self._query_blobs = [zlib.decompress(element[2]) for element in ordered]
-        self._candidate_blobs = [zlib.decompress(element[4]) for element in ordered]
+        self._query_blobs = [batches.decompress(element[2]) for element in ordered]
+        self._candidate_blobs = [batches.decompress(element[4]) for element in ordered]
         query_offsets = [np.frombuffer(element[1], dtype="<i8") for element in ordered]
         sizes = [len(offsets) - 1 for offsets in query_offsets]
         # Index of each bucket's first item; bucket b's offsets start at starts[b] + b in the
@@ -256,10 +366,13 @@ class CatalogueEntries:
         cand = self._where(records["candidate"], self._candidate_offsets)
         query = self._where(records["query"], self._query_offsets)
         cand_blobs, query_blobs = self._candidate_blobs, self._query_blobs
+        weight_entry, varint = _weight_entry, tf_example._varint
+        # `pair_example` inlined: this runs once per pair.
         for cb, cs, ce, qb, qs, qe, weight in zip(
             *cand, *query, records["weight"].tolist(), strict=True
         ):
-            yield pair_example(cand_blobs[cb][cs:ce], query_blobs[qb][qs:qe], weight)
+            body = cand_blobs[cb][cs:ce] + query_blobs[qb][qs:qe] + weight_entry(weight)
+            yield b"\x0a" + varint(len(body)) + body
 
 
 class _PerBundle:
@@ -289,16 +402,20 @@ class _LookupAndRoute(beam.DoFn):
         self._shards = shards
         self._index = _PerBundle(id_index)
 
+    def setup(self):
+        batches.collect_less()
+
     def finish_bundle(self):
         self._index.clear()
 
     def process(self, batch, ids):
         index = self._index.get(ids)
+        get = index.get
         query_key, cand_key = schema_lib.RAW_QUERY_ID, schema_lib.RAW_CANDIDATE_ID
         known = []
         for pair in batch:
             query, candidate = pair[query_key], pair[cand_key]
-            q, c = index.get(query), index.get(candidate)
+            q, c = get(query), get(candidate)
             if q is None or c is None:
                 missing = query_key if q is None else cand_key
                 yield beam.pvalue.TaggedOutput(
@@ -306,27 +423,61 @@ class _LookupAndRoute(beam.DoFn):
                 )
             else:
                 known.append((query, candidate, pair[schema_lib.RAW_WEIGHT], q, c))
-        out, *stats = _split_records(known, self._fractions)
-        for split, split_pairs in out.items():
-            num_shards = self._shards[split]
-            routed: dict[int, list] = {}
-            for query, candidate, weight, q, c in split_pairs:
-                key = pair_key(query, candidate)
-                order = int.from_bytes(writers.order_key(key), "big")
-                routed.setdefault(writers.shard_of(key, num_shards), []).append(
-                    (order, q, c, weight)
-                )
-            for shard, rows in sorted(routed.items()):
+        routed, train_candidates, eval_candidates, downsampled = _split_and_route(
+            known, self._fractions, self._shards
+        )
+        for split in (TRAIN, VALIDATION, EVAL):
+            for shard, rows in sorted(routed[split].items()):
                 yield (split, shard), np.array(rows, dtype=PAIR_RECORD).tobytes()
-        train_candidates, eval_candidates, downsampled = stats
         # Candidates as item indices (ComputeSliceStats with ids): see batches.CountIndices.
         yield from _tagged_stats(
-            *(
-                np.array([index[c] for c in candidates], dtype="<u4").tobytes()
-                for candidates in (train_candidates, eval_candidates)
-            ),
+            np.array(train_candidates, dtype="<u4").tobytes(),
+            np.array(eval_candidates, dtype="<u4").tobytes(),
             downsampled,
         )
+
+
+def _split_and_route(known, fractions, shards):
+    """`_split_records` and `writers.shard_of` / `writers.order_key` of looked-up pairs
+    (query, candidate, weight, query index, candidate index) in one pass, each pair's key
+    encoded once: ({split: {shard: [(order, q, c, weight)]}}, train candidate indices, eval
+    candidate indices, number down-sampled away). The same hashes (`unit_hash`), inlined: this
+    runs once per pair."""
+    eval_fraction, validation_fraction, train_fraction = fractions
+    from_bytes, scale = int.from_bytes, 2.0**64
+    # Copies of salted hashers: a third cheaper than building one with its salt per hash.
+    split_hash, validation_hash, train_hash, shard_hash = (
+        hashlib.blake2b(digest_size=8, person=salt).copy
+        for salt in (b"split", b"validation", b"train_fraction", b"shard")
+    )
+
+    def number(new_hasher, key: bytes) -> int:
+        hasher = new_hasher()
+        hasher.update(key)
+        return from_bytes(hasher.digest(), "big")
+
+    order_hash = writers.order_hash
+    routed = {split: {} for split in (TRAIN, VALIDATION, EVAL)}
+    num_shards = {split: shards[split] for split in routed}
+    train_candidates, eval_candidates, downsampled = [], [], 0
+    for query, candidate, weight, q, c in known:
+        key = f"{query}\x1f{candidate}".encode()  # pair_key
+        if number(split_hash, key) / scale < eval_fraction:
+            split = EVAL
+            eval_candidates.append(c)
+        elif validation_fraction > 0 and number(validation_hash, key) / scale < (
+            validation_fraction
+        ):
+            split = VALIDATION
+        else:
+            if train_fraction < 1.0 and not number(train_hash, key) / scale < train_fraction:
+                downsampled += 1
+                continue
+            split = TRAIN
+            train_candidates.append(c)
+        shard = number(shard_hash, key) % num_shards[split]
+        routed[split].setdefault(shard, []).append((order_hash(key), q, c, weight))
+    return routed, train_candidates, eval_candidates, downsampled
 
 
 class LookupPairs(beam.PTransform):
@@ -371,6 +522,9 @@ class _WritePairShard(beam.DoFn):
         self._directory = directory
         self._shards = shards
         self._entries = _PerBundle(CatalogueEntries)
+
+    def setup(self):
+        batches.collect_less()
 
     def finish_bundle(self):
         self._entries.clear()

@@ -16,7 +16,9 @@ removed by the next run on the same output directory (`tmp_dirs`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import glob
 import json
 import logging
@@ -29,7 +31,16 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import mutual_information, raw_io, readers, stats, tmp_dirs, vocabulary, writers
+from pipelines import (
+    batches,
+    mutual_information,
+    raw_io,
+    readers,
+    stats,
+    tmp_dirs,
+    vocabulary,
+    writers,
+)
 from pipelines.pairs import (
     EVAL,
     TRAIN,
@@ -215,6 +226,18 @@ def local_runner(options: PipelineOptions):
 
         return FnApiRunner()
     return None
+
+
+@contextlib.contextmanager
+def _fewer_collections():
+    """`batches.collect_less` while the job runs in this process (the local runner), undone
+    after."""
+    previous = gc.get_threshold()
+    batches.collect_less()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 def _write_meta(named: dict, directory: str):
@@ -476,7 +499,10 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
             _join_of(config, inputs["items"]),
             shards[TRAIN],
         )
-        with beam.Pipeline(runner=local_runner(options), options=options) as p:
+        with (
+            _fewer_collections(),
+            beam.Pipeline(runner=local_runner(options), options=options) as p,
+        ):
             build_pipeline(p, config, schema, inputs, shards, tmp)
         logging.info("preprocess: pipeline done in %.1fs; assembling metadata", time.time() - start)
         summary = _finish(config, schema, shards, tmp, files)

@@ -75,6 +75,23 @@ def text_problem(value: str) -> str | None:
     )
 
 
+def read_line_batches(path: str, size: int = batches.BATCH_SIZE) -> Iterator[list]:
+    """`batches.chunks(read_lines(path), size)`, read a few MB at a time: no generator step
+    per line."""
+    with FileSystems.open(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="\n")
+        pending, line_no = [], 0
+        while lines := text.readlines(1 << 22):
+            stripped = [line.strip() for line in lines]
+            pending += [(path, n, line) for n, line in enumerate(stripped, line_no + 1) if line]
+            line_no += len(lines)
+            while len(pending) >= size:
+                yield pending[:size]
+                del pending[:size]
+        if pending:
+            yield pending
+
+
 def read_lines(path: str) -> Iterator[tuple[str, int, str]]:
     """Yields (path, line number from 1, text) for the non-blank lines of one file.
 
@@ -105,7 +122,7 @@ class ReadJsonLines(beam.PTransform):
         return (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
-            | "ReadLines" >> beam.FlatMap(lambda path: batches.chunks(read_lines(path)))
+            | "ReadLines" >> beam.FlatMap(read_line_batches)
             | "Spread" >> beam.Reshuffle()
         )
 
@@ -127,6 +144,25 @@ def record_text(raw) -> str:
     return json.dumps(raw, ensure_ascii=False, default=repr)
 
 
+# The C scanner of json.loads without its two Python layers: for a stripped line that is one
+# JSON value it returns what json.loads returns; anything else goes through json.loads.
+_SCAN = json.JSONDecoder().scan_once
+
+
+def _fast_object(raw) -> dict | None:
+    """The JSON object of a JSON Lines text (or a decoded row itself) when that is quick to
+    see, else None (then `_load` decides, with the dead letter's exact reason)."""
+    if type(raw) is dict:
+        return raw
+    if type(raw) is not str:
+        return None
+    try:
+        obj, end = _SCAN(raw, 0)
+    except (StopIteration, ValueError):
+        return None
+    return obj if end == len(raw) and type(obj) is dict else None
+
+
 def _load(path: str, line: int, raw) -> tuple[dict | None, dict | None]:
     if isinstance(raw, dict):
         return raw, None
@@ -142,6 +178,54 @@ def _load(path: str, line: int, raw) -> tuple[dict | None, dict | None]:
     return obj, None
 
 
+_TEXT_KINDS = (schema_lib.ID, schema_lib.CATEGORICAL)
+
+
+def _fast_item(features, raw) -> dict | None:
+    """`validate_item`'s item for a record that passes every check on its quickest path, else
+    None (then `validate_item` runs, and names the problem). Types are compared exactly: a
+    subclass takes the slow path."""
+    obj = _fast_object(raw)
+    if obj is None:
+        return None
+    item = {}
+    bad_text = _BAD_TEXT.search
+    for f in features:
+        value = obj.get(f.name)
+        kind = f.kind
+        kind_of_value = type(value)
+        if kind_of_value is str:
+            if kind not in _TEXT_KINDS or bad_text(value):
+                return None
+            if value:
+                item[f.name] = value
+            elif kind == schema_lib.ID:
+                return None
+        elif value is None or kind_of_value is list:
+            if kind == schema_lib.ID:
+                return None
+            if value:  # a non-empty list
+                if kind != schema_lib.MULTI_HOT:
+                    return None
+                try:
+                    # One search over the values joined by a space (not a bad character):
+                    # it finds what a search of each would; join checks they are strings.
+                    if bad_text(" ".join(value)):
+                        return None
+                except TypeError:
+                    return None
+                values = [v for v in dict.fromkeys(value) if v]
+                if values:
+                    item[f.name] = values
+        elif kind == schema_lib.DENSE and (kind_of_value is float or kind_of_value is int):
+            if not math.isfinite(value):
+                return None
+            item[f.name] = float(value)
+        else:
+            return None
+    return item
+
+
 def validate_item(
     features: tuple[schema_lib.Feature, ...], path: str, line: int, raw: str | dict
 ) -> tuple[dict | None, dict | None]:
@@ -151,6 +235,9 @@ def validate_item(
     order kept), float (dense). Missing values (absent key, null, empty list) are left out.
     Keys that are not schema features are ignored.
     """
+    item = _fast_item(features, raw)
+    if item is not None:
+        return item, None
     obj, error = _load(path, line, raw)
     if error:
         return None, error
@@ -192,6 +279,32 @@ def validate_item(
 
 def validate_pair(path: str, line: int, raw: str | dict) -> tuple[dict | None, dict | None]:
     """Parses one pair record -> ({"query_id", "candidate_id", "weight", "file", "line"}, None)."""
+    obj = _fast_object(raw)
+    if obj is not None:
+        # The quickest path: exact types, every check passed; anything else goes on below.
+        query = obj.get(schema_lib.RAW_QUERY_ID)
+        candidate = obj.get(schema_lib.RAW_CANDIDATE_ID)
+        weight = obj.get(schema_lib.RAW_WEIGHT, 1.0)
+        if weight is None:
+            weight = 1.0
+        if (
+            type(query) is str
+            and type(candidate) is str
+            and query
+            and candidate
+            and query != candidate
+            and (type(weight) is float or (type(weight) is int and weight < 1 << 53))
+            and 0 < weight < math.inf
+            and not _BAD_TEXT.search(query)
+            and not _BAD_TEXT.search(candidate)
+        ):
+            return {
+                schema_lib.RAW_QUERY_ID: query,
+                schema_lib.RAW_CANDIDATE_ID: candidate,
+                schema_lib.RAW_WEIGHT: float(weight),
+                "file": path,
+                "line": line,
+            }, None
     obj, error = _load(path, line, raw)
     if error:
         return None, error
@@ -268,7 +381,9 @@ class ParseItems(beam.PTransform):
                     )
             yield bucket, unique
 
-        parsed = lines | "Validate" >> beam.FlatMap(validate).with_outputs(ERRORS, main="items")
+        parsed = lines | "Validate" >> beam.ParDo(batches.Calls(validate)).with_outputs(
+            ERRORS, main="items"
+        )
         unique = (
             parsed.items
             | "GroupByBucket" >> beam.GroupByKey()
@@ -293,5 +408,7 @@ class ParsePairs(beam.PTransform):
             if valid:
                 yield valid
 
-        parsed = lines | "Validate" >> beam.FlatMap(validate).with_outputs(ERRORS, main="pairs")
+        parsed = lines | "Validate" >> beam.ParDo(batches.Calls(validate)).with_outputs(
+            ERRORS, main="pairs"
+        )
         return {"pairs": parsed.pairs, ERRORS: parsed[ERRORS]}

@@ -44,13 +44,20 @@ _BYTES_FIELD_1 = b"\x0a"  # tag of field 1, wire type 2 (length-delimited)
 _BYTES_FIELD_2 = b"\x12"  # tag of field 2, wire type 2
 
 
+def bytes_value(value: str | bytes) -> bytes:
+    """One value of a BytesList, as its field."""
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    return _BYTES_FIELD_1 + _varint(len(data)) + data
+
+
+def bytes_list_feature(values: bytes) -> bytes:
+    """Feature{bytes_list: BytesList} from its values' fields (`bytes_value`) joined."""
+    return _BYTES_FIELD_1 + _varint(len(values)) + values
+
+
 def bytes_feature(values: Sequence[str | bytes]) -> bytes:
     """Feature{bytes_list: BytesList{value: values}}."""
-    parts = []
-    for v in values:
-        data = v.encode("utf-8") if isinstance(v, str) else v
-        parts.append(_BYTES_FIELD_1 + _varint(len(data)) + data)
-    return _field(1, b"".join(parts))
+    return bytes_list_feature(b"".join([bytes_value(v) for v in values]))
 
 
 def float_feature(values: Sequence[float]) -> bytes:
@@ -87,6 +94,13 @@ def entries_under_prefixes(
             parts.append(_BYTES_FIELD_1 + _varint(len(body)) + body)
         out.append(b"".join(parts))
     return out
+
+
+def feature_entries(key_fields: Sequence[bytes], feature: bytes) -> list[bytes]:
+    """The map entry of one encoded Feature under each of `key_fields` (`_key_field` of each
+    key): `entries({key: feature})` for each key, the value field encoded once."""
+    value = _BYTES_FIELD_2 + _varint(len(feature)) + feature
+    return [_BYTES_FIELD_1 + _varint(len(key) + len(value)) + key + value for key in key_fields]
 
 
 def example_of_entries(encoded_entries: bytes) -> bytes:

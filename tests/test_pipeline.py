@@ -1,6 +1,7 @@
 """The Beam preprocessing job: each transform with TestPipeline, and the whole job end to end."""
 
 import glob
+import io
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from pipelines import (
     tf_example,
     tmp_dirs,
     vocabulary,
+    writers,
 )
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
@@ -856,9 +858,9 @@ def test_compact_side_input_join_writes_the_sorted_writers_bytes(tmp_path, monke
     files as JoinPairs + WriteSortedShards, also when different pairs share an order hash (the
     writer then orders them by key, as the sorted writer does)."""
     if collide:
-        real = pipeline.writers.order_key
+        real = pipeline.writers.order_hash
         # One byte of hash: about 2 pairs in 3 share their order hash with another pair.
-        monkeypatch.setattr(pipeline.writers, "order_key", lambda key: real(key)[:1] + bytes(7))
+        monkeypatch.setattr(pipeline.writers, "order_hash", lambda key: real(key) >> 56 << 56)
     schema, item_buckets, pair_batches = _catalogue_and_pairs(np.random.default_rng(1))
     shards = {pairs.TRAIN: 3, pairs.EVAL: 2, pairs.VALIDATION: 1}
     fractions = {"eval_fraction": 0.2, "train_fraction": 0.8, "validation_fraction": 0.1}
@@ -913,3 +915,116 @@ def test_compact_side_input_join_writes_the_sorted_writers_bytes(tmp_path, monke
             )
         outputs[join] = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
     assert len(outputs["compact"]) == 6 and outputs["compact"] == outputs["shuffle"]
+
+
+def test_item_encoder_gives_encode_item_bytes(monkeypatch):
+    schema = schema_lib.from_json(SCHEMA)
+    items = random_items(300, np.random.default_rng(3)) + [
+        {"item_id": "only_id"},
+        {"item_id": "ünï", "brand": "héllo", "tags": ["b", "a", "é" * 200], "size": 0.0},
+    ]
+    # A tiny cache, cleared several times on the way: entries from a cleared cache must agree.
+    monkeypatch.setattr(pairs.ItemEncoder, "MAX_CACHED", 5)
+    monkeypatch.setattr(pairs.ItemEncoder, "SLICE", 7)
+    encoder = pairs.ItemEncoder(schema.features)
+    expected = [pairs.encode_item(item, schema.features) for item in items]
+    assert encoder.encode(items) == expected
+    assert encoder.encode(items[::-1]) == expected[::-1]  # the caches are warm now
+    assert encoder(items[-1]) == expected[-1]
+    assert encoder.encode([]) == []
+
+
+def test_framed_tfrecords_are_beams_tfrecords():
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    values = [b"", b"x", b"y" * 300, b"z" * 70_000, b"x"]
+    expected = io.BytesIO()
+    for value in values:
+        _TFRecordUtil.write_record(expected, value)
+    assert writers.framed_tfrecords(values) == expected.getvalue()
+    assert writers.framed_tfrecords([]) == b""
+
+
+def test_read_line_batches_are_the_chunks_of_read_lines(tmp_path):
+    path = tmp_path / "lines.jsonl"
+    lines = [f'{{"n": {i}}}' if i % 7 else "  " for i in range(1, 2_000)]
+    path.write_bytes(("\n".join(lines) + "\n\xff\n").encode("utf-8", "surrogateescape"))
+    for size in (1, 5, 4096):
+        expected = list(batches.chunks(raw_io.read_lines(str(path)), size))
+        assert list(raw_io.read_line_batches(str(path), size)) == expected
+    assert expected[0][-1][1] == len(lines) + 1  # blank lines skipped, numbers kept
+
+
+def test_quick_validation_agrees_with_the_full_checks(monkeypatch):
+    schema = schema_lib.from_json(SCHEMA)
+    items = [
+        {"item_id": "a", "brand": "b", "tags": ["t", "t", "", "u"], "size": 3},
+        {"item_id": "a", "brand": "", "tags": [], "size": None},
+        {"item_id": "", "brand": "b"},
+        {"brand": "b"},
+        {"item_id": "a", "brand": ["x"]},
+        {"item_id": "a", "tags": "t"},
+        {"item_id": "a", "tags": ["t", 1]},
+        {"item_id": "a", "tags": ["ok", "bad\tvalue"]},
+        {"item_id": "a\n"},
+        {"item_id": "a", "size": True},
+        {"item_id": "a", "size": "3"},
+        {"item_id": "a", "size": 1e308 * 10},
+        {"item_id": "a", "size": -2.5, "other": [1]},
+        {"item_id": ["a"]},
+    ]
+    pair_records = [
+        {"query_id": "a", "candidate_id": "b"},
+        {"query_id": "a", "candidate_id": "b", "weight": 2},
+        {"query_id": "a", "candidate_id": "b", "weight": None},
+        {"query_id": "a", "candidate_id": "b", "weight": 0},
+        {"query_id": "a", "candidate_id": "b", "weight": True},
+        {"query_id": "a", "candidate_id": "b", "weight": 2**60},
+        {"query_id": "a", "candidate_id": "b", "weight": float("nan")},
+        {"query_id": "a", "candidate_id": "a"},
+        {"query_id": "a", "candidate_id": ""},
+        {"query_id": "a\x85", "candidate_id": "b"},
+        {"query_id": "a", "candidate_id": 3},
+    ]
+    texts = [json.dumps(r) for r in items + pair_records] + ["[1]", "{", '{"a": 1} x', "\ufeff{}"]
+    raws = texts + items + pair_records
+
+    def results():
+        return [
+            (
+                raw_io.validate_item(schema.features, "f", i, raw),
+                raw_io.validate_pair("f", i, raw),
+            )
+            for i, raw in enumerate(raws)
+        ]
+
+    assert raw_io._fast_item(schema.features, texts[0]) is not None  # the quick path is taken
+    quick = results()
+    monkeypatch.setattr(raw_io, "_fast_object", lambda raw: None)  # the full checks only
+    assert quick == results()
+    assert sum(item is not None for (item, _), _ in quick) == 6
+    assert sum(pair is not None for _, (pair, _) in quick) == 8
+
+
+def test_split_and_route_is_split_records_then_the_writers_hashes():
+    rng = np.random.default_rng(5)
+    known = [
+        (f"q{rng.integers(50)}", f"c{i}é", float(rng.integers(1, 4)), i % 50, i)
+        for i in range(3_000)
+    ]
+    shards = {pairs.TRAIN: 3, pairs.VALIDATION: 2, pairs.EVAL: 1}
+    for fractions in ((0.1, 0.05, 1.0), (0.2, 0.0, 0.3)):
+        routed, train, evals, downsampled = pairs._split_and_route(known, fractions, shards)
+        out, train_ids, eval_ids, expected_downsampled = pairs._split_records(known, fractions)
+        assert downsampled == expected_downsampled > (0 if fractions[2] < 1 else -1)
+        assert [known[i][1] for i in train] == train_ids
+        assert [known[i][1] for i in evals] == eval_ids
+        for split, split_pairs in out.items():
+            expected = {}
+            for query, candidate, weight, q, c in split_pairs:
+                key = pairs.pair_key(query, candidate)
+                order = int.from_bytes(writers.order_key(key), "big")
+                shard = writers.shard_of(key, shards[split])
+                expected.setdefault(shard, []).append((order, q, c, weight))
+            assert routed[split] == expected
+            assert len(expected) == (shards[split] if split_pairs else 0)
