@@ -12,8 +12,10 @@ Prints JSON lines:
   {"figure": "mutual_information", "mi_beam_s", "mi_numpy_s", "ratio", "goal_ratio": 3,
    "meets_goal", "max_abs_diff_*"}     the Beam MI stage alone (items already parsed, in buckets
                                        as in the job; the time of a pipeline that only creates
-                                       and writes them is subtracted) beside a single-process
-                                       numpy computation of the same matrix;
+                                       and writes them is subtracted, fastest of 3 runs each;
+                                       ratio and meets_goal are null when the difference is
+                                       within the noise) beside a single-process numpy
+                                       computation of the same matrix;
   {"figure": "read", "source": "synthetic", "jsonl_s", "parquet_s", "csv_s", ...}
                                        (--read_only) the job's read + validate stage on the same
                                        synthetic data written as JSON Lines, Parquet and CSV,
@@ -295,8 +297,14 @@ def bench_mi(raw: str, data_dir: str, work_dir: str) -> None:
 
     # The stage alone: a pipeline that only creates and writes the same buckets is subtracted
     # (Create serialises the items into the pipeline, which the job never does).
-    baseline_s = timed(with_mi=False)
-    mi_beam_s = max(timed(with_mi=True) - baseline_s, 0.0)
+    # Each ~20 s pipeline is timed 3 times, alternating, and the fastest run of each kept: the
+    # stage is a few seconds of the difference, which one run of each under load can swamp.
+    runs = {False: [], True: []}
+    for _ in range(3):
+        for with_mi in (False, True):
+            runs[with_mi].append(timed(with_mi=with_mi))
+    baseline_s = min(runs[False])
+    mi_beam_s = min(runs[True]) - baseline_s
     with open(sums_path) as f:
         result = dict(ast.literal_eval(line) for line in f)
     os.remove(sums_path)
@@ -305,7 +313,8 @@ def bench_mi(raw: str, data_dir: str, work_dir: str) -> None:
     )
     with open(os.path.join(data_dir, "mutual_info.json")) as f:
         job_mi = np.array(json.load(f)["mutual_information"])
-    ratio = mi_beam_s / max(mi_numpy_s, 1e-9)
+    # A difference at or below zero is within the noise: no ratio, rather than a 0 that "meets".
+    ratio = mi_beam_s / max(mi_numpy_s, 1e-9) if mi_beam_s > 0 else None
     emit(
         figure="mutual_information",
         items=len(items),
@@ -313,9 +322,10 @@ def bench_mi(raw: str, data_dir: str, work_dir: str) -> None:
         mi_beam_s=round(mi_beam_s, 2),
         create_and_write_s=round(baseline_s, 2),
         mi_numpy_s=round(mi_numpy_s, 2),
-        ratio=round(ratio, 2),
+        ratio=None if ratio is None else round(ratio, 2),
         goal_ratio=3,
-        meets_goal=ratio <= 3,
+        meets_goal=None if ratio is None else ratio <= 3,
+        spread_s=round(max(runs[True]) - min(runs[True]), 2),
         max_abs_diff_beam_vs_numpy=float(np.abs(beam_mi - expected).max()),
         max_abs_diff_job_vs_numpy=float(np.abs(job_mi - expected).max()),
     )
