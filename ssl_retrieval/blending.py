@@ -202,9 +202,13 @@ def merge(
     repeat_sorted[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
     repeat = np.empty_like(repeat_sorted)
     np.put_along_axis(repeat, order, repeat_sorted, axis=1)
-    keep = ~repeat & (candidates >= 0)
+    return _first_k_kept(candidates, ~repeat & (candidates >= 0), k)
+
+
+def _first_k_kept(candidates: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
+    """[Q, k]: each row's first k `candidates` where `keep`, in order; -1 pads."""
     position = np.cumsum(keep, axis=1) - 1
-    keep &= position < k
+    keep = keep & (position < k)
     out = np.full((len(candidates), k), -1, np.int64)
     rows, columns = np.nonzero(keep)
     out[rows, position[rows, columns]] = candidates[rows, columns]
@@ -259,13 +263,7 @@ class Merger:
         sources += [self.similar, tail]
         keeps += [similar_keep, tail_keep]
         candidates = np.concatenate(sources, axis=1)
-        keep = np.concatenate(keeps, axis=1)
-        position = np.cumsum(keep, axis=1) - 1
-        keep &= position < k
-        out = np.full((len(candidates), k), -1, np.int64)
-        rows, columns = np.nonzero(keep)
-        out[rows, position[rows, columns]] = candidates[rows, columns]
-        return out
+        return _first_k_kept(candidates, np.concatenate(keeps, axis=1), k)
 
 
 def _rows_unique(lists: np.ndarray) -> bool:
