@@ -364,8 +364,8 @@ def _slots(share: float, k):
 
 
 def exact_top_k(scores, k: int, chunk: int = 1024):
-    """tf.math.top_k(scores, k) of [B, N] scores, as (values, int64 indices), in about a third
-    of its time at N = 1M: the top k lie in the k chunks of `chunk` items with the largest
+    """tf.math.top_k(scores, k) of [B, N] scores, as (values, int64 indices), 2 to 4x faster at
+    N = 1M (`bench/exact_ranking.py`: 4.2x for one query, 2.1x for 100): the top k lie in the k chunks of `chunk` items with the largest
     maxima, so one reduce_max over the row and a top-k over k * chunk candidates replace the
     top-k over N. Ties keep the lower index first, as tf.math.top_k does (the chosen chunks are
     gathered in corpus order)."""
