@@ -9,7 +9,10 @@ agree:
   "sparse_dense_matmul": the corpus matrix [N, V] as a SparseTensor times the queries as dense
       [B, V] vectors: a pass over the matrix's non-zeros, slowly growing with B;
   "postings": the posting lists (the matrix by column) of each query's few tokens gathered and
-      scattered into the scores: work proportional to the lists' lengths times B.
+      summed into the scores (a segment sum over flattened [B * N] positions): work
+      proportional to the lists' lengths times B;
+  "postings_scatter_nd": the same sums as the export did them before, tf.scatter_nd at
+      [M, 2] (row, item) indices.
 exporter.ContentVectors takes the postings up to POSTINGS_MAX_BATCH queries, the product above.
 
 
@@ -19,16 +22,21 @@ chunk maxima first), on the same random scores, checked to be equal.
 Prints JSON lines (and appends them to --out):
   {"figure": "content_similarity", "method", "batch", "queries", "seconds", "queries_per_s",
    "items", "tokens", "nonzeros", "postings_per_query"}
-  {"figure": "content_similarity_speedup", "batch", "postings_speedup", "max_abs_diff"}
+  {"figure": "content_similarity_speedup", "batch", "postings_speedup" (matmul / postings),
+   "segment_sum_speedup" (postings_scatter_nd / postings), "max_abs_diff"}
   {"figure": "top_k", "method": "tf.math.top_k" | "exact_top_k", "batch", "k", "seconds_per_batch"}
   {"figure": "top_k_speedup", "batch", "k", "speedup", "equal"}
+  {"figure": "exact_ranking_chunks", "batch", "chunk", "seconds_per_batch", "queries_per_s",
+   "max_abs_diff_vs_first", "same_indices_vs_first"}                    3. a batch's whole exact ranking (cosines with random
+                                       64-d embeddings + TF-IDF, top k) at once and in row chunks
+                                       of exporter.EXACT_CHUNK's kind, scores and top-k positions compared with the first.
 
 The corpus is read from --data_dir (its TF-IDF, tfidf.build) or, without it, made up: --num_items
 items, each with one value of a 100-value and of a 1,000-value categorical feature and 2 to 6
 words of an 8,000-word Zipf vocabulary (the shape of the synthetic source at 1M items).
 
-  .venv/bin/python bench/content_similarity.py [--num_items=1000000] [--batches=1,100]
-      [--data_dir=runs/scale/data] [--out=results/bench/content_similarity.json]
+  .venv/bin/python bench/exact_ranking.py [--num_items=1000000] [--batches=1,100]
+      [--data_dir=runs/scale/data] [--out=results/bench/exact_ranking.json]
 """
 
 import argparse
@@ -62,6 +70,24 @@ def made_up_corpus(num_items: int, seed: int = 0) -> tfidf.Tfidf:
         tokens.update(f"title={w}" for w in title[starts[i] : starts[i + 1]])
         token_sets.append(tokens)
     return tfidf.from_token_sets(["category", "brand", "title"], token_sets)
+
+
+def postings_by_scatter_nd(vectors: exporter.ContentVectors, queries):
+    """The posting-list cosines as the export summed them before: scatter_nd at [M, 2] indices
+    (the export now takes a segment sum over flattened positions)."""
+    entries = tf.where(queries > 0)
+    tokens = entries[:, 1]
+    found = tf.ragged.range(
+        tf.gather(vectors.posting_splits, tokens), tf.gather(vectors.posting_splits, tokens + 1)
+    )
+    flat, entry = found.flat_values, found.value_rowids()
+    weights = tf.gather(tf.gather_nd(queries, entries), entry)
+    at = tf.stack([tf.gather(entries[:, 0], entry), tf.gather(vectors.posting_items, flat)], 1)
+    return tf.scatter_nd(
+        at,
+        weights * tf.gather(vectors.posting_values, flat),
+        [tf.shape(queries)[0], vectors.num_items],
+    )
 
 
 def timed(fn, batches):
@@ -113,6 +139,48 @@ def top_k_lines(n: int, batches: list[int], k: int, repeats: int = 5) -> list[di
     return lines
 
 
+def chunk_lines(vectors, n: int, batch: int, chunks: list[int], k: int, dim: int = 64) -> list:
+    """The export's exact ranking of `batch` queries (cosines with every item + TF-IDF cosines,
+    top k) in one piece and in row chunks (exporter._in_chunks, exporter.EXACT_CHUNK)."""
+    rng = np.random.default_rng(3)
+    items = tf.constant(rng.standard_normal((n, dim), dtype=np.float32))
+    queries = tf.constant(rng.standard_normal((batch, dim), dtype=np.float32))
+    rows = tf.constant(rng.choice(n, size=batch, replace=False), tf.int64)
+
+    def rank(queries, rows):
+        scores = tf.matmul(queries, items, transpose_b=True)
+        scores += vectors.similarities(vectors.of_rows(rows))
+        return list(exporter.exact_top_k(scores, k))
+
+    lines, results = [], {}
+    for chunk in chunks:
+        fn = tf.function(
+            lambda q, r, c=chunk: exporter._in_chunks(rank, [q, r], [tf.float32, tf.int64], c)
+        )
+        fn(queries, rows)
+        start = time.perf_counter()
+        for _ in range(3):
+            results[chunk] = [t.numpy() for t in fn(queries, rows)]
+        seconds = (time.perf_counter() - start) / 3
+        lines.append(
+            {
+                "figure": "exact_ranking_chunks",
+                "batch": batch,
+                "chunk": chunk,
+                "items": n,
+                "seconds_per_batch": round(seconds, 3),
+                "queries_per_s": round(batch / seconds, 1),
+                # The same to the last bits: matmul blocking and the TF-IDF method (postings
+                # for small chunks) depend on the chunk.
+                "max_abs_diff_vs_first": float(
+                    np.abs(results[chunk][0] - results[chunks[0]][0]).max()
+                ),
+                "same_indices_vs_first": float(np.mean(results[chunk][1] == results[chunks[0]][1])),
+            }
+        )
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num_items", type=int, default=1_000_000)
@@ -120,6 +188,13 @@ def main():
     parser.add_argument("--batches", default="1,100", help="Query batch sizes to time.")
     parser.add_argument("--queries", type=int, default=400, help="Queries timed per batch size.")
     parser.add_argument("--k", type=int, default=101, help="Top-k size (the export's max_k + 1).")
+    parser.add_argument(
+        "--chunks",
+        default="100,32,16,8,4",
+        help="Row chunks of one batch of --chunk_batch queries ranked exactly (cosines, TF-IDF, "
+        "top k): the first is the whole batch at once.",
+    )
+    parser.add_argument("--chunk_batch", type=int, default=100)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -135,6 +210,10 @@ def main():
         return vectors._by_postings(vectors.of_rows(rows))
 
     @tf.function(reduce_retracing=True)
+    def by_postings_scatter_nd(rows):
+        return postings_by_scatter_nd(vectors, vectors.of_rows(rows))
+
+    @tf.function(reduce_retracing=True)
     def by_matmul(rows):
         return vectors._by_product(vectors.of_rows(rows))
 
@@ -144,7 +223,12 @@ def main():
         batches = [tf.constant(rows[i : i + batch], tf.int64) for i in range(0, len(rows), batch)]
         per_query = float(np.mean([postings[matrix[r].indices].sum() for r in rows[:200]]))
         seconds = {}
-        for method, fn in (("postings", by_postings), ("sparse_dense_matmul", by_matmul)):
+        methods = (
+            ("postings", by_postings),
+            ("postings_scatter_nd", by_postings_scatter_nd),
+            ("sparse_dense_matmul", by_matmul),
+        )
+        for method, fn in methods:
             seconds[method] = timed(fn, batches)
             lines.append(
                 {
@@ -162,18 +246,21 @@ def main():
             )
         first = batches[0]
         expected = (matrix[first.numpy()] @ matrix.T).toarray()
-        diff = max(
-            float(np.abs(fn(first).numpy() - expected).max()) for fn in (by_postings, by_matmul)
-        )
+        diff = max(float(np.abs(fn(first).numpy() - expected).max()) for _, fn in methods)
         lines.append(
             {
                 "figure": "content_similarity_speedup",
                 "batch": batch,
                 "postings_speedup": round(seconds["sparse_dense_matmul"] / seconds["postings"], 1),
+                "segment_sum_speedup": round(
+                    seconds["postings_scatter_nd"] / seconds["postings"], 1
+                ),
                 "max_abs_diff": diff,
             }
         )
     lines += top_k_lines(n, [int(b) for b in args.batches.split(",")], k=args.k)
+    chunks = [int(c) for c in args.chunks.split(",")]
+    lines += chunk_lines(vectors, n, args.chunk_batch, chunks, k=args.k)
     for line in lines:
         print(json.dumps(line), flush=True)
     if args.out:

@@ -732,9 +732,11 @@ def test_blend_without_tfidf_serves_both_rankings_from_the_scann_index(exported,
     assert exporter.build(with_tfidf)[1]["similar_ranking"] == "exact"
 
 
-def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
+def test_blend_is_served_as_evaluation_ranks(exported, tmp_path, monkeypatch):
     """With a blend, both signatures merge the index's popular ranking with the exact
-    cos + w * tfidf ranking, as evaluation does (blending.py)."""
+    cos + w * tfidf ranking, as evaluation does (blending.py); the exact ranking is made two
+    queries at a time here, so the three ids take a whole and a partial chunk."""
+    monkeypatch.setattr(exporter, "EXACT_CHUNK", 2)
     from ssl_retrieval import blending, popularity, tfidf
     from ssl_retrieval import model as model_lib
     from ssl_retrieval.evaluation import evaluator
@@ -787,9 +789,11 @@ def test_blend_is_served_as_evaluation_ranks(exported, tmp_path):
     ].tolist()
 
 
-def test_cold_slots_are_served_as_evaluation_ranks(exported, tmp_path):
+def test_cold_slots_are_served_as_evaluation_ranks(exported, tmp_path, monkeypatch):
     """A blend with cold slots: the export lists items without training pairs after the popular
-    slots, as evaluation does (blending.merge), by id and from features."""
+    slots, as evaluation does (blending.merge), by id and from features (exact rankings two
+    queries at a time, as above)."""
+    monkeypatch.setattr(exporter, "EXACT_CHUNK", 2)
     from ssl_retrieval import blending, popularity, tfidf
     from ssl_retrieval import model as model_lib
     from ssl_retrieval.evaluation import evaluator
