@@ -295,6 +295,48 @@ def tsne_figure(panels: dict[str, tuple[np.ndarray, list[str]]], path: str, titl
     plt.close(fig)
 
 
+def claims_section(results, config: dict, out_dir: str, baseline: str) -> list[str]:
+    """Markdown lines: what holds of each of the paper's claims (claims.py), with the alpha and
+    dropout curves of the tuning trials when `config["claims"]["trials"]` names them."""
+    from ssl_retrieval.experimentation import claims  # noqa: PLC0415  (claims imports mean_ci)
+
+    spec = config.get("claims")
+    main = config.get("tables", {}).get("main", {})
+    if not spec or not main.get("fractions"):
+        return []
+    augmentations = config.get("tables", {}).get("augmentations", {}).get("methods", [])
+    findings = claims.run_findings(results, main["fractions"], augmentations, baseline)
+    parts = ["", "## What holds of the paper's claims", ""]
+    parts.append(
+        "Each claim as a paired comparison on test (method minus the other, seed by seed; mean "
+        "± 95% t half-width over seeds): it **holds** when the interval lies on the claimed "
+        "side of zero, is **contradicted** when it lies on the other, and is **not shown** when "
+        "it holds zero. 'Larger' gains compare relative gains over the baseline, seed by seed."
+    )
+    parts += ["", claims.table(findings)]
+    trials_path = spec.get("trials")
+    if trials_path and os.path.exists(trials_path):
+        trials = atomic.read_jsonl(trials_path)
+        fraction = spec.get("curve_fraction", main["fractions"][0])
+        parts += [
+            "",
+            f"The alpha and dropout-rate curves (figures 5 and 6) from the tuning trials "
+            f"(`{trials_path}`, fraction {fraction}): the best validation Recall@50 among a "
+            "method's trials at each value, one run per point, so these are observations, "
+            "not tests.",
+            "",
+            claims.table(claims.curve_findings(trials, fraction, baseline)),
+        ]
+        for param, figure, methods in (
+            ("alpha", "figure5_alpha_trials.png", ("cfm", "rfm", "so")),
+            ("dropout_rate", "figure6_dropout_trials.png", ("cfm", "rfm", "fd")),
+        ):
+            path = os.path.join(out_dir, figure)
+            if claims.curve_figure(trials, fraction, param, methods, path, baseline):
+                parts += ["", f"![{param}, tuning trials]({figure})"]
+    return parts
+
+
 def write_report(results: list[dict], references: list[dict], config: dict, out_dir: str) -> str:
     """Writes report.md (+ sweep figures) into `out_dir`; returns the markdown."""
     baseline = config.get("baseline", "baseline")
@@ -339,6 +381,7 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
                 "",
                 reference_check(results, fraction, main["methods"], references),
             ]
+    parts += claims_section(results, config, out_dir, baseline)
     for fraction in aug["fractions"]:
         parts += ["", f"## Table 4: augmentation variants (fraction {fraction})", ""]
         parts.append(table(results, fraction, aug["methods"], baseline=baseline))
