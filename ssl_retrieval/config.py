@@ -20,7 +20,7 @@ from ssl_retrieval import atomic, blending, methods
 from ssl_retrieval.cli import option
 
 METHODS = methods.NAMES
-OPTIMIZERS = ("adagrad", "adam", "sgd")
+OPTIMIZERS = ("adagrad", "adam", "lazy_adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SO_LOSSES = ("square", "softmax")
 MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")

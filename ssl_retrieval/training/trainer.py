@@ -31,7 +31,7 @@ from ssl_retrieval import model as model_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data_dir import DataDir
-from ssl_retrieval.training import distribute
+from ssl_retrieval.training import distribute, optimizers
 
 
 def total_steps(config: config_lib.TrainConfig, schema: schema_lib.Schema) -> int:
@@ -59,11 +59,7 @@ def validation_interval(config: config_lib.TrainConfig, schema: schema_lib.Schem
 
 
 def make_optimizer(config: config_lib.TrainConfig):
-    if config.optimizer == "adagrad":
-        return tf.keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.1)
-    if config.optimizer == "adam":
-        return tf.keras.optimizers.Adam(config.learning_rate)
-    return tf.keras.optimizers.SGD(config.learning_rate)
+    return optimizers.make(config.optimizer, config.learning_rate)
 
 
 def _prepare_model_dir(config: config_lib.TrainConfig) -> None:
