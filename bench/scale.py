@@ -539,6 +539,31 @@ def loadavg() -> float:
         return float(f.read().split()[0])
 
 
+def commit() -> str | None:
+    """The git commit of the code measured (None outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() + ("+changes" if _dirty() else "")
+
+
+def _dirty() -> bool:
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+        capture_output=True,
+        text=True,
+    )
+    return bool(out.stdout.strip())
+
+
 def run(args) -> int:
     paths = Paths(args.work_dir)
     check_work_dir(args, paths)
@@ -548,7 +573,7 @@ def run(args) -> int:
     measured: dict = {}
     failed = None
     run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
-    common = {"items": args.num_items, "pairs": args.num_pairs, "run": run_id}
+    common = {"items": args.num_items, "pairs": args.num_pairs, "run": run_id, "commit": commit()}
     try:
         for stage in selected:
             if paths.done(stage) and not args.force and not paths.stale(stage):
