@@ -556,7 +556,8 @@ def commit() -> str | None:
 
 def _dirty() -> bool:
     out = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        # results/ aside: this bench appends to results/bench/scale.jsonl itself.
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
         cwd=os.path.dirname(os.path.abspath(__file__)),
         capture_output=True,
         text=True,
