@@ -53,10 +53,12 @@ from ssl_retrieval.serving import index as index_lib
 from ssl_retrieval.serving import item_catalog
 from ssl_retrieval.serving.config import ExportConfig  # noqa: F401  (re-exported)
 
-# Up to this many queries a call, TF-IDF cosines are summed from posting lists (ContentVectors).
-POSTINGS_MAX_BATCH = 4
-# Queries ranked exactly over the corpus at a time: bounds the [rows, N] products' memory (and
-# is faster than one large batch, `bench/exact_ranking.py`).
+# Up to this many queries a call, TF-IDF cosines are summed from posting lists (ContentVectors):
+# at 1M items 3.1x faster than the sparse product for 1 query, 1.5x for 2, 0.7x for 4
+# (`bench/exact_ranking.py`, results/bench/exact_ranking.json).
+POSTINGS_MAX_BATCH = 2
+# Queries ranked exactly over the corpus at a time: bounds the [rows, N] products' memory, and at
+# 1M items a batch of 100 is ranked 1.34x faster in chunks of 16 than at once (4: 0.64x).
 EXACT_CHUNK = 16
 
 
@@ -90,7 +92,7 @@ class ContentVectors(tf.Module):
     `POSTINGS_MAX_BATCH` queries, the posting lists (the matrix by column) of each query's few
     tokens are gathered and summed, work in proportion to those lists; for larger batches, one
     sparse-dense product with the whole [N, V] matrix, whose cost grows slowly with the batch
-    (`bench/exact_ranking.py` at 1M items: postings 3.3x faster for one query, 0.7x for 100).
+    (`bench/exact_ranking.py` at 1M items: postings 3.1x faster for one query, 0.5x for 16).
     The matrix is held by row and by column, in variables, so that it is saved in the checkpoint
     files, not as constants in saved_model.pb (313 MB at 1M items, and one copy per signature
     while saving).
@@ -401,8 +403,9 @@ def _slots(share: float, k):
 
 
 def exact_top_k(scores, k: int, chunk: int = 1024):
-    """tf.math.top_k(scores, k) of [B, N] scores, as (values, int64 indices), 2 to 4x faster at
-    N = 1M (`bench/exact_ranking.py`: 4.2x for one query, 2.1x for 100): the top k lie in the k chunks of `chunk` items with the largest
+    """tf.math.top_k(scores, k) of [B, N] scores, as (values, int64 indices), faster at N = 1M
+    (`bench/exact_ranking.py`: 1.7x for one query, 2.4x for 16, 6.5x for 100; the machine was
+    loaded by two training runs): the top k lie in the k chunks of `chunk` items with the largest
     maxima, so one reduce_max over the row and a top-k over k * chunk candidates replace the
     top-k over N. Ties keep the lower index first, as tf.math.top_k does (the chosen chunks are
     gathered in corpus order)."""
