@@ -350,6 +350,12 @@ def main():
         "--synthetic_pairs", type=int, default=0, help="Pairs of the synthetic source."
     )
     parser.add_argument(
+        "--synthetic_shards",
+        type=int,
+        default=8,
+        help="Files per kind of the synthetic source (a line format is read one worker per file).",
+    )
+    parser.add_argument(
         "--modes",
         default="in_memory,multi_processing_2",
         help="Comma list of DirectRunner modes to time: in_memory, multi_processing_2.",
@@ -373,7 +379,12 @@ def main():
         return
     raw = args.raw_dir
     if args.synthetic_items and not os.path.exists(os.path.join(raw, "schema.json")):
-        synthetic.build(raw, num_items=args.synthetic_items, num_pairs=args.synthetic_pairs)
+        synthetic.build(
+            raw,
+            num_items=args.synthetic_items,
+            num_pairs=args.synthetic_pairs,
+            num_shards=args.synthetic_shards,
+        )
     raw = ensure_raw(raw)
     read_s = read_json_seconds(raw)
     emit(figure="read_json", raw_dir=raw, seconds=round(read_s, 2))
