@@ -61,7 +61,9 @@ class TrainConfig:
     optimizer: str = option(
         "adam",
         "Optimizer. The paper uses Adagrad; Adam won on validation on Debian and on the linked "
-        "source (README, 'The training recipe'), so it is the default.",
+        "source (README, 'The training recipe'), so it is the default. lazy_adam: Adam that "
+        "updates only the embedding rows a batch looked up (training/optimizers.py), 4.3x "
+        "faster at 1M items, level on Debian's validation and 1.4% below on the linked source's.",
         enum=OPTIMIZERS,
     )
     epochs: float = option(
