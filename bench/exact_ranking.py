@@ -75,19 +75,9 @@ def made_up_corpus(num_items: int, seed: int = 0) -> tfidf.Tfidf:
 def postings_by_scatter_nd(vectors: exporter.ContentVectors, queries):
     """The posting-list cosines as the export summed them before: scatter_nd at [M, 2] indices
     (the export now takes a segment sum over flattened positions)."""
-    entries = tf.where(queries > 0)
-    tokens = entries[:, 1]
-    found = tf.ragged.range(
-        tf.gather(vectors.posting_splits, tokens), tf.gather(vectors.posting_splits, tokens + 1)
-    )
-    flat, entry = found.flat_values, found.value_rowids()
-    weights = tf.gather(tf.gather_nd(queries, entries), entry)
-    at = tf.stack([tf.gather(entries[:, 0], entry), tf.gather(vectors.posting_items, flat)], 1)
-    return tf.scatter_nd(
-        at,
-        weights * tf.gather(vectors.posting_values, flat),
-        [tf.shape(queries)[0], vectors.num_items],
-    )
+    rows, items, weights = vectors.posting_entries(queries)
+    shape = [tf.shape(queries)[0], vectors.num_items]
+    return tf.scatter_nd(tf.stack([rows, items], axis=1), weights, shape)
 
 
 def timed(fn, batches):

@@ -105,29 +105,34 @@ LEVERS = [
 ]
 
 
-def levers(data_dir, dataset, args):
-    """Examples/s of each lever stacked on the previous ones (the last three on the recipe)."""
+def recipe_rate(data_dir, dataset, args, **flags) -> float:
+    """Examples/s of our model trained with the package defaults changed by `flags`."""
     from ssl_retrieval.training import trainer  # noqa: PLC0415
 
+    config = config_lib.TrainConfig(
+        data_dir=data_dir, model_dir="unused", batch_size=args.batch_size, **flags
+    )
+    tf.keras.utils.set_random_seed(0)
+    return examples_per_second(
+        model_lib.build_model(config),
+        dataset(),
+        args.steps,
+        args.warmup,
+        args.batch_size,
+        ours=True,
+        optimizer=trainer.make_optimizer(config),
+    )
+
+
+def levers(data_dir, dataset, args):
+    """Examples/s of each lever stacked on the previous ones (the last three on the recipe)."""
     stacked, paper_rate = dict(PAPER_SETUP), None
     for name, change in LEVERS:
         if name.startswith("recipe +"):
             flags = {**stacked, **change}  # stacked is the recipe by now
         else:
             flags = stacked = {**stacked, **change}
-        config = config_lib.TrainConfig(
-            data_dir=data_dir, model_dir="unused", batch_size=args.batch_size, **flags
-        )
-        tf.keras.utils.set_random_seed(0)
-        rate = examples_per_second(
-            model_lib.build_model(config),
-            dataset(),
-            args.steps,
-            args.warmup,
-            args.batch_size,
-            ours=True,
-            optimizer=trainer.make_optimizer(config),
-        )
+        rate = recipe_rate(data_dir, dataset, args, **flags)
         paper_rate = paper_rate or rate
         emit(
             figure="lever",
@@ -140,30 +145,17 @@ def levers(data_dir, dataset, args):
 
 def optimizers(data_dir, dataset, args):
     """Examples/s of the recipe (the package defaults) with each of --optimizers."""
-    from ssl_retrieval.training import trainer  # noqa: PLC0415
-
-    rates = {}
+    items = DataDir(data_dir).schema.counts.get("items")
+    first = None
     for name in args.optimizers.split(","):
-        config = config_lib.TrainConfig(
-            data_dir=data_dir, model_dir="unused", batch_size=args.batch_size, optimizer=name
-        )
-        tf.keras.utils.set_random_seed(0)
-        rates[name] = examples_per_second(
-            model_lib.build_model(config),
-            dataset(),
-            args.steps,
-            args.warmup,
-            args.batch_size,
-            ours=True,
-            optimizer=trainer.make_optimizer(config),
-        )
-        first = next(iter(rates.values()))
+        rate = recipe_rate(data_dir, dataset, args, optimizer=name)
+        first = first or rate
         emit(
             figure="optimizer",
             optimizer=name,
-            items=DataDir(data_dir).schema.counts.get("items"),
-            examples_per_s=round(rates[name], 1),
-            over_first=round(rates[name] / first, 2),
+            items=items,
+            examples_per_s=round(rate, 1),
+            over_first=round(rate / first, 2),
         )
 
 

@@ -23,7 +23,8 @@ import math
 import os
 from collections import defaultdict
 
-from ssl_retrieval.experimentation.report import mean_ci
+from ssl_retrieval.experimentation import report
+from ssl_retrieval.experimentation.report import mean_ci, paired, per_seed
 
 HOLDS, CONTRADICTED, NOT_SHOWN = "holds", "contradicted", "not shown"
 TOO_FEW, NOT_RUN = "too few seeds", "not run"
@@ -41,37 +42,17 @@ class Finding:
 
 
 def verdict(mean: float, half: float, n: int) -> str:
-    """The verdict of a claim that the difference is positive."""
+    """The verdict of a claim that the difference is positive (report.verdict in these words)."""
     if n == 0:
         return NOT_RUN
-    if n < 2 or math.isnan(half):
-        return TOO_FEW
-    if mean - half > 0:
-        return HOLDS
-    if mean + half < 0:
-        return CONTRADICTED
-    return NOT_SHOWN
-
-
-def per_seed(results, fraction, method, slice_name="all", column="recall@50") -> dict:
-    """seed -> the metric of `method`'s plain run (no sweep params) at `fraction`."""
-    return {
-        r["seed"]: r["metrics"][slice_name][column]
-        for r in results
-        if r["method"] == method and r["fraction"] == fraction and not r.get("params")
-    }
+    return {"better": HOLDS, "worse": CONTRADICTED, "no difference shown": NOT_SHOWN}.get(
+        report.verdict(mean, half, n), TOO_FEW
+    )
 
 
 def _finding(claim: str, test: str, diffs: dict) -> Finding:
     mean, half, n = mean_ci(list(diffs.values()))
     return Finding(claim, test, mean, half, n, verdict(mean, half, n))
-
-
-def paired(results, fraction, method, other, slice_name="all", column="recall@50") -> dict:
-    """seed -> method - other, over the seeds both ran."""
-    a = per_seed(results, fraction, method, slice_name, column)
-    b = per_seed(results, fraction, other, slice_name, column)
-    return {s: a[s] - b[s] for s in a.keys() & b.keys()}
 
 
 def relative_gain(results, fraction, method, baseline, slice_name="all", column="recall@50"):
@@ -193,10 +174,10 @@ def curve_findings(trials, fraction, baseline="baseline", method="cfm") -> list[
     point): observations, not tests."""
     base = best_trial(trials, baseline, fraction)
     alpha = trial_curve(trials, method, fraction, "alpha")
-    so = dict((v, best) for v, best, _ in trial_curve(trials, "so", fraction, "alpha"))
+    so_curve = trial_curve(trials, "so", fraction, "alpha")
+    so = {v: best for v, best, _ in so_curve}
     dropout = trial_curve(trials, method, fraction, "dropout_rate")
     fd = trial_curve(trials, "fd", fraction, "dropout_rate")
-    so_curve = trial_curve(trials, "so", fraction, "alpha")
     where = f"best validation Recall@50 of the trials, fraction {fraction}"
     baseline_text = f"; {baseline} {base:.3f}" if not math.isnan(base) else ""
     out = [

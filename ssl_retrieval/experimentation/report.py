@@ -103,19 +103,29 @@ def head_tail_table(results, fraction, methods, baseline="baseline"):
     return "\n".join(lines)
 
 
+def per_seed(results, fraction, method, slice_name="all", column="recall@50") -> dict:
+    """seed -> the metric of `method`'s plain run (no sweep params) at `fraction`."""
+    return {
+        r["seed"]: r["metrics"][slice_name][column]
+        for r in results
+        if r["method"] == method and r["fraction"] == fraction and not r.get("params")
+    }
+
+
+def paired(results, fraction, method, other, slice_name="all", column="recall@50") -> dict:
+    """seed -> method - other, over the seeds both ran."""
+    a = per_seed(results, fraction, method, slice_name, column)
+    b = per_seed(results, fraction, other, slice_name, column)
+    return {s: a[s] - b[s] for s in a.keys() & b.keys()}
+
+
 def paired_differences(results, fraction, method, baseline, slice_name, column):
     """method - baseline over seed-matched runs: (mean, 95% half-width, n seeds).
 
     Seeds align data order and initialisation, so the paired difference removes the seed's
     share of the noise that an unpaired comparison of two intervals keeps.
     """
-    by_seed = defaultdict(dict)
-    for r in results:
-        if r["fraction"] == fraction and not r.get("params"):
-            if r["method"] in (method, baseline):
-                by_seed[r["seed"]][r["method"]] = r["metrics"][slice_name][column]
-    diffs = [v[method] - v[baseline] for v in by_seed.values() if method in v and baseline in v]
-    return mean_ci(diffs)
+    return mean_ci(list(paired(results, fraction, method, baseline, slice_name, column).values()))
 
 
 def verdict(mean: float, half: float, n: int) -> str:
@@ -298,7 +308,7 @@ def tsne_figure(panels: dict[str, tuple[np.ndarray, list[str]]], path: str, titl
 def claims_section(results, config: dict, out_dir: str, baseline: str) -> list[str]:
     """Markdown lines: what holds of each of the paper's claims (claims.py), with the alpha and
     dropout curves of the tuning trials when `config["claims"]["trials"]` names them."""
-    from ssl_retrieval.experimentation import claims  # noqa: PLC0415  (claims imports mean_ci)
+    from ssl_retrieval.experimentation import claims  # noqa: PLC0415  (claims imports this module)
 
     spec = config.get("claims")
     main = config.get("tables", {}).get("main", {})

@@ -176,7 +176,9 @@ class ContentVectors(tf.Module):
         )
         return tf.transpose(tf.sparse.sparse_dense_matmul(matrix, vectors, adjoint_b=True))
 
-    def _by_postings(self, vectors):
+    def posting_entries(self, vectors):
+        """(query row, corpus item, weight) [M] of every posting of the tokens of `vectors` [B, V]:
+        the terms whose sums per (row, item) are the cosines."""
         entries = tf.where(vectors > 0)  # [M, 2]: (batch row, token)
         tokens = entries[:, 1]
         found = tf.ragged.range(
@@ -184,14 +186,19 @@ class ContentVectors(tf.Module):
         )
         flat, entry = found.flat_values, found.value_rowids()
         weights = tf.gather(tf.gather_nd(vectors, entries), entry)
-        # Summed into the flattened [B * N] scores: a segment sum over 1-D positions is about 5x
-        # faster on CPU than scatter_nd with [M, 2] indices (bench/exact_ranking.py).
-        batch = tf.shape(vectors)[0]
-        at = tf.gather(entries[:, 0], entry) * self.num_items + tf.gather(self.posting_items, flat)
-        scores = tf.math.unsorted_segment_sum(
+        return (
+            tf.gather(entries[:, 0], entry),
+            tf.gather(self.posting_items, flat),
             weights * tf.gather(self.posting_values, flat),
-            at,
-            tf.cast(batch, tf.int64) * self.num_items,
+        )
+
+    def _by_postings(self, vectors):
+        rows, items, weights = self.posting_entries(vectors)
+        # Summed into the flattened [B * N] scores: a segment sum over 1-D positions, 1.4 to 2x
+        # faster at 1M items than scatter_nd at [M, 2] indices (bench/exact_ranking.py).
+        batch = tf.shape(vectors)[0]
+        scores = tf.math.unsorted_segment_sum(
+            weights, rows * self.num_items + items, tf.cast(batch, tf.int64) * self.num_items
         )
         return tf.reshape(scores, [batch, self.num_items])
 
