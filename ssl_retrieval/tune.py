@@ -20,14 +20,20 @@ The config (JSON):
   name, output_dir (trials.jsonl, README.md), runs_dir (trial model dirs, large), flagfile_dir,
   data_dirs: {fraction: data dir}, fraction_flags: {fraction: [train flags]},
   common_flags: [train flags of every trial, e.g. --validate_every=100 --patience=4],
-  methods: {method: {"flagfile": path, "grid": {flag: [values]}}}, trials: N, seed: 0
+  methods: {method: {"flagfile": path, "grid": {flag: [values]}}}, trials: N, seed: 0,
+  promote: {fraction: {"from": fraction, "top": K}} (optional: on that fraction each method
+    tries only its K best points of the other, which data_dirs lists earlier: spend the
+    expensive fraction's budget on the points the cheap one ranked first),
+  variants: {name: {"flagfile": path, "like": method, "params": [flags]}} (optional: untuned
+    variants; each gets a flagfile per fraction with the listed flags at `like`'s chosen values)
 """
 
 import json
+import os
 
 from absl import app, flags
 
-from ssl_retrieval import cli
+from ssl_retrieval import atomic, cli
 from ssl_retrieval.experimentation import tuning
 
 CONFIG = flags.DEFINE_string("config", None, "Tuning config JSON (configs/tuning/).")
@@ -38,7 +44,12 @@ flags.mark_flag_as_required("config")
 def _tune() -> str:
     if DRY_RUN.value:
         with open(CONFIG.value) as f:
-            plan = tuning.plan(json.load(f))
+            config = json.load(f)
+        # A promoted fraction lists the points the trials recorded so far rank first.
+        trials = atomic.read_jsonl(
+            os.path.join(config["output_dir"], "trials.jsonl"), missing_ok=True
+        )
+        plan = tuning.plan(config, trials)
         return "\n".join(tuning.trial_id(*trial) for trial in plan)
     summary = tuning.run_tuning(CONFIG.value)
     chosen = "".join(f"\n  {path}" for path in summary["flagfiles"].values())

@@ -195,3 +195,59 @@ def test_a_ledger_that_is_not_json_lines_is_an_error_naming_file_and_line(tmp_pa
     path.write_text('{"trial_id": "a"}\n{"trial_id": "b", \n')
     with pytest.raises(ValueError, match=r"trials.jsonl: line 2 is not JSON"):
         ledger.load(str(path), "trial_id")
+
+
+def test_a_promoted_fraction_tries_the_best_points_of_the_cheaper_one(tmp_path):
+    config = {
+        "name": "toy",
+        "output_dir": str(tmp_path / "out"),
+        "runs_dir": str(tmp_path / "runs"),
+        "flagfile_dir": str(tmp_path / "flags"),
+        "data_dirs": {
+            "0.1": _fake_data_dir(tmp_path / "data_0.1"),
+            "1.0": _fake_data_dir(tmp_path / "data"),
+        },
+        "common_flags": ["--validate_every=100"],
+        "methods": {"cfm": {"flagfile": "configs/c.cfg", "grid": GRID}},
+        "trials": 5,
+        "promote": {"1.0": {"from": "0.1", "top": 2}},
+        "variants": {
+            "fm": {"flagfile": "configs/fm.cfg", "like": "cfm", "params": ["alpha"]},
+        },
+    }
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    # Before any trial, the promoted fraction has nothing to try.
+    assert [f for _, f, _ in tuning.plan(config)] == ["0.1"] * 5
+    calls = []
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
+    cheap = sorted(
+        (t for t in trials if t["fraction"] == "0.1"), key=lambda t: -t["value"]
+    )  # stable: ties keep trial order, as promotion does
+    full = [t["params"] for t in trials if t["fraction"] == "1.0"]
+    assert len(calls) == 5 + 2 and full == [t["params"] for t in cheap[:2]]
+    # The fake trainer is best at alpha 1.0: both promoted points have it, and no point at 0.1
+    # with alpha 1.0 was left behind for a worse one.
+    assert all(p["alpha"] == 1.0 for p in full)
+    assert tuning.plan(config, trials)[-2:] == [("cfm", "1.0", p) for p in full]
+    # The variant gets cfm's chosen alpha at every fraction, and only the flags listed.
+    for fraction in ("0.1", "1.0"):
+        lines = (tmp_path / "flags" / f"toy_fm_{fraction}.cfg").read_text().splitlines()
+        assert lines[0].startswith("# Not tuned: fm takes the values cfm was tuned to")
+        assert lines[1:] == ["--flagfile=configs/fm.cfg", "--alpha=1.0"]
+    assert "| fm | cfm | alpha |" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_a_fraction_promoted_from_a_later_one_is_an_error():
+    config = {
+        "data_dirs": {"1.0": "a", "0.1": "b"},
+        "methods": {"cfm": {"flagfile": "c.cfg", "grid": GRID}},
+        "promote": {"1.0": {"from": "0.1", "top": 2}},
+    }
+    with pytest.raises(ValueError, match="must list before it"):
+        tuning.plan(config)
+    config["data_dirs"] = {"0.1": "b", "1.0": "a"}
+    config["promote"]["1.0"]["top"] = 0
+    with pytest.raises(ValueError, match="positive integer 'top'"):
+        tuning.plan(config)

@@ -49,15 +49,50 @@ def trial_id(method: str, fraction: str, point: dict) -> str:
     return f"{fraction}/{method}/{suffix}"
 
 
-def plan(config: dict) -> list[tuple[str, str, dict]]:
+def promoted_points(config: dict, method: str, fraction: str, trials: list[dict]) -> list[dict]:
+    """The `top` best points of `method`'s trials at the fraction `fraction` is promoted from.
+
+    Multi-fidelity search (as successive halving does): the cheap fraction's trials rank the
+    points, and only the best few are tried on the expensive one. Ties: the earlier trial.
+    """
+    spec = config["promote"][fraction]
+    earlier = [t for t in trials if t["method"] == method and t["fraction"] == spec["from"]]
+    ranked = sorted(earlier, key=lambda t: -t["value"])  # stable, so ties keep trial order
+    return [dict(t["params"]) for t in ranked[: spec["top"]]]
+
+
+def points_of(config: dict, method: str, fraction: str, trials: list[dict]) -> list[dict]:
+    """The points `method` is tried at on `fraction`, given the trials finished so far."""
+    if fraction in config.get("promote", {}):
+        return promoted_points(config, method, fraction, trials)
+    spec = config["methods"][method]
+    return trial_points(spec.get("grid", {}), config.get("trials", 8), config.get("seed", 0))
+
+
+def check_promotion(config: dict) -> None:
+    fractions = list(config["data_dirs"])
+    for fraction, spec in config.get("promote", {}).items():
+        source = spec.get("from")
+        if fraction not in fractions or source not in fractions:
+            raise ValueError(f"promote: {fraction!r} from {source!r}: both must be data_dirs keys")
+        if fractions.index(source) >= fractions.index(fraction):
+            raise ValueError(
+                f"promote: {fraction!r} is promoted from {source!r}, which data_dirs must list "
+                "before it (its trials rank the points)"
+            )
+        if not isinstance(spec.get("top"), int) or spec["top"] < 1:
+            raise ValueError(f"promote: {fraction!r} needs a positive integer 'top'")
+
+
+def plan(config: dict, trials: list[dict] = ()) -> list[tuple[str, str, dict]]:
     """(method, fraction, point) of every trial; fractions outermost, so short ones come first
-    when the config lists them first."""
+    when the config lists them first. A promoted fraction's points come from `trials` (the
+    ones finished so far), so before its source fraction is finished it lists fewer."""
+    check_promotion(config)
     out = []
     for fraction in config["data_dirs"]:
-        for method, spec in config["methods"].items():
-            for point in trial_points(
-                spec.get("grid", {}), config.get("trials", 8), config.get("seed", 0)
-            ):
+        for method in config["methods"]:
+            for point in points_of(config, method, fraction, list(trials)):
                 out.append((method, fraction, point))
     return out
 
@@ -136,6 +171,25 @@ def write_flagfile(config: dict, trial: dict) -> str:
     return path
 
 
+def write_variant_flagfile(config: dict, name: str, trial: dict) -> str:
+    """A flagfile for an untuned variant of a tuned method: the variant's own flagfile with the
+    values its method was tuned to (only the flags listed in the variant's `params`), so the
+    two differ in what the variant changes and nothing else."""
+    spec = config["variants"][name]
+    inherited = {k: v for k, v in trial["params"].items() if k in spec["params"]}
+    path = os.path.join(config["flagfile_dir"], f"{config['name']}_{name}_{trial['fraction']}.cfg")
+    lines = [
+        f"# Not tuned: {name} takes the values {trial['method']} was tuned to at fraction "
+        f"{trial['fraction']} (trial {trial['trial_id']}), by python -m ssl_retrieval.tune "
+        f"({config['name']}).",
+        f"--flagfile={spec['flagfile']}",
+        *config.get("fraction_flags", {}).get(trial["fraction"], []),
+        *[f"--{k}={v}" for k, v in sorted(inherited.items())],
+    ]
+    atomic.write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
 def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = None) -> dict:
     """Runs (or resumes) every trial, then writes trials.jsonl, the flagfiles and a README."""
     with open(config_path) as f:
@@ -146,36 +200,57 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
     trials_path = os.path.join(out_dir, "trials.jsonl")
     recorded = ledger.load(trials_path, "trial_id")
     fingerprints = {f: ledger.data_fingerprint(d) for f, d in config["data_dirs"].items()}
-    trials = []
-    points = plan(config)
-    for i, (method, fraction, point) in enumerate(points):
-        command, model_dir = train_command(config, method, fraction, point)
-        fingerprint = fingerprints[fraction]
-        previous = recorded.get(trial_id(method, fraction, point))
-        if ledger.reusable(previous, [command], fingerprint, NOT_IN_TRIALS):
-            record = previous  # finished in an earlier sitting, maybe on another machine
-        else:
-            # Not recorded, or recorded from another command: train resumes or finishes it
-            # (a model dir of an incompatible command is an error that names it).
-            logging.info("tune: trial %d/%d %s", i + 1, len(points), model_dir)
-            runner(command)
-            record = _trial_record(method, fraction, point, model_dir)
-        trials.append(ledger.stamp(record, [command], fingerprint, NOT_IN_TRIALS))
-        _write_jsonl(trials_path, trials)
+    check_promotion(config)
+    trials: list[dict] = []
+    for fraction in config["data_dirs"]:
+        for method in config["methods"]:
+            # Points are drawn here, not up front: a promoted fraction needs the trials before it.
+            points = points_of(config, method, fraction, trials)
+            for i, point in enumerate(points):
+                command, model_dir = train_command(config, method, fraction, point)
+                fingerprint = fingerprints[fraction]
+                previous = recorded.get(trial_id(method, fraction, point))
+                if ledger.reusable(previous, [command], fingerprint, NOT_IN_TRIALS):
+                    record = previous  # finished in an earlier sitting, maybe on another machine
+                else:
+                    # Not recorded, or recorded from another command: train resumes or finishes
+                    # it (a model dir of an incompatible command is an error that names it).
+                    logging.info(
+                        "tune: fraction %s, %s, trial %d/%d: %s",
+                        fraction,
+                        method,
+                        i + 1,
+                        len(points),
+                        model_dir,
+                    )
+                    runner(command)
+                    record = _trial_record(method, fraction, point, model_dir)
+                trials.append(ledger.stamp(record, [command], fingerprint, NOT_IN_TRIALS))
+                _write_jsonl(trials_path, trials)
     chosen = choose(trials)
     flagfiles = {f"{m}@{fr}": write_flagfile(config, t) for (m, fr), t in chosen.items()}
+    for name, spec in config.get("variants", {}).items():
+        for (method, fraction), t in chosen.items():
+            if method == spec["like"]:
+                flagfiles[f"{name}@{fraction}"] = write_variant_flagfile(config, name, t)
     _write_readme(config, trials, chosen, flagfiles, out_dir)
     return {"trials": len(trials), "flagfiles": flagfiles}
 
 
 def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
+    promoted = "".join(
+        f" At fraction {fraction} each method's trials are its {spec['top']} best points at "
+        f"fraction {spec['from']} (multi-fidelity: the cheap fraction ranks, the expensive one "
+        "decides)."
+        for fraction, spec in config.get("promote", {}).items()
+    )
     lines = [
         f"# Tuning: {config['name']}",
         "",
         "Written by `python -m ssl_retrieval.tune`; every trial is a line of `trials.jsonl`. "
         "Each (method, fraction) was given the same number of trials, drawn from its grid; the "
         "value is the best validation Recall@50 (per query, a fixed sample of validation "
-        "queries) over the trial's validations. The test split was not read.",
+        f"queries) over the trial's validations.{promoted} The test split was not read.",
         "",
         "| fraction | method | trials | chosen | validation Recall@50 | flagfile |",
         "|---|---|---|---|---|---|",
@@ -187,5 +262,18 @@ def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
             f"| {fraction} | {method} | {n} | {params} | {t['value']:.4f} | "
             f"`{flagfiles[f'{method}@{fraction}']}` |"
         )
-    with open(os.path.join(out_dir, "README.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    variants = config.get("variants", {})
+    if variants:
+        lines += [
+            "",
+            "Not tuned: these variants take the values their method was tuned to (the flags "
+            "listed), so each differs from it only in what the variant changes.",
+            "",
+            "| variant | takes from | flags |",
+            "|---|---|---|",
+            *[
+                f"| {name} | {spec['like']} | {', '.join(spec['params'])} |"
+                for name, spec in variants.items()
+            ],
+        ]
+    atomic.write_text(os.path.join(out_dir, "README.md"), "\n".join(lines) + "\n")
