@@ -17,6 +17,7 @@ def _result(method, fraction, seed, recall, tail=None, head=None):
             "recall@10": value / 2,
             "map@10": value / 4,
             "map@50": value / 4,
+            "pair_recall@50": 2 * value,
         }
 
     metrics = {s: row(recall) for s in SLICES}
@@ -50,12 +51,12 @@ def test_paired_claims_match_a_numpy_t_interval_and_say_which_side():
         ]
     results.append(_result("rfm", "1.0", 0, 0.2))  # one seed only
     found = {f.test: f for f in claims.run_findings(results, ["1.0"], ["baseline", "cfm", "rfm"])}
-    cfm = found["cfm - baseline, Recall@50, fraction 1.0"]
+    cfm = found["cfm - baseline, Recall@50 per query, fraction 1.0"]
     mean, half = _t_interval([base[s] + 0.01 + noise[s] - base[s] for s in seeds])
     assert (cfm.n, cfm.verdict) == (5, claims.HOLDS)
     np.testing.assert_allclose([cfm.mean, cfm.half], [mean, half], rtol=1e-9)
-    assert found["cfm - fd, Recall@50, fraction 1.0"].verdict == claims.CONTRADICTED
-    assert found["cfm - rfm, Recall@50, fraction 1.0"].verdict == claims.TOO_FEW
+    assert found["cfm - fd, Recall@50 per query, fraction 1.0"].verdict == claims.CONTRADICTED
+    assert found["cfm - rfm, Recall@50 per query, fraction 1.0"].verdict == claims.TOO_FEW
     # The unpaired intervals overlap, the paired one does not: pairing is what shows it.
     assert report.mean_ci(base + 0.01 + noise)[0] - report.mean_ci(base + 0.01 + noise)[1] < (
         report.mean_ci(base)[0] + report.mean_ci(base)[1]
@@ -79,7 +80,19 @@ def test_larger_gain_with_less_data_compares_relative_gains_per_seed():
     expected = [0.01 / (b / 3) - 0.01 / b for b in (0.30, 0.32, 0.29)]
     np.testing.assert_allclose(larger.mean, np.mean(expected), rtol=1e-9)
     assert larger.verdict == claims.HOLDS
-    assert found["cfm - fd, Recall@50, fraction 1.0"].verdict == claims.NOT_RUN
+    assert found["cfm - fd, Recall@50 per query, fraction 1.0"].verdict == claims.NOT_RUN
+    # Augmentation variants are compared where their table is: here at 0.1, where only RFM
+    # ran, 0.005 below CFM every seed.
+    results += [_result("rfm", "0.1", s, b / 3 + 0.005) for s, b in enumerate([0.30, 0.32, 0.29])]
+    found = {
+        f.test: f
+        for f in claims.run_findings(
+            results, ["1.0", "0.1"], ["baseline", "cfm", "rfm"], augmentation_fraction="0.1"
+        )
+    }
+    rfm = found["cfm - rfm, Recall@50 per query, fraction 0.1"]
+    assert (rfm.n, rfm.verdict) == (3, claims.HOLDS) and math.isclose(rfm.mean, 0.005)
+    assert "cfm - rfm, Recall@50 per query, fraction 1.0" not in found
 
 
 def _trial(method, params, value, fraction="0.1"):
@@ -133,9 +146,17 @@ def test_report_has_the_claims_section_and_trial_figures(tmp_path):
     markdown = report.write_report(results, [], config, str(tmp_path))
     assert "## What holds of the paper's claims" in markdown
     assert (
-        "| cfm - baseline, Recall@50, fraction 1.0 | +0.0100 ± 0.0000 | 3 | **holds** |" in markdown
+        "| cfm - baseline, Recall@50 per query, fraction 1.0 | +0.0100 ± 0.0000 | 3 | **holds** |"
+        in markdown
     )
     assert (tmp_path / "figure5_alpha_trials.png").exists()
+    # Both metrics when asked: the per-pair differences are twice the per-query ones here.
+    config["claims"]["columns"] = ["pair_recall@50", "recall@50"]
+    markdown = report.write_report(results, [], config, str(tmp_path))
+    assert markdown.index("### In Recall@50 per pair") < markdown.index(
+        "### In Recall@50 per query"
+    )
+    assert "| cfm - baseline, Recall@50 per pair, fraction 1.0 | +0.0200 ± 0.0000 | 3 |" in markdown
     assert "What holds" not in report.write_report(
         results, [], {"tables": config["tables"]}, str(tmp_path)
     )

@@ -17,6 +17,7 @@ SLICES = ("all", "head", "tail", "cold")
 
 def _metrics(value: float) -> dict:
     row = {"recall@10": value, "recall@50": 2 * value, "map@10": value / 2, "map@50": value / 2}
+    row |= {"pair_recall@10": 3 * value, "pair_recall@50": 4 * value}
     return {s: dict(row) for s in SLICES}
 
 
@@ -297,3 +298,51 @@ def test_reference_check_names_the_best_reference_per_slice_and_the_verdict():
     one = report.reference_check(results[:1], "1.0", ["recipe"], references).splitlines()[3]
     cells = [c.strip() for c in one.split("|")[2:-1]]
     assert cells == ["0.4000 (one run) higher"] * 2 + ["0.4000 (one run) lower"] * 2
+
+
+def test_table_3_is_written_per_pair_and_per_query():
+    results = [_result("baseline", "1.0", s, 0.1) for s in range(2)]
+    results += [_result("cfm", "1.0", s, 0.2) for s in range(2)]
+    results[-1]["metrics"]["tail"]["pair_recall@10"] = 0.9  # only the per-pair tail moves
+    per_pair = report.head_tail_table(results, "1.0", ["baseline", "cfm"], per="pair")
+    per_query = report.head_tail_table(results, "1.0", ["baseline", "cfm"], per="query")
+    pair_mean = (0.6 + 0.9) / 2
+    assert per_pair.splitlines()[3].startswith(f"| cfm | 2 | {pair_mean:.4f} ± ")
+    assert per_pair.splitlines()[2].startswith("| baseline | 2 | 0.3000 ± 0.0000 | 0.4000 ± ")
+    assert per_query.splitlines()[3] == (
+        "| cfm | 2 | 0.2000 ± 0.0000 (+100.0%) | 0.4000 ± 0.0000 (+100.0%) | "
+        "0.2000 ± 0.0000 (+100.0%) | 0.4000 ± 0.0000 (+100.0%) |"
+    )
+
+
+def test_fractions_train_only_those_and_report_the_recorded_rest(tmp_path):
+    config = {
+        **CONFIG,
+        "output_dir": str(tmp_path / "report"),
+        "runs_dir": str(tmp_path / "runs"),
+        "data_dirs": {
+            "1.0": _fake_data_dir(tmp_path / "d1"),
+            "0.1": _fake_data_dir(tmp_path / "d01"),
+        },
+        "sweeps": {},
+        "tsne": {"methods": ["cfm"], "fraction": "1.0", "seed": 0, "color_by": "section"},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    calls = []
+    summary = runner.run_experiment(str(path), runner=_fake_runner(calls), fractions=["0.1"])
+    trains = [c for c in calls if c[2] == "ssl_retrieval.train"]
+    assert len(trains) == summary["results"] == 4  # 2 methods x 2 seeds at 0.1, none at 1.0
+    assert all("--data_dir=" + str(tmp_path / "d01") in c for c in trains)
+    # No t-SNE: its runs (fraction 1.0) are not finished.
+    assert not (tmp_path / "report" / "figure4_tsne.png").exists()
+    # Then 1.0 alone: the 0.1 runs are recorded by the same commands, so they stay in the report.
+    calls.clear()
+    config["tsne"] = {}
+    path.write_text(json.dumps(config))
+    summary = runner.run_experiment(str(path), runner=_fake_runner(calls), fractions=["1.0"])
+    assert summary["results"] == 8
+    assert len([c for c in calls if c[2] == "ssl_retrieval.train"]) == 4
+    report_md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Table 2a: training fraction 0.1" in report_md
+    assert "| cfm | 2 | 0.2000 ± 0.0000 (+100.0%)" in report_md

@@ -220,7 +220,17 @@ def test_a_promoted_fraction_tries_the_best_points_of_the_cheaper_one(tmp_path):
     # Before any trial, the promoted fraction has nothing to try.
     assert [f for _, f, _ in tuning.plan(config)] == ["0.1"] * 5
     calls = []
-    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    trainer = _fake_trainer(calls)
+    ready_before_full = []
+
+    def runner(args):
+        # A fraction's flagfiles are written as soon as its trials are done, before the next.
+        if _flag(args, "data_dir").endswith("data"):
+            ready_before_full.append((tmp_path / "flags" / "toy_cfm_0.1.cfg").exists())
+        trainer(args)
+
+    tuning.run_tuning(str(path), runner=runner)
+    assert ready_before_full == [True, True]
     trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
     cheap = sorted(
         (t for t in trials if t["fraction"] == "0.1"), key=lambda t: -t["value"]

@@ -73,10 +73,13 @@ def run_findings(
     baseline="baseline",
     method="cfm",
     column="recall@50",
+    augmentation_fraction=None,
 ) -> list[Finding]:
-    """The paper's claims that runs on test answer; `fractions[0]` is the full training data."""
+    """The paper's claims that runs on test answer; `fractions[0]` is the full training data,
+    and the augmentation variants are compared at `augmentation_fraction` (default: the same)."""
     full, smaller = fractions[0], list(fractions[1:])
-    metric = column.replace("recall", "Recall")
+    aug_fraction = augmentation_fraction or full
+    metric = report.COLUMN_NAMES.get(column, column)
     out = [
         _finding(
             "SSL with CFM improves on the backbone model (Table 1)",
@@ -139,8 +142,8 @@ def run_findings(
         out.append(
             _finding(
                 claim,
-                f"{method} - {other}, {metric}, fraction {full}",
-                paired(results, full, method, other, column=column),
+                f"{method} - {other}, {metric}, fraction {aug_fraction}",
+                paired(results, aug_fraction, method, other, column=column),
             )
         )
     return out

@@ -115,9 +115,17 @@ _write_jsonl = atomic.write_jsonl
 
 
 def run_experiment(
-    config_path: str, report_only: bool = False, runner: Callable[[list[str]], None] | None = None
+    config_path: str,
+    report_only: bool = False,
+    runner: Callable[[list[str]], None] | None = None,
+    fractions: list[str] | None = None,
 ) -> dict:
-    """Runs (or resumes) every run of the config, then writes the report. Returns a summary."""
+    """Runs (or resumes) every run of the config, then writes the report. Returns a summary.
+
+    With `fractions`, only runs of those training fractions are trained now; the others are
+    reported when recorded by the same commands (so cheap fractions can be finished first,
+    and a fraction whose flagfiles are not tuned yet waits).
+    """
     with open(config_path) as f:
         config = json.load(f)
     out_dir = config["output_dir"]
@@ -137,6 +145,8 @@ def run_experiment(
         if ledger.reusable(previous, [train, evaluate], fingerprint):
             skipped += 1
             record = previous  # finished in an earlier sitting, maybe on another machine
+        elif fractions is not None and run.fraction not in fractions:
+            continue  # not this time, and not recorded: its table cells wait
         elif report_only:
             if not evaluated:
                 continue
@@ -188,6 +198,14 @@ def _tsne(config: dict, out_dir: str) -> None:
     spec = config.get("tsne")
     if not spec:
         return
+    model_dirs = [
+        os.path.join(config["runs_dir"], Run(method, spec["fraction"], spec["seed"]).run_id)
+        for method in spec["methods"]
+    ]
+    missing = [d for d in model_dirs if not os.path.exists(os.path.join(d, "metrics.json"))]
+    if missing:
+        logging.info("experiments: no t-SNE figure yet, its runs are not finished: %s", missing)
+        return
     import numpy as np  # noqa: PLC0415
     from sklearn.manifold import TSNE  # noqa: PLC0415
 
@@ -211,10 +229,7 @@ def _tsne(config: dict, out_dir: str) -> None:
         candidates, size=min(spec.get("sample", 3000), len(candidates)), replace=False
     )
     panels = {}
-    for method in spec["methods"]:
-        model_dir = os.path.join(
-            config["runs_dir"], Run(method, spec["fraction"], spec["seed"]).run_id
-        )
+    for method, model_dir in zip(spec["methods"], model_dirs, strict=True):
         trained = model.load_from_model_dir(model_dir, data_dir)
         _, items = evaluator.embed_corpus(trained, data_dir)
         xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(

@@ -191,7 +191,8 @@ def write_variant_flagfile(config: dict, name: str, trial: dict) -> str:
 
 
 def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = None) -> dict:
-    """Runs (or resumes) every trial, then writes trials.jsonl, the flagfiles and a README."""
+    """Runs (or resumes) every trial, writing trials.jsonl as it goes, and the flagfiles and
+    README of each (method, fraction) as soon as its trials are finished."""
     with open(config_path) as f:
         config = json.load(f)
     runner = runner or _default_runner
@@ -202,6 +203,7 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
     fingerprints = {f: ledger.data_fingerprint(d) for f, d in config["data_dirs"].items()}
     check_promotion(config)
     trials: list[dict] = []
+    flagfiles: dict[str, str] = {}
     for fraction in config["data_dirs"]:
         for method in config["methods"]:
             # Points are drawn here, not up front: a promoted fraction needs the trials before it.
@@ -227,14 +229,23 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
                     record = _trial_record(method, fraction, point, model_dir)
                 trials.append(ledger.stamp(record, [command], fingerprint, NOT_IN_TRIALS))
                 _write_jsonl(trials_path, trials)
+            # Every trial of this (method, fraction) is done: its choice is final, so its
+            # flagfile can be used (say, by the final runs of a fraction) while tuning goes on.
+            flagfiles = write_choices(config, trials)
+    return {"trials": len(trials), "flagfiles": flagfiles}
+
+
+def write_choices(config: dict, trials: list[dict]) -> dict[str, str]:
+    """The flagfiles (and variants' flagfiles) of every (method, fraction) in `trials`, and the
+    README; returns {"method@fraction": flagfile path}."""
     chosen = choose(trials)
     flagfiles = {f"{m}@{fr}": write_flagfile(config, t) for (m, fr), t in chosen.items()}
     for name, spec in config.get("variants", {}).items():
         for (method, fraction), t in chosen.items():
             if method == spec["like"]:
                 flagfiles[f"{name}@{fraction}"] = write_variant_flagfile(config, name, t)
-    _write_readme(config, trials, chosen, flagfiles, out_dir)
-    return {"trials": len(trials), "flagfiles": flagfiles}
+    _write_readme(config, trials, chosen, flagfiles, config["output_dir"])
+    return flagfiles
 
 
 def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
