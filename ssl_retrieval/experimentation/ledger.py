@@ -56,16 +56,23 @@ def _flagfile_flags(path: str, seen: tuple = ()) -> list[str]:
     return flags
 
 
-def portable(command: list[str]) -> list[str]:
+def _sets(arg: str, names: tuple[str, ...]) -> bool:
+    """Whether a command-line argument sets one of the flags `names` (--x=v, --x, --nox)."""
+    flag = arg.split("=", 1)[0].removeprefix("--")
+    return flag in names or (flag.startswith("no") and flag[2:] in names)
+
+
+def portable(command: list[str], ignored: tuple[str, ...] = ()) -> list[str]:
     """What the command runs, comparable between machines: without its interpreter's path (a
-    venv's path differs) and with its flagfiles' flags in place of their names."""
+    venv's path differs) and with its flagfiles' flags in place of their names; flags of the
+    `ignored` fields (ones the record does not depend on) are left out."""
     out = []
     for arg in command[1:]:
         if arg.startswith("--flagfile="):
             out += _flagfile_flags(arg.split("=", 1)[1])
         else:
             out.append(arg)
-    return out
+    return [arg for arg in out if not _sets(arg, ignored)]
 
 
 def train_defaults(ignored: tuple[str, ...] = ()) -> str:
@@ -93,11 +100,11 @@ def reusable(
     ignored_defaults: tuple[str, ...] = (),
 ) -> bool:
     """True when `record` was made by exactly these commands on data with this fingerprint
-    (training defaults in `ignored_defaults` may have changed)."""
+    (the fields in `ignored_defaults` may differ, as defaults or as flags)."""
     return (
         record is not None
         and fingerprint != "missing"
-        and record.get("commands") == [portable(c) for c in commands]
+        and record.get("commands") == [portable(c, ignored_defaults) for c in commands]
         and record.get("train_defaults") == train_defaults(ignored_defaults)
         and record.get("data_fingerprint") == fingerprint
     )
@@ -112,7 +119,7 @@ def stamp(
     """`record` with what `reusable` checks."""
     return {
         **record,
-        "commands": [portable(c) for c in commands],
+        "commands": [portable(c, ignored_defaults) for c in commands],
         "train_defaults": train_defaults(ignored_defaults),
         "data_fingerprint": fingerprint,
     }

@@ -22,7 +22,8 @@ from ssl_retrieval.experimentation import ledger
 
 METRIC = "best_validation_recall@50"
 # A trial's value is the best validation Recall@50 during training: how the blend is chosen
-# after training does not change it, so new blend defaults do not rerun trials.
+# after training does not change it, so new blend defaults or blend flags (even one that skips
+# choosing a blend) do not rerun trials.
 NOT_IN_TRIALS = config_lib.BLEND_FIELDS
 
 
