@@ -334,6 +334,9 @@ def test_fractions_train_only_those_and_report_the_recorded_rest(tmp_path):
     trains = [c for c in calls if c[2] == "ssl_retrieval.train"]
     assert len(trains) == summary["results"] == 4  # 2 methods x 2 seeds at 0.1, none at 1.0
     assert all("--data_dir=" + str(tmp_path / "d01") in c for c in trains)
+    report_md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Table 1: training fraction 1.0\n\n" + report.NOT_YET in report_md
+    assert "## Paired differences against `baseline` (fraction 1.0)" not in report_md
     # No t-SNE: its runs (fraction 1.0) are not finished.
     assert not (tmp_path / "report" / "figure4_tsne.png").exists()
     # Then 1.0 alone: the 0.1 runs are recorded by the same commands, so they stay in the report.

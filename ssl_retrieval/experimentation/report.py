@@ -374,12 +374,16 @@ def claims_section(results, config: dict, out_dir: str, baseline: str) -> list[s
     return parts
 
 
+NOT_YET = "No runs at this fraction yet: `python -m ssl_retrieval.experiments` resumes them."
+
+
 def write_report(results: list[dict], references: list[dict], config: dict, out_dir: str) -> str:
     """Writes report.md (+ sweep figures) into `out_dir`; returns the markdown."""
     baseline = config.get("baseline", "baseline")
     tables = config.get("tables", {})
     main = tables.get("main", {"methods": [], "fractions": []})
     aug = tables.get("augmentations", {"methods": [], "fractions": []})
+    ran = {r["fraction"] for r in results}
     parts = [f"# {config.get('title', 'Experiment report')}", ""]
     parts.append(
         "Mean over seeds ± half-width of the 95% t confidence interval; in brackets the change "
@@ -392,15 +396,18 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
     for i, fraction in enumerate(main["fractions"]):
         label = "Table 1" if i == 0 else f"Table 2{'abcdefg'[i - 1]}"
         parts += ["", f"## {label}: training fraction {fraction}", ""]
+        if fraction not in ran:
+            parts.append(NOT_YET)
+            continue
         parts.append(table(results, fraction, main["methods"], baseline=baseline))
-    for fraction in main["fractions"]:
+    for fraction in [f for f in main["fractions"] if f in ran]:
         parts += ["", f"## Paired differences against `{baseline}` (fraction {fraction})", ""]
         parts.append(
             "Per seed, method minus baseline on the same data order and initialisation; mean ± "
             "95% t half-width over seeds, and whether the interval excludes zero."
         )
         parts += ["", paired_table(results, fraction, main["methods"], baseline)]
-    if main["fractions"]:
+    if main["fractions"] and main["fractions"][0] in ran:
         fraction = main["fractions"][0]
         for per, label in (("pair", "3a"), ("query", "3b")):
             parts += [
@@ -409,7 +416,7 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
                 "",
             ]
             parts.append(head_tail_table(results, fraction, main["methods"], baseline, per))
-    for fraction in main["fractions"]:
+    for fraction in [f for f in main["fractions"] if f in ran]:
         parts += ["", f"## Recall@50 by slice, per query and per pair (fraction {fraction})", ""]
         parts.append(
             "Per query: the mean over queries of the share of their held-out candidates found "
@@ -429,7 +436,11 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
     parts += claims_section(results, config, out_dir, baseline)
     for fraction in aug["fractions"]:
         parts += ["", f"## Table 4: augmentation variants (fraction {fraction})", ""]
-        parts.append(table(results, fraction, aug["methods"], baseline=baseline))
+        parts.append(
+            table(results, fraction, aug["methods"], baseline=baseline)
+            if fraction in ran
+            else NOT_YET
+        )
     if references:
         parts += ["", "## Reference recommenders (same evaluator)", ""]
         parts.append(
