@@ -315,6 +315,12 @@ def test_table_3_is_written_per_pair_and_per_query():
     )
 
 
+def test_wall_time_sums_the_timed_records():
+    records = [{"wall_seconds": 3000.0}, {"wall_seconds": 1260.0}, {}]
+    assert report.wall_time(records) == "1 h 11 min, 2 of 3 timed"
+    assert report.wall_time([{}]) == "not timed"
+
+
 def test_fractions_train_only_those_and_report_the_recorded_rest(tmp_path):
     config = {
         **CONFIG,

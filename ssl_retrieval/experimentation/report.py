@@ -374,6 +374,16 @@ def claims_section(results, config: dict, out_dir: str, baseline: str) -> list[s
     return parts
 
 
+def wall_time(records: list[dict]) -> str:
+    """'N h M min over K of the R records' from their wall_seconds (records made before runners
+    timed them have none)."""
+    timed = [r["wall_seconds"] for r in records if r.get("wall_seconds") is not None]
+    if not timed:
+        return "not timed"
+    minutes = round(sum(timed) / 60)
+    return f"{minutes // 60} h {minutes % 60} min, {len(timed)} of {len(records)} timed"
+
+
 NOT_YET = "No runs at this fraction yet: `python -m ssl_retrieval.experiments` resumes them."
 
 
@@ -391,7 +401,8 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
         "`results.jsonl` beside this file. Recall per pair is the paper's metric (the share of "
         "held-out pairs whose candidate is in its query's top K; its appendix gives TopPopular "
         "Recall@K as the CDF of the K-th most frequent item); recall per query (the mean over "
-        "queries of the share of their candidates found) stands beside it, and MAP is per query."
+        "queries of the share of their candidates found) stands beside it, and MAP is per query. "
+        f"Wall time of the runs (training and evaluation, this machine): {wall_time(results)}."
     )
     for i, fraction in enumerate(main["fractions"]):
         label = "Table 1" if i == 0 else f"Table 2{'abcdefg'[i - 1]}"

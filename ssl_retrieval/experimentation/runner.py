@@ -16,6 +16,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 from ssl_retrieval import atomic
@@ -156,9 +157,12 @@ def run_experiment(
             # a finished run with other blend options) chooses the blend again; a model dir
             # of an incompatible command is an error that names it.
             logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
+            started = time.monotonic()
             runner(train)
             runner(evaluate)
             record = _result_record(run, model_dir)
+            # Training and evaluation on test, start-ups included (a resumed run: this sitting).
+            record["wall_seconds"] = round(time.monotonic() - started, 1)
         results.append(ledger.stamp(record, [train, evaluate], fingerprint))
         _write_jsonl(results_path, results)
     logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))

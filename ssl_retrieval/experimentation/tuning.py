@@ -12,13 +12,14 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 from ssl_retrieval import atomic
 from ssl_retrieval import config as config_lib
-from ssl_retrieval.experimentation import ledger
+from ssl_retrieval.experimentation import ledger, report
 
 METRIC = "best_validation_recall@50"
 # A trial's value is the best validation Recall@50 during training: how the blend is chosen
@@ -226,8 +227,11 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
                         len(points),
                         model_dir,
                     )
+                    started = time.monotonic()
                     runner(command)
                     record = _trial_record(method, fraction, point, model_dir)
+                    # Process start-up, validations and all: what the README's campaign time sums.
+                    record["wall_seconds"] = round(time.monotonic() - started, 1)
                 trials.append(ledger.stamp(record, [command], fingerprint, NOT_IN_TRIALS))
                 _write_jsonl(trials_path, trials)
             # Every trial of this (method, fraction) is done: its choice is final, so its
@@ -262,7 +266,8 @@ def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
         "Written by `python -m ssl_retrieval.tune`; every trial is a line of `trials.jsonl`. "
         "Each (method, fraction) was given the same number of trials, drawn from its grid; the "
         "value is the best validation Recall@50 (per query, a fixed sample of validation "
-        f"queries) over the trial's validations.{promoted} The test split was not read.",
+        f"queries) over the trial's validations.{promoted} The test split was not read. "
+        f"Wall time of the trials on this machine: {report.wall_time(trials)}.",
         "",
         "| fraction | method | trials | chosen | validation Recall@50 | flagfile |",
         "|---|---|---|---|---|---|",
