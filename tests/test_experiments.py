@@ -133,8 +133,9 @@ def _fake_runner(calls):
     return run
 
 
-def test_run_experiment_resumes_and_writes_the_report(tmp_path):
-    config = {
+def _toy_config(tmp_path) -> dict:
+    """CONFIG with its output, runs and two fake data dirs under tmp_path."""
+    return {
         **CONFIG,
         "output_dir": str(tmp_path / "report"),
         "runs_dir": str(tmp_path / "runs"),
@@ -142,6 +143,12 @@ def test_run_experiment_resumes_and_writes_the_report(tmp_path):
             "1.0": _fake_data_dir(tmp_path / "d1"),
             "0.1": _fake_data_dir(tmp_path / "d01"),
         },
+    }
+
+
+def test_run_experiment_resumes_and_writes_the_report(tmp_path):
+    config = {
+        **_toy_config(tmp_path),
         "references": ["top_popular"],
     }
     path = tmp_path / "config.json"
@@ -323,13 +330,7 @@ def test_wall_time_sums_the_timed_records():
 
 def test_fractions_train_only_those_and_report_the_recorded_rest(tmp_path):
     config = {
-        **CONFIG,
-        "output_dir": str(tmp_path / "report"),
-        "runs_dir": str(tmp_path / "runs"),
-        "data_dirs": {
-            "1.0": _fake_data_dir(tmp_path / "d1"),
-            "0.1": _fake_data_dir(tmp_path / "d01"),
-        },
+        **_toy_config(tmp_path),
         "sweeps": {},
         "tsne": {"methods": ["cfm"], "fraction": "1.0", "seed": 0, "color_by": "section"},
     }

@@ -57,8 +57,9 @@ def _fake_trainer(calls):
     return run
 
 
-def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path):
-    config = {
+def _two_fractions(tmp_path) -> dict:
+    """The paths of a toy tuning config with fractions 0.1 and 1.0."""
+    return {
         "name": "toy",
         "output_dir": str(tmp_path / "out"),
         "runs_dir": str(tmp_path / "runs"),
@@ -67,6 +68,12 @@ def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path)
             "0.1": _fake_data_dir(tmp_path / "data_0.1"),
             "1.0": _fake_data_dir(tmp_path / "data"),
         },
+    }
+
+
+def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path):
+    config = {
+        **_two_fractions(tmp_path),
         "fraction_flags": {"0.1": ["--train_steps=300"]},
         "common_flags": ["--validate_every=100", "--patience=3"],
         "methods": {
@@ -213,14 +220,7 @@ def test_a_ledger_that_is_not_json_lines_is_an_error_naming_file_and_line(tmp_pa
 
 def test_a_promoted_fraction_tries_the_best_points_of_the_cheaper_one(tmp_path):
     config = {
-        "name": "toy",
-        "output_dir": str(tmp_path / "out"),
-        "runs_dir": str(tmp_path / "runs"),
-        "flagfile_dir": str(tmp_path / "flags"),
-        "data_dirs": {
-            "0.1": _fake_data_dir(tmp_path / "data_0.1"),
-            "1.0": _fake_data_dir(tmp_path / "data"),
-        },
+        **_two_fractions(tmp_path),
         "common_flags": ["--validate_every=100"],
         "methods": {"cfm": {"flagfile": "configs/c.cfg", "grid": GRID}},
         "trials": 5,
