@@ -41,6 +41,9 @@ BLEND_FIELDS = (
 RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy", *BLEND_FIELDS)
 # Paths may differ as well: a model or data dir that was moved or copied resumes.
 PATH_FIELDS = ("data_dir", "model_dir")
+# The step budget may grow on resume: a run stopped by early stopping is the same run under any
+# larger budget, and one that used its whole budget goes on from its last checkpoint.
+BUDGET_FIELDS = ("epochs", "train_steps")
 
 
 @dataclasses.dataclass(frozen=True)

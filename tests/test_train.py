@@ -60,6 +60,25 @@ def test_changed_config_in_same_model_dir_is_refused(data_dir, tmp_path):
     assert trainer.run(tiny(data_dir, tmp_path, train_steps=2, alpha=1.0, overwrite=True))
 
 
+def test_a_larger_budget_goes_on_from_a_run_that_used_its_own(data_dir, tmp_path):
+    # The budget bound the first run: given more steps, it goes on from its last checkpoint
+    # and ends where a run given the larger budget from the start ends.
+    trainer.run(tiny(data_dir, tmp_path / "a", train_steps=6, checkpoint_every=3))
+    extended = trainer.run(tiny(data_dir, tmp_path / "a", train_steps=10, checkpoint_every=3))
+    assert extended["steps"] == 10 and extended["resumed_from_step"] == 6
+    fresh = trainer.run(tiny(data_dir, tmp_path / "b", train_steps=10, checkpoint_every=3))
+    np.testing.assert_allclose(extended["final_loss"], fresh["final_loss"], rtol=1e-5)
+    # A smaller budget than what was trained would be another run.
+    with pytest.raises(ValueError, match="has trained 10 steps, more than the 8"):
+        trainer.run(tiny(data_dir, tmp_path / "a", train_steps=8, checkpoint_every=3))
+    # A run that early stopping ended is the same run under any larger budget.
+    summary_path = tmp_path / "a" / "train_metrics.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "stopped_early": True}))
+    again = trainer.run(tiny(data_dir, tmp_path / "a", train_steps=20, checkpoint_every=3))
+    assert again["already_finished"] and again["steps"] == 10
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

@@ -62,11 +62,15 @@ def make_optimizer(config: config_lib.TrainConfig):
     return optimizers.make(config.optimizer, config.learning_rate)
 
 
-def _prepare_model_dir(config: config_lib.TrainConfig) -> None:
+def _prepare_model_dir(config: config_lib.TrainConfig, steps: int) -> None:
     path = config_lib.path(config.model_dir)
     if os.path.exists(path):
         previous = config_lib.load(config.model_dir)
         changed = config.differences(previous)
+        budget = [k for k in changed if k in config_lib.BUDGET_FIELDS]
+        if budget and len(budget) == len(changed) and not config.overwrite:
+            _extend_budget(config, steps)
+            changed = []
         if changed and not config.overwrite:
             details = ", ".join(
                 f"--{k}: {previous.to_json()[k]!r} -> {config.to_json()[k]!r}" for k in changed
@@ -83,6 +87,32 @@ def _prepare_model_dir(config: config_lib.TrainConfig) -> None:
             "or new directory"
         )
     config_lib.save(config, config.model_dir)
+
+
+def _extend_budget(config: config_lib.TrainConfig, steps: int) -> None:
+    """A run given another step budget (`steps`): the same run when the budget never bound it;
+    a finished run that used its whole budget is reopened to train on up to the new one."""
+    summary_path = os.path.join(config.model_dir, "train_metrics.json")
+    summary = _read_summary(config.model_dir, steps) if os.path.exists(summary_path) else {}
+    trained = summary.get("steps") or _latest_step(config.model_dir)
+    if trained > steps:
+        raise ValueError(
+            f"{config.model_dir} has trained {trained} steps, more than the {steps} its new "
+            "--epochs/--train_steps allow; use another --model_dir, or --overwrite"
+        )
+    if summary and not summary.get("stopped_early") and trained < steps:
+        logging.info(
+            "train: %s used its budget of %d steps; going on to %d",
+            config.model_dir,
+            trained,
+            steps,
+        )
+        os.remove(summary_path)  # unfinished again: it resumes from its last checkpoint
+
+
+def _latest_step(model_dir: str) -> int:
+    prefixes = _checkpoint_prefixes(os.path.join(model_dir, "checkpoints"))
+    return prefixes[0][0] if prefixes else 0
 
 
 VALIDATION_METRIC = "recall@50"
@@ -250,7 +280,7 @@ def run(config: config_lib.TrainConfig) -> dict:
         if value % replicas:
             raise ValueError(f"{flag}={value} must be divisible by the {replicas} replicas")
     steps = total_steps(config, schema)
-    _prepare_model_dir(config)
+    _prepare_model_dir(config, steps)
     tf.keras.utils.set_random_seed(config.seed)  # initialisation; data and augmentations are seeded
 
     with strategy.scope():
