@@ -24,8 +24,9 @@ The config (JSON):
   promote: {fraction: {"from": fraction, "top": K}} (optional: on that fraction each method
     tries only its K best points of the other, which data_dirs lists earlier: spend the
     expensive fraction's budget on the points the cheap one ranked first),
-  variants: {name: {"flagfile": path, "like": method, "params": [flags]}} (optional: untuned
-    variants; each gets a flagfile per fraction with the listed flags at `like`'s chosen values)
+  variants: {name: {"flagfile": path, "like": method, "params": [flags], "fractions": [..]}}
+    (optional: untuned variants; each gets a flagfile per fraction (all, or those listed) with
+    the listed flags at `like`'s chosen values)
 """
 
 import json

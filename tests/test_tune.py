@@ -261,6 +261,12 @@ def test_a_promoted_fraction_tries_the_best_points_of_the_cheaper_one(tmp_path):
         assert lines[0].startswith("# Not tuned: fm takes the values cfm was tuned to")
         assert lines[1:] == ["--flagfile=configs/fm.cfg", "--alpha=1.0"]
     assert "| fm | cfm | alpha |" in (tmp_path / "out" / "README.md").read_text()
+    # Only where the variant is wanted, when it says.
+    config["variants"]["fm"]["fractions"] = ["1.0"]
+    shutil.rmtree(tmp_path / "flags")
+    path.write_text(json.dumps(config))
+    tuning.run_tuning(str(path), runner=runner)
+    assert sorted(p.name for p in (tmp_path / "flags").glob("toy_fm_*")) == ["toy_fm_1.0.cfg"]
 
 
 def test_a_fraction_promoted_from_a_later_one_is_an_error():

@@ -247,7 +247,7 @@ def write_choices(config: dict, trials: list[dict]) -> dict[str, str]:
     flagfiles = {f"{m}@{fr}": write_flagfile(config, t) for (m, fr), t in chosen.items()}
     for name, spec in config.get("variants", {}).items():
         for (method, fraction), t in chosen.items():
-            if method == spec["like"]:
+            if method == spec["like"] and fraction in spec.get("fractions", [fraction]):
                 flagfiles[f"{name}@{fraction}"] = write_variant_flagfile(config, name, t)
     _write_readme(config, trials, chosen, flagfiles, config["output_dir"])
     return flagfiles
