@@ -49,6 +49,8 @@ def _fake_trainer(calls):
         if "0.1" in _flag(args, "data_dir"):
             value -= 0.2
         os.makedirs(model_dir, exist_ok=True)
+        with open(os.path.join(model_dir, "config.json"), "w") as f:
+            f.write("{}")  # train writes it first
         with open(os.path.join(model_dir, "validation.jsonl"), "w") as f:
             f.write(json.dumps({"step": 100, "value": value, "metrics": {"all": {}}}) + "\n")
         with open(os.path.join(model_dir, "train_metrics.json"), "w") as f:
@@ -115,6 +117,9 @@ def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path)
     path.write_text(json.dumps(config))
     tuning.run_tuning(str(path), runner=_fake_trainer(calls))
     assert len(calls) == 14
+    # Those model dirs had been trained in: no wall time of a whole trial this time.
+    trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
+    assert not any("wall_seconds" in t for t in trials)
 
 
 def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path, monkeypatch):

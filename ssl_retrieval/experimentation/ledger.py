@@ -93,6 +93,12 @@ def load(path: str, key: str) -> dict[str, dict]:
     return {record[key]: record for record in atomic.read_jsonl(path, missing_ok=True)}
 
 
+def fresh(model_dir: str) -> bool:
+    """Whether no training has started in `model_dir` (train writes config.json first): only a
+    run timed from there has a wall time of the whole run."""
+    return not os.path.exists(os.path.join(model_dir, "config.json"))
+
+
 def reusable(
     record: dict | None,
     commands: list[list[str]],

@@ -157,12 +157,12 @@ def run_experiment(
             # a finished run with other blend options) chooses the blend again; a model dir
             # of an incompatible command is an error that names it.
             logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
-            started = time.monotonic()
+            fresh, started = ledger.fresh(model_dir), time.monotonic()
             runner(train)
             runner(evaluate)
             record = _result_record(run, model_dir)
-            # Training and evaluation on test, start-ups included (a resumed run: this sitting).
-            record["wall_seconds"] = round(time.monotonic() - started, 1)
+            if fresh:  # training and evaluation on test, start-ups included; not for a resumed run
+                record["wall_seconds"] = round(time.monotonic() - started, 1)
         results.append(ledger.stamp(record, [train, evaluate], fingerprint))
         _write_jsonl(results_path, results)
     logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))

@@ -227,11 +227,11 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
                         len(points),
                         model_dir,
                     )
-                    started = time.monotonic()
+                    fresh, started = ledger.fresh(model_dir), time.monotonic()
                     runner(command)
                     record = _trial_record(method, fraction, point, model_dir)
-                    # Process start-up, validations and all: what the README's campaign time sums.
-                    record["wall_seconds"] = round(time.monotonic() - started, 1)
+                    if fresh:  # a resumed or re-checked trial's time is not the trial's
+                        record["wall_seconds"] = round(time.monotonic() - started, 1)
                 trials.append(ledger.stamp(record, [command], fingerprint, NOT_IN_TRIALS))
                 _write_jsonl(trials_path, trials)
             # Every trial of this (method, fraction) is done: its choice is final, so its
