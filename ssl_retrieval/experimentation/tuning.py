@@ -158,19 +158,29 @@ def choose(trials: list[dict]) -> dict[tuple[str, str], dict]:
     return best
 
 
-def write_flagfile(config: dict, trial: dict) -> str:
+def _write_cfg(config: dict, name: str, header: str, flagfile: str, trial: dict, params) -> str:
+    """<flagfile_dir>/<config name>_<name>_<fraction>.cfg: a header comment, the method's
+    flagfile, the fraction's flags and `params`."""
     directory = config["flagfile_dir"]
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{config['name']}_{trial['method']}_{trial['fraction']}.cfg")
+    path = os.path.join(directory, f"{config['name']}_{name}_{trial['fraction']}.cfg")
     lines = [
-        f"# Chosen by python -m ssl_retrieval.tune ({config['name']}): validation Recall@50 "
-        f"{trial['value']:.4f} at step {trial['best_step']}, trial {trial['trial_id']}.",
-        f"--flagfile={config['methods'][trial['method']]['flagfile']}",
+        f"# {header}",
+        f"--flagfile={flagfile}",
         *config.get("fraction_flags", {}).get(trial["fraction"], []),
-        *[f"--{k}={v}" for k, v in sorted(trial["params"].items())],
+        *[f"--{k}={v}" for k, v in sorted(params.items())],
     ]
     atomic.write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def write_flagfile(config: dict, trial: dict) -> str:
+    header = (
+        f"Chosen by python -m ssl_retrieval.tune ({config['name']}): validation Recall@50 "
+        f"{trial['value']:.4f} at step {trial['best_step']}, trial {trial['trial_id']}."
+    )
+    flagfile = config["methods"][trial["method"]]["flagfile"]
+    return _write_cfg(config, trial["method"], header, flagfile, trial, trial["params"])
 
 
 def write_variant_flagfile(config: dict, name: str, trial: dict) -> str:
@@ -178,18 +188,13 @@ def write_variant_flagfile(config: dict, name: str, trial: dict) -> str:
     values its method was tuned to (only the flags listed in the variant's `params`), so the
     two differ in what the variant changes and nothing else."""
     spec = config["variants"][name]
-    inherited = {k: v for k, v in trial["params"].items() if k in spec["params"]}
-    path = os.path.join(config["flagfile_dir"], f"{config['name']}_{name}_{trial['fraction']}.cfg")
-    lines = [
-        f"# Not tuned: {name} takes the values {trial['method']} was tuned to at fraction "
+    header = (
+        f"Not tuned: {name} takes the values {trial['method']} was tuned to at fraction "
         f"{trial['fraction']} (trial {trial['trial_id']}), by python -m ssl_retrieval.tune "
-        f"({config['name']}).",
-        f"--flagfile={spec['flagfile']}",
-        *config.get("fraction_flags", {}).get(trial["fraction"], []),
-        *[f"--{k}={v}" for k, v in sorted(inherited.items())],
-    ]
-    atomic.write_text(path, "\n".join(lines) + "\n")
-    return path
+        f"({config['name']})."
+    )
+    inherited = {k: v for k, v in trial["params"].items() if k in spec["params"]}
+    return _write_cfg(config, name, header, spec["flagfile"], trial, inherited)
 
 
 def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = None) -> dict:
