@@ -194,7 +194,7 @@ def test_new_blend_defaults_rerun_experiments_but_not_tuning_trials(monkeypatch)
 
 
 def test_blend_flags_in_a_trial_command_do_not_make_it_another_trial():
-    """Nor does a flag that skips the blend (it saves about 45 s a trial)."""
+    """Nor does a flag that skips choosing the blend."""
     command = ["python", "-m", "ssl_retrieval.train", "--method=cfm", "--alpha=0.3"]
     record = ledger.stamp({}, [command], "data", tuning.NOT_IN_TRIALS)
     for extra in ("--nochoose_popularity_prior", "--blend_margin=0.1", "--choose_popularity_prior"):
