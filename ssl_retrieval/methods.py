@@ -18,6 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 
+# Training flags only one part reads (checked where model.py reads them): a method without the
+# part trains the same whatever they hold, so a new default of one of them does not make its
+# recorded runs stale (experimentation/ledger.py).
+_FIELDS_OF_PART = {
+    "cfm": ("mi_normalization", "cfm_exclude_id"),
+    "spread_out": ("so_loss",),
+    "fm": ("fm_features", "fm_hidden_layers"),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Method:
@@ -39,6 +48,12 @@ class Method:
     def uses_feature_dropout(self) -> bool:
         """Whether the model needs a FeatureDropout layer (fd or fd_ssl)."""
         return self.feature_dropout or self.fd_ssl
+
+    @property
+    def unread_fields(self) -> tuple[str, ...]:
+        """Training flags this method never reads (those of the parts it lacks)."""
+        has = {"cfm": self.masking == "cfm", "spread_out": self.spread_out, "fm": self.fm}
+        return tuple(f for part, fields in _FIELDS_OF_PART.items() if not has[part] for f in fields)
 
     @property
     def needs_dropout_rate(self) -> bool:

@@ -232,6 +232,34 @@ def test_a_fresh_clone_resumes_from_the_committed_results(tmp_path):
     assert len([c for c in calls if c[2] == "ssl_retrieval.train"]) == 8
 
 
+def test_stopping_midway_keeps_the_records_of_runs_not_reached_yet(tmp_path):
+    """An interrupted sitting must not drop later runs' records from results.jsonl (a fresh
+    clone would train them again)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**_toy_config(tmp_path), "sweeps": {}}))
+    runner.run_experiment(str(path), runner=_fake_runner([]))
+    results_path = tmp_path / "report" / "results.jsonl"
+    records = [json.loads(line) for line in results_path.read_text().splitlines()]
+    assert len(records) == 8
+    # Runs 2 and 3 are not recorded (say, a sitting that had not reached them); this sitting
+    # trains run 2 and is stopped during run 3.
+    kept = [records[0], *records[3:]]
+    results_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    shutil.rmtree(tmp_path / "runs")
+    calls = []
+    fake = _fake_runner(calls)
+
+    def stopped_at_the_second_training(args):
+        if args[2] == "ssl_retrieval.train" and any(c[2] == args[2] for c in calls):
+            raise KeyboardInterrupt
+        fake(args)
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiment(str(path), runner=stopped_at_the_second_training)
+    after = [json.loads(line)["run_id"] for line in results_path.read_text().splitlines()]
+    assert sorted(after) == sorted(r["run_id"] for r in [*records[:2], *records[3:]])
+
+
 def test_failed_run_stops_with_its_stderr(tmp_path):
     config = {**CONFIG, "output_dir": str(tmp_path / "r"), "runs_dir": str(tmp_path / "runs")}
     config["data_dirs"] = {"1.0": "d1", "0.1": "d01"}

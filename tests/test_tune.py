@@ -150,6 +150,21 @@ def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path, monkeypatch):
     calls.clear()
     tuning.run_tuning(str(path), runner=_fake_trainer(calls))
     assert calls == [] and (tmp_path / "out" / "trials.jsonl").read_text() == first
+    # A sitting stopped at trial 2 (unrecorded) keeps trial 3's record for the next one.
+    lines = first.splitlines(keepends=True)
+    (tmp_path / "out" / "trials.jsonl").write_text(lines[0] + lines[2])
+
+    def stopped(args):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_tuning(str(path), runner=stopped)
+    assert (tmp_path / "out" / "trials.jsonl").read_text() == lines[0] + lines[2]
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    ids = [json.loads(line)["trial_id"] for line in lines]
+    after = (tmp_path / "out" / "trials.jsonl").read_text().splitlines()
+    assert len(calls) == 1 and [json.loads(line)["trial_id"] for line in after] == ids
+    calls.clear()
     # A changed common flag makes them different trials.
     config["common_flags"] = ["--validate_every=50"]
     path.write_text(json.dumps(config))
@@ -191,6 +206,60 @@ def test_new_blend_defaults_rerun_experiments_but_not_tuning_trials(monkeypatch)
     assert ledger.train_defaults(tuning.NOT_IN_TRIALS) == trials
     monkeypatch.setattr(fields["learning_rate"], "default", 0.5)
     assert ledger.train_defaults(tuning.NOT_IN_TRIALS) != trials
+
+
+def _train(*flags):
+    return ["python", "-m", "ssl_retrieval.train", "--data_dir=d", "--model_dir=m", *flags]
+
+
+def test_a_new_default_voids_only_the_records_that_took_it(monkeypatch):
+    """A new --mi_normalization default reruns the CFM runs that relied on it; not baseline's
+    (it never reads it), nor a CFM run that sets it."""
+    commands = {
+        "cfm relying on it": _train("--method=cfm"),
+        "cfm setting it": _train("--method=cfm", "--mi_normalization=min"),
+        "baseline": _train("--method=baseline"),
+        "the default method (baseline)": _train(),
+    }
+    records = {name: ledger.stamp({}, [c], "data") for name, c in commands.items()}
+
+    def reusable(name):
+        return ledger.reusable(records[name], [commands[name]], "data")
+
+    fields = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
+    monkeypatch.setattr(fields["mi_normalization"], "default", "sqrt")
+    assert {name: reusable(name) for name in commands} == {
+        "cfm relying on it": False,
+        "cfm setting it": True,
+        "baseline": True,
+        "the default method (baseline)": True,
+    }
+    # A default every method reads voids them all, but not a command that sets the flag.
+    monkeypatch.setattr(fields["learning_rate"], "default", 0.5)
+    assert not any(reusable(name) for name in commands)
+    with_rate = _train("--method=baseline", "--learning_rate=0.1")
+    record = ledger.stamp({}, [with_rate], "data")
+    monkeypatch.setattr(fields["learning_rate"], "default", 0.7)
+    assert ledger.reusable(record, [with_rate], "data")
+    # A negated boolean flag sets its field too.
+    negated = _train("--nocfm_exclude_id", "--method=cfm", "--mi_normalization=min")
+    record = ledger.stamp({}, [negated], "data")
+    monkeypatch.setattr(fields["cfm_exclude_id"], "default", True)
+    assert ledger.reusable(record, [negated], "data")
+
+
+def test_records_stamped_with_every_default_stay_reusable_and_are_restamped():
+    """Records committed before `taken_defaults` (a hash of every default) are not rerun."""
+    command = _train("--method=cfm")
+    legacy = {
+        "commands": [ledger.portable(command)],
+        "train_defaults": ledger.train_defaults(),
+        "data_fingerprint": "data",
+    }
+    assert ledger.reusable(legacy, [command], "data")
+    assert not ledger.reusable({**legacy, "train_defaults": "other"}, [command], "data")
+    restamped = ledger.stamp(legacy, [command], "data")
+    assert "train_defaults" not in restamped and ledger.reusable(restamped, [command], "data")
 
 
 def test_blend_flags_in_a_trial_command_do_not_make_it_another_trial():

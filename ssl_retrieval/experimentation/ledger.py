@@ -7,8 +7,12 @@ fresh clone skips it. A record is reused only when all of these match, so that c
 a flagfile's contents, a training default of the package or the data (a newer Debian index)
 reruns the run instead of mixing results:
   - the command with every `--flagfile=` replaced by the flags in that file (recursively);
-  - a hash of the training config's defaults (flags a command leaves out take them);
+  - a hash of the training defaults the run took: those of the flags its train command leaves
+    out, but not of flags its method never reads (`methods.Method.unread_fields`), so that a new
+    default of CFM's `--mi_normalization` reruns the CFM runs that relied on it and no others;
   - a hash of the data dir's statistics.
+Records stamped before (`train_defaults`: a hash of every default) are still reusable while the
+defaults are unchanged, and are stamped the new way when reused.
 Code changes other than defaults are not detected: delete the records a fix invalidates.
 """
 
@@ -19,7 +23,7 @@ import hashlib
 import json
 import os
 
-from ssl_retrieval import atomic
+from ssl_retrieval import atomic, methods
 from ssl_retrieval import config as config_lib
 
 # Files of a preprocessed data dir that change whenever its pairs or items do.
@@ -88,9 +92,33 @@ def train_defaults(ignored: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def taken_defaults(commands: list[list[str]], ignored: tuple[str, ...] = ()) -> str:
+    """A short hash of the training defaults the run of `commands` depends on: not of the flags
+    its train command sets (their default is never used), nor of those its method never reads,
+    nor of the `ignored` fields."""
+    train = [portable(c) for c in commands if "ssl_retrieval.train" in c]
+    fields = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
+    names, method = set(fields), fields["method"].default
+    set_by_command = set()
+    for arg in train[-1] if train else []:
+        flag = arg.split("=", 1)[0].removeprefix("--")
+        set_by_command.add(flag if flag in names else flag.removeprefix("no"))
+        if flag == "method":
+            method = arg.split("=", 1)[1]  # absl: the last one wins
+    unread = methods.get(method).unread_fields if method in methods.METHODS else ()
+    return train_defaults((*ignored, *sorted(set_by_command & names), *unread))
+
+
 def load(path: str, key: str) -> dict[str, dict]:
     """Records of a JSON Lines file by their `key` field ({} when the file does not exist)."""
     return {record[key]: record for record in atomic.read_jsonl(path, missing_ok=True)}
+
+
+def unreached(recorded: dict[str, dict], done: list[dict], key: str) -> list[dict]:
+    """The `recorded` records not (yet) among `done`: written back while a campaign goes
+    through its plan, so that stopping it midway loses none of what later steps would reuse."""
+    seen = {record[key] for record in done}
+    return [record for name, record in recorded.items() if name not in seen]
 
 
 def fresh(model_dir: str) -> bool:
@@ -107,11 +135,15 @@ def reusable(
 ) -> bool:
     """True when `record` was made by exactly these commands on data with this fingerprint
     (the fields in `ignored_defaults` may differ, as defaults or as flags)."""
+    if record is None or fingerprint == "missing":
+        return False
+    if "taken_defaults" in record:
+        same_defaults = record["taken_defaults"] == taken_defaults(commands, ignored_defaults)
+    else:  # stamped before taken_defaults: a hash of every default
+        same_defaults = record.get("train_defaults") == train_defaults(ignored_defaults)
     return (
-        record is not None
-        and fingerprint != "missing"
+        same_defaults
         and record.get("commands") == [portable(c, ignored_defaults) for c in commands]
-        and record.get("train_defaults") == train_defaults(ignored_defaults)
         and record.get("data_fingerprint") == fingerprint
     )
 
@@ -123,9 +155,10 @@ def stamp(
     ignored_defaults: tuple[str, ...] = (),
 ) -> dict:
     """`record` with what `reusable` checks."""
+    record = {key: value for key, value in record.items() if key != "train_defaults"}
     return {
         **record,
         "commands": [portable(c, ignored_defaults) for c in commands],
-        "train_defaults": train_defaults(ignored_defaults),
+        "taken_defaults": taken_defaults(commands, ignored_defaults),
         "data_fingerprint": fingerprint,
     }

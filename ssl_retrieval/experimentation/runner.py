@@ -164,7 +164,8 @@ def run_experiment(
             if fresh:  # training and evaluation on test, start-ups included; not for a resumed run
                 record["wall_seconds"] = round(time.monotonic() - started, 1)
         results.append(ledger.stamp(record, [train, evaluate], fingerprint))
-        _write_jsonl(results_path, results)
+        _write_jsonl(results_path, results + ledger.unreached(recorded, results, "run_id"))
+    _write_jsonl(results_path, results)  # every planned run is in: the rest are stale
     logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))
     references = _references(config, runner)
     _write_jsonl(references_path, references)

@@ -238,10 +238,11 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
                     if fresh:  # a resumed or re-checked trial's time is not the trial's
                         record["wall_seconds"] = round(time.monotonic() - started, 1)
                 trials.append(ledger.stamp(record, [command], fingerprint, NOT_IN_TRIALS))
-                _write_jsonl(trials_path, trials)
+                _write_jsonl(trials_path, trials + ledger.unreached(recorded, trials, "trial_id"))
             # Every trial of this (method, fraction) is done: its choice is final, so its
             # flagfile can be used (say, by the final runs of a fraction) while tuning goes on.
             flagfiles = write_choices(config, trials)
+    _write_jsonl(trials_path, trials)  # every planned trial is in: the rest are stale
     return {"trials": len(trials), "flagfiles": flagfiles}
 
 
