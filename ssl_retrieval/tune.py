@@ -24,9 +24,12 @@ The config (JSON):
   promote: {fraction: {"from": fraction, "top": K}} (optional: on that fraction each method
     tries only its K best points of the other, which data_dirs lists earlier: spend the
     expensive fraction's budget on the points the cheap one ranked first),
+  backbone: {"method": method, "params": [flags]} (optional: those flags are tuned on that
+    method, the first of methods, at each fraction, and every other method is tried on the
+    values chosen there, searching only its own grid: the paper's protocol, section 4.1),
   variants: {name: {"flagfile": path, "like": method, "params": [flags], "fractions": [..]}}
     (optional: untuned variants; each gets a flagfile per fraction (all, or those listed) with
-    the listed flags at `like`'s chosen values)
+    the listed flags, and the backbone's, at `like`'s chosen values)
 """
 
 import json

@@ -48,6 +48,9 @@ def _fake_trainer(calls):
         value = 0.5 - abs(alpha - 1.0) / 10  # best at alpha 1.0
         if "0.1" in _flag(args, "data_dir"):
             value -= 0.2
+        rate = next((float(a.split("=")[1]) for a in args if a.startswith("--learning_rate=")), 0)
+        if rate:  # best at 0.05 on the 0.1 data, at 0.1 on the rest
+            value -= abs(rate - (0.05 if "0.1" in _flag(args, "data_dir") else 0.1))
         os.makedirs(model_dir, exist_ok=True)
         with open(os.path.join(model_dir, "config.json"), "w") as f:
             f.write("{}")  # train writes it first
@@ -120,6 +123,79 @@ def test_run_tuning_chooses_on_validation_writes_flagfiles_and_resumes(tmp_path)
     # Those model dirs had been trained in: no wall time of a whole trial this time.
     trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
     assert not any("wall_seconds" in t for t in trials)
+
+
+def _backbone_config(tmp_path) -> dict:
+    return {
+        **_two_fractions(tmp_path),
+        "common_flags": ["--validate_every=100"],
+        "methods": {
+            "baseline": {
+                "flagfile": "configs/b.cfg",
+                "grid": {"learning_rate": [0.2, 0.05, 0.1], "temperature": [0.07]},
+            },
+            "cfm": {"flagfile": "configs/c.cfg", "grid": GRID},
+        },
+        "backbone": {"method": "baseline", "params": ["learning_rate", "temperature"]},
+        "promote": {"1.0": {"from": "0.1", "top": 2}},
+        "variants": {
+            "fm": {"flagfile": "configs/fm.cfg", "like": "cfm", "params": ["alpha"]},
+        },
+        "trials": 3,
+    }
+
+
+def test_every_method_is_tuned_on_the_backbone_the_baseline_was_tuned_to(tmp_path):
+    """The paper's protocol: learning rate and temperature are searched on the baseline at
+    each fraction; the other methods search only their own flags, on those values."""
+    config = _backbone_config(tmp_path)
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    calls = []
+    tuning.run_tuning(str(path), runner=_fake_trainer(calls))
+    trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
+
+    def tried(method, fraction):
+        return [t["params"] for t in trials if (t["method"], t["fraction"]) == (method, fraction)]
+
+    # The baseline is tried on its grid; it is best at 0.05 on the 0.1 data.
+    assert [p["learning_rate"] for p in tried("baseline", "0.1")] == [0.2, 0.05, 0.1]
+    cfm_at_01 = tried("cfm", "0.1")
+    assert len(cfm_at_01) == 3
+    assert all(p["learning_rate"] == 0.05 and p["temperature"] == 0.07 for p in cfm_at_01)
+    cfm_commands = [c for c in calls if "--flagfile=configs/c.cfg" in c]
+    assert all("--learning_rate=0.05" in c for c in cfm_commands[:3])
+    # At 1.0 the baseline is tried at its 2 best points of 0.1 (0.05, 0.1) and is best at 0.1
+    # there: CFM's 2 best points of 0.1 are tried with the backbone of 1.0, not of 0.1.
+    assert [p["learning_rate"] for p in tried("baseline", "1.0")] == [0.05, 0.1]
+    ranked = sorted(
+        (t for t in trials if t["method"] == "cfm" and t["fraction"] == "0.1"),
+        key=lambda t: -t["value"],
+    )
+    assert tried("cfm", "1.0") == [{**t["params"], "learning_rate": 0.1} for t in ranked[:2]]
+    flags = (tmp_path / "flags" / "toy_cfm_1.0.cfg").read_text().splitlines()
+    assert "--learning_rate=0.1" in flags and "--temperature=0.07" in flags
+    # A variant takes the backbone with its listed flags.
+    variant = (tmp_path / "flags" / "toy_fm_0.1.cfg").read_text().splitlines()[2:]
+    assert variant == ["--alpha=1.0", "--learning_rate=0.05", "--temperature=0.07"]
+    assert "tuned on baseline at each fraction" in (tmp_path / "out" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["methods"]["cfm"]["grid"].update(learning_rate=[0.1]), "backbone"),
+        (lambda c: c.update(methods=dict(reversed(c["methods"].items()))), "first of methods"),
+        (lambda c: c["methods"]["baseline"]["grid"].pop("temperature"), "must have"),
+    ],
+)
+def test_a_backbone_config_that_cannot_work_is_an_error(tmp_path, change, message):
+    config = _backbone_config(tmp_path)
+    change(config)
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        tuning.run_tuning(str(path), runner=_fake_trainer([]))
 
 
 def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path, monkeypatch):

@@ -51,6 +51,28 @@ def trial_id(method: str, fraction: str, point: dict) -> str:
     return f"{fraction}/{method}/{suffix}"
 
 
+def backbone_params(config: dict) -> tuple[str, ...]:
+    """The flags tuned once, on the backbone method, and shared by every method ((), without
+    a `backbone`)."""
+    return tuple(config.get("backbone", {}).get("params", ()))
+
+
+def backbone_values(config: dict, fraction: str, trials: list[dict]) -> dict | None:
+    """The backbone flags' values the backbone method was tuned to on `fraction` (the paper,
+    section 4.1: the two-tower backbone's learning rate and temperature are searched on the
+    baseline, then each method searches its own parameters on it); None before its trials at
+    that fraction are all finished, {} without a `backbone`."""
+    if "backbone" not in config:
+        return {}
+    method = config["backbone"]["method"]
+    expected = len(points_of(config, method, fraction, trials))
+    done = [t for t in trials if t["method"] == method and t["fraction"] == fraction]
+    if not expected or len(done) < expected:
+        return None
+    chosen = choose(done)[(method, fraction)]
+    return {k: chosen["params"][k] for k in backbone_params(config)}
+
+
 def promoted_points(config: dict, method: str, fraction: str, trials: list[dict]) -> list[dict]:
     """The `top` best points of `method`'s trials at the fraction `fraction` is promoted from.
 
@@ -64,11 +86,47 @@ def promoted_points(config: dict, method: str, fraction: str, trials: list[dict]
 
 
 def points_of(config: dict, method: str, fraction: str, trials: list[dict]) -> list[dict]:
-    """The points `method` is tried at on `fraction`, given the trials finished so far."""
+    """The points `method` is tried at on `fraction`, given the trials finished so far. A
+    method on a backbone has none until the backbone's trials at `fraction` are finished, then
+    its own flags' points with the backbone's values at `fraction` (promoted points too: their
+    backbone values were those of the fraction they come from)."""
     if fraction in config.get("promote", {}):
-        return promoted_points(config, method, fraction, trials)
-    spec = config["methods"][method]
-    return trial_points(spec.get("grid", {}), config.get("trials", 8), config.get("seed", 0))
+        points = promoted_points(config, method, fraction, trials)
+    else:
+        spec = config["methods"][method]
+        seed = config.get("seed", 0)
+        points = trial_points(spec.get("grid", {}), config.get("trials", 8), seed)
+    if "backbone" not in config or method == config["backbone"]["method"]:
+        return points
+    backbone = backbone_values(config, fraction, trials)
+    if backbone is None:
+        return []
+    shared = backbone_params(config)
+    own = [{k: v for k, v in p.items() if k not in shared} for p in points]
+    return [{**backbone, **p} for p in own]
+
+
+def check_backbone(config: dict) -> None:
+    if "backbone" not in config:
+        return
+    method, shared = config["backbone"].get("method"), backbone_params(config)
+    methods = list(config["methods"])
+    if not methods or method != methods[0]:
+        raise ValueError(
+            f"backbone: its method {method!r} must be the first of methods (the others are "
+            "tried on the values it is tuned to)"
+        )
+    if not shared:
+        raise ValueError("backbone: needs 'params', the flags tuned on it and shared")
+    for name, spec in config["methods"].items():
+        own = set(spec.get("grid", {}))
+        if name == method and not set(shared) <= own:
+            raise ValueError(f"backbone: {method!r}'s grid must have {list(shared)}")
+        if name != method and own & set(shared):
+            raise ValueError(
+                f"methods.{name}.grid has {sorted(own & set(shared))}: the backbone "
+                f"({method}) tunes those for every method"
+            )
 
 
 def check_promotion(config: dict) -> None:
@@ -88,9 +146,11 @@ def check_promotion(config: dict) -> None:
 
 def plan(config: dict, trials: list[dict] = ()) -> list[tuple[str, str, dict]]:
     """(method, fraction, point) of every trial; fractions outermost, so short ones come first
-    when the config lists them first. A promoted fraction's points come from `trials` (the
-    ones finished so far), so before its source fraction is finished it lists fewer."""
+    when the config lists them first. A promoted fraction's points, and the backbone values of
+    the other methods, come from `trials` (the ones finished so far), so before those are
+    finished it lists fewer."""
     check_promotion(config)
+    check_backbone(config)
     out = []
     for fraction in config["data_dirs"]:
         for method in config["methods"]:
@@ -193,7 +253,8 @@ def write_variant_flagfile(config: dict, name: str, trial: dict) -> str:
         f"{trial['fraction']} (trial {trial['trial_id']}), by python -m ssl_retrieval.tune "
         f"({config['name']})."
     )
-    inherited = {k: v for k, v in trial["params"].items() if k in spec["params"]}
+    takes = (*spec["params"], *backbone_params(config))
+    inherited = {k: v for k, v in trial["params"].items() if k in takes}
     return _write_cfg(config, name, header, spec["flagfile"], trial, inherited)
 
 
@@ -209,6 +270,7 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
     recorded = ledger.load(trials_path, "trial_id")
     fingerprints = {f: ledger.data_fingerprint(d) for f, d in config["data_dirs"].items()}
     check_promotion(config)
+    check_backbone(config)
     trials: list[dict] = []
     flagfiles: dict[str, str] = {}
     for fraction in config["data_dirs"]:
@@ -266,13 +328,22 @@ def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
         "decides)."
         for fraction, spec in config.get("promote", {}).items()
     )
+    backbone = ""
+    if "backbone" in config:
+        shared = ", ".join(backbone_params(config))
+        backbone = (
+            f" The backbone ({shared}) is tuned on {config['backbone']['method']} at each "
+            "fraction, and every other method (and variant) is tried on the values chosen there, "
+            "searching only its own flags (the paper, section 4.1)."
+        )
     lines = [
         f"# Tuning: {config['name']}",
         "",
         "Written by `python -m ssl_retrieval.tune`; every trial is a line of `trials.jsonl`. "
         "Each (method, fraction) was given the same number of trials, drawn from its grid; the "
         "value is the best validation Recall@50 (per query, a fixed sample of validation "
-        f"queries) over the trial's validations.{promoted} The test split was not read. "
+        f"queries) over the trial's validations.{backbone}{promoted} The test split was not "
+        "read. "
         f"Wall time of the trials on this machine: {report.wall_time(trials)}.",
         "",
         "| fraction | method | trials | chosen | validation Recall@50 | flagfile |",
@@ -295,7 +366,8 @@ def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
             "| variant | takes from | flags |",
             "|---|---|---|",
             *[
-                f"| {name} | {spec['like']} | {', '.join(spec['params'])} |"
+                f"| {name} | {spec['like']} | "
+                f"{', '.join((*spec['params'], *backbone_params(config)))} |"
                 for name, spec in variants.items()
             ],
         ]
