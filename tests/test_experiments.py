@@ -96,6 +96,14 @@ CONFIG = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _flagfiles_of_config(tmp_path, monkeypatch):
+    """CONFIG's flagfiles, empty, in the working directory (a run without its flagfile waits)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("b.cfg", "c.cfg"):
+        (tmp_path / name).write_text("")
+
+
 def test_plan_deduplicates_tables_and_adds_sweep_points():
     runs = runner.plan(CONFIG)
     ids = [r.run_id for r in runs]
@@ -258,6 +266,26 @@ def test_stopping_midway_keeps_the_records_of_runs_not_reached_yet(tmp_path):
         runner.run_experiment(str(path), runner=stopped_at_the_second_training)
     after = [json.loads(line)["run_id"] for line in results_path.read_text().splitlines()]
     assert sorted(after) == sorted(r["run_id"] for r in [*records[:2], *records[3:]])
+
+
+def test_a_run_whose_flagfile_is_not_written_yet_waits_and_the_others_go_on(tmp_path):
+    """Final runs can start while tuning goes on: a method's runs wait for its flagfile."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**_toy_config(tmp_path), "sweeps": {}}))
+    os.remove(tmp_path / "c.cfg")
+    calls = []
+    summary = runner.run_experiment(str(path), runner=_fake_runner(calls))
+    trained = [c for c in calls if c[2] == "ssl_retrieval.train"]
+    assert summary["results"] == len(trained) == 4
+    assert all("--flagfile=b.cfg" in c for c in trained)
+    assert "| cfm |" not in (tmp_path / "report" / "report.md").read_text()
+    # Once tuning has written it, the waiting runs go and the finished ones are not redone.
+    (tmp_path / "c.cfg").write_text("")
+    calls.clear()
+    summary = runner.run_experiment(str(path), runner=_fake_runner(calls))
+    trained = [c for c in calls if c[2] == "ssl_retrieval.train"]
+    assert summary["results"] == 8 and len(trained) == 4
+    assert all("--flagfile=c.cfg" in c for c in trained)
 
 
 def test_failed_run_stops_with_its_stderr(tmp_path):

@@ -59,12 +59,16 @@ def plan(config: dict) -> list[Run]:
     return list(runs.values())
 
 
+def flagfile_of(config: dict, run: Run) -> str:
+    """The flagfile a run trains with: its method's, or its method's at its fraction."""
+    flagfile = config["methods"][run.method]
+    return flagfile[run.fraction] if isinstance(flagfile, dict) else flagfile
+
+
 def commands(config: dict, run: Run) -> tuple[list[str], list[str], str]:
     model_dir = os.path.join(config["runs_dir"], run.run_id)
     data_dir = config["data_dirs"][run.fraction]
-    flagfile = config["methods"][run.method]
-    if isinstance(flagfile, dict):
-        flagfile = flagfile[run.fraction]
+    flagfile = flagfile_of(config, run)
     train = [
         sys.executable,
         "-m",
@@ -148,6 +152,13 @@ def run_experiment(
             record = previous  # finished in an earlier sitting, maybe on another machine
         elif fractions is not None and run.fraction not in fractions:
             continue  # not this time, and not recorded: its table cells wait
+        elif not os.path.exists(flagfile_of(config, run)):
+            # Tuning writes it when the method's trials there are done; until then its table
+            # cells wait, and the runs that can go on do.
+            logging.warning(
+                "experiments: %s waits for its flagfile %s", run.run_id, flagfile_of(config, run)
+            )
+            continue
         elif report_only:
             if not evaluated:
                 continue
