@@ -490,25 +490,42 @@ def load_from_model_dir(model_dir: str, data_dir=None) -> SSLRetrievalModel:
     return model
 
 
-def embed_corpus(model, data_dir, batch_size: int = 4096, functions=None):
+def embed_corpus(
+    model, data_dir, batch_size: int = 4096, functions=None, query_rows=None, batches=None
+):
     """(query tower, item tower) embeddings [N, d] of every corpus item, in corpus order.
 
     `functions`: optional (query_fn, item_fn) already wrapped in tf.function, so that repeated
     calls (validation during training) do not trace again.
+    `query_rows`: optional sorted corpus indices; only those rows go through the query tower
+    (the others are zero). Validation asks for its 2,000 queries, not the whole corpus.
+    `batches`: optional corpus batches already read (in corpus order), instead of reading them.
     """
     from ssl_retrieval import data as data_lib  # noqa: PLC0415
 
-    queries, items = [], []
     query_fn, item_fn = functions or (
         tf.function(model.query_tower, reduce_retracing=True),
         tf.function(model.item_tower, reduce_retracing=True),
     )
+    if batches is None:
+        batches = data_lib.items_dataset(data_dir, batch_size)
     # Shared towers (the default recipe) are one function: embed once, not twice.
     shared = towers_are_shared(model)
-    for batch in data_lib.items_dataset(data_dir, batch_size):
-        queries.append(query_fn(batch).numpy())
+    queries, items, start = [], [], 0
+    for batch in batches:
+        size = int(next(iter(batch.values())).shape[0])
         if not shared:
             items.append(item_fn(batch).numpy())
+        if shared or query_rows is None:
+            queries.append(query_fn(batch).numpy())
+        else:
+            local = query_rows[(query_rows >= start) & (query_rows < start + size)] - start
+            rows = np.zeros_like(items[-1])  # both towers end in the same dimension
+            if len(local):
+                picked = {name: tf.gather(values, local) for name, values in batch.items()}
+                rows[local] = query_fn(picked).numpy()
+            queries.append(rows)
+        start += size
     queries = np.concatenate(queries)
     return queries, (queries if shared else np.concatenate(items))
 

@@ -157,6 +157,19 @@ def test_embed_corpus_matches_the_towers_and_embeds_once_when_shared(
     np.testing.assert_allclose(items, built.item_tower(corpus).numpy(), atol=1e-5)
     assert model.towers_are_shared(built) == share_towers
     assert calls == {"query": 3, "item": 0 if share_towers else 3}  # 120 items, batches of 50
+    # Validation embeds only its queries with the query tower (two towers), from batches it
+    # read once; the other rows are never read.
+    rows = np.array([3, 7, 110])
+    calls.update(query=0, item=0)
+    batches = list(data.items_dataset(data_dir, 50))
+    some, same_items = model.embed_corpus(
+        built, data_dir, functions=functions, query_rows=rows, batches=batches
+    )
+    np.testing.assert_allclose(some[rows], queries[rows], atol=1e-6)
+    np.testing.assert_array_equal(same_items, items)
+    if not share_towers:
+        assert not np.delete(some, rows, axis=0).any()
+        assert calls == {"query": 2, "item": 3}  # no query in the batch of items 50-99
 
 
 def test_train_item_counts_match_a_python_count(data_dir):

@@ -120,6 +120,11 @@ VALIDATION_LOG = "validation.jsonl"
 BEST_DIR = "best"
 
 
+# Corpora up to this size are read once and kept in memory for the validations of a run (the
+# Debian corpus, 63k items, reads in about 0.5 s of a validation's 2 to 5).
+_CACHED_CORPUS_ITEMS = 250_000
+
+
 class Validator:
     """Recall@50 of the current weights on a fixed sample of validation queries."""
 
@@ -131,16 +136,24 @@ class Validator:
         data = evaluator.load_eval_data(self._data_dir, "validation")
         self.data = evaluator.sample_queries(data, config.validation_queries, seed=0)
         self._functions = {}
+        self._batches = None
+        if self.data.num_items <= _CACHED_CORPUS_ITEMS:
+            self._batches = list(data_lib.items_dataset(self._data_dir, 4096))
 
     def embed(self, model):
-        """(query, item) tower embeddings of the corpus."""
+        """(query, item) tower embeddings of the corpus; of the query tower, only the rows of
+        the validation queries (the rest are zero: nothing reads them)."""
         if id(model) not in self._functions:
             self._functions[id(model)] = (
                 tf.function(model.query_tower, reduce_retracing=True),
                 tf.function(model.item_tower, reduce_retracing=True),
             )
         return self._evaluation.embed_corpus(
-            model, self._data_dir, functions=self._functions[id(model)]
+            model,
+            self._data_dir,
+            functions=self._functions[id(model)],
+            query_rows=np.unique(self.data.eval_query),
+            batches=self._batches,
         )
 
     def evaluate(self, queries, items) -> dict:
