@@ -4,7 +4,7 @@
 # final runs on test, short fractions first. Every step resumes where it stopped (and skips what
 # the committed JSON Lines already record), so run it again after any interruption.
 #
-#   bash scripts/debian_experiments.sh            # about 14 hours on 2 cores from nothing
+#   bash scripts/debian_experiments.sh            # about 20 hours on 2 cores from nothing (an estimate)
 set -euo pipefail
 PY="${PY:-.venv/bin/python}"
 
