@@ -497,8 +497,9 @@ def embed_corpus(
 
     `functions`: optional (query_fn, item_fn) already wrapped in tf.function, so that repeated
     calls (validation during training) do not trace again.
-    `query_rows`: optional sorted corpus indices; only those rows go through the query tower
-    (the others are zero). Validation asks for its 2,000 queries, not the whole corpus.
+    `query_rows`: optional sorted corpus indices; with two towers only those rows go through
+    the query tower (the others are zero; shared towers embed every item once anyway).
+    Validation asks for its 2,000 queries, not the whole corpus.
     `batches`: optional corpus batches already read (in corpus order), instead of reading them.
     """
     from ssl_retrieval import data as data_lib  # noqa: PLC0415

@@ -186,3 +186,29 @@ def test_train_item_counts_match_a_python_count(data_dir):
             expected.update(parsed[key].numpy().decode() for key in spec)
     counts = data.train_item_counts(data_dir, schema)
     assert counts == dict(expected) and sum(counts.values()) > 0
+
+
+@pytest.mark.parametrize("method", ["baseline", "rfm", "so", "cfm"])
+def test_flags_a_method_does_not_read_do_not_change_its_losses(data_dir, tmp_path, method):
+    """What lets the ledger keep a method's records when one of these defaults changes."""
+    from ssl_retrieval import methods
+
+    other = {
+        "mi_normalization": "sqrt",
+        "cfm_exclude_id": True,
+        "so_loss": "square",
+        "fm_hidden_layers": (7,),
+    }
+    unread = {k: v for k, v in other.items() if k in methods.get(method).unread_fields}
+    assert unread  # every method here lacks some part
+    schema = schema_lib.load_from_data_dir(data_dir)
+    batch = next(iter(data.training_dataset(data_dir, schema, 32, 16, seed=0)))
+
+    def losses(**overrides):
+        tf.keras.utils.set_random_seed(0)
+        config = testing.tiny_train_config(data_dir, tmp_path, method=method, **overrides)
+        return [float(x) for x in model.build_model(config).compute_losses(batch, training=True)]
+
+    assert losses(**unread) == losses()
+    if method == "so":  # and the test can fail: a flag it reads changes them
+        assert losses(so_loss="square") != losses()

@@ -152,12 +152,10 @@ def run_experiment(
             record = previous  # finished in an earlier sitting, maybe on another machine
         elif fractions is not None and run.fraction not in fractions:
             continue  # not this time, and not recorded: its table cells wait
-        elif not os.path.exists(flagfile_of(config, run)):
+        elif not os.path.exists(flagfile := flagfile_of(config, run)):
             # Tuning writes it when the method's trials there are done; until then its table
             # cells wait, and the runs that can go on do.
-            logging.warning(
-                "experiments: %s waits for its flagfile %s", run.run_id, flagfile_of(config, run)
-            )
+            logging.warning("experiments: %s waits for its flagfile %s", run.run_id, flagfile)
             continue
         elif report_only:
             if not evaluated:

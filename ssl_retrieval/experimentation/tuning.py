@@ -245,8 +245,8 @@ def write_flagfile(config: dict, trial: dict) -> str:
 
 def write_variant_flagfile(config: dict, name: str, trial: dict) -> str:
     """A flagfile for an untuned variant of a tuned method: the variant's own flagfile with the
-    values its method was tuned to (only the flags listed in the variant's `params`), so the
-    two differ in what the variant changes and nothing else."""
+    values its method was tuned to (only the flags listed in the variant's `params`, and the
+    backbone's), so the two differ in what the variant changes and nothing else."""
     spec = config["variants"][name]
     header = (
         f"Not tuned: {name} takes the values {trial['method']} was tuned to at fraction "
