@@ -4,11 +4,24 @@
 # final runs on test, short fractions first. Every step resumes where it stopped (and skips what
 # the committed JSON Lines already record), so run it again after any interruption.
 #
-#   bash scripts/debian_experiments.sh            # about 20 hours on 2 cores from nothing (an estimate)
+#   bash scripts/debian_experiments.sh             # one step after the other: about 20 hours on
+#                                                  # 2 cores from nothing (an estimate)
+#   bash scripts/debian_experiments.sh --parallel  # the final runs of 0.01 and 0.1 beside the
+#                                                  # tuning, each as soon as its flagfile exists
+#
+# --parallel runs two training processes at once, sharing the cores; the tuning logs to
+# runs/debian/tune.log meanwhile.
 set -euo pipefail
 PY="${PY:-.venv/bin/python}"
+PARALLEL=0
+case "${1:-}" in
+  --parallel) PARALLEL=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--parallel]" >&2; exit 2 ;;
+esac
 
 stage() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+finals() { "$PY" -m ssl_retrieval.experiments --config=configs/experiments/debian.json "$@"; }
 
 if [ ! -f runs/debian/raw/schema.json ]; then
   stage "raw data from this machine's Debian package index"
@@ -25,12 +38,28 @@ for fraction in 1.0 0.1 0.01; do
   fi
 done
 
-stage "tuning every method on validation (results/debian/tuning)"
-"$PY" -m ssl_retrieval.tune --config=configs/tuning/debian.json
+if [ "$PARALLEL" = 1 ]; then
+  stage "tuning every method on validation, in the background (runs/debian/tune.log)"
+  "$PY" -m ssl_retrieval.tune --config=configs/tuning/debian.json >>runs/debian/tune.log 2>&1 &
+  tune=$!
+  trap 'kill "$tune" 2>/dev/null || true' EXIT INT TERM
+  # A pass trains every final run at 0.01 and 0.1 whose tuned flagfile exists and skips the
+  # others; passes repeat until the tuning ends, so each run starts once its flagfile is written.
+  while kill -0 "$tune" 2>/dev/null; do
+    stage "final runs at fractions 0.01 and 0.1 whose flagfiles exist (results/debian)"
+    finals --fractions=0.01,0.1
+    sleep 120
+  done
+  wait "$tune" || { echo "tuning failed: see runs/debian/tune.log" >&2; exit 1; }
+  trap - EXIT INT TERM
+else
+  stage "tuning every method on validation (results/debian/tuning)"
+  "$PY" -m ssl_retrieval.tune --config=configs/tuning/debian.json
+fi
 stage "final runs at fractions 0.01 and 0.1 (results/debian)"
-"$PY" -m ssl_retrieval.experiments --config=configs/experiments/debian.json --fractions=0.01,0.1
+finals --fractions=0.01,0.1
 stage "CFM's MI normalisation on validation (results/debian/mi_normalization)"
 "$PY" -m ssl_retrieval.tune --config=configs/tuning/debian_mi.json
 stage "final runs at fraction 1.0, and the report"
-"$PY" -m ssl_retrieval.experiments --config=configs/experiments/debian.json
+finals
 stage "done: results/debian/report.md"
