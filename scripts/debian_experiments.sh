@@ -14,6 +14,7 @@
 set -euo pipefail
 PY="${PY:-.venv/bin/python}"
 PARALLEL=0
+PASS_PAUSE="${PASS_PAUSE:-120}"  # seconds between passes of --parallel
 case "${1:-}" in
   --parallel) PARALLEL=1 ;;
   "") ;;
@@ -48,7 +49,7 @@ if [ "$PARALLEL" = 1 ]; then
   while kill -0 "$tune" 2>/dev/null; do
     stage "final runs at fractions 0.01 and 0.1 whose flagfiles exist (results/debian)"
     finals --fractions=0.01,0.1
-    sleep 120
+    sleep "$PASS_PAUSE"
   done
   wait "$tune" || { echo "tuning failed: see runs/debian/tune.log" >&2; exit 1; }
   trap - EXIT INT TERM
