@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 from ssl_retrieval import atomic, blending, methods
@@ -352,6 +353,25 @@ def from_dict(values: dict) -> TrainConfig:
         if key in values and values[key] is not None:
             values[key] = tuple(values[key])
     return TrainConfig(**values)
+
+
+def budget_steps(
+    train_pairs: int, batch_size: int, epochs: float, train_steps: int | None = None
+) -> int:
+    """The steps a run may train: --train_steps, else epochs x full batches of training pairs.
+
+    Raises:
+      ValueError: fewer training pairs than one batch (and no --train_steps).
+    """
+    if train_steps:
+        return train_steps
+    per_epoch = train_pairs // batch_size
+    if per_epoch < 1:
+        raise ValueError(
+            f"--batch_size={batch_size} exceeds the {train_pairs} training pairs; lower it or "
+            "set --train_steps"
+        )
+    return max(1, math.ceil(epochs * per_epoch))
 
 
 def path(model_dir: str) -> str:

@@ -431,3 +431,97 @@ def test_a_fraction_promoted_from_a_later_one_is_an_error():
     config["promote"]["1.0"]["top"] = 0
     with pytest.raises(ValueError, match="positive integer 'top'"):
         tuning.plan(config)
+
+
+def test_a_larger_budget_reruns_only_the_runs_it_bound():
+    """A run that stopped early before its budget is the same run under any budget it does not
+    reach; one that used its whole budget is not."""
+    pairs = 1000  # 10 steps an epoch of batches of 100
+    evaluate = ["python", "-m", "ssl_retrieval.evaluate", "--model_dir=m"]
+
+    def record(steps, *flags, result=False):
+        commands = [_train("--batch_size=100", *flags), evaluate]
+        done = {"train": {"steps": steps}} if result else {"steps": steps}
+        return ledger.stamp(done, commands, "data"), commands
+
+    stopped, commands = record(15, "--epochs=2")  # stopped early at 15 of 20 steps
+    capped, _ = record(20, "--epochs=2")  # used its 20 steps
+
+    def reusable(rec, *flags, **kwargs):
+        new = [_train("--batch_size=100", *flags), evaluate]
+        return ledger.reusable(rec, new, "data", pairs=kwargs.get("pairs", pairs))
+
+    assert reusable(stopped, "--epochs=2") and reusable(capped, "--epochs=2")
+    assert reusable(stopped, "--epochs=5") and not reusable(capped, "--epochs=5")
+    assert reusable(stopped, "--train_steps=15") and not reusable(stopped, "--train_steps=14")
+    assert reusable(stopped, "--epochs=2", "--epochs=1.5")  # the last one wins, as in absl
+    assert not reusable(stopped, "--epochs=2", "--epochs=1.4")
+    assert reusable(stopped)  # the default budget, 10 epochs
+    # Final runs keep their steps under "train".
+    result, _ = record(15, "--epochs=2", result=True)
+    assert reusable(result, "--epochs=5")
+    # Only the budget may differ; and without the data's size, nothing may.
+    assert not reusable(stopped, "--epochs=5", "--alpha=0.1")
+    assert not reusable(stopped, "--epochs=5", pairs=None)
+    assert not reusable(stopped, "--epochs=5", "--batch_size=50")
+
+
+def test_a_record_of_another_budget_must_have_taken_todays_defaults(monkeypatch):
+    """A run that left --epochs to its default is reused under --epochs=30 only while that
+    default is what it took (its budget is computed from it)."""
+    made = [_train("--batch_size=100")]  # 10 epochs, the default: 100 steps on 1000 pairs
+    record = ledger.stamp({"steps": 50}, made, "data")
+    larger = [_train("--batch_size=100", "--epochs=30")]
+    assert ledger.reusable(record, larger, "data", pairs=1000)
+    fields = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
+    monkeypatch.setattr(fields["epochs"], "default", 4.0)
+    assert not ledger.reusable(record, larger, "data", pairs=1000)
+
+
+def test_raising_a_budget_retrains_only_the_trials_it_capped(tmp_path):
+    """A fresh clone given a larger budget trains again only the trials that used all of it."""
+    data_dir = _fake_data_dir(tmp_path / "data")
+    (tmp_path / "data" / "stats.json").write_text('{"num_items": 10, "num_train_pairs": 6400}')
+    config = {
+        "name": "toy",
+        "output_dir": str(tmp_path / "out"),
+        "runs_dir": str(tmp_path / "runs"),
+        "flagfile_dir": str(tmp_path / "flags"),
+        "data_dirs": {"1.0": data_dir},
+        "fraction_flags": {"1.0": ["--epochs=3"]},  # 100 batches of 64 an epoch: 300 steps
+        "common_flags": ["--validate_every=100", "--batch_size=64"],
+        "methods": {"cfm": {"flagfile": "configs/c.cfg", "grid": GRID}},
+        "trials": 4,
+    }
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    calls = []
+    fake = _fake_trainer(calls)
+
+    def trainer(args):
+        """Trials at alpha 1.0 improve to the end of their budget; the others stop at 200."""
+        fake(args)
+        budget = round(float(_flag(args, "epochs")) * 100)
+        steps = budget if _flag(args, "alpha") == "1.0" else 200
+        summary_path = os.path.join(_flag(args, "model_dir"), "train_metrics.json")
+        with open(summary_path) as f:
+            summary = json.load(f)
+        with open(summary_path, "w") as f:
+            json.dump({**summary, "steps": steps}, f)
+
+    tuning.run_tuning(str(path), runner=trainer)
+    trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
+    capped = [t["params"] for t in trials if t["params"]["alpha"] == 1.0]
+    assert len(calls) == 4 and 0 < len(capped) < 4
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone
+    calls.clear()
+    config["fraction_flags"] = {"1.0": ["--epochs=6"]}
+    path.write_text(json.dumps(config))
+    tuning.run_tuning(str(path), runner=trainer)
+    assert [{k: float(_flag(c, k)) for k in GRID} for c in calls] == capped
+    after = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
+    assert [t["trial_id"] for t in after] == [t["trial_id"] for t in trials]
+    # The records kept are stamped with the new command: the next sitting takes them as they are.
+    calls.clear()
+    tuning.run_tuning(str(path), runner=trainer)
+    assert calls == []

@@ -11,6 +11,11 @@ reruns the run instead of mixing results:
     out, but not of flags its method never reads (`methods.Method.unread_fields`), so that a new
     default of CFM's `--mi_normalization` reruns the CFM runs that relied on it and no others;
   - a hash of the data dir's statistics.
+The step budget (`--epochs`, `--train_steps`) is the exception: a run that stopped early, at
+step s before its budget, is the same run under any budget of at least s steps (the same steps,
+the same validations, the same stop), so its record stands when the budget is raised. Only the
+runs that used their whole budget train again, resuming from their checkpoints where the model
+dirs are here.
 Records stamped before (`train_defaults`: a hash of every default) are still reusable while the
 defaults are unchanged, and are stamped the new way when reused.
 Code changes other than defaults are not detected: delete the records a fix invalidates.
@@ -41,6 +46,35 @@ def data_fingerprint(data_dir: str) -> str:
         with open(path, "rb") as f:
             digest.update(name.encode() + b"\0" + f.read())
     return digest.hexdigest()[:16]
+
+
+def train_pairs(data_dir: str) -> int | None:
+    """The data dir's number of training pairs (None without its statistics)."""
+    try:
+        with open(os.path.join(data_dir, "stats.json")) as f:
+            return json.load(f)["num_train_pairs"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def budget_steps(command: list[str], pairs: int) -> int:
+    """The step budget of a portable train command on `pairs` training pairs, as train computes
+    it from the command's flags (the last of a repeated flag wins, as in absl) and defaults."""
+    values = {
+        f.name: f.default
+        for f in dataclasses.fields(config_lib.TrainConfig)
+        if f.name in ("batch_size", "epochs", "train_steps")
+    }
+    for arg in command:
+        name, _, value = arg.removeprefix("--").partition("=")
+        if name in values and value:
+            values[name] = value
+    return config_lib.budget_steps(
+        pairs,
+        int(values["batch_size"]),
+        float(values["epochs"]),
+        int(values["train_steps"]) if values["train_steps"] not in (None, "None") else None,
+    )
 
 
 def _flagfile_flags(path: str, seen: tuple = ()) -> list[str]:
@@ -127,25 +161,61 @@ def fresh(model_dir: str) -> bool:
     return not os.path.exists(os.path.join(model_dir, "config.json"))
 
 
+def _trained_steps(record: dict) -> int | None:
+    """The step a recorded run ended at (tuning trials and final runs keep it differently)."""
+    return record.get("steps") or record.get("train", {}).get("steps")
+
+
+def _within_budget(record: dict, commands: list[list[str]], pairs: int) -> bool:
+    """Whether `record`'s commands differ from `commands` (portable) only in the step budget,
+    and its run stopped early at a step the new budget reaches (module docstring)."""
+    recorded = record.get("commands") or []
+    if len(recorded) != len(commands) or any(
+        [a for a in old if not _sets(a, config_lib.BUDGET_FIELDS)]
+        != [a for a in new if not _sets(a, config_lib.BUDGET_FIELDS)]
+        for old, new in zip(recorded, commands, strict=True)
+    ):
+        return False
+    trains = [
+        (old, new)
+        for old, new in zip(recorded, commands, strict=True)
+        if "ssl_retrieval.train" in new
+    ]
+    steps = _trained_steps(record)
+    if not trains or steps is None:
+        return False
+    old, new = trains[-1]
+    try:
+        return steps < budget_steps(old, pairs) and steps <= budget_steps(new, pairs)
+    except ValueError:  # a budget train refuses: the run fails on its own
+        return False
+
+
 def reusable(
     record: dict | None,
     commands: list[list[str]],
     fingerprint: str,
     ignored_defaults: tuple[str, ...] = (),
+    pairs: int | None = None,
 ) -> bool:
-    """True when `record` was made by exactly these commands on data with this fingerprint
-    (the fields in `ignored_defaults` may differ, as defaults or as flags)."""
-    if record is None or fingerprint == "missing":
+    """True when `record` was made by these commands on data with this fingerprint (the fields
+    in `ignored_defaults` may differ, as defaults or as flags). With `pairs`, the data's
+    training pairs, the step budget may differ too when the recorded run stopped early before
+    the new budget (module docstring)."""
+    if record is None or fingerprint == "missing" or record.get("data_fingerprint") != fingerprint:
+        return False
+    now = [portable(c, ignored_defaults) for c in commands]
+    if record.get("commands") == now:
+        made_by = commands
+    elif pairs is not None and _within_budget(record, now, pairs):
+        # Its own commands (another budget): the defaults they took must still be today's.
+        made_by = [["python", *c] for c in record["commands"]]
+    else:
         return False
     if "taken_defaults" in record:
-        same_defaults = record["taken_defaults"] == taken_defaults(commands, ignored_defaults)
-    else:  # stamped before taken_defaults: a hash of every default
-        same_defaults = record.get("train_defaults") == train_defaults(ignored_defaults)
-    return (
-        same_defaults
-        and record.get("commands") == [portable(c, ignored_defaults) for c in commands]
-        and record.get("data_fingerprint") == fingerprint
-    )
+        return record["taken_defaults"] == taken_defaults(made_by, ignored_defaults)
+    # Stamped before taken_defaults: a hash of every default.
+    return record.get("train_defaults") == train_defaults(ignored_defaults)
 
 
 def stamp(

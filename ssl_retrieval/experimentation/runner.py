@@ -141,13 +141,14 @@ def run_experiment(
     runs = plan(config)
     recorded = ledger.load(results_path, "run_id")
     fingerprints = {f: ledger.data_fingerprint(d) for f, d in config["data_dirs"].items()}
+    pairs = {f: ledger.train_pairs(d) for f, d in config["data_dirs"].items()}
     results, skipped = [], 0
     for i, run in enumerate(runs):
         train, evaluate, model_dir = commands(config, run)
         fingerprint = fingerprints[run.fraction]
         previous = recorded.get(run.run_id)
         evaluated = os.path.exists(os.path.join(model_dir, "metrics.json"))
-        if ledger.reusable(previous, [train, evaluate], fingerprint):
+        if ledger.reusable(previous, [train, evaluate], fingerprint, pairs=pairs[run.fraction]):
             skipped += 1
             record = previous  # finished in an earlier sitting, maybe on another machine
         elif fractions is not None and run.fraction not in fractions:

@@ -269,6 +269,7 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
     trials_path = os.path.join(out_dir, "trials.jsonl")
     recorded = ledger.load(trials_path, "trial_id")
     fingerprints = {f: ledger.data_fingerprint(d) for f, d in config["data_dirs"].items()}
+    pairs = {f: ledger.train_pairs(d) for f, d in config["data_dirs"].items()}
     check_promotion(config)
     check_backbone(config)
     trials: list[dict] = []
@@ -281,7 +282,9 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
                 command, model_dir = train_command(config, method, fraction, point)
                 fingerprint = fingerprints[fraction]
                 previous = recorded.get(trial_id(method, fraction, point))
-                if ledger.reusable(previous, [command], fingerprint, NOT_IN_TRIALS):
+                if ledger.reusable(
+                    previous, [command], fingerprint, NOT_IN_TRIALS, pairs[fraction]
+                ):
                     record = previous  # finished in an earlier sitting, maybe on another machine
                 else:
                     # Not recorded, or recorded from another command: train resumes or finishes

@@ -36,16 +36,15 @@ from ssl_retrieval.training import distribute, optimizers
 
 def total_steps(config: config_lib.TrainConfig, schema: schema_lib.Schema) -> int:
     """--train_steps, else epochs x full batches of training pairs."""
-    if config.train_steps:
-        return config.train_steps
-    pairs = schema.counts.get("train_pairs", 0)
-    per_epoch = pairs // config.batch_size
-    if per_epoch < 1:
-        raise ValueError(
-            f"--batch_size={config.batch_size} exceeds the {pairs} training pairs in "
-            f"{config.data_dir}; lower it or set --train_steps"
+    try:
+        return config_lib.budget_steps(
+            schema.counts.get("train_pairs", 0),
+            config.batch_size,
+            config.epochs,
+            config.train_steps,
         )
-    return max(1, math.ceil(config.epochs * per_epoch))
+    except ValueError as e:
+        raise ValueError(f"{config.data_dir}: {e}") from None
 
 
 def validation_interval(config: config_lib.TrainConfig, schema: schema_lib.Schema) -> int:
