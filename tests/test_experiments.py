@@ -384,6 +384,19 @@ def test_wall_time_sums_the_timed_records():
     assert report.wall_time([{}]) == "not timed"
 
 
+def test_the_report_names_the_runs_that_used_their_whole_budget():
+    def run(name, stopped_early):
+        return {"run_id": name, "train": {"stopped_early": stopped_early, "steps": 9}}
+
+    early = [run("a", True), run("b", True)]
+    assert report.budget_sentence(early) == (
+        "Every run stopped early on validation, before its step budget (2)."
+    )
+    text = report.budget_sentence([*early, run("c", False), {"run_id": "d"}])
+    assert text.startswith("1 of 3 runs trained to the end of their step budget")
+    assert "`c`" in text and "`a`" not in text and "1 has no training summary" in text
+
+
 def test_fractions_train_only_those_and_report_the_recorded_rest(tmp_path):
     config = {
         **_toy_config(tmp_path),

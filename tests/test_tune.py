@@ -513,6 +513,9 @@ def test_raising_a_budget_retrains_only_the_trials_it_capped(tmp_path):
     trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
     capped = [t["params"] for t in trials if t["params"]["alpha"] == 1.0]
     assert len(calls) == 4 and 0 < len(capped) < 4
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert f"{len(capped)} of 4 trials used their whole step budget" in readme
+    assert readme.count("`1.0/cfm/alpha=1.0,") == len(capped)
     shutil.rmtree(tmp_path / "runs")  # a fresh clone
     calls.clear()
     config["fraction_flags"] = {"1.0": ["--epochs=6"]}
@@ -525,3 +528,9 @@ def test_raising_a_budget_retrains_only_the_trials_it_capped(tmp_path):
     calls.clear()
     tuning.run_tuning(str(path), runner=trainer)
     assert calls == []
+    # Trials that stop early under the budget are not listed.
+    config["methods"]["cfm"]["grid"] = {"alpha": [0.3, 0.1], "dropout_rate": [0.3]}
+    path.write_text(json.dumps(config))
+    tuning.run_tuning(str(path), runner=trainer)
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "Every trial stopped early, before its step budget (2 trials)." in readme

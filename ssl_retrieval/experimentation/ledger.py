@@ -182,13 +182,25 @@ def _within_budget(record: dict, commands: list[list[str]], pairs: int) -> bool:
         if "ssl_retrieval.train" in new
     ]
     steps = _trained_steps(record)
-    if not trains or steps is None:
+    if not trains or steps is None or used_whole_budget(record, pairs) is not False:
         return False
-    old, new = trains[-1]
     try:
-        return steps < budget_steps(old, pairs) and steps <= budget_steps(new, pairs)
+        return steps <= budget_steps(trains[-1][1], pairs)
     except ValueError:  # a budget train refuses: the run fails on its own
         return False
+
+
+def used_whole_budget(record: dict, pairs: int | None) -> bool | None:
+    """Whether the recorded run trained to the end of its step budget instead of stopping
+    early (so it may not have converged); None when the record or the data cannot tell."""
+    trains = [c for c in record.get("commands") or [] if "ssl_retrieval.train" in c]
+    steps = _trained_steps(record)
+    if not trains or steps is None or pairs is None:
+        return None
+    try:
+        return steps >= budget_steps(trains[-1], pairs)
+    except ValueError:
+        return None
 
 
 def reusable(

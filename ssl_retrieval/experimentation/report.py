@@ -384,6 +384,23 @@ def wall_time(records: list[dict]) -> str:
     return f"{minutes // 60} h {minutes % 60} min, {len(timed)} of {len(records)} timed"
 
 
+def budget_sentence(results: list[dict]) -> str:
+    """Which runs trained to the end of their step budget (so may not have converged)."""
+    trained = [r for r in results if "stopped_early" in r.get("train", {})]
+    capped = [r["run_id"] for r in trained if not r["train"]["stopped_early"]]
+    if capped:
+        text = (
+            f"{len(capped)} of {len(trained)} runs trained to the end of their step budget, so "
+            "they may not have converged: " + ", ".join(f"`{name}`" for name in capped) + "."
+        )
+    else:
+        text = f"Every run stopped early on validation, before its step budget ({len(trained)})."
+    if len(trained) < len(results):
+        missing = len(results) - len(trained)
+        text += f" {missing} {'has' if missing == 1 else 'have'} no training summary."
+    return text
+
+
 NOT_YET = "No runs at this fraction yet: `python -m ssl_retrieval.experiments` resumes them."
 
 
@@ -402,7 +419,8 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
         "held-out pairs whose candidate is in its query's top K; its appendix gives TopPopular "
         "Recall@K as the CDF of the K-th most frequent item); recall per query (the mean over "
         "queries of the share of their candidates found) stands beside it, and MAP is per query. "
-        f"Wall time of the runs (training and evaluation, this machine): {wall_time(results)}."
+        f"Wall time of the runs (training and evaluation, this machine): {wall_time(results)}. "
+        + budget_sentence(results)
     )
     for i, fraction in enumerate(main["fractions"]):
         label = "Table 1" if i == 0 else f"Table 2{'abcdefg'[i - 1]}"

@@ -324,6 +324,27 @@ def write_choices(config: dict, trials: list[dict]) -> dict[str, str]:
     return flagfiles
 
 
+def _budget_lines(config: dict, trials: list[dict]) -> list[str]:
+    """Which trials used their whole step budget: still improving, maybe, when it ran out."""
+    pairs = {f: ledger.train_pairs(d) for f, d in config["data_dirs"].items()}
+    whole = {t["trial_id"]: ledger.used_whole_budget(t, pairs.get(t["fraction"])) for t in trials}
+    capped = [name for name, used in whole.items() if used]
+    unknown = sum(1 for used in whole.values() if used is None)
+    if capped:
+        text = (
+            f"{len(capped)} of {len(trials)} trials used their whole step budget, so they may "
+            "not have converged (a larger `--epochs` in `fraction_flags` trains only these "
+            "again; the others stopped early and their records stand): "
+            + ", ".join(f"`{name}`" for name in capped)
+            + "."
+        )
+    else:
+        text = f"Every trial stopped early, before its step budget ({len(trials)} trials)."
+    if unknown:
+        text += f" {unknown} could not be checked (no steps or data statistics)."
+    return [text]
+
+
 def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
     promoted = "".join(
         f" At fraction {fraction} each method's trials are its {spec['top']} best points at "
@@ -359,6 +380,7 @@ def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
             f"| {fraction} | {method} | {n} | {params} | {t['value']:.4f} | "
             f"`{flagfiles[f'{method}@{fraction}']}` |"
         )
+    lines += ["", *_budget_lines(config, trials)]
     variants = config.get("variants", {})
     if variants:
         lines += [
