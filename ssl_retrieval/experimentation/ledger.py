@@ -12,10 +12,13 @@ reruns the run instead of mixing results:
     default of CFM's `--mi_normalization` reruns the CFM runs that relied on it and no others;
   - a hash of the data dir's statistics.
 The step budget (`--epochs`, `--train_steps`) is the exception: a run that stopped early, at
-step s before its budget, is the same run under any budget of at least s steps (the same steps,
-the same validations, the same stop), so its record stands when the budget is raised. Only the
-runs that used their whole budget train again, resuming from their checkpoints where the model
-dirs are here.
+step s before its budget, is the same run under any budget of at least s steps (the same data
+order, steps and validations up to its stop: no schedule depends on the budget), so its record
+stands when the budget is raised. Only the runs that used their whole budget train again,
+resuming from their checkpoints where the model dirs are here. ("The same run" as far as a
+command decides it: TensorFlow's CPU kernels are not bitwise deterministic, so even the same
+command gives another value; the FD trial at dropout 0.9 on Debian had 0.291 and, rerun, 0.279
+validation Recall@50 at the same step.)
 Records stamped before (`train_defaults`: a hash of every default) are still reusable while the
 defaults are unchanged, and are stamped the new way when reused.
 Code changes other than defaults are not detected: delete the records a fix invalidates.
