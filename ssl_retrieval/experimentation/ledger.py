@@ -16,9 +16,11 @@ step s before its budget, is the same run under any budget of at least s steps (
 order, steps and validations up to its stop: no schedule depends on the budget), so its record
 stands when the budget is raised. Only the runs that used their whole budget train again,
 resuming from their checkpoints where the model dirs are here. ("The same run" as far as a
-command decides it: TensorFlow's CPU kernels are not bitwise deterministic, so even the same
-command gives another value; the FD trial at dropout 0.9 on Debian had 0.291 and, rerun, 0.279
-validation Recall@50 at the same step.)
+command decides it. On one machine a command repeats bit for bit: the chosen baseline and FD
+trials at 0.1 and their seed-0 final runs had identical validation values. On another machine it
+need not: the FD trial at dropout 0.9 had validation Recall@50 0.291 at step 2,400 on the
+previous machine and 0.279 here, most likely because TensorFlow's CPU kernels depend on the
+processor. A record is one draw of its command, like a rerun would be.)
 Records stamped before (`train_defaults`: a hash of every default) are still reusable while the
 defaults are unchanged, and are stamped the new way when reused.
 Code changes other than defaults are not detected: delete the records a fix invalidates.
