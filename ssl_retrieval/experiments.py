@@ -35,7 +35,12 @@ REPORT_ONLY = flags.DEFINE_bool(
     False,
     "Train nothing: report the runs finished so far (references and t-SNE are still computed).",
 )
-DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs and exit.")
+DRY_RUN = flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "Train nothing: list the planned runs, each recorded, to run, or waiting for its tuned "
+    "flagfile, then per fraction how many are left and the time they should take.",
+)
 FRACTIONS = flags.DEFINE_list(
     "fractions",
     None,
@@ -48,7 +53,7 @@ flags.mark_flag_as_required("config")
 def _experiments() -> str:
     if DRY_RUN.value:
         with open(CONFIG.value) as f:
-            return "\n".join(run.run_id for run in runner.plan(json.load(f)))
+            return runner.status_text(json.load(f))
     summary = runner.run_experiment(
         CONFIG.value, report_only=REPORT_ONLY.value, fractions=FRACTIONS.value
     )

@@ -425,3 +425,34 @@ def test_fractions_train_only_those_and_report_the_recorded_rest(tmp_path):
     report_md = (tmp_path / "report" / "report.md").read_text()
     assert "## Table 2a: training fraction 0.1" in report_md
     assert "| cfm | 2 | 0.2000 ± 0.0000 (+100.0%)" in report_md
+
+
+def test_dry_run_status_counts_what_is_left_and_estimates_its_time(tmp_path):
+    """The status the experiments CLI's --dry_run prints: each run recorded, to run or waiting
+    for its flagfile, and per fraction the runs left times the mean timed run there."""
+    config = {**_toy_config(tmp_path), "sweeps": {}}
+    config["methods"] = {"baseline": "b.cfg", "cfm": {"1.0": "c.cfg", "0.1": "c_01.cfg"}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    runner.run_experiment(str(path), runner=_fake_runner([]), fractions=["1.0"])
+    states = dict((run.run_id, state) for run, state in runner.status(config))
+    assert states["1.0/cfm/seed1"] == states["1.0/baseline/seed0"] == "recorded"
+    assert states["0.1/baseline/seed0"] == "to run"
+    assert states["0.1/cfm/seed1"] == "waits for c_01.cfg"
+    # The fake runs took no time: give the recorded ones 120 and 240 s, two of the four.
+    results = tmp_path / "report" / "results.jsonl"
+    records = atomic.read_jsonl(str(results))
+    records[0]["wall_seconds"], records[1]["wall_seconds"] = 120.0, 240.0
+    for record in records[2:]:
+        record.pop("wall_seconds", None)
+    atomic.write_jsonl(str(results), records)
+    text = runner.status_text(config)
+    assert "fraction 1.0: 4 recorded, 0 to run, 0 waiting for their flagfiles\n" in text
+    assert "fraction 0.1: 0 recorded, 2 to run, 2 waiting for their flagfiles; no run timed" in text
+    # A third seed: 2 runs left at 1.0, at 3 min each, the mean of the 2 timed there.
+    config["seeds"] = [*config["seeds"], 7]
+    text = runner.status_text(config)
+    assert (
+        "fraction 1.0: 4 recorded, 2 to run, 0 waiting for their flagfiles; about 0 h 6 min "
+        "left at 3.0 min a run (the mean of 2 timed here)"
+    ) in text

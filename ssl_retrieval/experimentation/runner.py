@@ -92,6 +92,81 @@ def commands(config: dict, run: Run) -> tuple[list[str], list[str], str]:
     return train, evaluate, model_dir
 
 
+@dataclasses.dataclass(frozen=True)
+class Ledger:
+    """What decides whether a planned run is done: the recorded runs and their data."""
+
+    recorded: dict[str, dict]
+    fingerprints: dict[str, str]
+    pairs: dict[str, int | None]
+
+    @classmethod
+    def of(cls, config: dict) -> Ledger:
+        path = os.path.join(config["output_dir"], "results.jsonl")
+        dirs = config["data_dirs"].items()
+        return cls(
+            ledger.load(path, "run_id"),
+            {f: ledger.data_fingerprint(d) for f, d in dirs},
+            {f: ledger.train_pairs(d) for f, d in dirs},
+        )
+
+    def finished(self, config: dict, run: Run) -> dict | None:
+        """The run's record when it stands for these commands and data (ledger.py), else None."""
+        train, evaluate, _ = commands(config, run)
+        record = self.recorded.get(run.run_id)
+        fraction = run.fraction
+        if ledger.reusable(
+            record, [train, evaluate], self.fingerprints[fraction], pairs=self.pairs[fraction]
+        ):
+            return record
+        return None
+
+
+def status(config: dict, book: Ledger | None = None) -> list[tuple[Run, str]]:
+    """Each planned run with "recorded", "to run", or "waits for <flagfile>" (tuning writes it)."""
+    book = book or Ledger.of(config)
+    out = []
+    for run in plan(config):
+        if book.finished(config, run) is not None:
+            out.append((run, "recorded"))
+        elif not os.path.exists(flagfile := flagfile_of(config, run)):
+            out.append((run, f"waits for {flagfile}"))
+        else:
+            out.append((run, "to run"))
+    return out
+
+
+def status_text(config: dict) -> str:
+    """`status` as lines, then per fraction the counts and, from the timed records there, an
+    estimate of the time left (the mean wall time of a run times the runs left)."""
+    book = Ledger.of(config)
+    states = status(config, book)
+    lines = [f"{run.run_id}  {state}" for run, state in states]
+    for fraction in config["data_dirs"]:
+        mine = [(run, state) for run, state in states if run.fraction == fraction]
+        if not mine:
+            continue
+        done = [book.recorded[run.run_id] for run, state in mine if state == "recorded"]
+        left = len(mine) - len(done)
+        waiting = sum(1 for _, state in mine if state.startswith("waits"))
+        timed = [r["wall_seconds"] for r in done if r.get("wall_seconds") is not None]
+        text = (
+            f"fraction {fraction}: {len(done)} recorded, {left - waiting} to run, "
+            f"{waiting} waiting for their flagfiles"
+        )
+        if left and timed:
+            mean = sum(timed) / len(timed)
+            minutes = round(mean * left / 60)
+            text += (
+                f"; about {minutes // 60} h {minutes % 60} min left at {mean / 60:.1f} min a "
+                f"run (the mean of {len(timed)} timed here)"
+            )
+        elif left:
+            text += "; no run timed at this fraction yet"
+        lines.append(text)
+    return "\n".join(lines)
+
+
 def _default_runner(args: list[str]) -> None:
     result = subprocess.run(args, capture_output=True, text=True)
     if result.returncode != 0:
@@ -139,16 +214,14 @@ def run_experiment(
     references_path = os.path.join(out_dir, "references.jsonl")
     runner = runner or _default_runner
     runs = plan(config)
-    recorded = ledger.load(results_path, "run_id")
-    fingerprints = {f: ledger.data_fingerprint(d) for f, d in config["data_dirs"].items()}
-    pairs = {f: ledger.train_pairs(d) for f, d in config["data_dirs"].items()}
+    book = Ledger.of(config)
+    recorded = book.recorded
     results, skipped = [], 0
     for i, run in enumerate(runs):
         train, evaluate, model_dir = commands(config, run)
-        fingerprint = fingerprints[run.fraction]
-        previous = recorded.get(run.run_id)
+        fingerprint = book.fingerprints[run.fraction]
         evaluated = os.path.exists(os.path.join(model_dir, "metrics.json"))
-        if ledger.reusable(previous, [train, evaluate], fingerprint, pairs=pairs[run.fraction]):
+        if (previous := book.finished(config, run)) is not None:
             skipped += 1
             record = previous  # finished in an earlier sitting, maybe on another machine
         elif fractions is not None and run.fraction not in fractions:
