@@ -41,9 +41,12 @@ done
 
 if [ "$PARALLEL" = 1 ]; then
   stage "tuning every method on validation, in the background (runs/debian/tune.log)"
-  "$PY" -m ssl_retrieval.tune --config=configs/tuning/debian.json >>runs/debian/tune.log 2>&1 &
+  # Its own process group (setsid), so that stopping this script (Ctrl-C, or a failed pass)
+  # stops the tuning and the training run it started too.
+  setsid "$PY" -m ssl_retrieval.tune --config=configs/tuning/debian.json >>runs/debian/tune.log 2>&1 &
   tune=$!
-  trap 'kill "$tune" 2>/dev/null || true' EXIT INT TERM
+  trap 'kill -- -"$tune" 2>/dev/null || true' EXIT
+  trap 'exit 130' INT TERM
   # A pass trains every final run at 0.01 and 0.1 whose tuned flagfile exists and skips the
   # others; passes repeat until the tuning ends, so each run starts once its flagfile is written.
   while kill -0 "$tune" 2>/dev/null; do
@@ -51,8 +54,8 @@ if [ "$PARALLEL" = 1 ]; then
     finals --fractions=0.01,0.1
     sleep "$PASS_PAUSE"
   done
-  wait "$tune" || { echo "tuning failed: see runs/debian/tune.log" >&2; exit 1; }
   trap - EXIT INT TERM
+  wait "$tune" || { echo "tuning failed: see runs/debian/tune.log" >&2; exit 1; }
 else
   stage "tuning every method on validation (results/debian/tuning)"
   "$PY" -m ssl_retrieval.tune --config=configs/tuning/debian.json

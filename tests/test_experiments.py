@@ -454,5 +454,33 @@ def test_dry_run_status_counts_what_is_left_and_estimates_its_time(tmp_path):
     text = runner.status_text(config)
     assert (
         "fraction 1.0: 4 recorded, 2 to run, 0 waiting for their flagfiles; about 0 h 6 min "
-        "left at 3.0 min a run (the mean of 2 timed here)"
+        "left at 3.0 min a run (the mean of the 2 timed runs)"
     ) in text
+
+
+def test_a_run_is_recorded_with_its_flagfile_as_it_started(tmp_path):
+    """Tuning may rewrite a flagfile while a final run trains from it (--parallel): the record
+    says what the run trained with."""
+    config = {**_toy_config(tmp_path), "sweeps": {}, "seeds": [0]}
+    (tmp_path / "c.cfg").write_text("--dropout_rate=0.3\n")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    fake = _fake_runner([])
+
+    def run(args):
+        fake(args)
+        if args[2] == "ssl_retrieval.train" and "--flagfile=c.cfg" in args:
+            (tmp_path / "c.cfg").write_text("--dropout_rate=0.5\n")
+
+    runner.run_experiment(str(path), runner=run, fractions=["1.0"])
+    record = next(
+        r
+        for r in atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
+        if r["method"] == "cfm"
+    )
+    assert "--dropout_rate=0.3" in record["commands"][0]
+    assert "--dropout_rate=0.5" not in record["commands"][0]
+    # So the next pass, reading 0.5, trains it again instead of taking it for the new choice.
+    calls = []
+    runner.run_experiment(str(path), runner=_fake_runner(calls), fractions=["1.0"])
+    assert [c for c in calls if "--flagfile=c.cfg" in c and c[2] == "ssl_retrieval.train"]

@@ -474,7 +474,9 @@ def test_a_record_of_another_budget_must_have_taken_todays_defaults(monkeypatch)
     larger = [_train("--batch_size=100", "--epochs=30")]
     assert ledger.reusable(record, larger, "data", pairs=1000)
     fields = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
-    monkeypatch.setattr(fields["epochs"], "default", 4.0)
+    # 6 epochs: a budget of 60 steps, which its 50 steps were still within, so only the
+    # default it took (10) decides.
+    monkeypatch.setattr(fields["epochs"], "default", 6.0)
     assert not ledger.reusable(record, larger, "data", pairs=1000)
 
 
@@ -534,3 +536,69 @@ def test_raising_a_budget_retrains_only_the_trials_it_capped(tmp_path):
     tuning.run_tuning(str(path), runner=trainer)
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "Every trial stopped early, before its step budget (2 trials)." in readme
+
+
+def _two_methods(tmp_path) -> dict:
+    return {
+        "name": "toy",
+        "output_dir": str(tmp_path / "out"),
+        "runs_dir": str(tmp_path / "runs"),
+        "flagfile_dir": str(tmp_path / "flags"),
+        "data_dirs": {"0.1": _fake_data_dir(tmp_path / "data_0.1")},
+        "common_flags": ["--validate_every=100"],
+        "methods": {
+            "baseline": {"flagfile": "configs/b.cfg"},
+            "cfm": {"flagfile": str(tmp_path / "c.cfg"), "grid": {"alpha": [0.3, 1.0]}},
+        },
+        "variants": {"fm": {"flagfile": "configs/fm.cfg", "like": "cfm", "params": ["alpha"]}},
+        "trials": 2,
+    }
+
+
+def test_flagfiles_whose_choice_may_change_are_removed_until_their_trials_are_done(tmp_path):
+    """Final runs beside the tuning must not train from an earlier tuning's choice."""
+    (tmp_path / "c.cfg").write_text("--method=cfm\n")
+    config = _two_methods(tmp_path)
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    tuning.run_tuning(str(path), runner=_fake_trainer([]))
+    flags = {name: tmp_path / "flags" / f"toy_{name}_0.1.cfg" for name in ("baseline", "cfm", "fm")}
+    assert all(f.exists() for f in flags.values())
+    # A new CFM grid point: while it trains, the baseline's choice stands; CFM's and its
+    # variant's are gone.
+    config["methods"]["cfm"]["grid"]["alpha"].append(3.0)
+    config["trials"] = 3
+    path.write_text(json.dumps(config))
+    seen = []
+    fake = _fake_trainer([])
+
+    def trainer(args):
+        seen.append({name: f.exists() for name, f in flags.items()})
+        fake(args)
+
+    tuning.run_tuning(str(path), runner=trainer)
+    assert seen == [{"baseline": True, "cfm": False, "fm": False}]
+    assert all(f.exists() for f in flags.values())
+    assert "--alpha=1.0" in flags["cfm"].read_text().splitlines()  # still the best
+
+
+def test_a_trial_is_recorded_with_its_flagfile_as_it_started(tmp_path):
+    """A flagfile rewritten while its trial trains does not change what the record says ran."""
+    (tmp_path / "c.cfg").write_text("--method=cfm\n--dropout_rate=0.3\n")
+    config = _two_methods(tmp_path)
+    del config["methods"]["baseline"], config["variants"]
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    fake = _fake_trainer([])
+
+    def trainer(args):
+        fake(args)
+        (tmp_path / "c.cfg").write_text("--method=cfm\n--dropout_rate=0.5\n")
+
+    tuning.run_tuning(str(path), runner=trainer)
+    trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
+    # The first trial started with 0.3 and the file said 0.5 when it ended; the second started
+    # with 0.5.
+    first, second = (t["commands"][0] for t in trials)
+    assert "--dropout_rate=0.3" in first and "--dropout_rate=0.5" not in first
+    assert "--dropout_rate=0.5" in second

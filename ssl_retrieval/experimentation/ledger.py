@@ -14,7 +14,10 @@ reruns the run instead of mixing results:
 The step budget (`--epochs`, `--train_steps`) is the exception: a run that stopped early, at
 step s before its budget, is the same run under any budget of at least s steps (the same data
 order, steps and validations up to its stop: no schedule depends on the budget), so its record
-stands when the budget is raised. Only the runs that used their whole budget train again,
+stands when the budget is raised. (One exception, rare enough to accept: train also validates
+at a budget's last step; a run reopened after a budget that is not a multiple of
+`--validate_every` keeps that validation, which a run given the larger budget at once would not
+have made.) Only the runs that used their whole budget train again,
 resuming from their checkpoints where the model dirs are here. ("The same run" as far as a
 command decides it. On one machine a command repeats bit for bit: the chosen baseline and FD
 trials at 0.1 and their seed-0 final runs had identical validation values. On another machine it
@@ -105,17 +108,24 @@ def _sets(arg: str, names: tuple[str, ...]) -> bool:
     return flag in names or (flag.startswith("no") and flag[2:] in names)
 
 
-def portable(command: list[str], ignored: tuple[str, ...] = ()) -> list[str]:
-    """What the command runs, comparable between machines: without its interpreter's path (a
-    venv's path differs) and with its flagfiles' flags in place of their names; flags of the
-    `ignored` fields (ones the record does not depend on) are left out."""
-    out = []
+def freeze(command: list[str]) -> list[str]:
+    """The command with its flagfiles' flags in place of their names, as the files are now.
+    Stamp a record with the commands frozen when its run started: a flagfile rewritten while
+    the run trained (tuning rewrites its choices) must not be recorded as what it ran."""
+    out = command[:1]
     for arg in command[1:]:
         if arg.startswith("--flagfile="):
             out += _flagfile_flags(arg.split("=", 1)[1])
         else:
             out.append(arg)
-    return [arg for arg in out if not _sets(arg, ignored)]
+    return out
+
+
+def portable(command: list[str], ignored: tuple[str, ...] = ()) -> list[str]:
+    """What the command runs, comparable between machines: without its interpreter's path (a
+    venv's path differs) and with its flagfiles' flags in place of their names; flags of the
+    `ignored` fields (ones the record does not depend on) are left out."""
+    return [arg for arg in freeze(command)[1:] if not _sets(arg, ignored)]
 
 
 def train_defaults(ignored: tuple[str, ...] = ()) -> str:
@@ -197,7 +207,11 @@ def _within_budget(record: dict, commands: list[list[str]], pairs: int) -> bool:
 
 def used_whole_budget(record: dict, pairs: int | None) -> bool | None:
     """Whether the recorded run trained to the end of its step budget instead of stopping
-    early (so it may not have converged); None when the record or the data cannot tell."""
+    early (so it may not have converged); None when the record or the data cannot tell. A run
+    whose patience ran out at its last step stopped early (as train reports it)."""
+    stopped_early = record.get("stopped_early", record.get("train", {}).get("stopped_early"))
+    if stopped_early is not None:
+        return not stopped_early
     trains = [c for c in record.get("commands") or [] if "ssl_retrieval.train" in c]
     steps = _trained_steps(record)
     if not trains or steps is None or pairs is None:

@@ -393,8 +393,11 @@ def budget_sentence(results: list[dict]) -> str:
             f"{len(capped)} of {len(trained)} runs trained to the end of their step budget, so "
             "they may not have converged: " + ", ".join(f"`{name}`" for name in capped) + "."
         )
-    else:
+    elif trained:
         text = f"Every run stopped early on validation, before its step budget ({len(trained)})."
+    else:
+        text = "No run has a training summary to tell whether it stopped early."
+        return text if results else ""
     if len(trained) < len(results):
         missing = len(results) - len(trained)
         text += f" {missing} {'has' if missing == 1 else 'have'} no training summary."

@@ -159,7 +159,7 @@ def status_text(config: dict) -> str:
             minutes = round(mean * left / 60)
             text += (
                 f"; about {minutes // 60} h {minutes % 60} min left at {mean / 60:.1f} min a "
-                f"run (the mean of {len(timed)} timed here)"
+                f"run (the mean of the {len(timed)} timed runs)"
             )
         elif left:
             text += "; no run timed at this fraction yet"
@@ -241,11 +241,13 @@ def run_experiment(
             # of an incompatible command is an error that names it.
             logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
             fresh, started = ledger.fresh(model_dir), time.monotonic()
+            ran = [ledger.freeze(train), ledger.freeze(evaluate)]  # the flagfiles as it starts
             runner(train)
             runner(evaluate)
             record = _result_record(run, model_dir)
             if fresh:  # training and evaluation on test, start-ups included; not for a resumed run
                 record["wall_seconds"] = round(time.monotonic() - started, 1)
+            train, evaluate = ran
         results.append(ledger.stamp(record, [train, evaluate], fingerprint))
         _write_jsonl(results_path, results + ledger.unreached(recorded, results, "run_id"))
     _write_jsonl(results_path, results)  # every planned run is in: the rest are stale

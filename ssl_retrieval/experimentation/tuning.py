@@ -204,6 +204,7 @@ def _trial_record(method, fraction, point, model_dir) -> dict:
         "best_step": summary["best_step"],
         "steps": summary["steps"],
         "seconds": summary.get("seconds"),
+        **({"stopped_early": summary["stopped_early"]} if "stopped_early" in summary else {}),
         "validation": best["metrics"],
     }
 
@@ -218,12 +219,16 @@ def choose(trials: list[dict]) -> dict[tuple[str, str], dict]:
     return best
 
 
+def flagfile_path(config: dict, name: str, fraction: str) -> str:
+    """Where the chosen flagfile of a method (or variant) at a fraction goes."""
+    return os.path.join(config["flagfile_dir"], f"{config['name']}_{name}_{fraction}.cfg")
+
+
 def _write_cfg(config: dict, name: str, header: str, flagfile: str, trial: dict, params) -> str:
     """<flagfile_dir>/<config name>_<name>_<fraction>.cfg: a header comment, the method's
     flagfile, the fraction's flags and `params`."""
-    directory = config["flagfile_dir"]
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{config['name']}_{name}_{trial['fraction']}.cfg")
+    os.makedirs(config["flagfile_dir"], exist_ok=True)
+    path = flagfile_path(config, name, trial["fraction"])
     lines = [
         f"# {header}",
         f"--flagfile={flagfile}",
@@ -258,6 +263,40 @@ def write_variant_flagfile(config: dict, name: str, trial: dict) -> str:
     return _write_cfg(config, name, header, spec["flagfile"], trial, inherited)
 
 
+def _decided(config: dict, is_recorded: Callable[[str, str, dict], dict | None]) -> set:
+    """The (method, fraction) pairs whose every trial is recorded, in the order tuning goes
+    until the first that has a trial to train: the pairs after it may depend on it (through
+    the backbone or promotion), so their choice is not known until it is done."""
+    trials, decided = [], set()
+    for fraction in config["data_dirs"]:
+        for method in config["methods"]:
+            records = [
+                is_recorded(method, fraction, p)
+                for p in points_of(config, method, fraction, trials)
+            ]
+            if any(r is None for r in records):
+                return decided
+            trials += records
+            decided.add((method, fraction))
+    return decided
+
+
+def _remove_undecided_flagfiles(config: dict, decided: set) -> list[str]:
+    """Removes the flagfiles of the pairs (and variants) whose choice is not decided yet, so
+    that final runs beside the tuning (`scripts/debian_experiments.sh --parallel`) wait for the
+    new choice instead of training from an earlier tuning's. Returns the paths removed."""
+    names = [(m, m, f) for f in config["data_dirs"] for m in config["methods"]]
+    for name, spec in config.get("variants", {}).items():
+        names += [(name, spec["like"], f) for f in spec.get("fractions", config["data_dirs"])]
+    removed = []
+    for name, method, fraction in names:
+        path = flagfile_path(config, name, fraction)
+        if (method, fraction) not in decided and os.path.exists(path):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
 def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = None) -> dict:
     """Runs (or resumes) every trial, writing trials.jsonl as it goes, and the flagfiles and
     README of each (method, fraction) as soon as its trials are finished."""
@@ -272,6 +311,18 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
     pairs = {f: ledger.train_pairs(d) for f, d in config["data_dirs"].items()}
     check_promotion(config)
     check_backbone(config)
+
+    def is_recorded(method: str, fraction: str, point: dict) -> dict | None:
+        """The trial's record when it stands for its command and data (ledger.py), else None."""
+        record = recorded.get(trial_id(method, fraction, point))
+        command, _ = train_command(config, method, fraction, point)
+        ok = ledger.reusable(
+            record, [command], fingerprints[fraction], NOT_IN_TRIALS, pairs[fraction]
+        )
+        return record if ok else None
+
+    for path in _remove_undecided_flagfiles(config, _decided(config, is_recorded)):
+        logging.info("tune: removed %s until its trials are done (its choice may change)", path)
     trials: list[dict] = []
     flagfiles: dict[str, str] = {}
     for fraction in config["data_dirs"]:
@@ -281,10 +332,7 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
             for i, point in enumerate(points):
                 command, model_dir = train_command(config, method, fraction, point)
                 fingerprint = fingerprints[fraction]
-                previous = recorded.get(trial_id(method, fraction, point))
-                if ledger.reusable(
-                    previous, [command], fingerprint, NOT_IN_TRIALS, pairs[fraction]
-                ):
+                if (previous := is_recorded(method, fraction, point)) is not None:
                     record = previous  # finished in an earlier sitting, maybe on another machine
                 else:
                     # Not recorded, or recorded from another command: train resumes or finishes
@@ -298,7 +346,9 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
                         model_dir,
                     )
                     fresh, started = ledger.fresh(model_dir), time.monotonic()
+                    ran = ledger.freeze(command)  # the flagfiles as it starts (ledger.freeze)
                     runner(command)
+                    command = ran
                     record = _trial_record(method, fraction, point, model_dir)
                     if fresh:  # a resumed or re-checked trial's time is not the trial's
                         record["wall_seconds"] = round(time.monotonic() - started, 1)
@@ -330,17 +380,20 @@ def _budget_lines(config: dict, trials: list[dict]) -> list[str]:
     whole = {t["trial_id"]: ledger.used_whole_budget(t, pairs.get(t["fraction"])) for t in trials}
     capped = [name for name, used in whole.items() if used]
     unknown = sum(1 for used in whole.values() if used is None)
+    checked = len(trials) - unknown
     if capped:
         text = (
-            f"{len(capped)} of {len(trials)} trials used their whole step budget, so they may "
+            f"{len(capped)} of {checked} trials used their whole step budget, so they may "
             "not have converged (a larger `--epochs` in `fraction_flags` trains only these "
             "again; the others stopped early and their records stand): "
             + ", ".join(f"`{name}`" for name in capped)
             + "."
         )
+    elif checked:
+        text = f"Every trial stopped early, before its step budget ({checked} trials)."
     else:
-        text = f"Every trial stopped early, before its step budget ({len(trials)} trials)."
-    if unknown:
+        text = "No trial could be checked for its step budget."
+    if unknown and checked:
         text += f" {unknown} could not be checked (no steps or data statistics)."
     return [text]
 
