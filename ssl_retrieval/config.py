@@ -127,9 +127,12 @@ class TrainConfig:
         "towers learn to represent items from their features (what cold items have).",
     )
     mi_normalization: str = option(
-        "none",
+        "mean",
         "CFM ranks correlates by mutual information: none (raw, the paper), min I/min(Hi,Hj), "
-        "mean 2I/(Hi+Hj), sqrt I/sqrt(HiHj).",
+        "mean 2I/(Hi+Hj), sqrt I/sqrt(HiHj). mean had the best validation Recall@50 on Debian "
+        "(CFM as tuned at 0.1, 3 seeds each: 0.278 against 0.269 raw, 0.271 sqrt, 0.263 min; "
+        "within seed noise), and unlike raw MI it does not make the id every feature's top "
+        "correlate (README, section 3).",
         enum=MI_NORMALIZATIONS,
     )
     cfm_exclude_id: bool = option(
