@@ -602,3 +602,28 @@ def test_a_trial_is_recorded_with_its_flagfile_as_it_started(tmp_path):
     first, second = (t["commands"][0] for t in trials)
     assert "--dropout_rate=0.3" in first and "--dropout_rate=0.5" not in first
     assert "--dropout_rate=0.5" in second
+
+
+def test_a_method_is_tuned_only_at_the_fractions_it_names(tmp_path):
+    """RFM is only in Table 4 (fraction 0.1): tuning it elsewhere would spend trials on runs
+    the final tables never train."""
+    config = {
+        **_two_fractions(tmp_path),
+        "common_flags": ["--validate_every=100"],
+        "methods": {
+            "baseline": {"flagfile": "configs/b.cfg"},
+            "cfm": {"flagfile": "configs/c.cfg", "grid": GRID, "fractions": ["0.1"]},
+        },
+        "trials": 2,
+    }
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    tuning.run_tuning(str(path), runner=_fake_trainer([]))
+    trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
+    assert sorted({(t["method"], t["fraction"]) for t in trials}) == [
+        ("baseline", "0.1"),
+        ("baseline", "1.0"),
+        ("cfm", "0.1"),
+    ]
+    assert (tmp_path / "flags" / "toy_cfm_0.1.cfg").exists()
+    assert not (tmp_path / "flags" / "toy_cfm_1.0.cfg").exists()

@@ -153,7 +153,7 @@ def plan(config: dict, trials: list[dict] = ()) -> list[tuple[str, str, dict]]:
     check_backbone(config)
     out = []
     for fraction in config["data_dirs"]:
-        for method in config["methods"]:
+        for method in methods_at(config, fraction):
             for point in points_of(config, method, fraction, list(trials)):
                 out.append((method, fraction, point))
     return out
@@ -219,6 +219,14 @@ def choose(trials: list[dict]) -> dict[tuple[str, str], dict]:
     return best
 
 
+def methods_at(config: dict, fraction: str) -> list[str]:
+    """The methods tuned at `fraction`: all, or those whose `fractions` list it (a method only
+    one table uses need not be tuned where the final runs never train it)."""
+    return [
+        m for m, spec in config["methods"].items() if fraction in spec.get("fractions", [fraction])
+    ]
+
+
 def flagfile_path(config: dict, name: str, fraction: str) -> str:
     """Where the chosen flagfile of a method (or variant) at a fraction goes."""
     return os.path.join(config["flagfile_dir"], f"{config['name']}_{name}_{fraction}.cfg")
@@ -269,7 +277,7 @@ def _decided(config: dict, is_recorded: Callable[[str, str, dict], dict | None])
     the backbone or promotion), so their choice is not known until it is done."""
     trials, decided = [], set()
     for fraction in config["data_dirs"]:
-        for method in config["methods"]:
+        for method in methods_at(config, fraction):
             records = [
                 is_recorded(method, fraction, p)
                 for p in points_of(config, method, fraction, trials)
@@ -285,7 +293,7 @@ def _remove_undecided_flagfiles(config: dict, decided: set) -> list[str]:
     """Removes the flagfiles of the pairs (and variants) whose choice is not decided yet, so
     that final runs beside the tuning (`scripts/debian_experiments.sh --parallel`) wait for the
     new choice instead of training from an earlier tuning's. Returns the paths removed."""
-    names = [(m, m, f) for f in config["data_dirs"] for m in config["methods"]]
+    names = [(m, m, f) for f in config["data_dirs"] for m in methods_at(config, f)]
     for name, spec in config.get("variants", {}).items():
         names += [(name, spec["like"], f) for f in spec.get("fractions", config["data_dirs"])]
     removed = []
@@ -326,7 +334,7 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
     trials: list[dict] = []
     flagfiles: dict[str, str] = {}
     for fraction in config["data_dirs"]:
-        for method in config["methods"]:
+        for method in methods_at(config, fraction):
             # Points are drawn here, not up front: a promoted fraction needs the trials before it.
             points = points_of(config, method, fraction, trials)
             for i, point in enumerate(points):
