@@ -62,13 +62,20 @@ def _fake_trainer(calls):
     return run
 
 
-def _two_fractions(tmp_path) -> dict:
-    """The paths of a toy tuning config with fractions 0.1 and 1.0."""
+def _toy_paths(tmp_path) -> dict:
+    """A toy tuning config's name and output paths, under tmp_path."""
     return {
         "name": "toy",
         "output_dir": str(tmp_path / "out"),
         "runs_dir": str(tmp_path / "runs"),
         "flagfile_dir": str(tmp_path / "flags"),
+    }
+
+
+def _two_fractions(tmp_path) -> dict:
+    """The paths of a toy tuning config with fractions 0.1 and 1.0."""
+    return {
+        **_toy_paths(tmp_path),
         "data_dirs": {
             "0.1": _fake_data_dir(tmp_path / "data_0.1"),
             "1.0": _fake_data_dir(tmp_path / "data"),
@@ -204,10 +211,7 @@ def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path, monkeypatch):
     (data_dir / "stats.json").write_text('{"num_items": 10}')
     (data_dir / "stats" / "candidate_counts.tsv").write_text("a\t1\n")
     config = {
-        "name": "toy",
-        "output_dir": str(tmp_path / "out"),
-        "runs_dir": str(tmp_path / "runs"),
-        "flagfile_dir": str(tmp_path / "flags"),
+        **_toy_paths(tmp_path),
         "data_dirs": {"1.0": str(data_dir)},
         "common_flags": ["--validate_every=100"],
         "methods": {"cfm": {"flagfile": str(tmp_path / "c.cfg"), "grid": GRID}},
@@ -485,10 +489,7 @@ def test_raising_a_budget_retrains_only_the_trials_it_capped(tmp_path):
     data_dir = _fake_data_dir(tmp_path / "data")
     (tmp_path / "data" / "stats.json").write_text('{"num_items": 10, "num_train_pairs": 6400}')
     config = {
-        "name": "toy",
-        "output_dir": str(tmp_path / "out"),
-        "runs_dir": str(tmp_path / "runs"),
-        "flagfile_dir": str(tmp_path / "flags"),
+        **_toy_paths(tmp_path),
         "data_dirs": {"1.0": data_dir},
         "fraction_flags": {"1.0": ["--epochs=3"]},  # 100 batches of 64 an epoch: 300 steps
         "common_flags": ["--validate_every=100", "--batch_size=64"],
@@ -540,10 +541,7 @@ def test_raising_a_budget_retrains_only_the_trials_it_capped(tmp_path):
 
 def _two_methods(tmp_path) -> dict:
     return {
-        "name": "toy",
-        "output_dir": str(tmp_path / "out"),
-        "runs_dir": str(tmp_path / "runs"),
-        "flagfile_dir": str(tmp_path / "flags"),
+        **_toy_paths(tmp_path),
         "data_dirs": {"0.1": _fake_data_dir(tmp_path / "data_0.1")},
         "common_flags": ["--validate_every=100"],
         "methods": {
