@@ -47,6 +47,12 @@ FRACTIONS = flags.DEFINE_list(
     "Train only runs of these training fractions now (e.g. 0.01,0.1: the short ones first); "
     "the report still has every run recorded by the same commands. Default: all.",
 )
+METHODS = flags.DEFINE_list(
+    "methods",
+    None,
+    "Train only runs of these methods now (e.g. baseline: its seeds first, once tuning wrote "
+    "its flagfile); combines with --fractions. Default: all.",
+)
 flags.mark_flag_as_required("config")
 
 
@@ -55,7 +61,10 @@ def _experiments() -> str:
         with open(CONFIG.value) as f:
             return runner.status_text(json.load(f))
     summary = runner.run_experiment(
-        CONFIG.value, report_only=REPORT_ONLY.value, fractions=FRACTIONS.value
+        CONFIG.value,
+        report_only=REPORT_ONLY.value,
+        fractions=FRACTIONS.value,
+        methods=METHODS.value,
     )
     return f"experiments: {summary['results']} runs -> {summary['output_dir']}/report.md"
 

@@ -427,6 +427,26 @@ def test_fractions_train_only_those_and_report_the_recorded_rest(tmp_path):
     assert "| cfm | 2 | 0.2000 ± 0.0000 (+100.0%)" in report_md
 
 
+def test_methods_train_only_those_and_combine_with_fractions(tmp_path):
+    config = {**_toy_config(tmp_path), "sweeps": {}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    calls = []
+    summary = runner.run_experiment(
+        str(path), runner=_fake_runner(calls), fractions=["1.0"], methods=["baseline"]
+    )
+    trains = [c for c in calls if c[2] == "ssl_retrieval.train"]
+    assert len(trains) == summary["results"] == 2  # baseline x 2 seeds at 1.0 only
+    assert all("--data_dir=" + str(tmp_path / "d1") in c for c in trains)
+    assert all("--flagfile=b.cfg" in c for c in trains)
+    # Then every method: the baseline's runs are recorded, so only cfm's are trained.
+    calls.clear()
+    summary = runner.run_experiment(str(path), runner=_fake_runner(calls), fractions=["1.0"])
+    trains = [c for c in calls if c[2] == "ssl_retrieval.train"]
+    assert len(trains) == 2 and summary["results"] == 4
+    assert all("--flagfile=c.cfg" in c for c in trains)
+
+
 def test_dry_run_status_counts_what_is_left_and_estimates_its_time(tmp_path):
     """The status the experiments CLI's --dry_run prints: each run recorded, to run or waiting
     for its flagfile, and per fraction the runs left times the mean timed run there."""

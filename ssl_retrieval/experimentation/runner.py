@@ -194,17 +194,26 @@ def _result_record(run: Run, model_dir: str) -> dict:
 _write_jsonl = atomic.write_jsonl
 
 
+def _selected(run: Run, fractions: list[str] | None, methods: list[str] | None) -> bool:
+    """Whether a run is to be trained in this call (None selects every value)."""
+    return (fractions is None or run.fraction in fractions) and (
+        methods is None or run.method in methods
+    )
+
+
 def run_experiment(
     config_path: str,
     report_only: bool = False,
     runner: Callable[[list[str]], None] | None = None,
     fractions: list[str] | None = None,
+    methods: list[str] | None = None,
 ) -> dict:
     """Runs (or resumes) every run of the config, then writes the report. Returns a summary.
 
-    With `fractions`, only runs of those training fractions are trained now; the others are
-    reported when recorded by the same commands (so cheap fractions can be finished first,
-    and a fraction whose flagfiles are not tuned yet waits).
+    With `fractions` (or `methods`), only runs of those training fractions (methods) are
+    trained now; the others are reported when recorded by the same commands (so cheap
+    fractions can be finished first, one method's seeds can go first once its flagfile is
+    tuned, and a fraction whose flagfiles are not tuned yet waits).
     """
     with open(config_path) as f:
         config = json.load(f)
@@ -224,7 +233,7 @@ def run_experiment(
         if (previous := book.finished(config, run)) is not None:
             skipped += 1
             record = previous  # finished in an earlier sitting, maybe on another machine
-        elif fractions is not None and run.fraction not in fractions:
+        elif not _selected(run, fractions, methods):
             continue  # not this time, and not recorded: its table cells wait
         elif not os.path.exists(flagfile := flagfile_of(config, run)):
             # Tuning writes it when the method's trials there are done; until then its table
