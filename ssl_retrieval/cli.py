@@ -4,7 +4,8 @@
   define_flags(Config)         one absl flag per field: same name, default, help and enum
   from_flags(Config, holders)  the config built from the parsed flags
   main(body)                   the `main(argv)` of a command: no stray arguments, INFO logging,
-                               `error: <message>` on stderr and exit status 1 on a user error
+                               `error: <message>` on stderr and exit status 1 on a user error (or the
+                               error's `exit_status`)
 
 So an option is written once, in its config dataclass; the command only says which config it
 builds and what it prints.
@@ -128,7 +129,7 @@ def main(
 
     Rejects positional arguments (or, with `extra_args`, passes them: `body(argv[1:])`), logs at
     `log_level` (None: leaves it), prints what `body` returns, and turns `errors` into one line `error: <message>` on
-    stderr and exit status 1.
+    stderr and exit status 1 (or the error's `exit_status`).
     """
 
     def run(argv):
@@ -140,7 +141,7 @@ def main(
             message = body(list(argv[1:])) if extra_args else body()
         except errors as e:
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(getattr(e, "exit_status", 1))  # 1, or the error's own (config.ChangedRunError)
         if message:
             print(message)
 

@@ -47,6 +47,14 @@ PATH_FIELDS = ("data_dir", "model_dir")
 BUDGET_FIELDS = ("epochs", "train_steps")
 
 
+class ChangedRunError(ValueError):
+    """The model dir holds a run of another config. Train exits with `exit_status` for it, so
+    that the experiment runners, which own their model dirs, can tell it from other errors and
+    set the old run aside (experimentation/launch.py)."""
+
+    exit_status = 3
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every option of a training run; each field is the flag of the same name

@@ -4,13 +4,14 @@ import json
 import math
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from ssl_retrieval import atomic, testing
-from ssl_retrieval.experimentation import report, runner
+from ssl_retrieval.experimentation import launch, report, runner
 
 SLICES = ("all", "head", "tail", "cold")
 
@@ -295,10 +296,48 @@ def test_failed_run_stops_with_its_stderr(tmp_path):
     path.write_text(json.dumps(config))
 
     def failing(args):
-        runner._default_runner(args + ["--no_such_flag_anywhere=1"])
+        launch.run_subprocess(args + ["--no_such_flag_anywhere=1"])
 
     with pytest.raises(RuntimeError, match="no_such_flag_anywhere"):
         runner.run_experiment(str(path), runner=failing)
+
+
+def test_a_failed_command_is_a_changed_run_only_by_trains_exit_status():
+    with pytest.raises(launch.ChangedRun, match="exit.3"):
+        launch.run_subprocess([sys.executable, "-c", "import sys; sys.exit(3)", "exit 3"])
+    with pytest.raises(RuntimeError) as failed:
+        launch.run_subprocess([sys.executable, "-c", "import sys; sys.exit(1)", "exit 1"])
+    assert not isinstance(failed.value, launch.ChangedRun)
+
+
+def test_a_run_of_another_config_in_a_model_dir_is_set_aside_and_trained_again(tmp_path):
+    """An unfinished run left by an earlier command (a flagfile or a default changed since):
+    the runner keeps it beside the dir and trains the planned command afresh."""
+    config = {**_toy_config(tmp_path), "sweeps": {}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    stale = tmp_path / "runs" / "1.0" / "baseline" / "seed0"
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text("another config")
+    calls, fake = [], _fake_runner([])
+
+    def run(args):
+        calls.append(args)
+        model_dir = dict(a[2:].split("=", 1) for a in args if "=" in a)["model_dir"]
+        config_path = os.path.join(model_dir, "config.json")
+        if args[2] == "ssl_retrieval.train" and os.path.exists(config_path):
+            raise launch.ChangedRun(f"error: {model_dir} holds a run with a different config")
+        fake(args)
+
+    summary = runner.run_experiment(str(path), runner=run, fractions=["1.0"], methods=["baseline"])
+    assert summary["results"] == 2
+    aside = list(stale.parent.glob("seed0.replaced-*"))
+    assert len(aside) == 1 and (aside[0] / "config.json").read_text() == "another config"
+    assert (stale / "metrics.json").exists()
+    trains = [c for c in calls if c[2] == "ssl_retrieval.train"]
+    assert len(trains) == 3  # seed 0 twice (refused, then afresh), seed 1 once
+    record = json.loads((tmp_path / "report" / "results.jsonl").read_text().splitlines()[0])
+    assert "wall_seconds" in record  # it started fresh, so its time is the run's
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from ssl_retrieval import cli
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import model as model_lib
 from ssl_retrieval.compat import tf
@@ -55,9 +56,21 @@ def test_loss_decreases_and_model_reloads(data_dir, tmp_path):
 
 def test_changed_config_in_same_model_dir_is_refused(data_dir, tmp_path):
     trainer.run(tiny(data_dir, tmp_path, train_steps=2))
-    with pytest.raises(ValueError, match=r"different config \(--alpha: 0.3 -> 1.0"):
+    with pytest.raises(config_lib.ChangedRunError, match=r"different config \(--alpha: 0.3 -> 1.0"):
         trainer.run(tiny(data_dir, tmp_path, train_steps=2, alpha=1.0))
     assert trainer.run(tiny(data_dir, tmp_path, train_steps=2, alpha=1.0, overwrite=True))
+
+
+def test_a_changed_run_exits_with_its_own_status(capsys):
+    """The status the experiment runners tell it by (experimentation/launch.py)."""
+
+    def refuse():
+        raise config_lib.ChangedRunError("m holds a run with a different config")
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(refuse)(["train"])
+    assert exited.value.code == config_lib.ChangedRunError.exit_status == 3
+    assert "error: m holds a run" in capsys.readouterr().err
 
 
 def test_a_larger_budget_goes_on_from_a_run_that_used_its_own(data_dir, tmp_path):

@@ -14,13 +14,12 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 from ssl_retrieval import atomic
-from ssl_retrieval.experimentation import ledger, report
+from ssl_retrieval.experimentation import launch, ledger, report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,12 +166,6 @@ def status_text(config: dict) -> str:
     return "\n".join(lines)
 
 
-def _default_runner(args: list[str]) -> None:
-    result = subprocess.run(args, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
-
-
 def _result_record(run: Run, model_dir: str) -> dict:
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
@@ -221,7 +214,7 @@ def run_experiment(
     os.makedirs(out_dir, exist_ok=True)
     results_path = os.path.join(out_dir, "results.jsonl")
     references_path = os.path.join(out_dir, "references.jsonl")
-    runner = runner or _default_runner
+    runner = runner or launch.run_subprocess
     runs = plan(config)
     book = Ledger.of(config)
     recorded = book.recorded
@@ -247,11 +240,11 @@ def run_experiment(
         else:
             # Not recorded, or recorded from another command: train resumes, finishes or (for
             # a finished run with other blend options) chooses the blend again; a model dir
-            # of an incompatible command is an error that names it.
+            # of an incompatible command is set aside (launch.train).
             logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
             fresh, started = ledger.fresh(model_dir), time.monotonic()
             ran = [ledger.freeze(train), ledger.freeze(evaluate)]  # the flagfiles as it starts
-            runner(train)
+            fresh = launch.train(runner, train, model_dir) or fresh
             runner(evaluate)
             record = _result_record(run, model_dir)
             if fresh:  # training and evaluation on test, start-ups included; not for a resumed run

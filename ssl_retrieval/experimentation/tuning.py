@@ -10,7 +10,6 @@ import itertools
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import numpy as np
 
 from ssl_retrieval import atomic
 from ssl_retrieval import config as config_lib
-from ssl_retrieval.experimentation import ledger, report
+from ssl_retrieval.experimentation import launch, ledger, report
 
 METRIC = "best_validation_recall@50"
 # A trial's value is the best validation Recall@50 during training: how the blend is chosen
@@ -175,12 +174,6 @@ def train_command(config: dict, method: str, fraction: str, point: dict) -> tupl
     return command, model_dir
 
 
-def _default_runner(args: list[str]) -> None:
-    result = subprocess.run(args, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
-
-
 _write_jsonl = atomic.write_jsonl
 
 
@@ -310,7 +303,7 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
     README of each (method, fraction) as soon as its trials are finished."""
     with open(config_path) as f:
         config = json.load(f)
-    runner = runner or _default_runner
+    runner = runner or launch.run_subprocess
     out_dir = config["output_dir"]
     os.makedirs(out_dir, exist_ok=True)
     trials_path = os.path.join(out_dir, "trials.jsonl")
@@ -344,7 +337,7 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
                     record = previous  # finished in an earlier sitting, maybe on another machine
                 else:
                     # Not recorded, or recorded from another command: train resumes or finishes
-                    # it (a model dir of an incompatible command is an error that names it).
+                    # it (a model dir of an incompatible command is set aside: launch.train).
                     logging.info(
                         "tune: fraction %s, %s, trial %d/%d: %s",
                         fraction,
@@ -355,7 +348,7 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
                     )
                     fresh, started = ledger.fresh(model_dir), time.monotonic()
                     ran = ledger.freeze(command)  # the flagfiles as it starts (ledger.freeze)
-                    runner(command)
+                    fresh = launch.train(runner, command, model_dir) or fresh
                     command = ran
                     record = _trial_record(method, fraction, point, model_dir)
                     if fresh:  # a resumed or re-checked trial's time is not the trial's

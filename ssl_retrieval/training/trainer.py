@@ -74,7 +74,7 @@ def _prepare_model_dir(config: config_lib.TrainConfig, steps: int) -> None:
             details = ", ".join(
                 f"--{k}: {previous.to_json()[k]!r} -> {config.to_json()[k]!r}" for k in changed
             )
-            raise ValueError(
+            raise config_lib.ChangedRunError(
                 f"{config.model_dir} holds a run with a different config ({details}); use another "
                 "--model_dir, or --overwrite to delete it and start again"
             )
