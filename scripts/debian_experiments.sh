@@ -7,7 +7,8 @@
 #   bash scripts/debian_experiments.sh             # one step after the other: about 20 hours on
 #                                                  # 2 cores from nothing (an estimate)
 #   bash scripts/debian_experiments.sh --parallel  # the final runs of 0.01 and 0.1 beside the
-#                                                  # tuning, each as soon as its flagfile exists
+#                                                  # tuning, each as soon as its flagfile exists;
+#                                                  # then the rest on two workers
 #
 # --parallel runs two training processes at once, sharing the cores; the tuning logs to
 # runs/debian/tune.log meanwhile.
@@ -65,5 +66,18 @@ finals --fractions=0.01,0.1
 stage "CFM's MI normalisation on validation (results/debian/mi_normalization)"
 "$PY" -m ssl_retrieval.tune --config=configs/tuning/debian_mi.json
 stage "final runs at fraction 1.0, and the report"
-finals
+if [ "$PARALLEL" = 1 ]; then
+  # Two workers on one config: each trains the runs the other has not claimed
+  # (ssl_retrieval/experimentation/workers.py). The second in its own process group, stopped
+  # with this script.
+  setsid "$PY" -m ssl_retrieval.experiments --config=configs/experiments/debian.json &
+  worker=$!
+  trap 'kill -- -"$worker" 2>/dev/null || true' EXIT
+  trap 'exit 130' INT TERM
+  finals
+  wait "$worker"
+  trap - EXIT INT TERM
+else
+  finals
+fi
 stage "done: results/debian/report.md"

@@ -66,8 +66,8 @@ def test_parallel_runs_short_fractions_beside_the_tuning_then_the_rest(tmp_path)
     assert beside.count(("run", SHORT)) >= 2
     assert set(beside) == {("start", TUNE), ("run", SHORT)}
     # Once it ended: a last pass at the short fractions (their last flagfiles), the MI check,
-    # then everything.
-    assert calls[-3:] == [("run", SHORT), ("run", MI), ("run", ALL)]
+    # then everything on two workers.
+    assert calls[-4:] == [("run", SHORT), ("run", MI), ("run", ALL), ("run", ALL)]
 
 
 def test_parallel_stops_when_the_tuning_fails(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from ssl_retrieval import atomic, testing
-from ssl_retrieval.experimentation import launch, report, runner
+from ssl_retrieval.experimentation import launch, report, runner, workers
 
 SLICES = ("all", "head", "tail", "cold")
 
@@ -484,6 +484,66 @@ def test_methods_train_only_those_and_combine_with_fractions(tmp_path):
     trains = [c for c in calls if c[2] == "ssl_retrieval.train"]
     assert len(trains) == 2 and summary["results"] == 4
     assert all("--flagfile=c.cfg" in c for c in trains)
+
+
+def test_two_workers_train_each_run_once_and_keep_each_others_records(tmp_path):
+    """A second experiments process starts while the first trains its first run: it skips
+    that run, trains the rest, and the first finds them recorded; no record is lost."""
+    config = {**_toy_config(tmp_path), "sweeps": {}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    first, second = [], []
+    run_second = _fake_runner(second)
+    run_first = _fake_runner(first)
+
+    def first_worker(args):
+        if not first:  # while it holds its first run, the second worker goes through the plan
+            runner.run_experiment(str(path), runner=run_second)
+        run_first(args)
+
+    summary = runner.run_experiment(str(path), runner=first_worker)
+    trained = [
+        next(a for a in c if a.startswith("--model_dir="))
+        for c in first + second
+        if c[2] == "ssl_retrieval.train"
+    ]
+    assert len(trained) == len(set(trained)) == summary["results"] == 8
+    assert len([c for c in first if c[2] == "ssl_retrieval.train"]) == 1
+    records = atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
+    assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(config)]
+    assert "| cfm | 2 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_run_another_worker_finished_after_this_one_passed_it_stays_recorded(tmp_path):
+    config = {**_toy_config(tmp_path), "sweeps": {}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    # Another worker holds the plan's first run as this one starts, so this one passes it...
+    held = [workers.claim(workers.lock_path(config["runs_dir"], "1.0/baseline/seed0"))]
+    run_first, run_other = _fake_runner([]), _fake_runner([])
+
+    def first_worker(args):
+        if held:  # ... and finishes it while this one trains the next
+            held.pop().close()
+            runner.run_experiment(
+                str(path), runner=run_other, fractions=["1.0"], methods=["baseline"]
+            )
+        run_first(args)
+
+    runner.run_experiment(str(path), runner=first_worker)
+    records = atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
+    assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(config)]
+
+
+def test_a_claimed_run_is_not_claimed_again_until_released(tmp_path):
+    path = workers.lock_path(str(tmp_path), "0.1/cfm/seed1")
+    assert path.endswith("0.1_cfm_seed1.lock")
+    held = workers.claim(path)
+    assert held is not None and workers.claim(path) is None
+    held.close()
+    again = workers.claim(path)
+    assert again is not None
+    again.close()
 
 
 def test_dry_run_status_counts_what_is_left_and_estimates_its_time(tmp_path):

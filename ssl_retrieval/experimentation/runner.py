@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from ssl_retrieval import atomic
-from ssl_retrieval.experimentation import launch, ledger, report
+from ssl_retrieval.experimentation import launch, ledger, report, workers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +109,10 @@ class Ledger:
             {f: ledger.train_pairs(d) for f, d in dirs},
         )
 
+    def reloaded(self, path: str) -> Ledger:
+        """The same ledger with the records as `path` holds them now (other workers add some)."""
+        return dataclasses.replace(self, recorded=ledger.load(path, "run_id"))
+
     def finished(self, config: dict, run: Run) -> dict | None:
         """The run's record when it stands for these commands and data (ledger.py), else None."""
         train, evaluate, _ = commands(config, run)
@@ -194,6 +198,25 @@ def _selected(run: Run, fractions: list[str] | None, methods: list[str] | None) 
     )
 
 
+def _train_and_evaluate(
+    run: Run, train: list[str], evaluate: list[str], model_dir: str, runner
+) -> tuple[dict, list[list[str]]]:
+    """Trains (or resumes, or finishes) a run and evaluates it on test: its record, and its
+    commands with the flagfiles as they were when it started (ledger.freeze).
+
+    Train resumes, finishes or (for a finished run with other blend options) chooses the blend
+    again; a model dir of an incompatible command is set aside (launch.train).
+    """
+    fresh, started = ledger.fresh(model_dir), time.monotonic()
+    ran = [ledger.freeze(train), ledger.freeze(evaluate)]  # the flagfiles as it starts
+    fresh = launch.train(runner, train, model_dir) or fresh
+    runner(evaluate)
+    record = _result_record(run, model_dir)
+    if fresh:  # training and evaluation on test, start-ups included; not for a resumed run
+        record["wall_seconds"] = round(time.monotonic() - started, 1)
+    return record, ran
+
+
 def run_experiment(
     config_path: str,
     report_only: bool = False,
@@ -206,7 +229,8 @@ def run_experiment(
     With `fractions` (or `methods`), only runs of those training fractions (methods) are
     trained now; the others are reported when recorded by the same commands (so cheap
     fractions can be finished first, one method's seeds can go first once its flagfile is
-    tuned, and a fraction whose flagfiles are not tuned yet waits).
+    tuned, and a fraction whose flagfiles are not tuned yet waits). Several calls may run on
+    one config at once, each training the runs no other is training (workers.py).
     """
     with open(config_path) as f:
         config = json.load(f)
@@ -217,12 +241,10 @@ def run_experiment(
     runner = runner or launch.run_subprocess
     runs = plan(config)
     book = Ledger.of(config)
-    recorded = book.recorded
+    results_lock = workers.lock_path(config["runs_dir"], "results")
     results, skipped = [], 0
     for i, run in enumerate(runs):
         train, evaluate, model_dir = commands(config, run)
-        fingerprint = book.fingerprints[run.fraction]
-        evaluated = os.path.exists(os.path.join(model_dir, "metrics.json"))
         if (previous := book.finished(config, run)) is not None:
             skipped += 1
             record = previous  # finished in an earlier sitting, maybe on another machine
@@ -234,25 +256,37 @@ def run_experiment(
             logging.warning("experiments: %s waits for its flagfile %s", run.run_id, flagfile)
             continue
         elif report_only:
-            if not evaluated:
+            if not os.path.exists(os.path.join(model_dir, "metrics.json")):
                 continue
             record = _result_record(run, model_dir)  # as it is, whatever command made it
+        elif (claimed := workers.claim(workers.lock_path(config["runs_dir"], run.run_id))) is None:
+            logging.info("experiments: %s is being trained by another worker", run.run_id)
+            continue
         else:
-            # Not recorded, or recorded from another command: train resumes, finishes or (for
-            # a finished run with other blend options) chooses the blend again; a model dir
-            # of an incompatible command is set aside (launch.train).
-            logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
-            fresh, started = ledger.fresh(model_dir), time.monotonic()
-            ran = [ledger.freeze(train), ledger.freeze(evaluate)]  # the flagfiles as it starts
-            fresh = launch.train(runner, train, model_dir) or fresh
-            runner(evaluate)
-            record = _result_record(run, model_dir)
-            if fresh:  # training and evaluation on test, start-ups included; not for a resumed run
-                record["wall_seconds"] = round(time.monotonic() - started, 1)
-            train, evaluate = ran
-        results.append(ledger.stamp(record, [train, evaluate], fingerprint))
-        _write_jsonl(results_path, results + ledger.unreached(recorded, results, "run_id"))
-    _write_jsonl(results_path, results)  # every planned run is in: the rest are stale
+            with claimed:
+                book = book.reloaded(results_path)  # another worker may have finished it since
+                if (previous := book.finished(config, run)) is not None:
+                    record = previous
+                else:
+                    logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
+                    record, (train, evaluate) = _train_and_evaluate(
+                        run, train, evaluate, model_dir, runner
+                    )
+        results.append(ledger.stamp(record, [train, evaluate], book.fingerprints[run.fraction]))
+        with workers.locked(results_lock):  # merged with what other workers wrote meanwhile
+            on_disk = ledger.load(results_path, "run_id")
+            _write_jsonl(results_path, results + ledger.unreached(on_disk, results, "run_id"))
+    with workers.locked(results_lock):
+        # Every planned run is in, but for those other workers finished meanwhile: the rest of
+        # the file is stale.
+        book = book.reloaded(results_path)
+        mine = {record["run_id"] for record in results}
+        for run in runs:
+            if run.run_id not in mine and (record := book.finished(config, run)) is not None:
+                results.append(record)
+        order = {run.run_id: i for i, run in enumerate(runs)}
+        results.sort(key=lambda record: order[record["run_id"]])
+        _write_jsonl(results_path, results)
     logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))
     references = _references(config, runner)
     _write_jsonl(references_path, references)
