@@ -68,14 +68,15 @@ stage "CFM's MI normalisation on validation (results/debian/mi_normalization)"
 stage "final runs at fraction 1.0, and the report"
 if [ "$PARALLEL" = 1 ]; then
   # Two workers on one config: each trains the runs the other has not claimed
-  # (ssl_retrieval/experimentation/workers.py). The second in its own process group, stopped
-  # with this script.
-  setsid "$PY" -m ssl_retrieval.experiments --config=configs/experiments/debian.json &
+  # (ssl_retrieval/experimentation/workers.py). The second logs to runs/debian/worker2.log, in
+  # its own process group, stopped with this script.
+  setsid "$PY" -m ssl_retrieval.experiments --config=configs/experiments/debian.json \
+    >>runs/debian/worker2.log 2>&1 &
   worker=$!
   trap 'kill -- -"$worker" 2>/dev/null || true' EXIT
   trap 'exit 130' INT TERM
   finals
-  wait "$worker"
+  wait "$worker" || { echo "the second worker failed: see runs/debian/worker2.log" >&2; exit 1; }
   trap - EXIT INT TERM
 else
   finals

@@ -16,7 +16,7 @@ SHORT = "-m ssl_retrieval.experiments --config=configs/experiments/debian.json -
 ALL = "-m ssl_retrieval.experiments --config=configs/experiments/debian.json"
 
 
-def _campaign(tmp_path, *args, tune_exit=0, short_exit=0, passes_beside=2):
+def _campaign(tmp_path, *args, tune_exit=0, short_exit=0, all_exit=0, passes_beside=2):
     """Runs the script in a directory whose data dirs exist; returns its process and the
     commands it ran, as (event, command) in order, "start"/"end" around the tuning."""
     for name in ("raw", "data", "data_0.1", "data_0.01"):
@@ -41,6 +41,9 @@ def _campaign(tmp_path, *args, tune_exit=0, short_exit=0, passes_beside=2):
         f'if [ "$*" = "{SHORT}" ] && [ {short_exit} != 0 ]; then\n'
         f"  until [ -f {child} ]; do sleep 0.1; done; exit {short_exit}\n"
         "fi\n"
+        # The second worker (in the background: its output goes to a log) fails.
+        f'if [ "$*" = "{ALL}" ] && [ ! -t 1 ] && [ -n "$(readlink /proc/$$/fd/1 | grep worker2)" ]; '
+        f"then exit {all_exit}; fi\n"
     )
     fake.chmod(0o755)
     env = {**os.environ, "PY": str(fake), "PASS_PAUSE": "0.2"}
@@ -68,6 +71,13 @@ def test_parallel_runs_short_fractions_beside_the_tuning_then_the_rest(tmp_path)
     # Once it ended: a last pass at the short fractions (their last flagfiles), the MI check,
     # then everything on two workers.
     assert calls[-4:] == [("run", SHORT), ("run", MI), ("run", ALL), ("run", ALL)]
+
+
+def test_parallel_fails_when_the_second_worker_fails(tmp_path):
+    process, calls = _campaign(tmp_path, "--parallel", all_exit=4)
+    assert process.returncode == 1
+    assert "the second worker failed" in process.stderr
+    assert calls.count(("run", ALL)) == 2
 
 
 def test_parallel_stops_when_the_tuning_fails(tmp_path):

@@ -546,6 +546,27 @@ def test_a_claimed_run_is_not_claimed_again_until_released(tmp_path):
     again.close()
 
 
+def test_a_claim_goes_with_the_subprocesses_started_under_it(tmp_path):
+    """So that it lasts while the run trains, even if the worker alone is killed."""
+    path = workers.lock_path(str(tmp_path), "1.0/baseline/seed1")
+    with workers.claim(path):
+        (fd,) = workers.held_fds()
+        check = f"import os, sys; sys.exit(os.readlink('/proc/self/fd/{fd}') != {path!r})"
+        launch.run_subprocess([sys.executable, "-c", check])
+    assert workers.held_fds() == ()
+    with pytest.raises(RuntimeError):  # and without a claim, no descriptor is passed
+        launch.run_subprocess([sys.executable, "-c", check])
+
+
+def test_unknown_methods_or_fractions_are_refused(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**_toy_config(tmp_path), "sweeps": {}}))
+    with pytest.raises(ValueError, match=r"--methods: no planned run has \['basline'\]"):
+        runner.run_experiment(str(path), runner=_fake_runner([]), methods=["basline"])
+    with pytest.raises(ValueError, match=r"--fractions: no planned run has \['0.5'\]"):
+        runner.run_experiment(str(path), runner=_fake_runner([]), fractions=["0.5"])
+
+
 def test_dry_run_status_counts_what_is_left_and_estimates_its_time(tmp_path):
     """The status the experiments CLI's --dry_run prints: each run recorded, to run or waiting
     for its flagfile, and per fraction the runs left times the mean timed run there."""

@@ -10,6 +10,7 @@ its dir as `<dir>.replaced-<UTC time>` (nothing is deleted), and trains the comm
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import subprocess
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from ssl_retrieval import config as config_lib
+from ssl_retrieval.experimentation import workers
 
 
 class ChangedRun(RuntimeError):
@@ -25,7 +27,8 @@ class ChangedRun(RuntimeError):
 
 def run_subprocess(args: list[str]) -> None:
     """Runs a command; raises ChangedRun or RuntimeError (with its stderr's end) on failure."""
-    result = subprocess.run(args, capture_output=True, text=True)
+    # The worker's claims go with it (workers.Claim): they last while the subprocess runs.
+    result = subprocess.run(args, capture_output=True, text=True, pass_fds=workers.held_fds())
     if result.returncode == 0:
         return
     error = (
@@ -34,16 +37,18 @@ def run_subprocess(args: list[str]) -> None:
     raise error(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
 
 
-def train(runner: Callable[[list[str]], None], command: list[str], model_dir: str) -> bool:
+def train(runner: Callable[[list[str]], None], command: list[str], model_dir: str) -> float | None:
     """Runs a train command; when its model dir holds a run of another config, moves that run
-    aside and trains again. Returns whether it did (the run then started fresh)."""
+    aside and trains again. Returns when (`time.monotonic()`) it started afresh, or None."""
     try:
         runner(command)
-        return False
+        return None
     except ChangedRun as e:
-        aside = f"{model_dir.rstrip('/')}.replaced-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%f")
+        aside = f"{model_dir.rstrip('/')}.replaced-{now}"
         os.rename(model_dir, aside)
         reason = str(e).strip().splitlines()[-1]
         logging.warning("%s; moved the old run to %s and training afresh", reason, aside)
+    restarted = time.monotonic()
     runner(command)
-    return True
+    return restarted

@@ -503,6 +503,5 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
         parts += ["", "## Figures", ""]
         parts += [f"![{name}]({path})" for name, path in figures]
     markdown = "\n".join(parts) + "\n"
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(markdown)
+    atomic.write_text(os.path.join(out_dir, "report.md"), markdown)
     return markdown

@@ -191,6 +191,17 @@ def _result_record(run: Run, model_dir: str) -> dict:
 _write_jsonl = atomic.write_jsonl
 
 
+def _check_selection(runs: list[Run], fractions: list[str] | None, methods: list[str] | None):
+    """Names in `fractions` / `methods` that no planned run has are an error (a typo would
+    train nothing)."""
+    for flag, chosen, known in (
+        ("--fractions", fractions, {run.fraction for run in runs}),
+        ("--methods", methods, {run.method for run in runs}),
+    ):
+        if unknown := sorted(set(chosen or ()) - known):
+            raise ValueError(f"{flag}: no planned run has {unknown}; the plan has {sorted(known)}")
+
+
 def _selected(run: Run, fractions: list[str] | None, methods: list[str] | None) -> bool:
     """Whether a run is to be trained in this call (None selects every value)."""
     return (fractions is None or run.fraction in fractions) and (
@@ -209,7 +220,8 @@ def _train_and_evaluate(
     """
     fresh, started = ledger.fresh(model_dir), time.monotonic()
     ran = [ledger.freeze(train), ledger.freeze(evaluate)]  # the flagfiles as it starts
-    fresh = launch.train(runner, train, model_dir) or fresh
+    if (restarted := launch.train(runner, train, model_dir)) is not None:
+        fresh, started = True, restarted
     runner(evaluate)
     record = _result_record(run, model_dir)
     if fresh:  # training and evaluation on test, start-ups included; not for a resumed run
@@ -240,45 +252,54 @@ def run_experiment(
     references_path = os.path.join(out_dir, "references.jsonl")
     runner = runner or launch.run_subprocess
     runs = plan(config)
+    _check_selection(runs, fractions, methods)
     book = Ledger.of(config)
     results_lock = workers.lock_path(config["runs_dir"], "results")
     results, skipped = [], 0
+
+    def keep(record: dict, train: list[str], evaluate: list[str], fraction: str) -> None:
+        results.append(ledger.stamp(record, [train, evaluate], book.fingerprints[fraction]))
+        with workers.locked(results_lock):  # merged with what other workers wrote meanwhile
+            on_disk = ledger.load(results_path, "run_id")
+            _write_jsonl(results_path, results + ledger.unreached(on_disk, results, "run_id"))
+
     for i, run in enumerate(runs):
         train, evaluate, model_dir = commands(config, run)
         if (previous := book.finished(config, run)) is not None:
             skipped += 1
-            record = previous  # finished in an earlier sitting, maybe on another machine
+            keep(previous, train, evaluate, run.fraction)  # an earlier sitting's, or machine's
         elif not _selected(run, fractions, methods):
             continue  # not this time, and not recorded: its table cells wait
         elif not os.path.exists(flagfile := flagfile_of(config, run)):
             # Tuning writes it when the method's trials there are done; until then its table
             # cells wait, and the runs that can go on do.
             logging.warning("experiments: %s waits for its flagfile %s", run.run_id, flagfile)
-            continue
         elif report_only:
-            if not os.path.exists(os.path.join(model_dir, "metrics.json")):
-                continue
-            record = _result_record(run, model_dir)  # as it is, whatever command made it
+            if os.path.exists(os.path.join(model_dir, "metrics.json")):
+                # As it is, whatever command made it.
+                keep(_result_record(run, model_dir), train, evaluate, run.fraction)
         elif (claimed := workers.claim(workers.lock_path(config["runs_dir"], run.run_id))) is None:
             logging.info("experiments: %s is being trained by another worker", run.run_id)
-            continue
         else:
-            with claimed:
+            with claimed:  # held until its record is written
                 book = book.reloaded(results_path)  # another worker may have finished it since
                 if (previous := book.finished(config, run)) is not None:
-                    record = previous
-                else:
-                    logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
-                    record, (train, evaluate) = _train_and_evaluate(
-                        run, train, evaluate, model_dir, runner
-                    )
-        results.append(ledger.stamp(record, [train, evaluate], book.fingerprints[run.fraction]))
-        with workers.locked(results_lock):  # merged with what other workers wrote meanwhile
-            on_disk = ledger.load(results_path, "run_id")
-            _write_jsonl(results_path, results + ledger.unreached(on_disk, results, "run_id"))
+                    skipped += 1
+                    keep(previous, train, evaluate, run.fraction)
+                    continue
+                logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
+                record, (train, evaluate) = _train_and_evaluate(
+                    run, train, evaluate, model_dir, runner
+                )
+                keep(record, train, evaluate, run.fraction)
+    logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))
+    references = _references(config, runner)
+    _write_jsonl(references_path, references)
+    _tsne(config, out_dir)
     with workers.locked(results_lock):
-        # Every planned run is in, but for those other workers finished meanwhile: the rest of
-        # the file is stale.
+        # Every planned run is in but those other workers finished meanwhile (taken from the
+        # file now): the rest of the file is stale. The report is written under the same lock,
+        # from these records, so the last worker to write it has every run.
         book = book.reloaded(results_path)
         mine = {record["run_id"] for record in results}
         for run in runs:
@@ -287,13 +308,8 @@ def run_experiment(
         order = {run.run_id: i for i, run in enumerate(runs)}
         results.sort(key=lambda record: order[record["run_id"]])
         _write_jsonl(results_path, results)
-    logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))
-    references = _references(config, runner)
-    _write_jsonl(references_path, references)
-    _tsne(config, out_dir)
-    report.write_report(results, references, config, out_dir)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+        report.write_report(results, references, config, out_dir)
+        atomic.write_json(os.path.join(out_dir, "config.json"), config, sort_keys=False)
     return {"runs": len(runs), "results": len(results), "output_dir": out_dir}
 
 

@@ -348,7 +348,8 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
                     )
                     fresh, started = ledger.fresh(model_dir), time.monotonic()
                     ran = ledger.freeze(command)  # the flagfiles as it starts (ledger.freeze)
-                    fresh = launch.train(runner, command, model_dir) or fresh
+                    if (restarted := launch.train(runner, command, model_dir)) is not None:
+                        fresh, started = True, restarted
                     command = ran
                     record = _trial_record(method, fraction, point, model_dir)
                     if fresh:  # a resumed or re-checked trial's time is not the trial's
