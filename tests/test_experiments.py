@@ -424,8 +424,9 @@ def test_wall_time_sums_the_timed_records():
 
 
 def test_the_report_names_the_runs_that_used_their_whole_budget():
-    def run(name, stopped_early):
-        return {"run_id": name, "train": {"stopped_early": stopped_early, "steps": 9}}
+    def run(name, stopped_early, steps=9):
+        train = {"stopped_early": stopped_early, "steps": steps, "max_steps": 10}
+        return {"run_id": name, "train": train}
 
     early = [run("a", True), run("b", True)]
     assert report.budget_sentence(early) == (
@@ -434,6 +435,10 @@ def test_the_report_names_the_runs_that_used_their_whole_budget():
     text = report.budget_sentence([*early, run("c", False), {"run_id": "d"}])
     assert text.startswith("1 of 3 runs trained to the end of their step budget")
     assert "`c`" in text and "`a`" not in text and "1 has no training summary" in text
+    # Patience that ran out at the budget's last step (as train reported it before) is the
+    # budget's end too.
+    text = report.budget_sentence([*early, run("e", True, steps=10)])
+    assert text.startswith("1 of 3 runs trained to the end") and "`e`" in text
 
 
 def test_fractions_train_only_those_and_report_the_recorded_rest(tmp_path):

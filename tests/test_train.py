@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from ssl_retrieval import cli
+from ssl_retrieval import cli, testing
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import model as model_lib
 from ssl_retrieval.compat import tf
@@ -71,6 +71,20 @@ def test_a_changed_run_exits_with_its_own_status(capsys):
         cli.main(refuse)(["train"])
     assert exited.value.code == config_lib.ChangedRunError.exit_status == 3
     assert "error: m holds a run" in capsys.readouterr().err
+
+
+def test_patience_out_at_the_budgets_last_step_is_not_an_early_stop(tmp_path):
+    """Validation at 2, 4 and 5 (the budget's end, an extra one) with no gain after the first:
+    patience 2 runs out at step 5, where a larger budget would have gone on to validate at 6."""
+    data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.1)
+    flat = dict(  # a learning rate too small to move the validation value
+        validate_every=2, max_validations_per_epoch=0, patience=2, learning_rate=1e-12
+    )
+    summary = trainer.run(tiny(data_dir, tmp_path / "m", train_steps=5, **flat))
+    assert summary["steps"] == 5 and not summary["stopped_early"]
+    # So a larger budget reopens it, and it stops at its next validation, before that budget.
+    summary = trainer.run(tiny(data_dir, tmp_path / "m", train_steps=9, **flat))
+    assert summary["steps"] == 6 and summary["stopped_early"]
 
 
 def test_a_larger_budget_goes_on_from_a_run_that_used_its_own(data_dir, tmp_path):

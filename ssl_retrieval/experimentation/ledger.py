@@ -208,16 +208,25 @@ def _within_budget(record: dict, commands: list[list[str]], pairs: int) -> bool:
 def used_whole_budget(record: dict, pairs: int | None) -> bool | None:
     """Whether the recorded run trained to the end of its step budget instead of stopping
     early (so it may not have converged); None when the record or the data cannot tell. A run
-    whose patience ran out at its last step stopped early (as train reports it)."""
+    whose patience ran out at its budget's last step used it too (train reports such a run as
+    not stopped early since that fix; earlier records said it had)."""
+    steps = _trained_steps(record)
+    budget = record.get("train", {}).get("max_steps") or _budget_of(record, pairs)
+    if steps is not None and budget is not None and steps >= budget:
+        return True
     stopped_early = record.get("stopped_early", record.get("train", {}).get("stopped_early"))
     if stopped_early is not None:
         return not stopped_early
+    return None if steps is None or budget is None else False
+
+
+def _budget_of(record: dict, pairs: int | None) -> int | None:
+    """The step budget of a record's train command on `pairs` training pairs (None: unknown)."""
     trains = [c for c in record.get("commands") or [] if "ssl_retrieval.train" in c]
-    steps = _trained_steps(record)
-    if not trains or steps is None or pairs is None:
+    if not trains or pairs is None:
         return None
     try:
-        return steps >= budget_steps(trains[-1], pairs)
+        return budget_steps(trains[-1], pairs)
     except ValueError:
         return None
 

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import stats
 
 from ssl_retrieval import atomic
+from ssl_retrieval.experimentation import ledger
 
 MAIN_COLUMNS = ("recall@10", "recall@50", "pair_recall@10", "pair_recall@50", "map@10", "map@50")
 # Per query: the mean over queries of the share of their held-out candidates found. Per pair:
@@ -387,7 +388,7 @@ def wall_time(records: list[dict]) -> str:
 def budget_sentence(results: list[dict]) -> str:
     """Which runs trained to the end of their step budget (so may not have converged)."""
     trained = [r for r in results if "stopped_early" in r.get("train", {})]
-    capped = [r["run_id"] for r in trained if not r["train"]["stopped_early"]]
+    capped = [r["run_id"] for r in trained if ledger.used_whole_budget(r, None)]
     if capped:
         text = (
             f"{len(capped)} of {len(trained)} runs trained to the end of their step budget, so "

@@ -430,7 +430,10 @@ def run(config: config_lib.TrainConfig) -> dict:
             )
             with writer.as_default(step=step):
                 tf.summary.scalar(f"validation/{VALIDATION_METRIC}", value)
-            if config.patience and since_best >= config.patience:
+            # Patience that runs out at the budget's last step is the budget's end: with a
+            # larger budget the run may go on (that validation is an extra one when the budget
+            # is not a multiple of the interval), so a raised cap reopens it.
+            if config.patience and since_best >= config.patience and step < steps:
                 logging.info(
                     "train: stopping early at step %d (patience %d)", step, config.patience
                 )
