@@ -85,6 +85,14 @@ def test_patience_out_at_the_budgets_last_step_is_not_an_early_stop(tmp_path):
     # So a larger budget reopens it, and it stops at its next validation, before that budget.
     summary = trainer.run(tiny(data_dir, tmp_path / "m", train_steps=9, **flat))
     assert summary["steps"] == 6 and summary["stopped_early"]
+    # A summary written before this rule said stopped_early at the budget's end: it is
+    # reopened all the same.
+    trainer.run(tiny(data_dir, tmp_path / "old", train_steps=5, **flat))
+    summary_path = tmp_path / "old" / "train_metrics.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "stopped_early": True}))
+    summary = trainer.run(tiny(data_dir, tmp_path / "old", train_steps=9, **flat))
+    assert summary["steps"] == 6 and summary["stopped_early"]
 
 
 def test_a_larger_budget_goes_on_from_a_run_that_used_its_own(data_dir, tmp_path):
@@ -98,10 +106,11 @@ def test_a_larger_budget_goes_on_from_a_run_that_used_its_own(data_dir, tmp_path
     # A smaller budget than what was trained would be another run.
     with pytest.raises(ValueError, match="has trained 10 steps, more than the 8"):
         trainer.run(tiny(data_dir, tmp_path / "a", train_steps=8, checkpoint_every=3))
-    # A run that early stopping ended is the same run under any larger budget.
+    # A run that early stopping ended (at step 10, before a budget of 12) is the same run under
+    # any larger budget.
     summary_path = tmp_path / "a" / "train_metrics.json"
     summary = json.loads(summary_path.read_text())
-    summary_path.write_text(json.dumps({**summary, "stopped_early": True}))
+    summary_path.write_text(json.dumps({**summary, "stopped_early": True, "max_steps": 12}))
     again = trainer.run(tiny(data_dir, tmp_path / "a", train_steps=20, checkpoint_every=3))
     assert again["already_finished"] and again["steps"] == 10
 
