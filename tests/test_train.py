@@ -85,12 +85,13 @@ def test_patience_out_at_the_budgets_last_step_is_not_an_early_stop(tmp_path):
     # So a larger budget reopens it, and it stops at its next validation, before that budget.
     summary = trainer.run(tiny(data_dir, tmp_path / "m", train_steps=9, **flat))
     assert summary["steps"] == 6 and summary["stopped_early"]
-    # A summary written before this rule said stopped_early at the budget's end: it is
-    # reopened all the same.
+    # A summary written before this rule said stopped_early at the budget's end, and a call
+    # under that rule saved the larger budget without reopening it: it is reopened all the same.
     trainer.run(tiny(data_dir, tmp_path / "old", train_steps=5, **flat))
     summary_path = tmp_path / "old" / "train_metrics.json"
     summary = json.loads(summary_path.read_text())
     summary_path.write_text(json.dumps({**summary, "stopped_early": True}))
+    config_lib.save(tiny(data_dir, tmp_path / "old", train_steps=9, **flat), str(tmp_path / "old"))
     summary = trainer.run(tiny(data_dir, tmp_path / "old", train_steps=9, **flat))
     assert summary["steps"] == 6 and summary["stopped_early"]
 

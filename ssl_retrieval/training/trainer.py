@@ -67,7 +67,9 @@ def _prepare_model_dir(config: config_lib.TrainConfig, steps: int) -> None:
         previous = config_lib.load(config.model_dir)
         changed = config.differences(previous)
         budget = [k for k in changed if k in config_lib.BUDGET_FIELDS]
-        if budget and len(budget) == len(changed) and not config.overwrite:
+        if len(budget) == len(changed) and not config.overwrite:
+            # Also with nothing changed: a reopen an earlier call did not make (its config is
+            # saved with the new budget already).
             _extend_budget(config, steps)
             changed = []
         if changed and not config.overwrite:
