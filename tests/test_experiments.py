@@ -572,6 +572,28 @@ def test_unknown_methods_or_fractions_are_refused(tmp_path):
         runner.run_experiment(str(path), runner=_fake_runner([]), fractions=["0.5"])
 
 
+def test_report_only_reports_unrecorded_model_dirs_without_taking_them_for_finished(tmp_path):
+    """A model dir evaluated under another command (say, a smaller budget): --report_only shows
+    it, but the next pass still runs train and evaluate for it."""
+    config = {**_toy_config(tmp_path), "sweeps": {}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    model_dir = tmp_path / "runs" / "1.0" / "baseline" / "seed0"
+    model_dir.mkdir(parents=True)
+    (model_dir / "metrics.json").write_text(json.dumps({"metrics": _metrics(0.1)}))
+    summary = runner.run_experiment(str(path), report_only=True, runner=_fake_runner([]))
+    assert summary["results"] == 1
+    (record,) = atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
+    assert "unverified" in record and "commands" not in record
+    report_md = (tmp_path / "report" / "report.md").read_text()
+    assert "1 of 1 runs are reported as found in their model dirs" in report_md
+    assert "`1.0/baseline/seed0`" in report_md
+    calls = []
+    runner.run_experiment(str(path), runner=_fake_runner(calls), fractions=["1.0"])
+    trained = [c for c in calls if c[2] == "ssl_retrieval.train"]
+    assert any(f"--model_dir={model_dir}" in c for c in trained)
+
+
 def test_dry_run_status_counts_what_is_left_and_estimates_its_time(tmp_path):
     """The status the experiments CLI's --dry_run prints: each run recorded, to run or waiting
     for its flagfile, and per fraction the runs left times the mean timed run there."""

@@ -405,6 +405,19 @@ def budget_sentence(results: list[dict]) -> str:
     return text
 
 
+def unverified_sentence(results: list[dict]) -> str:
+    """Which runs --report_only found in their model dirs without a record for these commands."""
+    found = [r["run_id"] for r in results if r.get("unverified")]
+    if not found:
+        return ""
+    return (
+        f" {len(found)} of {len(results)} runs are reported as found in their model dirs, not "
+        "recorded for these commands (`--report_only`; the next pass trains them again): "
+        + ", ".join(f"`{name}`" for name in found)
+        + "."
+    )
+
+
 NOT_YET = "No runs at this fraction yet: `python -m ssl_retrieval.experiments` resumes them."
 
 
@@ -425,6 +438,7 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
         "queries of the share of their candidates found) stands beside it, and MAP is per query. "
         f"Wall time of the runs (training and evaluation, this machine): {wall_time(results)}. "
         + budget_sentence(results)
+        + unverified_sentence(results)
     )
     for i, fraction in enumerate(main["fractions"]):
         label = "Table 1" if i == 0 else f"Table 2{'abcdefg'[i - 1]}"

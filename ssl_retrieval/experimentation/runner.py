@@ -191,6 +191,12 @@ def _result_record(run: Run, model_dir: str) -> dict:
 _write_jsonl = atomic.write_jsonl
 
 
+UNVERIFIED = (
+    "found in its model dir by --report_only, not recorded for these commands: reported, but "
+    "not reused (the next pass trains it again, or resumes it)"
+)
+
+
 def _check_selection(runs: list[Run], fractions: list[str] | None, methods: list[str] | None):
     """Names in `fractions` / `methods` that no planned run has are an error (a typo would
     train nothing)."""
@@ -257,8 +263,10 @@ def run_experiment(
     results_lock = workers.lock_path(config["runs_dir"], "results")
     results, skipped = [], 0
 
-    def keep(record: dict, train: list[str], evaluate: list[str], fraction: str) -> None:
-        results.append(ledger.stamp(record, [train, evaluate], book.fingerprints[fraction]))
+    def keep(record: dict, train: list[str] | None, evaluate: list[str], fraction: str) -> None:
+        if train is not None:  # stamped: the record stands for these commands and data
+            record = ledger.stamp(record, [train, evaluate], book.fingerprints[fraction])
+        results.append(record)
         with workers.locked(results_lock):  # merged with what other workers wrote meanwhile
             on_disk = ledger.load(results_path, "run_id")
             _write_jsonl(results_path, results + ledger.unreached(on_disk, results, "run_id"))
@@ -276,8 +284,10 @@ def run_experiment(
             logging.warning("experiments: %s waits for its flagfile %s", run.run_id, flagfile)
         elif report_only:
             if os.path.exists(os.path.join(model_dir, "metrics.json")):
-                # As it is, whatever command made it.
-                keep(_result_record(run, model_dir), train, evaluate, run.fraction)
+                # Reported as it is, whatever command made it, but not stamped with these
+                # commands: a later pass does not take it for a run they made.
+                record = {**_result_record(run, model_dir), "unverified": UNVERIFIED}
+                keep(record, None, evaluate, run.fraction)
         elif (claimed := workers.claim(workers.lock_path(config["runs_dir"], run.run_id))) is None:
             logging.info("experiments: %s is being trained by another worker", run.run_id)
         else:
