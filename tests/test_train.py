@@ -170,8 +170,9 @@ def test_kill_9_then_rerun_resumes_and_finishes(data_dir, tmp_path):
     deadline = time.time() + 240
     checkpoint_dir = model_dir / "checkpoints"
     while time.time() < deadline:
+        # The index is written last: a checkpoint of step 100 or later is complete.
         if checkpoint_dir.exists() and any(
-            p.name.startswith("ckpt-100") for p in checkpoint_dir.iterdir()
+            p.name.endswith(".index") and int(p.name[5:-6]) >= 100 for p in checkpoint_dir.iterdir()
         ):
             break
         assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
@@ -179,6 +180,9 @@ def test_kill_9_then_rerun_resumes_and_finishes(data_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    # The kill may come before the state file names the newest checkpoint: train resumes from
+    # the newest readable one on disk, and so does this.
+    trainer.use_newest_readable_checkpoint(str(checkpoint_dir))
     saved = int(tf.train.latest_checkpoint(str(checkpoint_dir)).rsplit("-", 1)[1])
     assert 100 <= saved < 3000
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
