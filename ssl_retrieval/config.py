@@ -47,6 +47,20 @@ PATH_FIELDS = ("data_dir", "model_dir")
 BUDGET_FIELDS = ("epochs", "train_steps")
 
 
+def used_whole_budget(
+    steps: int | None, budget: int | None, stopped_early: bool | None
+) -> bool | None:
+    """Whether a run trained to the end of its step budget (so it may not have converged, and
+    a larger budget reopens it) rather than stopping early on validation; None when unknown.
+    A run that ended at its budget's last step used it, patience or not: summaries written
+    before train stopped calling that an early stop say stopped_early there."""
+    if steps is not None and budget is not None and steps >= budget:
+        return True
+    if stopped_early is not None:
+        return not stopped_early
+    return None if steps is None or budget is None else False
+
+
 class ChangedRunError(ValueError):
     """The model dir holds a run of another config. Train exits with `exit_status` for it, so
     that the experiment runners, which own their model dirs, can tell it from other errors and

@@ -39,16 +39,18 @@ def run_subprocess(args: list[str]) -> None:
 
 def train(runner: Callable[[list[str]], None], command: list[str], model_dir: str) -> float | None:
     """Runs a train command; when its model dir holds a run of another config, moves that run
-    aside and trains again. Returns when (`time.monotonic()`) it started afresh, or None."""
+    aside and trains again. Returns when (`time.monotonic()`) the run started from nothing, so
+    that its wall time is the whole run's, or None when it went on from a run begun before."""
+    started = None if os.path.exists(os.path.join(model_dir, "config.json")) else time.monotonic()
     try:
         runner(command)
-        return None
+        return started
     except ChangedRun as e:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%f")
         aside = f"{model_dir.rstrip('/')}.replaced-{now}"
         os.rename(model_dir, aside)
         reason = str(e).strip().splitlines()[-1]
         logging.warning("%s; moved the old run to %s and training afresh", reason, aside)
-    restarted = time.monotonic()
+    started = time.monotonic()
     runner(command)
-    return restarted
+    return started

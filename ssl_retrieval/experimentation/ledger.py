@@ -170,12 +170,6 @@ def unreached(recorded: dict[str, dict], done: list[dict], key: str) -> list[dic
     return [record for name, record in recorded.items() if name not in seen]
 
 
-def fresh(model_dir: str) -> bool:
-    """Whether no training has started in `model_dir` (train writes config.json first): only a
-    run timed from there has a wall time of the whole run."""
-    return not os.path.exists(os.path.join(model_dir, "config.json"))
-
-
 def _trained_steps(record: dict) -> int | None:
     """The step a recorded run ended at (tuning trials and final runs keep it differently)."""
     return record.get("steps") or record.get("train", {}).get("steps")
@@ -208,16 +202,10 @@ def _within_budget(record: dict, commands: list[list[str]], pairs: int) -> bool:
 def used_whole_budget(record: dict, pairs: int | None) -> bool | None:
     """Whether the recorded run trained to the end of its step budget instead of stopping
     early (so it may not have converged); None when the record or the data cannot tell. A run
-    whose patience ran out at its budget's last step used it too (train reports such a run as
-    not stopped early since that fix; earlier records said it had)."""
-    steps = _trained_steps(record)
-    budget = record.get("train", {}).get("max_steps") or _budget_of(record, pairs)
-    if steps is not None and budget is not None and steps >= budget:
-        return True
+    whose patience ran out at its budget's last step used it too (config.used_whole_budget)."""
     stopped_early = record.get("stopped_early", record.get("train", {}).get("stopped_early"))
-    if stopped_early is not None:
-        return not stopped_early
-    return None if steps is None or budget is None else False
+    budget = record.get("train", {}).get("max_steps") or _budget_of(record, pairs)
+    return config_lib.used_whole_budget(_trained_steps(record), budget, stopped_early)
 
 
 def _budget_of(record: dict, pairs: int | None) -> int | None:

@@ -224,13 +224,11 @@ def _train_and_evaluate(
     Train resumes, finishes or (for a finished run with other blend options) chooses the blend
     again; a model dir of an incompatible command is set aside (launch.train).
     """
-    fresh, started = ledger.fresh(model_dir), time.monotonic()
     ran = [ledger.freeze(train), ledger.freeze(evaluate)]  # the flagfiles as it starts
-    if (restarted := launch.train(runner, train, model_dir)) is not None:
-        fresh, started = True, restarted
+    started = launch.train(runner, train, model_dir)
     runner(evaluate)
     record = _result_record(run, model_dir)
-    if fresh:  # training and evaluation on test, start-ups included; not for a resumed run
+    if started is not None:  # training and evaluation on test, start-ups included
         record["wall_seconds"] = round(time.monotonic() - started, 1)
     return record, ran
 
@@ -263,9 +261,9 @@ def run_experiment(
     results_lock = workers.lock_path(config["runs_dir"], "results")
     results, skipped = [], 0
 
-    def keep(record: dict, train: list[str] | None, evaluate: list[str], fraction: str) -> None:
-        if train is not None:  # stamped: the record stands for these commands and data
-            record = ledger.stamp(record, [train, evaluate], book.fingerprints[fraction])
+    def keep(record: dict, made_by: list[list[str]] | None, fraction: str) -> None:
+        if made_by is not None:  # stamped: the record stands for these commands and data
+            record = ledger.stamp(record, made_by, book.fingerprints[fraction])
         results.append(record)
         with workers.locked(results_lock):  # merged with what other workers wrote meanwhile
             on_disk = ledger.load(results_path, "run_id")
@@ -275,7 +273,7 @@ def run_experiment(
         train, evaluate, model_dir = commands(config, run)
         if (previous := book.finished(config, run)) is not None:
             skipped += 1
-            keep(previous, train, evaluate, run.fraction)  # an earlier sitting's, or machine's
+            keep(previous, [train, evaluate], run.fraction)  # an earlier sitting's, or machine's
         elif not _selected(run, fractions, methods):
             continue  # not this time, and not recorded: its table cells wait
         elif not os.path.exists(flagfile := flagfile_of(config, run)):
@@ -287,7 +285,7 @@ def run_experiment(
                 # Reported as it is, whatever command made it, but not stamped with these
                 # commands: a later pass does not take it for a run they made.
                 record = {**_result_record(run, model_dir), "unverified": UNVERIFIED}
-                keep(record, None, evaluate, run.fraction)
+                keep(record, None, run.fraction)
         elif (claimed := workers.claim(workers.lock_path(config["runs_dir"], run.run_id))) is None:
             logging.info("experiments: %s is being trained by another worker", run.run_id)
         else:
@@ -295,13 +293,11 @@ def run_experiment(
                 book = book.reloaded(results_path)  # another worker may have finished it since
                 if (previous := book.finished(config, run)) is not None:
                     skipped += 1
-                    keep(previous, train, evaluate, run.fraction)
+                    keep(previous, [train, evaluate], run.fraction)
                     continue
                 logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
-                record, (train, evaluate) = _train_and_evaluate(
-                    run, train, evaluate, model_dir, runner
-                )
-                keep(record, train, evaluate, run.fraction)
+                record, ran = _train_and_evaluate(run, train, evaluate, model_dir, runner)
+                keep(record, ran, run.fraction)
     logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))
     references = _references(config, runner)
     _write_jsonl(references_path, references)

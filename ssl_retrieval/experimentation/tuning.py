@@ -346,13 +346,13 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
                         len(points),
                         model_dir,
                     )
-                    fresh, started = ledger.fresh(model_dir), time.monotonic()
                     ran = ledger.freeze(command)  # the flagfiles as it starts (ledger.freeze)
-                    if (restarted := launch.train(runner, command, model_dir)) is not None:
-                        fresh, started = True, restarted
+                    started = launch.train(runner, command, model_dir)
                     command = ran
                     record = _trial_record(method, fraction, point, model_dir)
-                    if fresh:  # a resumed or re-checked trial's time is not the trial's
+                    if (
+                        started is not None
+                    ):  # a resumed or re-checked trial's time is not the trial's
                         record["wall_seconds"] = round(time.monotonic() - started, 1)
                 trials.append(ledger.stamp(record, [command], fingerprint, NOT_IN_TRIALS))
                 _write_jsonl(trials_path, trials + ledger.unreached(recorded, trials, "trial_id"))

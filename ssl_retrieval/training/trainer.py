@@ -101,11 +101,11 @@ def _extend_budget(config: config_lib.TrainConfig, steps: int) -> None:
             f"{config.model_dir} has trained {trained} steps, more than the {steps} its new "
             "--epochs/--train_steps allow; use another --model_dir, or --overwrite"
         )
-    # Ended at its budget's last step: patience or not, it may go on (summaries written before
-    # train stopped calling that an early stop say stopped_early there).
-    at_budget_end = summary.get("steps", 0) >= summary.get("max_steps", math.inf)
-    used_budget = not summary.get("stopped_early") or at_budget_end
-    if summary and used_budget and trained < steps:
+    used_budget = config_lib.used_whole_budget(
+        summary.get("steps"), summary.get("max_steps"), summary.get("stopped_early")
+    )
+    # Unknown (a summary from before early stopping): it trained to its budget.
+    if summary and used_budget is not False and trained < steps:
         logging.info(
             "train: %s used its budget of %d steps; going on to %d",
             config.model_dir,
