@@ -23,7 +23,14 @@ from collections.abc import Callable
 from absl import app, flags
 
 
-def option(default=dataclasses.MISSING, help: str = "", *, enum=None, flag: bool = True):
+def option(
+    default=dataclasses.MISSING,
+    help: str = "",
+    *,
+    enum=None,
+    flag: bool = True,
+    neutral=dataclasses.MISSING,
+):
     """A dataclass field with the help text of its flag.
 
     Args:
@@ -31,8 +38,13 @@ def option(default=dataclasses.MISSING, help: str = "", *, enum=None, flag: bool
       help: the flag's help text.
       enum: allowed values of a string option (an enum flag).
       flag: False for a field that has no flag.
+      neutral: for an option added after runs were recorded, the value under which the code
+        behaves as it did before the option existed. While the default is that value, adding
+        the option leaves the recorded runs valid (experimentation/ledger.py).
     """
     metadata = {"help": help, "enum": tuple(enum) if enum else None, "flag": flag}
+    if neutral is not dataclasses.MISSING:
+        metadata["neutral"] = neutral
     if isinstance(default, list | dict | set):
         raise TypeError("use a tuple default for a sequence option")
     return dataclasses.field(default=default, metadata=metadata)

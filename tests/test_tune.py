@@ -288,6 +288,34 @@ def test_new_blend_defaults_rerun_experiments_but_not_tuning_trials(monkeypatch)
     assert ledger.train_defaults(tuning.NOT_IN_TRIALS) != trials
 
 
+def _with_new_option(**option_kwargs):
+    """TrainConfig as it would be with one more option, `new_option`."""
+    from ssl_retrieval.cli import option
+
+    @dataclasses.dataclass(frozen=True)
+    class Extended(config_lib.TrainConfig):
+        new_option: float = option(**option_kwargs)
+
+    return Extended
+
+
+def test_a_new_option_at_its_neutral_value_voids_no_record(monkeypatch):
+    """Adding an option declared with the value that trains as before keeps every committed
+    record; adding one without it, or with another default, voids them."""
+    before = ledger.train_defaults()
+    cfm = ledger.taken_defaults([_train("--method=cfm")])
+    monkeypatch.setattr(config_lib, "TrainConfig", _with_new_option(default=0.0, neutral=0.0))
+    assert ledger.train_defaults() == before
+    assert ledger.taken_defaults([_train("--method=cfm")]) == cfm
+    monkeypatch.setattr(config_lib, "TrainConfig", _with_new_option(default=0.0))
+    assert ledger.train_defaults() != before
+    monkeypatch.setattr(config_lib, "TrainConfig", _with_new_option(default=0.9, neutral=0.0))
+    assert ledger.train_defaults() != before
+    assert ledger.taken_defaults([_train("--method=cfm")]) != cfm
+    # A run that sets the option does not take its default.
+    assert ledger.taken_defaults([_train("--method=cfm", "--new_option=0.5")]) == cfm
+
+
 def _train(*flags):
     return ["python", "-m", "ssl_retrieval.train", "--data_dir=d", "--model_dir=m", *flags]
 

@@ -26,6 +26,10 @@ previous machine and 0.279 here, most likely because TensorFlow's CPU kernels de
 processor. A record is one draw of its command, like a rerun would be.)
 Records stamped before (`train_defaults`: a hash of every default) are still reusable while the
 defaults are unchanged, and are stamped the new way when reused.
+A new training option would change that hash and void every record; one declared with its
+neutral value (`cli.option(neutral=...)`, the value that trains as before it existed) stays out
+of the hash while its default is that value, and voids the records that took it once the default
+changes.
 Code changes other than defaults are not detected: delete the records a fix invalidates.
 """
 
@@ -128,6 +132,12 @@ def portable(command: list[str], ignored: tuple[str, ...] = ()) -> list[str]:
     return [arg for arg in freeze(command)[1:] if not _sets(arg, ignored)]
 
 
+def _neutral(field: dataclasses.Field) -> bool:
+    """Whether the field's default is its neutral value (cli.option): the behaviour from before
+    the option existed, which every earlier record had, so it is left out of the hash."""
+    return "neutral" in field.metadata and field.metadata["neutral"] == field.default
+
+
 def train_defaults(ignored: tuple[str, ...] = ()) -> str:
     """A short hash of the training flags' defaults (a command's unset flags take them), leaving
     out the `ignored` fields (defaults a record's values do not depend on)."""
@@ -135,7 +145,7 @@ def train_defaults(ignored: tuple[str, ...] = ()) -> str:
         f.name: f.default
         for f in dataclasses.fields(config_lib.TrainConfig)
         # Required fields (paths) have no default; their repr would be an address.
-        if f.default is not dataclasses.MISSING and f.name not in ignored
+        if f.default is not dataclasses.MISSING and f.name not in ignored and not _neutral(f)
     }
     text = json.dumps(defaults, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
