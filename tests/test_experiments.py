@@ -417,9 +417,22 @@ def test_table_3_is_written_per_pair_and_per_query():
     )
 
 
-def test_wall_time_sums_the_timed_records():
-    records = [{"wall_seconds": 3000.0}, {"wall_seconds": 1260.0}, {}]
-    assert report.wall_time(records) == "1 h 11 min, 2 of 3 timed"
+def test_wall_time_sums_the_timed_records_and_estimates_the_others_by_fraction():
+    records = [
+        {"fraction": "1.0", "wall_seconds": 3000.0},
+        {"fraction": "0.1", "wall_seconds": 1260.0},
+        {"fraction": "0.1", "wall_seconds": 660.0},
+        {"fraction": "0.1"},  # counted at 960 s, the mean of its fraction's timed ones
+    ]
+    assert report.wall_time(records) == (
+        "1 h 22 min, 3 of 4 timed; about 1 h 38 min for all 4, each untimed one counted at the "
+        "mean of the timed ones of its training fraction"
+    )
+    # A fraction without a timed record takes the mean of all timed ones (1640 s here).
+    assert report.wall_time(records[:3] + [{"fraction": "0.01"}]).startswith(
+        "1 h 22 min, 3 of 4 timed; about 1 h 49 min for all 4"
+    )
+    assert report.wall_time(records[:3]) == "1 h 22 min, 3 of 3 timed"
     assert report.wall_time([{}]) == "not timed"
 
 

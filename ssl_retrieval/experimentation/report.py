@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from collections import defaultdict
 
 import numpy as np
@@ -375,14 +376,35 @@ def claims_section(results, config: dict, out_dir: str, baseline: str) -> list[s
     return parts
 
 
+def _hours(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
 def wall_time(records: list[dict]) -> str:
-    """'N h M min over K of the R records' from their wall_seconds (records made before runners
-    timed them have none)."""
-    timed = [r["wall_seconds"] for r in records if r.get("wall_seconds") is not None]
+    """'N h M min, K of the R records timed' from their wall_seconds, and an estimate for all R
+    when some are not timed (records made before runners timed them, or runs resumed from a
+    checkpoint): each counted at the mean of the timed records of its training fraction."""
+    timed = [r for r in records if r.get("wall_seconds") is not None]
     if not timed:
         return "not timed"
-    minutes = round(sum(timed) / 60)
-    return f"{minutes // 60} h {minutes % 60} min, {len(timed)} of {len(records)} timed"
+    measured = sum(r["wall_seconds"] for r in timed)
+    text = f"{_hours(measured)}, {len(timed)} of {len(records)} timed"
+    if len(timed) == len(records):
+        return text
+    by_fraction: dict = {}
+    for r in timed:
+        by_fraction.setdefault(r.get("fraction"), []).append(r["wall_seconds"])
+    overall = measured / len(timed)
+    estimate = measured + sum(
+        statistics.fmean(by_fraction.get(r.get("fraction"), [overall]))
+        for r in records
+        if r.get("wall_seconds") is None
+    )
+    return (
+        f"{text}; about {_hours(estimate)} for all {len(records)}, each untimed one counted at "
+        "the mean of the timed ones of its training fraction"
+    )
 
 
 def budget_sentence(results: list[dict]) -> str:
