@@ -177,6 +177,20 @@ class TrainConfig:
     patience: int = option(
         4, "Stop after this many validations without a better Recall@50 (0 = train all steps)."
     )
+    weight_averaging: float = option(
+        0.0,
+        "Decay of an exponential moving average of the weights (Polyak averaging, "
+        "training/averaging.py) that validation, the best checkpoint, evaluation and export "
+        "use instead of the last weights; 0.999 averages about the last 1,000 steps. 0 = off "
+        "(the paper; every recorded run).",
+        neutral=0.0,
+    )
+    weight_averaging_every: int = option(
+        10,
+        "Steps between updates of the --weight_averaging average (each folds in "
+        "decay**every), so that averaging large embedding tables costs a tenth of a pass a step.",
+        neutral=10,
+    )
     choose_popularity_prior: bool = option(
         True,
         "With --validate_every: after training, choose on validation how lists are ranked "
@@ -287,6 +301,14 @@ class TrainConfig:
                 f"--blend_objective must be one of {list(BLEND_OBJECTIVES)}",
             ),
             (self.validation_queries >= 1, "--validation_queries must be >= 1"),
+            (
+                0.0 <= self.weight_averaging < 1.0,
+                f"--weight_averaging must be in [0, 1) (0 = off), got {self.weight_averaging}",
+            ),
+            (
+                self.weight_averaging_every >= 1,
+                f"--weight_averaging_every must be >= 1, got {self.weight_averaging_every}",
+            ),
             (self.patience >= 0, "--patience must be >= 0 (0 = no early stopping)"),
             (
                 self.patience == 0 or self.validate_every > 0,

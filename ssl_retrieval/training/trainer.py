@@ -11,10 +11,13 @@ Model selection: with `validate_every`, the run evaluates Recall@50 over the who
 fixed sample of validation queries every that many steps (`<model_dir>/validation.jsonl`), keeps
 the best weights in `<model_dir>/best/` (what evaluation and export load), and with `patience`
 stops after that many validations without improvement: the epoch budget becomes a maximum.
+With `weight_averaging`, what is validated and kept is the moving average of the weights
+(training/averaging.py), checkpointed beside them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -31,7 +34,7 @@ from ssl_retrieval import model as model_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data_dir import DataDir
-from ssl_retrieval.training import distribute, optimizers
+from ssl_retrieval.training import averaging, distribute, optimizers
 
 
 def total_steps(config: config_lib.TrainConfig, schema: schema_lib.Schema) -> int:
@@ -375,6 +378,13 @@ def run(config: config_lib.TrainConfig) -> dict:
         per_replica = strategy.run(step_fn, args=(next(it),))
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None) for x in per_replica]
 
+    # --weight_averaging: made after the first step, when the weights exist (creating them
+    # earlier would change the order of initialisation, and so the seed's weights).
+    average = None
+
+    def averaged():
+        return average.swapped() if average is not None else contextlib.nullcontext()
+
     writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "logs"))
     examples_per_step = config.batch_size
     started = time.time()
@@ -394,6 +404,10 @@ def run(config: config_lib.TrainConfig) -> dict:
         values = train_step(iterator)
         step += 1
         window_steps += 1
+        if config.weight_averaging and average is None:
+            average = _start_average(config, strategy, model, checkpoint, manager, start_step)
+        if average is not None and step % config.weight_averaging_every == 0:
+            average.update()
         if step % config.log_every == 0 or step == steps:
             losses = tuple(float(v.numpy()) for v in values)
             if not math.isfinite(losses[0]):
@@ -416,14 +430,15 @@ def run(config: config_lib.TrainConfig) -> dict:
             )
             window_start, window_steps = time.time(), 0
         if validator is not None and (step % validate_every == 0 or step == steps):
-            metrics = validator(model)
-            value = metrics["all"][VALIDATION_METRIC]
-            improved = value > best_value
-            if improved:
-                best_value, since_best = value, 0
-                best_manager.save(checkpoint_number=step)
-            else:
-                since_best += 1
+            with averaged():
+                metrics = validator(model)
+                value = metrics["all"][VALIDATION_METRIC]
+                improved = value > best_value
+                if improved:
+                    best_value, since_best = value, 0
+                    best_manager.save(checkpoint_number=step)
+                else:
+                    since_best += 1
             history.append({"step": step, "value": value, "metrics": metrics})
             _write_lines(os.path.join(config.model_dir, VALIDATION_LOG), history)
             logging.info(
@@ -449,6 +464,10 @@ def run(config: config_lib.TrainConfig) -> dict:
         if stopped_early:
             break
     seconds = time.time() - started
+    if validator is None and average is not None:
+        # Evaluation and export load best/ when it exists: here, the average of the last steps.
+        with averaged():
+            best_manager.save(checkpoint_number=step)
     summary = {
         "steps": step,
         "max_steps": steps,
@@ -480,6 +499,20 @@ def run(config: config_lib.TrainConfig) -> dict:
 
 
 _write_lines = atomic.write_jsonl
+
+
+def _start_average(config, strategy, model, checkpoint, manager, start_step: int):
+    """The moving average of the weights, tracked by `checkpoint`; a resumed run's restored."""
+    with strategy.scope():
+        average = averaging.WeightAverage(
+            model.trainable_variables, config.weight_averaging, config.weight_averaging_every
+        )
+    if start_step:
+        tf.train.Checkpoint(weight_average=average).restore(
+            manager.latest_checkpoint
+        ).assert_existing_objects_matched()
+    checkpoint.weight_average = average
+    return average
 
 
 def _choose_blend(validator: Validator, model, config, summary: dict) -> None:
