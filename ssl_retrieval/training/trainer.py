@@ -405,7 +405,7 @@ def run(config: config_lib.TrainConfig) -> dict:
         step += 1
         window_steps += 1
         if config.weight_averaging and average is None:
-            average = _start_average(config, strategy, model, checkpoint, manager, start_step)
+            average = _start_average(config, strategy, model, checkpoint)
         if average is not None and step % config.weight_averaging_every == 0:
             average.update()
         if step % config.log_every == 0 or step == steps:
@@ -501,16 +501,14 @@ def run(config: config_lib.TrainConfig) -> dict:
 _write_lines = atomic.write_jsonl
 
 
-def _start_average(config, strategy, model, checkpoint, manager, start_step: int):
-    """The moving average of the weights, tracked by `checkpoint`; a resumed run's restored."""
+def _start_average(config, strategy, model, checkpoint):
+    """The moving average of the weights, tracked by `checkpoint`. A resumed run's averages are
+    restored as it is attached: `checkpoint` was restored from the run's latest checkpoint, and
+    TensorFlow restores objects added to it later (deferred restoration)."""
     with strategy.scope():
         average = averaging.WeightAverage(
             model.trainable_variables, config.weight_averaging, config.weight_averaging_every
         )
-    if start_step:
-        tf.train.Checkpoint(weight_average=average).restore(
-            manager.latest_checkpoint
-        ).assert_existing_objects_matched()
     checkpoint.weight_average = average
     return average
 
