@@ -105,7 +105,8 @@ def corpus_ids(data_dir, schema: schema_lib.Schema | None = None) -> list[str]:
         .map(lambda x: tf.io.parse_example(x, spec))
     )
     for batch in dataset:
-        ids += batch[id_name].numpy().astype(str).tolist()
+        # Ids are UTF-8 (numpy's astype(str) would decode them as ASCII: 'café-1' failed).
+        ids += [item_id.decode("utf-8") for item_id in batch[id_name].numpy()]
     return ids
 
 

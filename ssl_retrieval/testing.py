@@ -40,11 +40,13 @@ FEATURES = [
 ]
 
 
-def _items(num_items: int, num_clusters: int, rng: np.random.Generator) -> list[dict]:
+def _items(
+    num_items: int, num_clusters: int, rng: np.random.Generator, id_prefix: str = "item"
+) -> list[dict]:
     items = []
     for i in range(num_items):
         cluster = i % num_clusters
-        item: dict = {"item_id": f"item{i:05d}"}
+        item: dict = {"item_id": f"{id_prefix}{i:05d}"}
         if rng.random() > 0.05:  # a few missing values, as in real catalogues
             item["brand"] = f"brand{cluster}" if rng.random() < 0.8 else f"brand{rng.integers(50)}"
         item["category"] = f"cat{cluster // 2}"
@@ -57,7 +59,11 @@ def _items(num_items: int, num_clusters: int, rng: np.random.Generator) -> list[
 
 
 def _pairs(
-    num_items: int, num_pairs: int, num_clusters: int, rng: np.random.Generator
+    num_items: int,
+    num_pairs: int,
+    num_clusters: int,
+    rng: np.random.Generator,
+    id_prefix: str = "item",
 ) -> list[tuple[str, str]]:
     per_cluster = num_items // num_clusters
     ranks = np.arange(1, per_cluster + 1, dtype=np.float64)
@@ -69,7 +75,7 @@ def _pairs(
         cluster = q % num_clusters
         c = cluster + num_clusters * int(rng.choice(per_cluster, p=probs))
         if c != q:
-            pairs.append((f"item{q:05d}", f"item{c:05d}"))
+            pairs.append((f"{id_prefix}{q:05d}", f"{id_prefix}{c:05d}"))
     return pairs
 
 
@@ -178,15 +184,19 @@ def make_data_dir(
     eval_fraction: float = 0.1,
     seed: int = 0,
     validation_fraction: float = 0.0,
+    id_prefix: str = "item",
 ) -> str:
-    """Writes a tiny preprocessed data dir at `path` (created) and returns `path`."""
+    """Writes a tiny preprocessed data dir at `path` (created) and returns `path`.
+
+    Item ids are `id_prefix` and a 5-digit number (`item00042`); a non-ASCII prefix tests that
+    ids are UTF-8 everywhere."""
     from ssl_retrieval.compat import tf
 
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(path, data_dir_lib.VOCAB_DIR), exist_ok=True)
     os.makedirs(os.path.join(path, data_dir_lib.STATS_DIR), exist_ok=True)
-    items = _items(num_items, num_clusters, rng)
-    pairs = _pairs(num_items, num_pairs, num_clusters, rng)
+    items = _items(num_items, num_clusters, rng, id_prefix)
+    pairs = _pairs(num_items, num_pairs, num_clusters, rng, id_prefix)
     by_id = {item["item_id"]: item for item in items}
     features = schema_lib.from_json({"features": FEATURES}).features
 
