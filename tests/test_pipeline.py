@@ -695,6 +695,79 @@ def test_parquet_csv_and_bigquery_give_byte_identical_outputs(same_data, tmp_pat
     assert [e[2:] for e in letters] == sorted(e[2:] for e in expected if "duplicate" not in e[3])
 
 
+def _odd_input(directory, fmt):
+    """30 good items, 200 good pairs, and after them records with bytes that are not UTF-8 and
+    numbers that do not fit a float32, as `fmt` files; the bad ones' (file, line, field)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = [(f"it{i}".encode(), b"b%d" % (i % 3), float(i)) for i in range(30)]
+    items += [(b"bad\xff", b"b0", 1.0), (b"big", b"b1", 1e300), (b"neg", b"b\xe9", -1e300)]
+    pairs = [(f"it{i % 30}".encode(), f"it{(i * 7 + 1) % 30}".encode(), 1.0) for i in range(200)]
+    pairs += [(b"it1\xff", b"it2", 1.0), (b"it1", b"it2", 1e300)]
+    if fmt == "parquet":
+
+        def column(values):  # strings as Parquet holds them: bytes it never checks
+            return pa.array(values, type=pa.binary()).view(pa.string())
+
+        for name, rows, columns in (
+            ("items", items, ("item_id", "brand", "size")),
+            ("pairs", pairs, ("query_id", "candidate_id", "weight")),
+        ):
+            cols = list(zip(*rows, strict=True))
+            table = pa.table(
+                {columns[0]: column(cols[0]), columns[1]: column(cols[1]), columns[2]: cols[2]}
+            )
+            pq.write_table(table, directory / f"{name}.parquet")
+        first = 1
+    elif fmt == "csv":
+        (directory / "items.csv").write_bytes(
+            b"item_id,brand,size\n" + b"".join(b"%s,%s,%r\n" % row for row in items)
+        )
+        (directory / "pairs.csv").write_bytes(
+            b"query_id,candidate_id,weight\n" + b"".join(b"%s,%s,%r\n" % row for row in pairs)
+        )
+        first = 2  # the header is line 1
+    else:
+        (directory / "items.jsonl").write_bytes(
+            b"".join(b'{"item_id": "%s", "brand": "%s", "size": %r}\n' % row for row in items)
+        )
+        (directory / "pairs.jsonl").write_bytes(
+            b"".join(
+                b'{"query_id": "%s", "candidate_id": "%s", "weight": %r}\n' % row for row in pairs
+            )
+        )
+        first = 1
+    schema = {"features": [SCHEMA["features"][0], SCHEMA["features"][1], SCHEMA["features"][3]]}
+    (directory / "schema.json").write_text(json.dumps(schema))
+    return sorted(
+        [
+            ("items", first + 30, "item_id"),
+            ("items", first + 31, "size"),
+            ("items", first + 32, "brand"),  # its size is -1e300 too: the first field
+            ("pairs", first + 200, "query_id"),
+            ("pairs", first + 201, "weight"),
+        ]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_odd_bytes_and_numbers_are_dead_letters_naming_file_line_and_field(tmp_path, fmt):
+    """Issue 35: bytes that are not UTF-8 stopped the job in Beam's coder, and 1e300 in
+    struct.pack; both are dead letters, the job runs, and its outputs hold neither."""
+    expected = _odd_input(tmp_path, fmt)
+    summary = pipeline.run(format_config(tmp_path, tmp_path / "out"))
+    assert summary["counts"]["error_records"] == 5
+    assert summary["counts"]["items"] == 30
+    letters = dead_letters(tmp_path / "out")
+    assert [(stem, line, field) for stem, line, field, _ in letters] == expected
+    reasons = {field: reason for _, _, field, reason in letters}
+    assert reasons["item_id"] == reasons["query_id"] == raw_io.NOT_UTF8
+    assert reasons["size"].startswith("1e+300 does not fit a float32")
+    assert reasons["weight"].startswith("1e+300 does not fit a float32")
+
+
 def test_bigquery_needs_num_shards():
     with pytest.raises(ValueError, match="--num_shards is required with --input_format=bigquery"):
         pipeline.PreprocessConfig(
@@ -972,6 +1045,10 @@ def test_quick_validation_agrees_with_the_full_checks(monkeypatch):
         {"item_id": "a", "size": 1e308 * 10},
         {"item_id": "a", "size": -2.5, "other": [1]},
         {"item_id": ["a"]},
+        {"item_id": "a", "size": 1e300},
+        {"item_id": "a", "size": -3.5e38},
+        {"item_id": "a", "size": 10**400},
+        {"item_id": "a", "size": 3.4e38},
     ]
     pair_records = [
         {"query_id": "a", "candidate_id": "b"},
@@ -985,6 +1062,10 @@ def test_quick_validation_agrees_with_the_full_checks(monkeypatch):
         {"query_id": "a", "candidate_id": ""},
         {"query_id": "a\x85", "candidate_id": "b"},
         {"query_id": "a", "candidate_id": 3},
+        {"query_id": "a", "candidate_id": "b", "weight": 1e300},
+        {"query_id": "a", "candidate_id": "b", "weight": 1e-50},
+        {"query_id": "a", "candidate_id": "b", "weight": 10**400},
+        {"query_id": "a", "candidate_id": "b", "weight": 3e38},
     ]
     texts = [json.dumps(r) for r in items + pair_records] + ["[1]", "{", '{"a": 1} x', "\ufeff{}"]
     raws = texts + items + pair_records
@@ -1002,8 +1083,8 @@ def test_quick_validation_agrees_with_the_full_checks(monkeypatch):
     quick = results()
     monkeypatch.setattr(raw_io, "_fast_object", lambda raw: None)  # the full checks only
     assert quick == results()
-    assert sum(item is not None for (item, _), _ in quick) == 6
-    assert sum(pair is not None for _, (pair, _) in quick) == 8
+    assert sum(item is not None for (item, _), _ in quick) == 8
+    assert sum(pair is not None for _, (pair, _) in quick) == 10
 
 
 def test_split_and_route_is_split_records_then_the_writers_hashes():
