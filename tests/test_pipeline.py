@@ -3,6 +3,7 @@
 import glob
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -23,6 +24,7 @@ from pipelines import (
     pipeline,
     raw_io,
     readers,
+    stats,
     tf_example,
     tmp_dirs,
     vocabulary,
@@ -1109,3 +1111,198 @@ def test_split_and_route_is_split_records_then_the_writers_hashes():
                 expected.setdefault(shard, []).append((order, q, c, weight))
             assert routed[split] == expected
             assert len(expected) == (shards[split] if split_pairs else 0)
+
+
+# ---------------------------------------------------------------- issue 30: the reverse-link leak
+
+
+def _link_code(split, reverse):
+    return 2 * pairs.LINK_SPLITS.index(split) + reverse
+
+
+def _records(rows):
+    records = np.empty(len(rows), dtype=pairs.LINK_RECORD)
+    records["link"], records["code"] = zip(*rows, strict=True) if rows else ((), ())
+    return records
+
+
+def test_reverse_counts_on_a_hand_checked_toy():
+    train, val, ev = pairs.TRAIN, pairs.VALIDATION, pairs.EVAL
+    rows = [
+        # link 1: eval a->b, its reverse b->a in train: 1 eval pair
+        (1, _link_code(ev, 0)),
+        (1, _link_code(train, 1)),
+        # link 2: the same eval pair twice, reverse in train: 2
+        (2, _link_code(ev, 0)),
+        (2, _link_code(ev, 0)),
+        (2, _link_code(train, 1)),
+        # link 3: the same direction in train is no reverse: 0
+        (3, _link_code(ev, 0)),
+        (3, _link_code(train, 0)),
+        # link 4: validation b->a, a->b twice in train: 1 validation pair
+        (4, _link_code(val, 1)),
+        (4, _link_code(train, 0)),
+        (4, _link_code(train, 0)),
+        # link 5: the reverse in validation, not training: 0
+        (5, _link_code(ev, 1)),
+        (5, _link_code(val, 0)),
+        # link 6: both directions in eval and in train: 2
+        (6, _link_code(ev, 0)),
+        (6, _link_code(ev, 1)),
+        (6, _link_code(train, 0)),
+        (6, _link_code(train, 1)),
+        # link 2**40 + 1 (not link 1): eval only
+        (2**40 + 1, _link_code(ev, 1)),
+    ]
+    assert stats.reverse_counts(_records(rows)) == {
+        "eval_pairs_with_reverse_in_train": 5,
+        "validation_pairs_with_reverse_in_train": 1,
+    }
+    assert stats.reverse_counts(_records([])) == dict.fromkeys(stats.REVERSE_COUNTS, 0)
+
+
+def test_reverse_counts_match_a_reference_in_python():
+    rng = np.random.default_rng(3)
+    rows = [(int(rng.integers(40)), int(rng.integers(6))) for _ in range(2_000)]
+    directions_in_train = {(link, code % 2) for link, code in rows if code < 2}
+    expected = {name: 0 for name in stats.REVERSE_COUNTS}
+    for link, code in rows:
+        split = pairs.LINK_SPLITS[code // 2]
+        if split != pairs.TRAIN and (link, 1 - code % 2) in directions_in_train:
+            expected[f"{split}_pairs_with_reverse_in_train"] += 1
+    assert stats.reverse_counts(_records(rows)) == expected
+    assert min(expected.values()) > 100
+
+
+def test_link_records_of_indices_and_of_ids():
+    split_pairs = {pairs.TRAIN: [(3, 1), (1, 3)], pairs.EVAL: [(7, 2, "rest")]}
+    records = np.frombuffer(pairs.link_records(split_pairs), dtype=pairs.LINK_RECORD)
+    assert records["link"].tolist() == [(1 << 32) | 3, (1 << 32) | 3, (2 << 32) | 7]
+    assert records["code"].tolist() == [1, 0, _link_code(pairs.EVAL, 1)]
+    by_id = {pairs.VALIDATION: [("b", "a"), ("a", "b")]}
+    records = np.frombuffer(
+        pairs.link_records(by_id, index_of=pairs.link_hash), dtype=pairs.LINK_RECORD
+    )
+    assert records["link"].tolist() == [pairs.link_hash("a", "b")] * 2
+    assert records["code"].tolist() == [3, 2]
+
+
+def test_split_by_link_puts_a_pair_and_its_reverse_together():
+    keys = [(f"q{i}é", f"c{i % 97}") for i in range(20_000)]
+    for split_by in pairs.SPLIT_BY:
+        same_split = [
+            pairs.split_of(q, c, 0.1, 0.05, split_by) == pairs.split_of(c, q, 0.1, 0.05, split_by)
+            for q, c in keys
+        ]
+        same_kept = [
+            pairs.kept_for_training(q, c, 0.3, split_by)
+            == pairs.kept_for_training(c, q, 0.3, split_by)
+            for q, c in keys
+        ]
+        if split_by == pairs.LINK:
+            assert all(same_split) and all(same_kept)
+        else:  # independent hashes: P(same) = 0.1^2 + 0.045^2 + 0.855^2 and 0.3^2 + 0.7^2
+            assert abs(np.mean(same_split) - 0.7431) < 0.01
+            assert abs(np.mean(same_kept) - 0.58) < 0.01
+    evals = [k for k in keys if pairs.split_of(*k, 0.1, 0.05, pairs.LINK) == pairs.EVAL]
+    assert abs(len(evals) / len(keys) - 0.1) < 0.005
+    # The default is the pair's own hash, as before the option.
+    assert pairs.split_key("b", "a") == "b\x1fa" and pairs.split_key("b", "a", "link") == "a\x1fb"
+
+
+def test_split_and_route_splits_by_link_as_split_records():
+    rng = np.random.default_rng(9)
+    known = []
+    for _ in range(1_500):
+        q, c = int(rng.integers(60)), int(rng.integers(60, 120))
+        known += [(f"i{q}", f"i{c}", 1.0, q, c), (f"i{c}", f"i{q}", 1.0, c, q)]
+    shards = {pairs.TRAIN: 2, pairs.VALIDATION: 1, pairs.EVAL: 1}
+    fractions = (0.2, 0.1, 0.5)
+    routed, train, evals, downsampled = pairs._split_and_route(known, fractions, shards, "link")
+    out, train_ids, eval_ids, expected_downsampled = pairs._split_records(known, fractions, "link")
+    assert downsampled == expected_downsampled > 0
+    assert [f"i{c}" for c in train] == train_ids and [f"i{c}" for c in evals] == eval_ids
+    for split, split_pairs in out.items():
+        got = sorted((q, c) for rows in routed[split].values() for _, q, c, _ in rows)
+        assert got == sorted((p[3], p[4]) for p in split_pairs)
+        # every pair of the split has its reverse in the same split
+        assert Counter((p[0], p[1]) for p in split_pairs) == Counter(
+            (p[1], p[0]) for p in split_pairs
+        )
+
+
+def _split_ids(out):
+    """{split: Counter of (query, candidate)} of a data dir's tfrecords."""
+    found = {}
+    for split in (pairs.TRAIN, pairs.VALIDATION, pairs.EVAL):
+        found[split] = Counter()
+        for path in glob.glob(str(out / f"{split}-*.tfrecord")):
+            for record in tf.data.TFRecordDataset(path):
+                feature = tf.train.Example.FromString(record.numpy()).features.feature
+                q = feature["query_item_id"].bytes_list.value[0].decode()
+                c = feature["candidate_item_id"].bytes_list.value[0].decode()
+                found[split][(q, c)] += 1
+    return found
+
+
+@pytest.mark.slow
+def test_split_by_link_removes_the_reverse_link_leak_that_stats_report(tmp_path, caplog):
+    from ssl_retrieval.sources import linked
+
+    raw_dir = tmp_path / "raw"
+    linked.build(str(raw_dir), num_items=300, num_pairs=1_500, seed=1, both_directions=True)
+
+    def run(name, **kwargs):
+        cfg = pipeline.PreprocessConfig(
+            items=str(raw_dir / "items.jsonl"),
+            pairs=str(raw_dir / "pairs.jsonl"),
+            schema=str(raw_dir / "schema.json"),
+            output_dir=str(tmp_path / name),
+            **kwargs,
+        )
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            summary = pipeline.run(cfg)
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        return summary, json.load(open(tmp_path / name / "stats.json")), warned
+
+    for name, kwargs in [
+        ("by_pair", {}),
+        ("by_link", {"split_by": "link"}),
+        ("by_link_sparse", {"split_by": "link", "train_fraction": 0.5}),
+        ("by_pair_shuffle", {"join": "shuffle"}),
+    ]:
+        summary, stats_json, warned = run(name, **kwargs)
+        found = _split_ids(tmp_path / name)
+        for split in (pairs.EVAL, pairs.VALIDATION):
+            # the reference: the split's pairs (with repeats) whose reverse is a training pair
+            expected = sum(
+                n for (q, c), n in found[split].items() if found[pairs.TRAIN][(c, q)] > 0
+            )
+            assert stats_json[f"{split}_pairs_with_reverse_in_train"] == expected
+            share = stats_json[f"{split}_reverse_in_train_share"]
+            assert share == round(expected / summary["counts"][f"{split}_pairs"], 6)
+        assert stats_json["split_by"] == kwargs.get("split_by", "pair")
+        readme = open(tmp_path / name / "README.md").read()
+        row = f"| eval_pairs_with_reverse_in_train | {stats_json['eval_pairs_with_reverse_in_train']} |"
+        assert row in readme
+        if name.startswith("by_pair"):
+            # Every link in both directions, split by pair: most eval pairs leak.
+            assert stats_json["eval_reverse_in_train_share"] > 0.7
+            assert len(warned) == 1 and "--split_by=link" in warned[0]
+            assert "% of eval pairs" in warned[0] and "`--split_by=link`" in readme
+        else:
+            assert stats_json["eval_pairs_with_reverse_in_train"] == 0
+            assert stats_json["validation_pairs_with_reverse_in_train"] == 0
+            assert warned == []
+            # A link and its reverse are kept or dropped together: every split is symmetric.
+            for split_counts in found.values():
+                assert split_counts == Counter({(c, q): n for (q, c), n in split_counts.items()})
+    sparse = _split_ids(tmp_path / "by_link_sparse")
+    full = _split_ids(tmp_path / "by_link")
+    assert sparse[pairs.EVAL] == full[pairs.EVAL]
+    assert 0.4 < sum(sparse[pairs.TRAIN].values()) / sum(full[pairs.TRAIN].values()) < 0.6
+    # The two joins count the same (item indices there, hashes of ids here).
+    assert (tmp_path / "by_pair" / "stats.json").read_bytes() == (
+        tmp_path / "by_pair_shuffle" / "stats.json"
+    ).read_bytes()
