@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import (
     batches,
+    beam_options,
     mutual_information,
     raw_io,
     readers,
@@ -477,10 +478,17 @@ def _write_json(path: str, obj) -> None:
 def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
     """Runs the job and returns a summary (counts, shards, seconds).
 
+    Args:
+      config: the run's options.
+      beam_args: Beam pipeline options (`--runner=...`), each checked before any work.
+
     Raises:
-      ValueError: bad configuration, unreadable input, or too many dead letters (the message
-        names the counts and where the dead letters were kept).
+      ValueError: bad configuration, an argument that is not a Beam option, unreadable input,
+        or too many dead letters (the message names the counts and where the dead letters were
+        kept).
     """
+    own_flags = [f"--{field.name}" for field in dataclasses.fields(PreprocessConfig)]
+    options = beam_options.pipeline_options(beam_args or [], own_flags)
     schema = schema_lib.load(config.schema)
     out_dir = config.output_dir
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not config.overwrite:
@@ -512,7 +520,6 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
     os.makedirs(os.path.join(tmp, "errors"))
     start = time.time()
     try:
-        options = PipelineOptions(beam_args or [])
         logging.info(
             "preprocess: %d item files (%s), %d pair files (%s) -> %s (%s join, %d train shards)",
             len(files["items"]),

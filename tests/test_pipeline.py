@@ -19,6 +19,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import (
     batches,
+    beam_options,
     mutual_information,
     pairs,
     pipeline,
@@ -357,6 +358,85 @@ def test_cli_errors_are_clear(raw, tmp_path):
     )
     help_text = run("--help").stdout
     assert "--direct_running_mode" in help_text and "--input_format" in help_text
+
+
+# ---------------------------------------------------------------- issue 34.5: a misspelled flag
+
+
+OWN_FLAGS = [f"--{name}" for name in ("train_fraction", "eval_fraction", "items")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--runner=DataflowRunner", "--project=p", "--region=europe-west1"],
+        ["--temp_location=gs://b/tmp", "--staging_location", "gs://b/stage", "--num_workers=4"],
+        ["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+        ["--runner=FlinkRunner", "--flink_master=localhost:8081", "--parallelism=4"],
+        ["--runner=SparkRunner", "--spark_master_url=spark://host:7077"],
+        ["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK"],
+        ["--experiments=use_runner_v2", "--experiments=x", "--save_main_session"],
+        ["--sdk_container_image=img", "--max_num_workers", "8", "--no_use_public_ips"],
+        [],
+    ],
+)
+def test_runner_options_pass_the_flag_check(args):
+    options = beam_options.pipeline_options(args, OWN_FLAGS)
+    assert options.get_all_options(drop_default=True).keys() >= {
+        a.removeprefix("--").split("=")[0]
+        for a in args
+        if a.startswith("--") and not a.startswith("--no_") and "experiment" not in a
+    }
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--trian_fraction=0.1"],
+            "unknown flag --trian_fraction: neither a flag of this "
+            "command nor a Beam pipeline option; did you mean --train_fraction?",
+        ),
+        (["--runner=DirectRunner", "--trian_fraction", "0.1"], "did you mean --train_fraction?"),
+        (["--direct_num_worker=2"], "did you mean --direct_num_workers?"),
+        (["--runer=DataflowRunner"], "did you mean --runner?"),
+        (
+            ["--zzzzzzzz"],
+            "unknown flag --zzzzzzzz: neither a flag of this command nor a Beam pipeline option",
+        ),
+        (["stray"], "unexpected argument 'stray'"),
+        (["--direct_num_workers=two"], "--direct_num_workers: invalid int value: 'two'"),
+    ],
+)
+def test_a_flag_that_is_not_ours_nor_beams_is_an_error_naming_the_closest(args, message):
+    with pytest.raises(ValueError) as e:
+        beam_options.pipeline_options(args, OWN_FLAGS)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_misspelled_preprocess_flag_stops_before_any_work(raw, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.preprocess",
+            f"--items={raw['dir']}/items*.jsonl",
+            f"--pairs={raw['dir']}/pairs.jsonl",
+            f"--schema={raw['dir']}/schema.json",
+            f"--output_dir={out}",
+            "--trian_fraction=0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown flag --trian_fraction: neither a flag of this command nor a Beam "
+        "pipeline option; did you mean --train_fraction?"
+    ]
+    assert proc.stdout == "" and os.listdir(tmp_path) == []
 
 
 # ---------------------------------------------------------------- transforms, one by one
