@@ -288,6 +288,37 @@ def _read_meta(directory: str, name: str) -> list:
         return [value for key, value in map(json.loads, filter(str.strip, f)) if key == name]
 
 
+def _join_and_write_pairs(config: PreprocessConfig, pairs, encoded, join: str, shards, out: str):
+    """Pairs meet their items' features, are split and written (`join`: SIDE_INPUT or SHUFFLE).
+
+    Returns (the join's outputs, (name, records) per written shard, the side input of catalogue
+    ids when candidates are item indices, else None).
+    """
+    split_shards = {split: shards[split] for split in (TRAIN, EVAL, VALIDATION)}
+    fractions = (config.eval_fraction, config.train_fraction, config.validation_fraction)
+    if join == SIDE_INPUT:
+        ids = beam.pvalue.AsList(encoded | "CatalogueIds" >> beam.Map(catalogue_ids))
+        entries = beam.pvalue.AsList(encoded | "CatalogueEntries" >> beam.Map(catalogue_entries))
+        joined = pairs | "LookupPairs" >> LookupPairs(
+            ids, *fractions, shards=split_shards, split_by=config.split_by
+        )
+        # (name, records) per shard of the three splits
+        pair_counts = joined["pairs"] | "WritePairs" >> WritePairShards(
+            out, split_shards, ids, entries
+        )
+        return joined, pair_counts, ids  # LookupPairs gives the candidates as item indices
+    joined = {"pairs": pairs, "items": encoded} | "JoinPairs" >> JoinPairs(
+        *fractions, num_buckets=shards["buckets"], split_by=config.split_by
+    )
+    pair_counts = [
+        joined[split]
+        | f"Write{split.capitalize()}" >> writers.WriteSortedShards(out, split, n)
+        | f"Count_{split}_pairs" >> beam.Map(lambda n, name=f"{split}_pairs": (name, n))
+        for split, n in split_shards.items()
+    ] | "AllPairCounts" >> beam.Flatten()
+    return joined, pair_counts, None
+
+
 def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, shards, out: str):
     """Adds the whole job to pipeline `p`, writing into directory `out`.
 
@@ -312,38 +343,9 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
     item_records = encoded | "ItemRecords" >> beam.Map(
         lambda bucket: [(item_id, example) for item_id, example, _, _ in bucket[1]]
     )
-    split_shards = {split: shards[split] for split in (TRAIN, EVAL, VALIDATION)}
-    if _join_of(config, inputs["items"]) == SIDE_INPUT:
-        ids = beam.pvalue.AsList(encoded | "CatalogueIds" >> beam.Map(catalogue_ids))
-        entries = beam.pvalue.AsList(encoded | "CatalogueEntries" >> beam.Map(catalogue_entries))
-        joined = parsed_pairs["pairs"] | "LookupPairs" >> LookupPairs(
-            ids,
-            config.eval_fraction,
-            config.train_fraction,
-            config.validation_fraction,
-            shards=split_shards,
-            split_by=config.split_by,
-        )
-        # (name, records) per shard of the three splits
-        pair_counts = joined["pairs"] | "WritePairs" >> WritePairShards(
-            out, split_shards, ids, entries
-        )
-        candidate_ids = ids  # LookupPairs gives the candidates as item indices
-    else:
-        candidate_ids = None
-        joined = {"pairs": parsed_pairs["pairs"], "items": encoded} | "JoinPairs" >> JoinPairs(
-            config.eval_fraction,
-            config.train_fraction,
-            config.validation_fraction,
-            num_buckets=shards["buckets"],
-            split_by=config.split_by,
-        )
-        pair_counts = [
-            joined[split]
-            | f"Write{split.capitalize()}" >> writers.WriteSortedShards(out, split, n)
-            | f"Count_{split}_pairs" >> beam.Map(lambda n, name=f"{split}_pairs": (name, n))
-            for split, n in split_shards.items()
-        ] | "AllPairCounts" >> beam.Flatten()
+    joined, pair_counts, candidate_ids = _join_and_write_pairs(
+        config, parsed_pairs["pairs"], encoded, _join_of(config, inputs["items"]), shards, out
+    )
     item_count = item_records | "WriteItems" >> writers.WriteSortedShards(
         out, "items", shards["items"]
     )

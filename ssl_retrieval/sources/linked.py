@@ -187,8 +187,7 @@ def build(
 
     Args:
       output_dir: created; must not exist with content unless `overwrite`.
-      num_items, num_pairs: sizes; num_pairs is the number of links (pairs written: the same,
-        or twice that with `both_directions`).
+      num_items, num_pairs: sizes; num_pairs links (twice as many pairs with both_directions).
       topic_size: mean items per latent topic (links and title words follow topics).
       topics_per_group: topics sharing a `group` value and its keywords.
       topic_links, group_links: probabilities that a link's other end is from the same topic,
@@ -196,8 +195,7 @@ def build(
       topic_words: probability that a title word is one of the topic's words.
       activity_sigma: spread of the log-normal item activity (0 = uniform popularity).
       seed: the output depends only on the arguments.
-      both_directions: write each link as two pairs, (a, b) then (b, a); the links are the same
-        as without it.
+      both_directions: each link as two pairs, (a, b) then (b, a); the same links as without.
       num_shards, file_format, overwrite: as for every source (`jsonl.open_writer`).
 
     Returns:
@@ -233,19 +231,11 @@ def build(
                 topic, group_of_topic, num_groups, topic_words, seed, start, stop
             )
 
+    draw = (sampler, topic, group_of_topic, topic_links, group_links, seed)
+
     def links():
         for chunk, start, stop in jsonl.chunks(num_pairs, CHUNK, "linked", "links"):
-            yield _link_records(
-                sampler,
-                topic,
-                group_of_topic,
-                topic_links,
-                group_links,
-                seed,
-                chunk,
-                stop - start,
-                both_directions,
-            )
+            yield _link_records(*draw, chunk, stop - start, both_directions)
 
     summary = {
         "source": "linked",
