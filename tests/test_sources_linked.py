@@ -84,3 +84,19 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="topic_size"):
         linked.build(str(tmp_path / "b"), num_items=100, num_pairs=10, topic_size=1)
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
+def test_both_directions_writes_each_link_then_its_reverse(dataset, tmp_path):
+    both = str(tmp_path / "both")
+    summary = linked.build(both, num_items=20_000, num_pairs=60_000, seed=3, both_directions=True)
+    one_way, pairs = _read(dataset, "pairs"), _read(both, "pairs")
+    assert summary["pairs"] == len(pairs) == 120_000 and summary["links"] == 60_000
+    assert pairs[0::2] == one_way  # the same links, as drawn
+    assert pairs[1::2] == [
+        {"query_id": p["candidate_id"], "candidate_id": p["query_id"]} for p in one_way
+    ]
+    with open(os.path.join(both, "items.jsonl"), "rb") as a:
+        with open(os.path.join(dataset, "items.jsonl"), "rb") as b:
+            assert a.read() == b.read()
+    # A one-way build's summary is as it was before the option.
+    assert "both_directions" not in json.load(open(os.path.join(dataset, "summary.json")))

@@ -4,7 +4,7 @@ r"""Writes a built-in dataset in the raw input format (items, pairs, schema, REA
   python -m ssl_retrieval.sources --source=synthetic --num_items=1000000 \
       --num_pairs=10000000 --num_shards=8 --output_dir=runs/synth/raw
   python -m ssl_retrieval.sources --source=linked --num_items=100000 --num_pairs=320000 \
-      --output_dir=runs/linked/raw
+      --output_dir=runs/linked/raw [--both_directions]
   python -m ssl_retrieval.sources --source=movielens --variant=1m-ratings --output_dir=runs/ml/raw
   python -m ssl_retrieval.sources --source=debian --format=parquet --output_dir=runs/debian/pq
 """
@@ -81,6 +81,12 @@ TOPIC_WORDS = flags.DEFINE_float(
 ACTIVITY_SIGMA = flags.DEFINE_float(
     "activity_sigma", 1.4, "linked: sigma of the log-normal item activity (0 = uniform)."
 )
+BOTH_DIRECTIONS = flags.DEFINE_bool(
+    "both_directions",
+    False,
+    "linked: write every link in both directions, (a, b) then (b, a): --num_pairs links make "
+    "twice as many pairs. Preprocess such data with --split_by=link.",
+)
 
 flags.mark_flags_as_required(["source", "output_dir"])
 SYNTHETIC_FLAGS = {
@@ -120,6 +126,7 @@ def _write() -> str:
             topic_words=TOPIC_WORDS.value,
             activity_sigma=ACTIVITY_SIGMA.value,
             seed=SEED.value,
+            both_directions=BOTH_DIRECTIONS.value,
             **common,
         )
     else:
