@@ -241,7 +241,7 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     assert first["metrics"]["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
     assert choice["objective"] == "references"
     assert set(choice["references"]["50"]) == {"top_popular", "feature_knn", "cooccurrence"}
-    for k in ("10", "50"):
+    for k in choice["blends"]:
         trials = choice["choices"][k]["grid"]
         best_trial = max(trials, key=lambda t: (tuple(t["value"]), *blend_choice._simplicity(t)))
         assert choice["blends"][k] == {n: best_trial[n] for n in blend_lib.NAMES}

@@ -8,7 +8,7 @@ import dataclasses
 from ssl_retrieval.cli import option
 
 OBJECTIVES = ("references", "slices")
-DEFAULT_KS = (10, 50)
+DEFAULT_KS = (50,)
 DEFAULT_BETAS = (0.0, 0.02, 0.03, 0.05, 0.08, 0.12)
 DEFAULT_CONTENT_WEIGHTS = (0.0, 1.0, 2.0)
 DEFAULT_POPULARITY_PENALTIES = (0.0, 0.02, 0.05)
