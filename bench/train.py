@@ -7,7 +7,7 @@ Prints JSON lines, all measured in this run on the same data and the same towers
   {"figure": "ratios", "cfm_over_baseline", "baseline_over_stock_tfrs", "input_over_cfm"}
 
 With --levers, instead: what each lever of the recipe costs in training speed, one stack measured
-in this run (README, "The training recipe"):
+in this run (docs/recipe.md, "What each lever costs in training speed"):
   {"figure": "lever", "lever", "flags", "examples_per_s", "over_paper_setup"}
   paper setup (two towers, an id row per item, Adagrad 0.1) -> + shared tower -> + ids only for
   items in >= 2 pairs and id dropout 0.2 -> + Adam 0.001 (the recipe); then the recipe with

@@ -4,7 +4,7 @@
 config is saved as `<model_dir>/config.json`, which is how a run is reproduced, resumed, and how
 evaluation and export rebuild the model.
 
-The defaults are the training recipe (`configs/recipe.cfg`, README "The training recipe"): one
+The defaults are the training recipe (`configs/recipe.cfg`, docs/recipe.md): one
 shared tower, ids only for items with at least 2 training pairs and id dropout 0.2, at most 10
 epochs with validation every 100 steps and patience 4, and the blend chosen on validation. The
 paper's setup (two towers, every id its own row) is `configs/debian_common.cfg`.
@@ -78,7 +78,7 @@ class TrainConfig:
     optimizer: str = option(
         "adam",
         "Optimizer. The paper uses Adagrad; Adam won on validation on Debian and on the linked "
-        "source (README, 'The training recipe'), so it is the default. lazy_adam: Adam that "
+        "source (docs/recipe.md), so it is the default. lazy_adam: Adam that "
         "updates only the embedding rows a batch looked up (training/optimizers.py), 4.3x "
         "faster at 1M items, level on Debian's validation and 1.4% below on the linked source's.",
         enum=OPTIMIZERS,
@@ -145,7 +145,7 @@ class TrainConfig:
         "mean 2I/(Hi+Hj), sqrt I/sqrt(HiHj). mean had the best validation Recall@50 on Debian "
         "(CFM as tuned at 0.1, 3 seeds each: 0.278 against 0.269 raw, 0.271 sqrt, 0.263 min; "
         "within seed noise), and unlike raw MI it does not make the id every feature's top "
-        "correlate (README, section 3).",
+        "correlate (docs/training.md, --mi_normalization).",
         enum=MI_NORMALIZATIONS,
     )
     cfm_exclude_id: bool = option(

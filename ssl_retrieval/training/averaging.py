@@ -1,9 +1,10 @@
 """An exponential moving average of the weights (Polyak averaging), for `--weight_averaging`.
 
 Why: validation Recall@50 of a run moves by 0.01 to 0.03 between successive validations once it
-has learned (README, "Repeatability"), so the best checkpoint is partly chosen on noise in the
-weights. The average of the last steps' weights is smoother, and often better, than the last
-weights. Off by default: the paper does not average, and every recorded run was made without it.
+has learned (docs/results.md, "Repeatability"), so the best checkpoint is partly chosen on noise
+in the weights. The average of the last steps' weights is smoother, and often better, than the
+last weights. Off by default: the paper does not average, and every recorded run was made without
+it.
 
 How:
   - the average is kept in non-trainable variables beside the weights and updated every
