@@ -31,13 +31,18 @@ class BlendConfig:
         "and popularity penalty gamma, and the share of slots each ranking fills, for each list "
         "size of --blend_ks (blend.json; used by evaluate and export unless told otherwise).",
     )
+    # Options added after runs were recorded carry the value that chooses as before they
+    # existed (`neutral`): at that value they void no recorded blend (experimentation/keys.py).
     blend_ks: tuple[int, ...] = option(
         DEFAULT_KS,
         "List sizes a blend is chosen for, each on its own Recall@K; a request for k items "
         "takes the blend of the smallest of them >= k.",
+        neutral=(50,),
     )
     blend_betas: tuple[float, ...] = option(
-        DEFAULT_BETAS, "Grid of beta (the popular ranking's weight of log(1 + count))."
+        DEFAULT_BETAS,
+        "Grid of beta (the popular ranking's weight of log(1 + count)).",
+        neutral=(0.0, 0.02, 0.03, 0.05, 0.08, 0.12),
     )
     blend_content_weights: tuple[float, ...] = option(
         DEFAULT_CONTENT_WEIGHTS, "Grid of w (TF-IDF weight of the similar ranking)."
@@ -62,6 +67,7 @@ class BlendConfig:
         DEFAULT_LINKS_SHARES,
         "Grid of the share of slots, first in the list, for the query's own training links "
         "(either direction, by count; 0 = none).",
+        neutral=(0.0,),
     )
     blend_objective: str = option(
         "references",
