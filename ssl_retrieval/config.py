@@ -17,29 +17,20 @@ import json
 import math
 import os
 
-from ssl_retrieval import atomic, blending, methods
+from ssl_retrieval import atomic, methods
 from ssl_retrieval.cli import option
+from ssl_retrieval.ranking.config import BlendConfig
 
 METHODS = methods.NAMES
 OPTIMIZERS = ("adagrad", "adam", "lazy_adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SO_LOSSES = ("square", "softmax")
 MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")
-BLEND_OBJECTIVES = ("references", "slices")
-# How the blend is chosen after training (blending.py): a finished run given other values
-# chooses its blend again.
-BLEND_FIELDS = (
-    "choose_popularity_prior",
-    "blend_content_weights",
-    "blend_popularity_penalties",
-    "blend_prior_shares",
-    "blend_cold_shares",
-    "blend_cold_content_weights",
-    "blend_objective",
-    "blend_margin",
-)
+# How the blend is chosen after training: a `ranking.config.BlendConfig` of its own (train's flags
+# include them). Model dirs written when they were TrainConfig fields still load.
+BLEND_FIELDS = tuple(f.name for f in dataclasses.fields(BlendConfig))
 # Fields that may differ when a run is resumed (they do not change what is trained).
-RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy", *BLEND_FIELDS)
+RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy")
 # Paths may differ as well: a model or data dir that was moved or copied resumes.
 PATH_FIELDS = ("data_dir", "model_dir")
 # The step budget may grow on resume: a run stopped by early stopping is the same run under any
@@ -191,52 +182,6 @@ class TrainConfig:
         "decay**every), so that averaging large embedding tables costs a tenth of a pass a step.",
         neutral=10,
     )
-    choose_popularity_prior: bool = option(
-        True,
-        "With --validate_every: after training, choose on validation how lists are ranked "
-        "(blending.py): beta of the popularity prior cos + beta*log(1+count), the weight w of "
-        "TF-IDF in the similar ranking cos + w*tfidf - gamma*log(1+count), gamma, and the share "
-        "of slots each ranking fills (blend.json; used by evaluate and export unless they are "
-        "told otherwise).",
-    )
-    blend_content_weights: tuple[float, ...] = option(
-        blending.DEFAULT_CONTENT_WEIGHTS,
-        "Grid of w (TF-IDF weight of the similar ranking) searched by --choose_popularity_prior.",
-    )
-    blend_popularity_penalties: tuple[float, ...] = option(
-        blending.DEFAULT_POPULARITY_PENALTIES,
-        "Grid of gamma (log-count penalty of the similar ranking) searched by "
-        "--choose_popularity_prior.",
-    )
-    blend_prior_shares: tuple[float, ...] = option(
-        blending.DEFAULT_PRIOR_SHARES,
-        "Grid of the share of slots from the popular ranking searched by "
-        "--choose_popularity_prior (1 = the popular ranking alone).",
-    )
-    blend_cold_shares: tuple[float, ...] = option(
-        blending.DEFAULT_COLD_SHARES,
-        "Grid of the share of slots for items without training pairs (the cold ranking, "
-        "blending.py) searched by --choose_popularity_prior (0 = no cold slots).",
-    )
-    blend_cold_content_weights: tuple[float, ...] = option(
-        blending.DEFAULT_COLD_CONTENT_WEIGHTS,
-        "Grid of w_cold of the cold ranking cos + w_cold*tfidf searched by "
-        "--choose_popularity_prior.",
-    )
-    blend_objective: str = option(
-        "references",
-        "How the blend is chosen on validation: references = first better than the best "
-        "reference recommender (TopPopular, feature kNN, co-occurrence) by --blend_margin on "
-        "every slice, then the best mean Recall@50 over the all/head/tail/cold slices; slices = "
-        "that mean alone.",
-        enum=BLEND_OBJECTIVES,
-    )
-    blend_margin: float = option(
-        blending.DEFAULT_MARGIN,
-        "How much better than every reference (a ratio: 0.02 = 2%) the references objective "
-        "asks a blend to be on every slice of validation, because the best of a grid on a "
-        "validation sample looks better there than on new data.",
-    )
     seed: int = option(0, "Seed of initialisation, shuffles and augmentations.")
     strategy: str = option("default", "tf.distribute strategy.", enum=STRATEGIES)
     cross_replica_negatives: bool = option(
@@ -274,31 +219,6 @@ class TrainConfig:
             (
                 self.max_validations_per_epoch >= 0,
                 "--max_validations_per_epoch must be >= 0 (0 = no cap)",
-            ),
-            (
-                bool(self.blend_content_weights) and min(self.blend_content_weights) >= 0,
-                "--blend_content_weights must be numbers >= 0",
-            ),
-            (
-                bool(self.blend_popularity_penalties) and min(self.blend_popularity_penalties) >= 0,
-                "--blend_popularity_penalties must be numbers >= 0",
-            ),
-            (
-                bool(self.blend_prior_shares) and all(0 <= v <= 1 for v in self.blend_prior_shares),
-                "--blend_prior_shares must be numbers in [0, 1]",
-            ),
-            (
-                bool(self.blend_cold_shares) and all(0 <= v <= 1 for v in self.blend_cold_shares),
-                "--blend_cold_shares must be numbers in [0, 1]",
-            ),
-            (
-                bool(self.blend_cold_content_weights) and min(self.blend_cold_content_weights) >= 0,
-                "--blend_cold_content_weights must be numbers >= 0",
-            ),
-            (self.blend_margin >= 0, "--blend_margin must be >= 0"),
-            (
-                self.blend_objective in BLEND_OBJECTIVES,
-                f"--blend_objective must be one of {list(BLEND_OBJECTIVES)}",
             ),
             (self.validation_queries >= 1, "--validation_queries must be >= 1"),
             (
@@ -391,6 +311,8 @@ class TrainConfig:
 
 def from_dict(values: dict) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    # config.json of runs from when the blend's options were training options.
+    values = {k: v for k, v in values.items() if k not in BLEND_FIELDS}
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"unknown config fields {unknown}")

@@ -7,14 +7,15 @@ r"""Evaluates a trained model (or a reference recommender) over the whole corpus
 For every eval query (or, with --max_queries, a fixed random sample of them: large corpora),
 the top K items from the whole corpus (exact; the query item itself excluded), ranked the way
 the model's export serves them: the blend of popularity prior, cosine and TF-IDF chosen on
-validation at the end of training (blending.py); Recall@K, MAP@K and per-pair recall, overall
+validation at the end of training (ranking/blend.py); Recall@K, MAP@K and per-pair recall, overall
 and on the head, tail and cold slices. Writes metrics JSON (default <model_dir>/metrics.json,
 with how many eval queries were evaluated) and prints a table.
 """
 
 from absl import app, flags
 
-from ssl_retrieval import blending, cli
+from ssl_retrieval import cli
+from ssl_retrieval.ranking.config import BlendOverrides
 
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Preprocessed data dir.")
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "Trained model dir (for --recommender=model).")
@@ -36,10 +37,8 @@ SPLIT = flags.DEFINE_enum(
     ["eval", "validation"],
     "Pairs to evaluate on: eval (the test split, to report) or validation (to choose on).",
 )
-BLEND = {
-    name: flags.DEFINE_string(name, "auto", f"Model only (blending.py): {text}")
-    for name, text in blending.FLAG_HELP.items()
-}
+# The blend's numbers (model only, ranking/blend.py): "auto" = the model's.
+BLEND_FLAGS = cli.define_flags(BlendOverrides)
 MAX_QUERIES = flags.DEFINE_integer(
     "max_queries",
     0,
@@ -68,7 +67,7 @@ def _evaluate() -> str:
         output=OUTPUT.value,
         split=SPLIT.value,
         max_queries=MAX_QUERIES.value,
-        blend={name: flag.value for name, flag in BLEND.items()},
+        blend=cli.from_flags(BlendOverrides, BLEND_FLAGS).given(),
     )
     table = evaluator.format_table(out["metrics"], ks)
     q = out["queries"]

@@ -322,6 +322,22 @@ def make_data_dir(
     return path
 
 
+def merge_reference(lists: dict, segments: list, k: int) -> np.ndarray:
+    """`ranking.merge` in plain Python, the tests' reference: walk the segments (ranking name,
+    start, stop) of the lists {name: [Q, L]} and keep each item where it first comes, -1 padding
+    skipped, until k are listed (-1 pads the result)."""
+    rows = len(next(iter(lists.values())))
+    out = []
+    for r in range(rows):
+        listed: list[int] = []
+        for name, start, stop in segments:
+            for item in np.asarray(lists[name][r]).tolist()[start:stop]:
+                if item >= 0 and item not in listed and len(listed) < k:
+                    listed.append(item)
+        out.append(listed + [-1] * (k - len(listed)))
+    return np.array(out, np.int64).reshape(rows, k)
+
+
 def free_port() -> int:
     """A TCP port free on loopback now."""
     with socket.socket() as s:

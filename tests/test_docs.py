@@ -657,14 +657,14 @@ def test_a_wrong_target_or_script_flag_is_reported():
     bad = [
         Command("x.md:1", "make", "make", ["demo", "DEMO_DIR=runs/x", "nosuchtarget"], []),
         Command("x.md:2", "bash", "scripts/debian_experiments.sh", ["--paralel"], []),
-        Command("x.md:4", "script", "scripts/choose_blend.py", [], ["slicez"]),
+        Command("x.md:4", "script", "scripts/popularity_sweep.py", [], ["slicez"]),
         Command("x.md:5", "bash", "scripts/nosuch.sh", [], []),
     ]
     errors = [e for c in bad for e in static_errors(c)]
     assert errors == [
         "x.md:1: make make: no Makefile target 'nosuchtarget'",
         "x.md:2: bash scripts/debian_experiments.sh: unknown flag --paralel",
-        "x.md:4: script scripts/choose_blend.py: unknown flag --slicez",
+        "x.md:4: script scripts/popularity_sweep.py: unknown flag --slicez",
         "x.md:5: bash scripts/nosuch.sh: no such file",
     ]
 

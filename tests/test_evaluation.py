@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ssl_retrieval import testing
-from ssl_retrieval.evaluation import evaluator, metrics, references, topk
+from ssl_retrieval.evaluation import evaluator, metrics, references
+from ssl_retrieval.ranking import topk
 from ssl_retrieval.training import trainer
 
 
@@ -285,32 +286,6 @@ def test_embedding_scorer_shares_or_copies_the_matrix_and_scores_like_numpy():
     for start in range(0, 40, 7):
         got = np.asarray(scorer(rows[:2], start, min(40, start + 7)))
         np.testing.assert_allclose(got, narrow[rows[:2]] @ narrow[start : start + 7].T, atol=1e-6)
-
-
-def test_choose_blend_ranks_the_references_in_its_pass_as_evaluate_does(tmp_path):
-    from ssl_retrieval import blending, popularity, tfidf
-    from ssl_retrieval import config as config_lib
-
-    data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.2)
-    config = config_lib.TrainConfig(data_dir=data_dir, model_dir=str(tmp_path / "m"))
-    validator = trainer.Validator(config)
-    data = validator.data
-    rng = np.random.default_rng(5)
-    queries = unit(rng.normal(size=(data.num_items, 8)).astype(np.float32))
-    items = unit(rng.normal(size=(data.num_items, 8)).astype(np.float32))
-    validator.embed = lambda model: (queries, items)
-    choice = validator.choose_blend(None, config)
-    # The references' metrics are those of evaluating each on its own (its own pass).
-    for name in references.RECOMMENDERS:
-        alone = evaluator.evaluate(data, references.make(name, data, data_dir), (10, 50))
-        assert choice["references"][name] == alone
-    # A grid point's metrics are those of the evaluator's own lists of that blend.
-    counts = popularity.log_counts(data_dir, data.item_ids)
-    content = tfidf.build(data_dir).matrix
-    for trial in choice["grid"][:: max(1, len(choice["grid"]) // 25)]:
-        blend = blending.Blend(**{k: trial[k] for k in blending.NAMES})
-        retrieve = evaluator.blend_retriever(blend, queries, items, counts, content)
-        assert evaluator.evaluate_lists(data, retrieve, (50,)) == trial["metrics"]
 
 
 def test_cooccurrence_scores_match_numpy_chunk_by_chunk(data_dir):

@@ -27,13 +27,17 @@ import time
 
 import numpy as np
 
-from ssl_retrieval import atomic, blending, popularity
+from ssl_retrieval import atomic
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import model as model_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data_dir import DataDir
+from ssl_retrieval.evaluation import blend_choice, evaluator
+from ssl_retrieval.ranking import blend as blend_lib
+from ssl_retrieval.ranking import topk
+from ssl_retrieval.ranking.config import BlendConfig
 from ssl_retrieval.training import averaging, distribute, optimizers
 
 
@@ -137,8 +141,6 @@ class Validator:
     """Recall@50 of the current weights on a fixed sample of validation queries."""
 
     def __init__(self, config: config_lib.TrainConfig, data_dir: DataDir | None = None):
-        from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415
-
         self._evaluation = evaluator
         self._data_dir = DataDir.of(data_dir or config.data_dir)
         data = evaluator.load_eval_data(self._data_dir, "validation")
@@ -164,109 +166,16 @@ class Validator:
             batches=self._batches,
         )
 
-    def evaluate(self, queries, items) -> dict:
-        from ssl_retrieval.evaluation import topk  # noqa: PLC0415
+    @property
+    def data_dir(self) -> DataDir:
+        return self._data_dir
 
+    def evaluate(self, queries, items) -> dict:
         scorer = topk.embedding_scorer(queries, items)
         return self._evaluation.evaluate(self.data, scorer, ks=(10, 50))
 
     def __call__(self, model) -> dict:
         return self.evaluate(*self.embed(model))
-
-    def choose_blend(self, model, config: config_lib.TrainConfig) -> dict:
-        """How lists are ranked (blending.py), chosen on the validation sample for this model."""
-        from ssl_retrieval import tfidf  # noqa: PLC0415
-        from ssl_retrieval.evaluation import references as references_lib  # noqa: PLC0415
-        from ssl_retrieval.evaluation import topk  # noqa: PLC0415
-
-        evaluation, data, k = self._evaluation, self.data, 50
-        queries, items = self.embed(model)
-        log_counts = popularity.log_counts(self._data_dir, data.item_ids)
-        references_needed = config.blend_objective == "references"
-        # Read once: the similar ranking and the feature kNN reference share it.
-        needs_content = references_needed or max(config.blend_content_weights)
-        content = tfidf.build(self._data_dir).matrix if needs_content else None
-
-        # Every ranking the grid needs, retrieved in one pass over the corpus.
-        cold_weights = config.blend_cold_content_weights if max(config.blend_cold_shares) else ()
-        rankings = blending.grid_rankings(
-            config.blend_content_weights,
-            config.blend_popularity_penalties,
-            cold_content_weights=cold_weights,
-        )
-        product = evaluation.tfidf_product(content) if content is not None else None
-        scorer = evaluation.rankings_scorer(queries, items, log_counts, content, rankings, product)
-        num_items = len(items)
-        del queries, items  # the scorer has its own copy (or shares it): 512 MB at 1M x 128
-        # The reference recommenders ranked in the same pass: the feature kNN shares the TF-IDF
-        # product, and the corpus is walked once, not four times.
-        reference_scorers = {}
-        if references_needed:
-            reference_scorers = {
-                name: references_lib.make(name, data, self._data_dir, content, product)
-                for name in references_lib.RECOMMENDERS
-            }
-
-        def together(rows, start, stop):
-            yield from scorer(rows, start, stop)
-            for name, reference in reference_scorers.items():
-                yield ("reference", name), reference(rows, start, stop)
-
-        logging.info(
-            "train: choosing the blend: %d rankings and %d reference recommenders in one pass",
-            len(rankings),
-            len(reference_scorers),
-        )
-        lists = topk.top_k_many(together, np.unique(data.eval_query), num_items, k)
-        references = None
-        if references_needed:
-            # What `evaluation.evaluate` gives each (its lists at the largest k, cut for each k).
-            references = {
-                name: evaluation.evaluate_lists(
-                    data, _cut(lists.pop(("reference", name))[0]), (10, k)
-                )
-                for name in reference_scorers
-            }
-        score = evaluation.list_scorer(data)  # the validation pairs prepared once
-        choice = blending.choose(
-            popular_lists=lambda beta: lists["popular", beta][0],
-            similar_lists=lambda w, gamma: lists["similar", w, gamma][0],
-            cold_lists=lambda w: blending.only_cold(lists["cold", w][0], log_counts),
-            evaluate_lists=lambda retrieved: score(retrieved, (k,)),
-            k=k,
-            content_weights=config.blend_content_weights,
-            prior_shares=config.blend_prior_shares,
-            popularity_penalties=config.blend_popularity_penalties,
-            cold_shares=config.blend_cold_shares,
-            cold_content_weights=config.blend_cold_content_weights,
-            references=references,
-            margin=config.blend_margin,
-        )
-        choice["options"] = blend_options(config)
-        return choice
-
-
-def _cut(lists: np.ndarray):
-    """A retriever (`evaluator.Retriever`) of lists already retrieved at the largest k."""
-    return lambda queries, ks, exclude: {k: lists[:, :k] for k in ks}
-
-
-def blend_options(config: config_lib.TrainConfig) -> dict:
-    """The options a blend was chosen with (in blend.json): a finished run whose options
-    changed chooses its blend again instead of keeping the old one."""
-    return {name: _jsonable(getattr(config, name)) for name in config_lib.BLEND_FIELDS}
-
-
-def _jsonable(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _blend_is_stale(config: config_lib.TrainConfig) -> bool:
-    path = os.path.join(config.model_dir, blending.FILE)
-    if not config.choose_popularity_prior or not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return json.load(f).get("options") != blend_options(config)
 
 
 def _read_validations(model_dir: str) -> list[dict]:
@@ -283,12 +192,17 @@ def _validations_since_best(history: list[dict]) -> tuple[float, int]:
     return best, since
 
 
-def run(config: config_lib.TrainConfig) -> dict:
+def run(config: config_lib.TrainConfig, blend_config: BlendConfig | None = None) -> dict:
     """Trains (or resumes, or recognises a finished run) and returns a summary dict.
+
+    With validation and `blend_config.choose_popularity_prior` (the default `BlendConfig()`),
+    the blend is chosen on validation at the end (`evaluation/blend_choice.py`); a finished run
+    whose blend was chosen with other options chooses it again.
 
     Raises:
       ValueError: invalid config or data dir, or a model dir holding another run.
     """
+    blend_config = (blend_config or BlendConfig()).validate()
     data_dir = DataDir.of(config.data_dir)
     schema = data_dir.schema
     config.validate(schema.names)
@@ -320,9 +234,9 @@ def run(config: config_lib.TrainConfig) -> dict:
         logging.info("train: resuming from step %d (%s)", start_step, manager.latest_checkpoint)
     finished = os.path.exists(os.path.join(config.model_dir, "train_metrics.json"))
     if start_step >= steps or finished:
-        if _blend_is_stale(config):
+        if _blend_is_stale(config, blend_config):
             logging.info("train: %s already finished; choosing its blend again", config.model_dir)
-            return _choose_blend_again(config, data_dir, model, steps)
+            return _choose_blend_again(config, blend_config, data_dir, model, steps)
         logging.info("train: %s already finished; nothing to do", config.model_dir)
         return {**_read_summary(config.model_dir, steps), "already_finished": True}
     validator = None
@@ -484,8 +398,8 @@ def run(config: config_lib.TrainConfig) -> dict:
         best = max(history, key=lambda r: r["value"])
         summary["best_step"] = best["step"]
         summary[f"best_validation_{VALIDATION_METRIC}"] = best["value"]
-    if validator is not None and config.choose_popularity_prior and history:
-        _choose_blend(validator, model, config, summary)
+    if validator is not None and blend_config.choose_popularity_prior and history:
+        _choose_blend(validator, model, config, blend_config, summary)
     if model.masker is not None and model.masker.pattern in ("cfm", "rfm", "rfm_no_compl"):
         # Collapsed masks (a handful of patterns) mean CFM is not varying its views.
         summary["distinct_mask_patterns"] = model.masker.distinct_patterns(min(step, 1000))
@@ -513,22 +427,36 @@ def _start_average(config, strategy, model, checkpoint):
     return average
 
 
-def _choose_blend(validator: Validator, model, config, summary: dict) -> None:
-    """The blend chosen on validation from the best weights, into blend.json and `summary`."""
+def _blend_is_stale(config: config_lib.TrainConfig, blend_config: BlendConfig) -> bool:
+    """A finished run's blend.json chosen with other blend options."""
+    path = os.path.join(config.model_dir, blend_lib.FILE)
+    return (
+        blend_config.choose_popularity_prior
+        and os.path.exists(path)
+        and blend_choice.is_stale(config.model_dir, blend_config)
+    )
+
+
+def _choose_blend(validator: Validator, model, config, blend_config, summary: dict) -> None:
+    """The blends chosen on validation from the best weights, into blend.json and `summary`."""
     best = tf.train.latest_checkpoint(os.path.join(config.model_dir, BEST_DIR))
     if best:
         tf.train.Checkpoint(model=model).restore(best).expect_partial()
-    choice = validator.choose_blend(model, config)
-    blending.save(config.model_dir, choice)
-    summary["blend"] = choice["blend"]
-    summary["popularity_prior"] = choice["blend"]["popularity_prior"]
-    logging.info("train: blend chosen on validation %s", choice["blend"])
+    queries, items = validator.embed(model)
+    corpus = evaluator.corpus_of(validator.data_dir, validator.data, queries, items)
+    choice = blend_choice.choose(corpus, validator.data, blend_config, validator.data_dir)
+    blend_lib.save(config.model_dir, choice)
+    largest = choice["blends"][max(choice["blends"], key=int)]
+    summary["blends"] = choice["blends"]
+    summary["blend"] = largest
+    summary["popularity_prior"] = largest["popularity_prior"]
+    logging.info("train: blends chosen on validation %s", choice["blends"])
 
 
-def _choose_blend_again(config, data_dir, model, steps: int) -> dict:
+def _choose_blend_again(config, blend_config, data_dir, model, steps: int) -> dict:
     """A finished run's blend chosen with the current blend options; its summary updated."""
     summary = _read_summary(config.model_dir, steps)
-    _choose_blend(Validator(config, data_dir), model, config, summary)
+    _choose_blend(Validator(config, data_dir), model, config, blend_config, summary)
     _write_summary(config.model_dir, summary)
     return {**summary, "already_finished": True}
 

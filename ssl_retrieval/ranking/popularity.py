@@ -7,7 +7,7 @@ tail and cold neighbours good, and it is why it misses the hubs (libc6, python3)
 held-out links of a power-law graph point to. The logQ correction puts popularity back during
 training, into the embeddings, and the tail pays for it. Adding it back at retrieval instead
 keeps the embeddings as they are and makes the trade-off one number, beta, chosen on validation
-with the rest of the blend (`blending.py`) and changeable at serving time without retraining.
+with the rest of the blend (`blend.py`) and changeable at serving time without retraining.
 
 `n_c` is the number of training pairs whose candidate is c (`stats/candidate_counts.tsv`): items
 never seen as a candidate get no boost. The prior is an extra dimension: queries [q, beta] and
@@ -24,7 +24,7 @@ import numpy as np
 
 from ssl_retrieval.data_dir import DataDir
 
-# Written by models trained before blends (blending.py), which read it as their beta.
+# Written by models trained before blends (blend.py), which read it as their beta.
 FILE = "popularity_prior.json"
 
 

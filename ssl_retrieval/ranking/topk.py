@@ -1,4 +1,5 @@
-"""Exact top-k retrieval over the whole corpus, in bounded memory.
+"""Exact top-k: of a [B, N] score matrix (`exact_top_k`), and over the whole corpus in bounded
+memory (`top_k`, `top_k_many`), for evaluation, the blend's choice and the export alike.
 
 Every recommender (the neural model, TopPopular, feature kNN, co-occurrence) is a *scorer*:
 `scores(query_indices, start, stop) -> [Q, stop - start]` scores of the queries against corpus
@@ -25,9 +26,9 @@ _EXCLUDED = -np.inf
 
 def embedding_scorer(query_embeddings: np.ndarray, item_embeddings: np.ndarray) -> Scorer:
     """Cosine scorer (rows are unit vectors): q [N_q, d] of corpus items, items [N, d]."""
-    items = _tensor(item_embeddings)
+    items = as_tensor(item_embeddings)
     # Shared towers give one matrix for both: one tensor.
-    queries = items if query_embeddings is item_embeddings else _tensor(query_embeddings)
+    queries = items if query_embeddings is item_embeddings else as_tensor(query_embeddings)
 
     def scores(query_indices, start, stop):
         q = tf.gather(queries, query_indices)
@@ -36,7 +37,7 @@ def embedding_scorer(query_embeddings: np.ndarray, item_embeddings: np.ndarray) 
     return scores
 
 
-def _tensor(array) -> tf.Tensor:
+def as_tensor(array) -> tf.Tensor:
     """A float32 tensor that shares the memory of a float32, C-contiguous, 64-byte-aligned
     array (other arrays are copied into one first), through DLPack: tf.constant copies, and at
     1M x 128 it kept 1 GB for the 512 MB matrix. The array must not change afterwards."""
@@ -60,10 +61,28 @@ def _tensor(array) -> tf.Tensor:
 _ALIGNMENT = 64  # what TensorFlow's CPU kernels check tensors for
 
 
+def exact_top_k(scores, k, chunk: int = 1024):
+    """tf.math.top_k(scores, k) of [B, N] scores, as (values, int64 indices), faster at N = 1M
+    (`bench/exact_ranking.py`: 1.7x for one query, 2.4x for 16, 6.5x for 100; the machine was
+    loaded by two training runs): the top k lie in the k chunks of `chunk` items with the largest
+    maxima, so one reduce_max over the row and a top-k over k * chunk candidates replace the
+    top-k over N. Ties keep the lower index first, as tf.math.top_k does (the chosen chunks are
+    gathered in corpus order)."""
+    batch, n = tf.shape(scores)[0], tf.shape(scores)[1]
+    padded = tf.pad(scores, [[0, 0], [0, (-n) % chunk]], constant_values=float("-inf"))
+    chunks = tf.reshape(padded, [batch, -1, chunk])
+    picked = tf.minimum(k, tf.shape(chunks)[1])
+    best = tf.sort(tf.math.top_k(tf.reduce_max(chunks, axis=2), picked).indices, axis=1)
+    candidates = tf.reshape(tf.gather(chunks, best, batch_dims=1), [batch, -1])
+    values, positions = tf.math.top_k(candidates, tf.minimum(k, n))
+    indices = tf.gather(best, positions // chunk, batch_dims=1) * chunk + positions % chunk
+    return values, tf.cast(indices, tf.int64)
+
+
 @tf.function(reduce_retracing=True)
 def _merge(best_values, best_indices, chunk_scores, start, k):
-    values, positions = tf.math.top_k(chunk_scores, k=tf.minimum(k, tf.shape(chunk_scores)[1]))
-    indices = tf.cast(positions, tf.int64) + start
+    values, indices = exact_top_k(chunk_scores, tf.minimum(k, tf.shape(chunk_scores)[1]))
+    indices = indices + start
     values = tf.concat([best_values, values], axis=1)
     indices = tf.concat([best_indices, indices], axis=1)
     top_values, order = tf.math.top_k(values, k=tf.minimum(k, tf.shape(values)[1]))
