@@ -5,7 +5,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from ssl_retrieval.experimentation import claims, report
+from ssl_retrieval.experimentation import claims, intervals, report
 
 SLICES = ("all", "head", "tail", "cold")
 
@@ -58,8 +58,8 @@ def test_paired_claims_match_a_numpy_t_interval_and_say_which_side():
     assert found["cfm - fd, Recall@50 per query, fraction 1.0"].verdict == claims.CONTRADICTED
     assert found["cfm - rfm, Recall@50 per query, fraction 1.0"].verdict == claims.TOO_FEW
     # The unpaired intervals overlap, the paired one does not: pairing is what shows it.
-    assert report.mean_ci(base + 0.01 + noise)[0] - report.mean_ci(base + 0.01 + noise)[1] < (
-        report.mean_ci(base)[0] + report.mean_ci(base)[1]
+    assert intervals.mean_ci(base + 0.01 + noise)[0] - intervals.mean_ci(base + 0.01 + noise)[1] < (
+        intervals.mean_ci(base)[0] + intervals.mean_ci(base)[1]
     )
     # Relative gain on the tail (0.02 / (base / 2)) against the head's (0): larger, every seed.
     tail_vs_head = found["relative gain of cfm on the tail - on the head, fraction 1.0"]

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from ssl_retrieval import atomic, testing
-from ssl_retrieval.experimentation import launch, report, runner, workers
+from ssl_retrieval.experimentation import intervals, launch, report, runner, workers
 
 SLICES = ("all", "head", "tail", "cold")
 
@@ -35,13 +35,13 @@ def _result(method, fraction, seed, value, params=None):
 
 def test_mean_ci_matches_the_t_interval():
     values = [0.21, 0.25, 0.19, 0.3]
-    mean, half, n = report.mean_ci(values)
+    mean, half, n = intervals.mean_ci(values)
     low, high = stats.t.interval(
         0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values)
     )
     assert n == 4 and math.isclose(mean, np.mean(values))
     assert math.isclose(half, (high - low) / 2, rel_tol=1e-12)
-    assert math.isnan(report.mean_ci([0.5])[1]) and report.mean_ci([])[2] == 0
+    assert math.isnan(intervals.mean_ci([0.5])[1]) and intervals.mean_ci([])[2] == 0
 
 
 def test_table_reports_mean_ci_and_relative_change():
@@ -62,17 +62,21 @@ def test_paired_differences_use_seed_matched_runs():
     results = [_result("baseline", "1.0", s, v) for s, v in enumerate(base)]
     results += [_result("cfm", "1.0", s, v) for s, v in enumerate(cfm)]
     results.append(_result("cfm", "1.0", 9, 0.9))  # no baseline for seed 9: not paired
-    mean, half, n = report.paired_differences(results, "1.0", "cfm", "baseline", "all", "recall@10")
+    mean, half, n = intervals.paired_differences(
+        results, "1.0", "cfm", "baseline", "all", "recall@10"
+    )
     diffs = np.subtract(cfm, base)
     assert n == 4 and math.isclose(mean, diffs.mean())
     assert math.isclose(half, stats.t.ppf(0.975, 3) * diffs.std(ddof=1) / 2)
-    assert report.verdict(mean, half, n) == "better"
+    assert intervals.verdict(mean, half, n) == "better"
     # Unpaired, the two intervals overlap: only the pairing shows the difference.
-    assert report.mean_ci(cfm[:4])[0] - report.mean_ci(cfm[:4])[1] < report.mean_ci(base)[0]
+    assert (
+        intervals.mean_ci(cfm[:4])[0] - intervals.mean_ci(cfm[:4])[1] < intervals.mean_ci(base)[0]
+    )
     markdown = report.paired_table(results, "1.0", ["baseline", "cfm"])
     assert "| cfm | 4 | +0.0175 ± " in markdown and "(better)" in markdown
-    assert report.verdict(0.01, 0.02, 5) == "no difference shown"
-    assert report.verdict(-0.05, 0.02, 5) == "worse"
+    assert intervals.verdict(0.01, 0.02, 5) == "no difference shown"
+    assert intervals.verdict(-0.05, 0.02, 5) == "worse"
 
 
 def test_sweep_points_average_seeds_per_value():

@@ -14,33 +14,17 @@ import statistics
 from collections import defaultdict
 
 import numpy as np
-from scipy import stats
 
 from ssl_retrieval import atomic
-from ssl_retrieval.experimentation import ledger
+from ssl_retrieval.experimentation import claims, ledger
+from ssl_retrieval.experimentation.intervals import (
+    COLUMN_NAMES,
+    mean_ci,
+    paired_differences,
+    verdict,
+)
 
 MAIN_COLUMNS = ("recall@10", "recall@50", "pair_recall@10", "pair_recall@50", "map@10", "map@50")
-# Per query: the mean over queries of the share of their held-out candidates found. Per pair:
-# the share of held-out pairs whose candidate is in its query's top K, the paper's metric (its
-# appendix gives TopPopular Recall@K as the CDF of the K-th most frequent item, i.e. per pair).
-COLUMN_NAMES = {
-    "recall@10": "Recall@10 per query",
-    "recall@50": "Recall@50 per query",
-    "pair_recall@10": "Recall@10 per pair",
-    "pair_recall@50": "Recall@50 per pair",
-}
-
-
-def mean_ci(values) -> tuple[float, float, int]:
-    """(mean, 95% CI half-width, n); the half-width is NaN for a single value."""
-    values = np.asarray([v for v in values if v is not None and not math.isnan(v)], float)
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    if n == 1:
-        return float(values[0]), float("nan"), 1
-    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return float(values.mean()), float(half), n
 
 
 def read_results(path: str) -> list[dict]:
@@ -112,45 +96,6 @@ def head_tail_table(results, fraction, methods, baseline="baseline", per="query"
             cells.append(_cell([m[s].get(c) for m in runs], base_mean))
         lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def per_seed(results, fraction, method, slice_name="all", column="recall@50") -> dict:
-    """seed -> the metric of `method`'s plain run (no sweep params) at `fraction`."""
-    return {
-        r["seed"]: r["metrics"][slice_name][column]
-        for r in results
-        if r["method"] == method
-        and r["fraction"] == fraction
-        and not r.get("params")
-        and column in r["metrics"][slice_name]  # runs evaluated before a metric existed
-    }
-
-
-def paired(results, fraction, method, other, slice_name="all", column="recall@50") -> dict:
-    """seed -> method - other, over the seeds both ran."""
-    a = per_seed(results, fraction, method, slice_name, column)
-    b = per_seed(results, fraction, other, slice_name, column)
-    return {s: a[s] - b[s] for s in a.keys() & b.keys()}
-
-
-def paired_differences(results, fraction, method, baseline, slice_name, column):
-    """method - baseline over seed-matched runs: (mean, 95% half-width, n seeds).
-
-    Seeds align data order and initialisation, so the paired difference removes the seed's
-    share of the noise that an unpaired comparison of two intervals keeps.
-    """
-    return mean_ci(list(paired(results, fraction, method, baseline, slice_name, column).values()))
-
-
-def verdict(mean: float, half: float, n: int) -> str:
-    """'better' / 'worse' when the 95% interval excludes 0, else 'no difference shown'."""
-    if n < 2 or math.isnan(half):
-        return "too few seeds"
-    if mean - half > 0:
-        return "better"
-    if mean + half < 0:
-        return "worse"
-    return "no difference shown"
 
 
 def paired_table(
@@ -327,8 +272,6 @@ def tsne_figure(panels: dict[str, tuple[np.ndarray, list[str]]], path: str, titl
 def claims_section(results, config: dict, out_dir: str, baseline: str) -> list[str]:
     """Markdown lines: what holds of each of the paper's claims (claims.py), with the alpha and
     dropout curves of the tuning trials when `config["claims"]["trials"]` names them."""
-    from ssl_retrieval.experimentation import claims  # noqa: PLC0415  (claims imports this module)
-
     spec = config.get("claims")
     main = config.get("tables", {}).get("main", {})
     if not spec or not main.get("fractions"):
