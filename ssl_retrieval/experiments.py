@@ -22,12 +22,10 @@ The config (JSON):
   tsne: {"methods", "fraction", "seed", "color_by", "sample", "top_values"}
 """
 
-import json
-
 from absl import app, flags
 
 from ssl_retrieval import cli
-from ssl_retrieval.experimentation import runner
+from ssl_retrieval.experimentation import configs, runner
 
 CONFIG = flags.DEFINE_string("config", None, "Experiment config JSON (configs/experiments/).")
 REPORT_ONLY = flags.DEFINE_bool(
@@ -58,8 +56,7 @@ flags.mark_flag_as_required("config")
 
 def _experiments() -> str:
     if DRY_RUN.value:
-        with open(CONFIG.value) as f:
-            return runner.status_text(json.load(f))
+        return runner.status_text(configs.load_experiment(CONFIG.value))
     summary = runner.run_experiment(
         CONFIG.value,
         report_only=REPORT_ONLY.value,

@@ -32,13 +32,12 @@ The config (JSON):
     the listed flags, and the backbone's, at `like`'s chosen values)
 """
 
-import json
 import os
 
 from absl import app, flags
 
 from ssl_retrieval import atomic, cli
-from ssl_retrieval.experimentation import tuning
+from ssl_retrieval.experimentation import configs, tuning
 
 CONFIG = flags.DEFINE_string("config", None, "Tuning config JSON (configs/tuning/).")
 DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the trials and exit.")
@@ -47,12 +46,9 @@ flags.mark_flag_as_required("config")
 
 def _tune() -> str:
     if DRY_RUN.value:
-        with open(CONFIG.value) as f:
-            config = json.load(f)
+        config = configs.load_tuning(CONFIG.value)
         # A promoted fraction lists the points the trials recorded so far rank first.
-        trials = atomic.read_jsonl(
-            os.path.join(config["output_dir"], "trials.jsonl"), missing_ok=True
-        )
+        trials = atomic.read_jsonl(os.path.join(config.output_dir, "trials.jsonl"), missing_ok=True)
         plan = tuning.plan(config, trials)
         return "\n".join(tuning.trial_id(*trial) for trial in plan)
     summary = tuning.run_tuning(CONFIG.value)

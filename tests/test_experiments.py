@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from ssl_retrieval import atomic, testing
-from ssl_retrieval.experimentation import intervals, launch, report, runner, workers
+from ssl_retrieval.experimentation import configs, intervals, launch, report, runner, workers
 
 SLICES = ("all", "head", "tail", "cold")
 
@@ -87,6 +87,10 @@ def test_sweep_points_average_seeds_per_value():
     assert math.isclose(points[0][1], 2 * 0.2) and math.isclose(points[1][1], 1.0)
 
 
+def _typed(config: dict) -> configs.ExperimentConfig:
+    return configs.experiment({"output_dir": "out", **config})
+
+
 CONFIG = {
     "title": "test",
     "methods": {"baseline": "b.cfg", "cfm": "c.cfg"},
@@ -110,7 +114,9 @@ def _flagfiles_of_config(tmp_path, monkeypatch):
 
 
 def test_plan_deduplicates_tables_and_adds_sweep_points():
-    runs = runner.plan(CONFIG)
+    runs = runner.plan(
+        _typed({**CONFIG, "runs_dir": "r", "data_dirs": {"1.0": "d1", "0.1": "d01"}})
+    )
     ids = [r.run_id for r in runs]
     assert len(ids) == len(set(ids)) == 2 * 2 * 2 + 2
     assert "0.1/cfm_alpha=0.1/seed0" in ids and "1.0/baseline/seed1" in ids
@@ -119,6 +125,7 @@ def test_plan_deduplicates_tables_and_adds_sweep_points():
 def test_a_method_can_name_a_flagfile_per_fraction():
     config = {**CONFIG, "runs_dir": "r", "data_dirs": {"1.0": "d1", "0.1": "d01"}}
     config["methods"] = {"baseline": "b.cfg", "cfm": {"1.0": "c_1.cfg", "0.1": "c_01.cfg"}}
+    config = _typed(config)
     train, _, _ = runner.commands(config, runner.Run("cfm", "0.1", 0))
     assert "--flagfile=c_01.cfg" in train and "--data_dir=d01" in train
     train, _, _ = runner.commands(config, runner.Run("cfm", "1.0", 0))
@@ -532,7 +539,7 @@ def test_two_workers_train_each_run_once_and_keep_each_others_records(tmp_path):
     assert len(trained) == len(set(trained)) == summary["results"] == 8
     assert len([c for c in first if c[2] == "ssl_retrieval.train"]) == 1
     records = atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
-    assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(config)]
+    assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(_typed(config))]
     assert "| cfm | 2 |" in (tmp_path / "report" / "report.md").read_text()
 
 
@@ -554,7 +561,7 @@ def test_a_run_another_worker_finished_after_this_one_passed_it_stays_recorded(t
 
     runner.run_experiment(str(path), runner=first_worker)
     records = atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
-    assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(config)]
+    assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(_typed(config))]
 
 
 def test_a_claimed_run_is_not_claimed_again_until_released(tmp_path):
@@ -619,7 +626,7 @@ def test_dry_run_status_counts_what_is_left_and_estimates_its_time(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     runner.run_experiment(str(path), runner=_fake_runner([]), fractions=["1.0"])
-    states = dict((run.run_id, state) for run, state in runner.status(config))
+    states = dict((run.run_id, state) for run, state in runner.status(_typed(config)))
     assert states["1.0/cfm/seed1"] == states["1.0/baseline/seed0"] == "recorded"
     assert states["0.1/baseline/seed0"] == "to run"
     assert states["0.1/cfm/seed1"] == "waits for c_01.cfg"
@@ -630,12 +637,12 @@ def test_dry_run_status_counts_what_is_left_and_estimates_its_time(tmp_path):
     for record in records[2:]:
         record.pop("wall_seconds", None)
     atomic.write_jsonl(str(results), records)
-    text = runner.status_text(config)
+    text = runner.status_text(_typed(config))
     assert "fraction 1.0: 4 recorded, 0 to run, 0 waiting for their flagfiles\n" in text
     assert "fraction 0.1: 0 recorded, 2 to run, 2 waiting for their flagfiles; no run timed" in text
     # A third seed: 2 runs left at 1.0, at 3 min each, the mean of the 2 timed there.
     config["seeds"] = [*config["seeds"], 7]
-    text = runner.status_text(config)
+    text = runner.status_text(_typed(config))
     assert (
         "fraction 1.0: 4 recorded, 2 to run, 0 waiting for their flagfiles; about 0 h 6 min "
         "left at 3.0 min a run (the mean of the 2 timed runs)"

@@ -10,9 +10,18 @@ import sys
 import pytest
 
 from ssl_retrieval import config as config_lib
-from ssl_retrieval.experimentation import ledger, tuning
+from ssl_retrieval.experimentation import configs, ledger, tuning
 
 GRID = {"alpha": [0.3, 0.1, 1.0], "dropout_rate": [0.3, 0.5]}
+
+
+@pytest.fixture(autouse=True)
+def _flagfiles(tmp_path, monkeypatch):
+    """The toy configs' flagfiles, empty, in the working directory (a tuning needs its own)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    for name in ("b", "c", "fm"):
+        (tmp_path / "configs" / f"{name}.cfg").write_text("")
 
 
 def test_trial_points_are_distinct_seeded_and_start_with_the_defaults():
@@ -414,7 +423,7 @@ def test_a_promoted_fraction_tries_the_best_points_of_the_cheaper_one(tmp_path):
     path = tmp_path / "tuning.json"
     path.write_text(json.dumps(config))
     # Before any trial, the promoted fraction has nothing to try.
-    assert [f for _, f, _ in tuning.plan(config)] == ["0.1"] * 5
+    assert [f for _, f, _ in tuning.plan(configs.tuning(config))] == ["0.1"] * 5
     calls = []
     trainer = _fake_trainer(calls)
     ready_before_full = []
@@ -436,7 +445,7 @@ def test_a_promoted_fraction_tries_the_best_points_of_the_cheaper_one(tmp_path):
     # The fake trainer is best at alpha 1.0: both promoted points have it, and no point at 0.1
     # with alpha 1.0 was left behind for a worse one.
     assert all(p["alpha"] == 1.0 for p in full)
-    assert tuning.plan(config, trials)[-2:] == [("cfm", "1.0", p) for p in full]
+    assert tuning.plan(configs.tuning(config), trials)[-2:] == [("cfm", "1.0", p) for p in full]
     # The variant gets cfm's chosen alpha at every fraction, and only the flags listed.
     for fraction in ("0.1", "1.0"):
         lines = (tmp_path / "flags" / f"toy_fm_{fraction}.cfg").read_text().splitlines()
@@ -451,18 +460,19 @@ def test_a_promoted_fraction_tries_the_best_points_of_the_cheaper_one(tmp_path):
     assert sorted(p.name for p in (tmp_path / "flags").glob("toy_fm_*")) == ["toy_fm_1.0.cfg"]
 
 
-def test_a_fraction_promoted_from_a_later_one_is_an_error():
+def test_a_fraction_promoted_from_a_later_one_is_an_error(tmp_path):
     config = {
+        **_toy_paths(tmp_path),
         "data_dirs": {"1.0": "a", "0.1": "b"},
-        "methods": {"cfm": {"flagfile": "c.cfg", "grid": GRID}},
+        "methods": {"cfm": {"flagfile": "configs/c.cfg", "grid": GRID}},
         "promote": {"1.0": {"from": "0.1", "top": 2}},
     }
     with pytest.raises(ValueError, match="must list before it"):
-        tuning.plan(config)
+        configs.tuning(config)
     config["data_dirs"] = {"0.1": "b", "1.0": "a"}
     config["promote"]["1.0"]["top"] = 0
     with pytest.raises(ValueError, match="positive integer 'top'"):
-        tuning.plan(config)
+        configs.tuning(config)
 
 
 def test_a_larger_budget_reruns_only_the_runs_it_bound():

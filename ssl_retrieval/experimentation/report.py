@@ -17,6 +17,7 @@ import numpy as np
 
 from ssl_retrieval import atomic
 from ssl_retrieval.experimentation import claims, ledger
+from ssl_retrieval.experimentation.configs import ExperimentConfig
 from ssl_retrieval.experimentation.intervals import (
     COLUMN_NAMES,
     mean_ci,
@@ -269,16 +270,16 @@ def tsne_figure(panels: dict[str, tuple[np.ndarray, list[str]]], path: str, titl
     plt.close(fig)
 
 
-def claims_section(results, config: dict, out_dir: str, baseline: str) -> list[str]:
+def claims_section(results, config: ExperimentConfig, out_dir: str, baseline: str) -> list[str]:
     """Markdown lines: what holds of each of the paper's claims (claims.py), with the alpha and
-    dropout curves of the tuning trials when `config["claims"]["trials"]` names them."""
-    spec = config.get("claims")
-    main = config.get("tables", {}).get("main", {})
-    if not spec or not main.get("fractions"):
+    dropout curves of the tuning trials when `config.claims.trials` names them."""
+    spec = config.claims
+    main = config.table("main")
+    if spec is None or not main.fractions:
         return []
-    aug_table = config.get("tables", {}).get("augmentations", {})
-    augmentations = aug_table.get("methods", [])
-    aug_fraction = (aug_table.get("fractions") or [None])[0]
+    aug_table = config.table("augmentations")
+    augmentations = aug_table.methods
+    aug_fraction = (aug_table.fractions or [None])[0]
     parts = ["", "## What holds of the paper's claims", ""]
     parts.append(
         "Each claim as a paired comparison on test (method minus the other, seed by seed; mean "
@@ -286,20 +287,20 @@ def claims_section(results, config: dict, out_dir: str, baseline: str) -> list[s
         "side of zero, is **contradicted** when it lies on the other, and is **not shown** when "
         "it holds zero. 'Larger' gains compare relative gains over the baseline, seed by seed."
     )
-    for column in spec.get("columns", ["recall@50"]):
+    for column in spec.columns:
         findings = claims.run_findings(
             results,
-            main["fractions"],
+            main.fractions,
             augmentations,
             baseline,
             column=column,
             augmentation_fraction=aug_fraction,
         )
         parts += ["", f"### In {COLUMN_NAMES.get(column, column)}", "", claims.table(findings)]
-    trials_path = spec.get("trials")
+    trials_path = spec.trials
     if trials_path and os.path.exists(trials_path):
         trials = atomic.read_jsonl(trials_path)
-        fraction = spec.get("curve_fraction", main["fractions"][0])
+        fraction = spec.curve_fraction or main.fractions[0]
         parts += [
             "",
             f"The alpha and dropout-rate curves (figures 5 and 6) from the tuning trials "
@@ -386,14 +387,14 @@ def unverified_sentence(results: list[dict]) -> str:
 NOT_YET = "No runs at this fraction yet: `python -m ssl_retrieval.experiments` resumes them."
 
 
-def write_report(results: list[dict], references: list[dict], config: dict, out_dir: str) -> str:
+def write_report(
+    results: list[dict], references: list[dict], config: ExperimentConfig, out_dir: str
+) -> str:
     """Writes report.md (+ sweep figures) into `out_dir`; returns the markdown."""
-    baseline = config.get("baseline", "baseline")
-    tables = config.get("tables", {})
-    main = tables.get("main", {"methods": [], "fractions": []})
-    aug = tables.get("augmentations", {"methods": [], "fractions": []})
+    baseline = config.baseline
+    main, aug = config.table("main"), config.table("augmentations")
     ran = {r["fraction"] for r in results}
-    parts = [f"# {config.get('title', 'Experiment report')}", ""]
+    parts = [f"# {config.title}", ""]
     parts.append(
         "Mean over seeds ± half-width of the 95% t confidence interval; in brackets the change "
         f"relative to `{baseline}` at the same training fraction. Every number comes from "
@@ -405,30 +406,30 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
         + budget_sentence(results)
         + unverified_sentence(results)
     )
-    for i, fraction in enumerate(main["fractions"]):
+    for i, fraction in enumerate(main.fractions):
         label = "Table 1" if i == 0 else f"Table 2{'abcdefg'[i - 1]}"
         parts += ["", f"## {label}: training fraction {fraction}", ""]
         if fraction not in ran:
             parts.append(NOT_YET)
             continue
-        parts.append(table(results, fraction, main["methods"], baseline=baseline))
-    for fraction in [f for f in main["fractions"] if f in ran]:
+        parts.append(table(results, fraction, main.methods, baseline=baseline))
+    for fraction in [f for f in main.fractions if f in ran]:
         parts += ["", f"## Paired differences against `{baseline}` (fraction {fraction})", ""]
         parts.append(
             "Per seed, method minus baseline on the same data order and initialisation; mean ± "
             "95% t half-width over seeds, and whether the interval excludes zero."
         )
-        parts += ["", paired_table(results, fraction, main["methods"], baseline)]
-    if main["fractions"] and main["fractions"][0] in ran:
-        fraction = main["fractions"][0]
+        parts += ["", paired_table(results, fraction, main.methods, baseline)]
+    if main.fractions and main.fractions[0] in ran:
+        fraction = main.fractions[0]
         for per, label in (("pair", "3a"), ("query", "3b")):
             parts += [
                 "",
                 f"## Table {label}: head and tail slices, per {per} (fraction {fraction})",
                 "",
             ]
-            parts.append(head_tail_table(results, fraction, main["methods"], baseline, per))
-    for fraction in [f for f in main["fractions"] if f in ran]:
+            parts.append(head_tail_table(results, fraction, main.methods, baseline, per))
+    for fraction in [f for f in main.fractions if f in ran]:
         parts += ["", f"## Recall@50 by slice, per query and per pair (fraction {fraction})", ""]
         parts.append(
             "Per query: the mean over queries of the share of their held-out candidates found "
@@ -436,22 +437,20 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
             "query's top 50, the paper's appendix metric (its TopPopular Recall@K is the CDF "
             "of the K-th item)."
         )
-        parts += ["", slice_table(results, fraction, main["methods"], references)]
+        parts += ["", slice_table(results, fraction, main.methods, references)]
         if any(r["fraction"] == fraction for r in references):
             parts += [
                 "",
                 f"Against the best reference on each slice (Recall@50 per query, fraction "
                 f"{fraction}): above = the 95% interval is above it, within = it is inside.",
                 "",
-                reference_check(results, fraction, main["methods"], references),
+                reference_check(results, fraction, main.methods, references),
             ]
     parts += claims_section(results, config, out_dir, baseline)
-    for fraction in aug["fractions"]:
+    for fraction in aug.fractions:
         parts += ["", f"## Table 4: augmentation variants (fraction {fraction})", ""]
         parts.append(
-            table(results, fraction, aug["methods"], baseline=baseline)
-            if fraction in ran
-            else NOT_YET
+            table(results, fraction, aug.methods, baseline=baseline) if fraction in ran else NOT_YET
         )
     if references:
         parts += ["", "## Reference recommenders (same evaluator)", ""]
@@ -467,12 +466,12 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
             )
     figures = []
     for param, figure in (("alpha", "figure5_alpha.png"), ("dropout_rate", "figure6_dropout.png")):
-        sweep = config.get("sweeps", {}).get(param)
+        sweep = config.sweeps.get(param)
         if sweep and sweep_figure(
             results,
-            sweep["fraction"],
+            sweep.fraction,
             param,
-            sweep["methods"],
+            sweep.methods,
             os.path.join(out_dir, figure),
             baseline,
         ):

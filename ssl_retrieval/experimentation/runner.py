@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 
 from ssl_retrieval import atomic
-from ssl_retrieval.experimentation import launch, ledger, report, workers
+from ssl_retrieval.experimentation import configs, launch, ledger, report, workers
+from ssl_retrieval.experimentation.configs import ExperimentConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,38 +36,36 @@ class Run:
         return f"{self.fraction}/{self.method}{suffix}/seed{self.seed}"
 
 
-def plan(config: dict) -> list[Run]:
+def plan(config: ExperimentConfig) -> list[Run]:
     """Every run the tables and sweeps need, deduplicated, in a stable order.
 
     Seeds are the outer loop, so an experiment stopped early has every table cell with fewer
     seeds rather than some cells complete and others empty. Sweep points come last.
     """
     runs: dict[str, Run] = {}
-    seeds = config.get("seeds", [0])
-    for seed in seeds:
-        for spec in config.get("tables", {}).values():
-            for fraction in spec["fractions"]:
-                for method in spec["methods"]:
+    for seed in config.seeds:
+        for spec in config.tables.values():
+            for fraction in spec.fractions:
+                for method in spec.methods:
                     run = Run(method, fraction, seed)
                     runs.setdefault(run.run_id, run)
-    for param, sweep in config.get("sweeps", {}).items():
-        for method in sweep["methods"]:
-            for value in sweep["values"]:
-                for seed in sweep.get("seeds", seeds):
-                    run = Run(method, sweep["fraction"], seed, ((param, value),))
+    for param, sweep in config.sweeps.items():
+        for method in sweep.methods:
+            for value in sweep.values:
+                for seed in sweep.seeds or config.seeds:
+                    run = Run(method, sweep.fraction, seed, ((param, value),))
                     runs.setdefault(run.run_id, run)
     return list(runs.values())
 
 
-def flagfile_of(config: dict, run: Run) -> str:
+def flagfile_of(config: ExperimentConfig, run: Run) -> str:
     """The flagfile a run trains with: its method's, or its method's at its fraction."""
-    flagfile = config["methods"][run.method]
-    return flagfile[run.fraction] if isinstance(flagfile, dict) else flagfile
+    return config.flagfile(run.method, run.fraction)
 
 
-def commands(config: dict, run: Run) -> tuple[list[str], list[str], str]:
-    model_dir = os.path.join(config["runs_dir"], run.run_id)
-    data_dir = config["data_dirs"][run.fraction]
+def commands(config: ExperimentConfig, run: Run) -> tuple[list[str], list[str], str]:
+    model_dir = os.path.join(config.runs_dir, run.run_id)
+    data_dir = config.data_dirs[run.fraction]
     flagfile = flagfile_of(config, run)
     train = [
         sys.executable,
@@ -76,8 +75,8 @@ def commands(config: dict, run: Run) -> tuple[list[str], list[str], str]:
         f"--data_dir={data_dir}",
         f"--model_dir={model_dir}",
         f"--seed={run.seed}",
-        *config.get("fraction_flags", {}).get(run.fraction, []),
-        *config.get("extra_flags", []),
+        *config.fraction_flags.get(run.fraction, ()),
+        *config.extra_flags,
         *[f"--{k}={v}" for k, v in run.params],
     ]
     evaluate = [
@@ -86,7 +85,7 @@ def commands(config: dict, run: Run) -> tuple[list[str], list[str], str]:
         "ssl_retrieval.evaluate",
         f"--data_dir={data_dir}",
         f"--model_dir={model_dir}",
-        f"--ks={','.join(str(k) for k in config.get('ks', [10, 50]))}",
+        f"--ks={','.join(str(k) for k in config.ks)}",
     ]
     return train, evaluate, model_dir
 
@@ -100,9 +99,9 @@ class Ledger:
     pairs: dict[str, int | None]
 
     @classmethod
-    def of(cls, config: dict) -> Ledger:
-        path = os.path.join(config["output_dir"], "results.jsonl")
-        dirs = config["data_dirs"].items()
+    def of(cls, config: ExperimentConfig) -> Ledger:
+        path = os.path.join(config.output_dir, "results.jsonl")
+        dirs = config.data_dirs.items()
         return cls(
             ledger.load(path, "run_id"),
             {f: ledger.data_fingerprint(d) for f, d in dirs},
@@ -113,7 +112,7 @@ class Ledger:
         """The same ledger with the records as `path` holds them now (other workers add some)."""
         return dataclasses.replace(self, recorded=ledger.load(path, "run_id"))
 
-    def finished(self, config: dict, run: Run) -> dict | None:
+    def finished(self, config: ExperimentConfig, run: Run) -> dict | None:
         """The run's record when it stands for these commands and data (ledger.py), else None."""
         train, evaluate, _ = commands(config, run)
         record = self.recorded.get(run.run_id)
@@ -125,7 +124,7 @@ class Ledger:
         return None
 
 
-def status(config: dict, book: Ledger | None = None) -> list[tuple[Run, str]]:
+def status(config: ExperimentConfig, book: Ledger | None = None) -> list[tuple[Run, str]]:
     """Each planned run with "recorded", "to run", or "waits for <flagfile>" (tuning writes it)."""
     book = book or Ledger.of(config)
     out = []
@@ -139,13 +138,13 @@ def status(config: dict, book: Ledger | None = None) -> list[tuple[Run, str]]:
     return out
 
 
-def status_text(config: dict) -> str:
+def status_text(config: ExperimentConfig) -> str:
     """`status` as lines, then per fraction the counts and, from the timed records there, an
     estimate of the time left (the mean wall time of a run times the runs left)."""
     book = Ledger.of(config)
     states = status(config, book)
     lines = [f"{run.run_id}  {state}" for run, state in states]
-    for fraction in config["data_dirs"]:
+    for fraction in config.data_dirs:
         mine = [(run, state) for run, state in states if run.fraction == fraction]
         if not mine:
             continue
@@ -248,9 +247,9 @@ def run_experiment(
     tuned, and a fraction whose flagfiles are not tuned yet waits). Several calls may run on
     one config at once, each training the runs no other is training (workers.py).
     """
-    with open(config_path) as f:
-        config = json.load(f)
-    out_dir = config["output_dir"]
+    source = configs.typed_json.load(config_path)
+    config = configs.experiment(source, config_path)
+    out_dir = config.output_dir
     os.makedirs(out_dir, exist_ok=True)
     results_path = os.path.join(out_dir, "results.jsonl")
     references_path = os.path.join(out_dir, "references.jsonl")
@@ -258,7 +257,7 @@ def run_experiment(
     runs = plan(config)
     _check_selection(runs, fractions, methods)
     book = Ledger.of(config)
-    results_lock = workers.lock_path(config["runs_dir"], "results")
+    results_lock = workers.lock_path(config.runs_dir, "results")
     results, skipped = [], 0
 
     def keep(record: dict, made_by: list[list[str]] | None, fraction: str) -> None:
@@ -286,7 +285,7 @@ def run_experiment(
                 # commands: a later pass does not take it for a run they made.
                 record = {**_result_record(run, model_dir), "unverified": UNVERIFIED}
                 keep(record, None, run.fraction)
-        elif (claimed := workers.claim(workers.lock_path(config["runs_dir"], run.run_id))) is None:
+        elif (claimed := workers.claim(workers.lock_path(config.runs_dir, run.run_id))) is None:
             logging.info("experiments: %s is being trained by another worker", run.run_id)
         else:
             with claimed:  # held until its record is written
@@ -315,15 +314,15 @@ def run_experiment(
         results.sort(key=lambda record: order[record["run_id"]])
         _write_jsonl(results_path, results)
         report.write_report(results, references, config, out_dir)
-        atomic.write_json(os.path.join(out_dir, "config.json"), config, sort_keys=False)
+        atomic.write_json(os.path.join(out_dir, "config.json"), source, sort_keys=False)
     return {"runs": len(runs), "results": len(results), "output_dir": out_dir}
 
 
-def _references(config: dict, runner) -> list[dict]:
+def _references(config: ExperimentConfig, runner) -> list[dict]:
     records = []
-    for fraction, data_dir in config["data_dirs"].items():
-        for name in config.get("references", []):
-            output = os.path.join(config["runs_dir"], fraction, "reference", f"{name}.json")
+    for fraction, data_dir in config.data_dirs.items():
+        for name in config.references:
+            output = os.path.join(config.runs_dir, fraction, "reference", f"{name}.json")
             if not os.path.exists(output):
                 runner(
                     [
@@ -333,7 +332,7 @@ def _references(config: dict, runner) -> list[dict]:
                         f"--data_dir={data_dir}",
                         f"--recommender={name}",
                         f"--output={output}",
-                        f"--ks={','.join(str(k) for k in config.get('ks', [10, 50]))}",
+                        f"--ks={','.join(str(k) for k in config.ks)}",
                     ]
                 )
             with open(output) as f:
@@ -341,14 +340,14 @@ def _references(config: dict, runner) -> list[dict]:
     return records
 
 
-def _tsne(config: dict, out_dir: str) -> None:
+def _tsne(config: ExperimentConfig, out_dir: str) -> None:
     """Figure 4: t-SNE of item embeddings coloured by a categorical feature, per method."""
-    spec = config.get("tsne")
-    if not spec:
+    spec = config.tsne
+    if spec is None:
         return
     model_dirs = [
-        os.path.join(config["runs_dir"], Run(method, spec["fraction"], spec["seed"]).run_id)
-        for method in spec["methods"]
+        os.path.join(config.runs_dir, Run(method, spec.fraction, spec.seed).run_id)
+        for method in spec.methods
     ]
     missing = [d for d in model_dirs if not os.path.exists(os.path.join(d, "metrics.json"))]
     if missing:
@@ -361,23 +360,19 @@ def _tsne(config: dict, out_dir: str) -> None:
     from ssl_retrieval import model  # noqa: PLC0415
     from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415
 
-    data_dir = config["data_dirs"][spec["fraction"]]
+    data_dir = config.data_dirs[spec.fraction]
     labels = []
     for batch in data_lib.items_dataset(data_dir, 4096):
-        labels += [
-            row[0].decode() if len(row) else "-" for row in batch[spec["color_by"]].to_list()
-        ]
+        labels += [row[0].decode() if len(row) else "-" for row in batch[spec.color_by].to_list()]
     counts: dict[str, int] = {}
     for label in labels:
         counts[label] = counts.get(label, 0) + 1
-    top = sorted(counts, key=lambda v: -counts[v])[: spec.get("top_values", 8)]
+    top = sorted(counts, key=lambda v: -counts[v])[: spec.top_values]
     candidates = np.array([i for i, label in enumerate(labels) if label in top])
     rng = np.random.default_rng(0)
-    sample = rng.choice(
-        candidates, size=min(spec.get("sample", 3000), len(candidates)), replace=False
-    )
+    sample = rng.choice(candidates, size=min(spec.sample, len(candidates)), replace=False)
     panels = {}
-    for method, model_dir in zip(spec["methods"], model_dirs, strict=True):
+    for method, model_dir in zip(spec.methods, model_dirs, strict=True):
         trained = model.load_from_model_dir(model_dir, data_dir)
         _, items = evaluator.embed_corpus(trained, data_dir)
         xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(
@@ -387,5 +382,5 @@ def _tsne(config: dict, out_dir: str) -> None:
     report.tsne_figure(
         panels,
         os.path.join(out_dir, "figure4_tsne.png"),
-        f"Item embeddings coloured by {spec['color_by']} (t-SNE)",
+        f"Item embeddings coloured by {spec.color_by} (t-SNE)",
     )
