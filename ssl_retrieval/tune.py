@@ -12,9 +12,9 @@ line of `<output_dir>/trials.jsonl`; the winner of each (method, fraction) becom
 chosen values, which the experiments config then names. Nothing here reads the test split.
 
 Each trial is `python -m ssl_retrieval.train` in a subprocess; finished trials are skipped, so an
-interrupted tuning resumes where it stopped. A trial recorded in the committed trials.jsonl by the
-same command on the same data (`experimentation/ledger.py`) counts as finished too, so tuning
-resumes on a fresh clone without its model dirs.
+interrupted tuning resumes where it stopped. A trial whose record in the committed trials.jsonl
+stands for it (the same resolved training config on the same data, `experimentation/keys.py`)
+counts as finished too, so tuning resumes on a fresh clone without its model dirs.
 
 The config (JSON):
   name, output_dir (trials.jsonl, README.md), runs_dir (trial model dirs, large), flagfile_dir,

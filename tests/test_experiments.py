@@ -608,7 +608,7 @@ def test_report_only_reports_unrecorded_model_dirs_without_taking_them_for_finis
     summary = runner.run_experiment(str(path), report_only=True, runner=_fake_runner([]))
     assert summary["results"] == 1
     (record,) = atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
-    assert "unverified" in record and "commands" not in record
+    assert "unverified" in record and "key" not in record
     report_md = (tmp_path / "report" / "report.md").read_text()
     assert "1 of 1 runs are reported as found in their model dirs" in report_md
     assert "`1.0/baseline/seed0`" in report_md
@@ -669,9 +669,48 @@ def test_a_run_is_recorded_with_its_flagfile_as_it_started(tmp_path):
         for r in atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
         if r["method"] == "cfm"
     )
-    assert "--dropout_rate=0.3" in record["commands"][0]
-    assert "--dropout_rate=0.5" not in record["commands"][0]
+    assert record["train_config"]["dropout_rate"] == 0.3
     # So the next pass, reading 0.5, trains it again instead of taking it for the new choice.
     calls = []
     runner.run_experiment(str(path), runner=_fake_runner(calls), fractions=["1.0"])
     assert [c for c in calls if "--flagfile=c.cfg" in c and c[2] == "ssl_retrieval.train"]
+
+
+def test_other_blend_options_run_train_and_evaluate_again_but_no_other_flag_does(tmp_path):
+    """The blend is keyed apart: a record whose training matches and whose blend options do
+    not goes through train (which chooses the blend of a finished run again, or trains it
+    where its model dir is gone) and evaluate; without a blend, its options are never read."""
+    config = {**_toy_config(tmp_path), "sweeps": {}, "seeds": [0]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    calls, fake = [], _fake_runner([])
+
+    def run(args):  # train writes config.json first, as the real one does
+        calls.append(args)
+        model_dir = dict(a[2:].split("=", 1) for a in args if "=" in a)["model_dir"]
+        os.makedirs(model_dir, exist_ok=True)
+        open(os.path.join(model_dir, "config.json"), "a").close()
+        fake(args)
+
+    runner.run_experiment(str(path), runner=run)
+    assert len(calls) == 2 * 4
+    config["extra_flags"] = ["--blend_margin=0.5"]
+    path.write_text(json.dumps(config))
+    shutil.rmtree(tmp_path / "runs" / "0.1")  # these model dirs are gone: trained afresh
+    calls.clear()
+    runner.run_experiment(str(path), runner=run)
+    assert [c[2] for c in calls] == ["ssl_retrieval.train", "ssl_retrieval.evaluate"] * 4
+    records = {
+        r["run_id"]: r for r in atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
+    }
+    timed = sorted(name for name, r in records.items() if "wall_seconds" in r)
+    assert timed == ["0.1/baseline/seed0", "0.1/cfm/seed0"]  # the others went on from theirs
+    # Runs that choose no blend: another blend option is not another run.
+    config["extra_flags"] = ["--nochoose_popularity_prior", "--blend_margin=0.5"]
+    path.write_text(json.dumps(config))
+    runner.run_experiment(str(path), runner=run)
+    config["extra_flags"] = ["--nochoose_popularity_prior", "--blend_margin=0.1"]
+    path.write_text(json.dumps(config))
+    calls.clear()
+    runner.run_experiment(str(path), runner=run)
+    assert calls == []

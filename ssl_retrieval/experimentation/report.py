@@ -354,7 +354,7 @@ def wall_time(records: list[dict]) -> str:
 def budget_sentence(results: list[dict]) -> str:
     """Which runs trained to the end of their step budget (so may not have converged)."""
     trained = [r for r in results if "stopped_early" in r.get("train", {})]
-    capped = [r["run_id"] for r in trained if ledger.used_whole_budget(r, None)]
+    capped = [r["run_id"] for r in trained if ledger.used_whole_budget(r)]
     if capped:
         text = (
             f"{len(capped)} of {len(trained)} runs trained to the end of their step budget, so "

@@ -11,21 +11,19 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 from ssl_retrieval import atomic
-from ssl_retrieval import config as config_lib
-from ssl_retrieval.experimentation import configs, launch, ledger, report
+from ssl_retrieval.experimentation import configs, engine, launch, ledger, report
 from ssl_retrieval.experimentation.configs import TuningConfig
+from ssl_retrieval.experimentation.ledger import Unit
 
 METRIC = "best_validation_recall@50"
 # A trial's value is the best validation Recall@50 during training: how the blend is chosen
-# after training does not change it, so new blend defaults or blend flags (even one that skips
-# choosing a blend) do not rerun trials.
-NOT_IN_TRIALS = config_lib.BLEND_FIELDS
+# after training does not change it, so its record has no blend key (keys.py): new blend
+# defaults or blend flags (even one that skips choosing a blend) do not rerun trials.
 
 
 def trial_points(grid: dict[str, list], trials: int, seed: int) -> list[dict]:
@@ -119,10 +117,11 @@ def plan(config: TuningConfig, trials: list[dict] = ()) -> list[tuple[str, str, 
     return out
 
 
-def train_command(
-    config: TuningConfig, method: str, fraction: str, point: dict
-) -> tuple[list, str]:
-    model_dir = os.path.join(config.runs_dir, trial_id(method, fraction, point))
+def unit(config: TuningConfig, method: str, fraction: str, point: dict) -> Unit:
+    """The trial of `method` at `point` on `fraction`: its train command (no evaluation on
+    test, and its value is measured before the blend is chosen, so no blend key)."""
+    name = trial_id(method, fraction, point)
+    model_dir = os.path.join(config.runs_dir, name)
     command = [
         sys.executable,
         "-m",
@@ -134,10 +133,7 @@ def train_command(
         *config.fraction_flags.get(fraction, ()),
         *[f"--{k}={v}" for k, v in sorted(point.items())],
     ]
-    return command, model_dir
-
-
-_write_jsonl = atomic.write_jsonl
+    return Unit(name, fraction, model_dir, tuple(command))
 
 
 def _trial_record(method, fraction, point, model_dir) -> dict:
@@ -227,7 +223,7 @@ def write_variant_flagfile(config: TuningConfig, name: str, trial: dict) -> str:
     return _write_cfg(config, name, header, spec.flagfile, trial, inherited)
 
 
-def _decided(config: TuningConfig, is_recorded: Callable[[str, str, dict], dict | None]) -> set:
+def _decided(config: TuningConfig, book: ledger.RecordBook) -> set:
     """The (method, fraction) pairs whose every trial is recorded, in the order tuning goes
     until the first that has a trial to train: the pairs after it may depend on it (through
     the backbone or promotion), so their choice is not known until it is done."""
@@ -235,7 +231,7 @@ def _decided(config: TuningConfig, is_recorded: Callable[[str, str, dict], dict 
     for fraction in config.data_dirs:
         for method in methods_at(config, fraction):
             records = [
-                is_recorded(method, fraction, p)
+                book.finished(unit(config, method, fraction, p))
                 for p in points_of(config, method, fraction, trials)
             ]
             if any(r is None for r in records):
@@ -265,61 +261,35 @@ def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = No
     """Runs (or resumes) every trial, writing trials.jsonl as it goes, and the flagfiles and
     README of each (method, fraction) as soon as its trials are finished."""
     config = configs.load_tuning(config_path)
-    runner = runner or launch.run_subprocess
-    out_dir = config.output_dir
-    os.makedirs(out_dir, exist_ok=True)
-    trials_path = os.path.join(out_dir, "trials.jsonl")
-    recorded = ledger.load(trials_path, "trial_id")
-    fingerprints = {f: ledger.data_fingerprint(d) for f, d in config.data_dirs.items()}
-    pairs = {f: ledger.train_pairs(d) for f, d in config.data_dirs.items()}
-
-    def is_recorded(method: str, fraction: str, point: dict) -> dict | None:
-        """The trial's record when it stands for its command and data (ledger.py), else None."""
-        record = recorded.get(trial_id(method, fraction, point))
-        command, _ = train_command(config, method, fraction, point)
-        ok = ledger.reusable(
-            record, [command], fingerprints[fraction], NOT_IN_TRIALS, pairs[fraction]
-        )
-        return record if ok else None
-
-    for path in _remove_undecided_flagfiles(config, _decided(config, is_recorded)):
+    os.makedirs(config.output_dir, exist_ok=True)
+    trials_path = os.path.join(config.output_dir, "trials.jsonl")
+    book = ledger.RecordBook.of(trials_path, "trial_id", config.data_dirs)
+    for path in _remove_undecided_flagfiles(config, _decided(config, book)):
         logging.info("tune: removed %s until its trials are done (its choice may change)", path)
-    trials: list[dict] = []
+    points: dict[str, tuple[str, str, dict]] = {}  # trial id -> (method, fraction, point)
+    campaign = engine.Campaign(
+        book,
+        config.runs_dir,
+        describe=lambda planned: _trial_record(*points[planned.name], planned.model_dir),
+        runner=runner or launch.run_subprocess,
+        wait_for_claims=True,  # the trials after it may depend on it (backbone, promotion)
+        log_name="tune",
+    )
+    planned: list[Unit] = []
     flagfiles: dict[str, str] = {}
     for fraction in config.data_dirs:
         for method in methods_at(config, fraction):
             # Points are drawn here, not up front: a promoted fraction needs the trials before it.
-            points = points_of(config, method, fraction, trials)
-            for i, point in enumerate(points):
-                command, model_dir = train_command(config, method, fraction, point)
-                fingerprint = fingerprints[fraction]
-                if (previous := is_recorded(method, fraction, point)) is not None:
-                    record = previous  # finished in an earlier sitting, maybe on another machine
-                else:
-                    # Not recorded, or recorded from another command: train resumes or finishes
-                    # it (a model dir of an incompatible command is set aside: launch.train).
-                    logging.info(
-                        "tune: fraction %s, %s, trial %d/%d: %s",
-                        fraction,
-                        method,
-                        i + 1,
-                        len(points),
-                        model_dir,
-                    )
-                    ran = ledger.freeze(command)  # the flagfiles as it starts (ledger.freeze)
-                    started = launch.train(runner, command, model_dir)
-                    command = ran
-                    record = _trial_record(method, fraction, point, model_dir)
-                    if (
-                        started is not None
-                    ):  # a resumed or re-checked trial's time is not the trial's
-                        record["wall_seconds"] = round(time.monotonic() - started, 1)
-                trials.append(ledger.stamp(record, [command], fingerprint, NOT_IN_TRIALS))
-                _write_jsonl(trials_path, trials + ledger.unreached(recorded, trials, "trial_id"))
+            group = []
+            for point in points_of(config, method, fraction, campaign.done):
+                group.append(unit(config, method, fraction, point))
+                points[group[-1].name] = (method, fraction, point)
+            campaign.go(group)
+            planned += group
             # Every trial of this (method, fraction) is done: its choice is final, so its
             # flagfile can be used (say, by the final runs of a fraction) while tuning goes on.
-            flagfiles = write_choices(config, trials)
-    _write_jsonl(trials_path, trials)  # every planned trial is in: the rest are stale
+            flagfiles = write_choices(config, campaign.done)
+    trials = campaign.finish(planned)  # every planned trial is in: the rest are stale
     return {"trials": len(trials), "flagfiles": flagfiles}
 
 
@@ -338,8 +308,7 @@ def write_choices(config: TuningConfig, trials: list[dict]) -> dict[str, str]:
 
 def _budget_lines(config: TuningConfig, trials: list[dict]) -> list[str]:
     """Which trials used their whole step budget: still improving, maybe, when it ran out."""
-    pairs = {f: ledger.train_pairs(d) for f, d in config.data_dirs.items()}
-    whole = {t["trial_id"]: ledger.used_whole_budget(t, pairs.get(t["fraction"])) for t in trials}
+    whole = {t["trial_id"]: ledger.used_whole_budget(t) for t in trials}
     capped = [name for name, used in whole.items() if used]
     unknown = sum(1 for used in whole.values() if used is None)
     checked = len(trials) - unknown
