@@ -34,24 +34,24 @@ The config (JSON):
 
 import os
 
-from absl import app, flags
+from absl import app
 
 from ssl_retrieval import atomic, cli
 from ssl_retrieval.experimentation import configs, tuning
 
-CONFIG = flags.DEFINE_string("config", None, "Tuning config JSON (configs/tuning/).")
-DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the trials and exit.")
-flags.mark_flag_as_required("config")
+# One flag per field of TuneOptions, from the dataclass.
+FLAGS = cli.define_flags(configs.TuneOptions, required=("config",))
 
 
 def _tune() -> str:
-    if DRY_RUN.value:
-        config = configs.load_tuning(CONFIG.value)
+    options = cli.from_flags(configs.TuneOptions, FLAGS)
+    if options.dry_run:
+        config = configs.load_tuning(options.config)
         # A promoted fraction lists the points the trials recorded so far rank first.
         trials = atomic.read_jsonl(os.path.join(config.output_dir, "trials.jsonl"), missing_ok=True)
         plan = tuning.plan(config, trials)
         return "\n".join(tuning.trial_id(*trial) for trial in plan)
-    summary = tuning.run_tuning(CONFIG.value)
+    summary = tuning.run_tuning(options.config)
     chosen = "".join(f"\n  {path}" for path in summary["flagfiles"].values())
     return f"tune: {summary['trials']} trials; chosen flagfiles:{chosen}"
 

@@ -3,6 +3,7 @@ frozen dataclasses, read and checked once: an error names the file and the field
 
   load_experiment(path) -> ExperimentConfig   `python -m ssl_retrieval.experiments --config=`
   load_tuning(path) -> TuningConfig           `python -m ssl_retrieval.tune --config=`
+  ExperimentsOptions, TuneOptions             those two commands' other flags (cli.define_flags)
 
 The formats are described in those two commands' docstrings; keys starting with "_" are comments.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from ssl_retrieval.cli import option
 from ssl_retrieval.experimentation import typed_json
 
 # A value of a grid or a sweep, kept as the JSON wrote it: it names trials and runs (alpha=1.0).
@@ -276,3 +278,37 @@ def _checked(config, where: str):
         raise
     except ValueError as e:
         raise typed_json.ConfigError(f"{where}: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentsOptions:
+    """`python -m ssl_retrieval.experiments`: each field is the flag of the same name."""
+
+    config: str = option(help="Experiment config JSON (configs/experiments/).")
+    report_only: bool = option(
+        False,
+        "Train nothing: report the runs finished so far (references and t-SNE are still computed).",
+    )
+    dry_run: bool = option(
+        False,
+        "Train nothing: list the planned runs, each recorded, to run, or waiting for its tuned "
+        "flagfile, then per fraction how many are left and the time they should take.",
+    )
+    fractions: tuple[str, ...] | None = option(
+        None,
+        "Train only runs of these training fractions now (e.g. 0.01,0.1: the short ones first); "
+        "the report still has every run recorded by the same commands. Default: all.",
+    )
+    methods: tuple[str, ...] | None = option(
+        None,
+        "Train only runs of these methods now (e.g. baseline: its seeds first, once tuning wrote "
+        "its flagfile); combines with --fractions. Default: all.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneOptions:
+    """`python -m ssl_retrieval.tune`: each field is the flag of the same name."""
+
+    config: str = option(help="Tuning config JSON (configs/tuning/).")
+    dry_run: bool = option(False, "List the trials and exit.")
