@@ -48,6 +48,7 @@ from ssl_retrieval import config as config_lib
 # Files of a preprocessed data dir that change whenever its pairs or items do.
 _FINGERPRINT_FILES = ("stats.json", os.path.join("stats", "candidate_counts.tsv"))
 TRAIN_MODULE = "ssl_retrieval.train"
+_NONE = object()  # a field without a neutral value: equal to none of its values
 
 
 def data_fingerprint(data_dir: str) -> str:
@@ -107,9 +108,6 @@ def key_fields(config: config_lib.TrainConfig) -> dict:
             continue
         out[field.name] = list(value) if isinstance(value, tuple) else value
     return out
-
-
-_NONE = object()  # no neutral value: never equal to a field's
 
 
 def blend_key(config: config_lib.TrainConfig) -> str:

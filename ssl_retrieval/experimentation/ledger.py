@@ -28,10 +28,6 @@ class Unit:
     evaluation: dict | None = None  # the options of `evaluate` the record stands for (the ks)
     flagfile: str | None = None  # a flagfile tuning writes: the run waits until it exists
 
-    @property
-    def commands(self) -> list[list[str]]:
-        return [list(self.train)] + ([list(self.evaluate)] if self.evaluate else [])
-
 
 def load(path: str, key: str) -> dict[str, dict]:
     """Records of a JSON Lines file by their `key` field ({} when the file does not exist)."""

@@ -452,35 +452,41 @@ def write_report(
         parts.append(
             table(results, fraction, aug.methods, baseline=baseline) if fraction in ran else NOT_YET
         )
-    if references:
-        parts += ["", "## Reference recommenders (same evaluator)", ""]
+    parts += references_section(references)
+    parts += figures_section(results, config, out_dir)
+    markdown = "\n".join(parts) + "\n"
+    atomic.write_text(os.path.join(out_dir, "report.md"), markdown)
+    return markdown
+
+
+def references_section(references: list[dict]) -> list[str]:
+    """Markdown lines: every reference recommender's main metrics, per fraction."""
+    if not references:
+        return []
+    parts = ["", "## Reference recommenders (same evaluator)", ""]
+    parts.append("| recommender | fraction | " + " | ".join(MAIN_COLUMNS) + " | tail recall@10 |")
+    parts.append("|---|---|" + "---|" * (len(MAIN_COLUMNS) + 1))
+    for r in references:
+        m = r["metrics"]
+        cells = " | ".join(f"{m['all'][c]:.4f}" for c in MAIN_COLUMNS)
         parts.append(
-            "| recommender | fraction | " + " | ".join(MAIN_COLUMNS) + " | tail recall@10 |"
+            f"| {r['recommender']} | {r['fraction']} | {cells} | {m['tail']['recall@10']:.4f} |"
         )
-        parts.append("|---|---|" + "---|" * (len(MAIN_COLUMNS) + 1))
-        for r in references:
-            m = r["metrics"]
-            cells = " | ".join(f"{m['all'][c]:.4f}" for c in MAIN_COLUMNS)
-            parts.append(
-                f"| {r['recommender']} | {r['fraction']} | {cells} | {m['tail']['recall@10']:.4f} |"
-            )
+    return parts
+
+
+def figures_section(results: list[dict], config: ExperimentConfig, out_dir: str) -> list[str]:
+    """Markdown lines: the sweeps' figures (drawn here) and the t-SNE one (when drawn)."""
     figures = []
     for param, figure in (("alpha", "figure5_alpha.png"), ("dropout_rate", "figure6_dropout.png")):
         sweep = config.sweeps.get(param)
+        path = os.path.join(out_dir, figure)
         if sweep and sweep_figure(
-            results,
-            sweep.fraction,
-            param,
-            sweep.methods,
-            os.path.join(out_dir, figure),
-            baseline,
+            results, sweep.fraction, param, sweep.methods, path, config.baseline
         ):
             figures.append((param, figure))
     if os.path.exists(os.path.join(out_dir, "figure4_tsne.png")):
         figures.append(("t-SNE of item embeddings", "figure4_tsne.png"))
-    if figures:
-        parts += ["", "## Figures", ""]
-        parts += [f"![{name}]({path})" for name, path in figures]
-    markdown = "\n".join(parts) + "\n"
-    atomic.write_text(os.path.join(out_dir, "report.md"), markdown)
-    return markdown
+    if not figures:
+        return []
+    return ["", "## Figures", "", *[f"![{name}]({path})" for name, path in figures]]
