@@ -4,11 +4,14 @@ import dataclasses
 import json
 import os
 import shutil
+import threading
+import time
 
 import pytest
 
+from ssl_retrieval import atomic
 from ssl_retrieval import config as config_lib
-from ssl_retrieval.experimentation import configs, ledger, tuning
+from ssl_retrieval.experimentation import configs, ledger, tuning, workers
 
 GRID = {"alpha": [0.3, 0.1, 1.0], "dropout_rate": [0.3, 0.5]}
 
@@ -507,3 +510,34 @@ def test_a_method_is_tuned_only_at_the_fractions_it_names(tmp_path):
     ]
     assert (tmp_path / "flags" / "toy_cfm_0.1.cfg").exists()
     assert not (tmp_path / "flags" / "toy_cfm_1.0.cfg").exists()
+
+
+def test_a_trial_another_worker_holds_is_waited_for_then_taken_from_its_record(tmp_path):
+    """Later trials may depend on it (backbone, promotion), so tuning does not pass it."""
+    config = {
+        **_toy_paths(tmp_path),
+        "data_dirs": {"1.0": _fake_data_dir(tmp_path / "data")},
+        "common_flags": ["--validate_every=100"],
+        "methods": {"cfm": {"flagfile": "configs/c.cfg", "grid": {"alpha": [0.3, 1.0]}}},
+        "trials": 2,
+    }
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    typed = configs.tuning(config)
+    held = tuning.unit(typed, "cfm", "1.0", {"alpha": 0.3})
+    claim = workers.claim(workers.lock_path(typed.runs_dir, held.name))
+    calls = []
+    tuner = threading.Thread(target=tuning.run_tuning, args=(str(path), _fake_trainer(calls)))
+    tuner.start()
+    time.sleep(1)
+    assert calls == [] and tuner.is_alive()  # waiting for the other worker's trial
+    # The other worker trains it, records it and lets it go.
+    _fake_trainer([])(list(held.train))
+    book = ledger.RecordBook.of(str(tmp_path / "out" / "trials.jsonl"), "trial_id", typed.data_dirs)
+    record = tuning._trial_record("cfm", "1.0", {"alpha": 0.3}, held.model_dir)
+    atomic.write_jsonl(book.path, [ledger.stamp(record, book.key(held))])
+    claim.close()
+    tuner.join(timeout=60)
+    assert [_flag(c, "alpha") for c in calls] == ["1.0"]
+    trials = atomic.read_jsonl(book.path)
+    assert [t["params"]["alpha"] for t in trials] == [0.3, 1.0]
