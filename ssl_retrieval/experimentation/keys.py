@@ -159,16 +159,14 @@ def run_key(
     """
     config, _ = parse_train(command)
     fields = key_fields(config)
-    try:
-        budget = (
-            None
-            if pairs is None
-            else config_lib.budget_steps(
+    budget = None
+    if pairs is not None:
+        try:
+            budget = config_lib.budget_steps(
                 pairs, config.batch_size, config.epochs, config.train_steps
             )
-        )
-    except ValueError:  # a budget train refuses: the run fails on its own
-        budget = None
+        except ValueError:  # a budget train refuses: the run fails on its own
+            pass
     return RunKey(
         train=_hash(fields),
         data=fingerprint,
