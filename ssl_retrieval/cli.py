@@ -43,7 +43,7 @@ def option(
       flag: False for a field that has no flag.
       neutral: for an option added after runs were recorded, the value under which the code
         behaves as it did before the option existed. While the default is that value, adding
-        the option leaves the recorded runs valid (experimentation/ledger.py).
+        the option leaves the recorded runs valid (experimentation/keys.py).
     """
     metadata = {"help": help, "enum": tuple(enum) if enum else None, "flag": flag}
     if neutral is not dataclasses.MISSING:

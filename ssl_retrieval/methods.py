@@ -20,7 +20,7 @@ import dataclasses
 
 # Training flags only one part reads (checked where model.py reads them): a method without the
 # part trains the same whatever they hold, so a new default of one of them does not make its
-# recorded runs stale (experimentation/ledger.py).
+# recorded runs stale (experimentation/keys.py).
 _FIELDS_OF_PART = {
     "cfm": ("mi_normalization", "cfm_exclude_id"),
     "spread_out": ("so_loss",),
