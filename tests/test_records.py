@@ -2,17 +2,15 @@
 training config, parsed by absl; the committed records, converted once, recognised as done."""
 
 import dataclasses
-import importlib.util
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from ssl_retrieval import atomic
 from ssl_retrieval import config as config_lib
 from ssl_retrieval.experimentation import configs, keys, ledger, runner, tuning
+from ssl_retrieval.ranking.config import BlendConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +35,7 @@ def test_the_command_is_parsed_as_train_parses_it(tmp_path):
     """Flagfiles (nested ones too), --noX and repeated flags, by absl itself."""
     (tmp_path / "common.cfg").write_text("# shared\n--batch_size=64\n--noshare_towers\n")
     (tmp_path / "cfm.cfg").write_text(f"--flagfile={tmp_path / 'common.cfg'}\n--method=cfm\n")
-    config, _ = keys.parse_train(_train(f"--flagfile={tmp_path / 'cfm.cfg'}", "--alpha=0.1"))
+    config, _, _ = keys.parse_train(_train(f"--flagfile={tmp_path / 'cfm.cfg'}", "--alpha=0.1"))
     assert (config.batch_size, config.share_towers, config.method) == (64, False, "cfm")
     same = _key("--batch_size=64", "--share_towers=false", "--method=cfm", "--alpha=0.1")
     with_flagfile = keys.run_key(
@@ -137,7 +135,8 @@ def test_the_blend_is_keyed_apart_and_only_where_the_record_was_measured_after_i
     changed = _key("--method=cfm", "--blend_margin=0.1")
     assert changed.train == run["key"]["train"] and changed.blend != run["key"]["blend"]
     assert not ledger.reusable(run, changed)
-    monkeypatch.setattr(_fields()["blend_margin"], "default", 0.5)
+    blend_fields = {f.name: f for f in dataclasses.fields(BlendConfig)}
+    monkeypatch.setattr(blend_fields["blend_margin"], "default", 0.5)
     assert not ledger.reusable(run, _key("--method=cfm"))
     assert ledger.reusable(trial, _key("--method=cfm", blend=False))
     # Without a blend the blend's grid and objective are never read.
@@ -246,78 +245,3 @@ def test_every_committed_trial_is_recognised_as_done(monkeypatch, name):
     assert tuning._decided(config, book) == every
     trials = list(book.recorded.values())
     assert len(tuning.plan(config, trials)) == len(trials)
-
-
-def _converter():
-    spec = importlib.util.spec_from_file_location(
-        "convert_records", os.path.join(ROOT, "scripts", "convert_records.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _data_dir(path) -> str:
-    os.makedirs(os.path.join(path, "stats"))
-    with open(os.path.join(path, "stats.json"), "w") as f:
-        json.dump({"num_train_pairs": 1000}, f)
-    with open(os.path.join(path, "stats", "candidate_counts.tsv"), "w") as f:
-        f.write("a\t3\n")
-    return str(path)
-
-
-def test_a_record_stamped_the_former_way_is_converted_when_its_stamp_holds(tmp_path):
-    """Former records named their command (flagfiles expanded) and a hash of the defaults it
-    took; converted, they are recognised for that command by the key, and only then."""
-    convert = _converter()
-    data = _data_dir(tmp_path / "data")
-    train = ["-m", keys.TRAIN_MODULE, f"--data_dir={data}", "--model_dir=m", "--method=cfm"]
-    evaluate = ["-m", "ssl_retrieval.evaluate", f"--data_dir={data}", "--ks=10,20"]
-    former = {
-        "run_id": "1.0/cfm/seed0",
-        "fraction": "1.0",
-        "commands": [train, evaluate],
-        "taken_defaults": convert.taken_defaults(train, ()),
-        "data_fingerprint": keys.data_fingerprint(data),
-        "train": {"steps": 5},
-    }
-    stale = {**former, "run_id": "stale", "taken_defaults": "0000000000000000"}
-    moved = {**former, "run_id": "moved", "data_fingerprint": "another index"}
-    unstamped = {"run_id": "old", "fraction": "1.0"}
-    path = tmp_path / "results.jsonl"
-    atomic.write_jsonl(str(path), [former, stale, moved, unstamped])
-    counts = convert.convert_file(str(path))
-    assert counts == {
-        "converted": 1,
-        "stale: made with other defaults": 1,
-        "not stamped": 1,
-        f"stale: other data in {data}": 1,
-    }
-    converted, *rest = atomic.read_jsonl(str(path))
-    assert rest == [stale, moved, unstamped]
-    assert "commands" not in converted and converted["key"]["evaluate"] == {"ks": [10, 20]}
-    unit = ledger.Unit(
-        "1.0/cfm/seed0",
-        "1.0",
-        "m",
-        ("python", *train),
-        ("python", *evaluate),
-        evaluation={"ks": [10, 20]},
-    )
-    book = ledger.RecordBook.of(str(path), "run_id", {"1.0": data})
-    assert book.finished(unit) == converted
-    assert convert.convert_file(str(path)) == {
-        "already converted": 1,
-        "not stamped": 1,
-        "stale: made with other defaults": 1,
-        f"stale: other data in {data}": 1,
-    }
-    # A trial was stamped without the blend's flags and defaults.
-    trial = {
-        **former,
-        "trial_id": "t",
-        "commands": [train],
-        "taken_defaults": convert.taken_defaults(train, config_lib.BLEND_FIELDS),
-    }
-    converted, what = convert.convert(trial, trial=True)
-    assert what == "converted" and "blend" not in converted["key"]

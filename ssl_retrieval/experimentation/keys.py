@@ -44,6 +44,7 @@ from absl import flags
 
 from ssl_retrieval import cli, methods
 from ssl_retrieval import config as config_lib
+from ssl_retrieval.ranking.config import BlendConfig
 
 # Files of a preprocessed data dir that change whenever its pairs or items do.
 _FINGERPRINT_FILES = ("stats.json", os.path.join("stats", "candidate_counts.tsv"))
@@ -73,9 +74,12 @@ def train_pairs(data_dir: str) -> int | None:
         return None
 
 
-def parse_train(command: list[str]) -> tuple[config_lib.TrainConfig, flags.FlagValues]:
-    """The `TrainConfig` a `python -m ssl_retrieval.train ...` command trains, and its parsed
-    flags (`flags[name].present`: set by the command), by train's own flags and absl's parser.
+def parse_train(
+    command: list[str],
+) -> tuple[config_lib.TrainConfig, BlendConfig, flags.FlagValues]:
+    """The `TrainConfig` a `python -m ssl_retrieval.train ...` command trains, the `BlendConfig`
+    its blend is chosen with, and its parsed flags (`flags[name].present`: set by the command),
+    by train's own flags and absl's parser.
 
     Raises:
       ValueError: absl refuses the command (a flagfile that does not exist, an unknown flag, a
@@ -84,13 +88,18 @@ def parse_train(command: list[str]) -> tuple[config_lib.TrainConfig, flags.FlagV
     args = list(command[command.index(TRAIN_MODULE) + 1 :]) if TRAIN_MODULE in command else []
     values = flags.FlagValues()
     holders = cli.define_flags(config_lib.TrainConfig, flag_values=values)
+    blend_holders = cli.define_flags(BlendConfig, flag_values=values)
     try:
         rest = values([TRAIN_MODULE, *args])
     except flags.Error as e:
         raise ValueError(f"{' '.join(command)}: {e}") from None
     if rest[1:]:
         raise ValueError(f"{' '.join(command)}: unexpected arguments {rest[1:]}")
-    return cli.from_flags(config_lib.TrainConfig, holders), values
+    return (
+        cli.from_flags(config_lib.TrainConfig, holders),
+        cli.from_flags(BlendConfig, blend_holders),
+        values,
+    )
 
 
 def key_fields(config: config_lib.TrainConfig) -> dict:
@@ -110,13 +119,18 @@ def key_fields(config: config_lib.TrainConfig) -> dict:
     return out
 
 
-def blend_key(config: config_lib.TrainConfig) -> str:
-    """A short hash of how the run's blend is chosen after training: the blend's options, or
-    only that none is chosen (`--nochoose_popularity_prior` reads none of the others)."""
+def blend_key(config: BlendConfig) -> str:
+    """A short hash of how the run's blend is chosen after training: the blend's options but
+    those at their neutral value (added since runs were recorded, choosing as before), or only
+    that none is chosen (`--nochoose_popularity_prior` reads none of the others)."""
     if not config.choose_popularity_prior:
         return _hash({"choose_popularity_prior": False})
-    values = {name: getattr(config, name) for name in config_lib.BLEND_FIELDS}
-    return _hash({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()})
+    values = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.metadata.get("neutral", _NONE) != value:
+            values[field.name] = list(value) if isinstance(value, tuple) else value
+    return _hash(values)
 
 
 def _hash(values: dict) -> str:
@@ -157,7 +171,7 @@ def run_key(
     Raises:
       ValueError: the command does not parse (parse_train).
     """
-    config, _ = parse_train(command)
+    config, blend_config, _ = parse_train(command)
     fields = key_fields(config)
     budget = None
     if pairs is not None:
@@ -173,7 +187,7 @@ def run_key(
         epochs=config.epochs,
         train_steps=config.train_steps,
         budget_steps=budget,
-        blend=blend_key(config) if blend else None,
+        blend=blend_key(blend_config) if blend else None,
         evaluate=evaluate,
         fields=fields,
     )
