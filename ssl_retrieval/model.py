@@ -280,6 +280,9 @@ class SSLRetrievalModel(tfrs.Model):
                 mask_size=config.mask_size,
                 seed=config.seed,
                 unranked_features=[self.id_index] if config.cfm_exclude_id else None,
+                # View A (the SSL softmax's query side) keeps the id, B drops it: B is what a
+                # cold item is, retrieved by items that have their id.
+                cold_start_feature=self.id_index if config.ssl_id_view == "cold_start" else None,
             )
             if parts.value_dropout:
                 self.value_dropout = augment.ValueDropout(config.dropout_rate, seed=config.seed)
