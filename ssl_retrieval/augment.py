@@ -11,6 +11,10 @@ Masked-set size: the paper picks the seed feature plus its top n = floor(k/2) co
 "so that the masked and retained set of features have roughly the same size". Read literally the
 masked set then has floor(k/2) + 1 features; we take the intent and mask `mask_size` features in
 total, default floor(k/2) (seed included). `--mask_size` changes it.
+
+The cold-start view (`--ssl_id_view=cold_start`, a choice beyond the paper): the id is taken
+out of the masking pattern; view A always keeps it, view B always drops it, and the pattern
+masks the other features as usual (`FeatureMasker`, `cold_start_feature`).
 """
 
 from __future__ import annotations
@@ -102,9 +106,10 @@ class FeatureMasker(tf.keras.layers.Layer):
     features as above (CFM's seeds and correlates are among them). With the id as that feature,
     every item's embedding without its id (B) is pulled towards its embedding with it (A),
     including items whose id has no row of its own (`--id_min_count`), for which the two views
-    differ only by the pattern's masks. A keeps the id and k - 1 - mask_size features, B keeps
-    mask_size: with the default mask_size, k // 2 = ceil((k - 1) / 2), each view keeps about
-    half of the k features, the id counted.
+    differ only by the pattern's masks. With a complementary pattern (cfm, rfm) A keeps the id
+    and k - 1 - mask_size other features, B the mask_size others: with the default mask_size,
+    k // 2 = ceil((k - 1) / 2), each view keeps about half of the k features, the id counted
+    (Debian, k = 8: the id and 3 features against 4).
 
     Args:
       num_features: k.

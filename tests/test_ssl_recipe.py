@@ -292,7 +292,7 @@ def test_cold_start_view_loss_matches_numpy(method):
     items = toy_items()
     ids = [v[0] for v in TOY_ITEMS["item_id"]]
     flipped_differs = False
-    for step in range(4):
+    for step in range(10):
         got = float(model.auxiliary_loss(items, tf.constant(step, tf.int64)))
         mask_a, mask_b = (m.numpy() for m in model.masker(tf.constant(step, tf.int64)))
         # View A keeps the id, view B drops it; the pattern masks the other four features.
