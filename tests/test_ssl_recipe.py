@@ -33,7 +33,11 @@ COMBINATIONS = [
     ],
 ]
 
-SSL_COMBINATIONS = [c for c in COMBINATIONS if methods.get(c["method"]).has_auxiliary_loss]
+# The methods with an auxiliary loss, and the cold-start view once (the same towers as cfm's).
+SSL_COMBINATIONS = [
+    *[dict(method=m.name) for m in methods.METHODS.values() if m.has_auxiliary_loss],
+    dict(method="cfm", ssl_id_view="cold_start"),
+]
 
 
 def combination_id(options) -> str:
