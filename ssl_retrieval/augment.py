@@ -11,6 +11,10 @@ Masked-set size: the paper picks the seed feature plus its top n = floor(k/2) co
 "so that the masked and retained set of features have roughly the same size". Read literally the
 masked set then has floor(k/2) + 1 features; we take the intent and mask `mask_size` features in
 total, default floor(k/2) (seed included). `--mask_size` changes it.
+
+The cold-start view (`--ssl_id_view=cold_start`, a choice beyond the paper): the id is taken
+out of the masking pattern; view A always keeps it, view B always drops it, and the pattern
+masks the other features as usual (`FeatureMasker`, `cold_start_feature`).
 """
 
 from __future__ import annotations
@@ -65,6 +69,26 @@ def _random_subset(num_features: int, size: int, seed) -> tf.Tensor:
     return tf.scatter_nd(chosen[:, tf.newaxis], tf.ones([size], tf.bool), [num_features])
 
 
+def _cfm_table(mi: np.ndarray, mask_size: int, unranked) -> tf.Tensor:
+    """[k, k] bool: row f = the features CFM masks when f is the seed: f first, then the others
+    by correlation with f (desc), `unranked` features last, ties by index; mask_size of them."""
+    k = len(mi)
+    unranked = set(unranked)
+    rows = []
+    for f in range(k):
+        others = sorted(
+            (j for j in range(k) if j != f), key=lambda j: (j in unranked, -mi[f, j], j)
+        )
+        masked = set([f, *others][:mask_size])
+        rows.append([j in masked for j in range(k)])
+    return tf.constant(rows, tf.bool)
+
+
+def _insert(mask: tf.Tensor, index: int, value: bool) -> tf.Tensor:
+    """[n] bool -> [n + 1] bool with `value` at `index`."""
+    return tf.concat([mask[:index], tf.constant([value]), mask[index:]], axis=0)
+
+
 @tf.keras.utils.register_keras_serializable(package="ssl_retrieval")
 class FeatureMasker(tf.keras.layers.Layer):
     """Two feature masks per batch for the two SSL views (True = masked).
@@ -77,15 +101,27 @@ class FeatureMasker(tf.keras.layers.Layer):
       fm:           fixed sets: view A sees exactly `fixed_features`, view B the rest.
       none:         no masking.
 
+    The cold-start view (`cold_start_feature`; the id, with `--ssl_id_view=cold_start`): view A
+    always keeps that feature and view B always masks it, and the pattern masks the other k - 1
+    features as above (CFM's seeds and correlates are among them). With the id as that feature,
+    every item's embedding without its id (B) is pulled towards its embedding with it (A),
+    including items whose id has no row of its own (`--id_min_count`), for which the two views
+    differ only by the pattern's masks. With a complementary pattern (cfm, rfm) A keeps the id
+    and k - 1 - mask_size other features, B the mask_size others: with the default mask_size,
+    k // 2 = ceil((k - 1) / 2), each view keeps about half of the k features, the id counted
+    (Debian, k = 8: the id and 3 features against 4).
+
     Args:
       num_features: k.
       pattern: one of MASKING_PATTERNS.
       mutual_info: [k, k] correlation matrix (cfm only; see `correlation_matrix`).
-      mask_size: features masked in view A; default k // 2.
-      unranked_features: indices never chosen as another seed's correlate (cfm only), e.g. the
-        id feature, whose raw MI with everything is maximal; they can still be seeds.
+      mask_size: features the pattern masks in view A; default k // 2.
       fixed_features: feature indices view A keeps (fm only).
       seed: random seed.
+      unranked_features: indices never chosen as another seed's correlate (cfm only), e.g. the
+        id feature, whose raw MI with everything is maximal; they can still be seeds.
+      cold_start_feature: optional index of a feature view A keeps and view B masks at every
+        step, outside the pattern (not with fm).
     """
 
     def __init__(
@@ -97,76 +133,106 @@ class FeatureMasker(tf.keras.layers.Layer):
         fixed_features=None,
         seed: int = 0,
         unranked_features=None,
+        cold_start_feature: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if pattern not in MASKING_PATTERNS:
-            raise ValueError(f"pattern must be one of {list(MASKING_PATTERNS)}, got {pattern!r}")
-        if num_features < 2 and pattern != "none":
-            raise ValueError(f"num_features must be >= 2 to mask, got {num_features}")
-        k = num_features
-        if mask_size is None:
-            mask_size = max(1, k // 2)
-        if pattern in ("cfm", "rfm", "rfm_no_compl") and not 1 <= mask_size <= k - 1:
-            raise ValueError(f"mask_size must be in [1, {k - 1}] for {k} features, got {mask_size}")
-        if pattern == "cfm":
-            if mutual_info is None:
-                raise ValueError("mutual_info is required for pattern 'cfm'")
-            mi = np.asarray(mutual_info, dtype=np.float64)
-            if mi.shape != (k, k):
-                raise ValueError(f"mutual_info must be [{k}, {k}], got shape {list(mi.shape)}")
-            mutual_info = mi.tolist()
-        if pattern == "fm":
-            fixed = sorted(set(fixed_features or []))
-            if not fixed or fixed[0] < 0 or fixed[-1] >= k or len(fixed) == k:
-                raise ValueError(
-                    f"fixed_features must be a non-empty proper subset of 0..{k - 1}, got "
-                    f"{fixed_features}"
-                )
-            fixed_features = fixed
-        self.num_features = int(k)
+        k = int(num_features)
+        self.num_features = k
         self.pattern = pattern
-        self.mutual_info = mutual_info if pattern == "cfm" else None
-        self.mask_size = int(mask_size)
-        self.fixed_features = fixed_features if pattern == "fm" else None
         self.seed = int(seed)
         self.unranked_features = sorted(int(j) for j in (unranked_features or []))
+        self.cold_start_feature = None if cold_start_feature is None else int(cold_start_feature)
+        self._check_pattern(k)
+        # The features the pattern masks: all k, or all but the cold-start feature.
+        self._patterned = [j for j in range(k) if j != self.cold_start_feature]
+        n = len(self._patterned)
+        self.mask_size = int(max(1, k // 2) if mask_size is None else mask_size)
+        if pattern in ("cfm", "rfm", "rfm_no_compl") and not 1 <= self.mask_size <= n - 1:
+            raise ValueError(
+                f"mask_size must be in [1, {n - 1}] for {n} masked features, got {self.mask_size}"
+            )
+        self.mutual_info = None
         if pattern == "cfm":
-            # Row f: the seed f first, then the others by correlation with f (desc), unranked
-            # features last, ties by index.
-            unranked = set(self.unranked_features)
-            order = []
-            for f in range(k):
-                others = sorted(
-                    (j for j in range(k) if j != f), key=lambda j: (j in unranked, -mi[f, j], j)
-                )
-                order.append([f] + others)
-            self._masked_by_seed = tf.constant(
-                [[j in row[: self.mask_size] for j in range(k)] for row in order], tf.bool
+            mi = self._check_mutual_info(mutual_info, k)
+            self.mutual_info = mi.tolist()
+            inner = np.ix_(self._patterned, self._patterned)
+            unranked = [
+                self._patterned.index(j) for j in self.unranked_features if j in self._patterned
+            ]
+            self._masked_by_seed = _cfm_table(mi[inner], self.mask_size, unranked)
+        self.fixed_features = self._check_fixed(fixed_features, k) if pattern == "fm" else None
+
+    def _check_pattern(self, k: int) -> None:
+        if self.pattern not in MASKING_PATTERNS:
+            raise ValueError(
+                f"pattern must be one of {list(MASKING_PATTERNS)}, got {self.pattern!r}"
+            )
+        if self.cold_start_feature is None:
+            if k < 2 and self.pattern != "none":
+                raise ValueError(f"num_features must be >= 2 to mask, got {k}")
+            return
+        if self.pattern == "fm":
+            raise ValueError("cold_start_feature does not apply to pattern 'fm'")
+        if not 0 <= self.cold_start_feature < k:
+            raise ValueError(
+                f"cold_start_feature must be in [0, {k - 1}], got {self.cold_start_feature}"
+            )
+        if k < 3 and self.pattern != "none":
+            raise ValueError(
+                f"num_features must be >= 3 to mask besides the cold-start feature, got {k}"
             )
 
-    def call(self, step):
-        k = self.num_features
+    @staticmethod
+    def _check_mutual_info(mutual_info, k: int) -> np.ndarray:
+        if mutual_info is None:
+            raise ValueError("mutual_info is required for pattern 'cfm'")
+        mi = np.asarray(mutual_info, dtype=np.float64)
+        if mi.shape != (k, k):
+            raise ValueError(f"mutual_info must be [{k}, {k}], got shape {list(mi.shape)}")
+        return mi
+
+    @staticmethod
+    def _check_fixed(fixed_features, k: int) -> list[int]:
+        fixed = sorted(set(fixed_features or []))
+        if not fixed or fixed[0] < 0 or fixed[-1] >= k or len(fixed) == k:
+            raise ValueError(
+                f"fixed_features must be a non-empty proper subset of 0..{k - 1}, got "
+                f"{fixed_features}"
+            )
+        return fixed
+
+    def _pattern_masks(self, step):
+        """The pattern's two masks over its n features ([n] bool each)."""
+        n = len(self._patterned)
         if self.pattern == "none":
-            none = tf.zeros([k], tf.bool)
+            none = tf.zeros([n], tf.bool)
             return none, none
+        if self.pattern == "cfm":
+            seed_feature = tf.random.stateless_uniform(
+                [], seed=_stateless_seed(self.seed, 1, step), maxval=n, dtype=tf.int32
+            )
+            mask_a = tf.gather(self._masked_by_seed, seed_feature)
+            return mask_a, ~mask_a
+        mask_a = _random_subset(n, self.mask_size, _stateless_seed(self.seed, 2, step))
+        if self.pattern == "rfm":
+            return mask_a, ~mask_a
+        mask_b = _random_subset(n, self.mask_size, _stateless_seed(self.seed, 3, step))
+        return mask_a, mask_b
+
+    def call(self, step):
+        """-> (mask A, mask B), [k] bool each, the same for the same (seed, step)."""
         if self.pattern == "fm":
             keep_a = tf.scatter_nd(
                 [[i] for i in self.fixed_features],
                 tf.ones([len(self.fixed_features)], tf.bool),
-                [k],
+                [self.num_features],
             )
             return ~keep_a, keep_a
-        if self.pattern == "cfm":
-            seed_feature = tf.random.stateless_uniform(
-                [], seed=_stateless_seed(self.seed, 1, step), maxval=k, dtype=tf.int32
-            )
-            mask_a = tf.gather(self._masked_by_seed, seed_feature)
-            return mask_a, ~mask_a
-        mask_a = _random_subset(k, self.mask_size, _stateless_seed(self.seed, 2, step))
-        if self.pattern == "rfm":
-            return mask_a, ~mask_a
-        mask_b = _random_subset(k, self.mask_size, _stateless_seed(self.seed, 3, step))
+        mask_a, mask_b = self._pattern_masks(step)
+        if self.cold_start_feature is not None:
+            mask_a = _insert(mask_a, self.cold_start_feature, False)
+            mask_b = _insert(mask_b, self.cold_start_feature, True)
         return mask_a, mask_b
 
     def get_config(self):
@@ -179,6 +245,7 @@ class FeatureMasker(tf.keras.layers.Layer):
             "fixed_features": self.fixed_features,
             "seed": self.seed,
             "unranked_features": self.unranked_features,
+            "cold_start_feature": self.cold_start_feature,
         }
 
     def distinct_patterns(self, steps: int) -> int:

@@ -26,6 +26,8 @@ OPTIMIZERS = ("adagrad", "adam", "lazy_adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SO_LOSSES = ("square", "softmax")
 MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")
+# What the masking methods' SSL views do with the item id (augment.FeatureMasker).
+SSL_ID_VIEWS = ("masked", "cold_start")
 # How the blend is chosen after training: a `ranking.config.BlendConfig` of its own (train's flags
 # include them). Model dirs written when they were TrainConfig fields still load.
 BLEND_FIELDS = tuple(f.name for f in dataclasses.fields(BlendConfig))
@@ -152,6 +154,17 @@ class TrainConfig:
         False,
         "Never pick the id feature as a correlate in CFM (its raw MI with any feature is maximal).",
     )
+    ssl_id_view: str = option(
+        "masked",
+        "What the masking methods' (cfm, rfm, rfm_no_compl, cfm_no_dropout, no_masking) two SSL "
+        "views do with the item id. masked: the id is one more feature the pattern masks (the "
+        "paper). cold_start: one view always keeps the id and the other always drops it, the "
+        "pattern masking the other features, so that every corpus item's embedding without its "
+        "id is pulled towards its embedding with it, items without training pairs included "
+        "(beyond the paper; augment.FeatureMasker).",
+        enum=SSL_ID_VIEWS,
+        neutral="masked",
+    )
     validate_every: int = option(
         100,
         "Steps between validation evaluations (Recall@50 over the whole corpus on the "
@@ -205,6 +218,10 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {list(OPTIMIZERS)}"),
             (self.strategy in STRATEGIES, f"--strategy must be one of {list(STRATEGIES)}"),
             (self.so_loss in SO_LOSSES, f"--so_loss must be one of {list(SO_LOSSES)}"),
+            (
+                self.ssl_id_view in SSL_ID_VIEWS,
+                f"--ssl_id_view must be one of {list(SSL_ID_VIEWS)}, got {self.ssl_id_view!r}",
+            ),
             (
                 self.mi_normalization in MI_NORMALIZATIONS,
                 f"--mi_normalization must be one of {list(MI_NORMALIZATIONS)}",
@@ -283,6 +300,7 @@ class TrainConfig:
             )
         if methods.get(self.method).needs_dropout_rate and self.dropout_rate == 0:
             raise ValueError(f"--method={self.method} needs --dropout_rate > 0")
+        self._validate_ssl_id_view()
         if feature_names is not None:
             unknown = [f for f in self.fm_features if f not in feature_names]
             if unknown:
@@ -291,10 +309,31 @@ class TrainConfig:
                 )
             if uses_fm and len(set(self.fm_features)) >= len(feature_names):
                 raise ValueError("--fm_features must leave at least one feature for the other view")
-            k = len(feature_names)
-            if self.mask_size is not None and self.mask_size >= k:
-                raise ValueError(f"--mask_size must be < the number of features ({k})")
+            self._validate_mask_size(len(feature_names))
         return self
+
+    def _validate_ssl_id_view(self) -> None:
+        if self.ssl_id_view != "cold_start" or methods.get(self.method).masking is not None:
+            return
+        masking = [m.name for m in methods.METHODS.values() if m.masking is not None]
+        raise ValueError(
+            f"--ssl_id_view=cold_start needs a masking method (--method={'|'.join(masking)}), "
+            f"got --method={self.method}"
+        )
+
+    def _validate_mask_size(self, k: int) -> None:
+        """Against the data's k features (the cold-start view masks the k - 1 besides the id)."""
+        masking = methods.get(self.method).masking
+        cold_start = self.ssl_id_view == "cold_start" and masking is not None
+        if cold_start and masking != "none" and k < 3:
+            raise ValueError(
+                f"--ssl_id_view=cold_start masks the features besides the id and needs 2 of "
+                f"them, the data has {k - 1}"
+            )
+        limit = k - 1 if cold_start else k
+        if self.mask_size is not None and self.mask_size >= limit:
+            what = "features besides the id" if cold_start else "features"
+            raise ValueError(f"--mask_size must be < the number of {what} ({limit})")
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)

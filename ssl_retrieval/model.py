@@ -280,6 +280,9 @@ class SSLRetrievalModel(tfrs.Model):
                 mask_size=config.mask_size,
                 seed=config.seed,
                 unranked_features=[self.id_index] if config.cfm_exclude_id else None,
+                # View A (the SSL softmax's query side) keeps the id, B drops it: B is what a
+                # cold item is, retrieved by items that have their id.
+                cold_start_feature=self.id_index if config.ssl_id_view == "cold_start" else None,
             )
             if parts.value_dropout:
                 self.value_dropout = augment.ValueDropout(config.dropout_rate, seed=config.seed)
@@ -312,7 +315,12 @@ class SSLRetrievalModel(tfrs.Model):
         return self.optimizer.iterations if self.optimizer is not None else tf.constant(0, tf.int64)
 
     def auxiliary_loss(self, items, step):
-        """alpha-free auxiliary loss on the uniform item batch (0 for baseline and fd)."""
+        """alpha-free auxiliary loss on the uniform item batch (0 for baseline and fd).
+
+        Each SSL task is eq. 3 with view A's embeddings as the queries and view B's as the
+        candidates; with --ssl_id_view=cold_start A is the view with the id and B the one
+        without (augment.FeatureMasker): an item with its id retrieves itself without it.
+        """
         parts = self.method_parts
         zero = tf.constant(0.0)
         if not parts.has_auxiliary_loss:

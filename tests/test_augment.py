@@ -77,10 +77,64 @@ def test_fm_fixed_sets_and_none():
     assert not a.any() and not b.any()
 
 
+def test_cold_start_view_keeps_the_feature_in_a_and_cfm_masks_the_rest():
+    """Feature 0 (the id) outside the pattern: CFM's seeds and correlates are features 1-5.
+
+    On the MI above without feature 0, mask_size 3 of those 5: seed 1 -> {1, 2, 3} (3 and 4
+    tie at 0.1 with 1: index order), 2 -> {2, 1, 3}, 3 -> {3, 4, 2}, 4 -> {4, 3, 1} (1 and 2
+    tie), 5 -> {5, 1, 2} (all zero)."""
+    layer = augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist(), seed=1, cold_start_feature=0)
+    expected = {
+        frozenset({1, 2, 3}): 2 / 5,
+        frozenset({2, 3, 4}): 1 / 5,
+        frozenset({1, 3, 4}): 1 / 5,
+        frozenset({1, 2, 5}): 1 / 5,
+    }
+    seen = collections.Counter()
+    steps = 1000
+    for step in range(steps):
+        a, b = masks(layer, step)
+        assert not a[0] and b[0]  # A keeps the feature, B masks it
+        assert (a[1:] ^ b[1:]).all()  # complementary on the rest
+        seen[frozenset(np.flatnonzero(a).tolist())] += 1
+    assert set(seen) == set(expected)
+    for group, share in expected.items():
+        assert abs(seen[group] / steps - share) < 0.05, (group, seen[group])
+
+
+@pytest.mark.parametrize("pattern", ["rfm", "rfm_no_compl", "none"])
+def test_cold_start_view_with_random_masks_and_without_masks(pattern):
+    layer = augment.FeatureMasker(6, pattern, mask_size=2, seed=2, cold_start_feature=3)
+    subsets = set()
+    for step in range(200):
+        a, b = masks(layer, step)
+        assert not a[3] and b[3]
+        rest_a, rest_b = np.delete(a, 3), np.delete(b, 3)
+        if pattern == "none":
+            assert not rest_a.any() and not rest_b.any()
+            continue
+        assert rest_a.sum() == 2
+        assert (rest_a ^ rest_b).all() if pattern == "rfm" else rest_b.sum() == 2
+        subsets.add(tuple(rest_a))
+    if pattern != "none":
+        assert len(subsets) == 10  # every 2-subset of the other 5
+    # The default mask size: k // 2 of the k - 1 other features.
+    assert augment.FeatureMasker(8, pattern, cold_start_feature=0).mask_size == 4
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"pattern": "xfm"}, "pattern must be one of"),
+        (
+            {"pattern": "fm", "fixed_features": [1], "cold_start_feature": 0},
+            "cold_start_feature does not apply to pattern 'fm'",
+        ),
+        ({"pattern": "rfm", "cold_start_feature": 6}, r"cold_start_feature must be in \[0, 5\]"),
+        (
+            {"pattern": "rfm", "mask_size": 5, "cold_start_feature": 0},
+            r"mask_size must be in \[1, 4\] for 5 masked features",
+        ),
         ({"pattern": "cfm"}, "mutual_info is required"),
         ({"pattern": "cfm", "mutual_info": [[1.0]]}, r"mutual_info must be \[6, 6\]"),
         ({"pattern": "rfm", "mask_size": 6}, r"mask_size must be in \[1, 5\]"),
@@ -127,6 +181,8 @@ def test_value_dropout_keeps_structure_and_rate():
     [
         augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist(), mask_size=2, seed=4),
         augment.FeatureMasker(4, "fm", fixed_features=[1], seed=4),
+        augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist(), seed=4, cold_start_feature=2),
+        augment.FeatureMasker(5, "rfm_no_compl", mask_size=1, seed=4, cold_start_feature=4),
         augment.FeatureDropout(3, 0.2, seed=8),
         augment.ValueDropout(0.25, seed=9),
     ],
@@ -150,6 +206,13 @@ def test_layers_round_trip_config(layer):
         assert layer(values, step).to_list() == restored(values, step).to_list()
 
 
+def test_masking_besides_the_cold_start_feature_needs_two_more_features():
+    with pytest.raises(ValueError, match="num_features must be >= 3 to mask besides"):
+        augment.FeatureMasker(2, "rfm", mask_size=1, cold_start_feature=0)
+    a, b = masks(augment.FeatureMasker(2, "none", cold_start_feature=1), 0)
+    assert a.tolist() == [False, False] and b.tolist() == [False, True]
+
+
 def test_masks_work_inside_tf_function():
     layer = augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist())
 
@@ -160,3 +223,6 @@ def test_masks_work_inside_tf_function():
     a, b = draw(tf.constant(3, tf.int64))
     eager_a, _ = layer(tf.constant(3, tf.int64))
     assert (a.numpy() == eager_a.numpy()).all()
+    cold_start = augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist(), cold_start_feature=0)
+    a, b = tf.function(cold_start)(tf.constant(3, tf.int64))
+    assert not a.numpy()[0] and b.numpy()[0]
