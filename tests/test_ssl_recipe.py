@@ -21,6 +21,7 @@ from ssl_retrieval import methods, testing
 from ssl_retrieval import model as model_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.ranking.config import BlendConfig
 from ssl_retrieval.training import trainer
 
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8, fm_hidden_layers=(16,))
@@ -55,7 +56,7 @@ def recipe_config(data_dir, model_dir, **options) -> config_lib.TrainConfig:
 def test_the_defaults_are_the_recipe_towers():
     config = config_lib.TrainConfig(data_dir="d", model_dir="m")
     assert config.share_towers and config.id_min_count == 2 and config.id_dropout == 0.2
-    assert config.optimizer == "adam" and config.choose_popularity_prior
+    assert config.optimizer == "adam" and BlendConfig().choose_popularity_prior
     assert config.ssl_id_view == "masked"
 
 
@@ -330,8 +331,8 @@ def checkpoint_values(model_dir) -> dict:
 
 @pytest.mark.slow
 def test_the_recipe_with_the_cold_start_view_resumes_blends_evaluates_and_exports(tmp_path):
-    from ssl_retrieval import blending
     from ssl_retrieval.evaluation import evaluator
+    from ssl_retrieval.ranking import blend as blend_lib
     from ssl_retrieval.serving import exporter
 
     data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.1)
@@ -339,14 +340,12 @@ def test_the_recipe_with_the_cold_start_view_resumes_blends_evaluates_and_export
         method="cfm", ssl_id_view="cold_start", validate_every=5, patience=0, checkpoint_every=5
     )
     # The blend is chosen once, at the end (the weights do not depend on it).
-    unblended = dict(options, choose_popularity_prior=False)
-    straight = recipe_config(data_dir, tmp_path / "straight", train_steps=10, **unblended)
-    trainer.run(straight)
-    halfway = recipe_config(data_dir, tmp_path / "resumed", train_steps=5, **unblended)
-    trainer.run(halfway)
-    summary = trainer.run(
-        dataclasses.replace(halfway, train_steps=10, choose_popularity_prior=True)
-    )
+    unblended = BlendConfig(choose_popularity_prior=False)
+    straight = recipe_config(data_dir, tmp_path / "straight", train_steps=10, **options)
+    trainer.run(straight, unblended)
+    halfway = recipe_config(data_dir, tmp_path / "resumed", train_steps=5, **options)
+    trainer.run(halfway, unblended)
+    summary = trainer.run(dataclasses.replace(halfway, train_steps=10), BlendConfig())
     assert summary["resumed_from_step"] == 5 and summary["steps"] == 10
     assert summary["final_auxiliary_loss"] > 0 and summary["distinct_mask_patterns"] >= 2
     # Stateless augmentations and a restored optimizer: the resumed run is the straight one.
@@ -355,7 +354,7 @@ def test_the_recipe_with_the_cold_start_view_resumes_blends_evaluates_and_export
     for name, value in expected.items():
         np.testing.assert_array_equal(got[name], value, err_msg=name)
     assert config_lib.load(halfway.model_dir).ssl_id_view == "cold_start"
-    assert blending.load(halfway.model_dir) == blending.Blend(**summary["blend"])
+    assert blend_lib.load(halfway.model_dir) == blend_lib.Blends.from_json(summary["blends"])
     metrics = evaluator.run(data_dir, model_dir=halfway.model_dir)["metrics"]
     assert 0 < metrics["all"]["recall@50"] <= 1
     info = exporter.run(
@@ -407,12 +406,17 @@ def test_cold_start_flags_are_checked_against_the_data(options, names, message):
 
 
 def test_the_cold_start_flag_keeps_recorded_runs_valid():
-    """Declared neutral: the ledger leaves it out of the defaults' hash while it is "masked"."""
-    from ssl_retrieval.experimentation import ledger
+    """Declared neutral: a record's key leaves it out while it is "masked" (experimentation/
+    keys.py), and methods without masking never read it."""
+    from ssl_retrieval.experimentation import keys
 
     field = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}["ssl_id_view"]
     assert field.default == field.metadata["neutral"] == "masked"
-    assert ledger.train_defaults() == ledger.train_defaults(("ssl_id_view",))
+    command = ["-m", "ssl_retrieval.train", "--method=cfm", "--data_dir=d", "--model_dir=m"]
+    key = keys.run_key(command, "fingerprint", 10_000)
+    assert "ssl_id_view" not in key.fields
+    assert keys.run_key(command + ["--ssl_id_view=masked"], "fingerprint", 10_000) == key
+    assert keys.run_key(command + ["--ssl_id_view=cold_start"], "fingerprint", 10_000) != key
     for method in NO_MASKING_METHODS:
         assert "ssl_id_view" in methods.get(method).unread_fields
     assert "ssl_id_view" not in methods.get("rfm").unread_fields
