@@ -17,6 +17,8 @@ The config (JSON):
   tables: {"main": {"methods", "fractions"}, "augmentations": {"methods", "fractions"}},
   sweeps: {"alpha" | "dropout_rate": {"methods", "values", "fraction", "seeds"}},
   references: [top_popular, feature_knn, cooccurrence],
+  evaluations: {name: [extra evaluate flags]} (each run evaluated again on test, e.g. the model
+  alone: {"cosine": ["--popularity_prior=0", "--prior_share=1"]}; in each record's "evaluations"),
   claims: {"trials": tuning trials.jsonl, "curve_fraction": "0.1"} (report.md then says what
   holds of each of the paper's claims, experimentation/claims.py),
   tsne: {"methods", "fraction", "seed", "color_by", "sample", "top_values"}

@@ -143,6 +143,9 @@ def _fake_runner(calls):
         if "recommender" in flags:
             path = flags["output"]
             payload = {"metrics": _metrics(0.05)}
+        elif "output" in flags:  # a further evaluation of a run
+            path = flags["output"]
+            payload = {"metrics": _metrics(0.01)}
         else:
             path = os.path.join(flags["model_dir"], "metrics.json")
             payload = {"metrics": _metrics(0.1 if "baseline" in flags["model_dir"] else 0.2)}
@@ -164,6 +167,46 @@ def _toy_config(tmp_path) -> dict:
             "0.1": _fake_data_dir(tmp_path / "d01"),
         },
     }
+
+
+def test_further_evaluations_are_run_recorded_and_keyed(tmp_path):
+    config = {
+        **_toy_config(tmp_path),
+        "tables": {"main": {"methods": ["cfm"], "fractions": ["1.0"]}},
+    }
+    config["sweeps"] = {}
+    config["seeds"] = [0]
+    config["evaluations"] = {"cosine": ["--popularity_prior=0", "--prior_share=1"]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    calls = []
+    runner.run_experiment(str(path), runner=_fake_runner(calls))
+    evaluations = [c for c in calls if c[2] == "ssl_retrieval.evaluate"]
+    assert len(evaluations) == 2
+    model_dir = str(tmp_path / "runs" / "1.0" / "cfm" / "seed0")
+    assert evaluations[1][-3:] == [
+        "--popularity_prior=0",
+        "--prior_share=1",
+        f"--output={model_dir}/metrics_cosine.json",
+    ]
+    (record,) = report.read_results(str(tmp_path / "report" / "results.jsonl"))
+    assert record["evaluations"]["cosine"] == _metrics(0.01)
+    assert record["metrics"] == _metrics(0.2)
+    assert record["key"]["evaluate"]["more"] == {
+        "cosine": ["--popularity_prior=0", "--prior_share=1"]
+    }
+    # Recorded: nothing runs again. Another further evaluation is another run.
+    calls.clear()
+    runner.run_experiment(str(path), runner=_fake_runner(calls))
+    assert calls == []
+    config["evaluations"] = {"cosine": ["--popularity_prior=0"]}
+    path.write_text(json.dumps(config))
+    runner.run_experiment(str(path), runner=_fake_runner(calls))
+    assert [c[2] for c in calls] == [
+        "ssl_retrieval.train",
+        "ssl_retrieval.evaluate",
+        "ssl_retrieval.evaluate",
+    ]
 
 
 def test_run_experiment_resumes_and_writes_the_report(tmp_path):

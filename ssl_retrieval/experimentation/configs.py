@@ -80,6 +80,9 @@ class ExperimentConfig:
     tables: dict[str, Table] = _mapping()
     sweeps: dict[str, Sweep] = _mapping()
     references: tuple[str, ...] = ()  # recommenders `evaluate --recommender` knows
+    # More evaluations of every run on test, by name: extra `evaluate` flags (e.g. the model
+    # alone, without its blend: {"cosine": ["--popularity_prior=0", "--prior_share=1"]}).
+    evaluations: dict[str, tuple[str, ...]] = _mapping()
     claims: Claims | None = None
     tsne: Tsne | None = None
 

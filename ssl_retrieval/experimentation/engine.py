@@ -67,8 +67,8 @@ class Campaign:
             logging.info("%s: run %s %s", self.log_name, position, unit.name)
             key = self.book.key(unit)  # the flagfiles as it starts
             started = launch.train(self.runner, list(unit.train), unit.model_dir)
-            if unit.evaluate:
-                self.runner(list(unit.evaluate))
+            for command in (unit.evaluate, *unit.more_evaluations) if unit.evaluate else ():
+                self.runner(list(command))
             record = self.describe(unit)
             if started is not None:  # a run resumed or re-checked: its time is not the run's
                 record["wall_seconds"] = round(time.monotonic() - started, 1)

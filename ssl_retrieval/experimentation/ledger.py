@@ -26,6 +26,7 @@ class Unit:
     train: tuple[str, ...]
     evaluate: tuple[str, ...] | None = None
     evaluation: dict | None = None  # the options of `evaluate` the record stands for (the ks)
+    more_evaluations: tuple[tuple[str, ...], ...] = ()  # further `evaluate` commands
     flagfile: str | None = None  # a flagfile tuning writes: the run waits until it exists
 
 

@@ -64,6 +64,7 @@ def flagfile_of(config: ExperimentConfig, run: Run) -> str:
 
 
 def commands(config: ExperimentConfig, run: Run) -> tuple[list[str], list[str], str]:
+    """(train, evaluate, model dir) of a run."""
     model_dir = os.path.join(config.runs_dir, run.run_id)
     data_dir = config.data_dirs[run.fraction]
     flagfile = flagfile_of(config, run)
@@ -90,17 +91,34 @@ def commands(config: ExperimentConfig, run: Run) -> tuple[list[str], list[str], 
     return train, evaluate, model_dir
 
 
+def more_evaluations(config: ExperimentConfig, evaluate: list[str], model_dir: str) -> list:
+    """The `evaluate` commands of the config's further evaluations, each writing
+    `<model_dir>/metrics_<name>.json`."""
+    return [
+        (*evaluate, *flags, f"--output={evaluation_path(model_dir, name)}")
+        for name, flags in config.evaluations.items()
+    ]
+
+
+def evaluation_path(model_dir: str, name: str) -> str:
+    return os.path.join(model_dir, f"metrics_{name}.json")
+
+
 def unit(config: ExperimentConfig, run: Run) -> Unit:
     """The run as the campaign engine goes through it: its commands, and what it waits for."""
     train, evaluate, model_dir = commands(config, run)
+    evaluation: dict = {"ks": list(config.ks)}
+    if config.evaluations:  # records made before further evaluations keep their key
+        evaluation["more"] = {name: list(flags) for name, flags in config.evaluations.items()}
     return Unit(
         run.run_id,
         run.fraction,
         model_dir,
         tuple(train),
         tuple(evaluate),
-        evaluation={"ks": list(config.ks)},
+        evaluation=evaluation,
         flagfile=flagfile_of(config, run),
+        more_evaluations=tuple(more_evaluations(config, evaluate, model_dir)),
     )
 
 
@@ -160,7 +178,7 @@ def _fraction_status(fraction: str, planned: int, done: list[dict], waiting: int
     return text
 
 
-def _result_record(run: Run, model_dir: str) -> dict:
+def _result_record(run: Run, model_dir: str, evaluations=()) -> dict:
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
     record = {
@@ -171,6 +189,11 @@ def _result_record(run: Run, model_dir: str) -> dict:
         "params": dict(run.params),
         "metrics": metrics["metrics"],
     }
+    if evaluations:
+        record["evaluations"] = {}
+        for name in evaluations:
+            with open(evaluation_path(model_dir, name)) as f:
+                record["evaluations"][name] = json.load(f)["metrics"]
     train_metrics = os.path.join(model_dir, "train_metrics.json")
     if os.path.exists(train_metrics):
         with open(train_metrics) as f:
@@ -227,7 +250,9 @@ def run_experiment(
     campaign = engine.Campaign(
         record_book(config),
         config.runs_dir,
-        describe=lambda planned: _result_record(by_name[planned.name], planned.model_dir),
+        describe=lambda planned: _result_record(
+            by_name[planned.name], planned.model_dir, config.evaluations
+        ),
         runner=runner or launch.run_subprocess,
     )
 
@@ -246,7 +271,8 @@ def run_experiment(
         if report_only and os.path.exists(os.path.join(planned.model_dir, "metrics.json")):
             # Reported as it is, whatever command made it, but without a key: a later pass
             # does not take it for the run planned now.
-            campaign.keep({**_result_record(run, planned.model_dir), "unverified": UNVERIFIED})
+            found = _result_record(run, planned.model_dir, config.evaluations)
+            campaign.keep({**found, "unverified": UNVERIFIED})
         return report_only
 
     units = [unit(config, run) for run in runs]
