@@ -209,6 +209,31 @@ def test_further_evaluations_are_run_recorded_and_keyed(tmp_path):
     ]
 
 
+def test_list_size_sections_pair_each_evaluation_with_the_baseline_s(tmp_path):
+    config = _typed({**_toy_config(tmp_path), "evaluations": {"cosine": ["--prior_share=1"]}})
+    results = []
+    for seed, (base, better) in enumerate(((0.50, 0.55), (0.40, 0.47), (0.45, 0.51))):
+        for method, value in (("baseline", base), ("cfm", better)):
+            results.append(
+                {
+                    "method": method,
+                    "fraction": "1.0",
+                    "seed": seed,
+                    "params": {},
+                    "metrics": _metrics(value),
+                    "evaluations": {"cosine": _metrics(value / 2)},
+                }
+            )
+    references = [{"recommender": "top_popular", "fraction": "1.0", "metrics": _metrics(0.3)}]
+    lines = report.list_size_sections(results, references, config, ["1.0"])
+    text = "\n".join(lines)
+    # cfm - baseline: +0.05, +0.07, +0.06 (with the blend); halved under the cosine evaluation.
+    assert "| cfm | 3 | +0.0600 ± 0.0248 (better)" in text
+    assert "| cfm (cosine) | 3 | +0.0300 ± 0.0124 (better)" in text
+    assert "Paired differences against `baseline (cosine)`" in text
+    assert "| best reference | top_popular 0.3000" in text
+
+
 def test_run_experiment_resumes_and_writes_the_report(tmp_path):
     config = {
         **_toy_config(tmp_path),

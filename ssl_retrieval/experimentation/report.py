@@ -446,6 +446,9 @@ def write_report(
                 "",
                 reference_check(results, fraction, main.methods, references),
             ]
+    parts += list_size_sections(
+        results, references, config, [f for f in main.fractions if f in ran]
+    )
     parts += claims_section(results, config, out_dir, baseline)
     for fraction in aug.fractions:
         parts += ["", f"## Table 4: augmentation variants (fraction {fraction})", ""]
@@ -457,6 +460,69 @@ def write_report(
     markdown = "\n".join(parts) + "\n"
     atomic.write_text(os.path.join(out_dir, "report.md"), markdown)
     return markdown
+
+
+def with_evaluations(results: list[dict]) -> list[dict]:
+    """`results` and, for each further evaluation of a run (the config's "evaluations"), a
+    record of its own named `<method> (<evaluation>)`, so that tables and paired differences
+    treat it as a method of its own (e.g. the model alone beside the model with its blend)."""
+    out = list(results)
+    for record in results:
+        for name, metrics in record.get("evaluations", {}).items():
+            out.append({**record, "method": f"{record['method']} ({name})", "metrics": metrics})
+    return out
+
+
+def evaluated_methods(methods, config: ExperimentConfig) -> list[str]:
+    """Each method, then the same method under each further evaluation."""
+    return [*methods, *(f"{m} ({name})" for name in config.evaluations for m in methods)]
+
+
+def paired_slices_table(results, fraction, methods, baseline, column):
+    """Markdown: per method and slice, `column` minus the baseline's, seed by seed (paired),
+    mean ± 95% half-width and the verdict."""
+    slices = ("all", "head", "tail", "cold")
+    cells = tuple((s, column) for s in slices)
+    return paired_table(results, fraction, methods, baseline, cells)
+
+
+def list_size_sections(results, references, config: ExperimentConfig, fractions) -> list[str]:
+    """For each fraction and list size K: every method (and further evaluation) and reference
+    per slice at Recall@K, the best reference per slice against each method's interval, and
+    each method's paired differences against the baseline per slice."""
+    results = with_evaluations(results)
+    plain = config.table("main").methods
+    methods = evaluated_methods(plain, config)
+    # Each evaluation is compared with the baseline's under the same evaluation.
+    suffixes = [""] + [f" ({name})" for name in config.evaluations]
+    compared = [m for m in plain if m != config.baseline]
+    parts = []
+    for fraction in fractions:
+        for k in config.ks:
+            column = f"recall@{k}"
+            parts += ["", f"## Recall@{k} by slice (fraction {fraction})", ""]
+            parts += [slice_table(results, fraction, methods, references, column)]
+            if any(r["fraction"] == fraction for r in references):
+                parts += [
+                    "",
+                    f"Against the best reference on each slice (Recall@{k} per query): above = "
+                    "the whole 95% interval is above it, within = it is inside, below.",
+                    "",
+                    reference_check(results, fraction, methods, references, column),
+                ]
+            for suffix in suffixes if compared else ():
+                baseline = config.baseline + suffix
+                parts += [
+                    "",
+                    f"Paired differences against `{baseline}`, Recall@{k} per query by slice "
+                    "(seed by seed; mean ± 95% t half-width; better / worse when the interval "
+                    "excludes 0):",
+                    "",
+                    paired_slices_table(
+                        results, fraction, [m + suffix for m in compared], baseline, column
+                    ),
+                ]
+    return parts
 
 
 def references_section(references: list[dict]) -> list[str]:
