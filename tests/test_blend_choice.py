@@ -1,6 +1,5 @@
 """Choosing the blend on validation (evaluation/blend_choice.py) and the `blend` command."""
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -95,7 +94,7 @@ def test_choose_for_k_finds_the_best_blend_and_prefers_the_simpler_on_ties():
     # beta 0.1 with half the slots: 4, 5, then 12, 13 from (w 1, gamma 0.5): all 4 relevant.
     # The same four with a cold slot (13) or a linked one (20, not relevant, loses): the tie
     # goes to the blend without.
-    assert choice["blend"] == dataclasses.asdict(blend_lib.Blend(0.1, 1.0, 0.5, 0.5, 0.0, 0.0, 0.0))
+    assert choice["blend"] == blend_lib.to_json(blend_lib.Blend(0.1, 1.0, 0.5, 0.5, 0.0, 0.0, 0.0))
     assert choice["metric"] == "recall@4" and len(choice["grid"]) == len(blends)
     assert len(scored) < len(blends)  # blends with the same slots at k are scored once
     # A relevant cold item that no other ranking finds changes the choice.

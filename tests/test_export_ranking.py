@@ -14,7 +14,7 @@ from ssl_retrieval.compat import tf
 from ssl_retrieval.data import corpus_ids, pair_indices
 from ssl_retrieval.model import embed_corpus
 from ssl_retrieval.ranking import blend as blend_lib
-from ssl_retrieval.ranking import links, popularity, retrieve, tfidf, topk
+from ssl_retrieval.ranking import links, popularity, retrieve, scores, tfidf, topk
 from ssl_retrieval.ranking.config import BlendOverrides
 from ssl_retrieval.serving import api, exporter
 from ssl_retrieval.training import trainer
@@ -45,7 +45,8 @@ def trained(tmp_path_factory):
 
 def export(trained, tmp_path, index="brute_force", **blend):
     """The module and info of an export with the blend's numbers given (brute force: exact)."""
-    overrides = BlendOverrides(**{name: str(value) for name, value in blend.items()})
+    numbers = {name: str(value) for name, value in blend.items() if name in blend_lib.NAMES}
+    overrides = BlendOverrides(**numbers)
     config = exporter.ExportConfig(
         data_dir=None,
         model_dir=trained["model_dir"],
@@ -138,7 +139,7 @@ def test_blends_are_served_as_evaluation_ranks(trained, tmp_path, monkeypatch, b
     three ids take a whole and a partial chunk."""
     monkeypatch.setattr(exporter, "EXACT_CHUNK", 2)
     module, info, config = export(trained, tmp_path, **dataclasses.asdict(blend))
-    assert info["blends"] == {"50": dataclasses.asdict(blend)}
+    assert info["blends"] == {"50": blend_lib.to_json(blend)}
     for k in (1, 5, 12):
         assert served_ids(module, k) == evaluation_ids(trained, blend, k), k
     got = module.similar_items(tf.constant(IDS), tf.constant(10))
@@ -192,6 +193,51 @@ def test_blends_are_served_as_evaluation_ranks(trained, tmp_path, monkeypatch, b
     )
 
 
+def test_a_fused_blend_is_served_as_evaluation_ranks(trained, tmp_path, monkeypatch):
+    """The popular slots from a fused ranking (exact in the graph), beside cold and similar
+    slots; from features, the fused score of the query tower's embedding and the values' TF-IDF
+    (no known links)."""
+    monkeypatch.setattr(exporter, "EXACT_CHUNK", 2)
+    weights = tuple(np.random.default_rng(11).normal(size=len(scores.FEATURES)))
+    blend = blend_lib.Blend(
+        content_weight=1.5, prior_share=0.6, cold_share=0.2, cold_content_weight=2.0, fusion=weights
+    )
+    model_dir = trained["model_dir"]
+    blend_lib.save(model_dir, {"blends": blend_lib.Blends.single(blend).to_json()})
+    try:
+        module, info, _ = export(trained, tmp_path, "scann")
+    finally:
+        os.remove(os.path.join(model_dir, blend_lib.FILE))
+    assert info["blends"]["50"]["fusion"]["cos"] == weights[0]
+    for k in (1, 5, 12):
+        assert served_ids(module, k) == evaluation_ids(trained, blend, k), k
+    inputs = feature_inputs()
+    corpus = trained["corpus"]
+    content = tfidf.build(info["data_dir"])
+    vectors = content.vectors(
+        [
+            {"brand": ["brand3"], "category": ["cat1"], "tags": ["tag3_1", "tag3_2"]},
+            {"category": ["cat2"]},
+        ]
+    )
+    z = trained["model"].query_tower(exporter.to_model_features(inputs, info["features"])).numpy()
+    cos = tf.constant(z @ corpus.item_embeddings.T)
+    similarity = tf.constant((vectors @ content.matrix.T).toarray(), tf.float32)
+    counts = tf.constant(corpus.log_counts)
+
+    def order(ranking):
+        score = scores.score(
+            ranking, cos, tfidf=similarity, log_counts=counts, log_links=tf.zeros_like(cos)
+        ).numpy()
+        ranked = np.argsort(-score, axis=1, kind="stable")[:, :20]
+        return np.where(np.isinf(np.take_along_axis(score, ranked, 1)), -1, ranked)
+
+    lists = {name: order(ranking) for name, ranking in blend.rankings().items()}
+    expected = testing.merge_reference(lists, blend.segments(10), 10)
+    got = module.similar_items_by_features(inputs, tf.constant(10))["ids"].numpy().astype(str)
+    assert got.tolist() == trained["ids"][expected].tolist()
+
+
 def test_each_list_size_is_served_with_its_own_blend(trained, tmp_path):
     """A blend per list size: a request for k takes the blend of the smallest size >= k."""
     small = blend_lib.Blend(0.3, 1.0, 0.3, 0.0, links_share=0.4)
@@ -202,7 +248,7 @@ def test_each_list_size_is_served_with_its_own_blend(trained, tmp_path):
         module, info, _ = export(trained, tmp_path)
     finally:
         os.remove(os.path.join(model_dir, blend_lib.FILE))
-    assert info["blends"] == {"5": dataclasses.asdict(small), "20": dataclasses.asdict(large)}
+    assert info["blends"] == {"5": blend_lib.to_json(small), "20": blend_lib.to_json(large)}
     for k, blend in ((3, small), (5, small), (6, large), (20, large)):
         assert served_ids(module, k) == evaluation_ids(trained, blend, k), k
 

@@ -311,4 +311,70 @@ def test_tfidf_build_matches_the_token_sets_of_the_corpus(tmp_path):
 def test_blend_json_round_trip_keeps_every_field():
     blend = blend_lib.Blend(0.1, 1.0, 0.4, 0.02, 0.2, 4.0, 0.2)
     assert blend_lib.Blend(**dataclasses.asdict(blend)) == blend
-    assert blend_lib.NAMES == tuple(dataclasses.asdict(blend))
+    assert (*blend_lib.NAMES, "fusion") == tuple(dataclasses.asdict(blend))
+    weights = tuple(float(i) for i in range(len(scores.FEATURES)))
+    fused = blend_lib.Blend(prior_share=0.6, cold_share=0.2, fusion=weights)
+    written = blend_lib.to_json(fused)
+    assert written["fusion"]["cos"] == 0.0 and written["fusion"]["loglinks*logn"] == 14.0
+    assert blend_lib.Blend(**written) == fused
+    assert blend_lib.Blends.from_json({"10": written}).for_k(3) == fused
+    assert fused.rankings()["popular"] == scores.fused(weights)
+    with pytest.raises(ValueError, match="no popularity_prior"):
+        blend_lib.Blend(popularity_prior=0.1, fusion=weights)
+    with pytest.raises(ValueError, match="unknown features"):
+        blend_lib.Blend(fusion={"cos": 1.0, "hubness": 2.0})
+
+
+def test_fusion_off_gives_the_prior_s_popular_slots(tmp_path):
+    weights = tuple(1.0 for _ in scores.FEATURES)
+    fused = blend_lib.Blend(prior_share=1.0, fusion=weights)
+    blend_lib.save(str(tmp_path), {"blends": blend_lib.Blends.single(fused).to_json()})
+    assert blend_lib.resolve(str(tmp_path)).for_k(10) == fused
+    cosine = blend_lib.resolve(str(tmp_path), fusion="off", popularity_prior="0").for_k(10)
+    assert cosine == blend_lib.Blend()
+    with pytest.raises(ValueError, match="--fusion"):
+        blend_lib.resolve(str(tmp_path), fusion="on")
+
+
+def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
+    rng = np.random.default_rng(7)
+    cos = rng.uniform(-1, 1, size=(3, 5)).astype(np.float32)
+    cos[1, 2] = -np.inf  # the query's own item stays excluded
+    tf_idf = rng.random((3, 5)).astype(np.float32)
+    logn = np.log1p(np.array([0, 3, 0, 9, 1], np.float32))
+    links = np.log1p(rng.integers(0, 3, size=(3, 5)).astype(np.float32))
+    weights = rng.normal(size=len(scores.FEATURES))
+    c = np.where(np.isinf(cos), 0.0, cos)
+    cold = (logn == 0).astype(np.float32)[None, :]
+    n = logn[None, :]
+    columns = {
+        "cos": c,
+        "tfidf": tf_idf,
+        "logn": n + 0 * c,
+        "cold": cold + 0 * c,
+        "loglinks": links,
+        "logn^2": n**2 + 0 * c,
+        "cos*tfidf": c * tf_idf,
+        "cos*logn": c * n,
+        "tfidf*cold": tf_idf * cold,
+        "cos*cold": c * cold,
+        "tfidf*logn": tf_idf * n,
+        "tfidf^2": tf_idf**2,
+        "cos^2": c**2,
+        "loglinks*cos": links * c,
+        "loglinks*logn": links * n,
+    }
+    expected = sum(w * columns[f] for f, w in zip(scores.FEATURES, weights, strict=True))
+    expected[1, 2] = -np.inf
+    got = scores.score(
+        scores.fused(weights),
+        tf.constant(cos),
+        tfidf=tf.constant(tf_idf),
+        log_counts=tf.constant(logn),
+        log_links=tf.constant(links),
+    ).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    ranking = scores.fused(weights)
+    assert ranking.needs_content and ranking.needs_counts and ranking.needs_links
+    only_cos = scores.fused([1.0] + [0.0] * (len(scores.FEATURES) - 1))
+    assert not (only_cos.needs_content or only_cos.needs_counts or only_cos.needs_links)

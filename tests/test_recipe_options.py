@@ -244,7 +244,9 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     for k in choice["blends"]:
         trials = choice["choices"][k]["grid"]
         best_trial = max(trials, key=lambda t: (tuple(t["value"]), *blend_choice._simplicity(t)))
-        assert choice["blends"][k] == {n: best_trial[n] for n in blend_lib.NAMES}
+        chosen = {n: choice["blends"][k][n] for n in blend_lib.NAMES}
+        assert chosen == {n: best_trial[n] for n in blend_lib.NAMES}
+        assert bool(choice["blends"][k]["fusion"]) == best_trial["fused"]
     assert choice["blends"] == summary["blends"]
     assert blend_lib.load(config.model_dir) == blend_lib.Blends.from_json(choice["blends"])
     beta = choice["blends"]["50"]["popularity_prior"]

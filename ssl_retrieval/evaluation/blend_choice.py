@@ -17,7 +17,6 @@ whose slots come out the same at K are scored once.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import evaluator
 from ssl_retrieval.evaluation import references as references_lib
 from ssl_retrieval.ranking import blend as blend_lib
-from ssl_retrieval.ranking import merge, retrieve, scores, tfidf, topk
+from ssl_retrieval.ranking import fusion, merge, retrieve, scores, tfidf, topk
 from ssl_retrieval.ranking.config import BlendConfig
 
 SLICES = blend_lib.SLICES
@@ -59,9 +58,13 @@ def objective_value(
     return (min(1.0 + margin, min(ratios, default=1.0 + margin)), mean)
 
 
-def grid(config: BlendConfig) -> list[blend_lib.Blend]:
+def grid(config: BlendConfig, fusion: tuple[float, ...] = ()) -> list[blend_lib.Blend]:
     """Every blend of the grid: shares that leave room for each other, and the similar
-    ranking's weights only where it has slots."""
+    ranking's weights only where it has slots; with `fusion` weights, each slot split with the
+    popular slots from that fused ranking as well as from each beta's prior."""
+    sources = [{"popularity_prior": b} for b in sorted(set(config.blend_betas))]
+    if fusion:
+        sources.append({"fusion": fusion})
     out = []
     for links in sorted(set(config.blend_links_shares)):
         for share in sorted(set(config.blend_prior_shares), reverse=True):
@@ -81,18 +84,25 @@ def grid(config: BlendConfig) -> list[blend_lib.Blend]:
             for w in weights:
                 for gamma in penalties:
                     for cold_share, cold_weight in colds:
-                        for beta in sorted(set(config.blend_betas)):
+                        for source in sources:
                             blend = blend_lib.Blend(
-                                beta, w, share, gamma, cold_share, cold_weight, links
+                                content_weight=w,
+                                prior_share=share,
+                                popularity_penalty=gamma,
+                                cold_share=cold_share,
+                                cold_content_weight=cold_weight,
+                                links_share=links,
+                                **source,
                             )
                             out.append(blend)
     return out
 
 
 def _simplicity(trial: dict) -> tuple:
-    """Ties go to the simpler blend: no known links, the whole list popular, then no cold
-    slots, no TF-IDF, no penalty, small beta."""
+    """Ties go to the simpler blend: no fused ranking, no known links, the whole list popular,
+    then no cold slots, no TF-IDF, no penalty, small beta."""
     return (
+        not trial["fused"],
         -trial["links_share"],
         trial["prior_share"],
         -trial["cold_share"],
@@ -129,13 +139,14 @@ def choose_for_k(blends, top, score, k: int, references: dict | None, margin: fl
                 done[key] = score(merged, (k,))
             metrics = done[key]
             value = objective_value(metrics, references, metric, margin)
-            trials[i] = {**dataclasses.asdict(blend), "value": value, "metrics": metrics}
-    best = max(trials, key=lambda t: (t["value"], *_simplicity(t)))
+            numbers = {f: getattr(blend, f) for f in blend_lib.NAMES}
+            trials[i] = {**numbers, "fused": bool(blend.fusion), "value": value, "metrics": metrics}
+    best = max(range(len(trials)), key=lambda i: (trials[i]["value"], *_simplicity(trials[i])))
     return {
-        "blend": {f: best[f] for f in blend_lib.NAMES},
+        "blend": blend_lib.to_json(blends[best]),
         "metric": metric,
-        "value": best["value"],
-        "metrics": best["metrics"],
+        "value": trials[best]["value"],
+        "metrics": trials[best]["metrics"],
         "grid": trials,
     }
 
@@ -154,17 +165,58 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
       data_dir: the data dir (the reference recommenders read it).
 
     Returns: what `blend.json` holds: {"blends": {K: blend}, "choices": {K: {...}}, "objective",
-      "margin", "references": {K: metrics} or None, "options"}.
+      "margin", "references": {K: metrics} or None, "options", "fusion" (its fit, or None)}.
     """
     config.validate()
     ks = sorted(set(config.blend_ks))
-    blends = grid(config)
-    rankings = grid_rankings(blends)
+    rankings = grid_rankings(grid(config))
+    if config.blend_fusion:
+        rankings |= set(fusion.CANDIDATES.values())
     use_references = config.blend_objective == "references"
     if corpus.content is None and (use_references or any(r.needs_content for r in rankings)):
         corpus.content = tfidf.build(data_dir).matrix
     if corpus.links is None and any(r.needs_links for r in rankings):
         corpus.links = evaluator.training_links(data)
+    depth = max(max(ks), fusion.FIT_DEPTH if config.blend_fusion else 0)
+    found = _rank(corpus, data, data_dir, rankings, use_references, depth)
+    score = evaluator.list_scorer(data)
+    references = None
+    if use_references:
+        references = {
+            k: {
+                name: score(found[("reference", name)][0][:, :k], (k,))
+                for name in references_lib.RECOMMENDERS
+            }
+            for k in ks
+        }
+    top = {r: found[r][0] for r in rankings}
+    weights, fit = (), None
+    if config.blend_fusion:
+        weights = _fit_fusion(corpus, data, top)
+        # The fused ranking is scored by lists of weights fit without each query's own pairs.
+        top[scores.fused(weights)] = _out_of_fold_lists(corpus, data, top, max(ks))
+        fit = {"features": list(scores.FEATURES), "weights": list(weights), "out_of_fold": True}
+    blends = grid(config, weights)
+    logging.info("blend: %d blends for lists of %s", len(blends), ks)
+    margin = config.blend_margin if use_references else None
+    choices = {
+        k: choose_for_k(blends, top, score, k, references and references[k], margin or 0.0)
+        for k in ks
+    }
+    return {
+        "blends": {str(k): c["blend"] for k, c in choices.items()},
+        "objective": config.blend_objective,
+        "margin": margin,
+        "references": None if references is None else {str(k): v for k, v in references.items()},
+        "choices": {str(k): c for k, c in choices.items()},
+        "options": config.options(),
+        "fusion": fit,
+    }
+
+
+def _rank(corpus, data, data_dir, rankings, use_references: bool, depth: int) -> dict:
+    """{ranking or ("reference", name): (top lists, scores)} of the validation queries, every
+    ranking and reference recommender in one pass over the corpus."""
     product = tfidf.product(corpus.content) if corpus.content is not None else None
     ranked = retrieve.scorer(corpus, {r: r for r in rankings}, product)
     reference_scorers = {}
@@ -180,38 +232,37 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
             yield key, reference(rows, start, stop)
 
     logging.info(
-        "blend: %d blends of %d rankings for lists of %s, %d reference recommenders",
-        len(blends),
+        "blend: %d rankings and %d reference recommenders in one pass",
         len(rankings),
-        ks,
         len(reference_scorers),
     )
+    return topk.top_k_many(together, np.unique(data.eval_query), corpus.num_items, depth)
+
+
+def _candidates(top) -> np.ndarray:
+    """[Q, L * n] the fusion's candidate rankings' top lists side by side."""
+    return np.concatenate([top[r] for r in fusion.CANDIDATES.values()], axis=1)
+
+
+def _fit_fusion(corpus, data, top) -> tuple[float, ...]:
+    """The fused ranking's weights, fit on every validation query."""
     queries = np.unique(data.eval_query)
-    found = topk.top_k_many(together, queries, corpus.num_items, max(ks))
-    score = evaluator.list_scorer(data)
-    references = None
-    if use_references:
-        references = {
-            k: {
-                name: score(found[("reference", name)][0][:, :k], (k,))
-                for _, name in reference_scorers
-            }
-            for k in ks
-        }
-    top = {r: found[r][0] for r in rankings}
-    margin = config.blend_margin if use_references else None
-    choices = {
-        k: choose_for_k(blends, top, score, k, references and references[k], margin or 0.0)
-        for k in ks
-    }
-    return {
-        "blends": {str(k): c["blend"] for k, c in choices.items()},
-        "objective": config.blend_objective,
-        "margin": margin,
-        "references": None if references is None else {str(k): v for k, v in references.items()},
-        "choices": {str(k): c for k, c in choices.items()},
-        "options": config.options(),
-    }
+    logging.info("blend: fitting the fused ranking on %d validation queries", len(queries))
+    return fusion.fit(corpus, data, _candidates(top), queries)
+
+
+def _out_of_fold_lists(corpus, data, top, k: int) -> np.ndarray:
+    """[Q, k] each validation query's list of the fused ranking fit without its fold: what the
+    blend's choice scores it by, so that its fit on these pairs does not flatter it."""
+    queries = np.unique(data.eval_query)
+    fold_of = fusion.folds(queries)
+    per_fold = fusion.fit_out_of_fold(corpus, data, _candidates(top), queries, fold_of)
+    rankings = {f: scores.fused(w) for f, w in enumerate(per_fold)}
+    found = retrieve.top_lists(corpus, rankings, queries, k)
+    out = np.full((len(queries), k), -1, np.int64)
+    for f in rankings:
+        out[fold_of == f] = found[f][0][fold_of == f]
+    return out
 
 
 def is_stale(model_dir: str, config: BlendConfig) -> bool:

@@ -59,8 +59,15 @@ class Blend:
     cold_share: float = 0.0  # share of the list's slots for items without training pairs
     cold_content_weight: float = 0.0  # w_cold of TF-IDF in the cold ranking
     links_share: float = 0.0  # share of the list's slots for the query's known links
+    # The popular slots from a fused ranking (`fusion.py`: a weight per `scores.FEATURES`)
+    # instead of cos + beta * log(1 + count); () = the prior's.
+    fusion: tuple[float, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "fusion", _weights(self.fusion) if self.fusion else ())
+        if self.fusion:
+            if self.popularity_prior:
+                raise ValueError("a fused blend has no popularity_prior (its weights hold it)")
         weights = (
             self.popularity_prior,
             self.content_weight,
@@ -99,14 +106,19 @@ class Blend:
 
     @property
     def uses_links(self) -> bool:
-        return bool(self.links_share)
+        """True when a ranking of the blend reads the training links (the linked one, a fused
+        one that weighs them)."""
+        return any(r.needs_links for r in self.rankings().values())
 
     def rankings(self) -> dict[str, scores_lib.Ranking]:
         """The rankings this blend merges, by name (`RANKINGS`)."""
         out = {}
         if self.links_share:
             out["linked"] = scores_lib.linked()
-        out["popular"] = scores_lib.popular(self.popularity_prior)
+        if self.fusion:
+            out["popular"] = scores_lib.fused(self.fusion)
+        else:
+            out["popular"] = scores_lib.popular(self.popularity_prior)
         if self.cold_share:
             out["cold"] = scores_lib.cold(self.cold_content_weight)
         if self.has_similar:
@@ -160,7 +172,7 @@ class Blends:
         return iter(self.by_k)
 
     def to_json(self) -> dict:
-        return {str(k): dataclasses.asdict(b) for k, b in self.by_k}
+        return {str(k): to_json(b) for k, b in self.by_k}
 
     @classmethod
     def from_json(cls, values: dict) -> Blends:
@@ -193,18 +205,42 @@ def load(model_dir: str) -> Blends:
     return Blends.single(Blend(**chosen["blend"]))
 
 
-NAMES = tuple(f.name for f in dataclasses.fields(Blend))
+def _weights(values) -> tuple[float, ...]:
+    """A fusion's weights from a tuple, a list, or blend.json's {feature: weight}."""
+    if isinstance(values, dict):
+        unknown = set(values) - set(scores_lib.FEATURES)
+        if unknown:
+            raise ValueError(f"fusion: unknown features {sorted(unknown)}")
+        values = [values.get(f, 0.0) for f in scores_lib.FEATURES]
+    return tuple(float(v) for v in values)
+
+
+def to_json(blend: Blend) -> dict:
+    """`blend` as blend.json holds it: its numbers, a fusion as {feature: weight}."""
+    out = dataclasses.asdict(blend)
+    out["fusion"] = (
+        dict(zip(scores_lib.FEATURES, blend.fusion, strict=True)) if blend.fusion else {}
+    )
+    return out
+
+
+NAMES = tuple(f.name for f in dataclasses.fields(Blend) if f.name != "fusion")
 
 
 def resolve(model_dir: str, **given: str | float) -> Blends:
     """The model's chosen blends (`load`), with any of their numbers (`NAMES`) given instead of
     "auto": a number given applies to the blend of every list size."""
-    unknown = set(given) - set(NAMES)
+    unknown = set(given) - set(NAMES) - {"fusion"}
     if unknown:
         raise TypeError(f"not numbers of a blend: {sorted(unknown)}")
     numbers = {}
     for name, value in given.items():
         if value == "auto":
+            continue
+        if name == "fusion":
+            if value != "off":
+                raise ValueError(f"--fusion must be 'auto' or 'off', got {value!r}")
+            numbers["fusion"] = ()
             continue
         try:
             numbers[name] = float(value)

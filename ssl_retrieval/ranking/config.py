@@ -69,6 +69,13 @@ class BlendConfig:
         "(either direction, by count; 0 = none).",
         neutral=(0.0,),
     )
+    blend_fusion: bool = option(
+        False,
+        "Also try the popular slots from a fused ranking (ranking/fusion.py): one score over "
+        "the cosine, TF-IDF, popularity, cold and link terms, its weights fit on the validation "
+        "pairs, scored on queries it was not fit on.",
+        neutral=False,
+    )
     blend_objective: str = option(
         "references",
         "How the blend is chosen on validation: references = first better than the best "
@@ -143,6 +150,13 @@ class BlendOverrides:
     )
     links_share: str | float = option(
         "auto", f"Share of the list's slots, first, for the query's known links. {_AUTO}"
+    )
+    fusion: str = option(
+        "auto",
+        "The popular slots from the fused ranking the blend was chosen with (auto), or from "
+        "cos + beta*log(1+training count) (off: with --popularity_prior=0 --prior_share=1, the "
+        "model's cosine alone).",
+        enum=("auto", "off"),
     )
 
     def given(self) -> dict:

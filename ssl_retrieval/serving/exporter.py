@@ -311,10 +311,10 @@ Signatures: similar_items, similar_items_by_features, item_embedding (see export
 
 
 def from_index(blend: blend_lib.Blend, similar_from_index: bool) -> list[str]:
-    """The rankings of `blend` the index serves: the popular one, and with `similar_from_index`
+    """The rankings of `blend` the index serves: the popular one (unless fused), and with `similar_from_index`
     (a ScaNN index) the similar one when it has no TF-IDF term: its popularity penalty is the
     index's last coordinate times -gamma, so at 1M items it costs ~1 ms a query, not ~90 ms."""
-    names = ["popular"]
+    names = [] if blend.fusion else ["popular"]  # a fused ranking is exact
     if similar_from_index and blend.has_similar and not blend.content_weight:
         names.append("similar")
     return names
