@@ -77,6 +77,19 @@ def _peer(name: str):
     return lambda data, data_dir: peers.make(name, data, data_dir, options)
 
 
+def _peer_line(peer: dict) -> str:
+    """What a peer was evaluated with: its parameters, and how they were chosen."""
+    how = "tuned on validation" if peer["tuned"] else "given by --peer_params"
+    line = f"{peer['name']}: {json.dumps(peer['params'], sort_keys=True)} ({how})"
+    if tuning := peer["tuning"]:
+        line += (
+            f", validation {tuning['best_value']:.4f} (mean Recall@{tuning['ks']} of "
+            f"{tuning['queries']['evaluated']} queries), {len(tuning['points'])} grid points "
+            f"in {tuning['seconds']}s"
+        )
+    return line
+
+
 def _evaluate() -> str:
     ks = [int(k) for k in KS.value]
     if not ks or min(ks) < 1:
@@ -102,17 +115,8 @@ def _evaluate() -> str:
         if q["sampled"]
         else f"all {q['evaluated']} eval queries"
     )
-    peer = out.get("peer")
-    if peer:
-        how = "tuned on validation" if peer["tuned"] else "given by --peer_params"
-        table += f"\n{peer['name']}: {json.dumps(peer['params'], sort_keys=True)} ({how})"
-        if peer["tuning"]:
-            tuning = peer["tuning"]
-            table += (
-                f", validation {tuning['best_value']:.4f} (mean Recall@{tuning['ks']} of "
-                f"{tuning['queries']['evaluated']} queries), {len(tuning['points'])} grid "
-                f"points in {tuning['seconds']}s"
-            )
+    if out.get("peer"):
+        table += "\n" + _peer_line(out["peer"])
     return (
         f"{table}\nevaluate: {out['recommender']} on {sample} in {out['seconds']}s "
         f"-> {out['output']}"
