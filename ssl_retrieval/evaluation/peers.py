@@ -85,13 +85,14 @@ GRIDS: dict[str, dict[str, tuple]] = {
         "B": (0.75,),
         "both_ways": (False, True),
     },
-    # On Debian's validation split 0.1 beat 0.05 (the library's default) at every number of
-    # epochs, and 40 epochs beat 20.
+    # On Debian's validation split a larger learning rate won at every number of epochs (0.05,
+    # the library's default: 0.485 at 40 epochs, 0.1: 0.529, 0.2: 0.562), and more epochs won
+    # up to the 80 tried (0.595 at 0.2): an epoch takes about a second there.
     "lightfm": {
         "factors": (64, 128),
-        "learning_rate": (0.1, 0.2),
+        "learning_rate": (0.2, 0.4),
         "regularization": (0.0,),
-        "epochs": (10, 20, 40, 80),
+        "epochs": (20, 40, 80, 160),
     },
 }
 
