@@ -94,6 +94,7 @@ def _evaluate() -> str:
     ks = [int(k) for k in KS.value]
     if not ks or min(ks) < 1:
         raise ValueError(f"--ks must be positive integers, got {KS.value}")
+    make_scorer = _peer(RECOMMENDER.value)  # flag errors before TensorFlow loads
     from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415  (imports TensorFlow)
 
     out = evaluator.run(
@@ -106,7 +107,7 @@ def _evaluate() -> str:
         split=SPLIT.value,
         max_queries=MAX_QUERIES.value,
         blend={name: flag.value for name, flag in BLEND.items()},
-        make_scorer=_peer(RECOMMENDER.value),
+        make_scorer=make_scorer,
     )
     table = evaluator.format_table(out["metrics"], ks)
     q = out["queries"]
