@@ -329,3 +329,22 @@ def test_load_eval_data_gives_the_corpus_index_of_each_pair(data_dir):
         assert len(expected[0]) > 10
         np.testing.assert_array_equal(queries, expected[0])
         np.testing.assert_array_equal(candidates, expected[1])
+
+
+def test_run_evaluates_a_made_scorer_and_writes_its_record_beside_the_metrics(data_dir, tmp_path):
+    """How evaluate runs a peer (peers.make): run() asks for the scorer once the data is read."""
+    seen = []
+
+    def make_scorer(data, source):
+        seen.append((data.num_items, source.path))
+        return references.top_popular(data), {"peer": {"name": "toy", "params": {"k": 1}}}
+
+    output = str(tmp_path / "made.json")
+    out = evaluator.run(data_dir, "toy", ks=(10,), output=output, make_scorer=make_scorer)
+    written = json.load(open(output))
+    assert written["peer"] == {"name": "toy", "params": {"k": 1}} == out["peer"]
+    assert written["recommender"] == "toy" and seen == [(240, data_dir)]
+    data = evaluator.load_eval_data(data_dir)
+    expected = evaluator.evaluate(data, references.top_popular(data), [10])
+    for name, by_slice in expected.items():
+        assert written["metrics"][name] == pytest.approx(by_slice)

@@ -247,6 +247,7 @@ def run(
     split: str = "eval",
     max_queries: int = 0,
     blend: dict | None = None,
+    make_scorer: Callable | None = None,
 ) -> dict:
     """Evaluates one recommender and writes its metrics JSON; returns the written object.
 
@@ -254,6 +255,8 @@ def run(
     (`sample_queries`, seed 0), so that a large corpus is evaluated in bounded time; the
     written object says how many of how many ("queries"). `blend`: numbers of the model's blend
     given instead of the chosen ones ({name: number or "auto"}, `blend.resolve`).
+    `make_scorer`: (data, data dir) -> (scorer, {key: value} written beside the metrics), for a
+    recommender that is not one of references.py's (a peer, tuned on validation: peers.make).
     """
     if max_queries < 0:
         raise ValueError(f"--max_queries must be >= 0 (0 = all), got {max_queries}")
@@ -264,12 +267,14 @@ def run(
     if max_queries:
         data = sample_queries(data, max_queries, seed=QUERY_SAMPLE_SEED)
     evaluated = len(np.unique(data.eval_query))
-    chosen = None
+    chosen, extra = None, {}
     if recommender == "model":
         if not model_dir:
             raise ValueError("--model_dir is required for --recommender=model")
         chosen = blend_lib.resolve(model_dir, **(blend or {}))
         retrieve_lists = model_retriever(model_dir, source, chosen, data)
+    elif make_scorer is not None:
+        scorer, extra = make_scorer(data, source)
     else:
         scorer = references.make(recommender, data, source)
     logging.info(
@@ -297,6 +302,7 @@ def run(
             "seed": QUERY_SAMPLE_SEED if evaluated < total_queries else None,
         },
         "seconds": round(time.time() - start, 2),
+        **extra,
     }
     if output is None:
         if model_dir is None:

@@ -10,7 +10,9 @@
                 a pair lives in exactly one split, so they are never eval answers. Ties and
                 empty rows fall back to popularity.
 
-Each is a `topk.Scorer` over corpus chunks, so the evaluator treats them like the model.
+Each is a `topk.Scorer` over corpus chunks, so the evaluator treats them like the model. The
+established libraries (LightFM, implicit's ALS and item-kNN, the query's own links) are beside
+them in peers.py, tuned on validation; `--recommender` takes both (`peers.RECOMMENDERS`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import scipy.sparse as sp
 
 from ssl_retrieval.ranking import tfidf, topk
 
+# The project's own references: the blend's `references` objective compares with these.
 RECOMMENDERS = ("top_popular", "feature_knn", "cooccurrence")
 
 
