@@ -25,8 +25,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssl_retrieval import config as config_lib  # noqa: E402
-from ssl_retrieval import model as model_lib  # noqa: E402
 from ssl_retrieval.compat import tf  # noqa: E402
+from ssl_retrieval.model import two_tower as model_lib  # noqa: E402
 from ssl_retrieval.training import trainer  # noqa: E402
 
 

@@ -5,8 +5,8 @@ import collections
 import numpy as np
 import pytest
 
-from ssl_retrieval import augment
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import augment
 
 # Features 0-1-2 strongly related, 3-4 related, 5 alone.
 MI = np.array(

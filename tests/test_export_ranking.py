@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from ssl_retrieval import model as model_lib
 from ssl_retrieval import testing
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data import corpus_ids, pair_indices
-from ssl_retrieval.model import embed_corpus
+from ssl_retrieval.model import two_tower as model_lib
+from ssl_retrieval.model.two_tower import embed_corpus
 from ssl_retrieval.ranking import blend as blend_lib
 from ssl_retrieval.ranking import links, popularity, retrieve, tfidf, topk
 from ssl_retrieval.ranking.config import BlendOverrides

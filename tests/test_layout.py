@@ -68,8 +68,8 @@ def small_data_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("name", methods.NAMES)
 def test_every_method_builds_a_model_with_its_parts(small_data_dir, tmp_path, name):
-    from ssl_retrieval import model as model_lib
     from ssl_retrieval.compat import tf
+    from ssl_retrieval.model import two_tower as model_lib
 
     extra = {"fm_features": ("item_id", "brand")} if methods.get(name).fm else {}
     config = testing.tiny_train_config(small_data_dir, tmp_path, method=name, **extra).validate()

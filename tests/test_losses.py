@@ -7,8 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from ssl_retrieval import losses
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import losses
 
 
 def normalise(x):
@@ -106,7 +106,7 @@ TWO_REPLICAS = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from ssl_retrieval import losses
+    from ssl_retrieval.model import losses
     rng = np.random.default_rng(3)
     q = rng.normal(size=(8, 4)).astype("float32")
     cand = rng.normal(size=(8, 4)).astype("float32")

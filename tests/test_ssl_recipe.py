@@ -18,9 +18,9 @@ import pytest
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import methods, testing
-from ssl_retrieval import model as model_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import two_tower as model_lib
 from ssl_retrieval.ranking.config import BlendConfig
 from ssl_retrieval.training import trainer
 

@@ -30,11 +30,11 @@ import numpy as np
 from ssl_retrieval import atomic
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
-from ssl_retrieval import model as model_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import blend_choice, evaluator
+from ssl_retrieval.model import two_tower as model_lib
 from ssl_retrieval.ranking import blend as blend_lib
 from ssl_retrieval.ranking import topk
 from ssl_retrieval.ranking.config import BlendConfig
