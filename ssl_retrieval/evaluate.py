@@ -39,17 +39,7 @@ def _evaluate() -> str:
         max_queries=config.max_queries,
         blend=cli.from_flags(BlendOverrides, BLEND_FLAGS).given(),
     )
-    table = evaluator.format_table(out["metrics"], list(config.ks))
-    q = out["queries"]
-    sample = (
-        f"a fixed random sample of {q['evaluated']} of {q['of']} eval queries (seed {q['seed']})"
-        if q["sampled"]
-        else f"all {q['evaluated']} eval queries"
-    )
-    return (
-        f"{table}\nevaluate: {out['recommender']} on {sample} in {out['seconds']}s "
-        f"-> {out['output']}"
-    )
+    return evaluator.report(out)
 
 
 main = cli.main(_evaluate)

@@ -355,6 +355,13 @@ def merge_reference(lists: dict, segments: list, k: int) -> np.ndarray:
     return np.array(out, np.int64).reshape(rows, k)
 
 
+def run_command(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` in a new process of this interpreter; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
 def free_port() -> int:
     """A TCP port free on loopback now."""
     with socket.socket() as s:

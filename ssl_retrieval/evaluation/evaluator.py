@@ -219,6 +219,19 @@ def format_table(results: dict, ks: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def report(out: dict) -> str:
+    """What `python -m ssl_retrieval.evaluate` prints of `run`'s result: the table, then what was
+    evaluated on which queries, how long it took and where the metrics went."""
+    q = out["queries"]
+    sample = (
+        f"a fixed random sample of {q['evaluated']} of {q['of']} eval queries (seed {q['seed']})"
+        if q["sampled"]
+        else f"all {q['evaluated']} eval queries"
+    )
+    line = f"evaluate: {out['recommender']} on {sample} in {out['seconds']}s -> {out['output']}"
+    return f"{format_table(out['metrics'], out['ks'])}\n{line}"
+
+
 def slice_table(named: dict[str, dict], column: str = "recall@50") -> str:
     """A plain-text table of `column` per slice, one row per recommender.
 
