@@ -44,7 +44,7 @@ import tensorflow_recommenders as tfrs  # noqa: E402, I001
 
 from ssl_retrieval import config as config_lib  # noqa: E402
 from ssl_retrieval import data as data_lib  # noqa: E402
-from ssl_retrieval import model as model_lib  # noqa: E402
+from ssl_retrieval.model import two_tower as model_lib  # noqa: E402
 from ssl_retrieval import data_dir as data_dir_lib  # noqa: E402
 from ssl_retrieval import testing  # noqa: E402
 from ssl_retrieval.compat import tf  # noqa: E402

@@ -8,12 +8,15 @@
 cold and TF-IDF rankings at work), exports with brute force and ScaNN, and asks 20 items'
 neighbours at k = 20 and 7; everything a user sees goes to <out_dir>/flow.json. Run it once with
 the old code (a worktree at the old commit, with PYTHONPATH pointing at it) and once with the new;
-`compare` reports every difference. The blend is chosen for lists of 50 alone and by the
-references objective, as before blends per list size, so defaults chosen since do not count as
+`compare` reports every difference, the training checkpoints' files (`checkpoints/`, `best/`)
+compared byte for byte. The blend is chosen for lists of 50 alone and by the references
+objective, as before blends per list size, so defaults chosen since do not count as
 differences. ScaNN's index is not built alike twice (its training sample), so its answers are
 compared by overlap; everything else must be identical.
 """
 
+import filecmp
+import glob
 import json
 import os
 import shutil
@@ -156,7 +159,28 @@ def compare(before_dir: str, after_dir: str) -> list[str]:
                     [len(set(x) & set(y)) / max(len(x), 1) for x, y in zip(ids, new, strict=True)]
                 )
                 lines.append(f"{name} export {label} {k}: overlap {overlap:.3f}")
+        lines.append(f"{name} checkpoints: {_compare_checkpoints(before_dir, after_dir, name)}")
     return lines
+
+
+def _compare_checkpoints(before_dir: str, after_dir: str, name: str) -> str:
+    """Whether the checkpoint files (data and index) of a case's model are the same bytes."""
+    found = sorted(
+        os.path.relpath(path, before_dir)
+        for kind in ("checkpoints", "best")
+        for path in glob.glob(os.path.join(before_dir, name, "model", kind, "ckpt-*"))
+    )
+    different = [
+        relative
+        for relative in found
+        if not os.path.exists(os.path.join(after_dir, relative))
+        or not filecmp.cmp(
+            os.path.join(before_dir, relative), os.path.join(after_dir, relative), shallow=False
+        )
+    ]
+    if different:
+        return f"DIFFERENT ({', '.join(different)})"
+    return f"identical ({len(found)} files)"
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ fixed sample of 4,000 validation queries. Prints one line per beta.
 
 import sys
 
-from ssl_retrieval import model as model_lib
 from ssl_retrieval.evaluation import evaluator
+from ssl_retrieval.model import two_tower as model_lib
 from ssl_retrieval.ranking import popularity, topk
 
 SLICES = ("all", "head", "tail", "cold")

@@ -9,30 +9,28 @@ fills, one blend per list size. Writes <model_dir>/blend.json (what evaluate and
 and prints the chosen blends with their validation Recall@K by slice.
 """
 
-from absl import app, flags
+from absl import app
 
 from ssl_retrieval import cli
+from ssl_retrieval.evaluation.config import BlendChoiceConfig
 from ssl_retrieval.ranking.config import BlendConfig
 
-MODEL_DIR = flags.DEFINE_string("model_dir", None, "Trained model dir (its best checkpoint).")
-DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "Data dir (default: the one the model was trained on)."
-)
+FLAGS = cli.define_flags(BlendChoiceConfig, required=("model_dir",))
 BLEND_FLAGS = cli.define_flags(BlendConfig)
-flags.mark_flag_as_required("model_dir")
 
 
 def _blend() -> str:
+    which = cli.from_flags(BlendChoiceConfig, FLAGS)
     config = cli.from_flags(BlendConfig, BLEND_FLAGS).validate()
     from ssl_retrieval.evaluation import blend_choice  # noqa: PLC0415  (imports TensorFlow)
 
-    choice = blend_choice.run(MODEL_DIR.value, config, DATA_DIR.value)
+    choice = blend_choice.run(which.model_dir, config, which.data_dir)
     lines = []
     for k, chosen in choice["choices"].items():
         metrics = chosen["metrics"]
         slices = " ".join(f"{s} {metrics[s][chosen['metric']]:.3f}" for s in metrics)
         lines.append(f"lists of {k}: {chosen['blend']}\n  validation {chosen['metric']}: {slices}")
-    lines.append(f"blend: -> {MODEL_DIR.value}/blend.json")
+    lines.append(f"blend: -> {which.model_dir}/blend.json")
     return "\n".join(lines)
 
 

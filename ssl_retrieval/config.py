@@ -210,7 +210,15 @@ class TrainConfig:
 
     def validate(self, feature_names: list[str] | None = None) -> TrainConfig:
         """Raises ValueError naming the flag of the first invalid value; returns self."""
-        checks = [
+        for ok, message in self._choice_checks() + self._range_checks():
+            if not ok:
+                raise ValueError(message)
+        self._validate_method_options(feature_names)
+        return self
+
+    def _choice_checks(self) -> list[tuple[bool, str]]:
+        """(valid, message) of each option that takes one of a list of names."""
+        return [
             (
                 self.method in METHODS,
                 f"--method must be one of {list(METHODS)}, got {self.method!r}",
@@ -226,6 +234,11 @@ class TrainConfig:
                 self.mi_normalization in MI_NORMALIZATIONS,
                 f"--mi_normalization must be one of {list(MI_NORMALIZATIONS)}",
             ),
+        ]
+
+    def _range_checks(self) -> list[tuple[bool, str]]:
+        """(valid, message) of each numeric option's range."""
+        return [
             (
                 0 <= self.correction_strength <= 1,
                 f"--correction_strength must be in [0, 1], got {self.correction_strength}",
@@ -288,9 +301,9 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "--checkpoint_every must be >= 1"),
             (self.log_every >= 1, "--log_every must be >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+
+    def _validate_method_options(self, feature_names: list[str] | None) -> None:
+        """The options that depend on --method (and on the data's features, when given)."""
         uses_fm = methods.get(self.method).fm
         if uses_fm and not self.fm_features:
             raise ValueError(f"--fm_features is required for --method={self.method}")
@@ -310,7 +323,6 @@ class TrainConfig:
             if uses_fm and len(set(self.fm_features)) >= len(feature_names):
                 raise ValueError("--fm_features must leave at least one feature for the other view")
             self._validate_mask_size(len(feature_names))
-        return self
 
     def _validate_ssl_id_view(self) -> None:
         if self.ssl_id_view != "cold_start" or methods.get(self.method).masking is not None:

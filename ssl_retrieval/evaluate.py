@@ -21,47 +21,18 @@ with how many eval queries were evaluated) and prints a table.
 
 import json
 
-from absl import app, flags
+from absl import app
 
 from ssl_retrieval import cli
 from ssl_retrieval.evaluation import peers
+from ssl_retrieval.evaluation.config import EvaluateConfig
 from ssl_retrieval.ranking.config import BlendOverrides
 
-DATA_DIR = flags.DEFINE_string("data_dir", None, "Preprocessed data dir.")
-MODEL_DIR = flags.DEFINE_string("model_dir", None, "Trained model dir (for --recommender=model).")
-RECOMMENDER = flags.DEFINE_enum(
-    "recommender",
-    "model",
-    ["model", *peers.RECOMMENDERS],
-    "What to evaluate: the trained model, or a reference recommender (references.py) or peer "
-    "(peers.py: an established library, tuned on validation).",
-)
-KS = flags.DEFINE_list("ks", ["10", "50"], "Cut-offs K for Recall@K and MAP@K.")
-EXCLUDE_TRAIN = flags.DEFINE_bool(
-    "exclude_train_positives",
-    False,
-    "Filtered setting: leave each query's training candidates out of its ranking.",
-)
-SPLIT = flags.DEFINE_enum(
-    "split",
-    "eval",
-    ["eval", "validation"],
-    "Pairs to evaluate on: eval (the test split, to report) or validation (to choose on).",
-)
-# The blend's numbers (model only, ranking/blend.py): "auto" = the model's.
+# One flag per field of EvaluateConfig, of the blend's numbers (model only, ranking/blend.py:
+# "auto" = the model's) and of the peers' options (peers.PeerOptions).
+FLAGS = cli.define_flags(EvaluateConfig, required=("data_dir",))
 BLEND_FLAGS = cli.define_flags(BlendOverrides)
-MAX_QUERIES = flags.DEFINE_integer(
-    "max_queries",
-    0,
-    "Evaluate only the pairs of this many eval queries, a fixed random sample (seed 0); 0 = "
-    "all. For large corpora: each query is scored against every item.",
-)
-OUTPUT = flags.DEFINE_string(
-    "output", None, "Metrics JSON path (default <model_dir>/metrics.json)."
-)
 PEER = cli.define_flags(peers.PeerOptions)
-
-flags.mark_flag_as_required("data_dir")
 
 
 def _peer(name: str):
@@ -90,37 +61,26 @@ def _peer_line(peer: dict) -> str:
 
 
 def _evaluate() -> str:
-    ks = [int(k) for k in KS.value]
-    if not ks or min(ks) < 1:
-        raise ValueError(f"--ks must be positive integers, got {KS.value}")
-    make_scorer = _peer(RECOMMENDER.value)  # flag errors before TensorFlow loads
+    config = cli.from_flags(EvaluateConfig, FLAGS).validate()
+    make_scorer = _peer(config.recommender)  # flag errors before TensorFlow's work
     from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415  (imports TensorFlow)
 
     out = evaluator.run(
-        DATA_DIR.value,
-        recommender=RECOMMENDER.value,
-        model_dir=MODEL_DIR.value,
-        ks=ks,
-        exclude_train_positives=EXCLUDE_TRAIN.value,
-        output=OUTPUT.value,
-        split=SPLIT.value,
-        max_queries=MAX_QUERIES.value,
+        config.data_dir,
+        recommender=config.recommender,
+        model_dir=config.model_dir,
+        ks=list(config.ks),
+        exclude_train_positives=config.exclude_train_positives,
+        output=config.output,
+        split=config.split,
+        max_queries=config.max_queries,
         blend=cli.from_flags(BlendOverrides, BLEND_FLAGS).given(),
         make_scorer=make_scorer,
     )
-    table = evaluator.format_table(out["metrics"], ks)
-    q = out["queries"]
-    sample = (
-        f"a fixed random sample of {q['evaluated']} of {q['of']} eval queries (seed {q['seed']})"
-        if q["sampled"]
-        else f"all {q['evaluated']} eval queries"
-    )
+    text = evaluator.report(out)
     if out.get("peer"):
-        table += "\n" + _peer_line(out["peer"])
-    return (
-        f"{table}\nevaluate: {out['recommender']} on {sample} in {out['seconds']}s "
-        f"-> {out['output']}"
-    )
+        text += "\n" + _peer_line(out["peer"])
+    return text
 
 
 main = cli.main(_evaluate)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 
-# Training flags only one part reads (checked where model.py reads them): a method without the
+# Training flags only one part reads (checked where model/two_tower.py reads them): a method without the
 # part trains the same whatever they hold, so a new default of one of them does not make its
 # recorded runs stale (experimentation/keys.py).
 _FIELDS_OF_PART = {

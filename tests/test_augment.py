@@ -5,8 +5,8 @@ import collections
 import numpy as np
 import pytest
 
-from ssl_retrieval import augment
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import augment
 
 # Features 0-1-2 strongly related, 3-4 related, 5 alone.
 MI = np.array(
@@ -26,28 +26,30 @@ def masks(layer, step):
     return a.numpy(), b.numpy()
 
 
-def test_cfm_masks_seed_with_its_most_correlated_features():
-    layer = augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist(), seed=1)
-    # Masked set for each seed feature: the seed plus its two most correlated features.
-    # Seeds 0, 1 and 2 all give {0, 1, 2}; 3 -> {3, 4, 2}; 4 -> {4, 3, 0}; 5 -> {5, 0, 1} (all
-    # zero MI: ties broken by index).
-    expected = {
-        frozenset({0, 1, 2}): 3 / 6,
-        frozenset({2, 3, 4}): 1 / 6,
-        frozenset({0, 3, 4}): 1 / 6,
-        frozenset({0, 1, 5}): 1 / 6,
-    }
+def assert_masked_sets(layer, steps, seeds_per_set, kept=None):
+    """Over `steps` steps, view A masks exactly the feature sets of `seeds_per_set` ({features:
+    how many of the uniform seed features give that set}), each about as often as its share of
+    the seeds; B masks the complement (of the features but `kept`, which A keeps and B masks)."""
     seen = collections.Counter()
-    steps = 1200
+    rest = [i for i in range(len(MI)) if i != kept]
     for step in range(steps):
         a, b = masks(layer, step)
-        assert (a ^ b).all()  # complementary
-        assert a.sum() == 3  # mask_size = k // 2, seed included
+        assert (a[rest] ^ b[rest]).all()
+        if kept is not None:
+            assert not a[kept] and b[kept]
         seen[frozenset(np.flatnonzero(a).tolist())] += 1
+    expected = {frozenset(s): n / sum(seeds_per_set.values()) for s, n in seeds_per_set.items()}
     assert set(seen) == set(expected)
-    # The seed feature is uniform, so each set appears with its share of the seeds.
     for group, share in expected.items():
         assert abs(seen[group] / steps - share) < 0.05, (group, seen[group])
+
+
+def test_cfm_masks_seed_with_its_most_correlated_features():
+    layer = augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist(), seed=1)
+    # Masked set for each seed feature: the seed plus its two most correlated features
+    # (mask_size = k // 2). Seeds 0, 1 and 2 all give {0, 1, 2}; 3 -> {3, 4, 2}; 4 -> {4, 3, 0};
+    # 5 -> {5, 0, 1} (all zero MI: ties broken by index).
+    assert_masked_sets(layer, 1200, {(0, 1, 2): 3, (2, 3, 4): 1, (0, 3, 4): 1, (0, 1, 5): 1})
     # Same (seed, step): same masks; masks change across steps.
     assert (masks(layer, 7)[0] == masks(layer, 7)[0]).all()
     assert len({tuple(masks(layer, s)[0]) for s in range(20)}) > 1
@@ -84,22 +86,8 @@ def test_cold_start_view_keeps_the_feature_in_a_and_cfm_masks_the_rest():
     tie at 0.1 with 1: index order), 2 -> {2, 1, 3}, 3 -> {3, 4, 2}, 4 -> {4, 3, 1} (1 and 2
     tie), 5 -> {5, 1, 2} (all zero)."""
     layer = augment.FeatureMasker(6, "cfm", mutual_info=MI.tolist(), seed=1, cold_start_feature=0)
-    expected = {
-        frozenset({1, 2, 3}): 2 / 5,
-        frozenset({2, 3, 4}): 1 / 5,
-        frozenset({1, 3, 4}): 1 / 5,
-        frozenset({1, 2, 5}): 1 / 5,
-    }
-    seen = collections.Counter()
-    steps = 1000
-    for step in range(steps):
-        a, b = masks(layer, step)
-        assert not a[0] and b[0]  # A keeps the feature, B masks it
-        assert (a[1:] ^ b[1:]).all()  # complementary on the rest
-        seen[frozenset(np.flatnonzero(a).tolist())] += 1
-    assert set(seen) == set(expected)
-    for group, share in expected.items():
-        assert abs(seen[group] / steps - share) < 0.05, (group, seen[group])
+    seeds_per_set = {(1, 2, 3): 2, (2, 3, 4): 1, (1, 3, 4): 1, (1, 2, 5): 1}
+    assert_masked_sets(layer, 1000, seeds_per_set, kept=0)
 
 
 @pytest.mark.parametrize("pattern", ["rfm", "rfm_no_compl", "none"])

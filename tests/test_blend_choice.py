@@ -1,8 +1,6 @@
 """Choosing the blend on validation (evaluation/blend_choice.py) and the `blend` command."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -163,19 +161,12 @@ def test_train_chooses_a_blend_per_list_size_and_the_command_chooses_again(tmp_p
     assert list(rechosen["blends"]) == ["20"] and rechosen["references"] is None
     assert all(t["cold_share"] == 0 for t in rechosen["choices"]["20"]["grid"])
     # The command gives what training's end gives for the same options.
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ssl_retrieval.blend",
-            f"--model_dir={model_dir}",
-            "--blend_ks=20",
-            "--blend_cold_shares=0",
-            "--blend_objective=slices",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = testing.run_command(
+        "ssl_retrieval.blend",
+        f"--model_dir={model_dir}",
+        "--blend_ks=20",
+        "--blend_cold_shares=0",
+        "--blend_objective=slices",
     )
     assert out.returncode == 0, out.stderr[-2000:]
     again = json.load(open(f"{model_dir}/blend.json"))

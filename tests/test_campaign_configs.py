@@ -17,22 +17,21 @@ def in_repo(monkeypatch):
     monkeypatch.chdir(ROOT)  # the configs name flagfiles relative to the checkout
 
 
-@pytest.mark.parametrize(
-    "path", sorted(glob.glob(os.path.join(ROOT, "configs", "experiments", "*.json")))
-)
+def committed(kind: str) -> list[str]:
+    """The committed configs in configs/<kind>/."""
+    return sorted(glob.glob(os.path.join(ROOT, "configs", kind, "*.json")))
+
+
+@pytest.mark.parametrize("path", committed("experiments"))
 def test_every_experiment_config_loads(in_repo, path):
-    config = configs.load_experiment(path)
-    raw = json.load(open(path))
+    config, raw = configs.load_experiment(path), json.load(open(path))
     assert list(config.data_dirs) == list(raw["data_dirs"])
     assert config.output_dir == raw["output_dir"] and config.tables
 
 
-@pytest.mark.parametrize(
-    "path", sorted(glob.glob(os.path.join(ROOT, "configs", "tuning", "*.json")))
-)
+@pytest.mark.parametrize("path", committed("tuning"))
 def test_every_tuning_config_loads(in_repo, path):
-    config = configs.load_tuning(path)
-    raw = json.load(open(path))
+    config, raw = configs.load_tuning(path), json.load(open(path))
     assert list(config.methods) == list(raw["methods"])
     for name, method in config.methods.items():  # grid values as the JSON wrote them
         assert {k: list(v) for k, v in method.grid.items()} == raw["methods"][name].get("grid", {})

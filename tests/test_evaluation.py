@@ -1,8 +1,6 @@
 """Retrieval, metrics and reference recommenders against plain numpy references."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -181,19 +179,12 @@ def test_reference_recommenders(data_dir):
 def test_evaluate_cli_on_a_trained_model_matches_the_library(data_dir, tmp_path):
     model_dir = str(tmp_path / "m")
     trainer.run(testing.tiny_train_config(data_dir, model_dir, train_steps=60, method="cfm"))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ssl_retrieval.evaluate",
-            f"--data_dir={data_dir}",
-            f"--model_dir={model_dir}",
-            "--ks=5,20",
-            "--exclude_train_positives",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = testing.run_command(
+        "ssl_retrieval.evaluate",
+        f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+        "--ks=5,20",
+        "--exclude_train_positives",
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "recall@5" in out.stdout and "cold" in out.stdout
@@ -210,12 +201,7 @@ def test_evaluate_cli_on_a_trained_model_matches_the_library(data_dir, tmp_path)
 
 
 def test_evaluate_cli_errors(data_dir, tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "ssl_retrieval.evaluate", f"--data_dir={data_dir}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = testing.run_command("ssl_retrieval.evaluate", f"--data_dir={data_dir}", timeout=120)
     assert out.returncode == 1 and "--model_dir is required" in out.stderr
     assert "Traceback" not in out.stderr
 
@@ -239,18 +225,12 @@ def test_evaluate_cli_max_queries_evaluates_a_fixed_sample(data_dir, tmp_path):
     assert len(np.unique(sample.eval_query)) == 5 < total
 
     def run(max_queries, output):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ssl_retrieval.evaluate",
-                f"--data_dir={data_dir}",
-                "--recommender=top_popular",
-                f"--max_queries={max_queries}",
-                f"--output={output}",
-            ],
-            capture_output=True,
-            text=True,
+        out = testing.run_command(
+            "ssl_retrieval.evaluate",
+            f"--data_dir={data_dir}",
+            "--recommender=top_popular",
+            f"--max_queries={max_queries}",
+            f"--output={output}",
             timeout=120,
         )
         assert out.returncode == 0, out.stderr[-2000:]

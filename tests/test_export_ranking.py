@@ -8,27 +8,23 @@ import os
 import numpy as np
 import pytest
 
-from ssl_retrieval import model as model_lib
 from ssl_retrieval import testing
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data import corpus_ids, pair_indices
-from ssl_retrieval.model import embed_corpus
+from ssl_retrieval.model import two_tower as model_lib
+from ssl_retrieval.model.two_tower import embed_corpus
 from ssl_retrieval.ranking import blend as blend_lib
 from ssl_retrieval.ranking import links, popularity, retrieve, scores, tfidf, topk
 from ssl_retrieval.ranking.config import BlendOverrides
 from ssl_retrieval.serving import api, exporter
-from ssl_retrieval.training import trainer
 
 IDS = ["item00000", "item00007", "item00100"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(cfm_model):
     """A model trained 30 steps, its corpus and the terms of its rankings."""
-    root = tmp_path_factory.mktemp("export_ranking")
-    data_dir = testing.make_data_dir(str(root / "data"))
-    model_dir = str(root / "model")
-    trainer.run(testing.tiny_train_config(data_dir, model_dir, method="cfm", train_steps=30))
+    data_dir, model_dir = cfm_model["data_dir"], cfm_model["model_dir"]
     model = model_lib.load_from_model_dir(model_dir)
     queries, items = embed_corpus(model, data_dir)
     ids = np.array(corpus_ids(data_dir))

@@ -51,15 +51,18 @@ def exported(tmp_path_factory):
     return {"module": module, "info": info, "path": path, "config": config, "root": root}
 
 
+# Two items' features, as the signatures take them (in memory here, in FRESH's process too).
+SIGNATURE_INPUTS = {
+    "item_id": [[""], ["item00005"]],
+    "brand": [["brand3"], [""]],
+    "category": [["cat1"], ["cat2"]],
+    "tags": [["tag3_1", "tag3_2"], ["", ""]],
+    "price": [9.5, float("nan")],
+}
+
+
 def signature_inputs():
-    features = {
-        "item_id": tf.constant([[""], ["item00005"]]),
-        "brand": tf.constant([["brand3"], [""]]),
-        "category": tf.constant([["cat1"], ["cat2"]]),
-        "tags": tf.constant([["tag3_1", "tag3_2"], ["", ""]]),
-        "price": tf.constant([9.5, float("nan")]),
-    }
-    return features
+    return {name: tf.constant(value) for name, value in SIGNATURE_INPUTS.items()}
 
 
 FRESH = textwrap.dedent(
@@ -70,13 +73,7 @@ FRESH = textwrap.dedent(
     import ssl_retrieval.compat as c
     tf = c.tf
     m = tf.saved_model.load(sys.argv[1])
-    features = {
-        "item_id": tf.constant([[""], ["item00005"]]),
-        "brand": tf.constant([["brand3"], [""]]),
-        "category": tf.constant([["cat1"], ["cat2"]]),
-        "tags": tf.constant([["tag3_1", "tag3_2"], ["", ""]]),
-        "price": tf.constant([9.5, float("nan")]),
-    }
+    features = {name: tf.constant(value) for name, value in json.loads(sys.argv[2]).items()}
     a = m.signatures["similar_items"](item_id=tf.constant(%r), k=tf.constant(5))
     b = m.signatures["similar_items_by_features"](k=tf.constant(5), **features)
     e = m.signatures["item_embedding"](**features)
@@ -96,7 +93,7 @@ def test_fresh_process_returns_what_the_in_memory_model_returned(exported):
     b = module.similar_items_by_features(signature_inputs(), tf.constant(5))
     e = module.item_embedding(signature_inputs())
     out = subprocess.run(
-        [sys.executable, "-c", FRESH % ids, exported["path"]],
+        [sys.executable, "-c", FRESH % ids, exported["path"], json.dumps(SIGNATURE_INPUTS)],
         capture_output=True,
         text=True,
         timeout=300,

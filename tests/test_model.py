@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from ssl_retrieval import augment, data, model, testing
+from ssl_retrieval import data, testing
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import augment
+from ssl_retrieval.model import two_tower as model
 
 
 @pytest.fixture(scope="module")

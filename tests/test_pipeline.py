@@ -96,16 +96,7 @@ def raw(tmp_path_factory):
 
 
 def config_for(raw, out, **kwargs):
-    d = raw["dir"]
-    return pipeline.PreprocessConfig(
-        items=str(d / "items*.jsonl"),
-        pairs=str(d / "pairs*.jsonl"),
-        schema=str(d / "schema.json"),
-        output_dir=str(out),
-        max_error_fraction=0.05,
-        num_shards=2,
-        **kwargs,
-    )
+    return format_config(raw["dir"], out, extension=".jsonl", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -658,10 +649,11 @@ def same_data(raw, tmp_path_factory):
     return {"dirs": dirs, "items": [r for f in item_files for r in f], "pairs": pair_list}
 
 
-def format_config(directory, out, **kwargs):
+def format_config(directory, out, extension="", **kwargs):
+    """The job's config over the raw files of `directory` (items*<extension>, pairs*...)."""
     return pipeline.PreprocessConfig(
-        items=str(directory / "items*"),
-        pairs=str(directory / "pairs*"),
+        items=str(directory / f"items*{extension}"),
+        pairs=str(directory / f"pairs*{extension}"),
         schema=str(directory / "schema.json"),
         output_dir=str(out),
         max_error_fraction=0.05,

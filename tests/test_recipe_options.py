@@ -10,11 +10,12 @@ import os
 import numpy as np
 import pytest
 
-from ssl_retrieval import augment, losses, testing
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
-from ssl_retrieval import model as model_lib
+from ssl_retrieval import testing
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import augment, losses
+from ssl_retrieval.model import two_tower as model_lib
 from ssl_retrieval.training import trainer
 
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8)

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 
-from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.sources import linked
 
 
@@ -33,15 +32,8 @@ def _topic(item):
     return None
 
 
-def test_counts_schema_and_same_bytes_for_the_same_seed(dataset, tmp_path):
-    items, pairs = _read(dataset, "items"), _read(dataset, "pairs")
-    assert len(items) == 20_000 and len({i["item_id"] for i in items}) == 20_000
-    assert len(pairs) == 60_000
-    ids = {i["item_id"] for i in items}
-    assert all(p["query_id"] in ids and p["candidate_id"] in ids for p in pairs)
-    assert all(p["query_id"] != p["candidate_id"] for p in pairs)
-    schema = schema_lib.load(os.path.join(dataset, "schema.json"))
-    assert set(items[0]) == set(schema.names)
+def test_counts_schema_and_same_bytes_for_the_same_seed(dataset, tmp_path, check_source_output):
+    _, _, schema = check_source_output(dataset, 20_000, 60_000)
     assert [f.kind for f in schema.features].count("multi_hot") == 2
     again = str(tmp_path / "again")
     linked.build(again, num_items=20_000, num_pairs=60_000, seed=3)

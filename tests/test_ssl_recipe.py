@@ -8,8 +8,6 @@ restores, resumes and exports; `--ssl_id_view=cold_start` is checked against num
 
 import dataclasses
 import re
-import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
@@ -18,9 +16,9 @@ import pytest
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import methods, testing
-from ssl_retrieval import model as model_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import two_tower as model_lib
 from ssl_retrieval.ranking.config import BlendConfig
 from ssl_retrieval.training import trainer
 
@@ -423,18 +421,12 @@ def test_the_cold_start_flag_keeps_recorded_runs_valid():
 
 
 def test_train_refuses_the_cold_start_view_without_masking(data_dir, tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ssl_retrieval.train",
-            f"--data_dir={data_dir}",
-            f"--model_dir={tmp_path}/m",
-            "--method=fd_ssl",
-            "--ssl_id_view=cold_start",
-        ],
-        capture_output=True,
-        text=True,
+    out = testing.run_command(
+        "ssl_retrieval.train",
+        f"--data_dir={data_dir}",
+        f"--model_dir={tmp_path}/m",
+        "--method=fd_ssl",
+        "--ssl_id_view=cold_start",
         timeout=120,
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr

@@ -277,7 +277,7 @@ def is_stale(model_dir: str, config: BlendConfig) -> bool:
 def run(model_dir: str, config: BlendConfig, data_dir: str | None = None) -> dict:
     """Chooses the blend of a trained model (its best checkpoint) on its validation sample and
     writes `<model_dir>/blend.json`; returns what it wrote."""
-    from ssl_retrieval import model as model_lib  # noqa: PLC0415  (TensorFlow and the towers)
+    from ssl_retrieval.model import two_tower as model_lib  # noqa: PLC0415  (TensorFlow and the towers)
 
     train_config = train_config_lib.load(model_dir)
     data_dir = DataDir.of(data_dir or train_config.data_dir)

@@ -23,7 +23,7 @@ from ssl_retrieval.data import corpus_ids, pair_indices
 from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import metrics as metrics_lib
 from ssl_retrieval.evaluation import references
-from ssl_retrieval.model import embed_corpus
+from ssl_retrieval.model.two_tower import embed_corpus
 from ssl_retrieval.ranking import blend as blend_lib
 from ssl_retrieval.ranking import links, popularity, retrieve, tfidf, topk
 
@@ -131,7 +131,7 @@ def model_retriever(
 ) -> Retriever:
     """The trained model's lists under `blends` (default: the ones chosen for it on validation).
     `data`: the evaluation data (its training pairs give the linked ranking's links)."""
-    from ssl_retrieval import model as model_lib  # noqa: PLC0415
+    from ssl_retrieval.model import two_tower as model_lib  # noqa: PLC0415
 
     blends = blends or blend_lib.load(model_dir)
     model = model_lib.load_from_model_dir(model_dir, data_dir)
@@ -217,6 +217,19 @@ def format_table(results: dict, ks: Sequence[int]) -> str:
         cells = " ".join(f"{m[c]:>15.4f}" for c in columns)
         lines.append(f"{name:<6} {m['num_queries']:>8} {cells}")
     return "\n".join(lines)
+
+
+def report(out: dict) -> str:
+    """What `python -m ssl_retrieval.evaluate` prints of `run`'s result: the table, then what was
+    evaluated on which queries, how long it took and where the metrics went."""
+    q = out["queries"]
+    sample = (
+        f"a fixed random sample of {q['evaluated']} of {q['of']} eval queries (seed {q['seed']})"
+        if q["sampled"]
+        else f"all {q['evaluated']} eval queries"
+    )
+    line = f"evaluate: {out['recommender']} on {sample} in {out['seconds']}s -> {out['output']}"
+    return f"{format_table(out['metrics'], out['ks'])}\n{line}"
 
 
 def slice_table(named: dict[str, dict], column: str = "recall@50") -> str:

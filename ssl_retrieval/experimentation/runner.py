@@ -329,8 +329,8 @@ def _tsne(config: ExperimentConfig, out_dir: str) -> None:
     from sklearn.manifold import TSNE  # noqa: PLC0415
 
     from ssl_retrieval import data as data_lib  # noqa: PLC0415
-    from ssl_retrieval import model  # noqa: PLC0415
     from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415
+    from ssl_retrieval.model import two_tower as model  # noqa: PLC0415
 
     data_dir = config.data_dirs[spec.fraction]
     labels = []

@@ -95,9 +95,7 @@ def top_k(
     num_items: int,
     k: int,
     exclude: Sequence[np.ndarray] | None = None,
-    query_batch: int = 1024,
-    corpus_chunk: int = 32768,
-    log_every: int = 20,
+    **bounds,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k corpus indices and scores for each query, the query item itself excluded.
 
@@ -107,7 +105,7 @@ def top_k(
       num_items: corpus size N.
       k: how many to return (at most N - 1).
       exclude: optional, per query, corpus indices to leave out as well.
-      query_batch, corpus_chunk: memory bounds.
+      **bounds: `top_k_many`'s query_batch and corpus_chunk (memory bounds) and log_every.
 
     Returns:
       (indices [Q, k] int64, scores [Q, k] float32), best first; -1 / -inf where fewer than k
@@ -119,9 +117,7 @@ def top_k(
         num_items,
         k,
         exclude,
-        query_batch,
-        corpus_chunk,
-        log_every,
+        **bounds,
     )[None]
 
 

@@ -118,3 +118,13 @@ class ServeConfig:
         30.0, "Seconds between checks of --export_dir for versions (0: never)."
     )
     threads: int = option(16, "Threads running model calls.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilarConfig:
+    """The options of `python -m ssl_retrieval.similar`; each field is the flag of the same
+    name."""
+
+    export_dir: str = option(help="Export dir (newest version) or one version.")
+    item_ids: tuple[str, ...] = option(help="Comma-separated corpus item ids.")
+    k: int = option(10, "How many neighbours per item.")

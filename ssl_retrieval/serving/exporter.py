@@ -382,7 +382,7 @@ def build_index(config: ExportConfig, item_embeddings, sample_queries, max_k: in
 
 def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     """The in-memory module and its export info (index built, recall measured)."""
-    from ssl_retrieval import model as model_lib  # noqa: PLC0415
+    from ssl_retrieval.model import two_tower as model_lib  # noqa: PLC0415
 
     if config.k < 1:
         raise ValueError(f"--k must be >= 1, got {config.k}")

@@ -161,10 +161,7 @@ def _link_records(
             np.stack([query, candidate], axis=1).ravel(),
             np.stack([candidate, query], axis=1).ravel(),
         )
-    return [
-        f'{{"query_id":"{item_name(int(q))}","candidate_id":"{item_name(int(c))}"}}'
-        for q, c in zip(query, candidate, strict=True)
-    ]
+    return jsonl.pair_lines(query, candidate, item_name)
 
 
 def build(

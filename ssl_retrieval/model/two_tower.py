@@ -19,11 +19,12 @@ import os
 import numpy as np
 import tensorflow_recommenders as tfrs
 
-from ssl_retrieval import augment, losses, methods
 from ssl_retrieval import config as config_lib
+from ssl_retrieval import methods
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data_dir import DataDir
+from ssl_retrieval.model import augment, losses
 
 METHODS = config_lib.METHODS
 
