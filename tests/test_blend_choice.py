@@ -116,7 +116,12 @@ def test_choose_scores_each_blend_as_evaluation_lists_it(tmp_path):
     queries = unit(rng.normal(size=(data.num_items, 8)))
     items = unit(rng.normal(size=(data.num_items, 8)))
     corpus = evaluator.corpus_of(data_dir, data, queries, items)
-    config = BlendConfig(blend_ks=(10, 50), blend_links_shares=(0.0, 0.2))
+    config = BlendConfig(
+        blend_ks=(10, 50),
+        blend_links_shares=(0.0, 0.2),
+        blend_objective="references",
+        blend_fusion=False,  # its trials are scored out of fold: see test_fusion.py
+    )
     choice = blend_choice.choose(corpus, data, config, data_dir)
     assert set(choice["blends"]) == {"10", "50"} and choice["options"] == config.options()
     # The references' metrics are those of evaluating each on its own (its own pass).

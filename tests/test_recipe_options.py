@@ -240,8 +240,9 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     first = choice["choices"]["50"]["grid"][0]
     assert (first["popularity_prior"], first["content_weight"], first["prior_share"]) == (0, 0, 1)
     assert first["metrics"]["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
-    assert choice["objective"] == "references"
-    assert set(choice["references"]["50"]) == {"top_popular", "feature_knn", "cooccurrence"}
+    # The default objective needs no reference recommender: none is computed.
+    assert choice["objective"] == "slices" and choice["references"] is None
+    assert set(choice["blends"]) == {"10", "50"}
     for k in choice["blends"]:
         trials = choice["choices"][k]["grid"]
         best_trial = max(trials, key=lambda t: (tuple(t["value"]), *blend_choice._simplicity(t)))
