@@ -84,14 +84,15 @@ class Batcher:
         self._wake = None
         self._loop = None
         self._task = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="similar_items")
+        self._executor = None
 
     async def similar(self, ids: list[str], k: int):
         """(model, rows) for `ids` (validated strings), or raises UnknownItemError."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop, self._wake, self._pending = loop, asyncio.Event(), []
-            self._task = loop.create_task(self._run())
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="similar_items")
+            self._task = loop.create_task(self._run(self._executor))
         future = loop.create_future()
         self._pending.append(_Pending(ids, k, future))
         self._wake.set()
@@ -100,7 +101,8 @@ class Batcher:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            self._task = self._loop = None
+            self._executor.shutdown(wait=False)
+            self._task = self._loop = self._executor = None
 
     def _take(self, model) -> list[tuple[_Pending, int, int]]:
         """The next call's (request, start, stop) parts: smallest remaining work first."""
@@ -122,7 +124,7 @@ class Batcher:
             size += take
         return parts
 
-    async def _run(self) -> None:
+    async def _run(self, executor: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
@@ -137,7 +139,7 @@ class Batcher:
             ids = [i for p, a, b in parts for i in p.ids[a:b]]
             k = min(max(p.k for p, _, _ in parts), model.max_k)
             try:
-                rows, found = await loop.run_in_executor(self._executor, model.similar_rows, ids, k)
+                rows, found = await loop.run_in_executor(executor, model.similar_rows, ids, k)
             except Exception as e:  # noqa: BLE001  (handed to each request, the loop goes on)
                 for p, _, _ in parts:
                     if not p.future.done():
