@@ -12,7 +12,7 @@ in 25 s). `GuardedProtocol` adds, per connection:
     JSON error shape if part of a head came). A request being answered is never cut: bodies
     have `--body_timeout_seconds`, model calls their own bounds.
   - a cap: over `max_connections` open (kept below the file-descriptor limit, see
-    `effective_max_connections`), the longest idle connection is closed to make room; when
+    `fd_budget`), the longest idle connection is closed to make room; when
     none is idle, the new one is answered 503 and closed.
   - errors of the HTTP parser (a bad request line, a head over h11's 16 KiB) in the JSON error
     shape `{"error": ...}` with h11's status (400, or 431 for a head too large), not uvicorn's
@@ -41,6 +41,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ssl_retrieval.serving.config import Connections
 
 FD_RESERVE = 256  # descriptors kept for model files, threads, logs and the listening socket
+MAX_BACKLOG = 2048  # uvicorn's default listen backlog
 ACCEPT_FAILED = "socket.accept() out of system resource"
 PARSER_ERROR = "Invalid HTTP request received."
 
@@ -81,9 +82,15 @@ def error_bytes(status: int, message: str) -> bytes:
     return head.encode() + body
 
 
-def effective_max_connections(wanted: int) -> int:
-    """`wanted`, kept FD_RESERVE below the soft file-descriptor limit (raised to the hard one
-    first): the cap must bite before accept() runs out of descriptors."""
+def fd_budget(wanted: int) -> tuple[int, int]:
+    """(connection cap, listen backlog) that never run the process out of file descriptors.
+
+    The soft limit is raised to the hard one first. asyncio accepts up to `backlog` sockets in
+    one go before any of them reaches the cap, and an evicted connection's descriptor closes one
+    loop turn later, so the cap leaves two backlogs and FD_RESERVE free: an accept() failing
+    with EMFILE stops all accepting for a second (asyncio's back-off), and new clients' SYNs are
+    then dropped by the kernel.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
         try:
@@ -92,8 +99,9 @@ def effective_max_connections(wanted: int) -> int:
         except (ValueError, OSError):
             pass
     if soft == resource.RLIM_INFINITY:
-        return wanted
-    return max(1, min(wanted, soft - FD_RESERVE))
+        return wanted, MAX_BACKLOG
+    backlog = min(MAX_BACKLOG, max(64, soft // 4))
+    return max(1, min(wanted, soft - 2 * backlog - FD_RESERVE)), backlog
 
 
 class Guard:
@@ -285,11 +293,13 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, throttle: Throttle) -> 
 
 def uvicorn_config(app, limits: Connections, host: str = "127.0.0.1", port: int = 0, **kwargs):
     """(uvicorn.Config serving `app` with `GuardedProtocol`, its Guard)."""
-    guard = Guard(limits, effective_max_connections(limits.max_connections))
+    max_connections, backlog = fd_budget(limits.max_connections)
+    guard = Guard(limits, max_connections)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        backlog=backlog,
         http=functools.partial(GuardedProtocol, guard=guard),
         ws="none",  # the app has no websocket route: no upgrade handling
         timeout_keep_alive=limits.keep_alive_seconds,
@@ -315,9 +325,12 @@ def run(app, limits: Connections, host: str, port: int) -> None:
     config, guard = uvicorn_config(app, limits, host, port)
     if guard.max_connections < limits.max_connections:
         logging.warning(
-            "serve: --max_connections=%d lowered to %d (the file-descriptor limit is %d)",
+            "serve: --max_connections=%d lowered to %d: the file-descriptor limit is %d, and "
+            "the listen backlog (%d, twice) and %d others must fit beside the connections",
             limits.max_connections,
             guard.max_connections,
             resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            config.backlog,
+            FD_RESERVE,
         )
     asyncio.run(serve(uvicorn.Server(config), guard))
