@@ -18,6 +18,10 @@ Prints JSON lines, all from this run on the same corpus (and writes them to --ou
      version follower (`holder.ModelHolder`) in a fresh process, the served version renamed
      to the next number --swaps times, each new version loaded and queried (goal: RSS after
      the last swap within 10% of after the first)
+  {"figure": "http_vs_baseline", "requests_per_s", "baseline_requests_per_s", "ratios",
+   "ratio_median"}: with --figures=http_ab, the "http" figure of this checkout's server and of
+     --baseline_code's (another checkout, e.g. main) alternated --ab_rounds times on the same
+     export, each run also printed as an "http" line with its "code"
   {"figure": "abandoned", "requests", "ids_per_request", "sent_s", "probes", "p50_ms",
    "p99_ms", "max_ms", "over_100ms", "errors", "server_log_lines"}: issue 35, item 4.
      --abandoned_requests predict requests of --abandoned_ids ids each sent on their own
@@ -272,8 +276,8 @@ class KeepAlive:
         self.sock.close()
 
 
-def http_load(export_dir: str, item_ids, clients: int, requests: int, flags=()) -> dict:
-    with testing.running_server(export_dir, *flags, timeout=600) as base:
+def http_load(export_dir: str, item_ids, clients: int, requests: int, flags=(), code=None) -> dict:
+    with testing.running_server(export_dir, *flags, timeout=600, code=code) as base:
         port = int(base.rsplit(":", 1)[1])
         latencies, errors = [], []
         lock = threading.Lock()
@@ -479,6 +483,12 @@ def main():
         help="Which figures to measure, comma-separated (see above).",
     )
     parser.add_argument("--label", default=None, help="Copied into every line as 'label'.")
+    parser.add_argument(
+        "--baseline_code",
+        default=None,
+        help="Another checkout (e.g. main) whose server the http_ab figure alternates with this one.",
+    )
+    parser.add_argument("--ab_rounds", type=int, default=3)
     parser.add_argument("--abandoned_requests", type=int, default=200)
     parser.add_argument("--abandoned_ids", type=int, default=1000)
     parser.add_argument("--idle_sockets", type=int, default=5000)
@@ -545,6 +555,33 @@ def compare_indexes(embeddings, queries, leaves, args):
     return scann_index
 
 
+def http_against_baseline(export_dir: str, item_ids, args) -> None:
+    """The "http" figure of this checkout's server and of --baseline_code's, alternated
+    --ab_rounds times on the same export (the machine's load moves both alike): one "http" line
+    per run, then their ratio."""
+    if not args.baseline_code:
+        raise SystemExit("--figures=http_ab needs --baseline_code=<another checkout>")
+    rates = {"this": [], "baseline": []}
+    for _ in range(args.ab_rounds):
+        for side, code in (("baseline", args.baseline_code), ("this", None)):
+            flags = args.serve_flags.split() if side == "this" else ()
+            http = http_load(
+                export_dir, item_ids, args.http_clients, args.http_requests, flags, code
+            )
+            emit(figure="http", corpus=len(item_ids), code=code or "this checkout", **http)
+            rates[side].append(http["requests_per_s"])
+    ratios = [a / b for a, b in zip(rates["this"], rates["baseline"], strict=True)]
+    emit(
+        figure="http_vs_baseline",
+        corpus=len(item_ids),
+        baseline_code=args.baseline_code,
+        requests_per_s=rates["this"],
+        baseline_requests_per_s=rates["baseline"],
+        ratio_median=round(float(np.median(ratios)), 3),
+        ratios=[round(r, 3) for r in ratios],
+    )
+
+
 def serve_figures(export_dir: str, item_ids, figures: set, args) -> None:
     """The "api", "http", "http_vs_api", "reload", "abandoned" and "idle" lines asked for."""
     corpus = len(item_ids)
@@ -571,6 +608,8 @@ def serve_figures(export_dir: str, item_ids, figures: set, args) -> None:
             meets_p99_goal=http["p99_ms"] is not None and http["p99_ms"] < 50,
             meets_error_goal=http["errors"] == 0,
         )
+    if "http_ab" in figures:
+        http_against_baseline(export_dir, item_ids, args)
     if "reload" in figures:
         reload = reload_rss(export_dir, args.swaps, item_ids[0])
         emit(figure="reload", corpus=corpus, **reload, meets_memory_goal=reload["growth"] <= 0.10)

@@ -344,7 +344,12 @@ def _fd_limit(limit: int | None):
 
 @contextlib.contextmanager
 def running_server(
-    export_dir, *flags: str, timeout: float = 180.0, fd_limit: int | None = None, log=None
+    export_dir,
+    *flags: str,
+    timeout: float = 180.0,
+    fd_limit: int | None = None,
+    log=None,
+    code: str | None = None,
 ) -> Iterator[str]:
     """`python -m ssl_retrieval.serve` on a free loopback port for the duration of the block.
 
@@ -352,6 +357,7 @@ def running_server(
     the end of the server's output when it exits first or does not answer within `timeout` s.
     `fd_limit` caps the server's file descriptors (soft and hard: it cannot raise it); `log`, a
     file opened for binary writing, receives the server's output (else a temporary file).
+    `code`: another checkout whose `ssl_retrieval` runs the server (a benchmark's baseline).
     """
     port = free_port()
     with contextlib.ExitStack() as stack:
@@ -369,6 +375,7 @@ def running_server(
             stdout=output,
             stderr=subprocess.STDOUT,
             preexec_fn=_fd_limit(fd_limit),
+            cwd=code,  # `-m` imports from the working directory first
         )
         base = f"http://127.0.0.1:{port}"
         try:
