@@ -65,7 +65,9 @@ function describeModel(label, s) {
     `exported ${String(s.created).replace("T", " ").slice(0, 16)} UTC`,
     s.catalog
       ? `item catalogue ${formatBytes(s.catalog.bytes)} in memory`
-      : "no item catalogue in this export (re-export to see features and popularity)",
+      : s.catalog_error
+        ? `item catalogue not used (${s.catalog_error}): ids and scores only`
+        : "no item catalogue in this export (re-export to see features and popularity)",
   ];
   const line = el("p", { "data-model": label }, el("strong", { text: `${label}: version ${s.version}` }));
   for (const part of parts) line.append(" · ", el("span", { class: "part", text: part }));
