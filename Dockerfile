@@ -1,6 +1,7 @@
 # The demo in a container: same commands as the Makefile (make demo / make test).
 FROM python:3.11-slim
-RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
+# gcc: LightFM (a peer) compiles its C extension at install.
+RUN apt-get update && apt-get install -y --no-install-recommends make gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . /app
 # `make install` creates .venv and installs the package with its pinned stack.

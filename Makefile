@@ -12,9 +12,14 @@ DEMO_DIR ?= runs/demo
 
 .PHONY: demo test test-fast lint format install clean browser
 
+# LightFM 1.17 (a peer, ssl_retrieval/evaluation/peers.py) is a source distribution whose
+# setup.py only builds the old way (`setup.py bdist_wheel`, needs wheel and setuptools): under
+# PEP 517 it stops at "getting requirements to build wheel" (lyst/lightfm#725), and pip 25.3
+# removed the old way. So pip stays at 25.2, and LightFM (a C compiler needed) comes first.
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet 'pip==25.2' wheel setuptools
+	$(PY) -m pip install --quiet 'lightfm==1.17'
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

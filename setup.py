@@ -21,6 +21,10 @@ INSTALL_REQUIRES = [
     "fastapi",
     "uvicorn",
     "httpx",
+    # The peers (ssl_retrieval/evaluation/peers.py): established libraries as references.
+    # LightFM builds from source: the Makefile's install says how.
+    "implicit==0.7.3",
+    "lightfm==1.17",
 ]
 
 EXTRAS_REQUIRE = {

@@ -1,11 +1,13 @@
 """Benchmark of choosing the blend: the grid's 15 rankings in one pass over the corpus against
-one pass per ranking (what training did before `topk.top_k_many`).
+one pass per ranking (what training did before `topk.top_k_many`), and the grid's merges with
+the lists' positions found once per set of lists against once per merge.
 
 Prints JSON lines, measured in this run on the same embeddings, counts and TF-IDF matrix:
   {"figure": "blend_rankings", "method": "one_pass" | "pass_per_ranking", "seconds", ...}
   {"figure": "comparison", "speedup", "same_lists", "goal": ">= 3"}
   {"figure": "grid_merges", "merge_seconds", "merger_seconds", "speedup", "same_lists"}: the
-    grid's merges of each (popular, similar) pair by `blending.merge` and by `blending.Merger`
+    grid's merges of each (popular, similar) pair by a fresh `merge.Lists` per merge and by one
+    `merge.Lists` per pair
 
 Embeddings are random unit vectors, training counts Zipf, the TF-IDF matrix a random sparse
 one with the Debian corpus's density (about 11 non-zeros per item over 200k values). The
@@ -25,8 +27,8 @@ from scipy import sparse
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ssl_retrieval import blending  # noqa: E402
-from ssl_retrieval.evaluation import evaluator, topk  # noqa: E402
+from ssl_retrieval.ranking import blend as blend_lib  # noqa: E402
+from ssl_retrieval.ranking import config, merge, retrieve, scores, topk  # noqa: E402
 
 
 def emit(**fields):
@@ -52,25 +54,28 @@ def main():
     norms = np.sqrt(content.multiply(content).sum(axis=1)).A1
     content = sparse.diags(1 / norms) @ content
     queries = rng.choice(n, size=args.num_queries, replace=False)
-    rankings = blending.grid_rankings(
-        blending.DEFAULT_CONTENT_WEIGHTS, blending.DEFAULT_POPULARITY_PENALTIES
-    )
-
-    scorer = evaluator.rankings_scorer(embeddings, embeddings, log_counts, content, rankings)
+    rankings = {("popular", b): scores.popular(b) for b in config.DEFAULT_BETAS}
+    for w in config.DEFAULT_CONTENT_WEIGHTS:
+        for gamma in config.DEFAULT_POPULARITY_PENALTIES:
+            rankings["similar", w, gamma] = scores.similar(w, gamma)
+    corpus = retrieve.Corpus(embeddings, embeddings, log_counts, content)
+    scorer = retrieve.scorer(corpus, rankings)
     topk.top_k_many(scorer, queries[:8], n, 50)  # warm-up: tf.function tracing, not timed
 
     start = time.perf_counter()
     together = topk.top_k_many(scorer, queries, n, 50)
     one_pass = time.perf_counter() - start
-    emit(figure="blend_rankings", method="one_pass", seconds=round(one_pass, 2), rankings=15)
+    emit(
+        figure="blend_rankings",
+        method="one_pass",
+        seconds=round(one_pass, 2),
+        rankings=len(rankings),
+    )
 
     start = time.perf_counter()
     apart = {}
-    for name, weights in rankings.items():
-        single = evaluator.rankings_scorer(
-            embeddings, embeddings, log_counts, content, {name: weights}
-        )
-        apart[name] = topk.top_k_many(single, queries, n, 50)[name]
+    for name, ranking in rankings.items():
+        apart[name] = retrieve.top_lists(corpus, {name: ranking}, queries, 50)[name]
     per_ranking = time.perf_counter() - start
     emit(figure="blend_rankings", method="pass_per_ranking", seconds=round(per_ranking, 2))
 
@@ -84,30 +89,34 @@ def main():
         goal=">= 3",
     )
 
-    # The grid's merges: every prior share of each (popular, similar) pair, by `merge` (a sort
-    # per merge) and by one `Merger` per pair.
+    # The grid's merges: every prior share of each (popular, similar) pair, with a fresh
+    # `merge.Lists` per merge (positions found each time) and with one per pair.
     pairs = [(r, s) for r in rankings if r[0] == "popular" for s in rankings if s[0] == "similar"]
-    shares = [s for s in blending.DEFAULT_PRIOR_SHARES if s < 1]
-    start = time.perf_counter()
-    by_merge = [
-        blending.merge(together[p][0], together[s][0], 50, round(share * 50))
-        for p, s in pairs
-        for share in shares
+    blends = [
+        blend_lib.Blend(prior_share=share) for share in config.DEFAULT_PRIOR_SHARES if share < 1
     ]
-    sorted_seconds = time.perf_counter() - start
+
+    def lists(p, s):
+        return merge.Lists({"popular": together[p][0], "similar": together[s][0]})
+
     start = time.perf_counter()
-    by_merger = []
+    fresh = [
+        lists(p, s).merge(b.segments(50), 50).indices.numpy() for p, s in pairs for b in blends
+    ]
+    fresh_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    shared = []
     for p, s in pairs:
-        merger = blending.Merger(together[p][0], together[s][0])
-        by_merger += [merger.merge(50, round(share * 50)) for share in shares]
-    merger_seconds = time.perf_counter() - start
+        pair = lists(p, s)
+        shared += [pair.merge(b.segments(50), 50).indices.numpy() for b in blends]
+    shared_seconds = time.perf_counter() - start
     emit(
         figure="grid_merges",
-        merges=len(by_merge),
-        merge_seconds=round(sorted_seconds, 2),
-        merger_seconds=round(merger_seconds, 2),
-        speedup=round(sorted_seconds / merger_seconds, 2),
-        same_lists=all(np.array_equal(a, b) for a, b in zip(by_merge, by_merger, strict=True)),
+        merges=len(fresh),
+        merge_seconds=round(fresh_seconds, 2),
+        merger_seconds=round(shared_seconds, 2),
+        speedup=round(fresh_seconds / shared_seconds, 2),
+        same_lists=all(np.array_equal(a, b) for a, b in zip(fresh, shared, strict=True)),
     )
 
 

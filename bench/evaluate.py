@@ -24,11 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ssl_retrieval.evaluation import (
-    evaluator,  # noqa: E402
-    metrics,  # noqa: E402
-    topk,  # noqa: E402
-)
+from ssl_retrieval.evaluation import evaluator, metrics  # noqa: E402
+from ssl_retrieval.ranking import topk  # noqa: E402
 
 
 def emit(**fields):

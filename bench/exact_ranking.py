@@ -13,10 +13,10 @@ agree:
       proportional to the lists' lengths times B;
   "postings_scatter_nd": the same sums as the export did them before, tf.scatter_nd at
       [M, 2] (row, item) indices.
-exporter.ContentVectors takes the postings up to POSTINGS_MAX_BATCH queries, the product above.
+tfidf.ContentVectors takes the postings up to POSTINGS_MAX_BATCH queries, the product above.
 
 
-2. The top k of [B, N] scores: tf.math.top_k over the row against exporter.exact_top_k (the top
+2. The top k of [B, N] scores: tf.math.top_k over the row against topk.exact_top_k (the top
 chunk maxima first), on the same random scores, checked to be equal.
 
 Prints JSON lines (and appends them to --out):
@@ -49,8 +49,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ssl_retrieval import tfidf  # noqa: E402
 from ssl_retrieval.compat import tf  # noqa: E402
+from ssl_retrieval.ranking import tfidf, topk  # noqa: E402
 from ssl_retrieval.serving import exporter  # noqa: E402
 
 
@@ -72,7 +72,7 @@ def made_up_corpus(num_items: int, seed: int = 0) -> tfidf.Tfidf:
     return tfidf.from_token_sets(["category", "brand", "title"], token_sets)
 
 
-def postings_by_scatter_nd(vectors: exporter.ContentVectors, queries):
+def postings_by_scatter_nd(vectors: tfidf.ContentVectors, queries):
     """The posting-list cosines as the export summed them before: scatter_nd at [M, 2] indices
     (the export now takes a segment sum over flattened positions)."""
     rows, items, weights = vectors.posting_entries(queries)
@@ -94,7 +94,7 @@ def top_k_lines(n: int, batches: list[int], k: int, repeats: int = 5) -> list[di
     for batch in batches:
         scores = tf.constant(rng.standard_normal((batch, n), dtype=np.float32))
         plain = tf.function(lambda s: tf.math.top_k(s, k))
-        chunked = tf.function(lambda s: exporter.exact_top_k(s, k))
+        chunked = tf.function(lambda s: topk.exact_top_k(s, k))
         seconds = {}
         for method, fn in (("tf.math.top_k", plain), ("exact_top_k", chunked)):
             fn(scores)
@@ -140,7 +140,7 @@ def chunk_lines(vectors, n: int, batch: int, chunks: list[int], k: int, dim: int
     def rank(queries, rows):
         scores = tf.matmul(queries, items, transpose_b=True)
         scores += vectors.similarities(vectors.of_rows(rows))
-        return list(exporter.exact_top_k(scores, k))
+        return list(topk.exact_top_k(scores, k))
 
     lines, results = [], {}
     for chunk in chunks:
@@ -191,7 +191,7 @@ def main():
     content = tfidf.build(args.data_dir) if args.data_dir else made_up_corpus(args.num_items)
     matrix = content.matrix.tocsr()
     n, v = matrix.shape
-    vectors = exporter.ContentVectors(content)
+    vectors = tfidf.ContentVectors(content)
     postings = np.diff(matrix.tocsc().indptr)
     rng = np.random.default_rng(1)
 

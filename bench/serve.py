@@ -67,9 +67,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssl_retrieval import config as config_lib  # noqa: E402
-from ssl_retrieval import model as model_lib  # noqa: E402
 from ssl_retrieval import testing  # noqa: E402
 from ssl_retrieval.compat import tf  # noqa: E402
+from ssl_retrieval.model import two_tower as model_lib  # noqa: E402
 from ssl_retrieval.serving import (
     api,  # noqa: E402
     exporter,  # noqa: E402

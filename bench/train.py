@@ -7,7 +7,7 @@ Prints JSON lines, all measured in this run on the same data and the same towers
   {"figure": "ratios", "cfm_over_baseline", "baseline_over_stock_tfrs", "input_over_cfm"}
 
 With --levers, instead: what each lever of the recipe costs in training speed, one stack measured
-in this run (README, "The training recipe"):
+in this run (docs/recipe.md, "What each lever costs in training speed"):
   {"figure": "lever", "lever", "flags", "examples_per_s", "over_paper_setup"}
   paper setup (two towers, an id row per item, Adagrad 0.1) -> + shared tower -> + ids only for
   items in >= 2 pairs and id dropout 0.2 -> + Adam 0.001 (the recipe); then the recipe with
@@ -16,11 +16,17 @@ in this run (README, "The training recipe"):
 With --optimizers=adam,lazy_adam: the recipe's examples/s with each optimizer, in this run:
   {"figure": "optimizer", "optimizer", "items", "examples_per_s", "over_first"}
 
+With --ssl: what an SSL task costs the recipe, measured in this run, the variants in turn,
+--rounds times (the machine is shared: a round that ran beside another job shows it):
+  {"figure": "ssl", "round", "variant", "flags", "examples_per_s", "over_recipe"}
+  the recipe, + cfm, + cfm with the cold-start view (--ssl_id_view=cold_start), + rfm.
+
 The stock model is `tfrs.Model` + `tfrs.tasks.Retrieval` (dot product of the same L2-normalised
 towers, temperature 0.07, no SSL), trained by the same loop. Examples = pairs of the main batch.
 
   .venv/bin/python bench/train.py [--data_dir=runs/debian/data] [--steps=40] [--levers]
   .venv/bin/python bench/train.py --data_dir=runs/scale/data --optimizers=adam,lazy_adam,adagrad
+  .venv/bin/python bench/train.py --ssl --steps=60 --warmup=10 --rounds=2
 """
 
 import argparse
@@ -38,7 +44,7 @@ import tensorflow_recommenders as tfrs  # noqa: E402, I001
 
 from ssl_retrieval import config as config_lib  # noqa: E402
 from ssl_retrieval import data as data_lib  # noqa: E402
-from ssl_retrieval import model as model_lib  # noqa: E402
+from ssl_retrieval.model import two_tower as model_lib  # noqa: E402
 from ssl_retrieval import data_dir as data_dir_lib  # noqa: E402
 from ssl_retrieval import testing  # noqa: E402
 from ssl_retrieval.compat import tf  # noqa: E402
@@ -143,6 +149,31 @@ def levers(data_dir, dataset, args):
         )
 
 
+SSL_VARIANTS = [
+    ("recipe", {}),
+    ("recipe + cfm", dict(method="cfm")),
+    ("recipe + cfm + cold-start view", dict(method="cfm", ssl_id_view="cold_start")),
+    ("recipe + rfm", dict(method="rfm")),
+]
+
+
+def ssl_costs(data_dir, dataset, args):
+    """Examples/s of the recipe (the package defaults) with each SSL variant, --rounds times."""
+    for round_ in range(args.rounds):
+        recipe = None
+        for name, flags in SSL_VARIANTS:
+            rate = recipe_rate(data_dir, dataset, args, **flags)
+            recipe = recipe or rate
+            emit(
+                figure="ssl",
+                round=round_,
+                variant=name,
+                flags=flags,
+                examples_per_s=round(rate, 1),
+                over_recipe=round(rate / recipe, 3),
+            )
+
+
 def optimizers(data_dir, dataset, args):
     """Examples/s of the recipe (the package defaults) with each of --optimizers."""
     items = DataDir(data_dir).schema.counts.get("items")
@@ -174,6 +205,10 @@ def main():
         help="Comma list of --optimizer values: the recipe's examples/s with each instead "
         "(e.g. adam,lazy_adam,adagrad; at 1M items Keras's Adam rewrites whole tables).",
     )
+    parser.add_argument(
+        "--ssl", action="store_true", help="what an SSL task costs the recipe instead (see above)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="--ssl: times each variant runs")
     args = parser.parse_args()
     data_dir, source = args.data_dir, "debian"
     if not os.path.exists(os.path.join(data_dir, data_dir_lib.SCHEMA)):
@@ -189,6 +224,8 @@ def main():
         return levers(data_dir, dataset, args)
     if args.optimizers:
         return optimizers(data_dir, dataset, args)
+    if args.ssl:
+        return ssl_costs(data_dir, dataset, args)
 
     # Steady state, like the training figures: the first batches wait for the shuffle buffers
     # (100k records per stream) to fill, which happens once per run, not per step.

@@ -1,5 +1,5 @@
-"""Benchmark of one validation during training (`trainer.Validator`): embedding the corpus and
-ranking it for the validation queries, as every early-stopping check does.
+"""Benchmark of one validation during training (`Validator`, training/validation.py): embedding
+the corpus and ranking it for the validation queries, as every early-stopping check does.
 
 Prints JSON lines, measured in this run on the same model, data and queries:
   {"figure": "validation", "embedding": "whole_corpus", "seconds", "recall_at_50"}
@@ -25,9 +25,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssl_retrieval import config as config_lib  # noqa: E402
-from ssl_retrieval import model as model_lib  # noqa: E402
 from ssl_retrieval.compat import tf  # noqa: E402
-from ssl_retrieval.training import trainer  # noqa: E402
+from ssl_retrieval.model import two_tower as model_lib  # noqa: E402
+from ssl_retrieval.training import validation  # noqa: E402
 
 
 def emit(**fields):
@@ -51,7 +51,7 @@ def main():
     args = parser.parse_args()
     config = config_lib.load(args.model_dir)
     model = model_lib.load_from_model_dir(args.model_dir)
-    validator = trainer.Validator(config)
+    validator = validation.Validator(config)
     functions = (
         tf.function(model.query_tower, reduce_retracing=True),
         tf.function(model.item_tower, reduce_retracing=True),

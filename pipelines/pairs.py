@@ -6,6 +6,13 @@ runners agree, and no pair leaks between splits. A second, differently salted ha
 validation split out of the rest (`validation_fraction` of it), before training down-sampling
 (`train_fraction`, a third hash): the eval and validation splits are therefore the same pairs at
 every training fraction, so tuning on validation and reporting on eval compare like with like.
+
+With `split_by="link"` the three hashes are of the unordered pair (`split_key`): a pair and its
+reverse (b, a) fall in the same split and are kept or dropped together. The default, "pair",
+splits them independently: on data whose links come in both directions most eval pairs then
+have their reverse in training, which a model (or the query's own training links) can recall
+without generalising. Every split pair also leaves a `LINK_RECORD`, from which
+`stats.CountReverseLinks` counts the eval and validation pairs whose reverse is in training.
 """
 
 from __future__ import annotations
@@ -25,6 +32,14 @@ from ssl_retrieval import schema as schema_lib
 TRAIN = "train"
 EVAL = "eval"
 VALIDATION = "validation"
+PAIR = "pair"
+LINK = "link"
+SPLIT_BY = (PAIR, LINK)
+# A split pair as its link: the unordered pair as 64 bits (item indices, or a hash of the ids),
+# and `code` = 2 * split (TRAIN 0, VALIDATION 1, EVAL 2) + 1 if it is the link's reverse
+# direction (query after candidate).
+LINK_RECORD = np.dtype([("link", "<u8"), ("code", "u1")])
+LINK_SPLITS = (TRAIN, VALIDATION, EVAL)
 
 
 def unit_hash(text: str, salt: str = "") -> float:
@@ -37,11 +52,23 @@ def pair_key(query_id: str, candidate_id: str) -> str:
     return f"{query_id}\x1f{candidate_id}"
 
 
+def split_key(query_id: str, candidate_id: str, split_by: str = PAIR) -> str:
+    """What the split's hashes hash: the pair's key, or with `split_by=LINK` the key of the
+    unordered pair (its ids in code-point order), which a pair and its reverse share."""
+    if split_by == LINK and candidate_id < query_id:
+        return pair_key(candidate_id, query_id)
+    return pair_key(query_id, candidate_id)
+
+
 def split_of(
-    query_id: str, candidate_id: str, eval_fraction: float, validation_fraction: float = 0.0
+    query_id: str,
+    candidate_id: str,
+    eval_fraction: float,
+    validation_fraction: float = 0.0,
+    split_by: str = PAIR,
 ) -> str:
     """EVAL, VALIDATION or TRAIN for a pair (before training down-sampling)."""
-    key = pair_key(query_id, candidate_id)
+    key = split_key(query_id, candidate_id, split_by)
     if unit_hash(key, "split") < eval_fraction:
         return EVAL
     if validation_fraction > 0 and unit_hash(key, "validation") < validation_fraction:
@@ -49,10 +76,34 @@ def split_of(
     return TRAIN
 
 
-def kept_for_training(query_id: str, candidate_id: str, train_fraction: float) -> bool:
+def kept_for_training(
+    query_id: str, candidate_id: str, train_fraction: float, split_by: str = PAIR
+) -> bool:
     if train_fraction >= 1.0:
         return True
-    return unit_hash(pair_key(query_id, candidate_id), "train_fraction") < train_fraction
+    return unit_hash(split_key(query_id, candidate_id, split_by), "train_fraction") < train_fraction
+
+
+def link_records(split_pairs: dict, index_of=None) -> bytes:
+    """`LINK_RECORD`s (as bytes) of split pairs, {TRAIN, VALIDATION, EVAL: [(query, candidate,
+    ...)]}: item indices when `index_of` is None, else ids, whose link is then a 64-bit hash of
+    the unordered pair (two links share one with odds of about n^2 / 2^65)."""
+    links, codes = [], []
+    for number, split in enumerate(LINK_SPLITS):
+        for pair in split_pairs.get(split, ()):
+            q, c = pair[0], pair[1]
+            low, high, reverse = (c, q, 1) if c < q else (q, c, 0)
+            links.append((low << 32) | high if index_of is None else index_of(low, high))
+            codes.append(2 * number + reverse)
+    records = np.empty(len(links), dtype=LINK_RECORD)
+    records["link"], records["code"] = links, codes
+    return records.tobytes()
+
+
+def link_hash(low: str, high: str) -> int:
+    """The 64-bit link of two ids in code-point order (`link_records` of ids)."""
+    digest = hashlib.blake2b(pair_key(low, high).encode("utf-8"), digest_size=8, person=b"link")
+    return int.from_bytes(digest.digest(), "big")
 
 
 def item_features(item: dict, features, prefix: str = "") -> dict[str, bytes]:
@@ -227,10 +278,18 @@ def _weight_entry(weight: float) -> bytes:
     return tf_example.entries({schema_lib.WEIGHT_KEY: tf_example.float_feature([weight])})
 
 
-SPLIT_OUTPUTS = (TRAIN, VALIDATION, EVAL, "train_candidates", "eval_candidates", "downsampled")
+SPLIT_OUTPUTS = (
+    TRAIN,
+    VALIDATION,
+    EVAL,
+    "train_candidates",
+    "eval_candidates",
+    "downsampled",
+    "links",
+)
 
 
-def _split_records(batch, fractions):
+def _split_records(batch, fractions, split_by: str = PAIR):
     """A batch of joined pairs (tuples starting query, candidate) split: ({TRAIN, VALIDATION,
     EVAL: pairs}, train candidates, eval candidates, number down-sampled away).
 
@@ -241,8 +300,8 @@ def _split_records(batch, fractions):
     train_candidates, eval_candidates, downsampled = [], [], 0
     for pair in batch:
         q, c = pair[0], pair[1]
-        split = split_of(q, c, eval_fraction, validation_fraction)
-        if split == TRAIN and not kept_for_training(q, c, train_fraction):
+        split = split_of(q, c, eval_fraction, validation_fraction, split_by)
+        if split == TRAIN and not kept_for_training(q, c, train_fraction, split_by):
             downsampled += 1
             continue
         out[split].append(pair)
@@ -261,16 +320,17 @@ def _tagged_stats(train_candidates, eval_candidates, downsampled):
     yield beam.pvalue.TaggedOutput("downsampled", downsampled)
 
 
-def _split_batch(batch, fractions, record):
+def _split_batch(batch, fractions, record, split_by: str = PAIR):
     """The tagged outputs of a batch of joined pairs (tuples starting query, candidate).
 
     `fractions`: (eval, validation, train) fractions; `record(pair)` -> (key, value).
     """
-    out, *stats = _split_records(batch, fractions)
+    out, *stats = _split_records(batch, fractions, split_by)
     for name, split_pairs in out.items():
         if split_pairs:
             yield beam.pvalue.TaggedOutput(name, [record(pair) for pair in split_pairs])
     yield from _tagged_stats(*stats)
+    yield beam.pvalue.TaggedOutput("links", link_records(out, index_of=link_hash))
 
 
 def _unknown_item(path: str, line: int, field: str, query: str, candidate: str) -> dict:
@@ -397,9 +457,10 @@ class _PerBundle:
 
 
 class _LookupAndRoute(beam.DoFn):
-    def __init__(self, fractions, shards):
+    def __init__(self, fractions, shards, split_by=PAIR):
         self._fractions = fractions
         self._shards = shards
+        self._split_by = split_by
         self._index = _PerBundle(id_index)
 
     def setup(self):
@@ -424,11 +485,17 @@ class _LookupAndRoute(beam.DoFn):
             else:
                 known.append((query, candidate, pair[schema_lib.RAW_WEIGHT], q, c))
         routed, train_candidates, eval_candidates, downsampled = _split_and_route(
-            known, self._fractions, self._shards
+            known, self._fractions, self._shards, self._split_by
         )
+        indices = {}  # split -> [(query index, candidate index)], for the links
         for split in (TRAIN, VALIDATION, EVAL):
             for shard, rows in sorted(routed[split].items()):
-                yield (split, shard), np.array(rows, dtype=PAIR_RECORD).tobytes()
+                records = np.array(rows, dtype=PAIR_RECORD)
+                indices.setdefault(split, []).extend(
+                    zip(records["query"].tolist(), records["candidate"].tolist(), strict=True)
+                )
+                yield (split, shard), records.tobytes()
+        yield beam.pvalue.TaggedOutput("links", link_records(indices))
         # Candidates as item indices (ComputeSliceStats with ids): see batches.CountIndices.
         yield from _tagged_stats(
             np.array(train_candidates, dtype="<u4").tobytes(),
@@ -437,12 +504,13 @@ class _LookupAndRoute(beam.DoFn):
         )
 
 
-def _split_and_route(known, fractions, shards):
+def _split_and_route(known, fractions, shards, split_by=PAIR):
     """`_split_records` and `writers.shard_of` / `writers.order_key` of looked-up pairs
     (query, candidate, weight, query index, candidate index) in one pass, each pair's key
     encoded once: ({split: {shard: [(order, q, c, weight)]}}, train candidate indices, eval
     candidate indices, number down-sampled away). The same hashes (`unit_hash`), inlined: this
-    runs once per pair."""
+    runs once per pair. With `split_by=LINK` the split's hashes take `split_key`; the shard and
+    the order in it stay the pair's."""
     eval_fraction, validation_fraction, train_fraction = fractions
     from_bytes, scale = int.from_bytes, 2.0**64
     # Copies of salted hashers: a third cheaper than building one with its salt per hash.
@@ -460,17 +528,20 @@ def _split_and_route(known, fractions, shards):
     routed = {split: {} for split in (TRAIN, VALIDATION, EVAL)}
     num_shards = {split: shards[split] for split in routed}
     train_candidates, eval_candidates, downsampled = [], [], 0
+    by_link = split_by == LINK
     for query, candidate, weight, q, c in known:
         key = f"{query}\x1f{candidate}".encode()  # pair_key
-        if number(split_hash, key) / scale < eval_fraction:
+        # split_key
+        hashed = f"{candidate}\x1f{query}".encode() if by_link and candidate < query else key
+        if number(split_hash, hashed) / scale < eval_fraction:
             split = EVAL
             eval_candidates.append(c)
-        elif validation_fraction > 0 and number(validation_hash, key) / scale < (
+        elif validation_fraction > 0 and number(validation_hash, hashed) / scale < (
             validation_fraction
         ):
             split = VALIDATION
         else:
-            if train_fraction < 1.0 and not number(train_hash, key) / scale < train_fraction:
+            if train_fraction < 1.0 and not number(train_hash, hashed) / scale < train_fraction:
                 downsampled += 1
                 continue
             split = TRAIN
@@ -489,8 +560,9 @@ class LookupPairs(beam.PTransform):
     where it is. Outputs as JoinPairs', except that the three splits are one output, "pairs":
     ((split, shard), `PAIR_RECORD`s as bytes) for `shards[split]` shards (`writers.shard_of`
     the pair key), which `WritePairShards` turns into Examples as it writes each shard, so the
-    job never holds every Example at once; and "train_candidates" / "eval_candidates" hold
-    item indices (little-endian uint32 bytes), not ids. The same dead letters as JoinPairs.
+    job never holds every Example at once; "train_candidates" / "eval_candidates" hold
+    item indices (little-endian uint32 bytes), not ids; the "links" are of item indices, not of
+    hashes of ids. The same dead letters as JoinPairs.
 
     Args:
       ids: side input (AsList) of `catalogue_ids` elements.
@@ -504,15 +576,17 @@ class LookupPairs(beam.PTransform):
         train_fraction: float,
         validation_fraction: float = 0.0,
         shards: dict | None = None,
+        split_by: str = PAIR,
     ):
         super().__init__()
         self._ids = ids
         self._fractions = (eval_fraction, validation_fraction, train_fraction)
         self._shards = dict(shards or {TRAIN: 1, VALIDATION: 1, EVAL: 1})
+        self._split_by = split_by
 
     def expand(self, pairs):
         split = pairs | "LookupAndSplit" >> beam.ParDo(
-            _LookupAndRoute(self._fractions, self._shards), self._ids
+            _LookupAndRoute(self._fractions, self._shards, self._split_by), self._ids
         ).with_outputs(ERRORS, *SPLIT_OUTPUTS[3:], main="pairs")
         return {name: split[name] for name in ("pairs", *SPLIT_OUTPUTS[3:], ERRORS)}
 
@@ -604,8 +678,9 @@ class JoinPairs(beam.PTransform):
 
     Outputs: TRAIN, VALIDATION, EVAL: lists of (key, Example bytes); "train_candidates" /
     "eval_candidates": lists of candidate ids; "downsampled": the number of pairs removed by
-    `train_fraction`, per bucket; ERRORS: dead letters. A pair naming an item that is not in the
-    corpus is a dead letter (field query_id or candidate_id).
+    `train_fraction`, per bucket; "links": `LINK_RECORD`s of the split pairs as bytes, per
+    batch (`stats.CountReverseLinks`); ERRORS: dead letters. A pair naming an item that is not
+    in the corpus is a dead letter (field query_id or candidate_id).
     """
 
     def __init__(
@@ -614,12 +689,14 @@ class JoinPairs(beam.PTransform):
         train_fraction: float,
         validation_fraction: float = 0.0,
         num_buckets: int = 1,
+        split_by: str = PAIR,
     ):
         super().__init__()
         self._eval_fraction = eval_fraction
         self._train_fraction = train_fraction
         self._validation_fraction = validation_fraction
         self._num_buckets = num_buckets
+        self._split_by = split_by
 
     def expand(self, inputs):
         pairs, items = inputs["pairs"], inputs["items"]
@@ -689,6 +766,7 @@ class JoinPairs(beam.PTransform):
         )
 
         fractions = (eval_fraction, validation_fraction, train_fraction)
+        split_by = self._split_by
 
         def split_and_encode(batch):
             # pair: (query, candidate, weight, file, line, query entries, candidate entries)
@@ -696,6 +774,7 @@ class JoinPairs(beam.PTransform):
                 batch,
                 fractions,
                 lambda p: (pair_key(p[0], p[1]), pair_example(p[6], p[5], p[2])),
+                split_by,
             )
 
         split = with_both.pairs | "SplitAndEncode" >> beam.FlatMap(split_and_encode).with_outputs(
@@ -709,5 +788,6 @@ class JoinPairs(beam.PTransform):
             "train_candidates": split.train_candidates,
             "eval_candidates": split.eval_candidates,
             "downsampled": split.downsampled,
+            "links": split.links,
             ERRORS: errors,
         }

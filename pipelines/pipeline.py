@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import (
     batches,
+    beam_options,
     mutual_information,
     raw_io,
     readers,
@@ -43,6 +44,8 @@ from pipelines import (
 )
 from pipelines.pairs import (
     EVAL,
+    PAIR,
+    SPLIT_BY,
     TRAIN,
     VALIDATION,
     EncodeItems,
@@ -84,6 +87,8 @@ class PreprocessConfig:
       schema: path of the dataset schema JSON.
       output_dir: the data directory to create.
       eval_fraction: share of pairs (by pair hash) held out for evaluation (the test split).
+      split_by: "pair" (each pair hashed on its own) or "link" (a pair and its reverse hashed
+        together: same split, kept or dropped together by train_fraction).
       validation_fraction: share of the remaining pairs (by another hash) held out for model
         selection and tuning; the same pairs at every train_fraction.
       train_fraction: share of training pairs kept (data-sparsity study); eval is untouched.
@@ -104,6 +109,14 @@ class PreprocessConfig:
     )
     eval_fraction: float = option(
         0.1, "Share of pairs held out for evaluation, chosen by a hash of the pair."
+    )
+    split_by: str = option(
+        PAIR,
+        "What the split hashes: pair (query, candidate), or link (the unordered pair: a pair and "
+        "its reverse fall in the same split and --train_fraction keeps or drops them together). "
+        "Use link when links come in both directions: with pair, eval pairs whose reverse is in "
+        "training can be recalled without generalising (stats.json reports their share).",
+        enum=SPLIT_BY,
     )
     validation_fraction: float = option(
         0.05,
@@ -166,6 +179,10 @@ class PreprocessConfig:
             (self.min_count is None or self.min_count >= 1, "--min_count must be >= 1"),
             (self.num_shards >= 0, "--num_shards must be >= 0 (0 = automatic)"),
             (self.join in JOINS, f"--join={self.join!r} is not one of {list(JOINS)}"),
+            (
+                self.split_by in SPLIT_BY,
+                f"--split_by={self.split_by!r} is not one of {list(SPLIT_BY)}",
+            ),
             (
                 self.input_format in readers.FORMATS,
                 f"--input_format={self.input_format!r} is not one of {list(readers.FORMATS)}",
@@ -271,6 +288,37 @@ def _read_meta(directory: str, name: str) -> list:
         return [value for key, value in map(json.loads, filter(str.strip, f)) if key == name]
 
 
+def _join_and_write_pairs(config: PreprocessConfig, pairs, encoded, join: str, shards, out: str):
+    """Pairs meet their items' features, are split and written (`join`: SIDE_INPUT or SHUFFLE).
+
+    Returns (the join's outputs, (name, records) per written shard, the side input of catalogue
+    ids when candidates are item indices, else None).
+    """
+    split_shards = {split: shards[split] for split in (TRAIN, EVAL, VALIDATION)}
+    fractions = (config.eval_fraction, config.train_fraction, config.validation_fraction)
+    if join == SIDE_INPUT:
+        ids = beam.pvalue.AsList(encoded | "CatalogueIds" >> beam.Map(catalogue_ids))
+        entries = beam.pvalue.AsList(encoded | "CatalogueEntries" >> beam.Map(catalogue_entries))
+        joined = pairs | "LookupPairs" >> LookupPairs(
+            ids, *fractions, shards=split_shards, split_by=config.split_by
+        )
+        # (name, records) per shard of the three splits
+        pair_counts = joined["pairs"] | "WritePairs" >> WritePairShards(
+            out, split_shards, ids, entries
+        )
+        return joined, pair_counts, ids  # LookupPairs gives the candidates as item indices
+    joined = {"pairs": pairs, "items": encoded} | "JoinPairs" >> JoinPairs(
+        *fractions, num_buckets=shards["buckets"], split_by=config.split_by
+    )
+    pair_counts = [
+        joined[split]
+        | f"Write{split.capitalize()}" >> writers.WriteSortedShards(out, split, n)
+        | f"Count_{split}_pairs" >> beam.Map(lambda n, name=f"{split}_pairs": (name, n))
+        for split, n in split_shards.items()
+    ] | "AllPairCounts" >> beam.Flatten()
+    return joined, pair_counts, None
+
+
 def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, shards, out: str):
     """Adds the whole job to pipeline `p`, writing into directory `out`.
 
@@ -295,36 +343,9 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
     item_records = encoded | "ItemRecords" >> beam.Map(
         lambda bucket: [(item_id, example) for item_id, example, _, _ in bucket[1]]
     )
-    split_shards = {split: shards[split] for split in (TRAIN, EVAL, VALIDATION)}
-    if _join_of(config, inputs["items"]) == SIDE_INPUT:
-        ids = beam.pvalue.AsList(encoded | "CatalogueIds" >> beam.Map(catalogue_ids))
-        entries = beam.pvalue.AsList(encoded | "CatalogueEntries" >> beam.Map(catalogue_entries))
-        joined = parsed_pairs["pairs"] | "LookupPairs" >> LookupPairs(
-            ids,
-            config.eval_fraction,
-            config.train_fraction,
-            config.validation_fraction,
-            shards=split_shards,
-        )
-        # (name, records) per shard of the three splits
-        pair_counts = joined["pairs"] | "WritePairs" >> WritePairShards(
-            out, split_shards, ids, entries
-        )
-        candidate_ids = ids  # LookupPairs gives the candidates as item indices
-    else:
-        candidate_ids = None
-        joined = {"pairs": parsed_pairs["pairs"], "items": encoded} | "JoinPairs" >> JoinPairs(
-            config.eval_fraction,
-            config.train_fraction,
-            config.validation_fraction,
-            num_buckets=shards["buckets"],
-        )
-        pair_counts = [
-            joined[split]
-            | f"Write{split.capitalize()}" >> writers.WriteSortedShards(out, split, n)
-            | f"Count_{split}_pairs" >> beam.Map(lambda n, name=f"{split}_pairs": (name, n))
-            for split, n in split_shards.items()
-        ] | "AllPairCounts" >> beam.Flatten()
+    joined, pair_counts, candidate_ids = _join_and_write_pairs(
+        config, parsed_pairs["pairs"], encoded, _join_of(config, inputs["items"]), shards, out
+    )
     item_count = item_records | "WriteItems" >> writers.WriteSortedShards(
         out, "items", shards["items"]
     )
@@ -332,6 +353,9 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
         "train_candidates": joined["train_candidates"],
         "eval_candidates": joined["eval_candidates"],
     } | "SliceStats" >> stats.ComputeSliceStats(out, config.head_fraction, ids=candidate_ids)
+    # A few million links a bucket (9 bytes each): the count scales out like the rest.
+    link_buckets = max(1, math.ceil(shards[TRAIN] / 64))
+    reverse = joined["links"] | "ReverseLinks" >> stats.CountReverseLinks(link_buckets)
 
     errors = (
         parsed_items[raw_io.ERRORS],
@@ -368,6 +392,7 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, schema, inputs, s
         | "NumValues" >> beam.FlatMap(num_values)
         | "SumNumValues" >> beam.CombinePerKey(sum),
         "slices": slice_stats,
+        "reverse": reverse,
         "counts": (
             pair_counts,
             count("items", item_count, int),
@@ -420,14 +445,14 @@ Written by `python -m pipelines.preprocess` from:
 - pairs: `{pairs}`
 - schema: `{schema}`
 (eval_fraction {eval_fraction}, validation_fraction {validation_fraction}, train_fraction
-{train_fraction}, head_fraction {head_fraction})
+{train_fraction}, head_fraction {head_fraction}, split_by {split_by})
 
 | file | what it is |
 |---|---|
 | `schema.json` | features in order with kinds, vocabulary sizes and files, OOV buckets, dense normalisation constants; record counts; file patterns. The trainer builds its input layer from it. |
 | `vocab/<feature>.txt` | one value per line, most frequent first; line i is id i + oov_buckets. |
 | `mutual_info.json` | k x k mutual information between features (nats) over the item corpus, entropies, and each feature's others ranked by MI. |
-| `train-*.tfrecord`, `validation-*.tfrecord`, `eval-*.tfrecord` | tf.Example pairs: `query_<feature>`, `candidate_<feature>`, `weight`. Split by a hash of the pair: eval is the test split (report on it), validation is for model selection and tuning (choose on it). Records are in the order of a hash of the pair, so any stretch of a file is a random sample. |
+| `train-*.tfrecord`, `validation-*.tfrecord`, `eval-*.tfrecord` | tf.Example pairs: `query_<feature>`, `candidate_<feature>`, `weight`. Split by a hash of the pair (with split_by link, of the unordered pair, so a pair and its reverse share a split): eval is the test split (report on it), validation is for model selection and tuning (choose on it). Records are in the order of a hash of the pair, so any stretch of a file is a random sample. |
 | `items-*.tfrecord` | the item corpus, one tf.Example per item (uniform item sampling, evaluation corpus, serving index). |
 | `stats.json`, `stats/` | candidate counts in training, the head set and the cold set for head/tail evaluation. |
 | `errors/` | dead letters: records that were skipped, with file, line, field and reason. |
@@ -437,6 +462,8 @@ Written by `python -m pipelines.preprocess` from:
 | | |
 |---|---|
 {count_rows}
+
+{reverse_note}
 
 ## Mutual information (features ranked by MI with each feature)
 
@@ -453,10 +480,17 @@ def _write_json(path: str, obj) -> None:
 def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
     """Runs the job and returns a summary (counts, shards, seconds).
 
+    Args:
+      config: the run's options.
+      beam_args: Beam pipeline options (`--runner=...`), each checked before any work.
+
     Raises:
-      ValueError: bad configuration, unreadable input, or too many dead letters (the message
-        names the counts and where the dead letters were kept).
+      ValueError: bad configuration, an argument that is not a Beam option, unreadable input,
+        or too many dead letters (the message names the counts and where the dead letters were
+        kept).
     """
+    own_flags = [f"--{field.name}" for field in dataclasses.fields(PreprocessConfig)]
+    options = beam_options.pipeline_options(beam_args or [], own_flags)
     schema = schema_lib.load(config.schema)
     out_dir = config.output_dir
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not config.overwrite:
@@ -488,7 +522,6 @@ def run(config: PreprocessConfig, beam_args: list[str] | None = None) -> dict:
     os.makedirs(os.path.join(tmp, "errors"))
     start = time.time()
     try:
-        options = PipelineOptions(beam_args or [])
         logging.info(
             "preprocess: %d item files (%s), %d pair files (%s) -> %s (%s join, %d train shards)",
             len(files["items"]),
@@ -568,6 +601,7 @@ def _finish(config, schema, shards, tmp, files) -> dict:
     slices = {}
     for d in _read_meta(tmp, "slices"):
         slices.update(d)
+    reverse = reverse_links(counts, _read_meta(tmp, "reverse"), config.split_by)
     stats_json = {
         "num_items": counts["items"],
         "num_train_pairs": counts["train_pairs"],
@@ -577,18 +611,78 @@ def _finish(config, schema, shards, tmp, files) -> dict:
         "head_fraction": config.head_fraction,
         "num_head_items": slices.get("num_head_items", 0),
         "num_cold_items": slices.get("num_cold_items", 0),
+        **reverse,
         "files": dict(data_dir_lib.STATS_FILES),
     }
     _write_json(os.path.join(tmp, data_dir_lib.STATS), stats_json)
     shutil.rmtree(os.path.join(tmp, META), ignore_errors=True)
     count_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items()))
     count_rows += "\n" + "\n".join(
-        f"| {k} | {stats_json[k]} |" for k in ("num_head_items", "num_cold_items")
+        f"| {k} | {stats_json[k]} |" for k in ("num_head_items", "num_cold_items", *reverse)
     )
     ranked = "\n".join(f"- `{n}`: {', '.join(mi['ranked'][n])}" for n in names)
     with open(os.path.join(tmp, data_dir_lib.README), "w", encoding="utf-8") as f:
-        f.write(README.format(**dataclasses.asdict(config), count_rows=count_rows, ranked=ranked))
-    return {"counts": counts, "shards": shards, "files": {k: len(v) for k, v in files.items()}}
+        f.write(
+            README.format(
+                **dataclasses.asdict(config),
+                count_rows=count_rows,
+                ranked=ranked,
+                reverse_note=_reverse_note(reverse),
+            )
+        )
+    return {
+        "counts": counts,
+        "reverse": reverse,
+        "shards": shards,
+        "files": {k: len(v) for k, v in files.items()},
+    }
+
+
+# Above this share of eval (or validation) pairs with their reverse in training, the job warns.
+REVERSE_WARNING_SHARE = 0.1
+
+
+def reverse_links(counts: dict, meta_reverse: list, split_by: str) -> dict:
+    """The stats.json fields of the reverse-link leak: the split, and for eval and validation
+    the pairs whose reverse pair is in training and their share of the split; logs a warning
+    naming --split_by=link when a share is above `REVERSE_WARNING_SHARE`."""
+    found = dict.fromkeys(stats.REVERSE_COUNTS, 0)
+    for name, n in meta_reverse:
+        found[name] += n
+    fields = {"split_by": split_by}
+    high = []
+    for split in ("eval", "validation"):
+        n, total = found[f"{split}_pairs_with_reverse_in_train"], counts[f"{split}_pairs"]
+        share = round(n / total, 6) if total else 0.0
+        fields[f"{split}_pairs_with_reverse_in_train"] = n
+        fields[f"{split}_reverse_in_train_share"] = share
+        if share > REVERSE_WARNING_SHARE:
+            high.append(f"{100 * share:.1f}% of {split} pairs ({n} of {total})")
+    if high:
+        logging.warning(
+            "preprocess: %s have their reverse pair in training: a model can recall them without "
+            "generalising. If the data holds links in both directions, preprocess with "
+            "--split_by=link (a pair and its reverse in the same split).",
+            " and ".join(high),
+        )
+    return fields
+
+
+def _reverse_note(reverse: dict) -> str:
+    eval_share, validation_share = (
+        100 * reverse[f"{split}_reverse_in_train_share"] for split in ("eval", "validation")
+    )
+    note = (
+        f"Split by {reverse['split_by']}: {eval_share:.1f}% of eval pairs and "
+        f"{validation_share:.1f}% of validation pairs have their reverse pair (candidate, query) "
+        "in training."
+    )
+    if max(eval_share, validation_share) > 100 * REVERSE_WARNING_SHARE:
+        note += (
+            " A model can recall those without generalising: if the data holds links in both "
+            "directions, preprocess with `--split_by=link`."
+        )
+    return note
 
 
 def _first_errors(directory: str, n: int) -> str:

@@ -2,15 +2,20 @@ r"""Preprocesses raw items and pairs into the data directory the trainer reads.
 
   python -m pipelines.preprocess --items='runs/debian/raw/items*.jsonl' \
       --pairs='runs/debian/raw/pairs*.jsonl' --schema=runs/debian/raw/schema.json \
-      --output_dir=runs/debian/data [--train_fraction=0.1] [Beam pipeline options]
+      --output_dir=runs/debian/data [--train_fraction=0.1] [--split_by=link] \
+      [Beam pipeline options] [-v 1]
 
 Items and pairs may be JSON Lines, Parquet or CSV with a header (by file extension, or
 --input_format), or BigQuery tables (--input_format=bigquery --items=PROJECT:DATASET.TABLE);
 see pipelines/readers.py for the columns each format needs.
 
-Flags not listed below pass through to Apache Beam untouched, e.g. `--runner=DataflowRunner
---project=... --region=... --temp_location=gs://...`, `--runner=FlinkRunner`, or for the local
-DirectRunner `--direct_running_mode=multi_processing --direct_num_workers=2`.
+Flags not listed below must be Apache Beam pipeline options, which pass through to Beam
+untouched, e.g. `--runner=DataflowRunner --project=... --region=... --temp_location=gs://...`,
+`--runner=FlinkRunner --flink_master=...`, or for the local DirectRunner
+`--direct_running_mode=multi_processing --direct_num_workers=2`. Any other flag (a typo such as
+`--trian_fraction=0.1`) stops the run before it starts, naming the closest flag.
+
+The job logs its own progress; Beam's logs show from WARNING, or all of them with `-v 1`.
 """
 
 from absl import app, flags

@@ -2,15 +2,22 @@
 
 Every record keeps where it came from (file, line) so that a dead letter names the file, the line
 and the field. Dead letters are dicts `{"file", "line", "field", "reason", "record"}`. A record
-reaches validation as `(path, line, raw)`: `raw` is a JSON Lines text, or a dict already decoded
-by another reader (Parquet, CSV, BigQuery: `pipelines/readers.py`), with the same Python types
-JSON would give (str, list of str, int/float, None). Both go through the same checks, so every
-format gives the same records and the same dead letters.
+reaches validation as `(path, line, raw)`: `raw` is a JSON Lines text (its bytes when some are
+not UTF-8), or a dict already decoded by another reader (Parquet, CSV, BigQuery:
+`pipelines/readers.py`), with the same Python types JSON would give (str, list of str,
+int/float, None). Both go through the same checks, so every format gives the same records and
+the same dead letters.
 
 Text values that end up in the output's text files (ids, categorical and multi-hot values) must
 be valid UTF-8 without control characters: a TAB, newline or CR would break
 `stats/candidate_counts.tsv` and `vocab/*.txt`, and replacing undecodable bytes would silently
-change an id (two ids could collide). Such records are dead letters, never altered.
+change an id (two ids could collide). Such records are dead letters, never altered. No element
+of the job may hold a lone surrogate (what "surrogateescape" makes of such bytes): Beam's coders
+encode strings as UTF-8 and would stop the job. So a line with such bytes travels as its bytes,
+and dead letters show them as `\\xNN` (`escaped`).
+
+Numbers are written as float32 (tf.train.FloatList): a dense value or weight outside its range
+is a dead letter too (`number_problem`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ from ssl_retrieval import schema as schema_lib
 
 ERRORS = "errors"
 MAX_RECORD_CHARS = 2000
+NOT_UTF8 = "not valid UTF-8 (undecodable bytes are never replaced)"
+# Every number the job writes is a float32 (tf.train.FloatList): a dense value or a weight
+# beyond these would not survive the write (struct.pack refuses it; np.float32 makes it inf).
+FLOAT32_MAX = 3.4028234663852886e38
+# The smallest positive float32 (a subnormal): a weight below it would be written as 0.
+FLOAT32_SMALLEST = 1.401298464324817e-45
 
 
 def match_files(pattern: str, flag: str) -> list[str]:
@@ -41,6 +54,12 @@ def match_files(pattern: str, flag: str) -> list[str]:
     files = sorted(m.path for m in results)
     if not files:
         raise ValueError(f"{flag}={pattern}: no file matches")
+    for path in files:
+        if undecodable(path):
+            # Every record carries its file's name; Beam's coders cannot encode such a name.
+            raise ValueError(
+                f"{flag}={pattern}: the file name {escaped(path)} is not valid UTF-8; rename it"
+            )
     return files
 
 
@@ -61,6 +80,30 @@ def dead_letter(path: str, line: int, field: str, reason: str, record: str | dic
 _BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def undecodable(text: str) -> bool:
+    """Whether `text` holds lone surrogates: bytes that were not UTF-8, under
+    "surrogateescape"."""
+    return not text.isascii() and _LONE_SURROGATE.search(text) is not None
+
+
+def escaped(text: str) -> str:
+    """`text` with its lone surrogates written out: an undecodable byte (surrogateescape's
+    U+DC80-U+DCFF) as `\\xNN`, any other as `\\uNNNN`.
+
+    Beam's coders encode every string as UTF-8, which has no lone surrogates: a record or a
+    dead letter holding one would stop the job wherever the runner encodes it.
+    """
+
+    def escape(match):
+        code = ord(match.group())
+        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+    return text if text.isascii() else _LONE_SURROGATE.sub(escape, text)
+
+
 def text_problem(value: str) -> str | None:
     """Why `value` cannot be an id or vocabulary value, or None if it can."""
     match = _BAD_TEXT.search(value)
@@ -68,11 +111,18 @@ def text_problem(value: str) -> str | None:
         return None
     ch = match.group()
     if "\ud800" <= ch <= "\udfff":
-        return "not valid UTF-8 (undecodable bytes are never replaced)"
+        return NOT_UTF8
     return (
         f"contains control character U+{ord(ch):04X} {ch!r} at position {match.start()} "
         "(TAB, newline, CR and other control characters would break the output's text files)"
     )
+
+
+def _as_record(text: str) -> str | bytes:
+    """A stripped line as the job carries it: its text, or its bytes when some of them are not
+    UTF-8 (they decoded to lone surrogates, which no Beam coder can encode; `_load` decodes the
+    bytes again, so validation names the field that holds them)."""
+    return text.encode("utf-8", "surrogateescape") if undecodable(text) else text
 
 
 def read_line_batches(path: str, size: int = batches.BATCH_SIZE) -> Iterator[list]:
@@ -82,7 +132,7 @@ def read_line_batches(path: str, size: int = batches.BATCH_SIZE) -> Iterator[lis
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="\n")
         pending, line_no = [], 0
         while lines := text.readlines(1 << 22):
-            stripped = [line.strip() for line in lines]
+            stripped = [_as_record(line.strip()) for line in lines]
             pending += [(path, n, line) for n, line in enumerate(stripped, line_no + 1) if line]
             line_no += len(lines)
             while len(pending) >= size:
@@ -92,11 +142,12 @@ def read_line_batches(path: str, size: int = batches.BATCH_SIZE) -> Iterator[lis
             yield pending
 
 
-def read_lines(path: str) -> Iterator[tuple[str, int, str]]:
+def read_lines(path: str) -> Iterator[tuple[str, int, str | bytes]]:
     """Yields (path, line number from 1, text) for the non-blank lines of one file.
 
-    Undecodable bytes become lone surrogates ("surrogateescape"), which validation dead-letters
-    naming the field: a bad byte in one record never stops the file or changes a value.
+    A line with bytes that are not UTF-8 is yielded as its bytes (`_as_record`); validation
+    decodes them with "surrogateescape" and dead-letters the record naming the field that holds
+    them: a bad byte in one record never stops the file or changes a value.
     """
     with FileSystems.open(path) as raw:
         for line_no, line in enumerate(
@@ -104,7 +155,7 @@ def read_lines(path: str) -> Iterator[tuple[str, int, str]]:
         ):
             text = line.strip()
             if text:
-                yield path, line_no, text
+                yield path, line_no, _as_record(text)
 
 
 class ReadJsonLines(beam.PTransform):
@@ -136,12 +187,28 @@ class Unreadable(NamedTuple):
 
 
 def record_text(raw) -> str:
-    """The raw record as text for a dead letter: the JSON line itself, or a decoded row as JSON."""
+    """The raw record as text for a dead letter: the JSON line itself, or a decoded row as JSON.
+
+    Bytes that are not UTF-8 are written as `\\xNN` (`escaped`), never replaced; a decoded row
+    stays valid JSON (its values hold the `\\xNN`).
+    """
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "backslashreplace")
     if isinstance(raw, str):
-        return raw
+        return escaped(raw)
     if isinstance(raw, Unreadable):
-        return raw.text
-    return json.dumps(raw, ensure_ascii=False, default=repr)
+        return escaped(raw.text)
+    return json.dumps(_escaped_values(raw), ensure_ascii=False, default=repr)
+
+
+def _escaped_values(value):
+    if isinstance(value, str):
+        return escaped(value)
+    if isinstance(value, dict):
+        return {k: _escaped_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped_values(v) for v in value]
+    return value
 
 
 # The C scanner of json.loads without its two Python layers: for a stripped line that is one
@@ -158,7 +225,7 @@ def _fast_object(raw) -> dict | None:
         return None
     try:
         obj, end = _SCAN(raw, 0)
-    except (StopIteration, ValueError):
+    except (StopIteration, ValueError, RecursionError):
         return None
     return obj if end == len(raw) and type(obj) is dict else None
 
@@ -168,14 +235,37 @@ def _load(path: str, line: int, raw) -> tuple[dict | None, dict | None]:
         return raw, None
     if isinstance(raw, Unreadable):
         return None, dead_letter(path, line, raw.field, raw.reason, raw.text)
-    text = raw
+    text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        return None, dead_letter(path, line, "", f"not valid JSON: {e.msg}", text)
+        return None, dead_letter(path, line, "", f"not valid JSON: {e.msg}", raw)
+    except (ValueError, RecursionError) as e:  # an integer of over 4,300 digits; deep nesting
+        return None, dead_letter(path, line, "", f"not valid JSON: {e}", raw)
     if not isinstance(obj, dict):
-        return None, dead_letter(path, line, "", "expected a JSON object", text)
+        return None, dead_letter(path, line, "", "expected a JSON object", raw)
     return obj, None
+
+
+def number_problem(value: int | float) -> str | None:
+    """Why a number cannot be a dense value (written as a float32), or None if it can.
+
+    Compared as Python numbers, so an integer too large for a float is an answer, not an
+    OverflowError.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "not a finite number"
+    if not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+        return f"{_short(value)} does not fit a float32 (at most {FLOAT32_MAX:.6g} in magnitude)"
+    return None
+
+
+def _short(value) -> str:
+    """A value for a reason, short: an integer of 400 digits by its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**16:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _TEXT_KINDS = (schema_lib.ID, schema_lib.CATEGORICAL)
@@ -218,7 +308,7 @@ def _fast_item(features, raw) -> dict | None:
                 if values:
                     item[f.name] = values
         elif kind == schema_lib.DENSE and (kind_of_value is float or kind_of_value is int):
-            if not math.isfinite(value):
+            if not -FLOAT32_MAX <= value <= FLOAT32_MAX:  # also False for nan
                 return None
             item[f.name] = float(value)
         else:
@@ -271,8 +361,9 @@ def validate_item(
             if isinstance(value, bool) or not isinstance(value, int | float):
                 reason = f"expected a number, got {type(value).__name__}"
                 return None, dead_letter(path, line, f.name, reason, raw)
-            if not math.isfinite(value):
-                return None, dead_letter(path, line, f.name, "not a finite number", raw)
+            problem = number_problem(value)
+            if problem:
+                return None, dead_letter(path, line, f.name, problem, raw)
             item[f.name] = float(value)
     return item, None
 
@@ -293,8 +384,8 @@ def validate_pair(path: str, line: int, raw: str | dict) -> tuple[dict | None, d
             and query
             and candidate
             and query != candidate
-            and (type(weight) is float or (type(weight) is int and weight < 1 << 53))
-            and 0 < weight < math.inf
+            and (type(weight) is float or type(weight) is int)
+            and FLOAT32_SMALLEST <= weight <= FLOAT32_MAX
             and not _BAD_TEXT.search(query)
             and not _BAD_TEXT.search(candidate)
         ):
@@ -324,10 +415,13 @@ def validate_pair(path: str, line: int, raw: str | dict) -> tuple[dict | None, d
     if weight is None:
         weight = 1.0
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
-        reason = f"expected a number > 0, got {weight!r}"
+        reason = f"expected a number > 0, got {_short(weight)}"
         return None, dead_letter(path, line, schema_lib.RAW_WEIGHT, reason, raw)
-    if not math.isfinite(weight):
-        return None, dead_letter(path, line, schema_lib.RAW_WEIGHT, "not a finite number", raw)
+    problem = number_problem(weight)
+    if problem is None and weight < FLOAT32_SMALLEST:
+        problem = f"{_short(weight)} would be 0 as a float32 (at least {FLOAT32_SMALLEST:.6g})"
+    if problem:
+        return None, dead_letter(path, line, schema_lib.RAW_WEIGHT, problem, raw)
     pair[schema_lib.RAW_WEIGHT] = float(weight)
     pair["file"], pair["line"] = path, line
     return pair, None

@@ -1,10 +1,12 @@
 """Input formats of the preprocessing job: JSON Lines, Parquet, CSV, and a BigQuery table.
 
 Every reader yields the same elements, batches (lists, `batches.BATCH_SIZE` at most) of
-`(source, line, raw)` records, that `raw_io.ParseItems` and `raw_io.ParsePairs` validate: `raw` is a JSON line (JSON Lines) or a dict with the Python types a
+`(source, line, raw)` records, that `raw_io.ParseItems` and `raw_io.ParsePairs` validate: `raw`
+is a JSON line (JSON Lines; its bytes when some are not UTF-8) or a dict with the Python types a
 JSON object would have (str, list of str, int / float, None) for the others. So the records, the
 dead letters (file, line, field, reason) and the counts are the same whatever the format, and the
-outputs are byte-identical for the same data.
+outputs are byte-identical for the same data. A CSV row or Parquet row holding bytes that are not
+UTF-8 is a `raw_io.Unreadable` naming the column (no element of the job may hold them as text).
 
 - **JSON Lines** (`.jsonl`, `.json`, `.ndjson`, and any unknown extension): `raw_io.ReadJsonLines`.
 - **Parquet** (`.parquet`, `.pq`): `id` and `categorical` features are string columns,
@@ -308,9 +310,65 @@ def read_row_group(element, batch_rows: int = 4096) -> Iterator[tuple[str, int, 
         ) from None
     row = before
     for batch in table.to_batches(max_chunksize=batch_rows):
-        for record in batch.to_pylist():
+        try:
+            records = batch.to_pylist()
+        except UnicodeDecodeError:  # a string column holds bytes that are not UTF-8
+            records = _rows_with_undecodable(batch)
+        for record in records:
             row += 1
             yield path, row, record
+
+
+def _as_binary(t):
+    """The Arrow type of `t` with its strings as binaries: a cast that never decodes."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return _as_binary(t.value_type)
+    if pa.types.is_large_string(t):
+        return pa.large_binary()
+    if _is_text(t):
+        return pa.binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return pa.list_(_as_binary(t.value_type))
+    return t
+
+
+def _rows_with_undecodable(batch) -> list:
+    """`batch.to_pylist()` for a batch whose strings are not all UTF-8: each row holding such a
+    string (Parquet does not check them; pyarrow raises for the whole batch) becomes a
+    `raw_io.Unreadable` naming its first such column, the bad bytes escaped."""
+    columns = {
+        name: batch.column(name).cast(_as_binary(batch.schema.field(name).type)).to_pylist()
+        for name in batch.schema.names
+    }
+    records = []
+    for i in range(batch.num_rows):
+        row, bad = {}, []
+        for name, values in columns.items():
+            value = values[i]
+            try:
+                if isinstance(value, bytes):
+                    value = value.decode("utf-8")
+                elif isinstance(value, list):
+                    value = [v.decode("utf-8") if isinstance(v, bytes) else v for v in value]
+            except UnicodeDecodeError:
+                bad.append(name)
+                value = _surrogates(value)
+            row[name] = value
+        if bad:  # record_text writes the bad bytes as \xNN
+            text = raw_io.record_text(row)
+            records.append(raw_io.Unreadable(bad[0], raw_io.NOT_UTF8, text))
+        else:
+            records.append(row)
+    return records
+
+
+def _surrogates(value):
+    """Bytes (or a list of them) decoded as the text readers decode files: "surrogateescape"."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return [_surrogates(v) if isinstance(v, bytes) else v for v in value]
 
 
 class ReadParquet(beam.PTransform):
@@ -378,6 +436,7 @@ def csv_cell(cell: str, kind: str, separator: str):
 def read_csv(path: str, columns: tuple[Column, ...], separator: str):
     """Yields (path, line where the row starts, row dict or raw_io.Unreadable) for one CSV file."""
     kinds = {c.name: c.kind for c in columns}
+    order = {c.name: i for i, c in enumerate(columns)}  # the field a dead letter names: the first
     with _open_text(path) as f:
         reader = csv.reader(f)
         try:
@@ -397,9 +456,16 @@ def read_csv(path: str, columns: tuple[Column, ...], separator: str):
             if not row:
                 continue  # a blank line
             if len(row) != len(header):
-                text = ",".join(row)
+                text = raw_io.escaped(",".join(row))
                 reason = f"the row has {len(row)} cells, the header {len(header)}"
                 yield path, start, raw_io.Unreadable("", reason, text)
+                continue
+            undecodable = [name for i, name, _ in wanted if raw_io.undecodable(row[i])]
+            if undecodable:
+                # Lone surrogates cannot cross Beam's coders: the reader dead-letters the row.
+                field = min(undecodable, key=order.get)
+                text = raw_io.escaped(",".join(row))
+                yield path, start, raw_io.Unreadable(field, raw_io.NOT_UTF8, text)
                 continue
             yield path, start, {name: csv_cell(row[i], kind, separator) for i, name, kind in wanted}
 

@@ -1,7 +1,9 @@
-"""Training statistics for evaluation slices: candidate counts, the head set, the cold set.
+"""Training statistics for evaluation slices: candidate counts, the head set, the cold set; and
+the reverse-link leak: eval and validation pairs whose reverse pair is in training.
 
 The candidate counts are gathered and sorted on one worker to write one ranked file (one line per
-distinct training candidate); everything before that is a CombinePerKey.
+distinct training candidate); everything before that is a CombinePerKey. The reverse links are
+counted per bucket of links (`CountReverseLinks`); only the per-bucket counts are gathered.
 """
 
 from __future__ import annotations
@@ -79,6 +81,64 @@ class ComputeSliceStats(beam.PTransform):
                 evals=beam.pvalue.AsSingleton(counted("eval_candidates")),
                 **({"ids": self._ids} if by_index else {}),
             )
+        )
+
+
+REVERSE_COUNTS = ("eval_pairs_with_reverse_in_train", "validation_pairs_with_reverse_in_train")
+
+
+def reverse_counts(records: np.ndarray) -> dict[str, int]:
+    """How many eval and validation pairs have their reverse pair in training, from the
+    `pairs.LINK_RECORD`s of every split pair of some links (all of each link's records).
+
+    A pair counts once per record (duplicates included, as in the split's pair counts).
+    """
+    links, inverse = np.unique(records["link"], return_inverse=True)
+    # counts[link, split, direction]
+    counts = np.bincount(
+        inverse.astype(np.int64) * 6 + records["code"], minlength=len(links) * 6
+    ).reshape(-1, 3, 2)
+    reverse_in_train = counts[:, 0, ::-1] > 0  # [link, direction]: the other direction trains
+    splits = pairs.LINK_SPLITS
+    return {
+        name: int(counts[:, splits.index(split), :][reverse_in_train].sum())
+        for name, split in zip(REVERSE_COUNTS, (pairs.EVAL, pairs.VALIDATION), strict=True)
+    }
+
+
+class CountReverseLinks(beam.PTransform):
+    """`pairs.LINK_RECORD` batches (bytes) -> ("<split>_pairs_with_reverse_in_train", count)
+    per link bucket (`reverse_counts`); the driver adds them up.
+
+    Records are routed by their link to `num_buckets` buckets and counted per bucket: a
+    GroupByKey of 9 bytes a pair, no worker holds more than its bucket's links.
+    """
+
+    def __init__(self, num_buckets: int):
+        super().__init__()
+        self._num_buckets = num_buckets
+
+    def expand(self, links):
+        num_buckets = self._num_buckets
+
+        def route(blob):
+            records = np.frombuffer(blob, dtype=pairs.LINK_RECORD)
+            # The link's high bits after a multiplicative mix: item indices are not uniform.
+            mixed = records["link"] * np.uint64(0x9E3779B97F4A7C15) >> np.uint64(32)
+            bucket = (mixed % np.uint64(num_buckets)).astype(np.int64)
+            for b in np.unique(bucket).tolist():
+                yield b, records[bucket == b].tobytes()
+
+        def count(element):
+            _, blobs = element
+            records = np.frombuffer(b"".join(blobs), dtype=pairs.LINK_RECORD)
+            yield from reverse_counts(records).items()
+
+        return (
+            links
+            | "RouteLinks" >> beam.FlatMap(route)
+            | "GroupLinks" >> beam.GroupByKey()
+            | "CountReverse" >> beam.FlatMap(count)
         )
 
 

@@ -4,7 +4,7 @@ Beam workers write hundreds of thousands of Examples; importing TensorFlow in ea
 seconds and its map encoding order is not guaranteed. The tf.Example wire format is tiny
 (tensorflow/core/example/{example,feature}.proto), so we encode it directly, with features in
 sorted key order, which makes the bytes a pure function of the record. `tf.io.parse_example`
-reads them (tested in tests/test_pipeline_tf_example.py).
+reads them (tests/test_pipeline.py, `test_tf_example_encoder_matches_tensorflow`).
 """
 
 from __future__ import annotations

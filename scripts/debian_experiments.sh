@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole Debian experiment behind results/debian (README, "Results on the Debian data"):
+# The whole Debian experiment behind results/debian (docs/results.md, the paper's methods):
 # data at three training fractions, tuning on validation, the MI-normalisation check, then the
 # final runs on test, short fractions first. Every step resumes where it stopped (and skips what
 # the committed JSON Lines already record), so run it again after any interruption.

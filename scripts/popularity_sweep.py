@@ -2,15 +2,15 @@
 
   .venv/bin/python scripts/popularity_sweep.py <model_dir> [data_dir] [betas, e.g. 0,0.02,0.05]
 
-Scores are cos(q, c) + beta * log(1 + training count of c) (ssl_retrieval/popularity.py), on a
+Scores are cos(q, c) + beta * log(1 + training count of c) (ssl_retrieval/ranking/popularity.py), on a
 fixed sample of 4,000 validation queries. Prints one line per beta.
 """
 
 import sys
 
-from ssl_retrieval import model as model_lib
-from ssl_retrieval import popularity
-from ssl_retrieval.evaluation import evaluator, topk
+from ssl_retrieval.evaluation import evaluator
+from ssl_retrieval.model import two_tower as model_lib
+from ssl_retrieval.ranking import popularity, topk
 
 SLICES = ("all", "head", "tail", "cold")
 

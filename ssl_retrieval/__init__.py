@@ -9,9 +9,12 @@ message if Keras 3 is active anyway (TensorFlow imported earlier in the process 
 import os
 import sys
 
+from ssl_retrieval import logs as _logs
+
 if "tensorflow" not in sys.modules:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TF_CPP_MIN_LOG_LEVEL unless set, and Beam's import-time warning: before either is imported.
+_logs.library_defaults()
 
 __version__ = "0.1.0"
 

@@ -3,7 +3,8 @@
   option(default, help, ...)   a dataclass field that carries its flag's help text (and enum)
   define_flags(Config)         one absl flag per field: same name, default, help and enum
   from_flags(Config, holders)  the config built from the parsed flags
-  main(body)                   the `main(argv)` of a command: no stray arguments, INFO logging,
+  main(body)                   the `main(argv)` of a command: no stray arguments, its own progress
+                               at INFO and the libraries' warnings (`logs`; -v 1 shows all),
                                `error: <message>` on stderr and exit status 1 on a user error (or the
                                error's `exit_status`)
 
@@ -21,6 +22,8 @@ import typing
 from collections.abc import Callable
 
 from absl import app, flags
+
+from ssl_retrieval import logs
 
 
 def option(
@@ -40,7 +43,7 @@ def option(
       flag: False for a field that has no flag.
       neutral: for an option added after runs were recorded, the value under which the code
         behaves as it did before the option existed. While the default is that value, adding
-        the option leaves the recorded runs valid (experimentation/ledger.py).
+        the option leaves the recorded runs valid (experimentation/keys.py).
     """
     metadata = {"help": help, "enum": tuple(enum) if enum else None, "flag": flag}
     if neutral is not dataclasses.MISSING:
@@ -139,18 +142,20 @@ def main(
 ) -> Callable[[list[str]], None]:
     """The `main(argv)` of a command whose work is `body()`.
 
-    Rejects positional arguments (or, with `extra_args`, passes them: `body(argv[1:])`), logs at
-    `log_level` (None: leaves it), prints what `body` returns, and turns `errors` into one line `error: <message>` on
-    stderr and exit status 1 (or the error's `exit_status`).
+    Rejects positional arguments (or, with `extra_args`, passes them: `body(argv[1:])`), shows
+    the command's own log records from `log_level` (None: INFO) and the libraries' from WARNING
+    (absl's `--verbosity=1`: everything; `logs.command_logging`), prints what `body` returns,
+    and turns `errors` into one line `error: <message>` on stderr and exit status 1 (or the
+    error's `exit_status`).
     """
 
     def run(argv):
         if len(argv) > 1 and not extra_args:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        if log_level is not None:
-            logging.getLogger().setLevel(log_level)
+        verbosity = flags.FLAGS["verbosity"].value if "verbosity" in flags.FLAGS else 0
         try:
-            message = body(list(argv[1:])) if extra_args else body()
+            with logs.command_logging(verbosity, log_level or logging.INFO):
+                message = body(list(argv[1:])) if extra_args else body()
         except errors as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(getattr(e, "exit_status", 1))  # 1, or the error's own (config.ChangedRunError)

@@ -4,7 +4,7 @@
 config is saved as `<model_dir>/config.json`, which is how a run is reproduced, resumed, and how
 evaluation and export rebuild the model.
 
-The defaults are the training recipe (`configs/recipe.cfg`, README "The training recipe"): one
+The defaults are the training recipe (`configs/recipe.cfg`, docs/recipe.md): one
 shared tower, ids only for items with at least 2 training pairs and id dropout 0.2, at most 10
 epochs with validation every 100 steps and patience 4, and the blend chosen on validation. The
 paper's setup (two towers, every id its own row) is `configs/debian_common.cfg`.
@@ -17,29 +17,22 @@ import json
 import math
 import os
 
-from ssl_retrieval import atomic, blending, methods
+from ssl_retrieval import atomic, methods
 from ssl_retrieval.cli import option
+from ssl_retrieval.ranking.config import BlendConfig
 
 METHODS = methods.NAMES
 OPTIMIZERS = ("adagrad", "adam", "lazy_adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SO_LOSSES = ("square", "softmax")
 MI_NORMALIZATIONS = ("none", "min", "mean", "sqrt")
-BLEND_OBJECTIVES = ("references", "slices")
-# How the blend is chosen after training (blending.py): a finished run given other values
-# chooses its blend again.
-BLEND_FIELDS = (
-    "choose_popularity_prior",
-    "blend_content_weights",
-    "blend_popularity_penalties",
-    "blend_prior_shares",
-    "blend_cold_shares",
-    "blend_cold_content_weights",
-    "blend_objective",
-    "blend_margin",
-)
+# What the masking methods' SSL views do with the item id (augment.FeatureMasker).
+SSL_ID_VIEWS = ("masked", "cold_start")
+# How the blend is chosen after training: a `ranking.config.BlendConfig` of its own (train's flags
+# include them). Model dirs written when they were TrainConfig fields still load.
+BLEND_FIELDS = tuple(f.name for f in dataclasses.fields(BlendConfig))
 # Fields that may differ when a run is resumed (they do not change what is trained).
-RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy", *BLEND_FIELDS)
+RESUMABLE_FIELDS = ("log_every", "checkpoint_every", "overwrite", "strategy")
 # Paths may differ as well: a model or data dir that was moved or copied resumes.
 PATH_FIELDS = ("data_dir", "model_dir")
 # The step budget may grow on resume: a run stopped by early stopping is the same run under any
@@ -87,7 +80,7 @@ class TrainConfig:
     optimizer: str = option(
         "adam",
         "Optimizer. The paper uses Adagrad; Adam won on validation on Debian and on the linked "
-        "source (README, 'The training recipe'), so it is the default. lazy_adam: Adam that "
+        "source (docs/recipe.md), so it is the default. lazy_adam: Adam that "
         "updates only the embedding rows a batch looked up (training/optimizers.py), 4.3x "
         "faster at 1M items, level on Debian's validation and 1.4% below on the linked source's.",
         enum=OPTIMIZERS,
@@ -154,12 +147,23 @@ class TrainConfig:
         "mean 2I/(Hi+Hj), sqrt I/sqrt(HiHj). mean had the best validation Recall@50 on Debian "
         "(CFM as tuned at 0.1, 3 seeds each: 0.278 against 0.269 raw, 0.271 sqrt, 0.263 min; "
         "within seed noise), and unlike raw MI it does not make the id every feature's top "
-        "correlate (README, section 3).",
+        "correlate (docs/training.md, --mi_normalization).",
         enum=MI_NORMALIZATIONS,
     )
     cfm_exclude_id: bool = option(
         False,
         "Never pick the id feature as a correlate in CFM (its raw MI with any feature is maximal).",
+    )
+    ssl_id_view: str = option(
+        "masked",
+        "What the masking methods' (cfm, rfm, rfm_no_compl, cfm_no_dropout, no_masking) two SSL "
+        "views do with the item id. masked: the id is one more feature the pattern masks (the "
+        "paper). cold_start: one view always keeps the id and the other always drops it, the "
+        "pattern masking the other features, so that every corpus item's embedding without its "
+        "id is pulled towards its embedding with it, items without training pairs included "
+        "(beyond the paper; augment.FeatureMasker).",
+        enum=SSL_ID_VIEWS,
+        neutral="masked",
     )
     validate_every: int = option(
         100,
@@ -191,52 +195,6 @@ class TrainConfig:
         "decay**every), so that averaging large embedding tables costs a tenth of a pass a step.",
         neutral=10,
     )
-    choose_popularity_prior: bool = option(
-        True,
-        "With --validate_every: after training, choose on validation how lists are ranked "
-        "(blending.py): beta of the popularity prior cos + beta*log(1+count), the weight w of "
-        "TF-IDF in the similar ranking cos + w*tfidf - gamma*log(1+count), gamma, and the share "
-        "of slots each ranking fills (blend.json; used by evaluate and export unless they are "
-        "told otherwise).",
-    )
-    blend_content_weights: tuple[float, ...] = option(
-        blending.DEFAULT_CONTENT_WEIGHTS,
-        "Grid of w (TF-IDF weight of the similar ranking) searched by --choose_popularity_prior.",
-    )
-    blend_popularity_penalties: tuple[float, ...] = option(
-        blending.DEFAULT_POPULARITY_PENALTIES,
-        "Grid of gamma (log-count penalty of the similar ranking) searched by "
-        "--choose_popularity_prior.",
-    )
-    blend_prior_shares: tuple[float, ...] = option(
-        blending.DEFAULT_PRIOR_SHARES,
-        "Grid of the share of slots from the popular ranking searched by "
-        "--choose_popularity_prior (1 = the popular ranking alone).",
-    )
-    blend_cold_shares: tuple[float, ...] = option(
-        blending.DEFAULT_COLD_SHARES,
-        "Grid of the share of slots for items without training pairs (the cold ranking, "
-        "blending.py) searched by --choose_popularity_prior (0 = no cold slots).",
-    )
-    blend_cold_content_weights: tuple[float, ...] = option(
-        blending.DEFAULT_COLD_CONTENT_WEIGHTS,
-        "Grid of w_cold of the cold ranking cos + w_cold*tfidf searched by "
-        "--choose_popularity_prior.",
-    )
-    blend_objective: str = option(
-        "references",
-        "How the blend is chosen on validation: references = first better than the best "
-        "reference recommender (TopPopular, feature kNN, co-occurrence) by --blend_margin on "
-        "every slice, then the best mean Recall@50 over the all/head/tail/cold slices; slices = "
-        "that mean alone.",
-        enum=BLEND_OBJECTIVES,
-    )
-    blend_margin: float = option(
-        blending.DEFAULT_MARGIN,
-        "How much better than every reference (a ratio: 0.02 = 2%) the references objective "
-        "asks a blend to be on every slice of validation, because the best of a grid on a "
-        "validation sample looks better there than on new data.",
-    )
     seed: int = option(0, "Seed of initialisation, shuffles and augmentations.")
     strategy: str = option("default", "tf.distribute strategy.", enum=STRATEGIES)
     cross_replica_negatives: bool = option(
@@ -252,7 +210,15 @@ class TrainConfig:
 
     def validate(self, feature_names: list[str] | None = None) -> TrainConfig:
         """Raises ValueError naming the flag of the first invalid value; returns self."""
-        checks = [
+        for ok, message in self._choice_checks() + self._range_checks():
+            if not ok:
+                raise ValueError(message)
+        self._validate_method_options(feature_names)
+        return self
+
+    def _choice_checks(self) -> list[tuple[bool, str]]:
+        """(valid, message) of each option that takes one of a list of names."""
+        return [
             (
                 self.method in METHODS,
                 f"--method must be one of {list(METHODS)}, got {self.method!r}",
@@ -261,9 +227,18 @@ class TrainConfig:
             (self.strategy in STRATEGIES, f"--strategy must be one of {list(STRATEGIES)}"),
             (self.so_loss in SO_LOSSES, f"--so_loss must be one of {list(SO_LOSSES)}"),
             (
+                self.ssl_id_view in SSL_ID_VIEWS,
+                f"--ssl_id_view must be one of {list(SSL_ID_VIEWS)}, got {self.ssl_id_view!r}",
+            ),
+            (
                 self.mi_normalization in MI_NORMALIZATIONS,
                 f"--mi_normalization must be one of {list(MI_NORMALIZATIONS)}",
             ),
+        ]
+
+    def _range_checks(self) -> list[tuple[bool, str]]:
+        """(valid, message) of each numeric option's range."""
+        return [
             (
                 0 <= self.correction_strength <= 1,
                 f"--correction_strength must be in [0, 1], got {self.correction_strength}",
@@ -274,31 +249,6 @@ class TrainConfig:
             (
                 self.max_validations_per_epoch >= 0,
                 "--max_validations_per_epoch must be >= 0 (0 = no cap)",
-            ),
-            (
-                bool(self.blend_content_weights) and min(self.blend_content_weights) >= 0,
-                "--blend_content_weights must be numbers >= 0",
-            ),
-            (
-                bool(self.blend_popularity_penalties) and min(self.blend_popularity_penalties) >= 0,
-                "--blend_popularity_penalties must be numbers >= 0",
-            ),
-            (
-                bool(self.blend_prior_shares) and all(0 <= v <= 1 for v in self.blend_prior_shares),
-                "--blend_prior_shares must be numbers in [0, 1]",
-            ),
-            (
-                bool(self.blend_cold_shares) and all(0 <= v <= 1 for v in self.blend_cold_shares),
-                "--blend_cold_shares must be numbers in [0, 1]",
-            ),
-            (
-                bool(self.blend_cold_content_weights) and min(self.blend_cold_content_weights) >= 0,
-                "--blend_cold_content_weights must be numbers >= 0",
-            ),
-            (self.blend_margin >= 0, "--blend_margin must be >= 0"),
-            (
-                self.blend_objective in BLEND_OBJECTIVES,
-                f"--blend_objective must be one of {list(BLEND_OBJECTIVES)}",
             ),
             (self.validation_queries >= 1, "--validation_queries must be >= 1"),
             (
@@ -351,9 +301,9 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "--checkpoint_every must be >= 1"),
             (self.log_every >= 1, "--log_every must be >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+
+    def _validate_method_options(self, feature_names: list[str] | None) -> None:
+        """The options that depend on --method (and on the data's features, when given)."""
         uses_fm = methods.get(self.method).fm
         if uses_fm and not self.fm_features:
             raise ValueError(f"--fm_features is required for --method={self.method}")
@@ -363,6 +313,7 @@ class TrainConfig:
             )
         if methods.get(self.method).needs_dropout_rate and self.dropout_rate == 0:
             raise ValueError(f"--method={self.method} needs --dropout_rate > 0")
+        self._validate_ssl_id_view()
         if feature_names is not None:
             unknown = [f for f in self.fm_features if f not in feature_names]
             if unknown:
@@ -371,10 +322,30 @@ class TrainConfig:
                 )
             if uses_fm and len(set(self.fm_features)) >= len(feature_names):
                 raise ValueError("--fm_features must leave at least one feature for the other view")
-            k = len(feature_names)
-            if self.mask_size is not None and self.mask_size >= k:
-                raise ValueError(f"--mask_size must be < the number of features ({k})")
-        return self
+            self._validate_mask_size(len(feature_names))
+
+    def _validate_ssl_id_view(self) -> None:
+        if self.ssl_id_view != "cold_start" or methods.get(self.method).masking is not None:
+            return
+        masking = [m.name for m in methods.METHODS.values() if m.masking is not None]
+        raise ValueError(
+            f"--ssl_id_view=cold_start needs a masking method (--method={'|'.join(masking)}), "
+            f"got --method={self.method}"
+        )
+
+    def _validate_mask_size(self, k: int) -> None:
+        """Against the data's k features (the cold-start view masks the k - 1 besides the id)."""
+        masking = methods.get(self.method).masking
+        cold_start = self.ssl_id_view == "cold_start" and masking is not None
+        if cold_start and masking != "none" and k < 3:
+            raise ValueError(
+                f"--ssl_id_view=cold_start masks the features besides the id and needs 2 of "
+                f"them, the data has {k - 1}"
+            )
+        limit = k - 1 if cold_start else k
+        if self.mask_size is not None and self.mask_size >= limit:
+            what = "features besides the id" if cold_start else "features"
+            raise ValueError(f"--mask_size must be < the number of {what} ({limit})")
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -391,6 +362,8 @@ class TrainConfig:
 
 def from_dict(values: dict) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    # config.json of runs from when the blend's options were training options.
+    values = {k: v for k, v in values.items() if k not in BLEND_FIELDS}
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"unknown config fields {unknown}")

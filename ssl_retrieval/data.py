@@ -19,6 +19,8 @@ seed; a resumed run rebuilds the same streams and skips the batches already cons
 
 from __future__ import annotations
 
+import numpy as np
+
 from ssl_retrieval import data_dir as data_dir_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
@@ -108,6 +110,45 @@ def corpus_ids(data_dir, schema: schema_lib.Schema | None = None) -> list[str]:
         # Ids are UTF-8 (numpy's astype(str) would decode them as ASCII: 'café-1' failed).
         ids += [item_id.decode("utf-8") for item_id in batch[id_name].numpy()]
     return ids
+
+
+def pair_indices(data_dir, split: str, item_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(query, candidate) [P] int64 positions in `item_ids` (the corpus order, `corpus_ids`) of
+    the pairs of `split`.
+
+    Looked up in TensorFlow, batch by batch: at 10M pairs, a Python list of indices per pair
+    took minutes and a GB.
+
+    Raises:
+      KeyError: a pair names an id that is not in `item_ids`.
+    """
+    data_dir = DataDir.of(data_dir)
+    id_name = data_dir.schema.id_feature.name
+    query_key = schema_lib.QUERY_PREFIX + id_name
+    candidate_key = schema_lib.CANDIDATE_PREFIX + id_name
+    spec = {
+        query_key: tf.io.FixedLenFeature([], tf.string),
+        candidate_key: tf.io.FixedLenFeature([], tf.string),
+    }
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(item_ids), tf.string), tf.range(len(item_ids), dtype=tf.int64)
+        ),
+        default_value=-1,
+    )
+
+    def indices(records):
+        parsed = tf.io.parse_example(records, spec)
+        return table.lookup(parsed[query_key]), table.lookup(parsed[candidate_key])
+
+    queries, candidates = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for q, c in tf.data.TFRecordDataset(data_dir.files(split)).batch(8192).map(indices):
+        queries.append(q.numpy())
+        candidates.append(c.numpy())
+    queries, candidates = np.concatenate(queries), np.concatenate(candidates)
+    if (queries < 0).any() or (candidates < 0).any():
+        raise KeyError(f"{data_dir.path}: a {split} pair names an id that is not in the corpus")
+    return queries, candidates
 
 
 def train_item_counts(data_dir, schema: schema_lib.Schema | None = None) -> dict[str, int]:

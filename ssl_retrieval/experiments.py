@@ -17,54 +17,31 @@ The config (JSON):
   tables: {"main": {"methods", "fractions"}, "augmentations": {"methods", "fractions"}},
   sweeps: {"alpha" | "dropout_rate": {"methods", "values", "fraction", "seeds"}},
   references: [top_popular, feature_knn, cooccurrence],
+  evaluations: {name: [extra evaluate flags]} (each run evaluated again on test, e.g. the model
+  alone: {"cosine": ["--popularity_prior=0", "--prior_share=1"]}; in each record's "evaluations"),
   claims: {"trials": tuning trials.jsonl, "curve_fraction": "0.1"} (report.md then says what
   holds of each of the paper's claims, experimentation/claims.py),
   tsne: {"methods", "fraction", "seed", "color_by", "sample", "top_values"}
 """
 
-import json
-
-from absl import app, flags
+from absl import app
 
 from ssl_retrieval import cli
-from ssl_retrieval.experimentation import runner
+from ssl_retrieval.experimentation import configs, runner
 
-CONFIG = flags.DEFINE_string("config", None, "Experiment config JSON (configs/experiments/).")
-REPORT_ONLY = flags.DEFINE_bool(
-    "report_only",
-    False,
-    "Train nothing: report the runs finished so far (references and t-SNE are still computed).",
-)
-DRY_RUN = flags.DEFINE_bool(
-    "dry_run",
-    False,
-    "Train nothing: list the planned runs, each recorded, to run, or waiting for its tuned "
-    "flagfile, then per fraction how many are left and the time they should take.",
-)
-FRACTIONS = flags.DEFINE_list(
-    "fractions",
-    None,
-    "Train only runs of these training fractions now (e.g. 0.01,0.1: the short ones first); "
-    "the report still has every run recorded by the same commands. Default: all.",
-)
-METHODS = flags.DEFINE_list(
-    "methods",
-    None,
-    "Train only runs of these methods now (e.g. baseline: its seeds first, once tuning wrote "
-    "its flagfile); combines with --fractions. Default: all.",
-)
-flags.mark_flag_as_required("config")
+# One flag per field of ExperimentsOptions, from the dataclass.
+FLAGS = cli.define_flags(configs.ExperimentsOptions, required=("config",))
 
 
 def _experiments() -> str:
-    if DRY_RUN.value:
-        with open(CONFIG.value) as f:
-            return runner.status_text(json.load(f))
+    options = cli.from_flags(configs.ExperimentsOptions, FLAGS)
+    if options.dry_run:
+        return runner.status_text(configs.load_experiment(options.config))
     summary = runner.run_experiment(
-        CONFIG.value,
-        report_only=REPORT_ONLY.value,
-        fractions=FRACTIONS.value,
-        methods=METHODS.value,
+        options.config,
+        report_only=options.report_only,
+        fractions=options.fractions,
+        methods=options.methods,
     )
     return f"experiments: {summary['results']} runs -> {summary['output_dir']}/report.md"
 

@@ -12,11 +12,14 @@ reaches it (--notune: keep the given parameters); a loud warning if it still doe
 from absl import app
 
 from ssl_retrieval import cli
+from ssl_retrieval.ranking.config import BlendOverrides
 from ssl_retrieval.serving.config import ExportConfig, ScannParams
 
-# One flag per ExportConfig field and per ScaNN parameter, from the dataclasses.
+# One flag per ExportConfig field, per ScaNN parameter and per number of the blend, from the
+# dataclasses.
 FLAGS = cli.define_flags(ExportConfig, required=("model_dir", "export_dir"))
 SCANN_FLAGS = cli.define_flags(ScannParams)
+BLEND_FLAGS = cli.define_flags(BlendOverrides)
 DONE = (
     "export: {num_items} items, {index} index, Recall@10 vs brute force "
     "{recall_at_10_vs_brute_force:.3f} -> {export_path}"
@@ -27,7 +30,8 @@ def _export() -> str:
     from ssl_retrieval.serving import exporter  # noqa: PLC0415  (imports TensorFlow)
 
     scann = cli.from_flags(ScannParams, SCANN_FLAGS)
-    info = exporter.run(cli.from_flags(ExportConfig, FLAGS, scann=scann))
+    blend = cli.from_flags(BlendOverrides, BLEND_FLAGS)
+    info = exporter.run(cli.from_flags(ExportConfig, FLAGS, scann=scann, blend=blend))
     return DONE.format(**info)
 
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 
-# Training flags only one part reads (checked where model.py reads them): a method without the
+# Training flags only one part reads (checked where model/two_tower.py reads them): a method without the
 # part trains the same whatever they hold, so a new default of one of them does not make its
-# recorded runs stale (experimentation/ledger.py).
+# recorded runs stale (experimentation/keys.py).
 _FIELDS_OF_PART = {
+    "masking": ("ssl_id_view",),
     "cfm": ("mi_normalization", "cfm_exclude_id"),
     "spread_out": ("so_loss",),
     "fm": ("fm_features", "fm_hidden_layers"),
@@ -52,7 +53,12 @@ class Method:
     @property
     def unread_fields(self) -> tuple[str, ...]:
         """Training flags this method never reads (those of the parts it lacks)."""
-        has = {"cfm": self.masking == "cfm", "spread_out": self.spread_out, "fm": self.fm}
+        has = {
+            "masking": self.masking is not None,
+            "cfm": self.masking == "cfm",
+            "spread_out": self.spread_out,
+            "fm": self.fm,
+        }
         return tuple(f for part, fields in _FIELDS_OF_PART.items() if not has[part] for f in fields)
 
     @property

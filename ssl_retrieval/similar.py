@@ -7,25 +7,24 @@ Ids not in the corpus are reported and skipped (exit status 1 if none was found)
 
 import sys
 
-from absl import app, flags
+from absl import app
 
 from ssl_retrieval import cli
+from ssl_retrieval.serving.config import SimilarConfig
 
-EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Export dir (newest version) or one version.")
-ITEM_IDS = flags.DEFINE_list("item_ids", None, "Comma-separated corpus item ids.")
-K = flags.DEFINE_integer("k", 10, "How many neighbours per item.")
-
-flags.mark_flags_as_required(["export_dir", "item_ids"])
+# One flag per SimilarConfig field: names, defaults and help are the dataclass's.
+FLAGS = cli.define_flags(SimilarConfig, required=("export_dir", "item_ids"))
 
 
 def _similar() -> None:
+    config = cli.from_flags(SimilarConfig, FLAGS)
     from ssl_retrieval.serving import api  # noqa: PLC0415  (imports TensorFlow)
 
-    model = api.load(EXPORT_DIR.value)
+    model = api.load(config.export_dir)
     found = 0
-    for item_id in ITEM_IDS.value:
+    for item_id in config.item_ids:
         try:
-            (neighbours,) = model.similar([item_id], k=K.value)
+            (neighbours,) = model.similar([item_id], k=config.k)
         except api.UnknownItemError:
             print(f"\n{item_id}: not in the corpus")
             continue

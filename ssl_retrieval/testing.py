@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 
@@ -190,41 +191,49 @@ def make_data_dir(
 
     Item ids are `id_prefix` and a 5-digit number (`item00042`); a non-ASCII prefix tests that
     ids are UTF-8 everywhere."""
-    from ssl_retrieval.compat import tf
-
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(path, data_dir_lib.VOCAB_DIR), exist_ok=True)
     os.makedirs(os.path.join(path, data_dir_lib.STATS_DIR), exist_ok=True)
     items = _items(num_items, num_clusters, rng, id_prefix)
     pairs = _pairs(num_items, num_pairs, num_clusters, rng, id_prefix)
-    by_id = {item["item_id"]: item for item in items}
     features = schema_lib.from_json({"features": FEATURES}).features
+    final_features, vocabs = _write_vocabularies(path, items, features)
+    splits = _split(pairs, eval_fraction, validation_fraction)
+    _write_records(path, items, features, splits)
+    schema = schema_lib.Schema(
+        features=tuple(final_features),
+        counts={
+            "items": len(items),
+            "input_items": len(items),
+            "train_pairs": len(splits["train"]),
+            "eval_pairs": len(splits["eval"]),
+            "validation_pairs": len(splits.get("validation", ())),
+            "input_pairs": len(pairs),
+            "error_records": 0,
+        },
+        files={
+            "train": "train-*.tfrecord",
+            "eval": "eval-*.tfrecord",
+            "items": "items-*.tfrecord",
+            **({"validation": "validation-*.tfrecord"} if "validation" in splits else {}),
+        },
+    )
+    schema_lib.save(schema, os.path.join(path, data_dir_lib.SCHEMA))
+    with open(os.path.join(path, data_dir_lib.MUTUAL_INFO), "w") as out:
+        json.dump(mutual_information(items, final_features, vocabs), out, indent=2)
+    _write_stats(path, len(items), splits["train"], splits["eval"])
+    with open(os.path.join(path, data_dir_lib.README), "w") as out:
+        out.write("Tiny test data dir written by ssl_retrieval.testing (see docs/contracts.md).\n")
+    return path
 
+
+def _write_vocabularies(path: str, items: list[dict], features) -> tuple[list, dict[str, set]]:
+    """Each sparse feature's vocabulary file (by count, then value); returns the schema's
+    features with their sizes and statistics, and {feature: its values}."""
     final_features = []
     vocabs: dict[str, set] = {}
     for f in features:
-        if f.is_sparse:
-            counts: Counter = Counter()
-            for item in items:
-                for v in set(_tokens(item, f)) - {"<MISSING>"}:
-                    counts[v] += 1
-            values = sorted(counts, key=lambda v: (-counts[v], v))
-            vocabs[f.name] = set(values)
-            rel = data_dir_lib.vocab_file(f.name)
-            with open(os.path.join(path, rel), "w", encoding="utf-8") as out:
-                out.writelines(v + "\n" for v in values)
-            num_values = sum(len(_tokens(i, f)) for i in items if f.name in i and i[f.name] != [])
-            final_features.append(
-                schema_lib.Feature(
-                    name=f.name,
-                    kind=f.kind,
-                    vocab_size=len(values),
-                    vocab_file=rel,
-                    oov_buckets=1,
-                    num_values_mean=num_values / len(items),
-                )
-            )
-        else:
+        if not f.is_sparse:
             vals = np.log1p([i[f.name] for i in items if i.get(f.name) is not None])
             final_features.append(
                 schema_lib.Feature(
@@ -235,20 +244,53 @@ def make_data_dir(
                     std=float(vals.std() or 1.0),
                 )
             )
+            continue
+        counts: Counter = Counter()
+        for item in items:
+            for v in set(_tokens(item, f)) - {"<MISSING>"}:
+                counts[v] += 1
+        values = sorted(counts, key=lambda v: (-counts[v], v))
+        vocabs[f.name] = set(values)
+        rel = data_dir_lib.vocab_file(f.name)
+        with open(os.path.join(path, rel), "w", encoding="utf-8") as out:
+            out.writelines(v + "\n" for v in values)
+        num_values = sum(len(_tokens(i, f)) for i in items if f.name in i and i[f.name] != [])
+        final_features.append(
+            schema_lib.Feature(
+                name=f.name,
+                kind=f.kind,
+                vocab_size=len(values),
+                vocab_file=rel,
+                oov_buckets=1,
+                num_values_mean=num_values / len(items),
+            )
+        )
+    return final_features, vocabs
+
+
+def _split(pairs, eval_fraction: float, validation_fraction: float) -> dict[str, list]:
+    """{"train", "eval"[, "validation"]: pairs}, each pair's split a hash of its ids."""
 
     def is_eval(q: str, c: str) -> bool:
-        import zlib
-
         return zlib.crc32(f"{q}\t{c}".encode()) % 10_000 < eval_fraction * 10_000
 
     def is_validation(q: str, c: str) -> bool:
         return zlib.crc32(f"{c}\t{q}".encode()) % 10_000 < validation_fraction * 10_000
 
-    import zlib
+    splits = {
+        "train": [(q, c) for q, c in pairs if not is_eval(q, c) and not is_validation(q, c)],
+        "eval": [(q, c) for q, c in pairs if is_eval(q, c)],
+    }
+    if validation_fraction > 0:
+        splits["validation"] = [
+            (q, c) for q, c in pairs if not is_eval(q, c) and is_validation(q, c)
+        ]
+    return splits
 
-    evals = [(q, c) for q, c in pairs if is_eval(q, c)]
-    validation = [(q, c) for q, c in pairs if not is_eval(q, c) and is_validation(q, c)]
-    train = [(q, c) for q, c in pairs if not is_eval(q, c) and not is_validation(q, c)]
+
+def _write_records(path: str, items: list[dict], features, splits: dict[str, list]) -> None:
+    """The items' and each split's pairs' TFRecords."""
+    from ssl_retrieval.compat import tf  # noqa: PLC0415  (the rest of the module is plain Python)
 
     def write(name: str, records) -> None:
         with tf.io.TFRecordWriter(os.path.join(path, name)) as w:
@@ -258,10 +300,8 @@ def make_data_dir(
                 )
 
     write("items-00000-of-00001.tfrecord", (_example(i, "", features) for i in items))
-    splits = [("train", train), ("eval", evals)]
-    if validation_fraction > 0:
-        splits.append(("validation", validation))
-    for split, split_pairs in splits:
+    by_id = {item["item_id"]: item for item in items}
+    for split, split_pairs in splits.items():
         records = []
         for q, c in split_pairs:
             feats = _example(by_id[q], schema_lib.QUERY_PREFIX, features)
@@ -272,29 +312,9 @@ def make_data_dir(
             records.append(feats)
         write(f"{split}-00000-of-00001.tfrecord", records)
 
-    schema = schema_lib.Schema(
-        features=tuple(final_features),
-        counts={
-            "items": len(items),
-            "input_items": len(items),
-            "train_pairs": len(train),
-            "eval_pairs": len(evals),
-            "validation_pairs": len(validation),
-            "input_pairs": len(pairs),
-            "error_records": 0,
-        },
-        files={
-            "train": "train-*.tfrecord",
-            "eval": "eval-*.tfrecord",
-            "items": "items-*.tfrecord",
-            **({"validation": "validation-*.tfrecord"} if validation_fraction > 0 else {}),
-        },
-    )
-    schema_lib.save(schema, os.path.join(path, data_dir_lib.SCHEMA))
 
-    with open(os.path.join(path, data_dir_lib.MUTUAL_INFO), "w") as out:
-        json.dump(mutual_information(items, final_features, vocabs), out, indent=2)
-
+def _write_stats(path: str, num_items: int, train: list, evals: list) -> None:
+    """stats/: candidate counts, head and cold items, stats.json."""
     cand_counts = Counter(c for _, c in train)
     ordered = sorted(cand_counts, key=lambda i: (-cand_counts[i], i))
     head = ordered[: max(1, int(round(0.1 * len(ordered))))]
@@ -306,7 +326,7 @@ def make_data_dir(
     with open(os.path.join(path, data_dir_lib.COLD_ITEMS), "w") as out:
         out.writelines(i + "\n" for i in cold)
     stats = {
-        "num_items": len(items),
+        "num_items": num_items,
         "num_train_pairs": len(train),
         "num_eval_pairs": len(evals),
         "num_train_candidates": len(ordered),
@@ -317,9 +337,29 @@ def make_data_dir(
     }
     with open(os.path.join(path, data_dir_lib.STATS), "w") as out:
         json.dump(stats, out, indent=2)
-    with open(os.path.join(path, data_dir_lib.README), "w") as out:
-        out.write("Tiny test data dir written by ssl_retrieval.testing (see docs/contracts.md).\n")
-    return path
+
+
+def merge_reference(lists: dict, segments: list, k: int) -> np.ndarray:
+    """`ranking.merge` in plain Python, the tests' reference: walk the segments (ranking name,
+    start, stop) of the lists {name: [Q, L]} and keep each item where it first comes, -1 padding
+    skipped, until k are listed (-1 pads the result)."""
+    rows = len(next(iter(lists.values())))
+    out = []
+    for r in range(rows):
+        listed: list[int] = []
+        for name, start, stop in segments:
+            for item in np.asarray(lists[name][r]).tolist()[start:stop]:
+                if item >= 0 and item not in listed and len(listed) < k:
+                    listed.append(item)
+        out.append(listed + [-1] * (k - len(listed)))
+    return np.array(out, np.int64).reshape(rows, k)
+
+
+def run_command(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` in a new process of this interpreter; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def free_port() -> int:

@@ -13,9 +13,12 @@ from absl import app
 
 from ssl_retrieval import cli
 from ssl_retrieval import config as config_lib
+from ssl_retrieval.ranking.config import BlendConfig
 
-# One flag per TrainConfig field: names, defaults, help and enums are the dataclass's.
+# One flag per TrainConfig field and per BlendConfig field (how the blend is chosen at the end):
+# names, defaults, help and enums are the dataclasses'.
 FLAGS = cli.define_flags(config_lib.TrainConfig, required=("data_dir", "model_dir"))
+BLEND_FLAGS = cli.define_flags(BlendConfig)
 
 
 def config_from_flags() -> config_lib.TrainConfig:
@@ -24,9 +27,10 @@ def config_from_flags() -> config_lib.TrainConfig:
 
 def _train() -> str:
     config = config_from_flags().validate()
+    blend_config = cli.from_flags(BlendConfig, BLEND_FLAGS).validate()
     from ssl_retrieval.training import trainer  # noqa: PLC0415  (imports TensorFlow)
 
-    summary = trainer.run(config)
+    summary = trainer.run(config, blend_config)
     if summary.get("already_finished"):
         return f"train: {config.model_dir} already finished ({summary['steps']} steps)"
     return (

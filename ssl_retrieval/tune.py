@@ -12,9 +12,9 @@ line of `<output_dir>/trials.jsonl`; the winner of each (method, fraction) becom
 chosen values, which the experiments config then names. Nothing here reads the test split.
 
 Each trial is `python -m ssl_retrieval.train` in a subprocess; finished trials are skipped, so an
-interrupted tuning resumes where it stopped. A trial recorded in the committed trials.jsonl by the
-same command on the same data (`experimentation/ledger.py`) counts as finished too, so tuning
-resumes on a fresh clone without its model dirs.
+interrupted tuning resumes where it stopped. A trial whose record in the committed trials.jsonl
+stands for it (the same resolved training config on the same data, `experimentation/keys.py`)
+counts as finished too, so tuning resumes on a fresh clone without its model dirs.
 
 The config (JSON):
   name, output_dir (trials.jsonl, README.md), runs_dir (trial model dirs, large), flagfile_dir,
@@ -32,30 +32,26 @@ The config (JSON):
     the listed flags, and the backbone's, at `like`'s chosen values)
 """
 
-import json
 import os
 
-from absl import app, flags
+from absl import app
 
 from ssl_retrieval import atomic, cli
-from ssl_retrieval.experimentation import tuning
+from ssl_retrieval.experimentation import configs, tuning
 
-CONFIG = flags.DEFINE_string("config", None, "Tuning config JSON (configs/tuning/).")
-DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the trials and exit.")
-flags.mark_flag_as_required("config")
+# One flag per field of TuneOptions, from the dataclass.
+FLAGS = cli.define_flags(configs.TuneOptions, required=("config",))
 
 
 def _tune() -> str:
-    if DRY_RUN.value:
-        with open(CONFIG.value) as f:
-            config = json.load(f)
+    options = cli.from_flags(configs.TuneOptions, FLAGS)
+    if options.dry_run:
+        config = configs.load_tuning(options.config)
         # A promoted fraction lists the points the trials recorded so far rank first.
-        trials = atomic.read_jsonl(
-            os.path.join(config["output_dir"], "trials.jsonl"), missing_ok=True
-        )
+        trials = atomic.read_jsonl(os.path.join(config.output_dir, "trials.jsonl"), missing_ok=True)
         plan = tuning.plan(config, trials)
         return "\n".join(tuning.trial_id(*trial) for trial in plan)
-    summary = tuning.run_tuning(CONFIG.value)
+    summary = tuning.run_tuning(options.config)
     chosen = "".join(f"\n  {path}" for path in summary["flagfiles"].values())
     return f"tune: {summary['trials']} trials; chosen flagfiles:{chosen}"
 

@@ -6,6 +6,7 @@ import pytest
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import testing
 from ssl_retrieval.compat import tf
+from ssl_retrieval.ranking.config import BlendConfig
 from ssl_retrieval.training import averaging, trainer
 
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8)
@@ -72,11 +73,10 @@ def test_validation_and_the_best_checkpoint_use_the_average(tmp_path):
         train_steps=12,
         validate_every=12,
         patience=0,
-        choose_popularity_prior=False,
         weight_averaging=0.9,
         weight_averaging_every=1,
     )
-    trainer.run(run)
+    trainer.run(run, BlendConfig(choose_popularity_prior=False))
     best = _checkpoint_values(tmp_path / "run" / trainer.BEST_DIR)
     last = _checkpoint_values(tmp_path / "run" / "checkpoints")
     averages = [value for key, value in last.items() if key.startswith("weight_average/averages")]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from ssl_retrieval.experimentation import claims, report
+from ssl_retrieval.experimentation import claims, configs, intervals, report
 
 SLICES = ("all", "head", "tail", "cold")
 
@@ -58,8 +58,8 @@ def test_paired_claims_match_a_numpy_t_interval_and_say_which_side():
     assert found["cfm - fd, Recall@50 per query, fraction 1.0"].verdict == claims.CONTRADICTED
     assert found["cfm - rfm, Recall@50 per query, fraction 1.0"].verdict == claims.TOO_FEW
     # The unpaired intervals overlap, the paired one does not: pairing is what shows it.
-    assert report.mean_ci(base + 0.01 + noise)[0] - report.mean_ci(base + 0.01 + noise)[1] < (
-        report.mean_ci(base)[0] + report.mean_ci(base)[1]
+    assert intervals.mean_ci(base + 0.01 + noise)[0] - intervals.mean_ci(base + 0.01 + noise)[1] < (
+        intervals.mean_ci(base)[0] + intervals.mean_ci(base)[1]
     )
     # Relative gain on the tail (0.02 / (base / 2)) against the head's (0): larger, every seed.
     tail_vs_head = found["relative gain of cfm on the tail - on the head, fraction 1.0"]
@@ -140,10 +140,14 @@ def test_report_has_the_claims_section_and_trial_figures(tmp_path):
         [_trial("baseline", {}, 0.3), _trial("cfm", {"alpha": 0.1, "dropout_rate": 0.3}, 0.31)],
     )
     config = {
+        "output_dir": str(tmp_path),
+        "runs_dir": str(tmp_path / "runs"),
+        "data_dirs": {"1.0": "d"},
+        "methods": {"baseline": "b.cfg", "cfm": "c.cfg"},
         "tables": {"main": {"methods": ["baseline", "cfm"], "fractions": ["1.0"]}},
         "claims": {"trials": str(trials_path), "curve_fraction": "0.1"},
     }
-    markdown = report.write_report(results, [], config, str(tmp_path))
+    markdown = report.write_report(results, [], configs.experiment(config), str(tmp_path))
     assert "## What holds of the paper's claims" in markdown
     assert (
         "| cfm - baseline, Recall@50 per query, fraction 1.0 | +0.0100 ± 0.0000 | 3 | **holds** |"
@@ -152,11 +156,12 @@ def test_report_has_the_claims_section_and_trial_figures(tmp_path):
     assert (tmp_path / "figure5_alpha_trials.png").exists()
     # Both metrics when asked: the per-pair differences are twice the per-query ones here.
     config["claims"]["columns"] = ["pair_recall@50", "recall@50"]
-    markdown = report.write_report(results, [], config, str(tmp_path))
+    markdown = report.write_report(results, [], configs.experiment(config), str(tmp_path))
     assert markdown.index("### In Recall@50 per pair") < markdown.index(
         "### In Recall@50 per query"
     )
     assert "| cfm - baseline, Recall@50 per pair, fraction 1.0 | +0.0200 ± 0.0000 | 3 |" in markdown
+    del config["claims"]
     assert "What holds" not in report.write_report(
-        results, [], {"tables": config["tables"]}, str(tmp_path)
+        results, [], configs.experiment(config), str(tmp_path)
     )

@@ -1,14 +1,13 @@
 """Retrieval, metrics and reference recommenders against plain numpy references."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from ssl_retrieval import testing
-from ssl_retrieval.evaluation import evaluator, metrics, references, topk
+from ssl_retrieval.evaluation import evaluator, metrics, references
+from ssl_retrieval.ranking import topk
 from ssl_retrieval.training import trainer
 
 
@@ -180,19 +179,12 @@ def test_reference_recommenders(data_dir):
 def test_evaluate_cli_on_a_trained_model_matches_the_library(data_dir, tmp_path):
     model_dir = str(tmp_path / "m")
     trainer.run(testing.tiny_train_config(data_dir, model_dir, train_steps=60, method="cfm"))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ssl_retrieval.evaluate",
-            f"--data_dir={data_dir}",
-            f"--model_dir={model_dir}",
-            "--ks=5,20",
-            "--exclude_train_positives",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = testing.run_command(
+        "ssl_retrieval.evaluate",
+        f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+        "--ks=5,20",
+        "--exclude_train_positives",
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "recall@5" in out.stdout and "cold" in out.stdout
@@ -209,12 +201,7 @@ def test_evaluate_cli_on_a_trained_model_matches_the_library(data_dir, tmp_path)
 
 
 def test_evaluate_cli_errors(data_dir, tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "ssl_retrieval.evaluate", f"--data_dir={data_dir}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = testing.run_command("ssl_retrieval.evaluate", f"--data_dir={data_dir}", timeout=120)
     assert out.returncode == 1 and "--model_dir is required" in out.stderr
     assert "Traceback" not in out.stderr
 
@@ -238,18 +225,12 @@ def test_evaluate_cli_max_queries_evaluates_a_fixed_sample(data_dir, tmp_path):
     assert len(np.unique(sample.eval_query)) == 5 < total
 
     def run(max_queries, output):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ssl_retrieval.evaluate",
-                f"--data_dir={data_dir}",
-                "--recommender=top_popular",
-                f"--max_queries={max_queries}",
-                f"--output={output}",
-            ],
-            capture_output=True,
-            text=True,
+        out = testing.run_command(
+            "ssl_retrieval.evaluate",
+            f"--data_dir={data_dir}",
+            "--recommender=top_popular",
+            f"--max_queries={max_queries}",
+            f"--output={output}",
             timeout=120,
         )
         assert out.returncode == 0, out.stderr[-2000:]
@@ -285,32 +266,6 @@ def test_embedding_scorer_shares_or_copies_the_matrix_and_scores_like_numpy():
     for start in range(0, 40, 7):
         got = np.asarray(scorer(rows[:2], start, min(40, start + 7)))
         np.testing.assert_allclose(got, narrow[rows[:2]] @ narrow[start : start + 7].T, atol=1e-6)
-
-
-def test_choose_blend_ranks_the_references_in_its_pass_as_evaluate_does(tmp_path):
-    from ssl_retrieval import blending, popularity, tfidf
-    from ssl_retrieval import config as config_lib
-
-    data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.2)
-    config = config_lib.TrainConfig(data_dir=data_dir, model_dir=str(tmp_path / "m"))
-    validator = trainer.Validator(config)
-    data = validator.data
-    rng = np.random.default_rng(5)
-    queries = unit(rng.normal(size=(data.num_items, 8)).astype(np.float32))
-    items = unit(rng.normal(size=(data.num_items, 8)).astype(np.float32))
-    validator.embed = lambda model: (queries, items)
-    choice = validator.choose_blend(None, config)
-    # The references' metrics are those of evaluating each on its own (its own pass).
-    for name in references.RECOMMENDERS:
-        alone = evaluator.evaluate(data, references.make(name, data, data_dir), (10, 50))
-        assert choice["references"][name] == alone
-    # A grid point's metrics are those of the evaluator's own lists of that blend.
-    counts = popularity.log_counts(data_dir, data.item_ids)
-    content = tfidf.build(data_dir).matrix
-    for trial in choice["grid"][:: max(1, len(choice["grid"]) // 25)]:
-        blend = blending.Blend(**{k: trial[k] for k in blending.NAMES})
-        retrieve = evaluator.blend_retriever(blend, queries, items, counts, content)
-        assert evaluator.evaluate_lists(data, retrieve, (50,)) == trial["metrics"]
 
 
 def test_cooccurrence_scores_match_numpy_chunk_by_chunk(data_dir):
@@ -354,3 +309,22 @@ def test_load_eval_data_gives_the_corpus_index_of_each_pair(data_dir):
         assert len(expected[0]) > 10
         np.testing.assert_array_equal(queries, expected[0])
         np.testing.assert_array_equal(candidates, expected[1])
+
+
+def test_run_evaluates_a_made_scorer_and_writes_its_record_beside_the_metrics(data_dir, tmp_path):
+    """How evaluate runs a peer (peers.make): run() asks for the scorer once the data is read."""
+    seen = []
+
+    def make_scorer(data, source):
+        seen.append((data.num_items, source.path))
+        return references.top_popular(data), {"peer": {"name": "toy", "params": {"k": 1}}}
+
+    output = str(tmp_path / "made.json")
+    out = evaluator.run(data_dir, "toy", ks=(10,), output=output, make_scorer=make_scorer)
+    written = json.load(open(output))
+    assert written["peer"] == {"name": "toy", "params": {"k": 1}} == out["peer"]
+    assert written["recommender"] == "toy" and seen == [(240, data_dir)]
+    data = evaluator.load_eval_data(data_dir)
+    expected = evaluator.evaluate(data, references.top_popular(data), [10])
+    for name, by_slice in expected.items():
+        assert written["metrics"][name] == pytest.approx(by_slice)

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from ssl_retrieval import atomic, testing
-from ssl_retrieval.experimentation import launch, report, runner, workers
+from ssl_retrieval.experimentation import configs, intervals, launch, report, runner, workers
 
 SLICES = ("all", "head", "tail", "cold")
 
@@ -35,13 +35,13 @@ def _result(method, fraction, seed, value, params=None):
 
 def test_mean_ci_matches_the_t_interval():
     values = [0.21, 0.25, 0.19, 0.3]
-    mean, half, n = report.mean_ci(values)
+    mean, half, n = intervals.mean_ci(values)
     low, high = stats.t.interval(
         0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values)
     )
     assert n == 4 and math.isclose(mean, np.mean(values))
     assert math.isclose(half, (high - low) / 2, rel_tol=1e-12)
-    assert math.isnan(report.mean_ci([0.5])[1]) and report.mean_ci([])[2] == 0
+    assert math.isnan(intervals.mean_ci([0.5])[1]) and intervals.mean_ci([])[2] == 0
 
 
 def test_table_reports_mean_ci_and_relative_change():
@@ -62,17 +62,21 @@ def test_paired_differences_use_seed_matched_runs():
     results = [_result("baseline", "1.0", s, v) for s, v in enumerate(base)]
     results += [_result("cfm", "1.0", s, v) for s, v in enumerate(cfm)]
     results.append(_result("cfm", "1.0", 9, 0.9))  # no baseline for seed 9: not paired
-    mean, half, n = report.paired_differences(results, "1.0", "cfm", "baseline", "all", "recall@10")
+    mean, half, n = intervals.paired_differences(
+        results, "1.0", "cfm", "baseline", "all", "recall@10"
+    )
     diffs = np.subtract(cfm, base)
     assert n == 4 and math.isclose(mean, diffs.mean())
     assert math.isclose(half, stats.t.ppf(0.975, 3) * diffs.std(ddof=1) / 2)
-    assert report.verdict(mean, half, n) == "better"
+    assert intervals.verdict(mean, half, n) == "better"
     # Unpaired, the two intervals overlap: only the pairing shows the difference.
-    assert report.mean_ci(cfm[:4])[0] - report.mean_ci(cfm[:4])[1] < report.mean_ci(base)[0]
+    assert (
+        intervals.mean_ci(cfm[:4])[0] - intervals.mean_ci(cfm[:4])[1] < intervals.mean_ci(base)[0]
+    )
     markdown = report.paired_table(results, "1.0", ["baseline", "cfm"])
     assert "| cfm | 4 | +0.0175 ± " in markdown and "(better)" in markdown
-    assert report.verdict(0.01, 0.02, 5) == "no difference shown"
-    assert report.verdict(-0.05, 0.02, 5) == "worse"
+    assert intervals.verdict(0.01, 0.02, 5) == "no difference shown"
+    assert intervals.verdict(-0.05, 0.02, 5) == "worse"
 
 
 def test_sweep_points_average_seeds_per_value():
@@ -81,6 +85,10 @@ def test_sweep_points_average_seeds_per_value():
     points = report.sweep_points(results, "0.1", "alpha", "cfm")
     assert [p[0] for p in points] == [0.3, 1.0]
     assert math.isclose(points[0][1], 2 * 0.2) and math.isclose(points[1][1], 1.0)
+
+
+def _typed(config: dict) -> configs.ExperimentConfig:
+    return configs.experiment({"output_dir": "out", **config})
 
 
 CONFIG = {
@@ -106,7 +114,9 @@ def _flagfiles_of_config(tmp_path, monkeypatch):
 
 
 def test_plan_deduplicates_tables_and_adds_sweep_points():
-    runs = runner.plan(CONFIG)
+    runs = runner.plan(
+        _typed({**CONFIG, "runs_dir": "r", "data_dirs": {"1.0": "d1", "0.1": "d01"}})
+    )
     ids = [r.run_id for r in runs]
     assert len(ids) == len(set(ids)) == 2 * 2 * 2 + 2
     assert "0.1/cfm_alpha=0.1/seed0" in ids and "1.0/baseline/seed1" in ids
@@ -115,6 +125,7 @@ def test_plan_deduplicates_tables_and_adds_sweep_points():
 def test_a_method_can_name_a_flagfile_per_fraction():
     config = {**CONFIG, "runs_dir": "r", "data_dirs": {"1.0": "d1", "0.1": "d01"}}
     config["methods"] = {"baseline": "b.cfg", "cfm": {"1.0": "c_1.cfg", "0.1": "c_01.cfg"}}
+    config = _typed(config)
     train, _, _ = runner.commands(config, runner.Run("cfm", "0.1", 0))
     assert "--flagfile=c_01.cfg" in train and "--data_dir=d01" in train
     train, _, _ = runner.commands(config, runner.Run("cfm", "1.0", 0))
@@ -132,6 +143,9 @@ def _fake_runner(calls):
         if "recommender" in flags:
             path = flags["output"]
             payload = {"metrics": _metrics(0.05)}
+        elif "output" in flags:  # a further evaluation of a run
+            path = flags["output"]
+            payload = {"metrics": _metrics(0.01)}
         else:
             path = os.path.join(flags["model_dir"], "metrics.json")
             payload = {"metrics": _metrics(0.1 if "baseline" in flags["model_dir"] else 0.2)}
@@ -153,6 +167,71 @@ def _toy_config(tmp_path) -> dict:
             "0.1": _fake_data_dir(tmp_path / "d01"),
         },
     }
+
+
+def test_further_evaluations_are_run_recorded_and_keyed(tmp_path):
+    config = {
+        **_toy_config(tmp_path),
+        "tables": {"main": {"methods": ["cfm"], "fractions": ["1.0"]}},
+    }
+    config["sweeps"] = {}
+    config["seeds"] = [0]
+    config["evaluations"] = {"cosine": ["--popularity_prior=0", "--prior_share=1"]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    calls = []
+    runner.run_experiment(str(path), runner=_fake_runner(calls))
+    evaluations = [c for c in calls if c[2] == "ssl_retrieval.evaluate"]
+    assert len(evaluations) == 2
+    model_dir = str(tmp_path / "runs" / "1.0" / "cfm" / "seed0")
+    assert evaluations[1][-3:] == [
+        "--popularity_prior=0",
+        "--prior_share=1",
+        f"--output={model_dir}/metrics_cosine.json",
+    ]
+    (record,) = report.read_results(str(tmp_path / "report" / "results.jsonl"))
+    assert record["evaluations"]["cosine"] == _metrics(0.01)
+    assert record["metrics"] == _metrics(0.2)
+    assert record["key"]["evaluate"]["more"] == {
+        "cosine": ["--popularity_prior=0", "--prior_share=1"]
+    }
+    # Recorded: nothing runs again. Another further evaluation is another run.
+    calls.clear()
+    runner.run_experiment(str(path), runner=_fake_runner(calls))
+    assert calls == []
+    config["evaluations"] = {"cosine": ["--popularity_prior=0"]}
+    path.write_text(json.dumps(config))
+    runner.run_experiment(str(path), runner=_fake_runner(calls))
+    assert [c[2] for c in calls] == [
+        "ssl_retrieval.train",
+        "ssl_retrieval.evaluate",
+        "ssl_retrieval.evaluate",
+    ]
+
+
+def test_list_size_sections_pair_each_evaluation_with_the_baseline_s(tmp_path):
+    config = _typed({**_toy_config(tmp_path), "evaluations": {"cosine": ["--prior_share=1"]}})
+    results = []
+    for seed, (base, better) in enumerate(((0.50, 0.55), (0.40, 0.47), (0.45, 0.51))):
+        for method, value in (("baseline", base), ("cfm", better)):
+            results.append(
+                {
+                    "method": method,
+                    "fraction": "1.0",
+                    "seed": seed,
+                    "params": {},
+                    "metrics": _metrics(value),
+                    "evaluations": {"cosine": _metrics(value / 2)},
+                }
+            )
+    references = [{"recommender": "top_popular", "fraction": "1.0", "metrics": _metrics(0.3)}]
+    lines = report.list_size_sections(results, references, config, ["1.0"])
+    text = "\n".join(lines)
+    # cfm - baseline: +0.05, +0.07, +0.06 (with the blend); halved under the cosine evaluation.
+    assert "| cfm | 3 | +0.0600 ± 0.0248 (better)" in text
+    assert "| cfm (cosine) | 3 | +0.0300 ± 0.0124 (better)" in text
+    assert "Paired differences against `baseline (cosine)`" in text
+    assert "| best reference | top_popular 0.3000" in text
 
 
 def test_run_experiment_resumes_and_writes_the_report(tmp_path):
@@ -528,7 +607,7 @@ def test_two_workers_train_each_run_once_and_keep_each_others_records(tmp_path):
     assert len(trained) == len(set(trained)) == summary["results"] == 8
     assert len([c for c in first if c[2] == "ssl_retrieval.train"]) == 1
     records = atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
-    assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(config)]
+    assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(_typed(config))]
     assert "| cfm | 2 |" in (tmp_path / "report" / "report.md").read_text()
 
 
@@ -550,7 +629,7 @@ def test_a_run_another_worker_finished_after_this_one_passed_it_stays_recorded(t
 
     runner.run_experiment(str(path), runner=first_worker)
     records = atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
-    assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(config)]
+    assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(_typed(config))]
 
 
 def test_a_claimed_run_is_not_claimed_again_until_released(tmp_path):
@@ -597,7 +676,7 @@ def test_report_only_reports_unrecorded_model_dirs_without_taking_them_for_finis
     summary = runner.run_experiment(str(path), report_only=True, runner=_fake_runner([]))
     assert summary["results"] == 1
     (record,) = atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
-    assert "unverified" in record and "commands" not in record
+    assert "unverified" in record and "key" not in record
     report_md = (tmp_path / "report" / "report.md").read_text()
     assert "1 of 1 runs are reported as found in their model dirs" in report_md
     assert "`1.0/baseline/seed0`" in report_md
@@ -615,7 +694,7 @@ def test_dry_run_status_counts_what_is_left_and_estimates_its_time(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     runner.run_experiment(str(path), runner=_fake_runner([]), fractions=["1.0"])
-    states = dict((run.run_id, state) for run, state in runner.status(config))
+    states = dict((run.run_id, state) for run, state in runner.status(_typed(config)))
     assert states["1.0/cfm/seed1"] == states["1.0/baseline/seed0"] == "recorded"
     assert states["0.1/baseline/seed0"] == "to run"
     assert states["0.1/cfm/seed1"] == "waits for c_01.cfg"
@@ -626,12 +705,12 @@ def test_dry_run_status_counts_what_is_left_and_estimates_its_time(tmp_path):
     for record in records[2:]:
         record.pop("wall_seconds", None)
     atomic.write_jsonl(str(results), records)
-    text = runner.status_text(config)
+    text = runner.status_text(_typed(config))
     assert "fraction 1.0: 4 recorded, 0 to run, 0 waiting for their flagfiles\n" in text
     assert "fraction 0.1: 0 recorded, 2 to run, 2 waiting for their flagfiles; no run timed" in text
     # A third seed: 2 runs left at 1.0, at 3 min each, the mean of the 2 timed there.
     config["seeds"] = [*config["seeds"], 7]
-    text = runner.status_text(config)
+    text = runner.status_text(_typed(config))
     assert (
         "fraction 1.0: 4 recorded, 2 to run, 0 waiting for their flagfiles; about 0 h 6 min "
         "left at 3.0 min a run (the mean of the 2 timed runs)"
@@ -658,9 +737,48 @@ def test_a_run_is_recorded_with_its_flagfile_as_it_started(tmp_path):
         for r in atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
         if r["method"] == "cfm"
     )
-    assert "--dropout_rate=0.3" in record["commands"][0]
-    assert "--dropout_rate=0.5" not in record["commands"][0]
+    assert record["train_config"]["dropout_rate"] == 0.3
     # So the next pass, reading 0.5, trains it again instead of taking it for the new choice.
     calls = []
     runner.run_experiment(str(path), runner=_fake_runner(calls), fractions=["1.0"])
     assert [c for c in calls if "--flagfile=c.cfg" in c and c[2] == "ssl_retrieval.train"]
+
+
+def test_other_blend_options_run_train_and_evaluate_again_but_no_other_flag_does(tmp_path):
+    """The blend is keyed apart: a record whose training matches and whose blend options do
+    not goes through train (which chooses the blend of a finished run again, or trains it
+    where its model dir is gone) and evaluate; without a blend, its options are never read."""
+    config = {**_toy_config(tmp_path), "sweeps": {}, "seeds": [0]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    calls, fake = [], _fake_runner([])
+
+    def run(args):  # train writes config.json first, as the real one does
+        calls.append(args)
+        model_dir = dict(a[2:].split("=", 1) for a in args if "=" in a)["model_dir"]
+        os.makedirs(model_dir, exist_ok=True)
+        open(os.path.join(model_dir, "config.json"), "a").close()
+        fake(args)
+
+    runner.run_experiment(str(path), runner=run)
+    assert len(calls) == 2 * 4
+    config["extra_flags"] = ["--blend_margin=0.5"]
+    path.write_text(json.dumps(config))
+    shutil.rmtree(tmp_path / "runs" / "0.1")  # these model dirs are gone: trained afresh
+    calls.clear()
+    runner.run_experiment(str(path), runner=run)
+    assert [c[2] for c in calls] == ["ssl_retrieval.train", "ssl_retrieval.evaluate"] * 4
+    records = {
+        r["run_id"]: r for r in atomic.read_jsonl(str(tmp_path / "report" / "results.jsonl"))
+    }
+    timed = sorted(name for name, r in records.items() if "wall_seconds" in r)
+    assert timed == ["0.1/baseline/seed0", "0.1/cfm/seed0"]  # the others went on from theirs
+    # Runs that choose no blend: another blend option is not another run.
+    config["extra_flags"] = ["--nochoose_popularity_prior", "--blend_margin=0.5"]
+    path.write_text(json.dumps(config))
+    runner.run_experiment(str(path), runner=run)
+    config["extra_flags"] = ["--nochoose_popularity_prior", "--blend_margin=0.1"]
+    path.write_text(json.dumps(config))
+    calls.clear()
+    runner.run_experiment(str(path), runner=run)
+    assert calls == []

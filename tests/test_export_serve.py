@@ -1,7 +1,6 @@
 """Export, the Python API and the HTTP server, on a model trained for a few steps."""
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -54,15 +53,18 @@ def exported(tmp_path_factory):
     return {"module": module, "info": info, "path": path, "config": config, "root": root}
 
 
+# Two items' features, as the signatures take them (in memory here, in FRESH's process too).
+SIGNATURE_INPUTS = {
+    "item_id": [[""], ["item00005"]],
+    "brand": [["brand3"], [""]],
+    "category": [["cat1"], ["cat2"]],
+    "tags": [["tag3_1", "tag3_2"], ["", ""]],
+    "price": [9.5, float("nan")],
+}
+
+
 def signature_inputs():
-    features = {
-        "item_id": tf.constant([[""], ["item00005"]]),
-        "brand": tf.constant([["brand3"], [""]]),
-        "category": tf.constant([["cat1"], ["cat2"]]),
-        "tags": tf.constant([["tag3_1", "tag3_2"], ["", ""]]),
-        "price": tf.constant([9.5, float("nan")]),
-    }
-    return features
+    return {name: tf.constant(value) for name, value in SIGNATURE_INPUTS.items()}
 
 
 FRESH = textwrap.dedent(
@@ -73,13 +75,7 @@ FRESH = textwrap.dedent(
     import ssl_retrieval.compat as c
     tf = c.tf
     m = tf.saved_model.load(sys.argv[1])
-    features = {
-        "item_id": tf.constant([[""], ["item00005"]]),
-        "brand": tf.constant([["brand3"], [""]]),
-        "category": tf.constant([["cat1"], ["cat2"]]),
-        "tags": tf.constant([["tag3_1", "tag3_2"], ["", ""]]),
-        "price": tf.constant([9.5, float("nan")]),
-    }
+    features = {name: tf.constant(value) for name, value in json.loads(sys.argv[2]).items()}
     a = m.signatures["similar_items"](item_id=tf.constant(%r), k=tf.constant(5))
     b = m.signatures["similar_items_by_features"](k=tf.constant(5), **features)
     e = m.signatures["item_embedding"](**features)
@@ -99,7 +95,7 @@ def test_fresh_process_returns_what_the_in_memory_model_returned(exported):
     b = module.similar_items_by_features(signature_inputs(), tf.constant(5))
     e = module.item_embedding(signature_inputs())
     out = subprocess.run(
-        [sys.executable, "-c", FRESH % ids, exported["path"]],
+        [sys.executable, "-c", FRESH % ids, exported["path"], json.dumps(SIGNATURE_INPUTS)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -716,268 +712,3 @@ def test_keep_alive_survives_a_400_and_slow_bodies_get_408(exported):
             assert received.startswith(b"HTTP/1.1 408"), received[:200]
             assert b"--body_timeout_seconds" in received
             assert time.time() - started < 5
-
-
-def exact_export_config(model_dir, tmp_path, **blend):
-    """An export with brute-force search, so its lists can be compared exactly."""
-    return exporter.ExportConfig(
-        data_dir=None,
-        model_dir=model_dir,
-        export_dir=str(tmp_path / "export"),
-        k=20,
-        index="brute_force",
-        **blend,
-    )
-
-
-def test_popularity_prior_is_built_into_the_index(exported, tmp_path):
-    """With beta, both signatures rank by cos + beta * log(1 + training count), as evaluation does."""
-    from ssl_retrieval import popularity
-    from ssl_retrieval.evaluation import evaluator
-
-    model_dir = exported["config"].model_dir
-    config = exact_export_config(model_dir, tmp_path, popularity_prior=0.3)
-    module, info = exporter.build(config)
-    assert info["popularity_prior"] == 0.3
-    model = exported["module"]
-    data_dir = info["data_dir"]
-    ids = np.array(evaluator.corpus_ids(data_dir))
-    prior = popularity.log_counts(data_dir, ids)
-    from ssl_retrieval import model as model_lib
-
-    trained = model_lib.load_from_model_dir(model_dir)
-    queries, items = evaluator.embed_corpus(trained, data_dir)
-    scores = queries @ items.T + 0.3 * prior[None, :]
-    row = int(np.where(ids == IDS[0])[0][0])
-    scores[row, row] = -np.inf
-    expected = ids[np.argsort(-scores[row])[:5]]
-    got = module.similar_items(tf.constant(IDS[:1]), tf.constant(5))
-    assert got["ids"].numpy().astype(str)[0].tolist() == expected.tolist()
-    np.testing.assert_allclose(
-        got["scores"].numpy()[0], np.sort(scores[row])[::-1][:5], rtol=1e-5, atol=1e-5
-    )
-    by_features = module.similar_items_by_features(signature_inputs(), tf.constant(5))
-    z = trained.query_tower(exporter.to_model_features(signature_inputs(), info["features"]))
-    feature_scores = z.numpy() @ items.T + 0.3 * prior[None, :]
-    np.testing.assert_allclose(
-        by_features["scores"].numpy(), -np.sort(-feature_scores)[:, :5], rtol=1e-5, atol=1e-5
-    )
-    # Without a prior the scores are the plain cosine.
-    plain = model.similar_items(tf.constant(IDS[:1]), tf.constant(5))["scores"].numpy()[0]
-    assert plain.max() <= 1.0 + 1e-5 < got["scores"].numpy()[0].max()
-
-
-def test_blend_without_tfidf_serves_both_rankings_from_the_scann_index(exported, tmp_path):
-    """w = 0: the similar ranking is a search of the same ScaNN index, queries ending in -gamma
-    instead of beta; its lists are evaluation's exact lists up to the index's recall."""
-    from ssl_retrieval import blending, popularity
-    from ssl_retrieval import model as model_lib
-    from ssl_retrieval.evaluation import evaluator
-
-    model_dir = exported["config"].model_dir
-    blend = blending.Blend(
-        popularity_prior=0.3, content_weight=0.0, prior_share=0.4, popularity_penalty=0.5
-    )  # a large gamma, so that a wrong sign would change the lists
-    config = dataclasses.replace(
-        exact_export_config(model_dir, tmp_path, **dataclasses.asdict(blend)), index="scann"
-    )
-    module, info = exporter.build(config)
-    assert info["similar_ranking"] == "index"
-    assert info["similar_recall_at_10_vs_brute_force"] >= 0.9
-    assert not hasattr(module, "item_embeddings")  # no corpus copy for an exact ranking
-    data_dir = info["data_dir"]
-    ids = np.array(evaluator.corpus_ids(data_dir))
-    trained = model_lib.load_from_model_dir(model_dir)
-    queries, items = evaluator.embed_corpus(trained, data_dir)
-    retrieve = evaluator.blend_retriever(
-        blend, queries, items, popularity.log_counts(data_dir, ids), None
-    )
-    rows = np.array([int(np.where(ids == i)[0][0]) for i in IDS])
-    expected = ids[retrieve(rows, (10,))[10]]
-    got = module.similar_items(tf.constant(IDS), tf.constant(10))["ids"].numpy().astype(str)
-    overlap = np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, expected, strict=True)])
-    assert overlap >= 0.9
-    assert all(len(set(row)) == 10 and row[0] != "" for row in got)  # no duplicates, full lists
-    # With TF-IDF the similar ranking stays exact.
-    with_tfidf = dataclasses.replace(config, content_weight=1.0)
-    assert exporter.build(with_tfidf)[1]["similar_ranking"] == "exact"
-
-
-def test_blend_is_served_as_evaluation_ranks(exported, tmp_path, monkeypatch):
-    """With a blend, both signatures merge the index's popular ranking with the exact
-    cos + w * tfidf ranking, as evaluation does (blending.py); the exact ranking is made two
-    queries at a time here, so the three ids take a whole and a partial chunk."""
-    monkeypatch.setattr(exporter, "EXACT_CHUNK", 2)
-    from ssl_retrieval import blending, popularity, tfidf
-    from ssl_retrieval import model as model_lib
-    from ssl_retrieval.evaluation import evaluator
-
-    model_dir = exported["config"].model_dir
-    blend = blending.Blend(
-        popularity_prior=0.3, content_weight=1.5, prior_share=0.4, popularity_penalty=0.05
-    )
-    config = exact_export_config(model_dir, tmp_path, **dataclasses.asdict(blend))
-    module, info = exporter.build(config)
-    assert info["blend"] == dataclasses.asdict(blend)
-    data_dir = info["data_dir"]
-    ids = np.array(evaluator.corpus_ids(data_dir))
-    trained = model_lib.load_from_model_dir(model_dir)
-    queries, items = evaluator.embed_corpus(trained, data_dir)
-    content = tfidf.build(data_dir)
-    retrieve = evaluator.blend_retriever(
-        blend, queries, items, popularity.log_counts(data_dir, ids), content.matrix
-    )
-    rows = np.array([int(np.where(ids == i)[0][0]) for i in IDS])
-    for k in (1, 5, 12):
-        expected = ids[retrieve(rows, (k,))[k]]
-        got = module.similar_items(tf.constant(IDS), tf.constant(k))["ids"].numpy().astype(str)
-        assert got.tolist() == expected.tolist(), k
-    # From features: the TF-IDF of the given values, and the query tower on them.
-    inputs = signature_inputs()
-    vectors = content.vectors(
-        [
-            {"brand": ["brand3"], "category": ["cat1"], "tags": ["tag3_1", "tag3_2"]},
-            {"category": ["cat2"]},
-        ]
-    )
-    z = trained.query_tower(exporter.to_model_features(inputs, info["features"])).numpy()
-    log_counts = popularity.log_counts(data_dir, ids)[None, :]
-    popular = z @ items.T + 0.3 * log_counts
-    similar = z @ items.T + 1.5 * (vectors @ content.matrix.T).toarray() - 0.05 * log_counts
-    expected = blending.merge(
-        np.argsort(-popular, axis=1, kind="stable")[:, :5],
-        np.argsort(-similar, axis=1, kind="stable")[:, :5],
-        5,
-        2,
-    )
-    got = module.similar_items_by_features(inputs, tf.constant(5))["ids"].numpy().astype(str)
-    assert got.tolist() == ids[expected].tolist()
-    # The blend survives saving and loading.
-    path = exporter.write(module, info, config)
-    loaded = api.SimilarItems(path)
-    assert [[i for i, _ in row] for row in loaded.similar(IDS, k=5)] == ids[
-        retrieve(rows, (5,))[5]
-    ].tolist()
-
-
-def test_cold_slots_are_served_as_evaluation_ranks(exported, tmp_path, monkeypatch):
-    """A blend with cold slots: the export lists items without training pairs after the popular
-    slots, as evaluation does (blending.merge), by id and from features (exact rankings two
-    queries at a time, as above)."""
-    monkeypatch.setattr(exporter, "EXACT_CHUNK", 2)
-    from ssl_retrieval import blending, popularity, tfidf
-    from ssl_retrieval import model as model_lib
-    from ssl_retrieval.evaluation import evaluator
-
-    model_dir = exported["config"].model_dir
-    blend = blending.Blend(
-        popularity_prior=0.3,
-        content_weight=1.5,
-        prior_share=0.4,
-        popularity_penalty=0.05,
-        cold_share=0.3,
-        cold_content_weight=2.0,
-    )
-    config = exact_export_config(model_dir, tmp_path, **dataclasses.asdict(blend))
-    module, info = exporter.build(config)
-    data_dir = info["data_dir"]
-    ids = np.array(evaluator.corpus_ids(data_dir))
-    log_counts = popularity.log_counts(data_dir, ids)
-    assert 0 < (log_counts == 0).sum() < len(ids)  # the data has cold items and others
-    trained = model_lib.load_from_model_dir(model_dir)
-    queries, items = evaluator.embed_corpus(trained, data_dir)
-    content = tfidf.build(data_dir)
-    retrieve = evaluator.blend_retriever(blend, queries, items, log_counts, content.matrix)
-    rows = np.array([int(np.where(ids == i)[0][0]) for i in IDS])
-    for k in (1, 5, 12):
-        expected = ids[retrieve(rows, (k,))[k]]
-        got = module.similar_items(tf.constant(IDS), tf.constant(k))["ids"].numpy().astype(str)
-        assert got.tolist() == expected.tolist(), k
-    got = module.similar_items(tf.constant(IDS), tf.constant(10))["ids"].numpy().astype(str)
-    cold = {str(i) for i in ids[log_counts == 0]}
-    assert all(item in cold for row in got for item in row[4:7])  # slots 5 to 7
-    without = (
-        exporter.build(
-            exact_export_config(
-                model_dir,
-                tmp_path,
-                **dataclasses.asdict(dataclasses.replace(blend, cold_share=0.0)),
-            )
-        )[0]
-        .similar_items(tf.constant(IDS), tf.constant(10))["ids"]
-        .numpy()
-        .astype(str)
-    )
-    assert got.tolist() != without.tolist()
-    # From features: the same merge of the three rankings of the query tower's embedding.
-    inputs = signature_inputs()
-    vectors = content.vectors(
-        [
-            {"brand": ["brand3"], "category": ["cat1"], "tags": ["tag3_1", "tag3_2"]},
-            {"category": ["cat2"]},
-        ]
-    )
-    z = trained.query_tower(exporter.to_model_features(inputs, info["features"])).numpy()
-    similarity = (vectors @ content.matrix.T).toarray()
-    popular = z @ items.T + 0.3 * log_counts[None, :]
-    similar = z @ items.T + 1.5 * similarity - 0.05 * log_counts[None, :]
-    cold_scores = np.where(log_counts[None, :] > 0, -np.inf, z @ items.T + 2.0 * similarity)
-    cold_order = np.argsort(-cold_scores, axis=1, kind="stable")[:, :10]
-    expected = blending.merge(
-        np.argsort(-popular, axis=1, kind="stable")[:, :10],
-        np.argsort(-similar, axis=1, kind="stable")[:, :10],
-        10,
-        4,
-        blending.only_cold(cold_order, log_counts),
-        3,
-    )
-    got = module.similar_items_by_features(inputs, tf.constant(10))["ids"].numpy().astype(str)
-    assert got.tolist() == ids[expected].tolist()
-
-
-@pytest.mark.parametrize(
-    "n,k,chunk", [(5000, 101, 64), (1000, 7, 1024), (130, 20, 16), (40, 60, 8)]
-)
-def test_exact_top_k_is_tf_top_k(n, k, chunk):
-    """The chunked top-k of the export's exact rankings returns what tf.math.top_k returns,
-    ties (lower index first) and -inf entries included."""
-    rng = np.random.default_rng(n)
-    scores = np.round(rng.standard_normal((6, n)), 1).astype(np.float32)  # many ties
-    scores[0, : n // 2] = -np.inf
-    scores[1, :] = -np.inf
-    scores[1, 3] = 0.5
-    expected = tf.math.top_k(scores, min(k, n))
-    values, indices = exporter.exact_top_k(tf.constant(scores), k, chunk=chunk)
-    np.testing.assert_array_equal(values.numpy(), expected.values.numpy())
-    finite = np.isfinite(expected.values.numpy())
-    np.testing.assert_array_equal(indices.numpy()[finite], expected.indices.numpy()[finite])
-
-
-def test_content_vectors_by_features_are_the_corpus_rows():
-    """TF-IDF vectors of items given by features equal their corpus rows (tfidf.py), repeated
-    and unknown values aside, and their similarities are the matrix's cosines."""
-    from ssl_retrieval import tfidf
-
-    content = tfidf.from_token_sets(
-        ["tags", "brand"],
-        [{"tags=a", "tags=b", "brand=x"}, {"tags=b", "brand=y"}, {"tags=a", "brand=x"}, set()],
-    )
-    vectors = exporter.ContentVectors(content)
-    inputs = {
-        "tags": tf.constant([["a", "b", "a"], ["b", "zzz", ""], ["", "a", ""]]),
-        "brand": tf.constant([["x"], ["y"], ["x"]]),
-    }
-    by_rows = vectors.of_rows(tf.constant([0, 1, 2], tf.int64)).numpy()
-    np.testing.assert_allclose(by_rows, content.matrix[:3].toarray(), rtol=1e-6)
-    np.testing.assert_allclose(vectors.of_features(inputs).numpy(), by_rows, rtol=1e-6)
-    expected = (content.matrix[:3] @ content.matrix.T).toarray()
-    # Both ways: posting lists for small batches, the sparse-dense product for large ones.
-    np.testing.assert_allclose(vectors.similarities(by_rows).numpy(), expected, atol=1e-6)
-    np.testing.assert_allclose(vectors._by_postings(by_rows).numpy(), expected, atol=1e-6)
-    np.testing.assert_allclose(vectors._by_product(by_rows).numpy(), expected, atol=1e-6)
-    many = tf.tile(tf.constant(by_rows), [exporter.POSTINGS_MAX_BATCH, 1])
-    np.testing.assert_allclose(
-        vectors.similarities(many).numpy(),
-        np.tile(expected, [exporter.POSTINGS_MAX_BATCH, 1]),
-        atol=1e-6,
-    )

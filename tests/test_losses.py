@@ -7,8 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from ssl_retrieval import losses
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import losses
 
 
 def normalise(x):
@@ -47,27 +47,23 @@ def test_weights_accidental_hits_and_logq():
     weights = rng.uniform(0.5, 2.0, size=12)
     ids = np.array([b"a", b"b", b"a", b"c", b"d", b"b", b"e", b"f", b"g", b"a", b"h", b"i"])
     probs = rng.uniform(0.01, 0.2, size=12)
-    layer = losses.ContrastiveSoftmax(0.1)
-    got = layer(
-        tf.constant(q, tf.float32),
-        tf.constant(c, tf.float32),
-        sample_weight=tf.constant(weights, tf.float32),
-        candidate_ids=tf.constant(ids),
-        candidate_sampling_probability=tf.constant(probs, tf.float32),
-    )
+
+    def loss(layer):
+        return layer(
+            tf.constant(q, tf.float32),
+            tf.constant(c, tf.float32),
+            sample_weight=tf.constant(weights, tf.float32),
+            candidate_ids=tf.constant(ids),
+            candidate_sampling_probability=tf.constant(probs, tf.float32),
+        )
+
+    got = loss(losses.ContrastiveSoftmax(0.1))
     expected = reference_softmax(q, c, 0.1, weights, ids, probs)
     assert float(got) == pytest.approx(expected, rel=1e-5)
     # Removing accidental hits really changes the loss here (ids repeat).
     plain = reference_softmax(q, c, 0.1, weights, None, probs)
     assert abs(plain - expected) > 1e-3
-    no_removal = losses.ContrastiveSoftmax(0.1, remove_accidental_hits=False)
-    got_plain = no_removal(
-        tf.constant(q, tf.float32),
-        tf.constant(c, tf.float32),
-        sample_weight=tf.constant(weights, tf.float32),
-        candidate_ids=tf.constant(ids),
-        candidate_sampling_probability=tf.constant(probs, tf.float32),
-    )
+    got_plain = loss(losses.ContrastiveSoftmax(0.1, remove_accidental_hits=False))
     assert float(got_plain) == pytest.approx(plain, rel=1e-5)
 
 
@@ -106,7 +102,7 @@ TWO_REPLICAS = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from ssl_retrieval import losses
+    from ssl_retrieval.model import losses
     rng = np.random.default_rng(3)
     q = rng.normal(size=(8, 4)).astype("float32")
     cand = rng.normal(size=(8, 4)).astype("float32")

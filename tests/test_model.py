@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from ssl_retrieval import augment, data, model, testing
+from ssl_retrieval import data, testing
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import augment
+from ssl_retrieval.model import two_tower as model
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +200,7 @@ def test_flags_a_method_does_not_read_do_not_change_its_losses(data_dir, tmp_pat
         "cfm_exclude_id": True,
         "so_loss": "square",
         "fm_hidden_layers": (7,),
+        "ssl_id_view": "cold_start",
     }
     unread = {k: v for k, v in other.items() if k in methods.get(method).unread_fields}
     assert unread  # every method here lacks some part
@@ -212,3 +215,5 @@ def test_flags_a_method_does_not_read_do_not_change_its_losses(data_dir, tmp_pat
     assert losses(**unread) == losses()
     if method == "so":  # and the test can fail: a flag it reads changes them
         assert losses(so_loss="square") != losses()
+    if method == "cfm":
+        assert losses(ssl_id_view="cold_start") != losses()

@@ -3,6 +3,7 @@
 import glob
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -18,11 +19,13 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import (
     batches,
+    beam_options,
     mutual_information,
     pairs,
     pipeline,
     raw_io,
     readers,
+    stats,
     tf_example,
     tmp_dirs,
     vocabulary,
@@ -93,16 +96,7 @@ def raw(tmp_path_factory):
 
 
 def config_for(raw, out, **kwargs):
-    d = raw["dir"]
-    return pipeline.PreprocessConfig(
-        items=str(d / "items*.jsonl"),
-        pairs=str(d / "pairs*.jsonl"),
-        schema=str(d / "schema.json"),
-        output_dir=str(out),
-        max_error_fraction=0.05,
-        num_shards=2,
-        **kwargs,
-    )
+    return format_config(raw["dir"], out, extension=".jsonl", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -357,6 +351,85 @@ def test_cli_errors_are_clear(raw, tmp_path):
     assert "--direct_running_mode" in help_text and "--input_format" in help_text
 
 
+# ---------------------------------------------------------------- issue 34.5: a misspelled flag
+
+
+OWN_FLAGS = [f"--{name}" for name in ("train_fraction", "eval_fraction", "items")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--runner=DataflowRunner", "--project=p", "--region=europe-west1"],
+        ["--temp_location=gs://b/tmp", "--staging_location", "gs://b/stage", "--num_workers=4"],
+        ["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+        ["--runner=FlinkRunner", "--flink_master=localhost:8081", "--parallelism=4"],
+        ["--runner=SparkRunner", "--spark_master_url=spark://host:7077"],
+        ["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK"],
+        ["--experiments=use_runner_v2", "--experiments=x", "--save_main_session"],
+        ["--sdk_container_image=img", "--max_num_workers", "8", "--no_use_public_ips"],
+        [],
+    ],
+)
+def test_runner_options_pass_the_flag_check(args):
+    options = beam_options.pipeline_options(args, OWN_FLAGS)
+    assert options.get_all_options(drop_default=True).keys() >= {
+        a.removeprefix("--").split("=")[0]
+        for a in args
+        if a.startswith("--") and not a.startswith("--no_") and "experiment" not in a
+    }
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--trian_fraction=0.1"],
+            "unknown flag --trian_fraction: neither a flag of this "
+            "command nor a Beam pipeline option; did you mean --train_fraction?",
+        ),
+        (["--runner=DirectRunner", "--trian_fraction", "0.1"], "did you mean --train_fraction?"),
+        (["--direct_num_worker=2"], "did you mean --direct_num_workers?"),
+        (["--runer=DataflowRunner"], "did you mean --runner?"),
+        (
+            ["--zzzzzzzz"],
+            "unknown flag --zzzzzzzz: neither a flag of this command nor a Beam pipeline option",
+        ),
+        (["stray"], "unexpected argument 'stray'"),
+        (["--direct_num_workers=two"], "--direct_num_workers: invalid int value: 'two'"),
+    ],
+)
+def test_a_flag_that_is_not_ours_nor_beams_is_an_error_naming_the_closest(args, message):
+    with pytest.raises(ValueError) as e:
+        beam_options.pipeline_options(args, OWN_FLAGS)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_misspelled_preprocess_flag_stops_before_any_work(raw, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.preprocess",
+            f"--items={raw['dir']}/items*.jsonl",
+            f"--pairs={raw['dir']}/pairs.jsonl",
+            f"--schema={raw['dir']}/schema.json",
+            f"--output_dir={out}",
+            "--trian_fraction=0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown flag --trian_fraction: neither a flag of this command nor a Beam "
+        "pipeline option; did you mean --train_fraction?"
+    ]
+    assert proc.stdout == "" and os.listdir(tmp_path) == []
+
+
 # ---------------------------------------------------------------- transforms, one by one
 
 
@@ -576,10 +649,11 @@ def same_data(raw, tmp_path_factory):
     return {"dirs": dirs, "items": [r for f in item_files for r in f], "pairs": pair_list}
 
 
-def format_config(directory, out, **kwargs):
+def format_config(directory, out, extension="", **kwargs):
+    """The job's config over the raw files of `directory` (items*<extension>, pairs*...)."""
     return pipeline.PreprocessConfig(
-        items=str(directory / "items*"),
-        pairs=str(directory / "pairs*"),
+        items=str(directory / f"items*{extension}"),
+        pairs=str(directory / f"pairs*{extension}"),
         schema=str(directory / "schema.json"),
         output_dir=str(out),
         max_error_fraction=0.05,
@@ -693,6 +767,79 @@ def test_parquet_csv_and_bigquery_give_byte_identical_outputs(same_data, tmp_pat
     letters = dead_letters(bq_out)
     assert {(e[0], e[1]) for e in letters} == {("proj:ds", 0)}
     assert [e[2:] for e in letters] == sorted(e[2:] for e in expected if "duplicate" not in e[3])
+
+
+def _odd_input(directory, fmt):
+    """30 good items, 200 good pairs, and after them records with bytes that are not UTF-8 and
+    numbers that do not fit a float32, as `fmt` files; the bad ones' (file, line, field)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = [(f"it{i}".encode(), b"b%d" % (i % 3), float(i)) for i in range(30)]
+    items += [(b"bad\xff", b"b0", 1.0), (b"big", b"b1", 1e300), (b"neg", b"b\xe9", -1e300)]
+    pairs = [(f"it{i % 30}".encode(), f"it{(i * 7 + 1) % 30}".encode(), 1.0) for i in range(200)]
+    pairs += [(b"it1\xff", b"it2", 1.0), (b"it1", b"it2", 1e300)]
+    if fmt == "parquet":
+
+        def column(values):  # strings as Parquet holds them: bytes it never checks
+            return pa.array(values, type=pa.binary()).view(pa.string())
+
+        for name, rows, columns in (
+            ("items", items, ("item_id", "brand", "size")),
+            ("pairs", pairs, ("query_id", "candidate_id", "weight")),
+        ):
+            cols = list(zip(*rows, strict=True))
+            table = pa.table(
+                {columns[0]: column(cols[0]), columns[1]: column(cols[1]), columns[2]: cols[2]}
+            )
+            pq.write_table(table, directory / f"{name}.parquet")
+        first = 1
+    elif fmt == "csv":
+        (directory / "items.csv").write_bytes(
+            b"item_id,brand,size\n" + b"".join(b"%s,%s,%r\n" % row for row in items)
+        )
+        (directory / "pairs.csv").write_bytes(
+            b"query_id,candidate_id,weight\n" + b"".join(b"%s,%s,%r\n" % row for row in pairs)
+        )
+        first = 2  # the header is line 1
+    else:
+        (directory / "items.jsonl").write_bytes(
+            b"".join(b'{"item_id": "%s", "brand": "%s", "size": %r}\n' % row for row in items)
+        )
+        (directory / "pairs.jsonl").write_bytes(
+            b"".join(
+                b'{"query_id": "%s", "candidate_id": "%s", "weight": %r}\n' % row for row in pairs
+            )
+        )
+        first = 1
+    schema = {"features": [SCHEMA["features"][0], SCHEMA["features"][1], SCHEMA["features"][3]]}
+    (directory / "schema.json").write_text(json.dumps(schema))
+    return sorted(
+        [
+            ("items", first + 30, "item_id"),
+            ("items", first + 31, "size"),
+            ("items", first + 32, "brand"),  # its size is -1e300 too: the first field
+            ("pairs", first + 200, "query_id"),
+            ("pairs", first + 201, "weight"),
+        ]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_odd_bytes_and_numbers_are_dead_letters_naming_file_line_and_field(tmp_path, fmt):
+    """Issue 35: bytes that are not UTF-8 stopped the job in Beam's coder, and 1e300 in
+    struct.pack; both are dead letters, the job runs, and its outputs hold neither."""
+    expected = _odd_input(tmp_path, fmt)
+    summary = pipeline.run(format_config(tmp_path, tmp_path / "out"))
+    assert summary["counts"]["error_records"] == 5
+    assert summary["counts"]["items"] == 30
+    letters = dead_letters(tmp_path / "out")
+    assert [(stem, line, field) for stem, line, field, _ in letters] == expected
+    reasons = {field: reason for _, _, field, reason in letters}
+    assert reasons["item_id"] == reasons["query_id"] == raw_io.NOT_UTF8
+    assert reasons["size"].startswith("1e+300 does not fit a float32")
+    assert reasons["weight"].startswith("1e+300 does not fit a float32")
 
 
 def test_bigquery_needs_num_shards():
@@ -972,6 +1119,10 @@ def test_quick_validation_agrees_with_the_full_checks(monkeypatch):
         {"item_id": "a", "size": 1e308 * 10},
         {"item_id": "a", "size": -2.5, "other": [1]},
         {"item_id": ["a"]},
+        {"item_id": "a", "size": 1e300},
+        {"item_id": "a", "size": -3.5e38},
+        {"item_id": "a", "size": 10**400},
+        {"item_id": "a", "size": 3.4e38},
     ]
     pair_records = [
         {"query_id": "a", "candidate_id": "b"},
@@ -985,6 +1136,10 @@ def test_quick_validation_agrees_with_the_full_checks(monkeypatch):
         {"query_id": "a", "candidate_id": ""},
         {"query_id": "a\x85", "candidate_id": "b"},
         {"query_id": "a", "candidate_id": 3},
+        {"query_id": "a", "candidate_id": "b", "weight": 1e300},
+        {"query_id": "a", "candidate_id": "b", "weight": 1e-50},
+        {"query_id": "a", "candidate_id": "b", "weight": 10**400},
+        {"query_id": "a", "candidate_id": "b", "weight": 3e38},
     ]
     texts = [json.dumps(r) for r in items + pair_records] + ["[1]", "{", '{"a": 1} x', "\ufeff{}"]
     raws = texts + items + pair_records
@@ -1002,8 +1157,8 @@ def test_quick_validation_agrees_with_the_full_checks(monkeypatch):
     quick = results()
     monkeypatch.setattr(raw_io, "_fast_object", lambda raw: None)  # the full checks only
     assert quick == results()
-    assert sum(item is not None for (item, _), _ in quick) == 6
-    assert sum(pair is not None for _, (pair, _) in quick) == 8
+    assert sum(item is not None for (item, _), _ in quick) == 8
+    assert sum(pair is not None for _, (pair, _) in quick) == 10
 
 
 def test_split_and_route_is_split_records_then_the_writers_hashes():
@@ -1028,3 +1183,198 @@ def test_split_and_route_is_split_records_then_the_writers_hashes():
                 expected.setdefault(shard, []).append((order, q, c, weight))
             assert routed[split] == expected
             assert len(expected) == (shards[split] if split_pairs else 0)
+
+
+# ---------------------------------------------------------------- issue 30: the reverse-link leak
+
+
+def _link_code(split, reverse):
+    return 2 * pairs.LINK_SPLITS.index(split) + reverse
+
+
+def _records(rows):
+    records = np.empty(len(rows), dtype=pairs.LINK_RECORD)
+    records["link"], records["code"] = zip(*rows, strict=True) if rows else ((), ())
+    return records
+
+
+def test_reverse_counts_on_a_hand_checked_toy():
+    train, val, ev = pairs.TRAIN, pairs.VALIDATION, pairs.EVAL
+    rows = [
+        # link 1: eval a->b, its reverse b->a in train: 1 eval pair
+        (1, _link_code(ev, 0)),
+        (1, _link_code(train, 1)),
+        # link 2: the same eval pair twice, reverse in train: 2
+        (2, _link_code(ev, 0)),
+        (2, _link_code(ev, 0)),
+        (2, _link_code(train, 1)),
+        # link 3: the same direction in train is no reverse: 0
+        (3, _link_code(ev, 0)),
+        (3, _link_code(train, 0)),
+        # link 4: validation b->a, a->b twice in train: 1 validation pair
+        (4, _link_code(val, 1)),
+        (4, _link_code(train, 0)),
+        (4, _link_code(train, 0)),
+        # link 5: the reverse in validation, not training: 0
+        (5, _link_code(ev, 1)),
+        (5, _link_code(val, 0)),
+        # link 6: both directions in eval and in train: 2
+        (6, _link_code(ev, 0)),
+        (6, _link_code(ev, 1)),
+        (6, _link_code(train, 0)),
+        (6, _link_code(train, 1)),
+        # link 2**40 + 1 (not link 1): eval only
+        (2**40 + 1, _link_code(ev, 1)),
+    ]
+    assert stats.reverse_counts(_records(rows)) == {
+        "eval_pairs_with_reverse_in_train": 5,
+        "validation_pairs_with_reverse_in_train": 1,
+    }
+    assert stats.reverse_counts(_records([])) == dict.fromkeys(stats.REVERSE_COUNTS, 0)
+
+
+def test_reverse_counts_match_a_reference_in_python():
+    rng = np.random.default_rng(3)
+    rows = [(int(rng.integers(40)), int(rng.integers(6))) for _ in range(2_000)]
+    directions_in_train = {(link, code % 2) for link, code in rows if code < 2}
+    expected = {name: 0 for name in stats.REVERSE_COUNTS}
+    for link, code in rows:
+        split = pairs.LINK_SPLITS[code // 2]
+        if split != pairs.TRAIN and (link, 1 - code % 2) in directions_in_train:
+            expected[f"{split}_pairs_with_reverse_in_train"] += 1
+    assert stats.reverse_counts(_records(rows)) == expected
+    assert min(expected.values()) > 100
+
+
+def test_link_records_of_indices_and_of_ids():
+    split_pairs = {pairs.TRAIN: [(3, 1), (1, 3)], pairs.EVAL: [(7, 2, "rest")]}
+    records = np.frombuffer(pairs.link_records(split_pairs), dtype=pairs.LINK_RECORD)
+    assert records["link"].tolist() == [(1 << 32) | 3, (1 << 32) | 3, (2 << 32) | 7]
+    assert records["code"].tolist() == [1, 0, _link_code(pairs.EVAL, 1)]
+    by_id = {pairs.VALIDATION: [("b", "a"), ("a", "b")]}
+    records = np.frombuffer(
+        pairs.link_records(by_id, index_of=pairs.link_hash), dtype=pairs.LINK_RECORD
+    )
+    assert records["link"].tolist() == [pairs.link_hash("a", "b")] * 2
+    assert records["code"].tolist() == [3, 2]
+
+
+def test_split_by_link_puts_a_pair_and_its_reverse_together():
+    keys = [(f"q{i}é", f"c{i % 97}") for i in range(20_000)]
+    for split_by in pairs.SPLIT_BY:
+        same_split = [
+            pairs.split_of(q, c, 0.1, 0.05, split_by) == pairs.split_of(c, q, 0.1, 0.05, split_by)
+            for q, c in keys
+        ]
+        same_kept = [
+            pairs.kept_for_training(q, c, 0.3, split_by)
+            == pairs.kept_for_training(c, q, 0.3, split_by)
+            for q, c in keys
+        ]
+        if split_by == pairs.LINK:
+            assert all(same_split) and all(same_kept)
+        else:  # independent hashes: P(same) = 0.1^2 + 0.045^2 + 0.855^2 and 0.3^2 + 0.7^2
+            assert abs(np.mean(same_split) - 0.7431) < 0.01
+            assert abs(np.mean(same_kept) - 0.58) < 0.01
+    evals = [k for k in keys if pairs.split_of(*k, 0.1, 0.05, pairs.LINK) == pairs.EVAL]
+    assert abs(len(evals) / len(keys) - 0.1) < 0.005
+    # The default is the pair's own hash, as before the option.
+    assert pairs.split_key("b", "a") == "b\x1fa" and pairs.split_key("b", "a", "link") == "a\x1fb"
+
+
+def test_split_and_route_splits_by_link_as_split_records():
+    rng = np.random.default_rng(9)
+    known = []
+    for _ in range(1_500):
+        q, c = int(rng.integers(60)), int(rng.integers(60, 120))
+        known += [(f"i{q}", f"i{c}", 1.0, q, c), (f"i{c}", f"i{q}", 1.0, c, q)]
+    shards = {pairs.TRAIN: 2, pairs.VALIDATION: 1, pairs.EVAL: 1}
+    fractions = (0.2, 0.1, 0.5)
+    routed, train, evals, downsampled = pairs._split_and_route(known, fractions, shards, "link")
+    out, train_ids, eval_ids, expected_downsampled = pairs._split_records(known, fractions, "link")
+    assert downsampled == expected_downsampled > 0
+    assert [f"i{c}" for c in train] == train_ids and [f"i{c}" for c in evals] == eval_ids
+    for split, split_pairs in out.items():
+        got = sorted((q, c) for rows in routed[split].values() for _, q, c, _ in rows)
+        assert got == sorted((p[3], p[4]) for p in split_pairs)
+        # every pair of the split has its reverse in the same split
+        assert Counter((p[0], p[1]) for p in split_pairs) == Counter(
+            (p[1], p[0]) for p in split_pairs
+        )
+
+
+def _split_ids(out):
+    """{split: Counter of (query, candidate)} of a data dir's tfrecords."""
+    found = {}
+    for split in (pairs.TRAIN, pairs.VALIDATION, pairs.EVAL):
+        found[split] = Counter()
+        for path in glob.glob(str(out / f"{split}-*.tfrecord")):
+            for record in tf.data.TFRecordDataset(path):
+                feature = tf.train.Example.FromString(record.numpy()).features.feature
+                q = feature["query_item_id"].bytes_list.value[0].decode()
+                c = feature["candidate_item_id"].bytes_list.value[0].decode()
+                found[split][(q, c)] += 1
+    return found
+
+
+@pytest.mark.slow
+def test_split_by_link_removes_the_reverse_link_leak_that_stats_report(tmp_path, caplog):
+    from ssl_retrieval.sources import linked
+
+    raw_dir = tmp_path / "raw"
+    linked.build(str(raw_dir), num_items=300, num_pairs=1_500, seed=1, both_directions=True)
+
+    def run(name, **kwargs):
+        cfg = pipeline.PreprocessConfig(
+            items=str(raw_dir / "items.jsonl"),
+            pairs=str(raw_dir / "pairs.jsonl"),
+            schema=str(raw_dir / "schema.json"),
+            output_dir=str(tmp_path / name),
+            **kwargs,
+        )
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            summary = pipeline.run(cfg)
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        return summary, json.load(open(tmp_path / name / "stats.json")), warned
+
+    for name, kwargs in [
+        ("by_pair", {}),
+        ("by_link", {"split_by": "link"}),
+        ("by_link_sparse", {"split_by": "link", "train_fraction": 0.5}),
+        ("by_pair_shuffle", {"join": "shuffle"}),
+    ]:
+        summary, stats_json, warned = run(name, **kwargs)
+        found = _split_ids(tmp_path / name)
+        for split in (pairs.EVAL, pairs.VALIDATION):
+            # the reference: the split's pairs (with repeats) whose reverse is a training pair
+            expected = sum(
+                n for (q, c), n in found[split].items() if found[pairs.TRAIN][(c, q)] > 0
+            )
+            assert stats_json[f"{split}_pairs_with_reverse_in_train"] == expected
+            share = stats_json[f"{split}_reverse_in_train_share"]
+            assert share == round(expected / summary["counts"][f"{split}_pairs"], 6)
+        assert stats_json["split_by"] == kwargs.get("split_by", "pair")
+        readme = open(tmp_path / name / "README.md").read()
+        row = f"| eval_pairs_with_reverse_in_train | {stats_json['eval_pairs_with_reverse_in_train']} |"
+        assert row in readme
+        if name.startswith("by_pair"):
+            # Every link in both directions, split by pair: most eval pairs leak.
+            assert stats_json["eval_reverse_in_train_share"] > 0.7
+            assert len(warned) == 1 and "--split_by=link" in warned[0]
+            assert "% of eval pairs" in warned[0] and "`--split_by=link`" in readme
+        else:
+            assert stats_json["eval_pairs_with_reverse_in_train"] == 0
+            assert stats_json["validation_pairs_with_reverse_in_train"] == 0
+            assert warned == []
+            # A link and its reverse are kept or dropped together: every split is symmetric.
+            for split_counts in found.values():
+                assert split_counts == Counter({(c, q): n for (q, c), n in split_counts.items()})
+    sparse = _split_ids(tmp_path / "by_link_sparse")
+    full = _split_ids(tmp_path / "by_link")
+    assert sparse[pairs.EVAL] == full[pairs.EVAL]
+    assert 0.4 < sum(sparse[pairs.TRAIN].values()) / sum(full[pairs.TRAIN].values()) < 0.6
+    # The two joins count the same (item indices there, hashes of ids here).
+    assert (tmp_path / "by_pair" / "stats.json").read_bytes() == (
+        tmp_path / "by_pair_shuffle" / "stats.json"
+    ).read_bytes()

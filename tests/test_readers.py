@@ -331,8 +331,9 @@ def test_control_characters_and_undecodable_bytes_are_dead_letters(tmp_path):
     ]
     assert "U+0009" in errors[0]["reason"] and "U+000D" in errors[2]["reason"]
     assert errors[3]["reason"].startswith("not valid UTF-8")
-    # The dead letter itself is written as UTF-8 JSON, the bad bytes escaped, never replaced.
-    assert "\\udce9\\udcff" in json.dumps(errors[3]) and "\ufffd" not in errors[3]["record"]
+    # The dead letter holds the bad bytes escaped, never replaced (and no lone surrogate).
+    assert errors[3]["record"] == '{"item_id": "latin1_\\xe9\\xff"}'
+    assert errors[6]["record"] == '{"item_id": "x5", "brand": "lone \\udc80 surrogate"}'
     pairs = [
         ("a\tb", "c", "query_id"),
         ("a", "c\n", "candidate_id"),
@@ -408,3 +409,185 @@ def test_temp_dir_of_a_killed_job_is_removed_by_the_next_run(tmp_path):
     assert os.path.isdir(left) and os.path.basename(left).startswith(".data.tmp-")
     assert tmp_dirs.remove_stale(str(out)) == [left]
     assert not os.path.exists(left)
+
+
+# ---------------------------------------------------------------- issue 35: odd bytes and numbers
+
+
+def beam_encodable(records):
+    """Encodes each element as the job's runner does (Beam's default coder), failing as it did:
+    `UnicodeEncodeError: surrogates not allowed` for a string that holds undecodable bytes."""
+    from apache_beam.coders import coders
+
+    coder = coders.FastPrimitivesCoder()
+    for record in records:
+        assert coder.decode(coder.encode(record)) == record
+    return records
+
+
+BAD_BYTES_ITEMS = [  # as Latin-1 text: "\xff" is the byte 0xff
+    '{"item_id": "a", "brand": "b1"}',
+    '{"item_id": "b\xff", "brand": "b1"}',
+    '{"item_id": "c", "tags": ["x", "caf\xe9"]}',
+    '{"item_id": "d", "brand": "\xc3\xa9", "ignored": "\xfe"}',  # é in UTF-8; 0xfe unread
+    '{"item_id": "e", "size": 1.5\xff}',  # outside any string: not JSON
+]
+
+
+def test_undecodable_bytes_in_json_lines_are_dead_letters_beam_can_encode(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(b"".join(line.encode("latin-1") + b"\n" for line in BAD_BYTES_ITEMS))
+    source = resolve(path)
+    records = beam_encodable(list(readers.iter_records(source)))
+    assert [type(raw) for _, _, raw in records] == [str, bytes, bytes, bytes, bytes]
+    assert beam_encodable(list(raw_io.read_line_batches(str(path))))
+    items, errors = validated(source)
+    assert [i["item_id"] for i in items] == ["a", "d"] and items[1]["brand"] == "é"
+    beam_encodable(errors)
+    assert [(e["file"], e["line"], e["field"]) for e in errors] == [
+        (str(path), 2, "item_id"),
+        (str(path), 3, "tags"),
+        (str(path), 5, ""),
+    ]
+    assert errors[0]["reason"] == raw_io.NOT_UTF8
+    assert errors[1]["record"] == '{"item_id": "c", "tags": ["x", "caf\\xe9"]}'
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(
+        b'{"query_id": "a", "candidate_id": "b"}\n{"query_id": "a\xff", "candidate_id": "b"}\n'
+    )
+    source = readers.resolve(str(pairs), "--pairs", "auto", readers.pair_columns())
+    got, errors = validated(source, raw_io.validate_pair)
+    assert len(got) == 1 and [(e["line"], e["field"]) for e in beam_encodable(errors)] == [
+        (2, "query_id")
+    ]
+
+
+def test_undecodable_bytes_in_csv_are_dead_letters_beam_can_encode(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_bytes(
+        b"item_id,brand,tags,size,ignored\n"
+        b"a,b1,x,1,\xff\n"  # the bad byte is in a column the job does not read
+        b"b,b\xe9,x|y\xff,2,\n"  # two bad columns: the schema's first is named
+        b"c,b1,x,3\xff,\n"
+        b"d\xff,b1\n"  # ragged too: its text is escaped
+    )
+    source = resolve(path)
+    beam_encodable(list(readers.iter_records(source)))
+    items, errors = validated(source)
+    assert [i["item_id"] for i in items] == ["a"]
+    beam_encodable(errors)
+    assert [(e["line"], e["field"], e["reason"]) for e in errors] == [
+        (3, "brand", raw_io.NOT_UTF8),
+        (4, "size", raw_io.NOT_UTF8),
+        (5, "", "the row has 2 cells, the header 5"),
+    ]
+    assert errors[0]["record"] == "b,b\\xe9,x|y\\xff,2," and errors[2]["record"] == "d\\xff,b1"
+
+
+def test_undecodable_strings_in_parquet_are_dead_letters_naming_row_and_column(tmp_path):
+    def text(values):  # a string column whose bytes Parquet does not check
+        return pa.array(values, type=pa.binary()).view(pa.string())
+
+    tags = pa.ListArray.from_arrays([0, 1, 2, 3], text([b"x", b"y\xff", b"z"]))
+    table = pa.table(
+        {
+            "item_id": text([b"a", b"b", b"c\xe9"]),
+            "brand": text([b"b1", None, b"b2"]),
+            "tags": tags,
+            "size": pa.array([1.0, 2.0, 3.0]),
+        }
+    )
+    path = str(tmp_path / "items.parquet")
+    pq.write_table(table, path, row_group_size=2)
+    items, errors = validated(resolve(path))
+    assert items == [{"item_id": "a", "brand": "b1", "tags": ["x"], "size": 1.0}]
+    beam_encodable(errors)
+    assert [(e["file"], e["line"], e["field"], e["reason"]) for e in errors] == [
+        (path, 2, "tags", raw_io.NOT_UTF8),
+        (path, 3, "item_id", raw_io.NOT_UTF8),
+    ]
+    assert json.loads(errors[1]["record"])["item_id"] == "c\\xe9"
+
+
+HUGE_INT = "9" * 400
+
+
+@pytest.mark.parametrize(
+    "literal, reason",
+    [
+        ("1e300", "1e+300 does not fit a float32 (at most 3.40282e+38 in magnitude)"),
+        ("-1e300", "-1e+300 does not fit a float32 (at most 3.40282e+38 in magnitude)"),
+        ("3.5e38", "3.5e+38 does not fit a float32 (at most 3.40282e+38 in magnitude)"),
+        (HUGE_INT, "an integer of about 401 digits does not fit a float32"),
+        ("1e400", "not a finite number"),
+        ("Infinity", "not a finite number"),
+        ("-Infinity", "not a finite number"),
+        ("NaN", "not a finite number"),
+        ("9" * 5000, "not valid JSON: Exceeds the limit (4300 digits)"),
+        ("3.4e38", None),
+        ("-1e-300", None),
+    ],
+)
+def test_dense_values_that_do_not_fit_a_float32_are_dead_letters(literal, reason):
+    text = '{"item_id": "a", "size": ' + literal + "}"
+    item, error = raw_io.validate_item(SCHEMA.features, "f.jsonl", 7, text)
+    if reason is None:
+        assert error is None and item["size"] == float(literal)
+        return
+    assert item is None and error["reason"].startswith(reason)
+    assert (error["file"], error["line"], error["field"]) == (
+        "f.jsonl",
+        7,
+        "" if reason.startswith("not valid JSON") else "size",
+    )
+    beam_encodable([error])
+
+
+@pytest.mark.parametrize(
+    "weight, reason",
+    [
+        ("1e300", "1e+300 does not fit a float32"),
+        (HUGE_INT, "an integer of about 401 digits does not fit a float32"),
+        ("1e-50", "1e-50 would be 0 as a float32"),
+        ("Infinity", "not a finite number"),
+        ("-" + HUGE_INT, "expected a number > 0, got an integer of about 401 digits"),
+        ("1e38", None),
+        ("2e-45", None),
+    ],
+)
+def test_weights_that_do_not_fit_a_float32_are_dead_letters(weight, reason):
+    text = '{"query_id": "a", "candidate_id": "b", "weight": ' + weight + "}"
+    pair, error = raw_io.validate_pair("p.jsonl", 3, text)
+    if reason is None:
+        assert error is None and pair["weight"] == float(weight)
+        return
+    assert pair is None and error["field"] == "weight" and error["reason"].startswith(reason)
+
+
+def test_dense_csv_and_parquet_values_beyond_float32_are_dead_letters(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,brand,tags,size\na,,,1e300\nb,,,-inf\nc,,,3e38\n")
+    items, errors = validated(resolve(path))
+    assert items == [{"item_id": "c", "size": 3e38}]
+    assert [(e["line"], e["field"], e["reason"][:6]) for e in errors] == [
+        (2, "size", "1e+300"),
+        (3, "size", "not a "),
+    ]
+    rows = [{"item_id": "a", "size": 1e300}, {"item_id": "b", "size": 2.0}]
+    parquet = write_parquet(tmp_path / "items.parquet", rows)
+    items, errors = validated(resolve(parquet))
+    assert [i["item_id"] for i in items] == ["b"]
+    assert [(e["line"], e["field"]) for e in errors] == [(1, "size")]
+
+
+def test_deeply_nested_json_is_a_dead_letter():
+    text = '{"item_id": "a", "tags": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    item, error = raw_io.validate_item(SCHEMA.features, "f.jsonl", 1, text)
+    assert item is None and error["field"] == "" and error["reason"].startswith("not valid JSON")
+
+
+def test_a_file_name_that_is_not_utf8_is_one_error(tmp_path):
+    name = os.fsdecode(b"items-\xff.jsonl")
+    (tmp_path / name).write_text(json.dumps(ITEMS[0]) + "\n")
+    with pytest.raises(ValueError, match=r"the file name .*items-\\xff\.jsonl is not valid UTF-8"):
+        resolve(tmp_path / "items-*.jsonl")

@@ -4,18 +4,18 @@ Mixed negatives and the tempered logQ correction (loss), normalised MI for CFM (
 without an embedding of their own and id dropout (encoder), the symmetric loss (model).
 """
 
-import dataclasses
 import json
 import os
 
 import numpy as np
 import pytest
 
-from ssl_retrieval import augment, losses, testing
 from ssl_retrieval import config as config_lib
 from ssl_retrieval import data as data_lib
-from ssl_retrieval import model as model_lib
+from ssl_retrieval import testing
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import augment, losses
+from ssl_retrieval.model import two_tower as model_lib
 from ssl_retrieval.training import trainer
 
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8)
@@ -230,61 +230,42 @@ def test_validation_keeps_the_best_weights_and_stops_early(tmp_path):
     restored = model_lib.load_from_model_dir(config.model_dir)
     validator = trainer.Validator(config)
     assert validator(restored)["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
-    # The blend was chosen on validation with the best weights, and evaluation uses it by
+    # The blends were chosen on validation with the best weights, and evaluation uses them by
     # default. The first grid point is plain cosine: the validation metric of the best step.
-    from ssl_retrieval import blending
-    from ssl_retrieval.evaluation import evaluator
+    from ssl_retrieval.evaluation import blend_choice, evaluator
+    from ssl_retrieval.ranking import blend as blend_lib
+    from ssl_retrieval.ranking.config import BlendConfig
 
-    choice = json.load(open(f"{config.model_dir}/{blending.FILE}"))
-    first = choice["grid"][0]
+    choice = json.load(open(f"{config.model_dir}/{blend_lib.FILE}"))
+    first = choice["choices"]["50"]["grid"][0]
     assert (first["popularity_prior"], first["content_weight"], first["prior_share"]) == (0, 0, 1)
     assert first["metrics"]["all"]["recall@50"] == pytest.approx(values[best], abs=1e-6)
     assert choice["objective"] == "references"
-    assert set(choice["references"]) == {"top_popular", "feature_knn", "cooccurrence"}
-    best_trial = max(
-        choice["grid"],
-        key=lambda t: (
-            tuple(t["value"]),
-            t["prior_share"],
-            -t["cold_share"],
-            -t["content_weight"],
-            -t["popularity_penalty"],
-            -t["popularity_prior"],
-            -t["cold_content_weight"],
-        ),
-    )
-    chosen = {k: best_trial[k] for k in blending.NAMES}
-    assert choice["blend"] == chosen == summary["blend"]
-    assert blending.load(config.model_dir) == blending.Blend(**chosen)
-    assert (
-        evaluator.resolve_popularity_prior(config.model_dir, "auto") == chosen["popularity_prior"]
-    )
+    assert set(choice["references"]["50"]) == {"top_popular", "feature_knn", "cooccurrence"}
+    for k in choice["blends"]:
+        trials = choice["choices"][k]["grid"]
+        best_trial = max(trials, key=lambda t: (tuple(t["value"]), *blend_choice._simplicity(t)))
+        chosen = {n: choice["blends"][k][n] for n in blend_lib.NAMES}
+        assert chosen == {n: best_trial[n] for n in blend_lib.NAMES}
+        assert bool(choice["blends"][k]["fusion"]) == best_trial["fused"]
+    assert choice["blends"] == summary["blends"]
+    assert blend_lib.load(config.model_dir) == blend_lib.Blends.from_json(choice["blends"])
+    beta = choice["blends"]["50"]["popularity_prior"]
+    assert evaluator.resolve_popularity_prior(config.model_dir, "auto") == beta
     assert evaluator.resolve_popularity_prior(config.model_dir, "0") == 0.0
     with pytest.raises(ValueError, match="popularity_prior"):
         evaluator.resolve_popularity_prior(config.model_dir, "-1")
-    assert choice["options"] == trainer.blend_options(config)
-    assert any(t["cold_share"] > 0 for t in choice["grid"])
-    # The finished run given other blend options chooses its blend again, without training.
-    path = f"{config.model_dir}/{blending.FILE}"
-    narrower = dataclasses.replace(config, blend_cold_shares=(0.0,), blend_margin=0.0)
-    again = trainer.run(narrower)
-    assert again["already_finished"] and again["steps"] == summary["steps"]
-    rechosen = json.load(open(path))
-    assert rechosen["options"]["blend_cold_shares"] == [0.0]
-    assert all(t["cold_share"] == 0 for t in rechosen["grid"])
-    assert again["blend"] == rechosen["blend"]
-    written = json.load(open(f"{config.model_dir}/train_metrics.json"))
-    assert written["blend"] == rechosen["blend"] and "already_finished" not in written
+    assert choice["options"] == BlendConfig().options()
+    assert any(t["cold_share"] > 0 for t in choice["choices"]["50"]["grid"])
     # The same options again: nothing to do, the blend is not touched.
+    path = f"{config.model_dir}/{blend_lib.FILE}"
     modified = os.path.getmtime(path)
-    trainer.run(narrower)
-    assert os.path.getmtime(path) == modified
-    # A rerun recognises the finished run.
     assert trainer.run(config)["already_finished"]
+    assert os.path.getmtime(path) == modified
 
 
 def test_popularity_prior_adds_beta_log_counts_to_the_cosine(tmp_path):
-    from ssl_retrieval import popularity
+    from ssl_retrieval.ranking import popularity
 
     data_dir = testing.make_data_dir(str(tmp_path / "data"))
     ids = ["item00000", "item00001", "never-seen"]

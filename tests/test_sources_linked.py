@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 
-from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.sources import linked
 
 
@@ -33,15 +32,8 @@ def _topic(item):
     return None
 
 
-def test_counts_schema_and_same_bytes_for_the_same_seed(dataset, tmp_path):
-    items, pairs = _read(dataset, "items"), _read(dataset, "pairs")
-    assert len(items) == 20_000 and len({i["item_id"] for i in items}) == 20_000
-    assert len(pairs) == 60_000
-    ids = {i["item_id"] for i in items}
-    assert all(p["query_id"] in ids and p["candidate_id"] in ids for p in pairs)
-    assert all(p["query_id"] != p["candidate_id"] for p in pairs)
-    schema = schema_lib.load(os.path.join(dataset, "schema.json"))
-    assert set(items[0]) == set(schema.names)
+def test_counts_schema_and_same_bytes_for_the_same_seed(dataset, tmp_path, check_source_output):
+    _, _, schema = check_source_output(dataset, 20_000, 60_000)
     assert [f.kind for f in schema.features].count("multi_hot") == 2
     again = str(tmp_path / "again")
     linked.build(again, num_items=20_000, num_pairs=60_000, seed=3)
@@ -84,3 +76,19 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="topic_size"):
         linked.build(str(tmp_path / "b"), num_items=100, num_pairs=10, topic_size=1)
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
+def test_both_directions_writes_each_link_then_its_reverse(dataset, tmp_path):
+    both = str(tmp_path / "both")
+    summary = linked.build(both, num_items=20_000, num_pairs=60_000, seed=3, both_directions=True)
+    one_way, pairs = _read(dataset, "pairs"), _read(both, "pairs")
+    assert summary["pairs"] == len(pairs) == 120_000 and summary["links"] == 60_000
+    assert pairs[0::2] == one_way  # the same links, as drawn
+    assert pairs[1::2] == [
+        {"query_id": p["candidate_id"], "candidate_id": p["query_id"]} for p in one_way
+    ]
+    with open(os.path.join(both, "items.jsonl"), "rb") as a:
+        with open(os.path.join(dataset, "items.jsonl"), "rb") as b:
+            assert a.read() == b.read()
+    # A one-way build's summary is as it was before the option.
+    assert "both_directions" not in json.load(open(os.path.join(dataset, "summary.json")))

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.sources import synthetic
 
 
@@ -35,21 +34,13 @@ def dataset(tmp_path_factory):
     return out
 
 
-def test_counts_shards_and_schema(dataset):
+def test_counts_shards_and_schema(dataset, check_source_output):
     assert sorted(os.listdir(dataset)) == sorted(
         [f"items-0000{i}-of-00003.jsonl" for i in range(3)]
         + [f"pairs-0000{i}-of-00003.jsonl" for i in range(3)]
         + ["schema.json", "README.md", "summary.json"]
     )
-    items = read_all(dataset, "items")
-    pairs = read_all(dataset, "pairs")
-    assert len(items) == 3000 and len({i["item_id"] for i in items}) == 3000
-    assert len(pairs) == 60000
-    ids = {i["item_id"] for i in items}
-    assert all(p["query_id"] in ids and p["candidate_id"] in ids for p in pairs)
-    assert all(p["query_id"] != p["candidate_id"] for p in pairs)
-    schema = schema_lib.load(os.path.join(dataset, "schema.json"))
-    assert set(items[0]) == set(schema.names)
+    check_source_output(dataset, 3000, 60000)
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(dataset, tmp_path):

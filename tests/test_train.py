@@ -14,8 +14,8 @@ import pytest
 
 from ssl_retrieval import cli, testing
 from ssl_retrieval import config as config_lib
-from ssl_retrieval import model as model_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.model import two_tower as model_lib
 from ssl_retrieval.training import trainer
 
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8, fm_hidden_layers=(16,))
@@ -200,7 +200,8 @@ TWO_REPLICAS = textwrap.dedent(
     tf = c.tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from ssl_retrieval import config as config_lib, data, model as model_lib, schema as s
+    from ssl_retrieval import config as config_lib, data, schema as s
+    from ssl_retrieval.model import two_tower as model_lib
     data_dir, method = sys.argv[1], sys.argv[2]
     # No id dropout: it draws its own mask on each replica, like any dropout.
     cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,
@@ -251,7 +252,8 @@ TWO_WORKERS = textwrap.dedent(
     tf = c.tf
     # The strategy must exist before any other TensorFlow op of the process.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    from ssl_retrieval import config as config_lib, data, model as model_lib, schema as s
+    from ssl_retrieval import config as config_lib, data, schema as s
+    from ssl_retrieval.model import two_tower as model_lib
     data_dir, method = sys.argv[1], sys.argv[2]
     # No id dropout: it draws its own mask on each replica, like any dropout.
     cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,

@@ -4,15 +4,25 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
+import threading
+import time
 
 import pytest
 
+from ssl_retrieval import atomic
 from ssl_retrieval import config as config_lib
-from ssl_retrieval.experimentation import ledger, tuning
+from ssl_retrieval.experimentation import configs, ledger, tuning, workers
 
 GRID = {"alpha": [0.3, 0.1, 1.0], "dropout_rate": [0.3, 0.5]}
+
+
+@pytest.fixture(autouse=True)
+def _flagfiles(tmp_path, monkeypatch):
+    """The toy configs' flagfiles, empty, in the working directory (a tuning needs its own)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    for name in ("b", "c", "fm"):
+        (tmp_path / "configs" / f"{name}.cfg").write_text("")
 
 
 def test_trial_points_are_distinct_seeded_and_start_with_the_defaults():
@@ -265,121 +275,10 @@ def test_a_fresh_clone_resumes_from_the_committed_trials(tmp_path, monkeypatch):
     # And another default of the package (a command's unset flags take it).
     shutil.rmtree(tmp_path / "runs")
     calls.clear()
-    monkeypatch.setattr(ledger, "train_defaults", lambda ignored=(): "other defaults")
+    fields = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
+    monkeypatch.setattr(fields["ssl_temperature"], "default", 0.2)
     tuning.run_tuning(str(path), runner=_fake_trainer(calls))
     assert len(calls) == 3
-
-
-def test_the_defaults_hash_is_the_same_in_another_process():
-    """What a fresh clone compares with the committed records: no address, no set order."""
-    code = "from ssl_retrieval.experimentation import ledger; print(ledger.train_defaults())"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert other.stdout.strip() == ledger.train_defaults()
-
-
-def test_new_blend_defaults_rerun_experiments_but_not_tuning_trials(monkeypatch):
-    """A trial's value does not depend on how the blend is chosen after training."""
-    every, trials = ledger.train_defaults(), ledger.train_defaults(tuning.NOT_IN_TRIALS)
-    fields = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
-    monkeypatch.setattr(fields["blend_margin"], "default", 0.5)
-    assert ledger.train_defaults() != every
-    assert ledger.train_defaults(tuning.NOT_IN_TRIALS) == trials
-    monkeypatch.setattr(fields["learning_rate"], "default", 0.5)
-    assert ledger.train_defaults(tuning.NOT_IN_TRIALS) != trials
-
-
-def _with_new_option(**option_kwargs):
-    """TrainConfig as it would be with one more option, `new_option`."""
-    from ssl_retrieval.cli import option
-
-    @dataclasses.dataclass(frozen=True)
-    class Extended(config_lib.TrainConfig):
-        new_option: float = option(**option_kwargs)
-
-    return Extended
-
-
-def test_a_new_option_at_its_neutral_value_voids_no_record(monkeypatch):
-    """Adding an option declared with the value that trains as before keeps every committed
-    record; adding one without it, or with another default, voids them."""
-    before = ledger.train_defaults()
-    cfm = ledger.taken_defaults([_train("--method=cfm")])
-    monkeypatch.setattr(config_lib, "TrainConfig", _with_new_option(default=0.0, neutral=0.0))
-    assert ledger.train_defaults() == before
-    assert ledger.taken_defaults([_train("--method=cfm")]) == cfm
-    monkeypatch.setattr(config_lib, "TrainConfig", _with_new_option(default=0.0))
-    assert ledger.train_defaults() != before
-    monkeypatch.setattr(config_lib, "TrainConfig", _with_new_option(default=0.9, neutral=0.0))
-    assert ledger.train_defaults() != before
-    assert ledger.taken_defaults([_train("--method=cfm")]) != cfm
-    # A run that sets the option does not take its default.
-    assert ledger.taken_defaults([_train("--method=cfm", "--new_option=0.5")]) == cfm
-
-
-def _train(*flags):
-    return ["python", "-m", "ssl_retrieval.train", "--data_dir=d", "--model_dir=m", *flags]
-
-
-def test_a_new_default_voids_only_the_records_that_took_it(monkeypatch):
-    """A new --mi_normalization default reruns the CFM runs that relied on it; not baseline's
-    (it never reads it), nor a CFM run that sets it."""
-    commands = {
-        "cfm relying on it": _train("--method=cfm"),
-        "cfm setting it": _train("--method=cfm", "--mi_normalization=min"),
-        "baseline": _train("--method=baseline"),
-        "the default method (baseline)": _train(),
-    }
-    records = {name: ledger.stamp({}, [c], "data") for name, c in commands.items()}
-
-    def reusable(name):
-        return ledger.reusable(records[name], [commands[name]], "data")
-
-    fields = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
-    monkeypatch.setattr(fields["mi_normalization"], "default", "sqrt")
-    assert {name: reusable(name) for name in commands} == {
-        "cfm relying on it": False,
-        "cfm setting it": True,
-        "baseline": True,
-        "the default method (baseline)": True,
-    }
-    # A default every method reads voids them all, but not a command that sets the flag.
-    monkeypatch.setattr(fields["learning_rate"], "default", 0.5)
-    assert not any(reusable(name) for name in commands)
-    with_rate = _train("--method=baseline", "--learning_rate=0.1")
-    record = ledger.stamp({}, [with_rate], "data")
-    monkeypatch.setattr(fields["learning_rate"], "default", 0.7)
-    assert ledger.reusable(record, [with_rate], "data")
-    # A negated boolean flag sets its field too.
-    negated = _train("--nocfm_exclude_id", "--method=cfm", "--mi_normalization=min")
-    record = ledger.stamp({}, [negated], "data")
-    monkeypatch.setattr(fields["cfm_exclude_id"], "default", True)
-    assert ledger.reusable(record, [negated], "data")
-
-
-def test_records_stamped_with_every_default_stay_reusable_and_are_restamped():
-    """Records committed before `taken_defaults` (a hash of every default) are not rerun."""
-    command = _train("--method=cfm")
-    legacy = {
-        "commands": [ledger.portable(command)],
-        "train_defaults": ledger.train_defaults(),
-        "data_fingerprint": "data",
-    }
-    assert ledger.reusable(legacy, [command], "data")
-    assert not ledger.reusable({**legacy, "train_defaults": "other"}, [command], "data")
-    restamped = ledger.stamp(legacy, [command], "data")
-    assert "train_defaults" not in restamped and ledger.reusable(restamped, [command], "data")
-
-
-def test_blend_flags_in_a_trial_command_do_not_make_it_another_trial():
-    """Nor does a flag that skips choosing the blend."""
-    command = ["python", "-m", "ssl_retrieval.train", "--method=cfm", "--alpha=0.3"]
-    record = ledger.stamp({}, [command], "data", tuning.NOT_IN_TRIALS)
-    for extra in ("--nochoose_popularity_prior", "--blend_margin=0.1", "--choose_popularity_prior"):
-        assert ledger.reusable(record, [[*command, extra]], "data", tuning.NOT_IN_TRIALS)
-    assert not ledger.reusable(record, [[*command, "--alpha=0.1"]], "data", tuning.NOT_IN_TRIALS)
-    # The experiments' runs are evaluated after the blend: there, the flag is another run.
-    record = ledger.stamp({}, [command], "data")
-    assert not ledger.reusable(record, [[*command, "--nochoose_popularity_prior"]], "data")
 
 
 def test_a_trial_that_did_not_validate_is_an_error(tmp_path):
@@ -414,7 +313,7 @@ def test_a_promoted_fraction_tries_the_best_points_of_the_cheaper_one(tmp_path):
     path = tmp_path / "tuning.json"
     path.write_text(json.dumps(config))
     # Before any trial, the promoted fraction has nothing to try.
-    assert [f for _, f, _ in tuning.plan(config)] == ["0.1"] * 5
+    assert [f for _, f, _ in tuning.plan(configs.tuning(config))] == ["0.1"] * 5
     calls = []
     trainer = _fake_trainer(calls)
     ready_before_full = []
@@ -436,7 +335,7 @@ def test_a_promoted_fraction_tries_the_best_points_of_the_cheaper_one(tmp_path):
     # The fake trainer is best at alpha 1.0: both promoted points have it, and no point at 0.1
     # with alpha 1.0 was left behind for a worse one.
     assert all(p["alpha"] == 1.0 for p in full)
-    assert tuning.plan(config, trials)[-2:] == [("cfm", "1.0", p) for p in full]
+    assert tuning.plan(configs.tuning(config), trials)[-2:] == [("cfm", "1.0", p) for p in full]
     # The variant gets cfm's chosen alpha at every fraction, and only the flags listed.
     for fraction in ("0.1", "1.0"):
         lines = (tmp_path / "flags" / f"toy_fm_{fraction}.cfg").read_text().splitlines()
@@ -451,65 +350,19 @@ def test_a_promoted_fraction_tries_the_best_points_of_the_cheaper_one(tmp_path):
     assert sorted(p.name for p in (tmp_path / "flags").glob("toy_fm_*")) == ["toy_fm_1.0.cfg"]
 
 
-def test_a_fraction_promoted_from_a_later_one_is_an_error():
+def test_a_fraction_promoted_from_a_later_one_is_an_error(tmp_path):
     config = {
+        **_toy_paths(tmp_path),
         "data_dirs": {"1.0": "a", "0.1": "b"},
-        "methods": {"cfm": {"flagfile": "c.cfg", "grid": GRID}},
+        "methods": {"cfm": {"flagfile": "configs/c.cfg", "grid": GRID}},
         "promote": {"1.0": {"from": "0.1", "top": 2}},
     }
     with pytest.raises(ValueError, match="must list before it"):
-        tuning.plan(config)
+        configs.tuning(config)
     config["data_dirs"] = {"0.1": "b", "1.0": "a"}
     config["promote"]["1.0"]["top"] = 0
     with pytest.raises(ValueError, match="positive integer 'top'"):
-        tuning.plan(config)
-
-
-def test_a_larger_budget_reruns_only_the_runs_it_bound():
-    """A run that stopped early before its budget is the same run under any budget it does not
-    reach; one that used its whole budget is not."""
-    pairs = 1000  # 10 steps an epoch of batches of 100
-    evaluate = ["python", "-m", "ssl_retrieval.evaluate", "--model_dir=m"]
-
-    def record(steps, *flags, result=False):
-        commands = [_train("--batch_size=100", *flags), evaluate]
-        done = {"train": {"steps": steps}} if result else {"steps": steps}
-        return ledger.stamp(done, commands, "data"), commands
-
-    stopped, commands = record(15, "--epochs=2")  # stopped early at 15 of 20 steps
-    capped, _ = record(20, "--epochs=2")  # used its 20 steps
-
-    def reusable(rec, *flags, **kwargs):
-        new = [_train("--batch_size=100", *flags), evaluate]
-        return ledger.reusable(rec, new, "data", pairs=kwargs.get("pairs", pairs))
-
-    assert reusable(stopped, "--epochs=2") and reusable(capped, "--epochs=2")
-    assert reusable(stopped, "--epochs=5") and not reusable(capped, "--epochs=5")
-    assert reusable(stopped, "--train_steps=15") and not reusable(stopped, "--train_steps=14")
-    assert reusable(stopped, "--epochs=2", "--epochs=1.5")  # the last one wins, as in absl
-    assert not reusable(stopped, "--epochs=2", "--epochs=1.4")
-    assert reusable(stopped)  # the default budget, 10 epochs
-    # Final runs keep their steps under "train".
-    result, _ = record(15, "--epochs=2", result=True)
-    assert reusable(result, "--epochs=5")
-    # Only the budget may differ; and without the data's size, nothing may.
-    assert not reusable(stopped, "--epochs=5", "--alpha=0.1")
-    assert not reusable(stopped, "--epochs=5", pairs=None)
-    assert not reusable(stopped, "--epochs=5", "--batch_size=50")
-
-
-def test_a_record_of_another_budget_must_have_taken_todays_defaults(monkeypatch):
-    """A run that left --epochs to its default is reused under --epochs=30 only while that
-    default is what it took (its budget is computed from it)."""
-    made = [_train("--batch_size=100")]  # 10 epochs, the default: 100 steps on 1000 pairs
-    record = ledger.stamp({"steps": 50}, made, "data")
-    larger = [_train("--batch_size=100", "--epochs=30")]
-    assert ledger.reusable(record, larger, "data", pairs=1000)
-    fields = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
-    # 6 epochs: a budget of 60 steps, which its 50 steps were still within, so only the
-    # default it took (10) decides.
-    monkeypatch.setattr(fields["epochs"], "default", 6.0)
-    assert not ledger.reusable(record, larger, "data", pairs=1000)
+        configs.tuning(config)
 
 
 def test_raising_a_budget_retrains_only_the_trials_it_capped(tmp_path):
@@ -555,7 +408,7 @@ def test_raising_a_budget_retrains_only_the_trials_it_capped(tmp_path):
     assert [{k: float(_flag(c, k)) for k in GRID} for c in calls] == capped
     after = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
     assert [t["trial_id"] for t in after] == [t["trial_id"] for t in trials]
-    # The records kept are stamped with the new command: the next sitting takes them as they are.
+    # The records kept stand for the new budget too: the next sitting takes them as they are.
     calls.clear()
     tuning.run_tuning(str(path), runner=trainer)
     assert calls == []
@@ -625,9 +478,13 @@ def test_a_trial_is_recorded_with_its_flagfile_as_it_started(tmp_path):
     trials = [json.loads(line) for line in open(tmp_path / "out" / "trials.jsonl")]
     # The first trial started with 0.3 and the file said 0.5 when it ended; the second started
     # with 0.5.
-    first, second = (t["commands"][0] for t in trials)
-    assert "--dropout_rate=0.3" in first and "--dropout_rate=0.5" not in first
-    assert "--dropout_rate=0.5" in second
+    first, second = (t["train_config"]["dropout_rate"] for t in trials)
+    assert (first, second) == (0.3, 0.5)
+    # So the next sitting, reading 0.5, trains the first again instead of taking it for 0.5.
+    calls = []
+    fake = _fake_trainer(calls)
+    tuning.run_tuning(str(path), runner=fake)
+    assert [_flag(c, "alpha") for c in calls] == ["0.3"]
 
 
 def test_a_method_is_tuned_only_at_the_fractions_it_names(tmp_path):
@@ -653,3 +510,34 @@ def test_a_method_is_tuned_only_at_the_fractions_it_names(tmp_path):
     ]
     assert (tmp_path / "flags" / "toy_cfm_0.1.cfg").exists()
     assert not (tmp_path / "flags" / "toy_cfm_1.0.cfg").exists()
+
+
+def test_a_trial_another_worker_holds_is_waited_for_then_taken_from_its_record(tmp_path):
+    """Later trials may depend on it (backbone, promotion), so tuning does not pass it."""
+    config = {
+        **_toy_paths(tmp_path),
+        "data_dirs": {"1.0": _fake_data_dir(tmp_path / "data")},
+        "common_flags": ["--validate_every=100"],
+        "methods": {"cfm": {"flagfile": "configs/c.cfg", "grid": {"alpha": [0.3, 1.0]}}},
+        "trials": 2,
+    }
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    typed = configs.tuning(config)
+    held = tuning.unit(typed, "cfm", "1.0", {"alpha": 0.3})
+    claim = workers.claim(workers.lock_path(typed.runs_dir, held.name))
+    calls = []
+    tuner = threading.Thread(target=tuning.run_tuning, args=(str(path), _fake_trainer(calls)))
+    tuner.start()
+    time.sleep(1)
+    assert calls == [] and tuner.is_alive()  # waiting for the other worker's trial
+    # The other worker trains it, records it and lets it go.
+    _fake_trainer([])(list(held.train))
+    book = ledger.RecordBook.of(str(tmp_path / "out" / "trials.jsonl"), "trial_id", typed.data_dirs)
+    record = tuning._trial_record("cfm", "1.0", {"alpha": 0.3}, held.model_dir)
+    atomic.write_jsonl(book.path, [ledger.stamp(record, book.key(held))])
+    claim.close()
+    tuner.join(timeout=60)
+    assert [_flag(c, "alpha") for c in calls] == ["1.0"]
+    trials = atomic.read_jsonl(book.path)
+    assert [t["params"]["alpha"] for t in trials] == [0.3, 1.0]

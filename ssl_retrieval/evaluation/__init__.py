@@ -1,2 +1,3 @@
-"""Evaluation: the evaluator (evaluator.py), exact top-k over the corpus (topk.py), Recall@K and
-MAP@K (metrics.py) and the reference recommenders (references.py)."""
+"""Evaluation: the evaluator (evaluator.py), Recall@K and MAP@K (metrics.py), the reference
+recommenders (references.py), the blend chosen on validation (blend_choice.py) and the options
+of the evaluate and blend commands (config.py)."""

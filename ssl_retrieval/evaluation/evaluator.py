@@ -3,8 +3,8 @@
 `evaluate(data_dir, scorer, ...)` runs any recommender (a `topk.Scorer`) over the eval
 pairs of a data dir; `model_retriever(model_dir)` makes the lists of a trained model by embedding
 the whole corpus with both towers (an eval query is a corpus item, so its query embedding is the
-query tower on its features) and ranking under the model's blend of popularity prior and TF-IDF
-(blending.py), and `evaluate_lists` scores such lists. `python -m ssl_retrieval.evaluate` is the
+query tower on its features) and ranking under the model's blends (`ranking/blend.py`), and
+`evaluate_lists` scores such lists. `python -m ssl_retrieval.evaluate` is the
 CLI.
 """
 
@@ -18,14 +18,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ssl_retrieval import atomic, blending, popularity, tfidf
-from ssl_retrieval import schema as schema_lib
-from ssl_retrieval.compat import tf
-from ssl_retrieval.data import corpus_ids
+from ssl_retrieval import atomic
+from ssl_retrieval.data import corpus_ids, pair_indices
 from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import metrics as metrics_lib
-from ssl_retrieval.evaluation import topk
-from ssl_retrieval.model import embed_corpus
+from ssl_retrieval.evaluation import references
+from ssl_retrieval.model.two_tower import embed_corpus
+from ssl_retrieval.ranking import blend as blend_lib
+from ssl_retrieval.ranking import links, popularity, retrieve, tfidf, topk
 
 
 @dataclasses.dataclass
@@ -52,33 +52,6 @@ class EvalData:
         return len(self.item_ids)
 
 
-def _id_pairs(data_dir: DataDir, schema, split: str, table) -> tuple[np.ndarray, np.ndarray]:
-    """(query, candidate) corpus indices of the pairs of `split`; `table`: id -> corpus index.
-
-    Looked up in TensorFlow, batch by batch: at 10M pairs, a Python list of indices per pair
-    took minutes and a GB."""
-    id_name = schema.id_feature.name
-    query_key = schema_lib.QUERY_PREFIX + id_name
-    candidate_key = schema_lib.CANDIDATE_PREFIX + id_name
-    spec = {
-        query_key: tf.io.FixedLenFeature([], tf.string),
-        candidate_key: tf.io.FixedLenFeature([], tf.string),
-    }
-
-    def indices(records):
-        parsed = tf.io.parse_example(records, spec)
-        return table.lookup(parsed[query_key]), table.lookup(parsed[candidate_key])
-
-    queries, candidates = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for q, c in tf.data.TFRecordDataset(data_dir.files(split)).batch(8192).map(indices):
-        queries.append(q.numpy())
-        candidates.append(c.numpy())
-    queries, candidates = np.concatenate(queries), np.concatenate(candidates)
-    if (queries < 0).any() or (candidates < 0).any():
-        raise KeyError(f"{data_dir.path}: a {split} pair names an id that is not in the corpus")
-    return queries, candidates
-
-
 def load_eval_data(data_dir, split: str = "eval") -> EvalData:
     """Reads corpus ids, the pairs of `split` and the training pairs (ids only), and slices.
 
@@ -90,15 +63,8 @@ def load_eval_data(data_dir, split: str = "eval") -> EvalData:
     ids = corpus_ids(data_dir, schema)
     item_ids = np.array(ids, dtype=object)
     index = {item_id: i for i, item_id in enumerate(ids)}
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(ids, tf.string), tf.range(len(ids), dtype=tf.int64)
-        ),
-        default_value=-1,
-    )
-    eval_query, eval_candidate = _id_pairs(data_dir, schema, split, table)
-    train_query, train_candidate = _id_pairs(data_dir, schema, "train", table)
-    del table
+    eval_query, eval_candidate = pair_indices(data_dir, split, ids)
+    train_query, train_candidate = pair_indices(data_dir, "train", ids)
 
     def membership(name):
         member = np.zeros(len(ids), bool)
@@ -136,109 +102,49 @@ def sample_queries(data: EvalData, num_queries: int, seed: int = 0) -> EvalData:
 
 
 def resolve_popularity_prior(model_dir: str, popularity_prior: str | float) -> float:
-    """beta: "auto" = the one chosen on validation for this model (0 if none), else a number."""
-    return blending.resolve(model_dir, popularity_prior=popularity_prior).popularity_prior
+    """beta: "auto" = the one chosen on validation for this model (0 if none), else a number.
+    With a blend per list size, the beta of the largest one's."""
+    blends = blend_lib.resolve(model_dir, popularity_prior=popularity_prior)
+    return blends.by_k[-1][1].popularity_prior
 
 
-# (query corpus indices [Q], cut-offs ks, per-query exclusions or None) -> {k: [Q, k] lists}.
-Retriever = Callable[[np.ndarray, Sequence[int], "Sequence[np.ndarray] | None"], dict]
+Retriever = retrieve.Retriever
 
 
-def blend_retriever(
-    blend: blending.Blend,
-    query_embeddings: np.ndarray,
-    item_embeddings: np.ndarray,
-    log_counts: np.ndarray,
-    content=None,
-) -> Retriever:
-    """(query corpus indices [Q], ks, exclude) -> {k: [Q, k] lists of `blend`} (blending.py).
-
-    `content`: the corpus TF-IDF matrix [N, V] (tfidf.py); needed when the blend has a TF-IDF
-    term. Its rankings are retrieved in one pass at the largest k and merged for every k.
-    """
-    rankings = blend.rankings()
-    scorer = rankings_scorer(query_embeddings, item_embeddings, log_counts, content, rankings)
-    num_items = len(item_embeddings)  # not the arrays: the scorer has its own tensors
-
-    def retrieve(query_indices, ks, exclude=None):
-        found = topk.top_k_many(scorer, query_indices, num_items, max(ks), exclude)
-        lists = {name: found[name][0] for name in rankings}
-        if "cold" in lists:
-            lists["cold"] = blending.only_cold(lists["cold"], log_counts)
-        return {k: blend.merge(lists, k) for k in ks}
-
-    return retrieve
+def corpus_of(data_dir, data: EvalData, query_embeddings, item_embeddings) -> retrieve.Corpus:
+    """The terms of a model's rankings over the corpus of `data` (TF-IDF and links are added
+    by whoever needs them: `model_retriever`, `blend_choice.choose`)."""
+    log_counts = popularity.log_counts(data_dir, data.item_ids)
+    return retrieve.Corpus(query_embeddings, item_embeddings, log_counts)
 
 
-def rankings_scorer(
-    query_embeddings, item_embeddings, log_counts, content, rankings: dict, product=None
-) -> topk.MultiScorer:
-    """{name: cos(q, c) + w * tfidf(q, c) + v * log(1 + n_c)} for `rankings` {name: (w, v)}.
-
-    A blend's rankings in this form: `blending.ranking`. The embeddings' product and the
-    TF-IDF product are computed once per corpus chunk for all the rankings, so choosing a blend
-    among 16 rankings costs about one pass over the corpus, not 16; so are the query's own item
-    (-inf in the cosine, so in every ranking) and cos + w * tfidf for rankings in a row with the
-    same w. `product`: a `tfidf_product` of `content` that other scorers of the pass share.
-    """
-    cosine = topk.embedding_scorer(query_embeddings, item_embeddings)
-    needs_content = any(w for w, _ in rankings.values())
-    if needs_content and product is None:
-        product = tfidf_product(content)
-    counts = None
-    if any(v for _, v in rankings.values()):
-        counts = tf.constant(np.asarray(log_counts, np.float32)[None, :])
-
-    def scores(rows, start, stop):
-        cos = topk.exclude_own(cosine(rows, start, stop), rows, start, stop)
-        if needs_content:
-            tfidf = tf.constant(product(rows, start, stop), tf.float32)
-        base_weight, base = None, None
-        for name, (w, v) in rankings.items():
-            if base is None or w != base_weight:
-                base_weight, base = w, (cos + np.float32(w) * tfidf if w else cos)
-            score = base
-            if v:
-                score = score + np.float32(v) * counts[:, start:stop]
-            yield name, score
-
-    return scores
-
-
-def tfidf_product(content) -> Callable[[np.ndarray, int, int], np.ndarray]:
-    """(query corpus indices, start, stop) -> their TF-IDF cosines with corpus items
-    start..stop-1 (`content` [N, V], tfidf.py), as a dense array. The last one is kept, so that
-    the scorers of one pass over the corpus (a blend's rankings, the feature kNN) share it."""
-    content = content.tocsr()
-    columns = content.T.tocsc()
-    last: list = [None, None]
-
-    def product(rows, start, stop):
-        key = last[0]
-        if key is not None and key[0] is rows and key[1:] == (start, stop):
-            return last[1]
-        last[0], last[1] = None, None  # the previous chunk's array freed before the next
-        out = (content[rows] @ columns[:, start:stop]).toarray()
-        last[0], last[1] = (rows, start, stop), out
-        return out
-
-    return product
+def training_links(data: EvalData):
+    """[N, N] training link counts, either direction (the linked ranking)."""
+    return links.matrix(data.train_query, data.train_candidate, data.num_items)
 
 
 def model_retriever(
-    model_dir: str, data_dir: str | None = None, blend: blending.Blend | None = None
+    model_dir: str,
+    data_dir: str | None = None,
+    blends: blend_lib.Blends | None = None,
+    data: EvalData | None = None,
 ) -> Retriever:
-    """The trained model's lists under `blend` (default: the one chosen for it on validation)."""
-    from ssl_retrieval import model as model_lib  # noqa: PLC0415
+    """The trained model's lists under `blends` (default: the ones chosen for it on validation).
+    `data`: the evaluation data (its training pairs give the linked ranking's links)."""
+    from ssl_retrieval.model import two_tower as model_lib  # noqa: PLC0415
 
-    blend = blend or blending.load(model_dir)
+    blends = blends or blend_lib.load(model_dir)
     model = model_lib.load_from_model_dir(model_dir, data_dir)
     data_dir = DataDir.of(data_dir or model.config.data_dir)
+    data = data or load_eval_data(data_dir)
     query_embeddings, item_embeddings = embed_corpus(model, data_dir)
-    log_counts = popularity.log_counts(data_dir, corpus_ids(data_dir))
-    content = tfidf.build(data_dir).matrix if blend.uses_content else None
-    logging.info("evaluate: %s", blend)
-    return blend_retriever(blend, query_embeddings, item_embeddings, log_counts, content)
+    corpus = corpus_of(data_dir, data, query_embeddings, item_embeddings)
+    if blends.uses_content:
+        corpus.content = tfidf.build(data_dir).matrix
+    if blends.uses_links:
+        corpus.links = training_links(data)
+    logging.info("evaluate: %s", blends)
+    return retrieve.retriever(corpus, blends)
 
 
 def train_positives(data: EvalData, queries: np.ndarray) -> list[np.ndarray]:
@@ -313,6 +219,19 @@ def format_table(results: dict, ks: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def report(out: dict) -> str:
+    """What `python -m ssl_retrieval.evaluate` prints of `run`'s result: the table, then what was
+    evaluated on which queries, how long it took and where the metrics went."""
+    q = out["queries"]
+    sample = (
+        f"a fixed random sample of {q['evaluated']} of {q['of']} eval queries (seed {q['seed']})"
+        if q["sampled"]
+        else f"all {q['evaluated']} eval queries"
+    )
+    line = f"evaluate: {out['recommender']} on {sample} in {out['seconds']}s -> {out['output']}"
+    return f"{format_table(out['metrics'], out['ks'])}\n{line}"
+
+
 def slice_table(named: dict[str, dict], column: str = "recall@50") -> str:
     """A plain-text table of `column` per slice, one row per recommender.
 
@@ -341,16 +260,17 @@ def run(
     split: str = "eval",
     max_queries: int = 0,
     blend: dict | None = None,
+    make_scorer: Callable | None = None,
 ) -> dict:
     """Evaluates one recommender and writes its metrics JSON; returns the written object.
 
     `max_queries` > 0: only the eval pairs of that many queries, a fixed random sample
     (`sample_queries`, seed 0), so that a large corpus is evaluated in bounded time; the
     written object says how many of how many ("queries"). `blend`: numbers of the model's blend
-    given instead of the chosen ones ({name: number or "auto"}, `blending.resolve`).
+    given instead of the chosen ones ({name: number or "auto"}, `blend.resolve`).
+    `make_scorer`: (data, data dir) -> (scorer, {key: value} written beside the metrics), for a
+    recommender that is not one of references.py's (a peer, tuned on validation: peers.make).
     """
-    from ssl_retrieval.evaluation import references  # noqa: PLC0415
-
     if max_queries < 0:
         raise ValueError(f"--max_queries must be >= 0 (0 = all), got {max_queries}")
     start = time.time()
@@ -360,12 +280,14 @@ def run(
     if max_queries:
         data = sample_queries(data, max_queries, seed=QUERY_SAMPLE_SEED)
     evaluated = len(np.unique(data.eval_query))
-    chosen = None
+    chosen, extra = None, {}
     if recommender == "model":
         if not model_dir:
             raise ValueError("--model_dir is required for --recommender=model")
-        chosen = blending.resolve(model_dir, **(blend or {}))
-        retrieve = model_retriever(model_dir, source, chosen)
+        chosen = blend_lib.resolve(model_dir, **(blend or {}))
+        retrieve_lists = model_retriever(model_dir, source, chosen, data)
+    elif make_scorer is not None:
+        scorer, extra = make_scorer(data, source)
     else:
         scorer = references.make(recommender, data, source)
     logging.info(
@@ -374,7 +296,7 @@ def run(
     if chosen is None:
         results = evaluate(data, scorer, ks, exclude_train_positives)
     else:
-        results = evaluate_lists(data, retrieve, ks, exclude_train_positives)
+        results = evaluate_lists(data, retrieve_lists, ks, exclude_train_positives)
     out = {
         "recommender": recommender,
         "model_dir": model_dir,
@@ -382,8 +304,9 @@ def run(
         "ks": list(ks),
         "exclude_train_positives": exclude_train_positives,
         "split": split,
-        "popularity_prior": chosen.popularity_prior if chosen else None,
-        "blend": dataclasses.asdict(chosen) if chosen else None,
+        "popularity_prior": chosen.by_k[-1][1].popularity_prior if chosen else None,
+        "blend": dataclasses.asdict(chosen.by_k[-1][1]) if chosen else None,
+        "blends": chosen.to_json() if chosen else None,
         "metrics": results,
         "queries": {
             "evaluated": evaluated,
@@ -392,6 +315,7 @@ def run(
             "seed": QUERY_SAMPLE_SEED if evaluated < total_queries else None,
         },
         "seconds": round(time.time() - start, 2),
+        **extra,
     }
     if output is None:
         if model_dir is None:

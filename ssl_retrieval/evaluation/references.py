@@ -10,7 +10,9 @@
                 a pair lives in exactly one split, so they are never eval answers. Ties and
                 empty rows fall back to popularity.
 
-Each is a `topk.Scorer` over corpus chunks, so the evaluator treats them like the model.
+Each is a `topk.Scorer` over corpus chunks, so the evaluator treats them like the model. The
+established libraries (LightFM, implicit's ALS and item-kNN, the query's own links) are beside
+them in peers.py, tuned on validation; `--recommender` takes both (`peers.RECOMMENDERS`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ssl_retrieval import tfidf
-from ssl_retrieval.evaluation import topk
+from ssl_retrieval.ranking import tfidf, topk
 
+# The project's own references: the blend's `references` objective compares with these.
 RECOMMENDERS = ("top_popular", "feature_knn", "cooccurrence")
 
 
@@ -49,12 +51,10 @@ def tfidf_matrix(data_dir: str, item_ids: np.ndarray) -> sp.csr_matrix:
 
 def feature_knn(data, data_dir: str, content=None, product=None) -> topk.Scorer:
     """`content`: the corpus TF-IDF matrix when the caller already has it (read once);
-    `product`: an `evaluator.tfidf_product` of it that other scorers of the same pass share."""
+    `product`: a `tfidf.product` of it that other scorers of the same pass share."""
     if product is None:
-        from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415  (imports this module)
-
         x = content if content is not None else tfidf_matrix(data_dir, data.item_ids)
-        product = evaluator.tfidf_product(x)
+        product = tfidf.product(x)
     tie_break = 1e-6 * popularity(data)
 
     def scorer(rows, start, stop):

@@ -23,8 +23,8 @@ import math
 import os
 from collections import defaultdict
 
-from ssl_retrieval.experimentation import report
-from ssl_retrieval.experimentation.report import mean_ci, paired, per_seed
+from ssl_retrieval.experimentation import intervals
+from ssl_retrieval.experimentation.intervals import mean_ci, paired, per_seed
 
 HOLDS, CONTRADICTED, NOT_SHOWN = "holds", "contradicted", "not shown"
 TOO_FEW, NOT_RUN = "too few seeds", "not run"
@@ -42,11 +42,11 @@ class Finding:
 
 
 def verdict(mean: float, half: float, n: int) -> str:
-    """The verdict of a claim that the difference is positive (report.verdict in these words)."""
+    """The verdict of a claim that the difference is positive (intervals.verdict in these words)."""
     if n == 0:
         return NOT_RUN
     return {"better": HOLDS, "worse": CONTRADICTED, "no difference shown": NOT_SHOWN}.get(
-        report.verdict(mean, half, n), TOO_FEW
+        intervals.verdict(mean, half, n), TOO_FEW
     )
 
 
@@ -79,7 +79,7 @@ def run_findings(
     and the augmentation variants are compared at `augmentation_fraction` (default: the same)."""
     full, smaller = fractions[0], list(fractions[1:])
     aug_fraction = augmentation_fraction or full
-    metric = report.COLUMN_NAMES.get(column, column)
+    metric = intervals.COLUMN_NAMES.get(column, column)
     out = [
         _finding(
             "SSL with CFM improves on the backbone model (Table 1)",

@@ -14,33 +14,18 @@ import statistics
 from collections import defaultdict
 
 import numpy as np
-from scipy import stats
 
 from ssl_retrieval import atomic
-from ssl_retrieval.experimentation import ledger
+from ssl_retrieval.experimentation import claims, ledger
+from ssl_retrieval.experimentation.configs import ExperimentConfig
+from ssl_retrieval.experimentation.intervals import (
+    COLUMN_NAMES,
+    mean_ci,
+    paired_differences,
+    verdict,
+)
 
 MAIN_COLUMNS = ("recall@10", "recall@50", "pair_recall@10", "pair_recall@50", "map@10", "map@50")
-# Per query: the mean over queries of the share of their held-out candidates found. Per pair:
-# the share of held-out pairs whose candidate is in its query's top K, the paper's metric (its
-# appendix gives TopPopular Recall@K as the CDF of the K-th most frequent item, i.e. per pair).
-COLUMN_NAMES = {
-    "recall@10": "Recall@10 per query",
-    "recall@50": "Recall@50 per query",
-    "pair_recall@10": "Recall@10 per pair",
-    "pair_recall@50": "Recall@50 per pair",
-}
-
-
-def mean_ci(values) -> tuple[float, float, int]:
-    """(mean, 95% CI half-width, n); the half-width is NaN for a single value."""
-    values = np.asarray([v for v in values if v is not None and not math.isnan(v)], float)
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    if n == 1:
-        return float(values[0]), float("nan"), 1
-    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return float(values.mean()), float(half), n
 
 
 def read_results(path: str) -> list[dict]:
@@ -112,45 +97,6 @@ def head_tail_table(results, fraction, methods, baseline="baseline", per="query"
             cells.append(_cell([m[s].get(c) for m in runs], base_mean))
         lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def per_seed(results, fraction, method, slice_name="all", column="recall@50") -> dict:
-    """seed -> the metric of `method`'s plain run (no sweep params) at `fraction`."""
-    return {
-        r["seed"]: r["metrics"][slice_name][column]
-        for r in results
-        if r["method"] == method
-        and r["fraction"] == fraction
-        and not r.get("params")
-        and column in r["metrics"][slice_name]  # runs evaluated before a metric existed
-    }
-
-
-def paired(results, fraction, method, other, slice_name="all", column="recall@50") -> dict:
-    """seed -> method - other, over the seeds both ran."""
-    a = per_seed(results, fraction, method, slice_name, column)
-    b = per_seed(results, fraction, other, slice_name, column)
-    return {s: a[s] - b[s] for s in a.keys() & b.keys()}
-
-
-def paired_differences(results, fraction, method, baseline, slice_name, column):
-    """method - baseline over seed-matched runs: (mean, 95% half-width, n seeds).
-
-    Seeds align data order and initialisation, so the paired difference removes the seed's
-    share of the noise that an unpaired comparison of two intervals keeps.
-    """
-    return mean_ci(list(paired(results, fraction, method, baseline, slice_name, column).values()))
-
-
-def verdict(mean: float, half: float, n: int) -> str:
-    """'better' / 'worse' when the 95% interval excludes 0, else 'no difference shown'."""
-    if n < 2 or math.isnan(half):
-        return "too few seeds"
-    if mean - half > 0:
-        return "better"
-    if mean + half < 0:
-        return "worse"
-    return "no difference shown"
 
 
 def paired_table(
@@ -324,18 +270,16 @@ def tsne_figure(panels: dict[str, tuple[np.ndarray, list[str]]], path: str, titl
     plt.close(fig)
 
 
-def claims_section(results, config: dict, out_dir: str, baseline: str) -> list[str]:
+def claims_section(results, config: ExperimentConfig, out_dir: str, baseline: str) -> list[str]:
     """Markdown lines: what holds of each of the paper's claims (claims.py), with the alpha and
-    dropout curves of the tuning trials when `config["claims"]["trials"]` names them."""
-    from ssl_retrieval.experimentation import claims  # noqa: PLC0415  (claims imports this module)
-
-    spec = config.get("claims")
-    main = config.get("tables", {}).get("main", {})
-    if not spec or not main.get("fractions"):
+    dropout curves of the tuning trials when `config.claims.trials` names them."""
+    spec = config.claims
+    main = config.table("main")
+    if spec is None or not main.fractions:
         return []
-    aug_table = config.get("tables", {}).get("augmentations", {})
-    augmentations = aug_table.get("methods", [])
-    aug_fraction = (aug_table.get("fractions") or [None])[0]
+    aug_table = config.table("augmentations")
+    augmentations = aug_table.methods
+    aug_fraction = (aug_table.fractions or [None])[0]
     parts = ["", "## What holds of the paper's claims", ""]
     parts.append(
         "Each claim as a paired comparison on test (method minus the other, seed by seed; mean "
@@ -343,20 +287,20 @@ def claims_section(results, config: dict, out_dir: str, baseline: str) -> list[s
         "side of zero, is **contradicted** when it lies on the other, and is **not shown** when "
         "it holds zero. 'Larger' gains compare relative gains over the baseline, seed by seed."
     )
-    for column in spec.get("columns", ["recall@50"]):
+    for column in spec.columns:
         findings = claims.run_findings(
             results,
-            main["fractions"],
+            main.fractions,
             augmentations,
             baseline,
             column=column,
             augmentation_fraction=aug_fraction,
         )
         parts += ["", f"### In {COLUMN_NAMES.get(column, column)}", "", claims.table(findings)]
-    trials_path = spec.get("trials")
+    trials_path = spec.trials
     if trials_path and os.path.exists(trials_path):
         trials = atomic.read_jsonl(trials_path)
-        fraction = spec.get("curve_fraction", main["fractions"][0])
+        fraction = spec.curve_fraction or main.fractions[0]
         parts += [
             "",
             f"The alpha and dropout-rate curves (figures 5 and 6) from the tuning trials "
@@ -410,7 +354,7 @@ def wall_time(records: list[dict]) -> str:
 def budget_sentence(results: list[dict]) -> str:
     """Which runs trained to the end of their step budget (so may not have converged)."""
     trained = [r for r in results if "stopped_early" in r.get("train", {})]
-    capped = [r["run_id"] for r in trained if ledger.used_whole_budget(r, None)]
+    capped = [r["run_id"] for r in trained if ledger.used_whole_budget(r)]
     if capped:
         text = (
             f"{len(capped)} of {len(trained)} runs trained to the end of their step budget, so "
@@ -443,14 +387,14 @@ def unverified_sentence(results: list[dict]) -> str:
 NOT_YET = "No runs at this fraction yet: `python -m ssl_retrieval.experiments` resumes them."
 
 
-def write_report(results: list[dict], references: list[dict], config: dict, out_dir: str) -> str:
+def write_report(
+    results: list[dict], references: list[dict], config: ExperimentConfig, out_dir: str
+) -> str:
     """Writes report.md (+ sweep figures) into `out_dir`; returns the markdown."""
-    baseline = config.get("baseline", "baseline")
-    tables = config.get("tables", {})
-    main = tables.get("main", {"methods": [], "fractions": []})
-    aug = tables.get("augmentations", {"methods": [], "fractions": []})
+    baseline = config.baseline
+    main, aug = config.table("main"), config.table("augmentations")
     ran = {r["fraction"] for r in results}
-    parts = [f"# {config.get('title', 'Experiment report')}", ""]
+    parts = [f"# {config.title}", ""]
     parts.append(
         "Mean over seeds ± half-width of the 95% t confidence interval; in brackets the change "
         f"relative to `{baseline}` at the same training fraction. Every number comes from "
@@ -462,30 +406,30 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
         + budget_sentence(results)
         + unverified_sentence(results)
     )
-    for i, fraction in enumerate(main["fractions"]):
+    for i, fraction in enumerate(main.fractions):
         label = "Table 1" if i == 0 else f"Table 2{'abcdefg'[i - 1]}"
         parts += ["", f"## {label}: training fraction {fraction}", ""]
         if fraction not in ran:
             parts.append(NOT_YET)
             continue
-        parts.append(table(results, fraction, main["methods"], baseline=baseline))
-    for fraction in [f for f in main["fractions"] if f in ran]:
+        parts.append(table(results, fraction, main.methods, baseline=baseline))
+    for fraction in [f for f in main.fractions if f in ran]:
         parts += ["", f"## Paired differences against `{baseline}` (fraction {fraction})", ""]
         parts.append(
             "Per seed, method minus baseline on the same data order and initialisation; mean ± "
             "95% t half-width over seeds, and whether the interval excludes zero."
         )
-        parts += ["", paired_table(results, fraction, main["methods"], baseline)]
-    if main["fractions"] and main["fractions"][0] in ran:
-        fraction = main["fractions"][0]
+        parts += ["", paired_table(results, fraction, main.methods, baseline)]
+    if main.fractions and main.fractions[0] in ran:
+        fraction = main.fractions[0]
         for per, label in (("pair", "3a"), ("query", "3b")):
             parts += [
                 "",
                 f"## Table {label}: head and tail slices, per {per} (fraction {fraction})",
                 "",
             ]
-            parts.append(head_tail_table(results, fraction, main["methods"], baseline, per))
-    for fraction in [f for f in main["fractions"] if f in ran]:
+            parts.append(head_tail_table(results, fraction, main.methods, baseline, per))
+    for fraction in [f for f in main.fractions if f in ran]:
         parts += ["", f"## Recall@50 by slice, per query and per pair (fraction {fraction})", ""]
         parts.append(
             "Per query: the mean over queries of the share of their held-out candidates found "
@@ -493,52 +437,122 @@ def write_report(results: list[dict], references: list[dict], config: dict, out_
             "query's top 50, the paper's appendix metric (its TopPopular Recall@K is the CDF "
             "of the K-th item)."
         )
-        parts += ["", slice_table(results, fraction, main["methods"], references)]
+        parts += ["", slice_table(results, fraction, main.methods, references)]
         if any(r["fraction"] == fraction for r in references):
             parts += [
                 "",
                 f"Against the best reference on each slice (Recall@50 per query, fraction "
                 f"{fraction}): above = the 95% interval is above it, within = it is inside.",
                 "",
-                reference_check(results, fraction, main["methods"], references),
+                reference_check(results, fraction, main.methods, references),
             ]
+    parts += list_size_sections(
+        results, references, config, [f for f in main.fractions if f in ran]
+    )
     parts += claims_section(results, config, out_dir, baseline)
-    for fraction in aug["fractions"]:
+    for fraction in aug.fractions:
         parts += ["", f"## Table 4: augmentation variants (fraction {fraction})", ""]
         parts.append(
-            table(results, fraction, aug["methods"], baseline=baseline)
-            if fraction in ran
-            else NOT_YET
+            table(results, fraction, aug.methods, baseline=baseline) if fraction in ran else NOT_YET
         )
-    if references:
-        parts += ["", "## Reference recommenders (same evaluator)", ""]
+    parts += references_section(references)
+    parts += figures_section(results, config, out_dir)
+    markdown = "\n".join(parts) + "\n"
+    atomic.write_text(os.path.join(out_dir, "report.md"), markdown)
+    return markdown
+
+
+def with_evaluations(results: list[dict]) -> list[dict]:
+    """`results` and, for each further evaluation of a run (the config's "evaluations"), a
+    record of its own named `<method> (<evaluation>)`, so that tables and paired differences
+    treat it as a method of its own (e.g. the model alone beside the model with its blend)."""
+    out = list(results)
+    for record in results:
+        for name, metrics in record.get("evaluations", {}).items():
+            out.append({**record, "method": f"{record['method']} ({name})", "metrics": metrics})
+    return out
+
+
+def evaluated_methods(methods, config: ExperimentConfig) -> list[str]:
+    """Each method, then the same method under each further evaluation."""
+    return [*methods, *(f"{m} ({name})" for name in config.evaluations for m in methods)]
+
+
+def paired_slices_table(results, fraction, methods, baseline, column):
+    """Markdown: per method and slice, `column` minus the baseline's, seed by seed (paired),
+    mean ± 95% half-width and the verdict."""
+    slices = ("all", "head", "tail", "cold")
+    cells = tuple((s, column) for s in slices)
+    return paired_table(results, fraction, methods, baseline, cells)
+
+
+def list_size_sections(results, references, config: ExperimentConfig, fractions) -> list[str]:
+    """For each fraction and list size K: every method (and further evaluation) and reference
+    per slice at Recall@K, the best reference per slice against each method's interval, and
+    each method's paired differences against the baseline per slice."""
+    results = with_evaluations(results)
+    plain = config.table("main").methods
+    methods = evaluated_methods(plain, config)
+    # Each evaluation is compared with the baseline's under the same evaluation.
+    suffixes = [""] + [f" ({name})" for name in config.evaluations]
+    compared = [m for m in plain if m != config.baseline]
+    parts = []
+    for fraction in fractions:
+        for k in config.ks:
+            column = f"recall@{k}"
+            parts += ["", f"## Recall@{k} by slice (fraction {fraction})", ""]
+            parts += [slice_table(results, fraction, methods, references, column)]
+            if any(r["fraction"] == fraction for r in references):
+                parts += [
+                    "",
+                    f"Against the best reference on each slice (Recall@{k} per query): above = "
+                    "the whole 95% interval is above it, within = it is inside, below.",
+                    "",
+                    reference_check(results, fraction, methods, references, column),
+                ]
+            for suffix in suffixes if compared else ():
+                baseline = config.baseline + suffix
+                parts += [
+                    "",
+                    f"Paired differences against `{baseline}`, Recall@{k} per query by slice "
+                    "(seed by seed; mean ± 95% t half-width; better / worse when the interval "
+                    "excludes 0):",
+                    "",
+                    paired_slices_table(
+                        results, fraction, [m + suffix for m in compared], baseline, column
+                    ),
+                ]
+    return parts
+
+
+def references_section(references: list[dict]) -> list[str]:
+    """Markdown lines: every reference recommender's main metrics, per fraction."""
+    if not references:
+        return []
+    parts = ["", "## Reference recommenders (same evaluator)", ""]
+    parts.append("| recommender | fraction | " + " | ".join(MAIN_COLUMNS) + " | tail recall@10 |")
+    parts.append("|---|---|" + "---|" * (len(MAIN_COLUMNS) + 1))
+    for r in references:
+        m = r["metrics"]
+        cells = " | ".join(f"{m['all'][c]:.4f}" for c in MAIN_COLUMNS)
         parts.append(
-            "| recommender | fraction | " + " | ".join(MAIN_COLUMNS) + " | tail recall@10 |"
+            f"| {r['recommender']} | {r['fraction']} | {cells} | {m['tail']['recall@10']:.4f} |"
         )
-        parts.append("|---|---|" + "---|" * (len(MAIN_COLUMNS) + 1))
-        for r in references:
-            m = r["metrics"]
-            cells = " | ".join(f"{m['all'][c]:.4f}" for c in MAIN_COLUMNS)
-            parts.append(
-                f"| {r['recommender']} | {r['fraction']} | {cells} | {m['tail']['recall@10']:.4f} |"
-            )
+    return parts
+
+
+def figures_section(results: list[dict], config: ExperimentConfig, out_dir: str) -> list[str]:
+    """Markdown lines: the sweeps' figures (drawn here) and the t-SNE one (when drawn)."""
     figures = []
     for param, figure in (("alpha", "figure5_alpha.png"), ("dropout_rate", "figure6_dropout.png")):
-        sweep = config.get("sweeps", {}).get(param)
+        sweep = config.sweeps.get(param)
+        path = os.path.join(out_dir, figure)
         if sweep and sweep_figure(
-            results,
-            sweep["fraction"],
-            param,
-            sweep["methods"],
-            os.path.join(out_dir, figure),
-            baseline,
+            results, sweep.fraction, param, sweep.methods, path, config.baseline
         ):
             figures.append((param, figure))
     if os.path.exists(os.path.join(out_dir, "figure4_tsne.png")):
         figures.append(("t-SNE of item embeddings", "figure4_tsne.png"))
-    if figures:
-        parts += ["", "## Figures", ""]
-        parts += [f"![{name}]({path})" for name, path in figures]
-    markdown = "\n".join(parts) + "\n"
-    atomic.write_text(os.path.join(out_dir, "report.md"), markdown)
-    return markdown
+    if not figures:
+        return []
+    return ["", "## Figures", "", *[f"![{name}]({path})" for name, path in figures]]

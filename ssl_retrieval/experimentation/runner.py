@@ -3,9 +3,9 @@ r"""The experiment runner: methods x training fractions x seeds, then a report.
 `python -m ssl_retrieval.experiments --config=...` is its command; the command's docstring
 describes the config. Each run is `python -m ssl_retrieval.train` then `python -m
 ssl_retrieval.evaluate` in a subprocess (memory is returned after every run); finished runs
-(metrics.json present) are skipped, so an interrupted experiment resumes; so are runs recorded
-in the committed results.jsonl by the same commands on the same data (`ledger.py`), so it
-resumes on a fresh clone too.
+(metrics.json present) are skipped, so an interrupted experiment resumes; so are runs whose
+record in the committed results.jsonl stands for them (keys.py), so it resumes on a fresh clone
+too. The plan -> run -> record loop is engine.py's, shared with the tuning.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 
 from ssl_retrieval import atomic
-from ssl_retrieval.experimentation import launch, ledger, report, workers
+from ssl_retrieval.experimentation import configs, engine, launch, ledger, report
+from ssl_retrieval.experimentation.configs import ExperimentConfig
+from ssl_retrieval.experimentation.ledger import Unit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,38 +36,37 @@ class Run:
         return f"{self.fraction}/{self.method}{suffix}/seed{self.seed}"
 
 
-def plan(config: dict) -> list[Run]:
+def plan(config: ExperimentConfig) -> list[Run]:
     """Every run the tables and sweeps need, deduplicated, in a stable order.
 
     Seeds are the outer loop, so an experiment stopped early has every table cell with fewer
     seeds rather than some cells complete and others empty. Sweep points come last.
     """
     runs: dict[str, Run] = {}
-    seeds = config.get("seeds", [0])
-    for seed in seeds:
-        for spec in config.get("tables", {}).values():
-            for fraction in spec["fractions"]:
-                for method in spec["methods"]:
+    for seed in config.seeds:
+        for spec in config.tables.values():
+            for fraction in spec.fractions:
+                for method in spec.methods:
                     run = Run(method, fraction, seed)
                     runs.setdefault(run.run_id, run)
-    for param, sweep in config.get("sweeps", {}).items():
-        for method in sweep["methods"]:
-            for value in sweep["values"]:
-                for seed in sweep.get("seeds", seeds):
-                    run = Run(method, sweep["fraction"], seed, ((param, value),))
+    for param, sweep in config.sweeps.items():
+        for method in sweep.methods:
+            for value in sweep.values:
+                for seed in sweep.seeds or config.seeds:
+                    run = Run(method, sweep.fraction, seed, ((param, value),))
                     runs.setdefault(run.run_id, run)
     return list(runs.values())
 
 
-def flagfile_of(config: dict, run: Run) -> str:
+def flagfile_of(config: ExperimentConfig, run: Run) -> str:
     """The flagfile a run trains with: its method's, or its method's at its fraction."""
-    flagfile = config["methods"][run.method]
-    return flagfile[run.fraction] if isinstance(flagfile, dict) else flagfile
+    return config.flagfile(run.method, run.fraction)
 
 
-def commands(config: dict, run: Run) -> tuple[list[str], list[str], str]:
-    model_dir = os.path.join(config["runs_dir"], run.run_id)
-    data_dir = config["data_dirs"][run.fraction]
+def commands(config: ExperimentConfig, run: Run) -> tuple[list[str], list[str], str]:
+    """(train, evaluate, model dir) of a run."""
+    model_dir = os.path.join(config.runs_dir, run.run_id)
+    data_dir = config.data_dirs[run.fraction]
     flagfile = flagfile_of(config, run)
     train = [
         sys.executable,
@@ -76,8 +76,8 @@ def commands(config: dict, run: Run) -> tuple[list[str], list[str], str]:
         f"--data_dir={data_dir}",
         f"--model_dir={model_dir}",
         f"--seed={run.seed}",
-        *config.get("fraction_flags", {}).get(run.fraction, []),
-        *config.get("extra_flags", []),
+        *config.fraction_flags.get(run.fraction, ()),
+        *config.extra_flags,
         *[f"--{k}={v}" for k, v in run.params],
     ]
     evaluate = [
@@ -86,91 +86,99 @@ def commands(config: dict, run: Run) -> tuple[list[str], list[str], str]:
         "ssl_retrieval.evaluate",
         f"--data_dir={data_dir}",
         f"--model_dir={model_dir}",
-        f"--ks={','.join(str(k) for k in config.get('ks', [10, 50]))}",
+        f"--ks={','.join(str(k) for k in config.ks)}",
     ]
     return train, evaluate, model_dir
 
 
-@dataclasses.dataclass(frozen=True)
-class Ledger:
-    """What decides whether a planned run is done: the recorded runs and their data."""
-
-    recorded: dict[str, dict]
-    fingerprints: dict[str, str]
-    pairs: dict[str, int | None]
-
-    @classmethod
-    def of(cls, config: dict) -> Ledger:
-        path = os.path.join(config["output_dir"], "results.jsonl")
-        dirs = config["data_dirs"].items()
-        return cls(
-            ledger.load(path, "run_id"),
-            {f: ledger.data_fingerprint(d) for f, d in dirs},
-            {f: ledger.train_pairs(d) for f, d in dirs},
-        )
-
-    def reloaded(self, path: str) -> Ledger:
-        """The same ledger with the records as `path` holds them now (other workers add some)."""
-        return dataclasses.replace(self, recorded=ledger.load(path, "run_id"))
-
-    def finished(self, config: dict, run: Run) -> dict | None:
-        """The run's record when it stands for these commands and data (ledger.py), else None."""
-        train, evaluate, _ = commands(config, run)
-        record = self.recorded.get(run.run_id)
-        fraction = run.fraction
-        if ledger.reusable(
-            record, [train, evaluate], self.fingerprints[fraction], pairs=self.pairs[fraction]
-        ):
-            return record
-        return None
+def more_evaluations(config: ExperimentConfig, evaluate: list[str], model_dir: str) -> list:
+    """The `evaluate` commands of the config's further evaluations, each writing
+    `<model_dir>/metrics_<name>.json`."""
+    return [
+        (*evaluate, *flags, f"--output={evaluation_path(model_dir, name)}")
+        for name, flags in config.evaluations.items()
+    ]
 
 
-def status(config: dict, book: Ledger | None = None) -> list[tuple[Run, str]]:
+def evaluation_path(model_dir: str, name: str) -> str:
+    return os.path.join(model_dir, f"metrics_{name}.json")
+
+
+def unit(config: ExperimentConfig, run: Run) -> Unit:
+    """The run as the campaign engine goes through it: its commands, and what it waits for."""
+    train, evaluate, model_dir = commands(config, run)
+    evaluation: dict = {"ks": list(config.ks)}
+    if config.evaluations:  # records made before further evaluations keep their key
+        evaluation["more"] = {name: list(flags) for name, flags in config.evaluations.items()}
+    return Unit(
+        run.run_id,
+        run.fraction,
+        model_dir,
+        tuple(train),
+        tuple(evaluate),
+        evaluation=evaluation,
+        flagfile=flagfile_of(config, run),
+        more_evaluations=tuple(more_evaluations(config, evaluate, model_dir)),
+    )
+
+
+def record_book(config: ExperimentConfig) -> ledger.RecordBook:
+    """The experiment's records (results.jsonl) and the data they are compared on."""
+    path = os.path.join(config.output_dir, "results.jsonl")
+    return ledger.RecordBook.of(path, "run_id", config.data_dirs)
+
+
+def status(
+    config: ExperimentConfig, book: ledger.RecordBook | None = None
+) -> list[tuple[Run, str]]:
     """Each planned run with "recorded", "to run", or "waits for <flagfile>" (tuning writes it)."""
-    book = book or Ledger.of(config)
+    book = book or record_book(config)
     out = []
     for run in plan(config):
-        if book.finished(config, run) is not None:
+        if book.finished(planned := unit(config, run)) is not None:
             out.append((run, "recorded"))
-        elif not os.path.exists(flagfile := flagfile_of(config, run)):
-            out.append((run, f"waits for {flagfile}"))
+        elif not os.path.exists(planned.flagfile):
+            out.append((run, f"waits for {planned.flagfile}"))
         else:
             out.append((run, "to run"))
     return out
 
 
-def status_text(config: dict) -> str:
+def status_text(config: ExperimentConfig) -> str:
     """`status` as lines, then per fraction the counts and, from the timed records there, an
     estimate of the time left (the mean wall time of a run times the runs left)."""
-    book = Ledger.of(config)
+    book = record_book(config)
     states = status(config, book)
     lines = [f"{run.run_id}  {state}" for run, state in states]
-    for fraction in config["data_dirs"]:
+    for fraction in config.data_dirs:
         mine = [(run, state) for run, state in states if run.fraction == fraction]
-        if not mine:
-            continue
-        done = [book.recorded[run.run_id] for run, state in mine if state == "recorded"]
-        left = len(mine) - len(done)
-        waiting = sum(1 for _, state in mine if state.startswith("waits"))
-        timed = [r["wall_seconds"] for r in done if r.get("wall_seconds") is not None]
-        text = (
-            f"fraction {fraction}: {len(done)} recorded, {left - waiting} to run, "
-            f"{waiting} waiting for their flagfiles"
-        )
-        if left and timed:
-            mean = sum(timed) / len(timed)
-            minutes = round(mean * left / 60)
-            text += (
-                f"; about {minutes // 60} h {minutes % 60} min left at {mean / 60:.1f} min a "
-                f"run (the mean of the {len(timed)} timed runs)"
-            )
-        elif left:
-            text += "; no run timed at this fraction yet"
-        lines.append(text)
+        if mine:
+            done = [book.recorded[run.run_id] for run, state in mine if state == "recorded"]
+            waiting = sum(1 for _, state in mine if state.startswith("waits"))
+            lines.append(_fraction_status(fraction, len(mine), done, waiting))
     return "\n".join(lines)
 
 
-def _result_record(run: Run, model_dir: str) -> dict:
+def _fraction_status(fraction: str, planned: int, done: list[dict], waiting: int) -> str:
+    left = planned - len(done)
+    timed = [r["wall_seconds"] for r in done if r.get("wall_seconds") is not None]
+    text = (
+        f"fraction {fraction}: {len(done)} recorded, {left - waiting} to run, "
+        f"{waiting} waiting for their flagfiles"
+    )
+    if left and timed:
+        mean = sum(timed) / len(timed)
+        minutes = round(mean * left / 60)
+        text += (
+            f"; about {minutes // 60} h {minutes % 60} min left at {mean / 60:.1f} min a "
+            f"run (the mean of the {len(timed)} timed runs)"
+        )
+    elif left:
+        text += "; no run timed at this fraction yet"
+    return text
+
+
+def _result_record(run: Run, model_dir: str, evaluations=()) -> dict:
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
     record = {
@@ -181,14 +189,16 @@ def _result_record(run: Run, model_dir: str) -> dict:
         "params": dict(run.params),
         "metrics": metrics["metrics"],
     }
+    if evaluations:
+        record["evaluations"] = {}
+        for name in evaluations:
+            with open(evaluation_path(model_dir, name)) as f:
+                record["evaluations"][name] = json.load(f)["metrics"]
     train_metrics = os.path.join(model_dir, "train_metrics.json")
     if os.path.exists(train_metrics):
         with open(train_metrics) as f:
             record["train"] = json.load(f)
     return record
-
-
-_write_jsonl = atomic.write_jsonl
 
 
 UNVERIFIED = (
@@ -215,24 +225,6 @@ def _selected(run: Run, fractions: list[str] | None, methods: list[str] | None) 
     )
 
 
-def _train_and_evaluate(
-    run: Run, train: list[str], evaluate: list[str], model_dir: str, runner
-) -> tuple[dict, list[list[str]]]:
-    """Trains (or resumes, or finishes) a run and evaluates it on test: its record, and its
-    commands with the flagfiles as they were when it started (ledger.freeze).
-
-    Train resumes, finishes or (for a finished run with other blend options) chooses the blend
-    again; a model dir of an incompatible command is set aside (launch.train).
-    """
-    ran = [ledger.freeze(train), ledger.freeze(evaluate)]  # the flagfiles as it starts
-    started = launch.train(runner, train, model_dir)
-    runner(evaluate)
-    record = _result_record(run, model_dir)
-    if started is not None:  # training and evaluation on test, start-ups included
-        record["wall_seconds"] = round(time.monotonic() - started, 1)
-    return record, ran
-
-
 def run_experiment(
     config_path: str,
     report_only: bool = False,
@@ -243,87 +235,66 @@ def run_experiment(
     """Runs (or resumes) every run of the config, then writes the report. Returns a summary.
 
     With `fractions` (or `methods`), only runs of those training fractions (methods) are
-    trained now; the others are reported when recorded by the same commands (so cheap
+    trained now; the others are reported when recorded for the runs planned now (so cheap
     fractions can be finished first, one method's seeds can go first once its flagfile is
     tuned, and a fraction whose flagfiles are not tuned yet waits). Several calls may run on
     one config at once, each training the runs no other is training (workers.py).
     """
-    with open(config_path) as f:
-        config = json.load(f)
-    out_dir = config["output_dir"]
+    source = configs.typed_json.load(config_path)
+    config = configs.experiment(source, config_path)
+    out_dir = config.output_dir
     os.makedirs(out_dir, exist_ok=True)
-    results_path = os.path.join(out_dir, "results.jsonl")
-    references_path = os.path.join(out_dir, "references.jsonl")
-    runner = runner or launch.run_subprocess
     runs = plan(config)
     _check_selection(runs, fractions, methods)
-    book = Ledger.of(config)
-    results_lock = workers.lock_path(config["runs_dir"], "results")
-    results, skipped = [], 0
+    by_name = {run.run_id: run for run in runs}
+    campaign = engine.Campaign(
+        record_book(config),
+        config.runs_dir,
+        describe=lambda planned: _result_record(
+            by_name[planned.name], planned.model_dir, config.evaluations
+        ),
+        runner=runner or launch.run_subprocess,
+    )
 
-    def keep(record: dict, made_by: list[list[str]] | None, fraction: str) -> None:
-        if made_by is not None:  # stamped: the record stands for these commands and data
-            record = ledger.stamp(record, made_by, book.fingerprints[fraction])
-        results.append(record)
-        with workers.locked(results_lock):  # merged with what other workers wrote meanwhile
-            on_disk = ledger.load(results_path, "run_id")
-            _write_jsonl(results_path, results + ledger.unreached(on_disk, results, "run_id"))
-
-    for i, run in enumerate(runs):
-        train, evaluate, model_dir = commands(config, run)
-        if (previous := book.finished(config, run)) is not None:
-            skipped += 1
-            keep(previous, [train, evaluate], run.fraction)  # an earlier sitting's, or machine's
-        elif not _selected(run, fractions, methods):
-            continue  # not this time, and not recorded: its table cells wait
-        elif not os.path.exists(flagfile := flagfile_of(config, run)):
+    def hold(planned: Unit) -> bool:
+        """Whether a run not recorded is left for another call (or reported as found)."""
+        run = by_name[planned.name]
+        if not _selected(run, fractions, methods):
+            return True  # not this time, and not recorded: its table cells wait
+        if not os.path.exists(planned.flagfile):
             # Tuning writes it when the method's trials there are done; until then its table
             # cells wait, and the runs that can go on do.
-            logging.warning("experiments: %s waits for its flagfile %s", run.run_id, flagfile)
-        elif report_only:
-            if os.path.exists(os.path.join(model_dir, "metrics.json")):
-                # Reported as it is, whatever command made it, but not stamped with these
-                # commands: a later pass does not take it for a run they made.
-                record = {**_result_record(run, model_dir), "unverified": UNVERIFIED}
-                keep(record, None, run.fraction)
-        elif (claimed := workers.claim(workers.lock_path(config["runs_dir"], run.run_id))) is None:
-            logging.info("experiments: %s is being trained by another worker", run.run_id)
-        else:
-            with claimed:  # held until its record is written
-                book = book.reloaded(results_path)  # another worker may have finished it since
-                if (previous := book.finished(config, run)) is not None:
-                    skipped += 1
-                    keep(previous, [train, evaluate], run.fraction)
-                    continue
-                logging.info("experiments: run %d/%d %s", i + 1, len(runs), run.run_id)
-                record, ran = _train_and_evaluate(run, train, evaluate, model_dir, runner)
-                keep(record, ran, run.fraction)
-    logging.info("experiments: %d of %d runs finished before this call", skipped, len(runs))
-    references = _references(config, runner)
-    _write_jsonl(references_path, references)
+            logging.warning(
+                "experiments: %s waits for its flagfile %s", run.run_id, planned.flagfile
+            )
+            return True
+        if report_only and os.path.exists(os.path.join(planned.model_dir, "metrics.json")):
+            # Reported as it is, whatever command made it, but without a key: a later pass
+            # does not take it for the run planned now.
+            found = _result_record(run, planned.model_dir, config.evaluations)
+            campaign.keep({**found, "unverified": UNVERIFIED})
+        return report_only
+
+    units = [unit(config, run) for run in runs]
+    before = campaign.go(units, hold)
+    logging.info("experiments: %d of %d runs finished before this call", before, len(runs))
+    references = _references(config, campaign.runner)
+    atomic.write_jsonl(os.path.join(out_dir, "references.jsonl"), references)
     _tsne(config, out_dir)
-    with workers.locked(results_lock):
-        # Every planned run is in but those other workers finished meanwhile (taken from the
-        # file now): the rest of the file is stale. The report is written under the same lock,
-        # from these records, so the last worker to write it has every run.
-        book = book.reloaded(results_path)
-        mine = {record["run_id"] for record in results}
-        for run in runs:
-            if run.run_id not in mine and (record := book.finished(config, run)) is not None:
-                results.append(record)
-        order = {run.run_id: i for i, run in enumerate(runs)}
-        results.sort(key=lambda record: order[record["run_id"]])
-        _write_jsonl(results_path, results)
-        report.write_report(results, references, config, out_dir)
-        atomic.write_json(os.path.join(out_dir, "config.json"), config, sort_keys=False)
+
+    def write_report(records: list[dict]) -> None:
+        report.write_report(records, references, config, out_dir)
+        atomic.write_json(os.path.join(out_dir, "config.json"), source, sort_keys=False)
+
+    results = campaign.finish(units, then=write_report)
     return {"runs": len(runs), "results": len(results), "output_dir": out_dir}
 
 
-def _references(config: dict, runner) -> list[dict]:
+def _references(config: ExperimentConfig, runner) -> list[dict]:
     records = []
-    for fraction, data_dir in config["data_dirs"].items():
-        for name in config.get("references", []):
-            output = os.path.join(config["runs_dir"], fraction, "reference", f"{name}.json")
+    for fraction, data_dir in config.data_dirs.items():
+        for name in config.references:
+            output = os.path.join(config.runs_dir, fraction, "reference", f"{name}.json")
             if not os.path.exists(output):
                 runner(
                     [
@@ -333,7 +304,7 @@ def _references(config: dict, runner) -> list[dict]:
                         f"--data_dir={data_dir}",
                         f"--recommender={name}",
                         f"--output={output}",
-                        f"--ks={','.join(str(k) for k in config.get('ks', [10, 50]))}",
+                        f"--ks={','.join(str(k) for k in config.ks)}",
                     ]
                 )
             with open(output) as f:
@@ -341,14 +312,14 @@ def _references(config: dict, runner) -> list[dict]:
     return records
 
 
-def _tsne(config: dict, out_dir: str) -> None:
+def _tsne(config: ExperimentConfig, out_dir: str) -> None:
     """Figure 4: t-SNE of item embeddings coloured by a categorical feature, per method."""
-    spec = config.get("tsne")
-    if not spec:
+    spec = config.tsne
+    if spec is None:
         return
     model_dirs = [
-        os.path.join(config["runs_dir"], Run(method, spec["fraction"], spec["seed"]).run_id)
-        for method in spec["methods"]
+        os.path.join(config.runs_dir, Run(method, spec.fraction, spec.seed).run_id)
+        for method in spec.methods
     ]
     missing = [d for d in model_dirs if not os.path.exists(os.path.join(d, "metrics.json"))]
     if missing:
@@ -358,26 +329,22 @@ def _tsne(config: dict, out_dir: str) -> None:
     from sklearn.manifold import TSNE  # noqa: PLC0415
 
     from ssl_retrieval import data as data_lib  # noqa: PLC0415
-    from ssl_retrieval import model  # noqa: PLC0415
     from ssl_retrieval.evaluation import evaluator  # noqa: PLC0415
+    from ssl_retrieval.model import two_tower as model  # noqa: PLC0415
 
-    data_dir = config["data_dirs"][spec["fraction"]]
+    data_dir = config.data_dirs[spec.fraction]
     labels = []
     for batch in data_lib.items_dataset(data_dir, 4096):
-        labels += [
-            row[0].decode() if len(row) else "-" for row in batch[spec["color_by"]].to_list()
-        ]
+        labels += [row[0].decode() if len(row) else "-" for row in batch[spec.color_by].to_list()]
     counts: dict[str, int] = {}
     for label in labels:
         counts[label] = counts.get(label, 0) + 1
-    top = sorted(counts, key=lambda v: -counts[v])[: spec.get("top_values", 8)]
+    top = sorted(counts, key=lambda v: -counts[v])[: spec.top_values]
     candidates = np.array([i for i, label in enumerate(labels) if label in top])
     rng = np.random.default_rng(0)
-    sample = rng.choice(
-        candidates, size=min(spec.get("sample", 3000), len(candidates)), replace=False
-    )
+    sample = rng.choice(candidates, size=min(spec.sample, len(candidates)), replace=False)
     panels = {}
-    for method, model_dir in zip(spec["methods"], model_dirs, strict=True):
+    for method, model_dir in zip(spec.methods, model_dirs, strict=True):
         trained = model.load_from_model_dir(model_dir, data_dir)
         _, items = evaluator.embed_corpus(trained, data_dir)
         xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(
@@ -387,5 +354,5 @@ def _tsne(config: dict, out_dir: str) -> None:
     report.tsne_figure(
         panels,
         os.path.join(out_dir, "figure4_tsne.png"),
-        f"Item embeddings coloured by {spec['color_by']} (t-SNE)",
+        f"Item embeddings coloured by {spec.color_by} (t-SNE)",
     )

@@ -11,20 +11,19 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 from ssl_retrieval import atomic
-from ssl_retrieval import config as config_lib
-from ssl_retrieval.experimentation import launch, ledger, report
+from ssl_retrieval.experimentation import configs, engine, launch, ledger, report
+from ssl_retrieval.experimentation.configs import TuningConfig
+from ssl_retrieval.experimentation.ledger import Unit
 
 METRIC = "best_validation_recall@50"
 # A trial's value is the best validation Recall@50 during training: how the blend is chosen
-# after training does not change it, so new blend defaults or blend flags (even one that skips
-# choosing a blend) do not rerun trials.
-NOT_IN_TRIALS = config_lib.BLEND_FIELDS
+# after training does not change it, so its record has no blend key (keys.py): new blend
+# defaults or blend flags (even one that skips choosing a blend) do not rerun trials.
 
 
 def trial_points(grid: dict[str, list], trials: int, seed: int) -> list[dict]:
@@ -50,20 +49,20 @@ def trial_id(method: str, fraction: str, point: dict) -> str:
     return f"{fraction}/{method}/{suffix}"
 
 
-def backbone_params(config: dict) -> tuple[str, ...]:
+def backbone_params(config: TuningConfig) -> tuple[str, ...]:
     """The flags tuned once, on the backbone method, and shared by every method ((), without
     a `backbone`)."""
-    return tuple(config.get("backbone", {}).get("params", ()))
+    return config.backbone.params if config.backbone else ()
 
 
-def backbone_values(config: dict, fraction: str, trials: list[dict]) -> dict | None:
+def backbone_values(config: TuningConfig, fraction: str, trials: list[dict]) -> dict | None:
     """The backbone flags' values the backbone method was tuned to on `fraction` (the paper,
     section 4.1: the two-tower backbone's learning rate and temperature are searched on the
     baseline, then each method searches its own parameters on it); None before its trials at
     that fraction are all finished, {} without a `backbone`."""
-    if "backbone" not in config:
+    if config.backbone is None:
         return {}
-    method = config["backbone"]["method"]
+    method = config.backbone.method
     expected = len(points_of(config, method, fraction, trials))
     done = [t for t in trials if t["method"] == method and t["fraction"] == fraction]
     if not expected or len(done) < expected:
@@ -72,30 +71,30 @@ def backbone_values(config: dict, fraction: str, trials: list[dict]) -> dict | N
     return {k: chosen["params"][k] for k in backbone_params(config)}
 
 
-def promoted_points(config: dict, method: str, fraction: str, trials: list[dict]) -> list[dict]:
+def promoted_points(
+    config: TuningConfig, method: str, fraction: str, trials: list[dict]
+) -> list[dict]:
     """The `top` best points of `method`'s trials at the fraction `fraction` is promoted from.
 
     Multi-fidelity search (as successive halving does): the cheap fraction's trials rank the
     points, and only the best few are tried on the expensive one. Ties: the earlier trial.
     """
-    spec = config["promote"][fraction]
-    earlier = [t for t in trials if t["method"] == method and t["fraction"] == spec["from"]]
+    spec = config.promote[fraction]
+    earlier = [t for t in trials if t["method"] == method and t["fraction"] == spec.source]
     ranked = sorted(earlier, key=lambda t: -t["value"])  # stable, so ties keep trial order
-    return [dict(t["params"]) for t in ranked[: spec["top"]]]
+    return [dict(t["params"]) for t in ranked[: spec.top]]
 
 
-def points_of(config: dict, method: str, fraction: str, trials: list[dict]) -> list[dict]:
+def points_of(config: TuningConfig, method: str, fraction: str, trials: list[dict]) -> list[dict]:
     """The points `method` is tried at on `fraction`, given the trials finished so far. A
     method on a backbone has none until the backbone's trials at `fraction` are finished, then
     its own flags' points with the backbone's values at `fraction` (promoted points too: their
     backbone values were those of the fraction they come from)."""
-    if fraction in config.get("promote", {}):
+    if fraction in config.promote:
         points = promoted_points(config, method, fraction, trials)
     else:
-        spec = config["methods"][method]
-        seed = config.get("seed", 0)
-        points = trial_points(spec.get("grid", {}), config.get("trials", 8), seed)
-    if "backbone" not in config or method == config["backbone"]["method"]:
+        points = trial_points(config.methods[method].grid, config.trials, config.seed)
+    if config.backbone is None or method == config.backbone.method:
         return points
     backbone = backbone_values(config, fraction, trials)
     if backbone is None:
@@ -105,76 +104,36 @@ def points_of(config: dict, method: str, fraction: str, trials: list[dict]) -> l
     return [{**backbone, **p} for p in own]
 
 
-def check_backbone(config: dict) -> None:
-    if "backbone" not in config:
-        return
-    method, shared = config["backbone"].get("method"), backbone_params(config)
-    methods = list(config["methods"])
-    if not methods or method != methods[0]:
-        raise ValueError(
-            f"backbone: its method {method!r} must be the first of methods (the others are "
-            "tried on the values it is tuned to)"
-        )
-    if not shared:
-        raise ValueError("backbone: needs 'params', the flags tuned on it and shared")
-    for name, spec in config["methods"].items():
-        own = set(spec.get("grid", {}))
-        if name == method and not set(shared) <= own:
-            raise ValueError(f"backbone: {method!r}'s grid must have {list(shared)}")
-        if name != method and own & set(shared):
-            raise ValueError(
-                f"methods.{name}.grid has {sorted(own & set(shared))}: the backbone "
-                f"({method}) tunes those for every method"
-            )
-
-
-def check_promotion(config: dict) -> None:
-    fractions = list(config["data_dirs"])
-    for fraction, spec in config.get("promote", {}).items():
-        source = spec.get("from")
-        if fraction not in fractions or source not in fractions:
-            raise ValueError(f"promote: {fraction!r} from {source!r}: both must be data_dirs keys")
-        if fractions.index(source) >= fractions.index(fraction):
-            raise ValueError(
-                f"promote: {fraction!r} is promoted from {source!r}, which data_dirs must list "
-                "before it (its trials rank the points)"
-            )
-        if not isinstance(spec.get("top"), int) or spec["top"] < 1:
-            raise ValueError(f"promote: {fraction!r} needs a positive integer 'top'")
-
-
-def plan(config: dict, trials: list[dict] = ()) -> list[tuple[str, str, dict]]:
+def plan(config: TuningConfig, trials: list[dict] = ()) -> list[tuple[str, str, dict]]:
     """(method, fraction, point) of every trial; fractions outermost, so short ones come first
     when the config lists them first. A promoted fraction's points, and the backbone values of
     the other methods, come from `trials` (the ones finished so far), so before those are
     finished it lists fewer."""
-    check_promotion(config)
-    check_backbone(config)
     out = []
-    for fraction in config["data_dirs"]:
+    for fraction in config.data_dirs:
         for method in methods_at(config, fraction):
             for point in points_of(config, method, fraction, list(trials)):
                 out.append((method, fraction, point))
     return out
 
 
-def train_command(config: dict, method: str, fraction: str, point: dict) -> tuple[list, str]:
-    model_dir = os.path.join(config["runs_dir"], trial_id(method, fraction, point))
+def unit(config: TuningConfig, method: str, fraction: str, point: dict) -> Unit:
+    """The trial of `method` at `point` on `fraction`: its train command (no evaluation on
+    test, and its value is measured before the blend is chosen, so no blend key)."""
+    name = trial_id(method, fraction, point)
+    model_dir = os.path.join(config.runs_dir, name)
     command = [
         sys.executable,
         "-m",
         "ssl_retrieval.train",
-        f"--flagfile={config['methods'][method]['flagfile']}",
-        f"--data_dir={config['data_dirs'][fraction]}",
+        f"--flagfile={config.methods[method].flagfile}",
+        f"--data_dir={config.data_dirs[fraction]}",
         f"--model_dir={model_dir}",
-        *config.get("common_flags", []),
-        *config.get("fraction_flags", {}).get(fraction, []),
+        *config.common_flags,
+        *config.fraction_flags.get(fraction, ()),
         *[f"--{k}={v}" for k, v in sorted(point.items())],
     ]
-    return command, model_dir
-
-
-_write_jsonl = atomic.write_jsonl
+    return Unit(name, fraction, model_dir, tuple(command))
 
 
 def _trial_record(method, fraction, point, model_dir) -> dict:
@@ -212,67 +171,67 @@ def choose(trials: list[dict]) -> dict[tuple[str, str], dict]:
     return best
 
 
-def methods_at(config: dict, fraction: str) -> list[str]:
+def methods_at(config: TuningConfig, fraction: str) -> list[str]:
     """The methods tuned at `fraction`: all, or those whose `fractions` list it (a method only
     one table uses need not be tuned where the final runs never train it)."""
-    return [
-        m for m, spec in config["methods"].items() if fraction in spec.get("fractions", [fraction])
-    ]
+    return [m for m, spec in config.methods.items() if fraction in (spec.fractions or [fraction])]
 
 
-def flagfile_path(config: dict, name: str, fraction: str) -> str:
+def flagfile_path(config: TuningConfig, name: str, fraction: str) -> str:
     """Where the chosen flagfile of a method (or variant) at a fraction goes."""
-    return os.path.join(config["flagfile_dir"], f"{config['name']}_{name}_{fraction}.cfg")
+    return os.path.join(config.flagfile_dir, f"{config.name}_{name}_{fraction}.cfg")
 
 
-def _write_cfg(config: dict, name: str, header: str, flagfile: str, trial: dict, params) -> str:
+def _write_cfg(
+    config: TuningConfig, name: str, header: str, flagfile: str, trial: dict, params
+) -> str:
     """<flagfile_dir>/<config name>_<name>_<fraction>.cfg: a header comment, the method's
     flagfile, the fraction's flags and `params`."""
-    os.makedirs(config["flagfile_dir"], exist_ok=True)
+    os.makedirs(config.flagfile_dir, exist_ok=True)
     path = flagfile_path(config, name, trial["fraction"])
     lines = [
         f"# {header}",
         f"--flagfile={flagfile}",
-        *config.get("fraction_flags", {}).get(trial["fraction"], []),
+        *config.fraction_flags.get(trial["fraction"], ()),
         *[f"--{k}={v}" for k, v in sorted(params.items())],
     ]
     atomic.write_text(path, "\n".join(lines) + "\n")
     return path
 
 
-def write_flagfile(config: dict, trial: dict) -> str:
+def write_flagfile(config: TuningConfig, trial: dict) -> str:
     header = (
-        f"Chosen by python -m ssl_retrieval.tune ({config['name']}): validation Recall@50 "
+        f"Chosen by python -m ssl_retrieval.tune ({config.name}): validation Recall@50 "
         f"{trial['value']:.4f} at step {trial['best_step']}, trial {trial['trial_id']}."
     )
-    flagfile = config["methods"][trial["method"]]["flagfile"]
+    flagfile = config.methods[trial["method"]].flagfile
     return _write_cfg(config, trial["method"], header, flagfile, trial, trial["params"])
 
 
-def write_variant_flagfile(config: dict, name: str, trial: dict) -> str:
+def write_variant_flagfile(config: TuningConfig, name: str, trial: dict) -> str:
     """A flagfile for an untuned variant of a tuned method: the variant's own flagfile with the
     values its method was tuned to (only the flags listed in the variant's `params`, and the
     backbone's), so the two differ in what the variant changes and nothing else."""
-    spec = config["variants"][name]
+    spec = config.variants[name]
     header = (
         f"Not tuned: {name} takes the values {trial['method']} was tuned to at fraction "
         f"{trial['fraction']} (trial {trial['trial_id']}), by python -m ssl_retrieval.tune "
-        f"({config['name']})."
+        f"({config.name})."
     )
-    takes = (*spec["params"], *backbone_params(config))
+    takes = (*spec.params, *backbone_params(config))
     inherited = {k: v for k, v in trial["params"].items() if k in takes}
-    return _write_cfg(config, name, header, spec["flagfile"], trial, inherited)
+    return _write_cfg(config, name, header, spec.flagfile, trial, inherited)
 
 
-def _decided(config: dict, is_recorded: Callable[[str, str, dict], dict | None]) -> set:
+def _decided(config: TuningConfig, book: ledger.RecordBook) -> set:
     """The (method, fraction) pairs whose every trial is recorded, in the order tuning goes
     until the first that has a trial to train: the pairs after it may depend on it (through
     the backbone or promotion), so their choice is not known until it is done."""
     trials, decided = [], set()
-    for fraction in config["data_dirs"]:
+    for fraction in config.data_dirs:
         for method in methods_at(config, fraction):
             records = [
-                is_recorded(method, fraction, p)
+                book.finished(unit(config, method, fraction, p))
                 for p in points_of(config, method, fraction, trials)
             ]
             if any(r is None for r in records):
@@ -282,13 +241,13 @@ def _decided(config: dict, is_recorded: Callable[[str, str, dict], dict | None])
     return decided
 
 
-def _remove_undecided_flagfiles(config: dict, decided: set) -> list[str]:
+def _remove_undecided_flagfiles(config: TuningConfig, decided: set) -> list[str]:
     """Removes the flagfiles of the pairs (and variants) whose choice is not decided yet, so
     that final runs beside the tuning (`scripts/debian_experiments.sh --parallel`) wait for the
     new choice instead of training from an earlier tuning's. Returns the paths removed."""
-    names = [(m, m, f) for f in config["data_dirs"] for m in methods_at(config, f)]
-    for name, spec in config.get("variants", {}).items():
-        names += [(name, spec["like"], f) for f in spec.get("fractions", config["data_dirs"])]
+    names = [(m, m, f) for f in config.data_dirs for m in methods_at(config, f)]
+    for name, spec in config.variants.items():
+        names += [(name, spec.like, f) for f in spec.fractions or config.data_dirs]
     removed = []
     for name, method, fraction in names:
         path = flagfile_path(config, name, fraction)
@@ -301,85 +260,55 @@ def _remove_undecided_flagfiles(config: dict, decided: set) -> list[str]:
 def run_tuning(config_path: str, runner: Callable[[list[str]], None] | None = None) -> dict:
     """Runs (or resumes) every trial, writing trials.jsonl as it goes, and the flagfiles and
     README of each (method, fraction) as soon as its trials are finished."""
-    with open(config_path) as f:
-        config = json.load(f)
-    runner = runner or launch.run_subprocess
-    out_dir = config["output_dir"]
-    os.makedirs(out_dir, exist_ok=True)
-    trials_path = os.path.join(out_dir, "trials.jsonl")
-    recorded = ledger.load(trials_path, "trial_id")
-    fingerprints = {f: ledger.data_fingerprint(d) for f, d in config["data_dirs"].items()}
-    pairs = {f: ledger.train_pairs(d) for f, d in config["data_dirs"].items()}
-    check_promotion(config)
-    check_backbone(config)
-
-    def is_recorded(method: str, fraction: str, point: dict) -> dict | None:
-        """The trial's record when it stands for its command and data (ledger.py), else None."""
-        record = recorded.get(trial_id(method, fraction, point))
-        command, _ = train_command(config, method, fraction, point)
-        ok = ledger.reusable(
-            record, [command], fingerprints[fraction], NOT_IN_TRIALS, pairs[fraction]
-        )
-        return record if ok else None
-
-    for path in _remove_undecided_flagfiles(config, _decided(config, is_recorded)):
+    config = configs.load_tuning(config_path)
+    os.makedirs(config.output_dir, exist_ok=True)
+    trials_path = os.path.join(config.output_dir, "trials.jsonl")
+    book = ledger.RecordBook.of(trials_path, "trial_id", config.data_dirs)
+    for path in _remove_undecided_flagfiles(config, _decided(config, book)):
         logging.info("tune: removed %s until its trials are done (its choice may change)", path)
-    trials: list[dict] = []
+    points: dict[str, tuple[str, str, dict]] = {}  # trial id -> (method, fraction, point)
+    campaign = engine.Campaign(
+        book,
+        config.runs_dir,
+        describe=lambda planned: _trial_record(*points[planned.name], planned.model_dir),
+        runner=runner or launch.run_subprocess,
+        wait_for_claims=True,  # the trials after it may depend on it (backbone, promotion)
+        log_name="tune",
+    )
+    planned: list[Unit] = []
     flagfiles: dict[str, str] = {}
-    for fraction in config["data_dirs"]:
+    for fraction in config.data_dirs:
         for method in methods_at(config, fraction):
             # Points are drawn here, not up front: a promoted fraction needs the trials before it.
-            points = points_of(config, method, fraction, trials)
-            for i, point in enumerate(points):
-                command, model_dir = train_command(config, method, fraction, point)
-                fingerprint = fingerprints[fraction]
-                if (previous := is_recorded(method, fraction, point)) is not None:
-                    record = previous  # finished in an earlier sitting, maybe on another machine
-                else:
-                    # Not recorded, or recorded from another command: train resumes or finishes
-                    # it (a model dir of an incompatible command is set aside: launch.train).
-                    logging.info(
-                        "tune: fraction %s, %s, trial %d/%d: %s",
-                        fraction,
-                        method,
-                        i + 1,
-                        len(points),
-                        model_dir,
-                    )
-                    ran = ledger.freeze(command)  # the flagfiles as it starts (ledger.freeze)
-                    started = launch.train(runner, command, model_dir)
-                    command = ran
-                    record = _trial_record(method, fraction, point, model_dir)
-                    if (
-                        started is not None
-                    ):  # a resumed or re-checked trial's time is not the trial's
-                        record["wall_seconds"] = round(time.monotonic() - started, 1)
-                trials.append(ledger.stamp(record, [command], fingerprint, NOT_IN_TRIALS))
-                _write_jsonl(trials_path, trials + ledger.unreached(recorded, trials, "trial_id"))
+            group = []
+            for point in points_of(config, method, fraction, campaign.done):
+                group.append(unit(config, method, fraction, point))
+                points[group[-1].name] = (method, fraction, point)
+            campaign.go(group)
+            planned += group
             # Every trial of this (method, fraction) is done: its choice is final, so its
             # flagfile can be used (say, by the final runs of a fraction) while tuning goes on.
-            flagfiles = write_choices(config, trials)
-    _write_jsonl(trials_path, trials)  # every planned trial is in: the rest are stale
+            flagfiles = write_choices(config, campaign.done)
+    trials = campaign.finish(planned)  # every planned trial is in: the rest are stale
     return {"trials": len(trials), "flagfiles": flagfiles}
 
 
-def write_choices(config: dict, trials: list[dict]) -> dict[str, str]:
+def write_choices(config: TuningConfig, trials: list[dict]) -> dict[str, str]:
     """The flagfiles (and variants' flagfiles) of every (method, fraction) in `trials`, and the
     README; returns {"method@fraction": flagfile path}."""
     chosen = choose(trials)
     flagfiles = {f"{m}@{fr}": write_flagfile(config, t) for (m, fr), t in chosen.items()}
-    for name, spec in config.get("variants", {}).items():
+    for name, spec in config.variants.items():
         for (method, fraction), t in chosen.items():
-            if method == spec["like"] and fraction in spec.get("fractions", [fraction]):
+            if method == spec.like and fraction in (spec.fractions or [fraction]):
                 flagfiles[f"{name}@{fraction}"] = write_variant_flagfile(config, name, t)
-    _write_readme(config, trials, chosen, flagfiles, config["output_dir"])
+    _write_readme(config, trials, chosen, flagfiles, config.output_dir)
     return flagfiles
 
 
-def _budget_lines(config: dict, trials: list[dict]) -> list[str]:
+def _budget_lines(config: TuningConfig, trials: list[dict]) -> list[str]:
     """Which trials used their whole step budget: still improving, maybe, when it ran out."""
-    pairs = {f: ledger.train_pairs(d) for f, d in config["data_dirs"].items()}
-    whole = {t["trial_id"]: ledger.used_whole_budget(t, pairs.get(t["fraction"])) for t in trials}
+    whole = {t["trial_id"]: ledger.used_whole_budget(t) for t in trials}
     capped = [name for name, used in whole.items() if used]
     unknown = sum(1 for used in whole.values() if used is None)
     checked = len(trials) - unknown
@@ -402,21 +331,21 @@ def _budget_lines(config: dict, trials: list[dict]) -> list[str]:
 
 def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
     promoted = "".join(
-        f" At fraction {fraction} each method's trials are its {spec['top']} best points at "
-        f"fraction {spec['from']} (multi-fidelity: the cheap fraction ranks, the expensive one "
+        f" At fraction {fraction} each method's trials are its {spec.top} best points at "
+        f"fraction {spec.source} (multi-fidelity: the cheap fraction ranks, the expensive one "
         "decides)."
-        for fraction, spec in config.get("promote", {}).items()
+        for fraction, spec in config.promote.items()
     )
     backbone = ""
-    if "backbone" in config:
+    if config.backbone is not None:
         shared = ", ".join(backbone_params(config))
         backbone = (
-            f" The backbone ({shared}) is tuned on {config['backbone']['method']} at each "
+            f" The backbone ({shared}) is tuned on {config.backbone.method} at each "
             "fraction, and every other method (and variant) is tried on the values chosen there, "
             "searching only its own flags (the paper, section 4.1)."
         )
     lines = [
-        f"# Tuning: {config['name']}",
+        f"# Tuning: {config.name}",
         "",
         "Written by `python -m ssl_retrieval.tune`; every trial is a line of `trials.jsonl`. "
         "Each (method, fraction) was given the same number of trials, drawn from its grid; the "
@@ -436,7 +365,7 @@ def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
             f"`{flagfiles[f'{method}@{fraction}']}` |"
         )
     lines += ["", *_budget_lines(config, trials)]
-    variants = config.get("variants", {})
+    variants = config.variants
     if variants:
         lines += [
             "",
@@ -446,8 +375,7 @@ def _write_readme(config, trials, chosen, flagfiles, out_dir) -> None:
             "| variant | takes from | flags |",
             "|---|---|---|",
             *[
-                f"| {name} | {spec['like']} | "
-                f"{', '.join((*spec['params'], *backbone_params(config)))} |"
+                f"| {name} | {spec.like} | {', '.join((*spec.params, *backbone_params(config)))} |"
                 for name, spec in variants.items()
             ],
         ]

@@ -51,12 +51,13 @@ def held_fds() -> tuple[int, ...]:
     return tuple(sorted(_HELD))
 
 
-def claim(path: str) -> Claim | None:
-    """This worker's claim on `path`'s lock, or None when another worker holds it."""
+def claim(path: str, wait: bool = False) -> Claim | None:
+    """This worker's claim on `path`'s lock, or None when another worker holds it (with
+    `wait`, once the other worker has released it)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     f = open(path, "a")  # noqa: SIM115 - the open file is the claim
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         f.close()
         return None

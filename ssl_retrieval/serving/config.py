@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ssl_retrieval import blending
 from ssl_retrieval.cli import option
+from ssl_retrieval.ranking.config import BlendOverrides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +42,9 @@ class ScannParams:
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
-    """Options of one export; each field but `scann` is the flag of the same name
-    (`python -m ssl_retrieval.export --help`), `scann` holds the index's flags."""
+    """Options of one export; each field but `scann` and `blend` is the flag of the same name
+    (`python -m ssl_retrieval.export --help`); `scann` holds the index's flags, `blend` the
+    blend's."""
 
     data_dir: str | None = option(help="Data dir (default: the one in config.json).")
     model_dir: str = option(help="Trained model dir.")
@@ -59,13 +60,8 @@ class ExportConfig:
     )  # see build_index
     scann: ScannParams = option(ScannParams(), flag=False)
     overwrite: bool = option(False, "Replace an existing version directory.")
-    # The blend (blending.py): each a number, or "auto" for the one chosen for the model.
-    popularity_prior: str | float = option("auto", blending.FLAG_HELP["popularity_prior"])
-    content_weight: str | float = option("auto", blending.FLAG_HELP["content_weight"])
-    prior_share: str | float = option("auto", blending.FLAG_HELP["prior_share"])
-    popularity_penalty: str | float = option("auto", blending.FLAG_HELP["popularity_penalty"])
-    cold_share: str | float = option("auto", blending.FLAG_HELP["cold_share"])
-    cold_content_weight: str | float = option("auto", blending.FLAG_HELP["cold_content_weight"])
+    # The blend's numbers (ranking/blend.py): each "auto" (the model's) or a number.
+    blend: BlendOverrides = option(BlendOverrides(), flag=False)
 
 
 MAX_INSTANCES = 1000
@@ -170,3 +166,13 @@ class ServeConfig:
         "Serve the OpenAPI schema at /openapi.json. FastAPI's /docs and /redoc pages are never "
         "served: they load their scripts from a third-party CDN.",
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilarConfig:
+    """The options of `python -m ssl_retrieval.similar`; each field is the flag of the same
+    name."""
+
+    export_dir: str = option(help="Export dir (newest version) or one version.")
+    item_ids: tuple[str, ...] = option(help="Comma-separated corpus item ids.")
+    k: int = option(10, "How many neighbours per item.")

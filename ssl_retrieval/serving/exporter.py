@@ -13,19 +13,19 @@ temporary name inside the export dir, then rename it to the next number.
 
 Signatures (explicit TensorSpecs):
   similar_items(item_id: string [B], k: int32 []) -> ids [B, k] string, scores [B, k] float32,
-      found [B] bool. Neighbours of corpus items by their precomputed query-tower embedding; the
-      item itself is excluded; unknown ids give found = false and empty rows.
-      Lists follow the model's blend (blending.py, `blend` in export_info.json): the first
-      round(prior_share * k) from the index (cos + beta * log(1 + count)), the next
-      round(cold_share * k) from the cold ranking (cos + w_cold * tfidf over items without
-      training pairs, exact), the rest from the similar ranking cos + w * tfidf - gamma *
-      log(1 + count), each item once, with the score of the ranking that listed it. Without
-      TF-IDF (w = 0) and with a ScaNN index the similar ranking is a search of the same index
-      (queries end in -gamma instead of beta); with TF-IDF it is exact over the whole corpus
-      (N x d flops and the TF-IDF matrix's non-zeros per query).
-      `similar_ranking` in export_info.json says which.
-  similar_items_by_features(<feature tensors>, k) -> ids, scores: the query tower on raw
-      features, for items not in the corpus (cold start).
+      sources [B, k] string, found [B] bool. Neighbours of corpus items by their precomputed
+      query-tower embedding; the item itself is excluded; unknown ids give found = false and
+      empty rows. A list of k follows the model's blend for that list size (ranking/blend.py,
+      `blends` in export_info.json): its linked, popular and cold slots, then the similar
+      ranking, each item once (`ranking.merge`, the same code evaluation runs), with the score
+      of the ranking that listed it and that ranking's name in `sources` ("linked", "popular",
+      "cold", "similar"). The popular ranking comes from the index (cos + beta * log(1 +
+      count)); without TF-IDF (w = 0) and with a ScaNN index the similar ranking is a search of
+      the same index too (queries end in -gamma instead of beta); the others are exact over the
+      whole corpus (N x d flops, the TF-IDF matrix's non-zeros and the query's links per query).
+      `similar_ranking` in export_info.json says how the largest list size's is served.
+  similar_items_by_features(<feature tensors>, k) -> ids, scores, sources: the query tower on
+      raw features, for items not in the corpus (cold start; no known links).
   item_embedding(<feature tensors>) -> embedding [B, d]: the item tower.
 Feature tensors: one input per schema feature, named like it. Sparse features (id, categorical,
 multi-hot) are string [B, max_values] padded with "" (an empty row = missing); dense features are
@@ -35,6 +35,7 @@ float32 [B] with NaN for missing. k is capped at the export's `--k`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -44,19 +45,19 @@ import uuid
 
 import numpy as np
 
-from ssl_retrieval import atomic, blending, popularity, tfidf
+from ssl_retrieval import atomic
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data_dir import DataDir
+from ssl_retrieval.ranking import blend as blend_lib
+from ssl_retrieval.ranking import links as links_lib
+from ssl_retrieval.ranking import merge, popularity, tfidf, topk
+from ssl_retrieval.ranking import scores as scores_lib
 from ssl_retrieval.serving import index as index_lib
 from ssl_retrieval.serving import item_catalog
 from ssl_retrieval.serving.config import ExportConfig  # noqa: F401  (re-exported)
 
-# Up to this many queries a call, TF-IDF cosines are summed from posting lists (ContentVectors):
-# at 1M items 3.1x faster than the sparse product for 1 query, 1.5x for 2, 0.7x for 4
-# (`bench/exact_ranking.py`, results/bench/exact_ranking.json).
-POSTINGS_MAX_BATCH = 2
 # Queries ranked exactly over the corpus at a time: bounds the [rows, N] products' memory, and at
 # 1M items a batch of 100 is ranked 1.34x faster in chunks of 16 than at once (4: 0.64x).
 EXACT_CHUNK = 16
@@ -84,127 +85,17 @@ def to_model_features(inputs: dict, features: list[dict]) -> dict:
     return out
 
 
-class ContentVectors(tf.Module):
-    """The corpus TF-IDF matrix (tfidf.py) in the graph: rows of corpus items, the same vectors
-    for items given by their feature values, and their cosines with every corpus item.
-
-    The cosines come two ways, whichever is cheaper for the batch: up to
-    `POSTINGS_MAX_BATCH` queries, the posting lists (the matrix by column) of each query's few
-    tokens are gathered and summed, work in proportion to those lists; for larger batches, one
-    sparse-dense product with the whole [N, V] matrix, whose cost grows slowly with the batch
-    (`bench/exact_ranking.py` at 1M items: postings 3.1x faster for one query, 0.5x for 16).
-    The matrix is held by row and by column, in variables, so that it is saved in the checkpoint
-    files, not as constants in saved_model.pb (313 MB at 1M items, and one copy per signature
-    while saving).
-    """
-
-    def __init__(self, content: tfidf.Tfidf):
-        super().__init__()
-        self.num_items, self.num_tokens = content.matrix.shape
-        self.features = list(content.features)
-        by_row = content.matrix.tocsr()
-        by_row.sort_indices()
-        coo = by_row.tocoo()  # row-major, as the sparse tensor needs
-
-        def variable(array, dtype):
-            return tf.Variable(np.asarray(array, dtype), trainable=False)
-
-        self.indices = variable(np.stack([coo.row, coo.col], axis=1), np.int64)
-        self.values = variable(coo.data, np.float32)
-        self.row_splits = variable(by_row.indptr, np.int64)
-        by_column = content.matrix.tocsc()
-        by_column.sort_indices()
-        self.posting_splits = variable(by_column.indptr, np.int64)
-        self.posting_items = variable(by_column.indices, np.int64)
-        self.posting_values = variable(by_column.data, np.float32)
-        self.idf = variable(content.idf, np.float32)
-        self.token_table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant([t.encode("utf-8") for t in content.tokens], tf.string),
-                tf.range(self.num_tokens, dtype=tf.int64),
-            ),
-            default_value=-1,
-        )
-
-    def _dense(self, rows, columns, values, batch):
-        """[B, V] from (row, column, value) triples; a repeated token counts once."""
-        indices = tf.stack([rows, columns], axis=1)
-        return tf.tensor_scatter_nd_max(
-            tf.zeros([batch, self.num_tokens], tf.float32), indices, values
-        )
-
-    def of_rows(self, rows):
-        """[B, V] TF-IDF vectors of corpus rows [B]."""
-        positions = tf.ragged.range(
-            tf.gather(self.row_splits, rows), tf.gather(self.row_splits, rows + 1)
-        )
-        flat = positions.flat_values
-        columns = tf.gather(self.indices, flat)[:, 1]
-        return self._dense(
-            positions.value_rowids(), columns, tf.gather(self.values, flat), tf.shape(rows)[0]
-        )
-
-    def of_features(self, inputs):
-        """[B, V] TF-IDF vectors of items given as signature inputs (string [B, max_values])."""
-        batch = tf.shape(inputs[self.features[0]])[0] if self.features else 1
-        rows, columns = [], []
-        for name in self.features:
-            values = inputs[name]
-            tokens = tf.strings.join([tf.constant(name + "="), values])
-            found = tf.not_equal(values, "")
-            column = tf.where(found, self.token_table.lookup(tokens), -1)
-            where = tf.where(column >= 0)
-            rows.append(where[:, 0])
-            columns.append(tf.gather_nd(column, where))
-        if not rows:
-            return tf.zeros([batch, self.num_tokens], tf.float32)
-        rows, columns = tf.concat(rows, 0), tf.concat(columns, 0)
-        dense = self._dense(rows, columns, tf.gather(self.idf, columns), batch)
-        return tf.math.l2_normalize(dense, axis=1, epsilon=1e-24)
-
-    def similarities(self, vectors):
-        """[B, N] TF-IDF cosine of each of `vectors` [B, V] with every corpus item."""
-        return tf.cond(
-            tf.shape(vectors)[0] <= POSTINGS_MAX_BATCH,
-            lambda: self._by_postings(vectors),
-            lambda: self._by_product(vectors),
-        )
-
-    def _by_product(self, vectors):
-        matrix = tf.sparse.SparseTensor(
-            self.indices, self.values, [self.num_items, self.num_tokens]
-        )
-        return tf.transpose(tf.sparse.sparse_dense_matmul(matrix, vectors, adjoint_b=True))
-
-    def posting_entries(self, vectors):
-        """(query row, corpus item, weight) [M] of every posting of the tokens of `vectors` [B, V]:
-        the terms whose sums per (row, item) are the cosines."""
-        entries = tf.where(vectors > 0)  # [M, 2]: (batch row, token)
-        tokens = entries[:, 1]
-        found = tf.ragged.range(
-            tf.gather(self.posting_splits, tokens), tf.gather(self.posting_splits, tokens + 1)
-        )
-        flat, entry = found.flat_values, found.value_rowids()
-        weights = tf.gather(tf.gather_nd(vectors, entries), entry)
-        return (
-            tf.gather(entries[:, 0], entry),
-            tf.gather(self.posting_items, flat),
-            weights * tf.gather(self.posting_values, flat),
-        )
-
-    def _by_postings(self, vectors):
-        rows, items, weights = self.posting_entries(vectors)
-        # Summed into the flattened [B * N] scores: a segment sum over 1-D positions, 1.4 to 2x
-        # faster at 1M items than scatter_nd at [M, 2] indices (bench/exact_ranking.py).
-        batch = tf.shape(vectors)[0]
-        scores = tf.math.unsorted_segment_sum(
-            weights, rows * self.num_items + items, tf.cast(batch, tf.int64) * self.num_items
-        )
-        return tf.reshape(scores, [batch, self.num_items])
-
-
 class SimilarItemsModule(tf.Module):
-    """What the SavedModel holds; see the module docstring for the signatures."""
+    """What the SavedModel holds; see the module docstring for the signatures.
+
+    Args:
+      blends: the blend of each list size (`ranking/blend.py`).
+      content: the corpus TF-IDF (when a blend has a TF-IDF term).
+      log_counts: [N] log(1 + training count) of each corpus item.
+      links: [N, N] training link counts (when a blend has linked slots).
+      similar_from_index: the index serves the similar rankings without a TF-IDF term too
+        (`from_index`); the other rankings are exact over the corpus.
+    """
 
     def __init__(
         self,
@@ -215,21 +106,19 @@ class SimilarItemsModule(tf.Module):
         index,
         max_k: int,
         features: list[dict],
-        blend: blending.Blend | None = None,
+        blends: blend_lib.Blends | None = None,
         content: tfidf.Tfidf | None = None,
         log_counts: np.ndarray | None = None,
+        links=None,
         similar_from_index: bool = False,
     ):
         super().__init__()
-        blend = blend or blending.Blend()
-        # The index holds [item, log(1 + count)] when a ranking adds a multiple of the
+        self.blends = blends or blend_lib.Blends.single(blend_lib.Blend())
+        # The index holds [item, log(1 + count)] when a ranking it serves adds a multiple of the
         # popularity (`shifted`), and queries then end in that multiple (popularity.py): beta for
-        # the popular ranking, -gamma for the similar one. Without the similar ranking
-        # (prior_share 1) the index is the whole answer. The similar ranking comes from the same
-        # index when it has no TF-IDF term (`similar_from_index`), else it is exact.
-        self.blend = blend
+        # the popular ranking, -gamma for the similar one.
         self.similar_from_index = similar_from_index
-        self.shifted = shifted_index(blend, similar_from_index)
+        self.shifted = shifted_index(self.blends, similar_from_index)
         # The towers are called, not saved as Keras layers: Keras's own SavedModel serialisation
         # traces every layer and writes its config, vocabularies inlined (4 to 5 minutes of a
         # 1M-item export). Their variables and lookup tables are tracked here instead, which is
@@ -250,14 +139,17 @@ class SimilarItemsModule(tf.Module):
         encoded_ids = tf.constant([str(i).encode("utf-8") for i in item_ids], tf.string)
         self.item_ids = tf.Variable(encoded_ids, trainable=False)
         self.query_embeddings = tf.Variable(query_embeddings.astype(np.float32), trainable=False)
-        exact_similar = not blend.single_ranking and not similar_from_index
-        if exact_similar or blend.cold_share:
+        exact = {r for _, b in self.blends for r in self._exact_rankings_of(b).values()}
+        if exact:
             self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32), trainable=False)
-        self.content = ContentVectors(content) if blend.uses_content else None
-        if blend.popularity_penalty and exact_similar:
+        self.content = None
+        if any(r.needs_content for r in exact):
+            self.content = tfidf.ContentVectors(content)
+        if any(r.needs_counts for r in exact):
             self.log_counts = tf.constant(np.asarray(log_counts, np.float32))
-        if blend.cold_share:  # items with a training pair, which the cold ranking leaves out
-            self.counted = tf.constant(np.asarray(log_counts)[np.newaxis, :] > 0)
+        self.links = None
+        if any(r.needs_links for r in exact):
+            self.links = links_lib.LinkRows(links)
         self.id_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 encoded_ids,
@@ -276,15 +168,20 @@ class SimilarItemsModule(tf.Module):
         )
         self.item_embedding = tf.function(self._item_embedding, input_signature=[spec])
 
-    def _popular(self, queries, exclude):
-        """[B, max_k] corpus indices (-1 padding) and scores of the popular ranking (the index),
-        dropping `exclude` [B] corpus indices (-1: none)."""
-        return self._from_index(queries, self.blend.popularity_prior, exclude)
+    def _from_index_names(self, blend: blend_lib.Blend) -> list[str]:
+        return from_index(blend, self.similar_from_index)
 
-    def _from_index(self, queries, popularity_weight: float, exclude):
-        """The index's top max_k for cos + popularity_weight * log(1 + count), without `exclude`."""
+    def _exact_rankings_of(self, blend: blend_lib.Blend) -> dict:
+        indexed = self._from_index_names(blend)
+        return {n: r for n, r in blend.rankings().items() if n not in indexed}
+
+    def _from_index(self, queries, ranking, exclude):
+        """The index's top max_k for cos + popularity_weight * log(1 + count), without `exclude`
+        [B] corpus indices (-1: none): [B, max_k] corpus indices (-1 padding) and scores."""
         if self.shifted:
-            weight = tf.fill([tf.shape(queries)[0], 1], tf.constant(popularity_weight, tf.float32))
+            weight = tf.fill(
+                [tf.shape(queries)[0], 1], tf.constant(ranking.popularity_weight, tf.float32)
+            )
             queries = tf.concat([queries, weight], axis=1)
         scores, indices = self.index.search(queries, self.max_k + 1)
         # ScaNN's op has no static shape; the ragged mask below needs the rank.
@@ -296,73 +193,65 @@ class SimilarItemsModule(tf.Module):
         scores = tf.ragged.boolean_mask(scores, keep).to_tensor(float("-inf"), shape=shape)
         return indices[:, : self.max_k], scores[:, : self.max_k]
 
-    def _similar(self, queries, cosines, tfidf_scores, exclude):
-        """[B, max_k] corpus indices and scores of the similar ranking: from the index, or exact
-        over the corpus (`cosines`, `tfidf_scores` [B, N]) when it has a TF-IDF term."""
-        if self.similar_from_index:
-            return self._from_index(queries, -self.blend.popularity_penalty, exclude)
-        scores = cosines
-        if self.blend.content_weight:
-            scores = scores + self.blend.content_weight * tfidf_scores
-        if self.blend.popularity_penalty:
-            scores -= self.blend.popularity_penalty * self.log_counts[tf.newaxis, :]
-        return self._exact_top(scores, exclude)
-
-    def _cold(self, cosines, tfidf_scores, exclude):
-        """[B, max_k] corpus indices and scores of the cold ranking: cos + w_cold * tfidf over
-        the items without training pairs (exact; -1 pads when there are fewer)."""
-        scores = cosines
-        if self.blend.cold_content_weight:
-            scores = scores + self.blend.cold_content_weight * tfidf_scores
-        return self._exact_top(tf.where(self.counted, float("-inf"), scores), exclude)
-
-    def _exact_top(self, scores, exclude):
-        """Top max_k of [B, N] `scores` without `exclude` [B] (-1: none)."""
+    def _exact(self, rankings: dict, queries, exclude, content_vectors=None):
+        """[indices, scores] [B, max_k] of each of `rankings` (in order) for a few queries,
+        exact over the corpus (`scores.score`): the [B, N] products are made once for all."""
+        cosines = tf.matmul(queries, self.item_embeddings, transpose_b=True)
         rows = tf.where(exclude >= 0)[:, 0]
         excluded = tf.stack([rows, tf.gather(exclude, rows)], axis=1)
-        minus_inf = tf.fill(tf.shape(rows), float("-inf"))
-        scores = tf.tensor_scatter_nd_update(scores, excluded, minus_inf)
-        scores, indices = exact_top_k(scores, self.max_k)
-        indices = tf.where(scores > float("-inf"), indices, -1)
-        return indices, scores
+        cosines = tf.tensor_scatter_nd_update(
+            cosines, excluded, tf.fill(tf.shape(rows), float("-inf"))
+        )
+        terms = {}
+        if any(r.needs_content for r in rankings.values()):
+            terms["tfidf"] = self.content.similarities(content_vectors)
+        if any(r.needs_counts for r in rankings.values()):
+            terms["log_counts"] = self.log_counts
+        if any(r.needs_links for r in rankings.values()):
+            terms["log_links"] = self.links.log_links(exclude)
+        out = []
+        for ranking in rankings.values():
+            values, indices = topk.exact_top_k(
+                scores_lib.score(ranking, cosines, **terms), self.max_k
+            )
+            out += [tf.where(values > float("-inf"), indices, -1), values]
+        return out
+
+    def _blend_list(self, blend, queries, content_vectors, k, exclude):
+        """[B, max_k] corpus indices, scores and ranking names of `blend`'s list of k (the rest
+        of the width continues the list)."""
+        rankings = blend.rankings()
+        indices, scores = {}, {}
+        for name in self._from_index_names(blend):
+            indices[name], scores[name] = self._from_index(queries, rankings[name], exclude)
+        exact = self._exact_rankings_of(blend)
+        if exact:
+            inputs = [queries, exclude] + ([content_vectors] if self.content is not None else [])
+            ranked = _in_chunks(
+                lambda *x: self._exact(exact, *x), inputs, [tf.int64, tf.float32] * len(exact)
+            )
+            for i, name in enumerate(exact):
+                indices[name], scores[name] = ranked[2 * i], ranked[2 * i + 1]
+        merged = merge.Lists(indices, scores).merge(blend.segments(k), self.max_k)
+        names = tf.constant([n.encode() for n in merged.names] + [b""])
+        return merged.indices, merged.scores, tf.gather(names, merged.sources)
 
     def _neighbours(self, queries, content_vectors, k, exclude):
-        """ids and scores [B, k] under the blend (blending.merge, in the graph): the popular
-        slots, the cold slots, the similar ranking, the rest of the popular ranking, each item
-        once where it first comes."""
+        """ids, scores and the ranking each came from, [B, k], under the blend of list size k."""
         k = tf.clip_by_value(k, 1, self.max_k)
-        indices, scores = self._popular(queries, exclude)
-        if not self.blend.single_ranking:
-            inputs = [queries, exclude] + ([content_vectors] if self.content is not None else [])
-            rankings = 2 if self.blend.cold_share else 1
-            dtypes = [tf.int64, tf.float32] * rankings
-            ranked = _in_chunks(self._exact_rankings, inputs, dtypes, EXACT_CHUNK)
-            prior_slots = _slots(self.blend.prior_share, k)
-            sources = [(indices[:, :prior_slots], scores[:, :prior_slots])]
-            if self.blend.cold_share:
-                cold_slots = tf.minimum(k - prior_slots, _slots(self.blend.cold_share, k))
-                cold, cold_scores = ranked[0], ranked[1]
-                sources.append((cold[:, :cold_slots], cold_scores[:, :cold_slots]))
-            sources.append((ranked[-2], ranked[-1]))
-            sources.append((indices[:, prior_slots:], scores[:, prior_slots:]))
-            indices, scores = _first_occurrences(sources, self.max_k)
-        indices, scores = indices[:, :k], scores[:, :k]
+        branches = [
+            functools.partial(self._blend_list, blend, queries, content_vectors, k, exclude)
+            for _, blend in self.blends
+        ]
+        if len(branches) == 1:
+            indices, scores, sources = branches[0]()
+        else:
+            sizes = tf.constant(self.blends.ks[:-1], tf.int32)
+            which = tf.reduce_sum(tf.cast(sizes < k, tf.int32))  # the smallest K >= k
+            indices, scores, sources = tf.switch_case(which, branches)
+        indices, scores, sources = indices[:, :k], scores[:, :k], sources[:, :k]
         ids = tf.where(indices >= 0, tf.gather(self.item_ids, tf.maximum(indices, 0)), b"")
-        return ids, scores
-
-    def _exact_rankings(self, queries, exclude, content_vectors=None):
-        """[cold indices, cold scores,] similar indices, similar scores, each [B, max_k], of a
-        few queries: the [B, N] products are made once for both rankings."""
-        cosines = tfidf_scores = None
-        if self.blend.cold_share or not self.similar_from_index:
-            cosines = tf.matmul(queries, self.item_embeddings, transpose_b=True)
-        if self.content is not None:
-            tfidf_scores = self.content.similarities(content_vectors)
-        ranked = []
-        if self.blend.cold_share:
-            ranked += self._cold(cosines, tfidf_scores, exclude)
-        ranked += self._similar(queries, cosines, tfidf_scores, exclude)
-        return ranked
+        return ids, scores, sources
 
     def _similar_items(self, item_id, k):
         rows = self.id_table.lookup(item_id)
@@ -370,26 +259,28 @@ class SimilarItemsModule(tf.Module):
         safe_rows = tf.maximum(rows, 0)
         queries = tf.gather(self.query_embeddings, safe_rows)
         content = self.content.of_rows(safe_rows) if self.content is not None else None
-        ids, scores = self._neighbours(queries, content, k, rows)
+        ids, scores, sources = self._neighbours(queries, content, k, rows)
         ids = tf.where(found[:, tf.newaxis], ids, b"")
         scores = tf.where(found[:, tf.newaxis], scores, float("-inf"))
-        return {"ids": ids, "scores": scores, "found": found}
+        sources = tf.where(found[:, tf.newaxis], sources, b"")
+        return {"ids": ids, "scores": scores, "found": found, "sources": sources}
 
     def _similar_items_by_features(self, features, k):
         queries = self._query_tower(to_model_features(features, self.features))
         content = self.content.of_features(features) if self.content is not None else None
         none = -tf.ones(tf.shape(queries)[:1], tf.int64)
-        ids, scores = self._neighbours(queries, content, k, none)
-        return {"ids": ids, "scores": scores}
+        ids, scores, sources = self._neighbours(queries, content, k, none)
+        return {"ids": ids, "scores": scores, "sources": sources}
 
     def _item_embedding(self, features):
         return {"embedding": self._item_tower(to_model_features(features, self.features))}
 
 
-def _in_chunks(fn, inputs, dtypes, chunk: int):
-    """fn(*inputs) for inputs [B, ...] split into row chunks of `chunk`, one after the other, its
-    outputs (of `dtypes`) concatenated: a batch of any size holds at most `chunk` rows of each
-    [rows, N] product at a time."""
+def _in_chunks(fn, inputs, dtypes, chunk: int = None):
+    """fn(*inputs) for inputs [B, ...] split into row chunks of `chunk` (EXACT_CHUNK), one after
+    the other, its outputs (of `dtypes`) concatenated: a batch of any size holds at most `chunk`
+    rows of each [rows, N] product at a time."""
+    chunk = chunk or EXACT_CHUNK
     batch = tf.shape(inputs[0])[0]
     count = (batch + chunk - 1) // chunk
     arrays = [tf.TensorArray(dtype, size=count, infer_shape=False) for dtype in dtypes]
@@ -402,45 +293,6 @@ def _in_chunks(fn, inputs, dtypes, chunk: int):
         lambda i, _: i < count, body, (tf.constant(0), arrays), parallel_iterations=1
     )
     return [a.concat() for a in arrays]
-
-
-def _slots(share: float, k):
-    """round(share * k) as blending.Blend's slots, for a k tensor."""
-    return tf.cast(tf.floor(share * tf.cast(k, tf.float32) + 0.5), tf.int32)
-
-
-def exact_top_k(scores, k: int, chunk: int = 1024):
-    """tf.math.top_k(scores, k) of [B, N] scores, as (values, int64 indices), faster at N = 1M
-    (`bench/exact_ranking.py`: 1.7x for one query, 2.4x for 16, 6.5x for 100; the machine was
-    loaded by two training runs): the top k lie in the k chunks of `chunk` items with the largest
-    maxima, so one reduce_max over the row and a top-k over k * chunk candidates replace the
-    top-k over N. Ties keep the lower index first, as tf.math.top_k does (the chosen chunks are
-    gathered in corpus order)."""
-    batch, n = tf.shape(scores)[0], tf.shape(scores)[1]
-    padded = tf.pad(scores, [[0, 0], [0, (-n) % chunk]], constant_values=float("-inf"))
-    chunks = tf.reshape(padded, [batch, -1, chunk])
-    picked = tf.minimum(k, tf.shape(chunks)[1])
-    best = tf.sort(tf.math.top_k(tf.reduce_max(chunks, axis=2), picked).indices, axis=1)
-    candidates = tf.reshape(tf.gather(chunks, best, batch_dims=1), [batch, -1])
-    values, positions = tf.math.top_k(candidates, tf.minimum(k, n))
-    indices = tf.gather(best, positions // chunk, batch_dims=1) * chunk + positions % chunk
-    return values, tf.cast(indices, tf.int64)
-
-
-def _first_occurrences(sources, width: int):
-    """[B, width] indices and scores: the sources' lists concatenated in order, keeping each
-    item where it first comes and skipping -1 padding (-1 and -inf pad the result)."""
-    indices = tf.concat([i for i, _ in sources], axis=1)
-    scores = tf.concat([s for _, s in sources], axis=1)
-    same = tf.equal(indices[:, :, tf.newaxis], indices[:, tf.newaxis, :])
-    position = tf.range(tf.shape(indices)[1])
-    before = position[:, tf.newaxis] < position[tf.newaxis, :]  # [i, j]: i comes before j
-    repeated = tf.reduce_any(tf.logical_and(same, before[tf.newaxis]), axis=1)
-    keep = tf.logical_and(tf.logical_not(repeated), indices >= 0)
-    shape = [None, width]
-    indices = tf.ragged.boolean_mask(indices, keep).to_tensor(-1, shape=shape)
-    scores = tf.ragged.boolean_mask(scores, keep).to_tensor(float("-inf"), shape=shape)
-    return indices, scores
 
 
 README = """# ssl_retrieval export
@@ -458,9 +310,24 @@ Signatures: similar_items, similar_items_by_features, item_embedding (see export
 """
 
 
-def shifted_index(blend: blending.Blend, similar_from_index: bool) -> bool:
+def from_index(blend: blend_lib.Blend, similar_from_index: bool) -> list[str]:
+    """The rankings of `blend` the index serves: the popular one (unless fused), and with `similar_from_index`
+    (a ScaNN index) the similar one when it has no TF-IDF term: its popularity penalty is the
+    index's last coordinate times -gamma, so at 1M items it costs ~1 ms a query, not ~90 ms."""
+    names = [] if blend.fusion else ["popular"]  # a fused ranking is exact
+    if similar_from_index and blend.has_similar and not blend.content_weight:
+        names.append("similar")
+    return names
+
+
+def shifted_index(blends: blend_lib.Blends, similar_from_index: bool) -> bool:
     """Whether the index holds [item, log(1 + count)]: a ranking it serves adds popularity."""
-    return bool(blend.popularity_prior) or (similar_from_index and bool(blend.popularity_penalty))
+    return any(
+        r.popularity_weight
+        for _, b in blends
+        for name, r in b.rankings().items()
+        if name in from_index(b, similar_from_index)
+    )
 
 
 def _progress(message: str, *args) -> None:
@@ -515,7 +382,7 @@ def build_index(config: ExportConfig, item_embeddings, sample_queries, max_k: in
 
 def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     """The in-memory module and its export info (index built, recall measured)."""
-    from ssl_retrieval import model as model_lib  # noqa: PLC0415
+    from ssl_retrieval.model import two_tower as model_lib  # noqa: PLC0415
 
     if config.k < 1:
         raise ValueError(f"--k must be >= 1, got {config.k}")
@@ -529,38 +396,19 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     item_ids = data_lib.corpus_ids(data_dir)
     query_embeddings, item_embeddings = model_lib.embed_corpus(model, data_dir)
     _progress("embedded %d corpus items", len(item_ids))
-    blend = blending.resolve(
-        config.model_dir, **{name: getattr(config, name) for name in blending.NAMES}
-    )
+    blends = blend_lib.resolve(config.model_dir, **config.blend.given())
     log_counts = popularity.log_counts(data_dir, item_ids)
-    # Without TF-IDF the similar ranking is a maximum inner product search too (its popularity
-    # penalty is the index's last coordinate times -gamma), so ScaNN serves both rankings: at
-    # 1M items an exact similar ranking costs ~90 ms a query, the index ~1 ms.
-    similar_from_index = (
-        config.index == "scann" and not blend.single_ranking and not blend.content_weight
-    )
-    index_queries, index_items = popularity.augment(
-        query_embeddings, item_embeddings, log_counts, blend.popularity_prior
-    )
-    if not shifted_index(blend, similar_from_index):  # plain cosine: no extra dimension
-        index_queries, index_items = query_embeddings, item_embeddings
-    content = tfidf.build(data_dir) if blend.uses_content else None
+    similar_from_index = config.index == "scann"
+    content = tfidf.build(data_dir) if blends.uses_content else None
     if content is not None:
         _progress("TF-IDF of the corpus: %d tokens", len(content.tokens))
+    links = None
+    if blends.uses_links:
+        links = links_lib.matrix(*data_lib.pair_indices(data_dir, "train", item_ids), len(item_ids))
+        _progress("training links: %d", links.nnz // 2)
     n = len(item_ids)
     max_k = min(config.k, n - 1)
-    _progress("%d items, building the %s index", n, config.index)
-    rng = np.random.default_rng(0)
-    sample = rng.choice(n, size=min(config.recall_sample, n), replace=False)
-    index, recall, tuning = build_index(config, index_items, index_queries[sample], max_k + 1)
-    similar_recall = None
-    if similar_from_index:
-        similar_queries = index_queries[sample].copy()
-        if shifted_index(blend, similar_from_index):
-            similar_queries[:, -1] = -blend.popularity_penalty
-        similar_recall = index_lib.recall_against_brute_force(
-            index, index_items, similar_queries, min(10, n)
-        )
+    index, recalls = _index(config, blends, query_embeddings, item_embeddings, log_counts, max_k)
     features = [{"name": f["name"], "kind": f["kind"]} for f in model.encoder.features]
     module = SimilarItemsModule(
         model,
@@ -570,12 +418,14 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         index,
         max_k,
         features,
-        blend,
+        blends,
         content,
         log_counts,
+        links,
         similar_from_index,
     )
     _progress("module ready")
+    main = blends.by_k[-1][1]
     info = {
         "version": step,
         "model_dir": os.path.abspath(config.model_dir),
@@ -583,26 +433,57 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         "method": model.config.method,
         "num_items": n,
         "embedding_dim": int(item_embeddings.shape[1]),
-        "popularity_prior": blend.popularity_prior,
-        "blend": dataclasses.asdict(blend),
+        "popularity_prior": main.popularity_prior,
+        "blend": dataclasses.asdict(main),
+        "blends": blends.to_json(),
         "max_k": max_k,
         "index": config.index,
         "index_params": index.params,
         "index_build_seconds": round(index.build_seconds, 3),
-        "recall_at_10_vs_brute_force": recall,
-        # How the similar ranking is served: "index" (ScaNN, this recall on the same sample),
-        # "exact" (over the whole corpus) or None (the blend has no similar ranking).
-        "similar_ranking": None
-        if blend.single_ranking
-        else ("index" if similar_from_index else "exact"),
-        "similar_recall_at_10_vs_brute_force": similar_recall,
-        "recall_sample": int(len(sample)),
-        "index_tuning": tuning,
+        **recalls,
         "features": features,
         "signatures": ["similar_items", "similar_items_by_features", "item_embedding"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return module, info
+
+
+def _index(config, blends, query_embeddings, item_embeddings, log_counts, max_k: int):
+    """The index and what export_info.json says of it: its Recall@10 against brute force on a
+    sample of corpus items for the popular ranking of the largest list size's blend, and for
+    its similar ranking when the index serves it too."""
+    similar_from_index = config.index == "scann"
+    main = blends.by_k[-1][1]
+    index_queries, index_items = query_embeddings, item_embeddings  # plain cosine
+    if shifted_index(blends, similar_from_index):
+        index_queries, index_items = popularity.augment(
+            query_embeddings, item_embeddings, log_counts, main.popularity_prior
+        )
+    n = len(item_embeddings)
+    _progress("%d items, building the %s index", n, config.index)
+    rng = np.random.default_rng(0)
+    sample = rng.choice(n, size=min(config.recall_sample, n), replace=False)
+    index, recall, tuning = build_index(config, index_items, index_queries[sample], max_k + 1)
+    similar_recall = None
+    served = from_index(main, similar_from_index)
+    if "similar" in served:
+        similar_queries = index_queries[sample].copy()
+        if shifted_index(blends, similar_from_index):
+            similar_queries[:, -1] = -main.popularity_penalty
+        similar_recall = index_lib.recall_against_brute_force(
+            index, index_items, similar_queries, min(10, n)
+        )
+    return index, {
+        "recall_at_10_vs_brute_force": recall,
+        # How the similar ranking is served: "index" (ScaNN, this recall on the same sample),
+        # "exact" (over the whole corpus) or None (the blend has no similar ranking).
+        "similar_ranking": None
+        if not main.has_similar
+        else ("index" if "similar" in served else "exact"),
+        "similar_recall_at_10_vs_brute_force": similar_recall,
+        "recall_sample": int(len(sample)),
+        "index_tuning": tuning,
+    }
 
 
 def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:

@@ -305,6 +305,15 @@ def write_readme(directory: str, title: str, summary: dict, notes: str, fmt: str
         f.write("\n")
 
 
+def pair_lines(query, candidate, item_name: Callable[[int], str]) -> list[str]:
+    """The JSON lines of pairs of item indices (`query`, `candidate`: [n] integers), each item
+    named by `item_name`: the fast path of the vectorised sources (see `write_dataset`)."""
+    return [
+        f'{{"query_id":"{item_name(int(q))}","candidate_id":"{item_name(int(c))}"}}'
+        for q, c in zip(query, candidate, strict=True)
+    ]
+
+
 def chunks(total: int, size: int, source: str, what: str) -> Iterator[tuple[int, int, int]]:
     """(chunk number, start, stop) over `total` records in chunks of `size`, logging progress
     after each chunk ("synthetic: 400000 / 1000000 pairs")."""

@@ -98,10 +98,7 @@ def _pair_lines(
     cand = np.where(cand >= num_items, cluster, cand)
     self_link = cand == query
     cand = np.where(self_link, (cand + num_clusters) % num_items, cand)
-    return [
-        f'{{"query_id":"{item_name(int(q))}","candidate_id":"{item_name(int(c))}"}}'
-        for q, c in zip(query, cand, strict=True)
-    ]
+    return jsonl.pair_lines(query, cand, item_name)
 
 
 def build(

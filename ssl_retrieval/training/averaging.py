@@ -1,9 +1,10 @@
 """An exponential moving average of the weights (Polyak averaging), for `--weight_averaging`.
 
 Why: validation Recall@50 of a run moves by 0.01 to 0.03 between successive validations once it
-has learned (README, "Repeatability"), so the best checkpoint is partly chosen on noise in the
-weights. The average of the last steps' weights is smoother, and often better, than the last
-weights. Off by default: the paper does not average, and every recorded run was made without it.
+has learned (docs/results.md, "Repeatability"), so the best checkpoint is partly chosen on noise
+in the weights. The average of the last steps' weights is smoother, and often better, than the
+last weights. Off by default: the paper does not average, and every recorded run was made without
+it.
 
 How:
   - the average is kept in non-trainable variables beside the weights and updated every
@@ -15,6 +16,7 @@ How:
   - validation, the best checkpoint (which evaluation and export load) and the blend see the
     average: the trainer swaps it into the model (`swapped`) and back.
 The averages and their update count are checkpointed with the model, so a run resumes exactly.
+`Averaging` is the training loop's part that makes and updates the average.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 
 from ssl_retrieval.compat import tf
+from ssl_retrieval.training.progress import Callback, Progress
 
 
 class WeightAverage(tf.Module):
@@ -62,3 +65,34 @@ class WeightAverage(tf.Module):
         finally:
             for variable, value in zip(self._variables, own, strict=True):
                 variable.assign(value)
+
+
+class Averaging(Callback):
+    """--weight_averaging in the training loop: the average, made after the first step and
+    updated every --weight_averaging_every steps; `swapped()` puts it into the model (a no-op
+    without averaging, or before the first step).
+
+    The average is made when the weights exist, after the first step: creating them earlier
+    would change the order of initialisation, and so the seed's weights. It is attached to
+    `checkpoint`, which was restored from the run's latest checkpoint, so a resumed run's
+    averages are restored as it is attached (TensorFlow's deferred restoration).
+    """
+
+    def __init__(self, decay: float, every: int, strategy, model, checkpoint):
+        self._decay, self._every = decay, every
+        self._strategy, self._model, self._checkpoint = strategy, model, checkpoint
+        self.average: WeightAverage | None = None
+
+    def on_step_end(self, progress: Progress) -> None:
+        if self._decay and self.average is None:
+            with self._strategy.scope():
+                self.average = WeightAverage(
+                    self._model.trainable_variables, self._decay, self._every
+                )
+            self._checkpoint.weight_average = self.average
+        if self.average is not None and progress.step % self._every == 0:
+            self.average.update()
+
+    def swapped(self):
+        """A context in which the model holds the average (if there is one)."""
+        return self.average.swapped() if self.average is not None else contextlib.nullcontext()

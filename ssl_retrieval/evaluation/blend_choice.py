@@ -1,0 +1,296 @@
+"""Choosing a model's blend (`ranking/blend.py`) on the validation split, for each list size.
+
+`choose(corpus, data, config)` ranks every ranking of the grid (`config.BlendConfig`) for the
+validation queries in one pass over the corpus, merges them into every blend of the grid, and
+keeps, for each list size K of `--blend_ks`, the blend with the best objective on Recall@K;
+`run(model_dir, config)` does it for a trained model and writes `blend.json`: what
+`python -m ssl_retrieval.blend` and the end of training call.
+
+Objectives: "slices" is the mean Recall@K over the all, head, tail and cold slices;
+"references" first asks every slice to beat the best reference recommender (TopPopular, the
+feature kNN, co-occurrence) by `--blend_margin`, then the mean. Ties go to the simpler blend.
+
+Choosing merges the same lists for hundreds of slot counts: blends that merge the same rankings
+share one `merge.Lists` (where each list's items sit in the others is found once), and blends
+whose slots come out the same at K are scored once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+
+from ssl_retrieval import config as train_config_lib
+from ssl_retrieval.data_dir import DataDir
+from ssl_retrieval.evaluation import evaluator
+from ssl_retrieval.evaluation import references as references_lib
+from ssl_retrieval.ranking import blend as blend_lib
+from ssl_retrieval.ranking import fusion, merge, retrieve, scores, tfidf, topk
+from ssl_retrieval.ranking.config import BlendConfig
+
+SLICES = blend_lib.SLICES
+
+
+def objective_value(
+    metrics: dict, references: dict | None, metric: str = "recall@50", margin: float = 0.0
+) -> tuple:
+    """What blends are compared by, larger is better.
+
+    "references" (given the reference recommenders' metrics on the same queries): first the
+    worst ratio, over slices, of the blend's `metric` to the best reference's on that slice,
+    capped at 1 + margin; then the mean over slices. A blend better than every reference by the
+    margin on every slice beats one that is not, and among those the better average wins.
+    "slices" (references None): the mean over slices alone.
+    """
+    values = {s: metrics[s][metric] for s in SLICES if s in metrics}
+    values = {s: v for s, v in values.items() if v == v}  # a slice without queries is NaN
+    mean = float(np.mean(list(values.values()))) if values else float("nan")
+    if references is None:
+        return (mean,)
+    ratios = []
+    for s, v in values.items():
+        best = max((r[s][metric] for r in references.values() if s in r), default=0.0)
+        if best > 0:
+            ratios.append(v / best)
+    return (min(1.0 + margin, min(ratios, default=1.0 + margin)), mean)
+
+
+def grid(config: BlendConfig, fusion: tuple[float, ...] = ()) -> list[blend_lib.Blend]:
+    """Every blend of the grid: shares that leave room for each other, and the similar
+    ranking's weights only where it has slots; with `fusion` weights, each slot split with the
+    popular slots from that fused ranking as well as from each beta's prior."""
+    sources = [{"popularity_prior": b} for b in sorted(set(config.blend_betas))]
+    if fusion:
+        sources.append({"fusion": fusion})
+    out = []
+    for links in sorted(set(config.blend_links_shares)):
+        for share in sorted(set(config.blend_prior_shares), reverse=True):
+            if share > 1 - links + 1e-9:
+                continue
+            single = links + share >= 1 - 1e-9  # the similar ranking's weights do not matter
+            weights = [0.0] if single else sorted(set(config.blend_content_weights))
+            penalties = [0.0] if single else sorted(set(config.blend_popularity_penalties))
+            colds = [(0.0, 0.0)]
+            if not single:
+                colds += [
+                    (c, cw)
+                    for c in sorted(set(config.blend_cold_shares))
+                    for cw in sorted(set(config.blend_cold_content_weights))
+                    if 0 < c <= 1 - share - links + 1e-9
+                ]
+            for w in weights:
+                for gamma in penalties:
+                    for cold_share, cold_weight in colds:
+                        for source in sources:
+                            blend = blend_lib.Blend(
+                                content_weight=w,
+                                prior_share=share,
+                                popularity_penalty=gamma,
+                                cold_share=cold_share,
+                                cold_content_weight=cold_weight,
+                                links_share=links,
+                                **source,
+                            )
+                            out.append(blend)
+    return out
+
+
+def _simplicity(trial: dict) -> tuple:
+    """Ties go to the simpler blend: no fused ranking, no known links, the whole list popular,
+    then no cold slots, no TF-IDF, no penalty, small beta."""
+    return (
+        not trial["fused"],
+        -trial["links_share"],
+        trial["prior_share"],
+        -trial["cold_share"],
+        -trial["content_weight"],
+        -trial["popularity_penalty"],
+        -trial["popularity_prior"],
+        -trial["cold_content_weight"],
+    )
+
+
+def choose_for_k(blends, top, score, k: int, references: dict | None, margin: float) -> dict:
+    """The best of `blends` for lists of `k`.
+
+    Args:
+      blends: the grid (`grid`).
+      top: Ranking -> [Q, L] top lists of the validation queries (L >= k).
+      score: ([Q, k] lists, ks) -> metrics by slice (`evaluator.list_scorer`).
+      references: the reference recommenders' metrics at k, or None ("slices").
+    """
+    metric = f"recall@{k}"
+    trials: list = [None] * len(blends)
+    groups: dict[tuple, list[int]] = {}
+    for i, blend in enumerate(blends):
+        groups.setdefault(tuple(sorted(blend.rankings().items())), []).append(i)
+    for rankings, members in groups.items():
+        lists = merge.Lists({name: top[ranking] for name, ranking in rankings})
+        done: dict[tuple, dict] = {}  # blends whose slots come out the same at k
+        for i in members:
+            blend = blends[i]
+            segments = blend.segments(k)
+            key = tuple(segments)
+            if key not in done:
+                merged = lists.merge(segments, k).indices.numpy()
+                done[key] = score(merged, (k,))
+            metrics = done[key]
+            value = objective_value(metrics, references, metric, margin)
+            numbers = {f: getattr(blend, f) for f in blend_lib.NAMES}
+            trials[i] = {**numbers, "fused": bool(blend.fusion), "value": value, "metrics": metrics}
+    best = max(range(len(trials)), key=lambda i: (trials[i]["value"], *_simplicity(trials[i])))
+    return {
+        "blend": blend_lib.to_json(blends[best]),
+        "metric": metric,
+        "value": trials[best]["value"],
+        "metrics": trials[best]["metrics"],
+        "grid": trials,
+    }
+
+
+def grid_rankings(blends) -> set[scores.Ranking]:
+    return {r for b in blends for r in b.rankings().values()}
+
+
+def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict:
+    """The blend of each list size of `config.blend_ks`, chosen on `data`'s (validation) pairs.
+
+    Args:
+      corpus: the model's rankings' terms (`retrieve.Corpus`; `content` and `links` are filled
+        here when the grid or the references need them).
+      data: `evaluator.EvalData` of the validation queries.
+      data_dir: the data dir (the reference recommenders read it).
+
+    Returns: what `blend.json` holds: {"blends": {K: blend}, "choices": {K: {...}}, "objective",
+      "margin", "references": {K: metrics} or None, "options", "fusion" (its fit, or None)}.
+    """
+    config.validate()
+    ks = sorted(set(config.blend_ks))
+    rankings = grid_rankings(grid(config))
+    if config.blend_fusion:
+        rankings |= set(fusion.CANDIDATES.values())
+    use_references = config.blend_objective == "references"
+    if corpus.content is None and (use_references or any(r.needs_content for r in rankings)):
+        corpus.content = tfidf.build(data_dir).matrix
+    if corpus.links is None and any(r.needs_links for r in rankings):
+        corpus.links = evaluator.training_links(data)
+    depth = max(max(ks), fusion.FIT_DEPTH if config.blend_fusion else 0)
+    found = _rank(corpus, data, data_dir, rankings, use_references, depth)
+    score = evaluator.list_scorer(data)
+    references = None
+    if use_references:
+        references = {
+            k: {
+                name: score(found[("reference", name)][0][:, :k], (k,))
+                for name in references_lib.RECOMMENDERS
+            }
+            for k in ks
+        }
+    top = {r: found[r][0] for r in rankings}
+    weights, fit = (), None
+    if config.blend_fusion:
+        weights = _fit_fusion(corpus, data, top)
+        # The fused ranking is scored by lists of weights fit without each query's own pairs.
+        top[scores.fused(weights)] = _out_of_fold_lists(corpus, data, top, max(ks))
+        fit = {"features": list(scores.FEATURES), "weights": list(weights), "out_of_fold": True}
+    blends = grid(config, weights)
+    logging.info("blend: %d blends for lists of %s", len(blends), ks)
+    margin = config.blend_margin if use_references else None
+    choices = {
+        k: choose_for_k(blends, top, score, k, references and references[k], margin or 0.0)
+        for k in ks
+    }
+    return {
+        "blends": {str(k): c["blend"] for k, c in choices.items()},
+        "objective": config.blend_objective,
+        "margin": margin,
+        "references": None if references is None else {str(k): v for k, v in references.items()},
+        "choices": {str(k): c for k, c in choices.items()},
+        "options": config.options(),
+        "fusion": fit,
+    }
+
+
+def _rank(corpus, data, data_dir, rankings, use_references: bool, depth: int) -> dict:
+    """{ranking or ("reference", name): (top lists, scores)} of the validation queries, every
+    ranking and reference recommender in one pass over the corpus."""
+    product = tfidf.product(corpus.content) if corpus.content is not None else None
+    ranked = retrieve.scorer(corpus, {r: r for r in rankings}, product)
+    reference_scorers = {}
+    if use_references:
+        reference_scorers = {
+            ("reference", name): references_lib.make(name, data, data_dir, corpus.content, product)
+            for name in references_lib.RECOMMENDERS
+        }
+
+    def together(rows, start, stop):
+        yield from ranked(rows, start, stop)
+        for key, reference in reference_scorers.items():
+            yield key, reference(rows, start, stop)
+
+    logging.info(
+        "blend: %d rankings and %d reference recommenders in one pass",
+        len(rankings),
+        len(reference_scorers),
+    )
+    return topk.top_k_many(together, np.unique(data.eval_query), corpus.num_items, depth)
+
+
+def _candidates(top) -> np.ndarray:
+    """[Q, L * n] the fusion's candidate rankings' top lists side by side."""
+    return np.concatenate([top[r] for r in fusion.CANDIDATES.values()], axis=1)
+
+
+def _fit_fusion(corpus, data, top) -> tuple[float, ...]:
+    """The fused ranking's weights, fit on every validation query."""
+    queries = np.unique(data.eval_query)
+    logging.info("blend: fitting the fused ranking on %d validation queries", len(queries))
+    return fusion.fit(corpus, data, _candidates(top), queries)
+
+
+def _out_of_fold_lists(corpus, data, top, k: int) -> np.ndarray:
+    """[Q, k] each validation query's list of the fused ranking fit without its fold: what the
+    blend's choice scores it by, so that its fit on these pairs does not flatter it."""
+    queries = np.unique(data.eval_query)
+    fold_of = fusion.folds(queries)
+    per_fold = fusion.fit_out_of_fold(corpus, data, _candidates(top), queries, fold_of)
+    rankings = {f: scores.fused(w) for f, w in enumerate(per_fold)}
+    found = retrieve.top_lists(corpus, rankings, queries, k)
+    out = np.full((len(queries), k), -1, np.int64)
+    for f in rankings:
+        out[fold_of == f] = found[f][0][fold_of == f]
+    return out
+
+
+def is_stale(model_dir: str, config: BlendConfig) -> bool:
+    """Whether the model's blend was chosen with other options (or never)."""
+    path = os.path.join(model_dir, blend_lib.FILE)
+    if not os.path.exists(path):
+        return True
+    with open(path) as f:
+        return json.load(f).get("options") != config.options()
+
+
+def run(model_dir: str, config: BlendConfig, data_dir: str | None = None) -> dict:
+    """Chooses the blend of a trained model (its best checkpoint) on its validation sample and
+    writes `<model_dir>/blend.json`; returns what it wrote."""
+    from ssl_retrieval.model import two_tower as model_lib  # noqa: PLC0415  (TensorFlow and the towers)
+
+    train_config = train_config_lib.load(model_dir)
+    data_dir = DataDir.of(data_dir or train_config.data_dir)
+    data = validation_sample(data_dir, train_config.validation_queries)
+    model = model_lib.load_from_model_dir(model_dir, data_dir)
+    queries, items = model_lib.embed_corpus(model, data_dir)
+    corpus = evaluator.corpus_of(data_dir, data, queries, items)
+    choice = choose(corpus, data, config, data_dir)
+    blend_lib.save(model_dir, choice)
+    return choice
+
+
+def validation_sample(data_dir, num_queries: int) -> evaluator.EvalData:
+    """The validation pairs of the fixed sample of queries that training validates on."""
+    data = evaluator.load_eval_data(data_dir, "validation")
+    return evaluator.sample_queries(data, num_queries, seed=0)

@@ -1,0 +1,70 @@
+"""The options of `python -m ssl_retrieval.evaluate`, without TensorFlow: the command defines its
+flags from this dataclass (and the blend's numbers from `BlendOverrides`) before anything heavy
+is imported."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ssl_retrieval.cli import option
+
+# "model", then peers.RECOMMENDERS: the project's references and the established libraries
+# (peers.py imports TensorFlow; a test checks they agree).
+RECOMMENDERS = (
+    "model",
+    "top_popular",
+    "feature_knn",
+    "cooccurrence",
+    "links",
+    "als",
+    "itemknn",
+    "lightfm",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """One evaluation; each field is the flag of the same name."""
+
+    data_dir: str = option(help="Preprocessed data dir.")
+    model_dir: str | None = option(None, "Trained model dir (for --recommender=model).")
+    recommender: str = option(
+        "model",
+        "What to evaluate: the trained model, or a reference recommender (references.py) or "
+        "peer (peers.py: an established library, tuned on validation).",
+        enum=RECOMMENDERS,
+    )
+    ks: tuple[int, ...] = option((10, 50), "Cut-offs K for Recall@K and MAP@K.")
+    exclude_train_positives: bool = option(
+        False, "Filtered setting: leave each query's training candidates out of its ranking."
+    )
+    split: str = option(
+        "eval",
+        "Pairs to evaluate on: eval (the test split, to report) or validation (to choose on).",
+        enum=("eval", "validation"),
+    )
+    max_queries: int = option(
+        0,
+        "Evaluate only the pairs of this many eval queries, a fixed random sample (seed 0); 0 = "
+        "all. For large corpora: each query is scored against every item.",
+    )
+    output: str | None = option(None, "Metrics JSON path (default <model_dir>/metrics.json).")
+
+    def validate(self) -> EvaluateConfig:
+        """Returns self.
+
+        Raises:
+          ValueError: a cut-off that is not a positive integer (names --ks).
+        """
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"--ks must be positive integers, got {list(self.ks)}")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class BlendChoiceConfig:
+    """Which model `python -m ssl_retrieval.blend` chooses the blend of (the blend's options
+    are `ranking.config.BlendConfig`'s); each field is the flag of the same name."""
+
+    model_dir: str = option(help="Trained model dir (its best checkpoint).")
+    data_dir: str | None = option(None, "Data dir (default: the one the model was trained on).")

@@ -1,0 +1,163 @@
+"""The blend's options, without TensorFlow: how it is chosen (`BlendConfig`: `train` and
+`python -m ssl_retrieval.blend`) and what evaluation and export override (`BlendOverrides`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ssl_retrieval.cli import option
+
+OBJECTIVES = ("references", "slices")
+DEFAULT_KS = (50,)
+DEFAULT_BETAS = (0.0, 0.02, 0.03, 0.05, 0.08, 0.12)
+DEFAULT_CONTENT_WEIGHTS = (0.0, 1.0, 2.0)
+DEFAULT_POPULARITY_PENALTIES = (0.0, 0.02, 0.05)
+DEFAULT_PRIOR_SHARES = (1.0, 0.6, 0.5, 0.4, 0.3, 0.2)
+DEFAULT_COLD_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4)
+DEFAULT_COLD_CONTENT_WEIGHTS = (4.0,)
+DEFAULT_LINKS_SHARES = (0.0,)
+DEFAULT_MARGIN = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class BlendConfig:
+    """How the blend (`ranking/blend.py`) is chosen on the validation split; each field is the
+    flag of the same name (`python -m ssl_retrieval.blend --help`)."""
+
+    choose_popularity_prior: bool = option(
+        True,
+        "After training (with --validate_every), choose on validation how lists are ranked "
+        "(ranking/blend.py): the popular ranking's beta, the similar ranking's TF-IDF weight w "
+        "and popularity penalty gamma, and the share of slots each ranking fills, for each list "
+        "size of --blend_ks (blend.json; used by evaluate and export unless told otherwise).",
+    )
+    # Options added after runs were recorded carry the value that chooses as before they
+    # existed (`neutral`): at that value they void no recorded blend (experimentation/keys.py).
+    blend_ks: tuple[int, ...] = option(
+        DEFAULT_KS,
+        "List sizes a blend is chosen for, each on its own Recall@K; a request for k items "
+        "takes the blend of the smallest of them >= k.",
+        neutral=(50,),
+    )
+    blend_betas: tuple[float, ...] = option(
+        DEFAULT_BETAS,
+        "Grid of beta (the popular ranking's weight of log(1 + count)).",
+        neutral=(0.0, 0.02, 0.03, 0.05, 0.08, 0.12),
+    )
+    blend_content_weights: tuple[float, ...] = option(
+        DEFAULT_CONTENT_WEIGHTS, "Grid of w (TF-IDF weight of the similar ranking)."
+    )
+    blend_popularity_penalties: tuple[float, ...] = option(
+        DEFAULT_POPULARITY_PENALTIES, "Grid of gamma (log-count penalty of the similar ranking)."
+    )
+    blend_prior_shares: tuple[float, ...] = option(
+        DEFAULT_PRIOR_SHARES,
+        "Grid of the share of slots from the popular ranking (1 = the popular ranking alone).",
+    )
+    blend_cold_shares: tuple[float, ...] = option(
+        DEFAULT_COLD_SHARES,
+        "Grid of the share of slots for items without training pairs (the cold ranking; 0 = "
+        "no cold slots).",
+    )
+    blend_cold_content_weights: tuple[float, ...] = option(
+        DEFAULT_COLD_CONTENT_WEIGHTS,
+        "Grid of w_cold of the cold ranking cos + w_cold*tfidf.",
+    )
+    blend_links_shares: tuple[float, ...] = option(
+        DEFAULT_LINKS_SHARES,
+        "Grid of the share of slots, first in the list, for the query's own training links "
+        "(either direction, by count; 0 = none).",
+        neutral=(0.0,),
+    )
+    blend_fusion: bool = option(
+        False,
+        "Also try the popular slots from a fused ranking (ranking/fusion.py): one score over "
+        "the cosine, TF-IDF, popularity, cold and link terms, its weights fit on the validation "
+        "pairs, scored on queries it was not fit on.",
+        neutral=False,
+    )
+    blend_objective: str = option(
+        "references",
+        "How the blend is chosen on validation: references = first better than the best "
+        "reference recommender (TopPopular, feature kNN, co-occurrence) by --blend_margin on "
+        "every slice, then the best mean Recall@K over the all/head/tail/cold slices; slices = "
+        "that mean alone.",
+        enum=OBJECTIVES,
+    )
+    blend_margin: float = option(
+        DEFAULT_MARGIN,
+        "How much better than every reference (a ratio: 0.02 = 2%) the references objective "
+        "asks a blend to be on every slice of validation, because the best of a grid on a "
+        "validation sample looks better there than on new data.",
+    )
+
+    def validate(self) -> BlendConfig:
+        grids = {
+            "blend_betas": (self.blend_betas, 0, None),
+            "blend_content_weights": (self.blend_content_weights, 0, None),
+            "blend_popularity_penalties": (self.blend_popularity_penalties, 0, None),
+            "blend_prior_shares": (self.blend_prior_shares, 0, 1),
+            "blend_cold_shares": (self.blend_cold_shares, 0, 1),
+            "blend_cold_content_weights": (self.blend_cold_content_weights, 0, None),
+            "blend_links_shares": (self.blend_links_shares, 0, 1),
+        }
+        for name, (values, low, high) in grids.items():
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            if not values or not all(low <= v and (high is None or v <= high) for v in values):
+                raise ValueError(f"--{name} must be numbers {bound}, got {list(values)}")
+        if not self.blend_ks or min(self.blend_ks) < 1:
+            raise ValueError(f"--blend_ks must be list sizes >= 1, got {list(self.blend_ks)}")
+        if self.blend_margin < 0:
+            raise ValueError(f"--blend_margin must be >= 0, got {self.blend_margin}")
+        if self.blend_objective not in OBJECTIVES:
+            raise ValueError(f"--blend_objective must be one of {list(OBJECTIVES)}")
+        return self
+
+    def options(self) -> dict:
+        """The options as JSON values (in blend.json: a blend chosen with other options is
+        chosen again)."""
+        return {
+            f.name: list(getattr(self, f.name))
+            if isinstance(getattr(self, f.name), tuple)
+            else getattr(self, f.name)
+            for f in dataclasses.fields(self)
+        }
+
+
+_AUTO = "auto = the model's blend (chosen on validation); a number applies to every list size."
+
+
+@dataclasses.dataclass(frozen=True)
+class BlendOverrides:
+    """Numbers of the model's blend given instead of the chosen ones ("auto"), for evaluation
+    and export; each field is the flag of the same name."""
+
+    popularity_prior: str | float = option(
+        "auto", f"beta of the popular ranking cos + beta*log(1+training count). {_AUTO}"
+    )
+    content_weight: str | float = option(
+        "auto", f"w of the similar ranking cos + w*tfidf - gamma*log(1+training count). {_AUTO}"
+    )
+    prior_share: str | float = option(
+        "auto", f"Share of the list's slots from the popular ranking (1 = it alone). {_AUTO}"
+    )
+    popularity_penalty: str | float = option("auto", f"gamma of the similar ranking. {_AUTO}")
+    cold_share: str | float = option(
+        "auto", f"Share of the list's slots for items without training pairs. {_AUTO}"
+    )
+    cold_content_weight: str | float = option(
+        "auto", f"w_cold of the cold ranking cos + w_cold*tfidf. {_AUTO}"
+    )
+    links_share: str | float = option(
+        "auto", f"Share of the list's slots, first, for the query's known links. {_AUTO}"
+    )
+    fusion: str = option(
+        "auto",
+        "The popular slots from the fused ranking the blend was chosen with (auto), or from "
+        "cos + beta*log(1+training count) (off: with --popularity_prior=0 --prior_share=1, the "
+        "model's cosine alone).",
+        enum=("auto", "off"),
+    )
+
+    def given(self) -> dict:
+        return dataclasses.asdict(self)

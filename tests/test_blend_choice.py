@@ -1,0 +1,173 @@
+"""Choosing the blend on validation (evaluation/blend_choice.py) and the `blend` command."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ssl_retrieval import testing
+from ssl_retrieval.evaluation import blend_choice, evaluator, references
+from ssl_retrieval.ranking import blend as blend_lib
+from ssl_retrieval.ranking import retrieve, scores, tfidf
+from ssl_retrieval.ranking.config import BlendConfig
+from ssl_retrieval.training import trainer
+
+SLICES = ("all", "head", "tail", "cold")
+
+
+def metrics_of(values, k=50):
+    return {s: {f"recall@{k}": v} for s, v in zip(SLICES, values, strict=True)}
+
+
+def test_objective_meets_every_reference_before_the_mean():
+    refs = {"a": metrics_of([0.5, 0.6, 0.1, 0.0]), "b": metrics_of([0.2, 0.1, 0.5, 0.6])}
+    # Best reference per slice: 0.5, 0.6, 0.5, 0.6.
+    meets = metrics_of([0.55, 0.6, 0.5, 0.6])
+    higher_mean = metrics_of([0.9, 0.9, 0.6, 0.3])
+    value = blend_choice.objective_value
+    assert value(meets, refs) == (1.0, pytest.approx(0.5625))
+    worst = value(higher_mean, refs)
+    assert worst[0] == pytest.approx(0.5) and worst[1] == pytest.approx(0.675)
+    assert value(meets, refs) > worst
+    assert value(higher_mean, None) > value(meets, None)
+    # A slice without queries (NaN) and a slice no reference gets right do not count.
+    assert value(metrics_of([0.5, 0.6, 0.5, float("nan")]), refs)[0] == 1.0
+    # With a margin, meeting the references is not enough: 5% better than each is.
+    assert value(meets, refs, margin=0.05)[0] < 1.05
+    better = metrics_of([v * 1.1 for v in (0.5, 0.6, 0.5, 0.65)])
+    assert value(better, refs, margin=0.05)[0] == 1.05
+
+
+def test_grid_gives_shares_that_fit_and_weights_only_where_they_matter():
+    config = BlendConfig(
+        blend_betas=(0.0, 0.1),
+        blend_content_weights=(0.0, 1.0),
+        blend_popularity_penalties=(0.0, 0.5),
+        blend_prior_shares=(1.0, 0.5),
+        blend_cold_shares=(0.0, 0.25, 0.75),
+        blend_cold_content_weights=(2.0,),
+        blend_links_shares=(0.0, 0.5),
+    )
+    grid = blend_choice.grid(config)
+    assert len(set(grid)) == len(grid)
+    # links 0: share 1 per beta (2); share 0.5 per beta, w, gamma, cold (0 or 0.25) (16).
+    # links 0.5: share 0.5 fills the list (per beta: 2); share 1 does not fit.
+    assert len(grid) == 2 + 16 + 2
+    assert all(b.prior_share + b.cold_share + b.links_share <= 1 + 1e-9 for b in grid)
+    assert all(b.content_weight == 0 for b in grid if not b.has_similar)
+
+
+def test_choose_for_k_finds_the_best_blend_and_prefers_the_simpler_on_ties():
+    k = 4
+    top = {
+        scores.popular(0.0): np.array([[0, 1, 2, 3]]),
+        scores.popular(0.1): np.array([[4, 5, 6, 7]]),
+        # similar(0, 0) is cos, the same ranking as popular(0): one list.
+        scores.similar(1.0, 0.0): np.array([[8, 4, 12, 9]]),
+        scores.similar(0.0, 0.5): np.array([[9, 12, 8, 10]]),
+        scores.similar(1.0, 0.5): np.array([[12, 13, 4, 8]]),
+        scores.cold(2.0): np.array([[13, 5, 12, -1]]),
+        scores.linked(): np.array([[20, -1, -1, -1]]),
+    }
+    relevant = {4, 5, 12, 13}
+    scored = []
+
+    def score(lists, ks):
+        scored.append(lists.tolist())
+        hits = len(relevant & set(lists[0].tolist())) / len(relevant)
+        return metrics_of([hits] * 4, k)
+
+    config = BlendConfig(
+        blend_betas=(0.0, 0.1),
+        blend_content_weights=(0.0, 1.0),
+        blend_popularity_penalties=(0.0, 0.5),
+        blend_prior_shares=(1.0, 0.5, 0.4),  # 0.4 and 0.5 both give 2 slots of 4
+        blend_cold_shares=(0.0, 0.25),
+        blend_cold_content_weights=(2.0,),
+        blend_links_shares=(0.0, 0.25),
+    )
+    assert scores.similar(0.0, 0.0) == scores.popular(0.0)
+    blends = blend_choice.grid(config)
+    choice = blend_choice.choose_for_k(blends, top, score, k, None, 0.0)
+    # beta 0.1 with half the slots: 4, 5, then 12, 13 from (w 1, gamma 0.5): all 4 relevant.
+    # The same four with a cold slot (13) or a linked one (20, not relevant, loses): the tie
+    # goes to the blend without.
+    assert choice["blend"] == blend_lib.to_json(blend_lib.Blend(0.1, 1.0, 0.5, 0.5, 0.0, 0.0, 0.0))
+    assert choice["metric"] == "recall@4" and len(choice["grid"]) == len(blends)
+    assert len(scored) < len(blends)  # blends with the same slots at k are scored once
+    # A relevant cold item that no other ranking finds changes the choice.
+    relevant.discard(13)
+    relevant.add(20)
+    top[scores.cold(2.0)] = np.array([[20, -1, -1, -1]])
+    found = blend_choice.choose_for_k(blends, top, score, k, None, 0.0)["blend"]
+    assert (found["cold_share"], found["links_share"]) in ((0.25, 0.0), (0.0, 0.25))
+    # 20 is both the cold and the linked ranking's first item: the simpler (no links) wins.
+    assert found["cold_share"] == 0.25
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_choose_scores_each_blend_as_evaluation_lists_it(tmp_path):
+    data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.2)
+    data = blend_choice.validation_sample(data_dir, 2000)
+    rng = np.random.default_rng(5)
+    queries = unit(rng.normal(size=(data.num_items, 8)))
+    items = unit(rng.normal(size=(data.num_items, 8)))
+    corpus = evaluator.corpus_of(data_dir, data, queries, items)
+    config = BlendConfig(blend_ks=(10, 50), blend_links_shares=(0.0, 0.2))
+    choice = blend_choice.choose(corpus, data, config, data_dir)
+    assert set(choice["blends"]) == {"10", "50"} and choice["options"] == config.options()
+    # The references' metrics are those of evaluating each on its own (its own pass).
+    for name in references.RECOMMENDERS:
+        alone = evaluator.evaluate(data, references.make(name, data, data_dir), (10, 50))
+        for k in (10, 50):
+            assert (
+                choice["references"][str(k)][name]["all"][f"recall@{k}"]
+                == alone["all"][f"recall@{k}"]
+            )
+    # A grid point's metrics are those of the evaluator's own lists of that blend.
+    full = retrieve.Corpus(
+        queries,
+        items,
+        corpus.log_counts,
+        tfidf.build(data_dir).matrix,
+        evaluator.training_links(data),
+    )
+    for k in (10, 50):
+        trials = choice["choices"][str(k)]["grid"]
+        for trial in trials[:: max(1, len(trials) // 12)]:
+            blend = blend_lib.Blend(**{n: trial[n] for n in blend_lib.NAMES})
+            lists = retrieve.retriever(full, blend_lib.Blends.single(blend, k))
+            got = evaluator.evaluate_lists(data, lists, (k,))
+            assert got == trial["metrics"], (k, blend)
+
+
+@pytest.mark.slow
+def test_train_chooses_a_blend_per_list_size_and_the_command_chooses_again(tmp_path):
+    data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.2)
+    model_dir = str(tmp_path / "model")
+    config = testing.tiny_train_config(data_dir, model_dir, train_steps=20, validate_every=10)
+    summary = trainer.run(config, BlendConfig(blend_ks=(10, 50)))
+    chosen = json.load(open(f"{model_dir}/blend.json"))
+    assert summary["blends"] == chosen["blends"] and set(chosen["blends"]) == {"10", "50"}
+    assert blend_lib.load(model_dir) == blend_lib.Blends.from_json(chosen["blends"])
+    # The same run with other blend options chooses again, without training.
+    narrower = BlendConfig(blend_ks=(20,), blend_cold_shares=(0.0,), blend_objective="slices")
+    again = trainer.run(config, narrower)
+    assert again["already_finished"] and again["steps"] == summary["steps"]
+    rechosen = json.load(open(f"{model_dir}/blend.json"))
+    assert list(rechosen["blends"]) == ["20"] and rechosen["references"] is None
+    assert all(t["cold_share"] == 0 for t in rechosen["choices"]["20"]["grid"])
+    # The command gives what training's end gives for the same options.
+    out = testing.run_command(
+        "ssl_retrieval.blend",
+        f"--model_dir={model_dir}",
+        "--blend_ks=20",
+        "--blend_cold_shares=0",
+        "--blend_objective=slices",
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    again = json.load(open(f"{model_dir}/blend.json"))
+    assert again["blends"] == rechosen["blends"] and "lists of 20" in out.stdout

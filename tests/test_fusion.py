@@ -1,0 +1,124 @@
+"""The fused ranking (ranking/fusion.py): its features, its fit, and how the blend's choice
+scores it on queries it was not fit on."""
+
+import numpy as np
+import scipy.sparse as sp
+
+from ssl_retrieval import testing
+from ssl_retrieval.evaluation import blend_choice, evaluator
+from ssl_retrieval.ranking import blend as blend_lib
+from ssl_retrieval.ranking import fusion, links, retrieve, scores, tfidf
+from ssl_retrieval.ranking.config import BlendConfig
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def toy_corpus(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    content = sp.csr_matrix(unit(rng.random((n, 6)) * (rng.random((n, 6)) < 0.5) + 1e-3))
+    counts = np.log1p(rng.integers(0, 5, n)).astype(np.float32)
+    counts[:3] = 0.0
+    return retrieve.Corpus(
+        unit(rng.normal(size=(n, 4))),
+        unit(rng.normal(size=(n, 4))),
+        counts,
+        content,
+        links.matrix(rng.integers(0, n, 20), rng.integers(0, n, 20), n),
+    )
+
+
+def test_pair_features_are_the_terms_of_each_pair():
+    corpus = toy_corpus()
+    queries, items = np.array([0, 0, 5, 7]), np.array([3, 9, 1, 7])
+    got = fusion.pair_features(corpus, queries, items)
+    assert got.shape == (4, len(scores.FEATURES))
+    column = dict(zip(scores.FEATURES, got.T, strict=True))
+    cos = np.sum(corpus.query_embeddings[queries] * corpus.item_embeddings[items], axis=1)
+    tf_idf = np.asarray(corpus.content[queries].multiply(corpus.content[items]).sum(axis=1)).ravel()
+    logn = corpus.log_counts[items]
+    link = np.log1p(np.asarray(corpus.links[queries, items]).ravel())
+    np.testing.assert_allclose(column["cos"], cos, rtol=1e-5)
+    np.testing.assert_allclose(column["tfidf"], tf_idf, rtol=1e-5)
+    np.testing.assert_allclose(column["cold"], logn == 0)
+    np.testing.assert_allclose(column["loglinks*logn"], link * logn, rtol=1e-5)
+    np.testing.assert_allclose(column["cos*tfidf"], cos * tf_idf, rtol=1e-5)
+
+
+def test_each_slice_s_positives_weigh_the_same():
+    labels = np.array([1, 1, 1, 1, 1, 1, 0, 0], bool)
+    head = np.array([1, 1, 1, 1, 0, 0, 1, 0], bool)
+    cold = np.array([0, 0, 0, 0, 0, 1, 0, 0], bool)
+    weights = fusion._sample_weights(labels, head, cold)
+    # 6 positives: 4 head, 1 tail, 1 cold; each slice's share is 2 of the 6.
+    np.testing.assert_allclose(weights, [0.5, 0.5, 0.5, 0.5, 2.0, 2.0, 1.0, 1.0])
+
+
+def test_folds_split_the_queries_evenly_and_alike_every_time():
+    fold_of = fusion.folds(np.arange(11))
+    assert sorted(np.bincount(fold_of)) == [5, 6]
+    np.testing.assert_array_equal(fold_of, fusion.folds(np.arange(11)))
+
+
+def test_the_fit_finds_the_term_relevance_follows(tmp_path):
+    """Validation pairs planted where TF-IDF is high: the fit weighs TF-IDF up, and its ranking
+    finds them better than the cosine does."""
+    data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.2)
+    data = blend_choice.validation_sample(data_dir, 2000)
+    rng = np.random.default_rng(3)
+    corpus = evaluator.corpus_of(
+        data_dir,
+        data,
+        unit(rng.normal(size=(data.num_items, 8))),
+        unit(rng.normal(size=(data.num_items, 8))),
+    )
+    corpus.content = tfidf.build(data_dir).matrix
+    corpus.links = evaluator.training_links(data)
+    queries = np.unique(data.eval_query)
+    similarity = (corpus.content @ corpus.content.T).toarray()
+    np.fill_diagonal(similarity, -1)
+    planted = np.argmax(similarity[queries], axis=1)
+    data.eval_query, data.eval_candidate = queries, planted
+    top = retrieve.top_lists(corpus, fusion.CANDIDATES, queries, 30)
+    lists = np.concatenate([top[name][0] for name in fusion.CANDIDATES], axis=1)
+    weights = fusion.fit(corpus, data, lists, queries)
+    assert dict(zip(scores.FEATURES, weights, strict=True))["tfidf"] > 0
+    ranked = retrieve.top_lists(
+        corpus, {"fused": scores.fused(weights), "cos": scores.popular(0)}, queries, 10
+    )
+    hits = {
+        n: np.mean([p in row for p, row in zip(planted, ranked[n][0], strict=True)]) for n in ranked
+    }
+    assert hits["fused"] > 0.5 > hits["cos"]
+
+
+def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
+    data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.2)
+    data = blend_choice.validation_sample(data_dir, 2000)
+    rng = np.random.default_rng(5)
+    items = unit(rng.normal(size=(data.num_items, 8)))
+    corpus = evaluator.corpus_of(data_dir, data, items, items)
+    config = BlendConfig(blend_ks=(10,), blend_objective="slices", blend_fusion=True)
+    choice = blend_choice.choose(corpus, data, config, data_dir)
+    weights = tuple(choice["fusion"]["weights"])
+    assert choice["fusion"]["features"] == list(scores.FEATURES)
+    grid = choice["choices"]["10"]["grid"]
+    fused = [t for t in grid if t["fused"]]
+    assert fused and len(fused) < len(grid)
+    # Its trial with the whole list fused was scored by out-of-fold lists: each fold's queries
+    # ranked with weights fit on the other fold.
+    queries = np.unique(data.eval_query)
+    fold_of = fusion.folds(queries)
+    top = retrieve.top_lists(corpus, fusion.CANDIDATES, queries, fusion.FIT_DEPTH)
+    candidates = np.concatenate([top[name][0] for name in fusion.CANDIDATES], axis=1)
+    per_fold = fusion.fit_out_of_fold(corpus, data, candidates, queries, fold_of)
+    assert all(w != weights for w in per_fold)
+    expected = np.full((len(queries), 10), -1)
+    for f, w in enumerate(per_fold):
+        lists = retrieve.top_lists(corpus, {"f": scores.fused(w)}, queries, 10)["f"][0]
+        expected[fold_of == f] = lists[fold_of == f]
+    whole = next(t for t in fused if t["prior_share"] == 1.0)
+    assert whole["metrics"] == evaluator.list_scorer(data)(expected, (10,))
+    chosen = blend_lib.Blends.from_json(choice["blends"]).for_k(10)
+    assert (chosen.fusion == weights) if chosen.fusion else True
