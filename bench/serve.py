@@ -15,9 +15,23 @@ Prints JSON lines, all from this run on the same corpus (and writes them to --ou
   {"figure": "http_vs_api", "ratio", goals}: HTTP requests/s over the API's queries/s
      (goal >= 0.5), HTTP p99 < 50 ms, 0 errors
   {"figure": "reload", "swaps", "rss_mb_after_1", "rss_mb_after_n", "growth"}: the server's
-     version follower (`http_app.ModelHolder`) in a fresh process, the served version renamed
+     version follower (`holder.ModelHolder`) in a fresh process, the served version renamed
      to the next number --swaps times, each new version loaded and queried (goal: RSS after
      the last swap within 10% of after the first)
+  {"figure": "http_vs_baseline", "requests_per_s", "baseline_requests_per_s", "ratios",
+   "ratio_median"}: with --figures=http_ab, the "http" figure of this checkout's server and of
+     --baseline_code's (another checkout, e.g. main) alternated --ab_rounds times on the same
+     export, each run also printed as an "http" line with its "code"
+  {"figure": "abandoned", "requests", "ids_per_request", "sent_s", "probes", "p50_ms",
+   "p99_ms", "max_ms", "over_100ms", "errors", "server_log_lines"}: issue 35, item 4.
+     --abandoned_requests predict requests of --abandoned_ids ids each sent on their own
+     connections, then all closed (clients that gave up), while a prober asks
+     /v1/similar/<id> on a new connection every 20 ms; the probes of the --hostile_seconds
+     after the attack began (goal: every one answered within 100 ms)
+  {"figure": "idle", "sockets", "fd_limit", ...same fields}: issue 35, item 5. The server
+     started with --fd_limit file descriptors, then --idle_sockets connections opened and left
+     idle (more than the server can hold), the same prober; `server_log_lines` counts what the
+     server logged meanwhile (asyncio logged one traceback per refused accept)
 
 The corpus is synthetic: unit vectors around 2,000 cluster centres (real item embeddings are
 clustered; uniformly random vectors in 128 dims have no near neighbours to find). Queries are
@@ -26,10 +40,16 @@ inside a real SavedModel (towers of a model trained for a few steps on tiny data
 similar_items_by_features uses).
 
   .venv/bin/python bench/serve.py [--num_items=1000000] [--dim=128] [--http_requests=2000]
-      [--leaves_to_search=10,25,100] [--out=results/bench/serve.json]
+      [--leaves_to_search=10,25,100] [--figures=index,api,http,reload,abandoned,idle]
+      [--label=...] [--out=results/bench/serve.json]
+
+Without "index" in --figures only the ScaNN index of the first --leaves_to_search is built (no
+brute force), for the figures that serve it. --label is copied into every line (e.g. which
+code was measured, when the same script is run from two checkouts).
 """
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -59,10 +79,11 @@ from ssl_retrieval.serving import index as index_lib  # noqa: E402
 from ssl_retrieval.training import trainer  # noqa: E402
 
 EMITTED = []  # the --out file, if any
+LABEL = {}  # {"label": --label}, if given
 
 
 def emit(**fields):
-    line = json.dumps(fields)
+    line = json.dumps({**fields, **LABEL})
     print(line, flush=True)
     for path in EMITTED:
         with open(path, "a") as f:
@@ -127,11 +148,20 @@ def write_export(root: str, item_ids, embeddings, index, max_k: int) -> str:
     trainer.run(config)
     model = model_lib.load_from_model_dir(model_dir)
     features = [{"name": f["name"], "kind": f["kind"]} for f in model.encoder.features]
-    module = exporter.SimilarItemsModule(model, item_ids, embeddings, index, max_k, features)
+    # The corpus's query-tower embeddings are its item embeddings: one synthetic space.
+    module = exporter.SimilarItemsModule(
+        model, item_ids, embeddings, embeddings, index, max_k, features
+    )
     export_config = exporter.ExportConfig(
         data_dir=data_dir, model_dir=model_dir, export_dir=os.path.join(root, "export")
     )
-    info = {"version": 1, "max_k": max_k, "recall_at_10_vs_brute_force": 1.0, "features": features}
+    info = {
+        "version": 1,
+        "max_k": max_k,
+        "recall_at_10_vs_brute_force": 1.0,
+        "features": features,
+        "data_dir": data_dir,  # the item catalogue's source (the tiny data, not this corpus)
+    }
     return exporter.write(module, info, export_config)
 
 
@@ -219,8 +249,8 @@ class KeepAlive:
     with the email package, several times the CPU of this, which the server would then lack.
     """
 
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    def __init__(self, port: int, timeout: float = 60):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
 
@@ -246,8 +276,8 @@ class KeepAlive:
         self.sock.close()
 
 
-def http_load(export_dir: str, item_ids, clients: int, requests: int, flags=()) -> dict:
-    with testing.running_server(export_dir, *flags, timeout=600) as base:
+def http_load(export_dir: str, item_ids, clients: int, requests: int, flags=(), code=None) -> dict:
+    with testing.running_server(export_dir, *flags, timeout=600, code=code) as base:
         port = int(base.rsplit(":", 1)[1])
         latencies, errors = [], []
         lock = threading.Lock()
@@ -292,6 +322,119 @@ def http_load(export_dir: str, item_ids, clients: int, requests: int, flags=()) 
     }
 
 
+class Prober:
+    """Asks /v1/similar/<id> on a new connection every `interval` s in a thread: what a new
+    client waits for while the server is under attack. Records (start time, seconds or None)."""
+
+    def __init__(self, port: int, item_ids, interval: float = 0.02):
+        self.port, self.item_ids, self.interval = port, item_ids, interval
+        self.results: list[tuple[float, float | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self):
+        rng = np.random.default_rng(7)
+        while not self._stop.is_set():
+            item = self.item_ids[int(rng.integers(len(self.item_ids)))]
+            started = time.perf_counter()
+            try:
+                conn = KeepAlive(self.port, timeout=30)
+                status, _ = conn.get(f"/v1/similar/{item}?k=10")
+                conn.close()
+                took = time.perf_counter() - started if status == 200 else None
+            except OSError:
+                took = None
+            self.results.append((started, took))
+            self._stop.wait(max(0.0, self.interval - (time.perf_counter() - started)))
+
+    def summary(self, since: float, until: float) -> dict:
+        window = [t for s, t in self.results if since <= s < until]
+        answered = [t for t in window if t is not None]
+        p50, p99 = percentiles_ms(answered) if answered else (None, None)
+        return {
+            "probes": len(window),
+            "errors": len(window) - len(answered),
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "max_ms": round(1000 * max(answered), 3) if answered else None,
+            "over_100ms": sum(t > 0.1 for t in answered),
+        }
+
+
+def _hostile(export_dir, item_ids, flags, attack, seconds: float, fd_limit=None) -> dict:
+    """Serves the export, probes it for 2 s, runs `attack(port)` (returns a dict of figures,
+    may leave sockets open until the window ends), probes `seconds` s from its start."""
+    with tempfile.NamedTemporaryFile("w+b", suffix=".log") as log:
+        with testing.running_server(
+            export_dir, *flags, timeout=600, fd_limit=fd_limit, log=log
+        ) as base:
+            port = int(base.rsplit(":", 1)[1])
+            with Prober(port, item_ids) as prober:
+                time.sleep(2)
+                baseline = prober.summary(0, time.perf_counter())
+                lines_before = len(open(log.name, "rb").read().splitlines())
+                started = time.perf_counter()
+                with contextlib.ExitStack() as held:
+                    figures = attack(port, held)
+                    time.sleep(max(0.0, started + seconds - time.perf_counter()))
+                lines = len(open(log.name, "rb").read().splitlines()) - lines_before
+            during = prober.summary(started, started + seconds)
+    return {
+        **figures,
+        **during,
+        "baseline_p50_ms": baseline["p50_ms"],
+        "server_log_lines": lines,
+        "meets_100ms_goal": during["errors"] == 0 and (during["max_ms"] or 1e9) < 100,
+    }
+
+
+def abandoned_figure(export_dir, item_ids, args) -> dict:
+    rng = np.random.default_rng(3)
+
+    def attack(port, held):
+        started = time.perf_counter()
+        sockets = []
+        for _ in range(args.abandoned_requests):
+            ids = [item_ids[int(i)] for i in rng.integers(len(item_ids), size=args.abandoned_ids)]
+            body = json.dumps({"instances": ids, "k": 10}).encode()
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(
+                f"POST /v1/models/ssl_retrieval:predict HTTP/1.1\r\nHost: bench\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            sockets.append(sock)
+        sent = time.perf_counter() - started
+        for sock in sockets:
+            sock.close()
+        return {"requests": len(sockets), "ids_per_request": args.abandoned_ids, "sent_s": sent}
+
+    flags = args.serve_flags.split()
+    return _hostile(export_dir, item_ids, flags, attack, args.hostile_seconds)
+
+
+def idle_figure(export_dir, item_ids, args) -> dict:
+    def attack(port, held):
+        opened = 0
+        for _ in range(args.idle_sockets):
+            sock = held.enter_context(socket.socket())
+            sock.setblocking(False)  # the server may not accept: do not wait for it
+            sock.connect_ex(("127.0.0.1", port))
+            opened += 1
+        return {"sockets": opened, "fd_limit": args.fd_limit}
+
+    flags = args.serve_flags.split()
+    return _hostile(export_dir, item_ids, flags, attack, args.hostile_seconds, args.fd_limit)
+
+
 def run_index(kind, embeddings, queries, args, params=None):
     """Builds one index, prints its "index" line, returns (index, figures)."""
     index = index_lib.build(kind, embeddings, max_k=101, params=params or index_lib.ScannParams())
@@ -334,6 +477,27 @@ def main():
     parser.add_argument("--serve_flags", default="", help="Extra flags for the server, spaced.")
     parser.add_argument("--swaps", type=int, default=20, help="Version swaps of the reload figure.")
     parser.add_argument("--out", default=None, help="Also write the JSON lines to this file.")
+    parser.add_argument(
+        "--figures",
+        default="index,api,http,reload,abandoned,idle",
+        help="Which figures to measure, comma-separated (see above).",
+    )
+    parser.add_argument("--label", default=None, help="Copied into every line as 'label'.")
+    parser.add_argument(
+        "--baseline_code",
+        default=None,
+        help="Another checkout (e.g. main) whose server the http_ab figure alternates with this one.",
+    )
+    parser.add_argument("--ab_rounds", type=int, default=3)
+    parser.add_argument("--abandoned_requests", type=int, default=200)
+    parser.add_argument("--abandoned_ids", type=int, default=1000)
+    parser.add_argument("--idle_sockets", type=int, default=5000)
+    parser.add_argument(
+        "--fd_limit", type=int, default=4096, help="The server's file descriptors (idle figure)."
+    )
+    parser.add_argument(
+        "--hostile_seconds", type=float, default=15.0, help="Probing window of an attack."
+    )
     parser.add_argument("--reload_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reload_item", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -343,13 +507,35 @@ def main():
     if args.out:
         open(args.out, "w").close()
         EMITTED.append(args.out)
+    if args.label:
+        LABEL["label"] = args.label
 
+    figures = set(args.figures.split(","))
     rng = np.random.default_rng(0)
     embeddings = clustered_corpus(args.num_items, args.dim, args.num_clusters, rng)
     queries = embeddings[rng.choice(args.num_items, size=args.num_queries, replace=False)]
+    leaves = [int(v) for v in args.leaves_to_search.split(",")]
+    if "index" in figures:
+        scann_index = compare_indexes(embeddings, queries, leaves, args)
+    else:
+        params = index_lib.ScannParams(num_leaves_to_search=leaves[0])
+        scann_index = index_lib.build("scann", embeddings, max_k=101, params=params)
+    item_ids = [f"item{i:07d}" for i in range(args.num_items)]
+    with tempfile.TemporaryDirectory() as root:
+        export_dir = os.path.dirname(
+            write_export(root, item_ids, embeddings, scann_index, max_k=100)
+        )
+        del embeddings, queries, scann_index  # the API, the server and the reloads load their own
+        gc.collect()
+        serve_figures(export_dir, item_ids, figures, args)
+
+
+def compare_indexes(embeddings, queries, leaves, args):
+    """The "index" lines (ScaNN at each leaves setting, brute force) and "comparison"; returns
+    the ScaNN index at the chosen operating point."""
     scann_runs = [
         run_index("scann", embeddings, queries, args, index_lib.ScannParams(num_leaves_to_search=n))
-        for n in [int(v) for v in args.leaves_to_search.split(",")]
+        for n in leaves
     ]
     _, brute = run_index("brute_force", embeddings, queries, args)
     good = [r for r in scann_runs if r[1]["recall"] >= args.min_recall]
@@ -366,23 +552,52 @@ def main():
         meets_speed_goal=speedup >= 10,
         meets_latency_goal=scann["single_query_p99_ms"] < 5,
     )
-    item_ids = [f"item{i:07d}" for i in range(args.num_items)]
-    with tempfile.TemporaryDirectory() as root:
-        export_dir = os.path.dirname(
-            write_export(root, item_ids, embeddings, scann_index, max_k=100)
-        )
-        del embeddings, queries, scann_index  # the API, the server and the reloads load their own
-        gc.collect()
+    return scann_index
+
+
+def http_against_baseline(export_dir: str, item_ids, args) -> None:
+    """The "http" figure of this checkout's server and of --baseline_code's, alternated
+    --ab_rounds times on the same export (the machine's load moves both alike): one "http" line
+    per run, then their ratio."""
+    if not args.baseline_code:
+        raise SystemExit("--figures=http_ab needs --baseline_code=<another checkout>")
+    rates = {"this": [], "baseline": []}
+    for _ in range(args.ab_rounds):
+        for side, code in (("baseline", args.baseline_code), ("this", None)):
+            flags = args.serve_flags.split() if side == "this" else ()
+            http = http_load(
+                export_dir, item_ids, args.http_clients, args.http_requests, flags, code
+            )
+            emit(figure="http", corpus=len(item_ids), code=code or "this checkout", **http)
+            rates[side].append(http["requests_per_s"])
+    ratios = [a / b for a, b in zip(rates["this"], rates["baseline"], strict=True)]
+    emit(
+        figure="http_vs_baseline",
+        corpus=len(item_ids),
+        baseline_code=args.baseline_code,
+        requests_per_s=rates["this"],
+        baseline_requests_per_s=rates["baseline"],
+        ratio_median=round(float(np.median(ratios)), 3),
+        ratios=[round(r, 3) for r in ratios],
+    )
+
+
+def serve_figures(export_dir: str, item_ids, figures: set, args) -> None:
+    """The "api", "http", "http_vs_api", "reload", "abandoned" and "idle" lines asked for."""
+    corpus = len(item_ids)
+    if "api" in figures:
         api = api_rate(export_dir, item_ids, args.api_queries, args.k)
-        emit(figure="api", corpus=args.num_items, **api)
+        emit(figure="api", corpus=corpus, **api)
+    if "http" in figures:
         http = http_load(
             export_dir, item_ids, args.http_clients, args.http_requests, args.serve_flags.split()
         )
-        emit(figure="http", corpus=args.num_items, **http)
+        emit(figure="http", corpus=corpus, **http)
+    if "api" in figures and "http" in figures:
         ratio = http["requests_per_s"] / api["queries_per_s"]
         emit(
             figure="http_vs_api",
-            corpus=args.num_items,
+            corpus=corpus,
             clients=args.http_clients,
             http_requests_per_s=http["requests_per_s"],
             api_queries_per_s=api["queries_per_s"],
@@ -393,13 +608,15 @@ def main():
             meets_p99_goal=http["p99_ms"] is not None and http["p99_ms"] < 50,
             meets_error_goal=http["errors"] == 0,
         )
+    if "http_ab" in figures:
+        http_against_baseline(export_dir, item_ids, args)
+    if "reload" in figures:
         reload = reload_rss(export_dir, args.swaps, item_ids[0])
-        emit(
-            figure="reload",
-            corpus=args.num_items,
-            **reload,
-            meets_memory_goal=reload["growth"] <= 0.10,
-        )
+        emit(figure="reload", corpus=corpus, **reload, meets_memory_goal=reload["growth"] <= 0.10)
+    if "abandoned" in figures:
+        emit(figure="abandoned", corpus=corpus, **abandoned_figure(export_dir, item_ids, args))
+    if "idle" in figures:
+        emit(figure="idle", corpus=corpus, **idle_figure(export_dir, item_ids, args))
 
 
 if __name__ == "__main__":

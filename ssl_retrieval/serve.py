@@ -7,9 +7,10 @@ r"""Serves an export over HTTP: TF Serving's REST shape plus /v1/similar/<item_i
 
 Binds to loopback unless --host says otherwise. Starts on the newest version in --export_dir that
 loads (one log line says why newer ones were skipped), follows the directory without a restart
-(newer versions, and back to the newest remaining one when the served one is deleted), and
-bounds what one request may cost (the limit flags below; 413 names the flag). Endpoints and
-error codes: ssl_retrieval/serving/http_app.py.
+(newer versions, and back to the newest remaining one when the served one is deleted), bounds
+what one request may cost (the limit flags below; 413 names the flag) and what one connection
+may hold (--header_timeout_seconds, --keep_alive_seconds, --max_connections). Endpoints and
+error codes: ssl_retrieval/serving/http_app.py; connections: ssl_retrieval/serving/transport.py.
 """
 
 import logging
@@ -17,21 +18,22 @@ import logging
 from absl import app
 
 from ssl_retrieval import cli
-from ssl_retrieval.serving.config import Limits, ServeConfig
+from ssl_retrieval.serving.config import Connections, Limits, ServeConfig
 
-# One flag per field of ServeConfig and Limits, from the dataclasses.
+# One flag per field of ServeConfig, Limits and Connections, from the dataclasses.
 FLAGS = cli.define_flags(ServeConfig, required=("export_dir",))
 LIMIT_FLAGS = cli.define_flags(Limits)
+CONNECTION_FLAGS = cli.define_flags(Connections)
 
 
 def _serve() -> None:
     import anyio.to_thread  # noqa: PLC0415
-    import uvicorn  # noqa: PLC0415
 
-    from ssl_retrieval.serving import http_app  # noqa: PLC0415  (imports TensorFlow)
+    from ssl_retrieval.serving import http_app, transport  # noqa: PLC0415  (imports TensorFlow)
 
     config = cli.from_flags(ServeConfig, FLAGS)
     limits = cli.from_flags(Limits, LIMIT_FLAGS).validate()
+    connections = cli.from_flags(Connections, CONNECTION_FLAGS).validate()
     application = http_app.create_app(
         config.export_dir,
         config.model_name,
@@ -39,6 +41,7 @@ def _serve() -> None:
         config.poll_seconds,
         compare_export_dir=config.compare_export_dir,
         limits=limits,
+        openapi=config.openapi,
     )
 
     async def set_threads():
@@ -51,7 +54,7 @@ def _serve() -> None:
         config.host,
         config.port,
     )
-    uvicorn.run(application, host=config.host, port=config.port, log_level="warning")
+    transport.run(application, connections, config.host, config.port)
 
 
 main = cli.main(_serve)

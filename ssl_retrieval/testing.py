@@ -369,15 +369,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _fd_limit(limit: int | None):
+    """A preexec_fn setting the child's file-descriptor limit (soft and hard), or None."""
+    if limit is None:
+        return None
+
+    def set_limit():
+        import resource  # noqa: PLC0415  (Unix only; only the child needs it)
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return set_limit
+
+
 @contextlib.contextmanager
-def running_server(export_dir, *flags: str, timeout: float = 180.0) -> Iterator[str]:
+def running_server(
+    export_dir,
+    *flags: str,
+    timeout: float = 180.0,
+    fd_limit: int | None = None,
+    log=None,
+    code: str | None = None,
+) -> Iterator[str]:
     """`python -m ssl_retrieval.serve` on a free loopback port for the duration of the block.
 
     Yields its base URL `http://127.0.0.1:<port>` once /healthz answers. Raises RuntimeError with
     the end of the server's output when it exits first or does not answer within `timeout` s.
+    `fd_limit` caps the server's file descriptors (soft and hard: it cannot raise it); `log`, a
+    file opened for binary writing, receives the server's output (else a temporary file).
+    `code`: another checkout whose `ssl_retrieval` runs the server (a benchmark's baseline).
     """
     port = free_port()
-    with tempfile.TemporaryFile() as output:
+    with contextlib.ExitStack() as stack:
+        output = log if log is not None else stack.enter_context(tempfile.TemporaryFile())
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -390,6 +414,8 @@ def running_server(export_dir, *flags: str, timeout: float = 180.0) -> Iterator[
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
+            preexec_fn=_fd_limit(fd_limit),
+            cwd=code,  # `-m` imports from the working directory first
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -400,14 +426,71 @@ def running_server(export_dir, *flags: str, timeout: float = 180.0) -> Iterator[
                     break
                 except (urllib.error.URLError, ConnectionError):
                     if proc.poll() is not None or time.time() > deadline:
-                        output.seek(0)
-                        tail = output.read().decode(errors="replace")[-3000:]
+                        tail = f"(its output: {output.name})"
+                        if log is None:
+                            output.seek(0)
+                            tail = output.read().decode(errors="replace")[-3000:]
                         raise RuntimeError(f"the server did not start:\n{tail}") from None
                     time.sleep(0.5)
             yield base
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def serving_in_thread(app, connections=None) -> Iterator[tuple[int, object]]:
+    """`app` served on a free loopback port by the server's own transport (uvicorn with
+    `transport.GuardedProtocol`), in a thread of this process: yields (port, its Guard).
+
+    Args:
+      app: an ASGI app (`http_app.create_app(...)`).
+      connections: `config.Connections` (default: the flags' defaults).
+    """
+    import asyncio  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    import uvicorn  # noqa: PLC0415
+
+    from ssl_retrieval.serving import transport  # noqa: PLC0415  (imports uvicorn)
+    from ssl_retrieval.serving.config import Connections  # noqa: PLC0415
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config, guard = transport.uvicorn_config(app, connections or Connections())
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=asyncio.run, args=(transport.serve(server, guard, [sock]),), daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.time() + 60
+        while not server.started:
+            if not thread.is_alive() or time.time() > deadline:
+                raise RuntimeError("the in-thread server did not start")
+            time.sleep(0.05)
+        yield sock.getsockname()[1], guard
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@contextlib.contextmanager
+def unprivileged(uid: int = 65534) -> Iterator[None]:
+    """Runs the block with file permissions enforced, as a server not run by root sees them.
+
+    Root reads a `chmod 000` file anyway; as root, the block runs with the effective uid
+    `uid` (nobody), restored after. Files the block must read need permissions for others.
+    """
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
 
 
 def tiny_train_config(data_dir, model_dir, **overrides):

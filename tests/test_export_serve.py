@@ -2,10 +2,12 @@
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -378,7 +380,7 @@ def test_rollback_when_the_served_version_is_deleted(exported, tmp_path):
         shutil.rmtree(newer)
         assert holder.poll_once()
         health = c.get("/healthz").json()
-        assert health["version"] == old and health["path"] == str(export_dir / str(old))
+        assert health["version"] == old and health["directory"] == str(old)
         assert c.get("/v1/similar/item00000?k=2").json()["version"] == old
         # The last one gone too: keep serving from memory, say so once, and do not flap.
         shutil.rmtree(export_dir / str(old))
@@ -433,6 +435,75 @@ def test_a_failed_version_is_retried_only_when_its_files_change(exported, tmp_pa
     shutil.rmtree(pushed)
     shutil.copytree(export_dir / str(old), pushed)
     assert holder.poll_once() and holder.model.version == old + 1
+
+
+def within(seconds: float, work):
+    """`work()`'s result, or a test failure if it has not returned after `seconds` (a blocked
+    call fails the test instead of hanging the suite; its thread is left behind)."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(value=work()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"blocked for over {seconds} s")
+    return result.get("value")
+
+
+def test_a_fifo_in_a_version_blocks_neither_start_up_nor_the_poller(exported, tmp_path, caplog):
+    """Issue 35, item 6: `mkfifo <export>/33/export_info.json` (or a FIFO among the variables)
+    is skipped with one line naming it, and a good version pushed later is loaded."""
+    export_dir, old = copy_export(exported, tmp_path)
+    marker = export_dir / str(old + 3)
+    shutil.copytree(export_dir / str(old), marker)
+    (marker / "export_info.json").unlink()
+    os.mkfifo(marker / "export_info.json")
+    with caplog.at_level("WARNING"):
+        holder = within(60, lambda: http_app.ModelHolder(str(export_dir), poll_seconds=0))
+    assert holder.model.version == old
+    lines = [r.getMessage() for r in caplog.records if "FIFO" in r.getMessage()]
+    assert len(lines) == 1 and f"{marker}: export_info.json is a FIFO" in lines[0], lines
+    variables = export_dir / str(old + 4)
+    shutil.copytree(export_dir / str(old), variables)
+    shard = next((variables / "variables").glob("variables.data-*"))
+    shard.unlink()
+    os.mkfifo(shard)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert not within(60, holder.poll_once) and not within(60, holder.poll_once)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and f"variables/{shard.name} is a FIFO, not a regular file" in lines[0]
+    shutil.copytree(export_dir / str(old), export_dir / str(old + 5))
+    assert within(60, holder.poll_once) and holder.model.version == old + 5
+
+
+def test_an_unreadable_served_version_keeps_serving_from_memory(exported, caplog):
+    """Issue 35, item 8: `chmod 000` on the served newest version is not its deletion: no
+    rollback to the older one, and the log names the cause (not "incomplete")."""
+    root = tempfile.mkdtemp(prefix="chmod-")  # not under tmp_path: root-only (mode 700)
+    os.chmod(root, 0o755)  # readable by the unprivileged user of `testing.unprivileged`
+    export_dir = os.path.join(root, "export")
+    shutil.copytree(exported["root"] / "export", export_dir)
+    (old,) = api.versions(export_dir)
+    newest = os.path.join(export_dir, str(old + 1))
+    try:
+        shutil.copytree(os.path.join(export_dir, str(old)), newest)
+        holder = http_app.ModelHolder(export_dir, poll_seconds=0)
+        assert holder.model.version == old + 1
+        os.chmod(newest, 0)
+        with caplog.at_level("WARNING"), testing.unprivileged():
+            swapped = [holder.poll_once(), holder.poll_once()]
+            with pytest.raises(api.BrokenVersionError) as error:
+                api.read_info(newest)
+        assert swapped == [False, False] and holder.model.version == old + 1
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "Permission denied" in lines[0] and "incomplete" not in lines[0]
+        assert f"{newest} cannot be read" in lines[0] and "from memory" in lines[0]
+        assert "export_info.json cannot be read (Permission denied)" in str(error.value)
+        os.chmod(newest, 0o755)
+        assert not holder.poll_once() and holder.model.version == old + 1
+    finally:
+        os.chmod(newest, 0o755)
+        shutil.rmtree(root)
 
 
 @pytest.fixture(scope="module")

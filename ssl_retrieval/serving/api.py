@@ -24,13 +24,16 @@ import math
 import os
 import re
 import reprlib
+import stat
 
 import numpy as np
 
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
+from ssl_retrieval.serving import files
 
 MARKER = "export_info.json"  # written last by the exporter: a version without it is incomplete
+MAX_INFO_BYTES = 16 << 20  # export_info.json is a few kB; a larger one is not ours
 SIGNATURES = ("similar_items", "similar_items_by_features", "item_embedding")
 _VERSION_NAME = re.compile(r"[0-9]{1,18}")
 _short = reprlib.Repr()
@@ -129,22 +132,34 @@ def _one_line(error: BaseException) -> str:
 
 
 def read_info(version_dir: str) -> dict:
-    """The version's export_info.json, checked; raises BrokenVersionError naming the problem."""
-    if not os.path.isdir(version_dir):
-        raise BrokenVersionError(f"{version_dir}: no such version directory")
+    """The version's export_info.json, checked; raises BrokenVersionError naming the problem.
+
+    Only a regular file is read (a FIFO would block the reader forever), at most
+    `MAX_INFO_BYTES`, within `files.READ_TIMEOUT_SECONDS`.
+    """
+    try:
+        if not stat.S_ISDIR(os.stat(version_dir).st_mode):
+            raise BrokenVersionError(f"{version_dir}: not a directory")
+    except FileNotFoundError:
+        raise BrokenVersionError(f"{version_dir}: no such version directory") from None
+    except OSError as e:
+        raise BrokenVersionError(f"{version_dir}: cannot be read ({files.problem(e)})") from None
     path = os.path.join(version_dir, MARKER)
-    if not os.path.exists(path):
+    try:
+        raw = files.read_regular(path, MAX_INFO_BYTES)
+    except FileNotFoundError:
         raise BrokenVersionError(
             f"{version_dir}: incomplete, no {MARKER} (the exporter writes it last; push a "
             "version under a temporary name, then rename it to its number)"
-        )
+        ) from None
+    except files.UnreadableFile as e:  # not regular, too large, permission denied, too slow
+        raise BrokenVersionError(f"{version_dir}: {MARKER} {e.reason}") from None
     try:
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
+        info = json.loads(raw)
     except (ValueError, RecursionError) as e:
-        raise BrokenVersionError(f"{version_dir}: {MARKER} is not valid JSON ({e})") from None
-    except OSError as e:
-        raise BrokenVersionError(f"{version_dir}: cannot read {MARKER} ({e})") from None
+        raise BrokenVersionError(
+            f"{version_dir}: {MARKER} is not valid JSON ({short_repr(str(e))})"
+        ) from None
     if not isinstance(info, dict):
         raise BrokenVersionError(f"{version_dir}: {MARKER} must hold a JSON object")
     max_k = info.get("max_k")
@@ -170,7 +185,51 @@ def read_info(version_dir: str) -> dict:
     return info
 
 
+def unreadable(version_dir: str) -> str | None:
+    """Why the files of a version dir that exists cannot be read (e.g. "Permission denied"), or
+    None if they can, or if the directory is gone (a deleted version is not an unreadable one).
+    """
+    try:
+        os.listdir(version_dir)
+        for rel in (MARKER, "saved_model.pb", "variables"):
+            try:
+                os.stat(os.path.join(version_dir, rel))
+            except FileNotFoundError:
+                continue
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        return f"{files.problem(e)}: {e.filename}"
+    return None
+
+
+def _check_regular(version_dir: str) -> None:
+    """Every file TensorFlow will open is a regular file: a FIFO among them would block the
+    loader forever. assets.extra (files beside the model, not part of it) is not opened."""
+
+    def fail(error: OSError):
+        raise BrokenVersionError(
+            f"{version_dir}: cannot be read ({files.problem(error)}: {error.filename})"
+        )
+
+    for root, dirs, names in os.walk(version_dir, onerror=fail):
+        if root == version_dir and "assets.extra" in dirs:
+            dirs.remove("assets.extra")
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as e:
+                fail(e)
+            if not stat.S_ISREG(mode):
+                rel = os.path.relpath(path, version_dir)
+                raise BrokenVersionError(
+                    f"{version_dir}: {rel} is {files.kind(mode)}, not a regular file"
+                )
+
+
 def _check_files(version_dir: str) -> None:
+    _check_regular(version_dir)
     if not os.path.isfile(os.path.join(version_dir, "saved_model.pb")):
         raise BrokenVersionError(f"{version_dir}: saved_model.pb is missing")
     variables = os.path.join(version_dir, "variables")
@@ -219,7 +278,8 @@ class SimilarItems:
     """One loaded version. Thread-safe: the session runs concurrent calls.
 
     Attributes:
-      path: the version directory; version: its number (the directory name); info: its
+      path: the version directory; directory: its name; version: its number (the directory
+        name, or export_info.json's `version` for a directory not named by a number); info: its
         export_info.json; max_k; features: [{"name", "kind"}] in signature order;
         fingerprint: what identifies the loaded files (see `fingerprint`).
 
@@ -234,7 +294,7 @@ class SimilarItems:
         self.path = version_dir
         self.fingerprint = fingerprint(version_dir)
         self.info = read_info(version_dir)
-        name = os.path.basename(os.path.normpath(version_dir))
+        self.directory = name = os.path.basename(os.path.normpath(version_dir))
         if _VERSION_NAME.fullmatch(name):
             self.version = int(name)
         else:  # a version dir outside an export dir, under any name
@@ -411,7 +471,7 @@ def _pairs(out) -> list[list[tuple[str, float]]]:
     ]
 
 
-def load_newest(export_dir: str, skip=None) -> SimilarItems:
+def load_newest(export_dir: str, skip=None, failed: dict | None = None) -> SimilarItems:
     """The newest version under `export_dir` that loads.
 
     Newer versions that do not (incomplete, broken) are skipped with one log line saying why.
@@ -419,6 +479,8 @@ def load_newest(export_dir: str, skip=None) -> SimilarItems:
     Args:
       export_dir: the parent of the numbered version directories.
       skip: optional predicate on a version number: versions to pass over without trying.
+      failed: optional dict that receives {version: its `fingerprint`} of each version that
+        did not load (a follower retries them only when their files change).
 
     Raises:
       ValueError: no version loads (the message says why each one failed).
@@ -427,10 +489,14 @@ def load_newest(export_dir: str, skip=None) -> SimilarItems:
     for version in reversed(version_dirs(export_dir)):
         if skip is not None and skip(version):
             continue
+        path = os.path.join(export_dir, str(version))
+        fp = fingerprint(path)
         try:
-            model = SimilarItems(os.path.join(export_dir, str(version)))
+            model = SimilarItems(path)
         except BrokenVersionError as e:
             skipped.append(str(e))
+            if failed is not None:
+                failed[version] = fp
             continue
         if skipped:
             logging.warning(
@@ -442,8 +508,10 @@ def load_newest(export_dir: str, skip=None) -> SimilarItems:
     raise ValueError(f"{export_dir}: no SavedModel version found (python -m ssl_retrieval.export)")
 
 
-def load(export_dir: str) -> SimilarItems:
+def load(export_dir: str, failed: dict | None = None) -> SimilarItems:
     """Loads the newest version under `export_dir` that loads (or that version dir itself).
+
+    `failed`: see `load_newest`.
 
     Raises:
       BrokenVersionError: `export_dir` is one version and it does not load (one line).
@@ -451,4 +519,4 @@ def load(export_dir: str) -> SimilarItems:
     """
     if is_version_dir(export_dir):
         return SimilarItems(export_dir)
-    return load_newest(export_dir)
+    return load_newest(export_dir, failed=failed)

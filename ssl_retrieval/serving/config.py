@@ -69,7 +69,8 @@ MAX_INSTANCES = 1000
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """What one request may ask for; each field is the `serve` flag of the same name."""
+    """What one request may ask for, and what all of them may hold at once (queued queries,
+    the page's catalogue); each field is the `serve` flag of the same name."""
 
     max_request_bytes: int = option(1 << 20, "Larger bodies get 413.")
     body_timeout_seconds: float = option(
@@ -92,6 +93,16 @@ class Limits:
         "wait; the queries that arrived while the previous call ran form the next batch.",
     )
     max_batch: int = option(256, "Most queries in one batched index call.")
+    max_queued_queries: int = option(
+        10_000,
+        "Similar-items and feature queries waiting or running at once; a request that would "
+        "go over it gets 503 with Retry-After (a single query is always admitted).",
+    )
+    max_catalog_bytes: int = option(
+        1 << 30,
+        "Largest item catalogue the page loads (uncompressed bytes); a larger one is not "
+        "loaded and the page shows ids and scores without features.",
+    )
 
     def validate(self) -> Limits:
         for field in dataclasses.fields(self):
@@ -100,6 +111,38 @@ class Limits:
             if value < 0 or (value == 0 and not may_be_zero):
                 bound = ">= 0" if may_be_zero else "> 0"
                 raise ValueError(f"--{field.name} must be {bound}, got {value}")
+        if self.max_queued_queries < self.max_instances:
+            raise ValueError(
+                f"--max_queued_queries ({self.max_queued_queries}) must be at least "
+                f"--max_instances ({self.max_instances}), or a lone request could never run"
+            )
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class Connections:
+    """What one connection may hold; each field is the `serve` flag of the same name."""
+
+    header_timeout_seconds: float = option(
+        10.0,
+        "A connection must send a whole request head (request line and headers) within this "
+        "many seconds of opening, or of its previous answer; else it is closed (with 408 if "
+        "it sent part of one). Idle and slowly-dribbling clients are dropped.",
+    )
+    keep_alive_seconds: float = option(
+        5.0, "A keep-alive connection that sends nothing after an answer is closed after this."
+    )
+    max_connections: int = option(
+        4096,
+        "Open connections at most (also kept below the process's file-descriptor limit). "
+        "Over it the longest idle connection is closed; when none is idle the new one gets "
+        "503.",
+    )
+
+    def validate(self) -> Connections:
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) <= 0:
+                raise ValueError(f"--{field.name} must be > 0, got {getattr(self, field.name)}")
         return self
 
 
@@ -118,6 +161,11 @@ class ServeConfig:
         30.0, "Seconds between checks of --export_dir for versions (0: never)."
     )
     threads: int = option(16, "Threads running model calls.")
+    openapi: bool = option(
+        False,
+        "Serve the OpenAPI schema at /openapi.json. FastAPI's /docs and /redoc pages are never "
+        "served: they load their scripts from a third-party CDN.",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

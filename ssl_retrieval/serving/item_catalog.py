@@ -23,16 +23,41 @@ from __future__ import annotations
 
 import bisect
 import gzip
+import io
 import json
+import logging
 import os
+import zlib
 
 import numpy as np
 
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.data_dir import DataDir
+from ssl_retrieval.serving import files
 
 PATH = os.path.join("assets.extra", "item_catalog.jsonl.gz")
 HEAD, TAIL, COLD = "head", "tail", "cold"
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _key(quoted: bytes, line: int) -> bytes:
+    """The UTF-8 bytes of a line's id, a JSON string; CatalogError otherwise."""
+    # Ids without escapes (nearly all) are the bytes between the quotes.
+    if len(quoted) >= 2 and quoted[:1] == quoted[-1:] == b'"' and b"\\" not in quoted:
+        return quoted[1:-1]
+    try:
+        item_id = json.loads(quoted)
+    except ValueError:
+        item_id = None
+    if not isinstance(item_id, str):
+        raise CatalogError(f"{PATH}: line {line} does not start with an item id in JSON quotes")
+    try:
+        return item_id.encode()
+    except UnicodeEncodeError:  # a lone surrogate escaped in JSON
+        raise CatalogError(f"{PATH}: line {line}: the item id is not valid Unicode") from None
 
 
 def _read_counts(data_dir: DataDir) -> tuple[dict[str, int], set[str]]:
@@ -112,43 +137,103 @@ def write(data_dir: str | DataDir, version_dir: str) -> dict:
     }
 
 
+class CatalogError(ValueError):
+    """A catalogue the server will not use; the message names the file (relative to its
+    version dir, so that it can be shown on the page) and what is wrong."""
+
+
+def _read_gzip(version_dir: str, max_bytes: int) -> bytes | None:
+    """The decompressed catalogue (at most `max_bytes`), None if the version has none."""
+    try:
+        compressed = files.read_regular(os.path.join(version_dir, PATH), max_bytes + (1 << 20))
+    except FileNotFoundError:
+        return None
+    except files.UnreadableFile as e:
+        raise CatalogError(f"{PATH} {e.reason}") from None
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(compressed)) as f:
+            raw = f.read(max_bytes + 1)  # bounded: a small file may decompress to gigabytes
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise CatalogError(f"{PATH} is not a valid gzip file ({e})") from None
+    if len(raw) > max_bytes:
+        raise CatalogError(f"{PATH} decompresses to more than {max_bytes} bytes")
+    return raw
+
+
 class Catalog:
     """A loaded catalogue: one buffer of lines, and the ids sorted (UTF-8 byte order) with where
     each one's line is."""
 
     def __init__(self, raw: bytes):
+        """Raises CatalogError naming the first malformed line (1-based)."""
+        if raw and not raw.endswith(b"\n"):
+            raise CatalogError(f"{PATH}: the last line has no newline (a truncated file?)")
         ends = np.flatnonzero(np.frombuffer(raw, np.uint8) == ord("\n"))
         starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)[: len(ends)]
-        tabs = [raw.index(b"\t", s) for s in starts.tolist()]
-        # Keys are JSON strings; ids without escapes (nearly all) are the bytes between quotes.
-        keys = []
-        for s, t in zip(starts.tolist(), tabs, strict=True):
-            key = raw[s:t]
-            keys.append(key[1:-1] if b"\\" not in key else json.loads(key).encode())
+        tabs, keys = [], []
+        for line, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True), 1):
+            t = raw.find(b"\t", s, e)
+            if t < 0:
+                raise CatalogError(f"{PATH}: line {line} has no TAB after the item id")
+            tabs.append(t)
+            keys.append(_key(raw[s:t], line))
         order = sorted(range(len(keys)), key=keys.__getitem__)
         self._raw = raw
         self._keys = [keys[i] for i in order]
         self._tabs = np.asarray(tabs, np.int64)[order]
         self._ends = ends[order]
+        self._lines = np.asarray(order, np.int64) + 1
         self.num_items = len(keys)
         self.bytes = len(raw)
+        self.bad_line: int | None = None  # the first line whose entry was not valid JSON
 
     @classmethod
-    def load(cls, version_dir: str) -> Catalog | None:
-        """The catalogue of an export version, or None if it has none (older exports)."""
-        path = os.path.join(version_dir, PATH)
-        if not os.path.exists(path):
+    def load(cls, version_dir: str, info: dict | None = None, max_bytes: int = 1 << 30):
+        """The catalogue of an export version, or None if it has none (older exports).
+
+        Args:
+          version_dir: the version directory.
+          info: its export_info.json: a catalogue must hold one line per corpus item
+            (`num_items`) and at most the `uncompressed_bytes` recorded when it was written.
+          max_bytes: the most bytes read, compressed or not (`--max_catalog_bytes`).
+
+        Raises:
+          CatalogError: it is not a regular file, unreadable, too large, not gzip, or a line is
+            malformed (one line naming the cause).
+        """
+        info = info or {}
+        recorded = (info.get("item_catalog") or {}).get("uncompressed_bytes")
+        limit = min(max_bytes, recorded) if _is_count(recorded) else max_bytes
+        raw = _read_gzip(version_dir, limit)
+        if raw is None:
             return None
-        with gzip.open(path, "rb") as f:
-            return cls(f.read())
+        expected = info.get("num_items")
+        lines = raw.count(b"\n")
+        if _is_count(expected) and lines != expected:
+            raise CatalogError(f"{PATH} holds {lines} lines for {expected} corpus items")
+        return cls(raw)
 
     def get(self, item_id: str) -> dict | None:
-        """{"features", "train_pairs", "popularity"} of an item, None if it is not in the corpus."""
+        """{"features", "train_pairs", "popularity"} of an item, None if it is not in the corpus
+        (or its line is not valid JSON: `bad_line` then says which one)."""
         key = item_id.encode()
         i = bisect.bisect_left(self._keys, key)
         if i == len(self._keys) or self._keys[i] != key:
             return None
-        return json.loads(self._raw[self._tabs[i] + 1 : self._ends[i]])
+        try:
+            entry = json.loads(self._raw[self._tabs[i] + 1 : self._ends[i]])
+        except (ValueError, RecursionError):
+            entry = None
+        if not isinstance(entry, dict):
+            if self.bad_line is None:
+                self.bad_line = int(self._lines[i])
+                logging.warning(
+                    "item catalogue: line %d is not a JSON object; its item is shown without "
+                    "features (other bad lines are not logged)",
+                    self.bad_line,
+                )
+            return None
+        return entry
 
     def prefix(self, prefix: str, limit: int) -> list[str]:
         """Up to `limit` ids starting with `prefix`, in byte order (binary search, then a scan)."""

@@ -65,7 +65,9 @@ function describeModel(label, s) {
     `exported ${String(s.created).replace("T", " ").slice(0, 16)} UTC`,
     s.catalog
       ? `item catalogue ${formatBytes(s.catalog.bytes)} in memory`
-      : "no item catalogue in this export (re-export to see features and popularity)",
+      : s.catalog_error
+        ? `item catalogue not used (${s.catalog_error}): ids and scores only`
+        : "no item catalogue in this export (re-export to see features and popularity)",
   ];
   const line = el("p", { "data-model": label }, el("strong", { text: `${label}: version ${s.version}` }));
   for (const part of parts) line.append(" · ", el("span", { class: "part", text: part }));
@@ -140,9 +142,17 @@ function compareOn() {
   return Boolean(state.info && state.info.compare && $("compare").checked);
 }
 
+// The page's own URL holds the query unless the id would make it longer than this: the server
+// refuses request heads over 16 KiB, so such a URL could not be reloaded. The id then lives in
+// the history entry's state only (Back and Forward still work).
+const MAX_URL_CHARS = 8000;
+
 function urlFor(id, k) {
   const params = new URLSearchParams({ item: id, k: String(k) });
   if (compareOn()) params.set("compare", "1");
+  const url = `/?${params}`;
+  if (url.length <= MAX_URL_CHARS) return url;
+  params.delete("item");
   return `/?${params}`;
 }
 
@@ -249,13 +259,19 @@ async function showItem(id, k, push, focus = false) {
   $("item").value = id;
   $("k").value = k;
   closeCompletions();
-  if (push) history.pushState({}, "", urlFor(id, k));
+  if (push) history.pushState({ item: id }, "", urlFor(id, k));
   document.title = `${id}: similar items`;
-  const url = (model) =>
-    `/page/similar/${encodeURIComponent(id)}?k=${encodeURIComponent(k)}&model=${model}`;
+  // The id goes in a body, not the path: a browser rewrites the paths "." and "..", and a URL
+  // over 16 KiB is refused, so any id reaches the server as it is.
+  const similar = (model) =>
+    api("/page/similar", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ item_id: id, k, model }),
+    });
   const [served, compare] = await Promise.all([
-    api(url("served")),
-    compareOn() ? api(url("compare")) : Promise.resolve(null),
+    similar("served"),
+    compareOn() ? similar("compare") : Promise.resolve(null),
   ]);
   if (!served.ok) {
     $("error").textContent = served.error;
@@ -343,7 +359,7 @@ function fromUrl(push) {
   const params = new URLSearchParams(location.search);
   if (params.has("k")) $("k").value = params.get("k");
   if (state.info.compare) $("compare").checked = params.get("compare") === "1";
-  const item = params.get("item");
+  const item = (history.state && history.state.item) || params.get("item");
   if (item) {
     showItem(item, currentK(), push);
   } else {
