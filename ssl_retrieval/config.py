@@ -203,7 +203,9 @@ class TrainConfig:
         True, "With several replicas, negatives are the global batch."
     )
     checkpoint_every: int = option(200, "Steps between checkpoints.")
-    log_every: int = option(50, "Steps between progress lines and TensorBoard points.")
+    log_every: int = option(
+        50, "Steps between readings of the loss: the progress bar's and TensorBoard's points."
+    )
     overwrite: bool = option(False, "Delete a --model_dir holding a different run.")
 
     @property
