@@ -15,6 +15,8 @@ INSTALL_REQUIRES = [
     "zstandard",
     "tensorflow-datasets",
     "absl-py",
+    # Progress bars on a terminal (ssl_retrieval/progress_bar.py); implicit and TFDS need it too.
+    "tqdm",
     "numpy",
     "matplotlib",
     "scikit-learn",

@@ -18,7 +18,9 @@ import math
 import os
 
 from ssl_retrieval import atomic, methods
+from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.cli import option
+from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.ranking.config import BlendConfig
 
 METHODS = methods.NAMES
@@ -201,7 +203,9 @@ class TrainConfig:
         True, "With several replicas, negatives are the global batch."
     )
     checkpoint_every: int = option(200, "Steps between checkpoints.")
-    log_every: int = option(50, "Steps between progress lines and TensorBoard points.")
+    log_every: int = option(
+        50, "Steps between readings of the loss: the progress bar's and TensorBoard's points."
+    )
     overwrite: bool = option(False, "Delete a --model_dir holding a different run.")
 
     @property
@@ -408,3 +412,53 @@ def load(model_dir: str) -> TrainConfig:
             return from_dict(json.load(f))
     except OSError:
         raise ValueError(f"{model_dir}: no config.json; is this a model directory?") from None
+
+
+def model_data_dir(model_dir: str, data_dir: str | None = None) -> str:
+    """The data dir evaluation and export read a trained model's corpus from.
+
+    None: the one the model was trained on (its config.json's). Given: it must hold the same
+    data, judged by what the model's tables were built from and what its lists are scored on,
+    not by path (a moved or copied data dir is the same data, as in `PATH_FIELDS`): the schema's
+    features with their kinds and vocabulary sizes, and its record counts. A model whose data
+    dir is gone (moved with it) takes any data dir given: there is nothing to compare with.
+
+    Raises:
+      ValueError: in one line, the given data dir holds other data (naming both data dirs and
+        what differs), or none was given and the model's is gone.
+    """
+    trained_on = load(model_dir).data_dir
+    if data_dir is None:
+        if not os.path.isdir(trained_on):
+            raise ValueError(
+                f"{model_dir} was trained on {trained_on} (its config.json), which is not a "
+                "directory here; pass --data_dir with that data"
+            )
+        return trained_on
+    if not os.path.isdir(trained_on) or os.path.realpath(data_dir) == os.path.realpath(trained_on):
+        return data_dir
+    differences = _data_differences(DataDir(data_dir).schema, DataDir(trained_on).schema)
+    if differences:
+        raise ValueError(
+            f"--data_dir={data_dir} holds other data than {model_dir} was trained on, "
+            f"{trained_on} (its config.json): {', '.join(differences[:3])}"
+            f"{', ...' if len(differences) > 3 else ''} (--data_dir's vs the model's); leave "
+            "--data_dir out to use the model's"
+        )
+    return data_dir
+
+
+def _data_differences(given: schema_lib.Schema, trained: schema_lib.Schema) -> list[str]:
+    """What differs between two preprocessed schemas: features, kinds, vocabulary sizes, counts."""
+    if given.names != trained.names:
+        return [f"features {given.names} vs {trained.names}"]
+    out = []
+    for a, b in zip(given.features, trained.features, strict=True):
+        if a.kind != b.kind:
+            out.append(f"{a.name} kind {a.kind} vs {b.kind}")
+        elif a.vocab_size != b.vocab_size:
+            out.append(f"{a.name} vocabulary {a.vocab_size} vs {b.vocab_size}")
+    for key in sorted(set(given.counts) | set(trained.counts)):
+        if given.counts.get(key) != trained.counts.get(key):
+            out.append(f"{key} {given.counts.get(key)} vs {trained.counts.get(key)}")
+    return out

@@ -1,6 +1,6 @@
 r"""Evaluates a trained model (or a reference recommender) over the whole corpus.
 
-  python -m ssl_retrieval.evaluate --data_dir=runs/debian/data --model_dir=runs/debian/models/cfm
+  python -m ssl_retrieval.evaluate --model_dir=runs/debian/models/cfm
   python -m ssl_retrieval.evaluate --data_dir=runs/debian/data --recommender=top_popular \
       --output=runs/debian/reference/top_popular.json
   python -m ssl_retrieval.evaluate --data_dir=runs/debian/data --recommender=lightfm \
@@ -17,6 +17,10 @@ the model's export serves them: the blend of popularity prior, cosine and TF-IDF
 validation at the end of training (ranking/blend.py); Recall@K, MAP@K and per-pair recall, overall
 and on the head, tail and cold slices. Writes metrics JSON (default <model_dir>/metrics.json,
 with how many eval queries were evaluated) and prints a table.
+
+The model is evaluated on the data dir it was trained on (its config.json's) unless --data_dir
+names another copy of the same data; a data dir with other vocabularies or counts is refused in
+one line naming both (`config.model_data_dir`).
 """
 
 import json
@@ -30,7 +34,7 @@ from ssl_retrieval.ranking.config import BlendOverrides
 
 # One flag per field of EvaluateConfig, of the blend's numbers (model only, ranking/blend.py:
 # "auto" = the model's) and of the peers' options (peers.PeerOptions).
-FLAGS = cli.define_flags(EvaluateConfig, required=("data_dir",))
+FLAGS = cli.define_flags(EvaluateConfig)
 BLEND_FLAGS = cli.define_flags(BlendOverrides)
 PEER = cli.define_flags(peers.PeerOptions)
 

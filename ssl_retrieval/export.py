@@ -7,6 +7,10 @@ similar_items_by_features and item_embedding, and export_info.json with the inde
 its build time and its Recall@10 against brute force on a sample of corpus items. An index under
 --min_recall is rebuilt searching twice the leaves and re-scoring twice the candidates until it
 reaches it (--notune: keep the given parameters); a loud warning if it still does not.
+
+The model's corpus is read from the data dir it was trained on (its config.json's) unless
+--data_dir names another copy of the same data; a data dir with other vocabularies or counts is
+refused in one line naming both (`config.model_data_dir`).
 """
 
 from absl import app
@@ -27,12 +31,12 @@ DONE = (
 
 
 def _export() -> str:
-    from ssl_retrieval.serving import exporter  # noqa: PLC0415  (imports TensorFlow)
-
     scann = cli.from_flags(ScannParams, SCANN_FLAGS)
     blend = cli.from_flags(BlendOverrides, BLEND_FLAGS)
-    info = exporter.run(cli.from_flags(ExportConfig, FLAGS, scann=scann, blend=blend))
-    return DONE.format(**info)
+    config = cli.from_flags(ExportConfig, FLAGS, scann=scann, blend=blend).validate()
+    from ssl_retrieval.serving import exporter  # noqa: PLC0415  (imports TensorFlow)
+
+    return DONE.format(**exporter.run(config))
 
 
 main = cli.main(_export)

@@ -71,6 +71,28 @@ def library_defaults() -> None:
     root = logging.getLogger()
     if not any(isinstance(f, _ImportNoise) for f in root.filters):
         root.addFilter(_ImportNoise())
+        from absl import app  # noqa: PLC0415  (absl's app only, no flags defined)
+
+        app.call_after_init(_list_gpus_quietly)
+
+
+def _list_gpus_quietly() -> None:
+    """A command that imports TensorFlow before `app.run` (evaluate, through the peers' options)
+    gets TensorFlow's own init callback (tensorflow/python/distribute/combinations.py), which
+    lists the GPUs after the flags are parsed and before `command_logging` filters native
+    stderr: its "failed call to cuInit" would show. Registered before it, this lists them first
+    through the filter; TensorFlow keeps the list, so its callback prints nothing."""
+    from absl import flags  # noqa: PLC0415
+
+    verbosity = flags.FLAGS["verbosity"].value if "verbosity" in flags.FLAGS else 0
+    if "tensorflow" not in sys.modules or verbosity >= 1 or not _filters_native_stderr():
+        return
+    native = NativeFilter(_native_drop_pattern())
+    native.start()
+    try:
+        sys.modules["tensorflow"].config.list_physical_devices("GPU")
+    finally:
+        native.stop()
 
 
 def is_own(record: logging.LogRecord) -> bool:

@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from ssl_retrieval import config as train_config_lib
+from ssl_retrieval import progress_bar
 from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import evaluator
 from ssl_retrieval.evaluation import references as references_lib
@@ -113,7 +114,9 @@ def _simplicity(trial: dict) -> tuple:
     )
 
 
-def choose_for_k(blends, top, score, k: int, references: dict | None, margin: float) -> dict:
+def choose_for_k(
+    blends, top, score, k: int, references: dict | None, margin: float, bar=None
+) -> dict:
     """The best of `blends` for lists of `k`.
 
     Args:
@@ -121,6 +124,7 @@ def choose_for_k(blends, top, score, k: int, references: dict | None, margin: fl
       top: Ranking -> [Q, L] top lists of the validation queries (L >= k).
       score: ([Q, k] lists, ks) -> metrics by slice (`evaluator.list_scorer`).
       references: the reference recommenders' metrics at k, or None ("slices").
+      bar: a `progress_bar.Bar` advanced by one for each blend scored (optional).
     """
     metric = f"recall@{k}"
     trials: list = [None] * len(blends)
@@ -141,6 +145,8 @@ def choose_for_k(blends, top, score, k: int, references: dict | None, margin: fl
             value = objective_value(metrics, references, metric, margin)
             numbers = {f: getattr(blend, f) for f in blend_lib.NAMES}
             trials[i] = {**numbers, "fused": bool(blend.fusion), "value": value, "metrics": metrics}
+            if bar is not None:
+                bar.update(1)
     best = max(range(len(trials)), key=lambda i: (trials[i]["value"], *_simplicity(trials[i])))
     return {
         "blend": blend_lib.to_json(blends[best]),
@@ -199,10 +205,11 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
     blends = grid(config, weights)
     logging.info("blend: %d blends for lists of %s", len(blends), ks)
     margin = config.blend_margin if use_references else None
-    choices = {
-        k: choose_for_k(blends, top, score, k, references and references[k], margin or 0.0)
-        for k in ks
-    }
+    with progress_bar.Bar("blend", len(blends) * len(ks), "blends") as bar:
+        choices = {
+            k: choose_for_k(blends, top, score, k, references and references[k], margin or 0.0, bar)
+            for k in ks
+        }
     return {
         "blends": {str(k): c["blend"] for k, c in choices.items()},
         "objective": config.blend_objective,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ssl_retrieval import config as train_config_lib
 from ssl_retrieval.cli import option
 
 # "model", then peers.RECOMMENDERS: the project's references and the established libraries
@@ -26,7 +27,11 @@ RECOMMENDERS = (
 class EvaluateConfig:
     """One evaluation; each field is the flag of the same name."""
 
-    data_dir: str = option(help="Preprocessed data dir.")
+    data_dir: str | None = option(
+        None,
+        "Preprocessed data dir (default for --recommender=model: the one the model was trained "
+        "on; required for the others).",
+    )
     model_dir: str | None = option(None, "Trained model dir (for --recommender=model).")
     recommender: str = option(
         "model",
@@ -51,14 +56,23 @@ class EvaluateConfig:
     output: str | None = option(None, "Metrics JSON path (default <model_dir>/metrics.json).")
 
     def validate(self) -> EvaluateConfig:
-        """Returns self.
+        """Returns self, for the model with its data dir resolved (`config.model_data_dir`: the
+        model's when --data_dir is left out, else checked to hold the same data).
 
         Raises:
-          ValueError: a cut-off that is not a positive integer (names --ks).
+          ValueError: a cut-off that is not a positive integer (names --ks), a missing
+            --model_dir or --data_dir, or a data dir other than the model's (names both).
         """
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"--ks must be positive integers, got {list(self.ks)}")
-        return self
+        if self.recommender != "model":
+            if not self.data_dir:
+                raise ValueError(f"--data_dir is required for --recommender={self.recommender}")
+            return self
+        if not self.model_dir:
+            raise ValueError("--model_dir is required for --recommender=model")
+        data_dir = train_config_lib.model_data_dir(self.model_dir, self.data_dir)
+        return dataclasses.replace(self, data_dir=data_dir)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import scipy.sparse as sp
 
+from ssl_retrieval import progress_bar
 from ssl_retrieval.cli import option
 from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import references
@@ -370,16 +371,20 @@ def _fit_lightfm(data, points, context):
             random_state=context.seed,
         )
         done = 0
-        for point in sorted(same, key=lambda p: p["epochs"]):
-            model.fit_partial(
-                interactions,
-                user_features=features,
-                item_features=features,
-                epochs=point["epochs"] - done,
-                num_threads=context.num_threads,
-            )
-            done = point["epochs"]
-            yield point, lightfm_scorer(model, features)
+        # One epoch a call, the same as one call for them all: a progress bar of the epochs.
+        with progress_bar.Bar("lightfm", max(p["epochs"] for p in same), "epochs") as bar:
+            for point in sorted(same, key=lambda p: p["epochs"]):
+                for _ in range(point["epochs"] - done):
+                    model.fit_partial(
+                        interactions,
+                        user_features=features,
+                        item_features=features,
+                        epochs=1,
+                        num_threads=context.num_threads,
+                    )
+                    bar.update(1)
+                done = point["epochs"]
+                yield point, lightfm_scorer(model, features)
 
 
 def lightfm_scorer(model, features: sp.csr_matrix) -> topk.Scorer:

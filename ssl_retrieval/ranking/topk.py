@@ -13,11 +13,11 @@ the lower position first, and chunks are merged in corpus order).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ssl_retrieval import progress_bar
 from ssl_retrieval.compat import tf
 
 Scorer = Callable[[np.ndarray, int, int], "np.ndarray | tf.Tensor"]
@@ -105,7 +105,7 @@ def top_k(
       num_items: corpus size N.
       k: how many to return (at most N - 1).
       exclude: optional, per query, corpus indices to leave out as well.
-      **bounds: `top_k_many`'s query_batch and corpus_chunk (memory bounds) and log_every.
+      **bounds: `top_k_many`'s query_batch and corpus_chunk (memory bounds).
 
     Returns:
       (indices [Q, k] int64, scores [Q, k] float32), best first; -1 / -inf where fewer than k
@@ -135,44 +135,40 @@ def top_k_many(
     exclude: Sequence[np.ndarray] | None = None,
     query_batch: int = 1024,
     corpus_chunk: int = 32768,
-    log_every: int = 20,
 ) -> dict:
     """`top_k` of every ranking `scorer` returns, in one pass over the corpus: {ranking: (indices,
     scores)}. What the rankings share (the embeddings' product, the TF-IDF product) is computed
-    once per chunk instead of once per ranking."""
+    once per chunk instead of once per ranking. Its progress is a bar ("retrieval", queries)."""
     query_indices = np.asarray(query_indices, dtype=np.int64)
     k = int(min(k, num_items - 1))
     out: dict = {}
-    batches = range(0, len(query_indices), query_batch)
-    for b, lo in enumerate(batches):
-        rows = query_indices[lo : lo + query_batch]
-        n = len(rows)
-        best: dict = {}
-        for start in range(0, num_items, corpus_chunk):
-            stop = min(num_items, start + corpus_chunk)
-            for key, chunk in scorer(rows, start, stop):
-                chunk = tf.cast(tf.convert_to_tensor(chunk), tf.float32)
-                chunk = _exclude(chunk, rows, start, stop, exclude, lo)
-                values, indices = best.get(
-                    key, (tf.fill([n, 0], np.float32(0)), tf.zeros([n, 0], tf.int64))
-                )
-                best[key] = _merge(
-                    values, indices, chunk, tf.constant(start, tf.int64), tf.constant(k)
-                )
-        for key, (values, indices) in best.items():
-            if key not in out:
-                out[key] = (
-                    np.full((len(query_indices), k), -1, np.int64),
-                    np.full((len(query_indices), k), -np.inf, np.float32),
-                )
-            values, indices = values.numpy(), indices.numpy()
-            indices[~np.isfinite(values)] = -1
-            out[key][0][lo : lo + n, : indices.shape[1]] = indices
-            out[key][1][lo : lo + n, : values.shape[1]] = values
-        if log_every and (b + 1) % log_every == 0:
-            logging.info(
-                "retrieval: %d / %d queries", min(lo + n, len(query_indices)), len(query_indices)
-            )
+    with progress_bar.Bar("retrieval", len(query_indices), "queries") as bar:
+        for lo in range(0, len(query_indices), query_batch):
+            rows = query_indices[lo : lo + query_batch]
+            n = len(rows)
+            best: dict = {}
+            for start in range(0, num_items, corpus_chunk):
+                stop = min(num_items, start + corpus_chunk)
+                for key, chunk in scorer(rows, start, stop):
+                    chunk = tf.cast(tf.convert_to_tensor(chunk), tf.float32)
+                    chunk = _exclude(chunk, rows, start, stop, exclude, lo)
+                    values, indices = best.get(
+                        key, (tf.fill([n, 0], np.float32(0)), tf.zeros([n, 0], tf.int64))
+                    )
+                    best[key] = _merge(
+                        values, indices, chunk, tf.constant(start, tf.int64), tf.constant(k)
+                    )
+            for key, (values, indices) in best.items():
+                if key not in out:
+                    out[key] = (
+                        np.full((len(query_indices), k), -1, np.int64),
+                        np.full((len(query_indices), k), -np.inf, np.float32),
+                    )
+                values, indices = values.numpy(), indices.numpy()
+                indices[~np.isfinite(values)] = -1
+                out[key][0][lo : lo + n, : indices.shape[1]] = indices
+                out[key][1][lo : lo + n, : values.shape[1]] = values
+            bar.update(n)
     if not len(query_indices):  # no batch ran: ask the scorer which rankings it has
         keys = [key for key, _ in scorer(query_indices, 0, min(1, num_items))]
         out = {key: (np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)) for key in keys}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from ssl_retrieval import config as train_config_lib
 from ssl_retrieval.cli import option
 from ssl_retrieval.ranking.config import BlendOverrides
 
@@ -46,7 +47,9 @@ class ExportConfig:
     (`python -m ssl_retrieval.export --help`); `scann` holds the index's flags, `blend` the
     blend's."""
 
-    data_dir: str | None = option(help="Data dir (default: the one in config.json).")
+    data_dir: str | None = option(
+        help="Data dir (default: the one the model was trained on, in its config.json)."
+    )
     model_dir: str = option(help="Trained model dir.")
     export_dir: str = option(help="Where the numbered version goes.")
     index: str = option("scann", "Nearest-neighbour index.", enum=("scann", "brute_force"))
@@ -62,6 +65,16 @@ class ExportConfig:
     overwrite: bool = option(False, "Replace an existing version directory.")
     # The blend's numbers (ranking/blend.py): each "auto" (the model's) or a number.
     blend: BlendOverrides = option(BlendOverrides(), flag=False)
+
+    def validate(self) -> ExportConfig:
+        """Returns self with its data dir resolved (`config.model_data_dir`: the model's when
+        --data_dir is left out, else checked to hold the same data).
+
+        Raises:
+          ValueError: a data dir other than the model's (names both), or none found.
+        """
+        data_dir = train_config_lib.model_data_dir(self.model_dir, self.data_dir)
+        return dataclasses.replace(self, data_dir=data_dir)
 
 
 MAX_INSTANCES = 1000

@@ -45,7 +45,7 @@ import uuid
 
 import numpy as np
 
-from ssl_retrieval import atomic
+from ssl_retrieval import atomic, progress_bar
 from ssl_retrieval import data as data_lib
 from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
@@ -330,18 +330,42 @@ def shifted_index(blends: blend_lib.Blends, similar_from_index: bool) -> bool:
     )
 
 
-def _progress(message: str, *args) -> None:
-    """A progress line with the process's resident memory (Linux): the export of a large corpus
-    holds several corpus-sized copies at once, and this says which step needed what."""
+# The export's stages: the steps of its progress bar (`Stages`).
+STAGES = ("embedding", "tf-idf", "links", "index", "module", "saving")
+
+
+class Stages:
+    """The export's progress: a bar over `STAGES` (`progress_bar.Bar`: a bar on a terminal, a
+    line a minute in a file) whose status says what is under way or was done last, with the
+    process's resident memory (Linux): the export of a large corpus holds several corpus-sized
+    copies at once, and this says which stage needed what. Each status is a DEBUG line too
+    (`-v 1`). Without a bar (`build` called by a test), the DEBUG lines alone."""
+
+    def __init__(self, bar: progress_bar.Bar | None = None):
+        self.bar = bar
+
+    def note(self, message: str | None, *args, done: bool = False) -> None:
+        """Says `message % args` (None: nothing); `done`: a stage is over."""
+        text = None
+        if message is not None:
+            text = message % args + _resident_memory()
+            logging.debug("export: %s", text)
+        if self.bar is not None:
+            self.bar.update(1 if done else 0, status=text)
+
+
+def _resident_memory() -> str:
     try:
         with open("/proc/self/statm") as f:
             rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**3
-        logging.info("export: " + message + " (RSS %.2f GB)", *args, rss)
+        return f" (RSS {rss:.2f} GB)"
     except OSError:
-        logging.info("export: " + message, *args)
+        return ""
 
 
-def build_index(config: ExportConfig, item_embeddings, sample_queries, max_k: int):
+def build_index(
+    config: ExportConfig, item_embeddings, sample_queries, max_k: int, stages: Stages | None = None
+):
     """The index, its Recall@10 on `sample_queries` against brute force, and the tuning trail.
 
     Queries come from the query tower and items from the item tower, so a tree trained on the
@@ -351,15 +375,17 @@ def build_index(config: ExportConfig, item_embeddings, sample_queries, max_k: in
     misses `config.min_recall` is rebuilt searching twice the leaves and re-scoring twice the
     candidates, up to all of both; each attempt goes to export_info.json.
     """
+    stages = stages or Stages()
     params = config.scann
     tuning = []
     n = len(item_embeddings)
     k = min(10, n)
     while True:
+        stages.note("building the %s index over %d items", config.index, n)
         index = index_lib.build(config.index, item_embeddings, max_k, params)
-        _progress("index built in %.1f s", index.build_seconds)
+        stages.note("index built in %.1f s; measuring its recall", index.build_seconds)
         recall = index_lib.recall_against_brute_force(index, item_embeddings, sample_queries, k)
-        _progress("index Recall@10 %.3f against brute force", recall)
+        stages.note("index Recall@10 %.3f against brute force", recall)
         tuning.append({**index.params, "recall_at_10": recall})
         if not config.tune or config.index != "scann" or recall >= config.min_recall:
             return index, recall, tuning
@@ -380,12 +406,15 @@ def build_index(config: ExportConfig, item_embeddings, sample_queries, max_k: in
         params = dataclasses.replace(params, num_leaves_to_search=more[0], reorder=more[1])
 
 
-def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
-    """The in-memory module and its export info (index built, recall measured)."""
+def build(config: ExportConfig, stages: Stages | None = None) -> tuple[SimilarItemsModule, dict]:
+    """The in-memory module and its export info (index built, recall measured); its progress
+    into `stages` (optional)."""
     from ssl_retrieval.model import two_tower as model_lib  # noqa: PLC0415
 
+    stages = stages or Stages()
     if config.k < 1:
         raise ValueError(f"--k must be >= 1, got {config.k}")
+    stages.note("loading the model and embedding its corpus")
     model = model_lib.load_from_model_dir(config.model_dir, config.data_dir)
     data_dir = DataDir.of(config.data_dir or model.config.data_dir)
     latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
@@ -395,20 +424,24 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         raise ValueError(f"{version_dir} exists; pass --overwrite to replace this version")
     item_ids = data_lib.corpus_ids(data_dir)
     query_embeddings, item_embeddings = model_lib.embed_corpus(model, data_dir)
-    _progress("embedded %d corpus items", len(item_ids))
+    stages.note("embedded %d corpus items", len(item_ids), done=True)
     blends = blend_lib.resolve(config.model_dir, **config.blend.given())
     log_counts = popularity.log_counts(data_dir, item_ids)
     similar_from_index = config.index == "scann"
     content = tfidf.build(data_dir) if blends.uses_content else None
     if content is not None:
-        _progress("TF-IDF of the corpus: %d tokens", len(content.tokens))
+        stages.note("TF-IDF of the corpus: %d tokens", len(content.tokens))
+    stages.note(None, done=True)
     links = None
     if blends.uses_links:
         links = links_lib.matrix(*data_lib.pair_indices(data_dir, "train", item_ids), len(item_ids))
-        _progress("training links: %d", links.nnz // 2)
+        stages.note("training links: %d", links.nnz // 2)
+    stages.note(None, done=True)
     n = len(item_ids)
     max_k = min(config.k, n - 1)
-    index, recalls = _index(config, blends, query_embeddings, item_embeddings, log_counts, max_k)
+    index, recalls = _index(
+        config, blends, query_embeddings, item_embeddings, log_counts, max_k, stages
+    )
     features = [{"name": f["name"], "kind": f["kind"]} for f in model.encoder.features]
     module = SimilarItemsModule(
         model,
@@ -424,7 +457,7 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
         links,
         similar_from_index,
     )
-    _progress("module ready")
+    stages.note("module ready", done=True)
     main = blends.by_k[-1][1]
     info = {
         "version": step,
@@ -448,7 +481,7 @@ def build(config: ExportConfig) -> tuple[SimilarItemsModule, dict]:
     return module, info
 
 
-def _index(config, blends, query_embeddings, item_embeddings, log_counts, max_k: int):
+def _index(config, blends, query_embeddings, item_embeddings, log_counts, max_k: int, stages):
     """The index and what export_info.json says of it: its Recall@10 against brute force on a
     sample of corpus items for the popular ranking of the largest list size's blend, and for
     its similar ranking when the index serves it too."""
@@ -460,10 +493,11 @@ def _index(config, blends, query_embeddings, item_embeddings, log_counts, max_k:
             query_embeddings, item_embeddings, log_counts, main.popularity_prior
         )
     n = len(item_embeddings)
-    _progress("%d items, building the %s index", n, config.index)
     rng = np.random.default_rng(0)
     sample = rng.choice(n, size=min(config.recall_sample, n), replace=False)
-    index, recall, tuning = build_index(config, index_items, index_queries[sample], max_k + 1)
+    index, recall, tuning = build_index(
+        config, index_items, index_queries[sample], max_k + 1, stages
+    )
     similar_recall = None
     served = from_index(main, similar_from_index)
     if "similar" in served:
@@ -473,6 +507,7 @@ def _index(config, blends, query_embeddings, item_embeddings, log_counts, max_k:
         similar_recall = index_lib.recall_against_brute_force(
             index, index_items, similar_queries, min(10, n)
         )
+    stages.note(None, done=True)
     return index, {
         "recall_at_10_vs_brute_force": recall,
         # How the similar ranking is served: "index" (ScaNN, this recall on the same sample),
@@ -486,8 +521,12 @@ def _index(config, blends, query_embeddings, item_embeddings, log_counts, max_k:
     }
 
 
-def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
-    """Saves the module as `<export_dir>/<version>/` (temporary dir, then rename)."""
+def write(
+    module: SimilarItemsModule, info: dict, config: ExportConfig, stages: Stages | None = None
+) -> str:
+    """Saves the module as `<export_dir>/<version>/` (temporary dir, then rename); its progress
+    into `stages` (optional)."""
+    stages = stages or Stages()
     step = info["version"]
     version_dir = os.path.join(config.export_dir, str(step))
     recall = info["recall_at_10_vs_brute_force"]
@@ -496,7 +535,7 @@ def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
     os.makedirs(config.export_dir, exist_ok=True)
     tmp = os.path.join(config.export_dir, f".tmp-{step}-{uuid.uuid4().hex[:8]}")
     try:
-        _progress("saving version %d", step)
+        stages.note("saving version %d", step)
         tf.saved_model.save(
             module,
             tmp,
@@ -507,7 +546,7 @@ def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
             },
             options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]),
         )
-        _progress("saved the SavedModel")
+        stages.note("saved the SavedModel", done=True)
         info["item_catalog"] = item_catalog.write(
             info["data_dir"], tmp
         )  # for ssl_retrieval.serving.page
@@ -536,6 +575,8 @@ def write(module: SimilarItemsModule, info: dict, config: ExportConfig) -> str:
 
 def run(config: ExportConfig) -> dict:
     """Exports the model of `config.model_dir`; returns the export info (also written)."""
-    module, info = build(config)
-    info["export_path"] = write(module, info, config)
+    with progress_bar.Bar("export", len(STAGES), "stages") as bar:
+        stages = Stages(bar)
+        module, info = build(config, stages)
+        info["export_path"] = write(module, info, config, stages)
     return info

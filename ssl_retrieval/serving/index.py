@@ -16,6 +16,7 @@ import uuid
 
 import numpy as np
 
+from ssl_retrieval import progress_bar
 from ssl_retrieval.compat import tf
 from ssl_retrieval.ranking import topk
 from ssl_retrieval.serving.config import ScannParams
@@ -91,15 +92,18 @@ def build(kind: str, embeddings: np.ndarray, max_k: int, params: ScannParams = D
 
 def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int, chunk: int = 64):
     """Indices [Q, k] of each query's k highest dot products, best first (`topk.exact_top_k`
-    of each chunk's products: a chunk of 64 queries holds a [64, N] matrix, 256 MB at 1M)."""
+    of each chunk's products: a chunk of 64 queries holds a [64, N] matrix, 256 MB at 1M). Its
+    progress is a bar ("brute force", queries): at 1M items, the slow half of a recall check."""
     items = topk.as_tensor(embeddings)  # no copy
     k = min(k, len(embeddings))
     out = [np.zeros((0, k), np.int64)]
-    for start in range(0, len(queries), chunk):
-        scores = tf.matmul(
-            tf.constant(queries[start : start + chunk], tf.float32), items, transpose_b=True
-        )
-        out.append(topk.exact_top_k(scores, k)[1].numpy())
+    with progress_bar.Bar("brute force", len(queries), "queries") as bar:
+        for start in range(0, len(queries), chunk):
+            scores = tf.matmul(
+                tf.constant(queries[start : start + chunk], tf.float32), items, transpose_b=True
+            )
+            out.append(topk.exact_top_k(scores, k)[1].numpy())
+            bar.update(len(out[-1]))
     return np.concatenate(out)
 
 

@@ -2,18 +2,19 @@
 
 The loop (`trainer.run`) only steps; what happens between steps is done by callbacks, as in
 keras' `fit` and orbit's `StandardTrainer`: each gets the `Progress` after every step (and may
-ask the loop to stop) and once more at the end. `ProgressLog` is the one that reports: every
---log_every steps the losses (a non-finite loss ends the run), TensorBoard scalars and the
-throughput.
+ask the loop to stop) and once more at the end. `ProgressLog` is the one that reports: the
+run's progress bar (`ssl_retrieval/progress_bar.py`: a bar on a terminal, a line a minute in a
+file), and every --log_every steps the losses (a non-finite loss ends the run) and the
+throughput, after the bar's counts and as TensorBoard scalars.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
 
+from ssl_retrieval import progress_bar
 from ssl_retrieval.compat import tf
 
 
@@ -55,28 +56,47 @@ LOSS_NAMES = ("total", "main", "auxiliary")
 
 
 class ProgressLog(Callback):
-    """Every `log_every` steps and at the budget's last: a progress line, TensorBoard scalars.
+    """The run's progress bar (`progress_bar.Bar`: a bar on a terminal, a line a minute in a
+    file) and, every `log_every` steps and at the budget's last, the losses and throughput read:
+    shown after the bar's counts and written as TensorBoard scalars.
 
-    `losses` holds the last (total, main, auxiliary) losses logged (NaN before the first).
+    `losses` holds the last (total, main, auxiliary) losses read (NaN before the first).
     """
 
     def __init__(self, log_every: int, examples_per_step: int, writer):
         self._every, self._examples_per_step, self._writer = log_every, examples_per_step, writer
         self.losses = (float("nan"),) * 3
         self._window_start, self._window_steps = time.time(), 0
+        self._bar = None
 
     def on_step_end(self, progress: Progress) -> None:
-        """Logs the step if it is due.
+        """Advances the bar; reads the losses if it is due.
 
         Raises:
           ValueError: the total loss is not finite (names the step).
         """
+        if self._bar is None:  # the first step of this process (of a resumed run: a later one)
+            self._bar = progress_bar.Bar(
+                "train", progress.steps, "steps", initial=progress.step - 1
+            )
         self._window_steps += 1
         if not (progress.step % self._every == 0 or progress.last):
+            self._bar.update(1)
             return
+        self._bar.update(1, status=self._read(progress))
+
+    def on_train_end(self, progress: Progress, done: bool = True) -> None:
+        if self._bar is not None:
+            self._bar.close(done)
+            self._bar = None
+
+    def _read(self, progress: Progress) -> str:
+        """The losses and throughput since the last reading, into TensorBoard; returns them as
+        the bar shows them."""
         step = progress.step
         self.losses = tuple(float(v.numpy()) for v in progress.values)
         if not math.isfinite(self.losses[0]):
+            self.on_train_end(progress, done=False)
             raise ValueError(
                 f"loss is {self.losses[0]} at step {step}; lower --learning_rate or check the data"
             )
@@ -86,12 +106,5 @@ class ProgressLog(Callback):
             for name, value in zip(LOSS_NAMES, self.losses, strict=True):
                 tf.summary.scalar(f"loss/{name}", value)
             tf.summary.scalar("examples_per_second", rate)
-        logging.info(
-            "train: step %d/%d (%.0f%%) loss %.4f main %.4f aux %.4f, %.0f examples/s",
-            step,
-            progress.steps,
-            100.0 * step / progress.steps,
-            *self.losses,
-            rate,
-        )
         self._window_start, self._window_steps = time.time(), 0
+        return "loss {:.4f} main {:.4f} aux {:.4f}, {:.0f} examples/s".format(*self.losses, rate)
