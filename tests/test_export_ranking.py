@@ -201,7 +201,7 @@ def test_blends_are_served_as_evaluation_ranks(trained, tmp_path, monkeypatch, b
         assert [n.source for n in row] == [s.decode() for s in raw_sources]
         assert [n.source_score for n in row] == pytest.approx(raw_scores.tolist(), rel=1e-6)
     sources = {n.source for row in rows for n in row}
-    assert len(sources) > 1 and sources <= {"linked", "popular", "cold", "similar"}
+    assert len(sources) > 1 and sources <= set(blend_lib.RANKINGS)
     assert any(
         later.source_score > earlier.source_score
         for row in rows
@@ -263,8 +263,10 @@ def test_a_fused_blend_is_served_as_evaluation_ranks(trained, tmp_path, monkeypa
 
     lists = {name: order(ranking) for name, ranking in blend.rankings().items()}
     expected = testing.merge_reference(lists, blend.segments(10), 10)
-    got = module.similar_items_by_features(inputs, tf.constant(10))["ids"].numpy().astype(str)
-    assert got.tolist() == trained["ids"][expected].tolist()
+    answer = module.similar_items_by_features(inputs, tf.constant(10))
+    assert answer["ids"].numpy().astype(str).tolist() == trained["ids"][expected].tolist()
+    # The fused ranking's slots are named as such, not as the popularity prior's.
+    assert set(answer["sources"].numpy()[:, 0].tolist()) == {b"fused"}
 
 
 def test_each_list_size_is_served_with_its_own_blend(trained, tmp_path):

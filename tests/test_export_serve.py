@@ -634,7 +634,9 @@ def test_concurrent_queries_share_one_index_call_and_get_the_direct_answers(expo
         # its last bits differently from a single query's).
         direct = original([item], k)[0][0]
         assert [n.id for n in row] == [n.id for n in direct]
-        np.testing.assert_allclose([n.source_score for n in row], [n.source_score for n in direct], rtol=1e-5)
+        np.testing.assert_allclose(
+            [n.source_score for n in row], [n.source_score for n in direct], rtol=1e-5
+        )
 
 
 @contextlib.contextmanager

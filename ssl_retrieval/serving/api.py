@@ -62,7 +62,7 @@ class Neighbour(NamedTuple):
       id: the item's id.
       score: the list's own rank score, 1 at the top falling evenly to 1/n at the n-th (last)
         item: it never rises down the list and says where the item stands in it.
-      source: the ranking that listed the item ("linked", "popular", "cold", "similar"; empty
+      source: the ranking that listed the item ("linked", "popular" or "fused", "cold", "similar"; empty
         for an export made before rankings were named).
       source_score: that ranking's own score (the model's cosine for plain cosine ranking; cos +
         beta * log(1 + count) for the popular one: docs/evaluation.md); comparable only between
