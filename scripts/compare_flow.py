@@ -65,11 +65,11 @@ def _answers(export_dir: str, data_dir: str) -> dict:
     queries = [corpus[i] for i in np.random.default_rng(0).choice(len(corpus), 20, replace=False)]
     return {
         "k20": {
-            q: [(i, round(s, 5)) for i, s in row]
+            q: [(n.id, round(n.source_score, 5)) for n in row]
             for q, row in zip(queries, model.similar(queries, k=20), strict=True)
         },
         "k7": {
-            q: [i for i, _ in row]
+            q: [n.id for n in row]
             for q, row in zip(queries, model.similar(queries, k=7), strict=True)
         },
     }

@@ -2,7 +2,10 @@ r"""Prints the neighbours of items from an export: the command-line face of `ssl
 
   python -m ssl_retrieval.similar --export_dir=runs/demo/export --item_ids=vim,postgresql --k=10
 
-Ids not in the corpus are reported and skipped (exit status 1 if none was found).
+Each line: rank, id, the list's own score (1 at the top, falling evenly: it never rises down the
+list), then in parentheses the ranking that listed the item and that ranking's own score (a
+blended list mixes rankings whose scores are on different scales: `api.Neighbour`). Ids not in
+the corpus are reported and skipped (exit status 1 if none was found).
 """
 
 import sys
@@ -30,8 +33,9 @@ def _similar() -> None:
             continue
         found += 1
         print(f"\n{item_id}:")
-        for rank, (neighbour, score) in enumerate(neighbours, 1):
-            print(f"  {rank:3d}. {neighbour:40s} {score:.3f}")
+        for rank, n in enumerate(neighbours, 1):
+            came_from = f"{n.source} {n.source_score:.3f}" if n.source else f"{n.source_score:.3f}"
+            print(f"  {rank:3d}. {n.id:40s} {n.score:.2f}   ({came_from})")
     if not found:
         sys.exit(1)
 

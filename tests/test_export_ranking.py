@@ -4,6 +4,8 @@ known links; and the exact top-k and TF-IDF it computes in the graph."""
 
 import dataclasses
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -184,9 +186,40 @@ def test_blends_are_served_as_evaluation_ranks(trained, tmp_path, monkeypatch, b
     # The blend survives saving and loading.
     path = exporter.write(module, info, config)
     loaded = api.SimilarItems(path)
-    assert [[i for i, _ in row] for row in loaded.similar(IDS, k=5)] == evaluation_ids(
+    assert [[n.id for n in row] for row in loaded.similar(IDS, k=5)] == evaluation_ids(
         trained, blend, 5
     )
+    # What a person reads: the score never rises down a list (1, then 1/n less per rank), and
+    # each item names the ranking that listed it with that ranking's own score, which do rise:
+    # the raw signature's outputs, unchanged.
+    raw = module.similar_items(tf.constant(IDS), tf.constant(10))
+    rows = loaded.similar(IDS, k=10)
+    for row, raw_scores, raw_sources in zip(
+        rows, raw["scores"].numpy(), raw["sources"].numpy(), strict=True
+    ):
+        assert [n.score for n in row] == pytest.approx([(10 - r) / 10 for r in range(10)])
+        assert [n.source for n in row] == [s.decode() for s in raw_sources]
+        assert [n.source_score for n in row] == pytest.approx(raw_scores.tolist(), rel=1e-6)
+    sources = {n.source for row in rows for n in row}
+    assert len(sources) > 1 and sources <= set(blend_lib.RANKINGS)
+    assert any(
+        later.source_score > earlier.source_score
+        for row in rows
+        for earlier, later in zip(row, row[1:], strict=False)
+    ), "a blended list whose source scores never rise would not test the rank score"
+    # The command prints the same: rank, id, the list's score, (source, its score).
+    printed = subprocess.run(
+        [sys.executable, "-m", "ssl_retrieval.similar", f"--export_dir={path}"]
+        + [f"--item_ids={IDS[0]}", "--k=10"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    lines = [line.split() for line in printed if line.strip()[:1].isdigit()]
+    assert [(line[1], float(line[2])) for line in lines] == [
+        (n.id, pytest.approx(n.score, abs=0.005)) for n in rows[0]
+    ]
+    assert [line[3].lstrip("(") for line in lines] == [n.source for n in rows[0]]
 
 
 def test_a_fused_blend_is_served_as_evaluation_ranks(trained, tmp_path, monkeypatch):
@@ -230,8 +263,10 @@ def test_a_fused_blend_is_served_as_evaluation_ranks(trained, tmp_path, monkeypa
 
     lists = {name: order(ranking) for name, ranking in blend.rankings().items()}
     expected = testing.merge_reference(lists, blend.segments(10), 10)
-    got = module.similar_items_by_features(inputs, tf.constant(10))["ids"].numpy().astype(str)
-    assert got.tolist() == trained["ids"][expected].tolist()
+    answer = module.similar_items_by_features(inputs, tf.constant(10))
+    assert answer["ids"].numpy().astype(str).tolist() == trained["ids"][expected].tolist()
+    # The fused ranking's slots are named as such, not as the popularity prior's.
+    assert set(answer["sources"].numpy()[:, 0].tolist()) == {b"fused"}
 
 
 def test_each_list_size_is_served_with_its_own_blend(trained, tmp_path):

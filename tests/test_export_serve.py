@@ -133,7 +133,7 @@ def test_python_api(exported):
     rows = model.similar(IDS, k=4)
     assert [len(r) for r in rows] == [4, 4, 4]
     assert all(a[1] >= b[1] for r in rows for a, b in zip(r, r[1:], strict=False))
-    assert model.similar_by_features([RECORD], k=3)[0][0][0].startswith("item")
+    assert model.similar_by_features([RECORD], k=3)[0][0].id.startswith("item")
     assert model.embed([RECORD, {}]).shape == (2, 16)
     with pytest.raises(api.UnknownItemError, match="'nope'"):
         model.similar(["item00001", "nope"], k=3)
@@ -633,8 +633,10 @@ def test_concurrent_queries_share_one_index_call_and_get_the_direct_answers(expo
         # The same neighbours; scores to float32 precision (a batch's matrix product may round
         # its last bits differently from a single query's).
         direct = original([item], k)[0][0]
-        assert [i for i, _ in row] == [i for i, _ in direct]
-        np.testing.assert_allclose([s for _, s in row], [s for _, s in direct], rtol=1e-5)
+        assert [n.id for n in row] == [n.id for n in direct]
+        np.testing.assert_allclose(
+            [n.source_score for n in row], [n.source_score for n in direct], rtol=1e-5
+        )
 
 
 @contextlib.contextmanager

@@ -120,9 +120,11 @@ def test_neighbours_are_the_python_apis_with_features_and_popularity(client, two
         body = client.get(f"/page/similar/item00003?k=7&model={name}").json()
         assert body["model"] == name and body["item_id"] == "item00003"
         assert body["item"]["features"]["category"] == "cat1"
-        got = [(n["id"], n["score"]) for n in body["neighbors"]]
-        assert [i for i, _ in got] == [i for i, _ in expected]
-        assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-6)
+        got = [(n["id"], n["score"], n["source"], n["source_score"]) for n in body["neighbors"]]
+        assert [g[0] for g in got] == [n.id for n in expected]
+        assert [g[1] for g in got] == pytest.approx([n.score for n in expected], abs=1e-6)
+        assert [g[2] for g in got] == [n.source for n in expected]
+        assert [g[3] for g in got] == pytest.approx([n.source_score for n in expected], abs=1e-6)
         assert [n["rank"] for n in body["neighbors"]] == list(range(1, 8))
         assert all(n["popularity"] in ("head", "tail", "cold") for n in body["neighbors"])
         assert all("category" in n["features"] for n in body["neighbors"])
@@ -156,7 +158,7 @@ def test_bad_input_gets_the_apis_answers(client):
 def test_new_item_calls_similar_items_by_features(client, two_exports):
     expected = api.load(two_exports["served"]).similar_by_features([RECORD], k=5)[0]
     body = client.post("/page/similar_by_features", json={"features": RECORD, "k": 5}).json()
-    assert [n["id"] for n in body["neighbors"]] == [i for i, _ in expected]
+    assert [n["id"] for n in body["neighbors"]] == [n.id for n in expected]
     assert body["item"] == {"features": RECORD} and body["item_id"] is None
     compare = client.post(
         "/page/similar_by_features", json={"features": RECORD, "k": 5, "model": "compare"}
@@ -181,7 +183,8 @@ def test_without_compare_export_or_catalogue(two_exports, tmp_path):
         body = c.get("/page/similar/item00003?k=3").json()
         assert (
             body["item"] is None
-            and [set(n) for n in body["neighbors"]] == [{"rank", "id", "score"}] * 3
+            and [set(n) for n in body["neighbors"]]
+            == [{"rank", "id", "score", "source", "source_score"}] * 3
         )
         missing = c.get("/page/similar/item00003?model=compare")
         assert missing.status_code == 404 and "--compare_export_dir" in missing.json()["error"]
@@ -253,7 +256,7 @@ def test_a_corrupt_catalogue_leaves_the_page_answering(two_exports, tmp_path, ca
             info = c.get("/page/info")
             assert info.status_code == 200 and info.json()["served"]["catalog"] is None
             body = c.get("/page/similar/item00003?k=4").json()
-            assert [n["id"] for n in body["neighbors"]] == [i for i, _ in expected]
+            assert [n["id"] for n in body["neighbors"]] == [n.id for n in expected]
             assert body["item"] is None and "features" not in body["neighbors"][0]
             assert c.get("/page/items?prefix=item").json()["catalog"] is False
     error = info.json()["served"]["catalog_error"]

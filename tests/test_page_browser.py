@@ -98,9 +98,9 @@ def wait_for_query(browser, title):
 
 
 def assert_same(listed, expected):
-    assert [i for i, _, _ in listed] == [i for i, _ in expected]
-    for (_, got, _), (_, want) in zip(listed, expected, strict=True):
-        assert got == pytest.approx(want, abs=1e-6)
+    assert [i for i, _, _ in listed] == [n.id for n in expected]
+    for (_, got, _), want in zip(listed, expected, strict=True):
+        assert got == pytest.approx(want.score, abs=1e-6)
 
 
 @pytest.mark.slow

@@ -318,7 +318,7 @@ def test_blend_json_round_trip_keeps_every_field():
     assert written["fusion"]["cos"] == 0.0 and written["fusion"]["loglinks*logn"] == 14.0
     assert blend_lib.Blend(**written) == fused
     assert blend_lib.Blends.from_json({"10": written}).for_k(3) == fused
-    assert fused.rankings()["popular"] == scores.fused(weights)
+    assert fused.rankings()["fused"] == scores.fused(weights) and "popular" not in fused.rankings()
     with pytest.raises(ValueError, match="no popularity_prior"):
         blend_lib.Blend(popularity_prior=0.1, fusion=weights)
     with pytest.raises(ValueError, match="unknown features"):
@@ -378,3 +378,18 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
     assert ranking.needs_content and ranking.needs_counts and ranking.needs_links
     only_cos = scores.fused([1.0] + [0.0] * (len(scores.FEATURES) - 1))
     assert not (only_cos.needs_content or only_cos.needs_counts or only_cos.needs_links)
+
+
+def test_a_blend_describes_itself_in_one_short_line():
+    blend = blend_lib.Blend(0.08, 2.0, 0.6, 0.05, cold_share=0.2, cold_content_weight=4.0)
+    assert blend.describe() == (
+        "60% popular (cos + 0.08 log count), 20% cold (cos + 4 tfidf), "
+        "20% similar (cos + 2 tfidf - 0.05 log count)"
+    )
+    weights = tuple(1.0 for _ in scores.FEATURES)
+    fused = blend_lib.Blend(prior_share=0.8, content_weight=1.0, links_share=0.2, fusion=weights)
+    blends = blend_lib.Blends(((10, fused), (50, blend_lib.Blend())))
+    assert blends.describe() == (
+        f"lists of 10: 20% linked, 80% fused ({len(scores.FEATURES)} weights); "
+        "lists of 50: 100% popular (cos)"
+    )

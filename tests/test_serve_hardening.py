@@ -167,7 +167,7 @@ def test_a_single_query_goes_before_large_requests_and_answers_are_whole(export_
     assert len(answers) == 8
     for status, _, body in answers:
         rows = json.loads(body)["predictions"]
-        assert status == 200 and [r["ids"] for r in rows] == [[i for i, _ in r] for r in direct]
+        assert status == 200 and [r["ids"] for r in rows] == [[n.id for n in r] for r in direct]
 
 
 def test_a_full_queue_answers_503_but_a_single_query_still_runs(export_dir):

@@ -39,10 +39,10 @@ def test_non_ascii_ids_train_evaluate_export_and_serve(tmp_path):
     query = f"{PREFIX}00007"
     (neighbours,) = model.similar([query], k=5)
     assert len(neighbours) == 5
-    assert all(item_id in ids and item_id != query for item_id, _ in neighbours)
-    assert np.all(np.isfinite([score for _, score in neighbours]))
+    assert all(n.id in ids and n.id != query for n in neighbours)
+    assert np.all(np.isfinite([n.source_score for n in neighbours]))
 
     client = TestClient(http_app.create_app(export_dir, poll_seconds=0))
     response = client.get(f"/v1/similar/{urllib.parse.quote(query)}?k=5")
     assert response.status_code == 200, response.text
-    assert [n["id"] for n in response.json()["neighbors"]] == [i for i, _ in neighbours]
+    assert [n["id"] for n in response.json()["neighbors"]] == [n.id for n in neighbours]

@@ -143,7 +143,7 @@ def model_retriever(
         corpus.content = tfidf.build(data_dir).matrix
     if blends.uses_links:
         corpus.links = training_links(data)
-    logging.info("evaluate: %s", blends)
+    logging.info("evaluate: %s", blends.describe())
     return retrieve.retriever(corpus, blends)
 
 

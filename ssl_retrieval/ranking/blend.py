@@ -38,8 +38,9 @@ from ssl_retrieval.ranking import scores as scores_lib
 
 FILE = "blend.json"
 SLICES = ("all", "head", "tail", "cold")
-# The rankings' names, in the order their slots come.
-RANKINGS = ("linked", "popular", "cold", "similar")
+# The rankings' names, in the order their slots come; "fused" takes the popular ranking's slots
+# when the blend has fusion weights (the name is what `similar` and the API show as the source).
+RANKINGS = ("linked", "popular", "fused", "cold", "similar")
 
 
 def slots(share: float, k):
@@ -110,13 +111,32 @@ class Blend:
         one that weighs them)."""
         return any(r.needs_links for r in self.rankings().values())
 
+    def describe(self) -> str:
+        """One short line for logs: each ranking's share of the list and its terms."""
+        similar_share = 1.0 - self.links_share - self.prior_share - self.cold_share
+        parts = []
+        if self.links_share:
+            parts.append(f"{self.links_share:.0%} linked")
+        if self.fusion:
+            parts.append(f"{self.prior_share:.0%} fused ({len(self.fusion)} weights)")
+        else:
+            prior = f" + {self.popularity_prior:g} log count" if self.popularity_prior else ""
+            parts.append(f"{self.prior_share:.0%} popular (cos{prior})")
+        if self.cold_share:
+            parts.append(f"{self.cold_share:.0%} cold (cos + {self.cold_content_weight:g} tfidf)")
+        if self.has_similar:
+            terms = f" + {self.content_weight:g} tfidf" if self.content_weight else ""
+            terms += f" - {self.popularity_penalty:g} log count" if self.popularity_penalty else ""
+            parts.append(f"{similar_share:.0%} similar (cos{terms})")
+        return ", ".join(parts)
+
     def rankings(self) -> dict[str, scores_lib.Ranking]:
         """The rankings this blend merges, by name (`RANKINGS`)."""
         out = {}
         if self.links_share:
             out["linked"] = scores_lib.linked()
         if self.fusion:
-            out["popular"] = scores_lib.fused(self.fusion)
+            out["fused"] = scores_lib.fused(self.fusion)
         else:
             out["popular"] = scores_lib.popular(self.popularity_prior)
         if self.cold_share:
@@ -130,15 +150,16 @@ class Blend:
         minimum = min if isinstance(k, int) else tf.minimum
         linked = slots(self.links_share, k)
         prior = minimum(k - linked, slots(self.prior_share, k))
+        first = "fused" if self.fusion else "popular"
         out = []
         if self.links_share:
             out.append(("linked", 0, linked))
-        out.append(("popular", 0, prior))
+        out.append((first, 0, prior))
         if self.cold_share:
             out.append(("cold", 0, minimum(k - linked - prior, slots(self.cold_share, k))))
         if self.has_similar:
             out.append(("similar", 0, None))
-        out.append(("popular", prior, None))
+        out.append((first, prior, None))
         return out
 
 
@@ -177,6 +198,10 @@ class Blends:
     @classmethod
     def from_json(cls, values: dict) -> Blends:
         return cls(tuple(sorted((int(k), Blend(**b)) for k, b in values.items())))
+
+    def describe(self) -> str:
+        """One short line for logs: "lists of 10: ...; of 50: ..." (`Blend.describe`)."""
+        return "; ".join(f"lists of {k}: {b.describe()}" for k, b in self.by_k)
 
     @property
     def uses_content(self) -> bool:

@@ -25,6 +25,7 @@ import os
 import re
 import reprlib
 import stat
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,6 +49,30 @@ def short_repr(value) -> str:
         return _short.repr(value)
     except (ValueError, RecursionError):  # ints over the str-conversion limit, deep nesting
         return f"<{type(value).__name__}>"
+
+
+class Neighbour(NamedTuple):
+    """One item of a list of neighbours, best first.
+
+    A blended list takes its slots from several rankings (linked, popular, cold, similar:
+    `ssl_retrieval/ranking/blend.py`) whose scores are on different scales, so one ranking's
+    score cannot be compared with another's and would rise and fall down the list. Hence two:
+
+    Attributes:
+      id: the item's id.
+      score: the list's own rank score, 1 at the top falling evenly to 1/n at the n-th (last)
+        item: it never rises down the list and says where the item stands in it.
+      source: the ranking that listed the item ("linked", "popular" or "fused", "cold", "similar"; empty
+        for an export made before rankings were named).
+      source_score: that ranking's own score (the model's cosine for plain cosine ranking; cos +
+        beta * log(1 + count) for the popular one: docs/evaluation.md); comparable only between
+        items of the same source.
+    """
+
+    id: str
+    score: float
+    source: str
+    source_score: float
 
 
 class UnknownItemError(ValueError):
@@ -352,7 +377,7 @@ class SimilarItems:
             raise ValueError(f"k must be between 1 and {self.max_k}, got {short_repr(k)}")
         return int(k)
 
-    def similar_rows(self, item_ids, k: int) -> tuple[list[list[tuple[str, float]]], np.ndarray]:
+    def similar_rows(self, item_ids, k: int) -> tuple[list[list[Neighbour]], np.ndarray]:
         """Neighbour rows and `found` [B] bool; rows of unknown ids are empty. No raising on them.
 
         One call of the index for the whole batch: what the HTTP server's batching uses.
@@ -362,10 +387,13 @@ class SimilarItems:
         if not ids:
             return [], np.zeros([0], bool)
         out = self._signatures["similar_items"]({"item_id": np.array(ids, object), "k": k})
-        return _pairs(out), out["found"]
+        return neighbour_rows(out), out["found"]
 
-    def similar(self, item_ids, k: int = 10) -> list[list[tuple[str, float]]]:
+    def similar(self, item_ids, k: int = 10) -> list[list[Neighbour]]:
         """Neighbours of corpus items, each list best first, the item itself excluded.
+
+        Each neighbour is a `Neighbour` (id, score, source, source_score): `score` never rises
+        down a list; `source_score` is the score of the ranking that listed the item.
 
         Raises:
           UnknownItemError: an id is not in the corpus (all are checked first).
@@ -404,11 +432,11 @@ class SimilarItems:
                 columns[name] = padded
         return columns
 
-    def similar_by_features(self, records: list[dict], k: int = 10):
+    def similar_by_features(self, records: list[dict], k: int = 10) -> list[list[Neighbour]]:
         """Neighbours of items described by raw features (e.g. a new item, cold start)."""
         k = self._check_k(k)
         feeds = self._feature_feeds(records)
-        return _pairs(self._signatures["similar_items_by_features"]({**feeds, "k": k}))
+        return neighbour_rows(self._signatures["similar_items_by_features"]({**feeds, "k": k}))
 
     def embed(self, records: list[dict]) -> np.ndarray:
         """Item-tower embeddings [len(records), d] of raw feature records."""
@@ -462,13 +490,27 @@ def _check_value(value, kind, index, name):
         raise ValueError(f"{where}: not valid Unicode text (lone surrogate)") from None
 
 
-def _pairs(out) -> list[list[tuple[str, float]]]:
+def rank_scores(n: int) -> list[float]:
+    """The list's own scores of n items: 1, then down by 1/n per rank to 1/n."""
+    return [(n - rank) / n for rank in range(n)]
+
+
+def neighbour_rows(out) -> list[list[Neighbour]]:
+    """A signature's outputs (ids, scores, sources [B, k]) as rows of `Neighbour`s."""
     ids = out["ids"]
-    scores = out["scores"]
-    return [
-        [(i.decode(), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i]
-        for row_ids, row_scores in zip(ids, scores, strict=True)
-    ]
+    sources = out.get("sources", np.full(np.shape(ids), b"", object))
+    rows = []
+    for row_ids, row_scores, row_sources in zip(ids, out["scores"], sources, strict=True):
+        listed = [
+            (i, s, src) for i, s, src in zip(row_ids, row_scores, row_sources, strict=True) if i
+        ]
+        rows.append(
+            [
+                Neighbour(i.decode(), score, src.decode(), float(s))
+                for (i, s, src), score in zip(listed, rank_scores(len(listed)), strict=True)
+            ]
+        )
+    return rows
 
 
 def load_newest(export_dir: str, skip=None, failed: dict | None = None) -> SimilarItems:

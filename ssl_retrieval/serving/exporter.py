@@ -18,8 +18,8 @@ Signatures (explicit TensorSpecs):
       empty rows. A list of k follows the model's blend for that list size (ranking/blend.py,
       `blends` in export_info.json): its linked, popular and cold slots, then the similar
       ranking, each item once (`ranking.merge`, the same code evaluation runs), with the score
-      of the ranking that listed it and that ranking's name in `sources` ("linked", "popular",
-      "cold", "similar"). The popular ranking comes from the index (cos + beta * log(1 +
+      of the ranking that listed it and that ranking's name in `sources` ("linked", "popular"
+      or "fused" in its slots, "cold", "similar"). The popular ranking comes from the index (cos + beta * log(1 +
       count)); without TF-IDF (w = 0) and with a ScaNN index the similar ranking is a search of
       the same index too (queries end in -gamma instead of beta); the others are exact over the
       whole corpus (N x d flops, the TF-IDF matrix's non-zeros and the query's links per query).

@@ -7,8 +7,12 @@
                                           "instances": [...], "k": 10}
        similar_items instances: item ids ("vim") or {"item_id": "vim"};
        the other two: feature objects ({"section": "editors", "tags": ["use::editing"], ...}).
-       -> {"predictions": [{"ids": [...], "scores": [...]}, ...]} or [[embedding], ...]
-  GET  /v1/similar/<item_id>?k=10       {"item_id", "version", "neighbors": [{"id", "score"}]}
+       -> {"predictions": [{"ids": [...], "scores": [...], "sources": [...],
+           "source_scores": [...]}, ...]} or [[embedding], ...]
+  GET  /v1/similar/<item_id>?k=10       {"item_id", "version", "neighbors": [{"rank", "id",
+                                          "score", "source", "source_score"}]}
+       "scores"/"score": the list's own rank score (never rising down a list); "sources": the
+       ranking that listed each item, "source_scores" its own score (`api.Neighbour`).
   GET  /                                 the browser page and its /page/... endpoints (page.py)
   GET  /openapi.json                     only with `openapi=True` (--openapi); never /docs
 
@@ -182,7 +186,9 @@ def _add_rest_routes(app: FastAPI, model_name: str) -> None:
             {
                 "item_id": item_id,
                 "version": served.version,
-                "neighbors": [{"id": i, "score": s} for i, s in row],
+                "neighbors": [
+                    {"rank": rank, **neighbour._asdict()} for rank, neighbour in enumerate(row, 1)
+                ],
             }
         )
 

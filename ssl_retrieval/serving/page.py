@@ -11,7 +11,8 @@ endpoints, which answer with the model's neighbours plus what the export's item 
   GET  /page/similar?id=vim&k=10&model=served     the same, the id as a query parameter
   GET  /page/similar/<item_id>?k=10&model=served  the same, the id in the path
        -> {"model", "version", "item_id", "item": {features, train_pairs, popularity} | null,
-           "neighbors": [{"rank", "id", "score", "features", "train_pairs", "popularity"}]}
+           "neighbors": [{"rank", "id", "score", "source", "source_score", "features",
+                          "train_pairs", "popularity"}]}
   POST /page/similar_by_features        {"features": {...}, "k": 10, "model": "served"} -> same
                                         shape, "item" = the features given
 
@@ -153,9 +154,19 @@ class _Page:
             query_item = catalog.get(query_id) if catalog is not None else None
         (row,) = requests_lib.predict(model, body, self.limits)["predictions"]
         out = []
-        for rank, (item_id, score) in enumerate(zip(row["ids"], row["scores"], strict=True), 1):
+        listed = zip(row["ids"], row["scores"], row["sources"], row["source_scores"], strict=True)
+        for rank, (item_id, score, source, source_score) in enumerate(listed, 1):
             known = catalog.get(item_id) if catalog is not None else None
-            out.append({"rank": rank, "id": item_id, "score": score, **(known or {})})
+            out.append(
+                {
+                    "rank": rank,
+                    "id": item_id,
+                    "score": score,
+                    "source": source,
+                    "source_score": source_score,
+                    **(known or {}),
+                }
+            )
         return {
             "model": name,
             "version": model.version,

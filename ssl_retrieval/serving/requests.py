@@ -127,8 +127,18 @@ def validate(model: api.SimilarItems, body, limits: Limits):
 
 
 def rows_json(rows) -> dict:
+    """TF Serving's shape ({"predictions": [{"ids", "scores"}]}) plus, per item, the ranking
+    that listed it and that ranking's score (`api.Neighbour`); "scores" never rise down a row."""
     return {
-        "predictions": [{"ids": [i for i, _ in row], "scores": [s for _, s in row]} for row in rows]
+        "predictions": [
+            {
+                "ids": [n.id for n in row],
+                "scores": [n.score for n in row],
+                "sources": [n.source for n in row],
+                "source_scores": [n.source_score for n in row],
+            }
+            for row in rows
+        ]
     }
 
 

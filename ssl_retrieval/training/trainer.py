@@ -267,4 +267,5 @@ def _choose_blend(validator: Validator, model, config, blend_config, summary: di
     summary["blends"] = choice["blends"]
     summary["blend"] = largest
     summary["popularity_prior"] = largest["popularity_prior"]
-    logging.info("train: blends chosen on validation %s", choice["blends"])
+    chosen = blend_lib.Blends.from_json(choice["blends"]).describe()
+    logging.info("train: blends chosen on validation (blend.json): %s", chosen)

@@ -219,7 +219,9 @@ function renderColumn(label, result, other, queryFeatures) {
       { "data-id": n.id, "data-score": String(n.score), "data-rank": String(n.rank) },
       el("td", { class: "num", text: String(n.rank) }),
       el("td", { class: "id" }, link, marker),
-      el("td", { class: "num", text: n.score.toFixed(4) }),
+      el("td", { class: "num", text: n.score.toFixed(2) }),
+      el("td", { class: "source", title: "the ranking that listed this item, and its own score" },
+        n.source ? `${n.source} ${n.source_score.toFixed(3)}` : n.source_score.toFixed(3)),
       el("td", {}, popularity(n)),
       el("td", {}, renderFeatures(n.features, queryFeatures)),
     );
@@ -229,7 +231,9 @@ function renderColumn(label, result, other, queryFeatures) {
   const head = el(
     "tr",
     {},
-    ...["rank", "item", "score", "popularity", "features"].map((h) => el("th", { scope: "col", text: h })),
+    ...["rank", "item", "score", "from", "popularity", "features"].map((h) =>
+      el("th", { scope: "col", text: h }),
+    ),
   );
   column.append(
     el("h2", {}, `${label} `, el("small", { text: `version ${body.version}` })),
