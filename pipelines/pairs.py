@@ -683,17 +683,13 @@ class JoinPairs(beam.PTransform):
         split_by: str = PAIR,
     ):
         super().__init__()
-        self._eval_fraction = eval_fraction
-        self._train_fraction = train_fraction
-        self._validation_fraction = validation_fraction
+        self._fractions = (eval_fraction, validation_fraction, train_fraction)
         self._num_buckets = num_buckets
         self._split_by = split_by
 
     def expand(self, inputs):
         pairs, items = inputs["pairs"], inputs["items"]
         num_buckets = self._num_buckets
-        eval_fraction, train_fraction = self._eval_fraction, self._train_fraction
-        validation_fraction = self._validation_fraction
         query_key = schema_lib.RAW_QUERY_ID
         cand_key = schema_lib.RAW_CANDIDATE_ID
 
@@ -756,8 +752,7 @@ class JoinPairs(beam.PTransform):
             >> beam.FlatMap(attach("candidate")).with_outputs(ERRORS, main="pairs")
         )
 
-        fractions = (eval_fraction, validation_fraction, train_fraction)
-        split_by = self._split_by
+        fractions, split_by = self._fractions, self._split_by
 
         def split_and_encode(batch):
             # pair: (query, candidate, weight, file, line, query entries, candidate entries)
