@@ -53,13 +53,10 @@ def build(
     """Writes the MovieLens co-watch dataset into `output_dir`.
 
     Args:
-      output_dir: created; must not exist with content unless `overwrite`.
       variant: a `movielens/<variant>` TFDS config with movie features (one of VARIANTS).
       tfds_data_dir: TFDS data directory (default: TFDS's own).
-      num_shards: shards per file kind (items, pairs).
-      file_format: "jsonl", "parquet" or "csv" (`jsonl.FORMATS`).
-      overwrite: replace an existing `output_dir` (only once the new one is complete).
       log_every: progress line every this many ratings.
+      output_dir, num_shards, file_format, overwrite: as for every source (`jsonl.write_dataset`).
 
     Returns:
       The summary dict (also in `summary.json` and README.md).
