@@ -41,6 +41,16 @@ def _decode(value) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _co_watches(by_user: dict[str, list[tuple[int, str]]]):
+    """The pairs of consecutive movies in each user's (timestamp, movie) history, users in
+    order; a movie rated twice in a row is no pair."""
+    for user in sorted(by_user):
+        history = sorted(by_user[user])
+        for (_, query), (_, candidate) in zip(history, history[1:], strict=False):
+            if query != candidate:
+                yield {"query_id": query, "candidate_id": candidate}
+
+
 def build(
     output_dir: str,
     variant: str = "1m-ratings",
@@ -100,13 +110,6 @@ def build(
         if log_every and count % log_every == 0:
             logging.info("movielens: %d ratings read", count)
 
-    def pairs():
-        for user in sorted(by_user):
-            history = sorted(by_user[user])
-            for (_, query), (_, candidate) in zip(history, history[1:], strict=False):
-                if query != candidate:
-                    yield {"query_id": query, "candidate_id": candidate}
-
     def describe(num_items, num_pairs):
         summary = {
             "source": "movielens",
@@ -123,6 +126,7 @@ def build(
         return f"MovieLens {variant} as a co-watch dataset", summary, notes
 
     items = (movies[movie] for movie in sorted(movies))
+    pairs = _co_watches(by_user)
     return jsonl.write_dataset(
-        output_dir, FEATURES, items, pairs(), describe, file_format, num_shards, overwrite
+        output_dir, FEATURES, items, pairs, describe, file_format, num_shards, overwrite
     )
