@@ -435,8 +435,8 @@ class CatalogueEntries:
             yield b"\x0a" + varint(len(body)) + body
 
 
-class _PerBundle:
-    """A structure built from a side input once per bundle.
+class _PerBundleDoFn(beam.DoFn):
+    """A DoFn that uses a structure built from a side input once per bundle (`built`).
 
     The SDK hands a DoFn the same side-input object for a whole bundle; building the structure
     per element would cost a pass over the catalogue per batch. Dropped at the bundle's end, so
@@ -447,30 +447,27 @@ class _PerBundle:
         self._build = build
         self._source = self._value = None
 
-    def get(self, side):
+    def setup(self):
+        batches.collect_less()
+
+    def built(self, side):
         if side is not self._source:
             self._source, self._value = side, self._build(side)
         return self._value
 
-    def clear(self):
+    def finish_bundle(self):
         self._source = self._value = None
 
 
-class _LookupAndRoute(beam.DoFn):
+class _LookupAndRoute(_PerBundleDoFn):
     def __init__(self, fractions, shards, split_by=PAIR):
+        super().__init__(id_index)
         self._fractions = fractions
         self._shards = shards
         self._split_by = split_by
-        self._index = _PerBundle(id_index)
-
-    def setup(self):
-        batches.collect_less()
-
-    def finish_bundle(self):
-        self._index.clear()
 
     def process(self, batch, ids):
-        index = self._index.get(ids)
+        index = self.built(ids)
         get = index.get
         query_key, cand_key = schema_lib.RAW_QUERY_ID, schema_lib.RAW_CANDIDATE_ID
         known = []
@@ -591,17 +588,11 @@ class LookupPairs(beam.PTransform):
         return {name: split[name] for name in ("pairs", *SPLIT_OUTPUTS[3:], ERRORS)}
 
 
-class _WritePairShard(beam.DoFn):
+class _WritePairShard(_PerBundleDoFn):
     def __init__(self, directory, shards):
+        super().__init__(CatalogueEntries)
         self._directory = directory
         self._shards = shards
-        self._entries = _PerBundle(CatalogueEntries)
-
-    def setup(self):
-        batches.collect_less()
-
-    def finish_bundle(self):
-        self._entries.clear()
 
     def process(self, element, ids, entries):
         (split, shard), chunks = element
@@ -628,7 +619,7 @@ class _WritePairShard(beam.DoFn):
             split,
             shard,
             self._shards[split],
-            self._entries.get(entries).examples(records),
+            self.built(entries).examples(records),
         )
         logging.info("preprocess: wrote %s (%d records)", path, len(records))
         yield f"{split}_pairs", len(records)
@@ -692,17 +683,13 @@ class JoinPairs(beam.PTransform):
         split_by: str = PAIR,
     ):
         super().__init__()
-        self._eval_fraction = eval_fraction
-        self._train_fraction = train_fraction
-        self._validation_fraction = validation_fraction
+        self._fractions = (eval_fraction, validation_fraction, train_fraction)
         self._num_buckets = num_buckets
         self._split_by = split_by
 
     def expand(self, inputs):
         pairs, items = inputs["pairs"], inputs["items"]
         num_buckets = self._num_buckets
-        eval_fraction, train_fraction = self._eval_fraction, self._train_fraction
-        validation_fraction = self._validation_fraction
         query_key = schema_lib.RAW_QUERY_ID
         cand_key = schema_lib.RAW_CANDIDATE_ID
 
@@ -765,8 +752,7 @@ class JoinPairs(beam.PTransform):
             >> beam.FlatMap(attach("candidate")).with_outputs(ERRORS, main="pairs")
         )
 
-        fractions = (eval_fraction, validation_fraction, train_fraction)
-        split_by = self._split_by
+        fractions, split_by = self._fractions, self._split_by
 
         def split_and_encode(batch):
             # pair: (query, candidate, weight, file, line, query entries, candidate entries)

@@ -177,28 +177,32 @@ def mutual_information(items: list[dict], features, vocabs: dict[str, set]) -> d
     }
 
 
+# The tiny data dir's shape: every test's expectations were written against these.
+NUM_CLUSTERS = 12
+EVAL_FRACTION = 0.1
+
+
 def make_data_dir(
     path: str,
     num_items: int = 240,
     num_pairs: int = 3000,
-    num_clusters: int = 12,
-    eval_fraction: float = 0.1,
-    seed: int = 0,
     validation_fraction: float = 0.0,
     id_prefix: str = "item",
 ) -> str:
     """Writes a tiny preprocessed data dir at `path` (created) and returns `path`.
 
-    Item ids are `id_prefix` and a 5-digit number (`item00042`); a non-ASCII prefix tests that
-    ids are UTF-8 everywhere."""
-    rng = np.random.default_rng(seed)
+    Items fall in `NUM_CLUSTERS` clusters of look-alikes that link to each other; a tenth of the
+    pairs (`EVAL_FRACTION`) is the test split. Item ids are `id_prefix` and a 5-digit number
+    (`item00042`); a non-ASCII prefix tests that ids are UTF-8 everywhere."""
+    rng = np.random.default_rng(0)
+    num_clusters = NUM_CLUSTERS
     os.makedirs(os.path.join(path, data_dir_lib.VOCAB_DIR), exist_ok=True)
     os.makedirs(os.path.join(path, data_dir_lib.STATS_DIR), exist_ok=True)
     items = _items(num_items, num_clusters, rng, id_prefix)
     pairs = _pairs(num_items, num_pairs, num_clusters, rng, id_prefix)
     features = schema_lib.from_json({"features": FEATURES}).features
     final_features, vocabs = _write_vocabularies(path, items, features)
-    splits = _split(pairs, eval_fraction, validation_fraction)
+    splits = _split(pairs, EVAL_FRACTION, validation_fraction)
     _write_records(path, items, features, splits)
     schema = schema_lib.Schema(
         features=tuple(final_features),

@@ -101,6 +101,21 @@ def feature_inputs():
     }
 
 
+def feature_query_terms(trained, info):
+    """The terms that rank the queries of `feature_inputs`: the query tower's cosine with every
+    item and the TF-IDF similarity of the given values, as numpy arrays [2, items]."""
+    content = tfidf.build(info["data_dir"])
+    vectors = content.vectors(
+        [
+            {"brand": ["brand3"], "category": ["cat1"], "tags": ["tag3_1", "tag3_2"]},
+            {"category": ["cat2"]},
+        ]
+    )
+    features = exporter.to_model_features(feature_inputs(), info["features"])
+    z = trained["model"].query_tower(features).numpy()
+    return z @ trained["corpus"].item_embeddings.T, (vectors @ content.matrix.T).toarray()
+
+
 def test_blend_without_tfidf_serves_both_rankings_from_the_scann_index(trained, tmp_path):
     """w = 0: the similar ranking is a search of the same ScaNN index, queries ending in -gamma
     instead of beta; its lists are evaluation's exact lists up to the index's recall."""
@@ -155,17 +170,7 @@ def test_blends_are_served_as_evaluation_ranks(trained, tmp_path, monkeypatch, b
                 assert corpus.links[row, ids.index(item)] > 0
     # From features: the query tower and the TF-IDF of the given values; no known links.
     inputs = feature_inputs()
-    corpus = trained["corpus"]
-    content = tfidf.build(info["data_dir"])
-    vectors = content.vectors(
-        [
-            {"brand": ["brand3"], "category": ["cat1"], "tags": ["tag3_1", "tag3_2"]},
-            {"category": ["cat2"]},
-        ]
-    )
-    z = trained["model"].query_tower(exporter.to_model_features(inputs, info["features"])).numpy()
-    cos = z @ corpus.item_embeddings.T
-    similarity = (vectors @ content.matrix.T).toarray()
+    cos, similarity = feature_query_terms(trained, info)
 
     def order(score):
         ranked = np.argsort(-score, axis=1, kind="stable")[:, :20]
@@ -241,18 +246,9 @@ def test_a_fused_blend_is_served_as_evaluation_ranks(trained, tmp_path, monkeypa
     for k in (1, 5, 12):
         assert served_ids(module, k) == evaluation_ids(trained, blend, k), k
     inputs = feature_inputs()
-    corpus = trained["corpus"]
-    content = tfidf.build(info["data_dir"])
-    vectors = content.vectors(
-        [
-            {"brand": ["brand3"], "category": ["cat1"], "tags": ["tag3_1", "tag3_2"]},
-            {"category": ["cat2"]},
-        ]
-    )
-    z = trained["model"].query_tower(exporter.to_model_features(inputs, info["features"])).numpy()
-    cos = tf.constant(z @ corpus.item_embeddings.T)
-    similarity = tf.constant((vectors @ content.matrix.T).toarray(), tf.float32)
-    counts = tf.constant(corpus.log_counts)
+    cos, similarity = feature_query_terms(trained, info)
+    cos, similarity = tf.constant(cos), tf.constant(similarity, tf.float32)
+    counts = tf.constant(trained["corpus"].log_counts)
 
     def order(ranking):
         score = scores.score(

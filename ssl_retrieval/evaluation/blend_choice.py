@@ -17,6 +17,7 @@ whose slots come out the same at K are scored once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -74,28 +75,25 @@ def grid(config: BlendConfig, fusion: tuple[float, ...] = ()) -> list[blend_lib.
             single = links + share >= 1 - 1e-9  # the similar ranking's weights do not matter
             weights = [0.0] if single else sorted(set(config.blend_content_weights))
             penalties = [0.0] if single else sorted(set(config.blend_popularity_penalties))
-            colds = [(0.0, 0.0)]
+            # The cold slots' numbers go together, as keywords of the blend like `sources`.
+            colds = [{"cold_share": 0.0, "cold_content_weight": 0.0}]
             if not single:
                 colds += [
-                    (c, cw)
+                    {"cold_share": c, "cold_content_weight": cw}
                     for c in sorted(set(config.blend_cold_shares))
                     for cw in sorted(set(config.blend_cold_content_weights))
                     if 0 < c <= 1 - share - links + 1e-9
                 ]
-            for w in weights:
-                for gamma in penalties:
-                    for cold_share, cold_weight in colds:
-                        for source in sources:
-                            blend = blend_lib.Blend(
-                                content_weight=w,
-                                prior_share=share,
-                                popularity_penalty=gamma,
-                                cold_share=cold_share,
-                                cold_content_weight=cold_weight,
-                                links_share=links,
-                                **source,
-                            )
-                            out.append(blend)
+            for w, gamma, cold, source in itertools.product(weights, penalties, colds, sources):
+                blend = blend_lib.Blend(
+                    content_weight=w,
+                    prior_share=share,
+                    popularity_penalty=gamma,
+                    links_share=links,
+                    **cold,
+                    **source,
+                )
+                out.append(blend)
     return out
 
 

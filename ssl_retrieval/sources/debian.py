@@ -263,13 +263,10 @@ def build(
     """Writes the Debian dataset (items, pairs, schema, README) into `output_dir`.
 
     Args:
-      output_dir: created; must not exist with content unless `overwrite`.
       packages_files: index files; default: every `/var/lib/apt/lists/*_Packages*`.
-      num_shards: shards per file kind (items, pairs).
-      file_format: "jsonl", "parquet" or "csv" (`jsonl.FORMATS`).
-      overwrite: replace an existing `output_dir` (only once the new one is complete).
       strict: fail on the first malformed stanza instead of skipping it.
       log_every: progress line every this many stanzas.
+      output_dir, num_shards, file_format, overwrite: as for every source (`jsonl.write_dataset`).
 
     Returns:
       The summary dict (also written to `summary.json` and README.md).

@@ -336,12 +336,16 @@ def write_dataset(
     """Writes a whole raw dataset into `output_dir` atomically: what every source does.
 
     Args:
+      output_dir: created; must not exist with content unless `overwrite`.
       features: the items' schema features (written as schema.json).
       items, pairs: iterables consumed in that order, each element a record (dict) or a chunk of
         pre-serialised JSON lines (list of str, the fast path of vectorised generators); a pairs
         generator may rely on state the items generator built.
       describe: (items written, pairs written) -> (title, summary, notes) of README.md and
         summary.json; called after both are written, so generators can count what they skipped.
+      file_format: "jsonl", "parquet" or "csv" (`FORMATS`).
+      num_shards: shards per file kind (items, pairs).
+      overwrite: replace an existing `output_dir` (only once the new one is complete).
 
     Returns: the summary.
     """

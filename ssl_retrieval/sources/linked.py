@@ -183,7 +183,6 @@ def build(
     """Writes a linked catalogue (items, pairs, schema, README) into `output_dir`.
 
     Args:
-      output_dir: created; must not exist with content unless `overwrite`.
       num_items, num_pairs: sizes; num_pairs links (twice as many pairs with both_directions).
       topic_size: mean items per latent topic (links and title words follow topics).
       topics_per_group: topics sharing a `group` value and its keywords.
@@ -193,7 +192,7 @@ def build(
       activity_sigma: spread of the log-normal item activity (0 = uniform popularity).
       seed: the output depends only on the arguments.
       both_directions: each link as two pairs, (a, b) then (b, a); the same links as without.
-      num_shards, file_format, overwrite: as for every source (`jsonl.open_writer`).
+      output_dir, num_shards, file_format, overwrite: as for every source (`jsonl.write_dataset`).
 
     Returns:
       The summary dict (also in `summary.json` and README.md).

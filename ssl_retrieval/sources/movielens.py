@@ -41,6 +41,16 @@ def _decode(value) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _co_watches(by_user: dict[str, list[tuple[int, str]]]):
+    """The pairs of consecutive movies in each user's (timestamp, movie) history, users in
+    order; a movie rated twice in a row is no pair."""
+    for user in sorted(by_user):
+        history = sorted(by_user[user])
+        for (_, query), (_, candidate) in zip(history, history[1:], strict=False):
+            if query != candidate:
+                yield {"query_id": query, "candidate_id": candidate}
+
+
 def build(
     output_dir: str,
     variant: str = "1m-ratings",
@@ -53,13 +63,10 @@ def build(
     """Writes the MovieLens co-watch dataset into `output_dir`.
 
     Args:
-      output_dir: created; must not exist with content unless `overwrite`.
       variant: a `movielens/<variant>` TFDS config with movie features (one of VARIANTS).
       tfds_data_dir: TFDS data directory (default: TFDS's own).
-      num_shards: shards per file kind (items, pairs).
-      file_format: "jsonl", "parquet" or "csv" (`jsonl.FORMATS`).
-      overwrite: replace an existing `output_dir` (only once the new one is complete).
       log_every: progress line every this many ratings.
+      output_dir, num_shards, file_format, overwrite: as for every source (`jsonl.write_dataset`).
 
     Returns:
       The summary dict (also in `summary.json` and README.md).
@@ -103,13 +110,6 @@ def build(
         if log_every and count % log_every == 0:
             logging.info("movielens: %d ratings read", count)
 
-    def pairs():
-        for user in sorted(by_user):
-            history = sorted(by_user[user])
-            for (_, query), (_, candidate) in zip(history, history[1:], strict=False):
-                if query != candidate:
-                    yield {"query_id": query, "candidate_id": candidate}
-
     def describe(num_items, num_pairs):
         summary = {
             "source": "movielens",
@@ -126,6 +126,7 @@ def build(
         return f"MovieLens {variant} as a co-watch dataset", summary, notes
 
     items = (movies[movie] for movie in sorted(movies))
+    pairs = _co_watches(by_user)
     return jsonl.write_dataset(
-        output_dir, FEATURES, items, pairs(), describe, file_format, num_shards, overwrite
+        output_dir, FEATURES, items, pairs, describe, file_format, num_shards, overwrite
     )

@@ -117,16 +117,13 @@ def build(
     """Writes a synthetic dataset (items, pairs, schema, README) into `output_dir`.
 
     Args:
-      output_dir: created; must not exist with content unless `overwrite`.
       num_items, num_pairs: sizes (streams; 1M items and 10M pairs take minutes).
       num_clusters: latent clusters; default about sqrt(num_items), at least 2.
       clusters_per_category: clusters sharing one `category` value.
       zipf_exponent: candidate popularity skew within a cluster (> 0).
       noise: probability that a pair's candidate comes from a random cluster.
       seed: the output depends only on the arguments (byte-identical for the same ones).
-      num_shards: shards per file kind (items, pairs).
-      file_format: "jsonl", "parquet" or "csv" (`jsonl.FORMATS`).
-      overwrite: replace an existing `output_dir` (only once the new one is complete).
+      output_dir, num_shards, file_format, overwrite: as for every source (`jsonl.write_dataset`).
 
     Returns:
       The summary dict (also in `summary.json` and README.md).
