@@ -68,7 +68,8 @@ for reference in top_popular feature_knn cooccurrence; do
     evaluate --data_dir="$OUT/data" --recommender="$reference" --output="$OUT/reference/$reference.json"
   fi
 done
-# The peers, established libraries (ssl_retrieval/evaluation/peers.py), with the parameters
+# The peers, established libraries and popularity + TF-IDF without a model
+# (ssl_retrieval/evaluation/peers.py), with the parameters
 # their tuning chose on the Debian validation split: tuning them here would add about 20
 # minutes on 2 cores, so --peer_params skips it (on other data they are Debian's choice, not
 # tuned there).
@@ -77,8 +78,9 @@ declare -A PEER_PARAMS=(
   [als]='{"factors": 128, "regularization": 10.0, "alpha": 100.0, "both_ways": true}'
   [itemknn]='{"K": 5, "both_ways": true}'
   [lightfm]='{"factors": 128, "learning_rate": 0.2, "epochs": 80}'
+  [tfidf_prior]='{"beta": 0.08}'
 )
-for peer in links als itemknn lightfm; do
+for peer in links als itemknn lightfm tfidf_prior; do
   if [ ! -f "$OUT/reference/$peer.json" ]; then
     evaluate --data_dir="$OUT/data" --recommender="$peer" \
       --peer_params="${PEER_PARAMS[$peer]}" --output="$OUT/reference/$peer.json"

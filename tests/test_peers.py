@@ -78,6 +78,21 @@ def test_link_matrix_counts_pairs_one_way_or_both():
         np.testing.assert_array_equal(got, links_by_hand(data, both_ways))
 
 
+def test_tfidf_prior_is_the_tfidf_cosine_plus_beta_log_counts(data_dir):
+    data = evaluator.load_eval_data(data_dir)
+    scorer = peers.fit("tfidf_prior", data, {"beta": 0.3}, peers.Context(data_dir))
+    rows = np.array([0, 5, 17])
+    x = tfidf.build(data_dir).matrix.toarray()
+    counts = np.bincount(data.train_candidate, minlength=data.num_items)
+    popularity = counts / counts.max()
+    expected = x[rows] @ x.T + 0.3 * np.log1p(counts) + 1e-6 * popularity
+    got = chunked(scorer, rows, data.num_items)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # A larger beta ranks popular items higher: the top item of a row moves to the most popular.
+    loud = peers.fit("tfidf_prior", data, {"beta": 100.0}, peers.Context(data_dir))
+    assert np.argmax(chunked(loud, rows[:1], data.num_items)) == np.argmax(counts)
+
+
 def test_als_scores_are_the_factor_products_of_the_fitted_model(sparse_dir):
     from implicit.cpu.als import AlternatingLeastSquares
 

@@ -20,6 +20,7 @@ RECOMMENDERS = (
     "als",
     "itemknn",
     "lightfm",
+    "tfidf_prior",
 )
 
 

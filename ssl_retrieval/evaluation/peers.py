@@ -15,6 +15,10 @@ query itself excluded, per-query Recall@K and MAP@K by slice):
            and multi-hot values (`tfidf.build`'s tokens, binary), each row summing to 1 as
            LightFM's `Dataset` normalises them; the query item is a "user" with the same
            features. Score b_u[q] + b_i[c] + P[q] . Q[c] (`model.predict`).
+  tfidf_prior  no library and no learned model: the feature kNN's TF-IDF cosine plus beta *
+           log(1 + training count), the recipe's popularity prior on content similarity alone
+           (the ablation's "popularity + TF-IDF without the model": what the learned model adds
+           over the two terms the blend also uses). Beta is tuned like the others' parameters.
 
 The link graph as implicit's user x item matrix R: every corpus item is both a user (a query)
 and an item (a candidate). R[q, c] counts the training pairs q -> c; with `both_ways` (a grid
@@ -56,7 +60,7 @@ from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import references
 from ssl_retrieval.ranking import tfidf, topk
 
-PEERS = ("links", "als", "itemknn", "lightfm")
+PEERS = ("links", "als", "itemknn", "lightfm", "tfidf_prior")
 # Every reference recommender `evaluate --recommender` takes: the project's own, then the peers.
 RECOMMENDERS = references.RECOMMENDERS + PEERS
 
@@ -93,6 +97,9 @@ GRIDS: dict[str, dict[str, tuple]] = {
         "regularization": (0.0,),
         "epochs": (20, 40, 80, 160),
     },
+    # The popularity prior's strengths the blend's grid tries (ranking/config.py), and more: the
+    # TF-IDF cosine is on another scale than the model's.
+    "tfidf_prior": {"beta": (0.01, 0.03, 0.08, 0.12, 0.2, 0.4)},
 }
 
 # What --peer_params leaves out (and what a grid that leaves a parameter out uses): the
@@ -108,6 +115,7 @@ DEFAULTS: dict[str, dict] = {
     },
     "itemknn": {"K": 200, "K1": 1.2, "B": 0.75, "both_ways": False},
     "lightfm": {"factors": 64, "learning_rate": 0.05, "regularization": 0.0, "epochs": 20},
+    "tfidf_prior": {"beta": 0.08},
 }
 
 OBJECTIVE = "mean over K in tune_ks of the all-slice Recall@K per query, on validation"
@@ -394,11 +402,29 @@ def lightfm_scorer(model, features: sp.csr_matrix) -> topk.Scorer:
     return factor_scorer(users, items, user_bias, item_bias)
 
 
+def tfidf_prior_scorer(knn: topk.Scorer, log_counts: np.ndarray, beta: float) -> topk.Scorer:
+    """The feature kNN's scores plus beta * log(1 + training count)."""
+
+    def scorer(rows, start, stop):
+        return (knn(rows, start, stop) + beta * log_counts[start:stop]).astype(np.float32)
+
+    return scorer
+
+
+def _fit_tfidf_prior(data, points, context):
+    knn = references.feature_knn(data, str(context.data_dir))
+    counts = np.bincount(data.train_candidate, minlength=data.num_items)
+    log_counts = np.log1p(counts).astype(np.float32)
+    for point in points:
+        yield point, tfidf_prior_scorer(knn, log_counts, float(point["beta"]))
+
+
 FITTERS: dict[str, Fitter] = {
     "links": _fit_links,
     "als": _fit_als,
     "itemknn": _fit_itemknn,
     "lightfm": _fit_lightfm,
+    "tfidf_prior": _fit_tfidf_prior,
 }
 
 
