@@ -111,6 +111,11 @@ def test_train_on_tiny_data_prints_its_progress_and_no_library_noise(tmp_path):
     assert sum("train: step" in line for line in lines) >= 2
     assert all(OWN_LINE.match(line) for line in proc.stderr.splitlines()), proc.stderr
     assert proc.stdout.startswith("train: 20 steps")
+    # Run again, finished: one line saying so, not a warning per table left unrestored.
+    again = run(proc.args[proc.args.index("-m") + 1 :], env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished" in again.stdout
+    assert [line for line in lines_of(again) if line.startswith("W ")] == []
 
 
 CRASH = """

@@ -43,10 +43,16 @@ class Checkpointing(Callback):
         latest = self._manager.latest_checkpoint
         if not latest:
             return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self._restored = self.checkpoint.restore(latest).assert_existing_objects_matched()
         step = int(self.checkpoint.optimizer.iterations.numpy())
         logging.info("train: resuming from step %d (%s)", step, latest)
         return step
+
+    def not_training(self) -> None:
+        """A finished run is not trained again: the values waiting for variables the loop
+        would create are not restored, on purpose (no warning per table when it ends)."""
+        if getattr(self, "_restored", None) is not None:
+            self._restored.expect_partial()
 
     def on_step_end(self, progress: Progress) -> None:
         if progress.step % self._every == 0 or progress.last or progress.stop:

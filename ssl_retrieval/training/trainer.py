@@ -91,6 +91,7 @@ def run(config: config_lib.TrainConfig, blend_config: BlendConfig | None = None)
         checkpointing = Checkpointing(config.model_dir, config.checkpoint_every, model)
     start_step = checkpointing.restore()
     if start_step >= steps or summary_lib.finished(config.model_dir):
+        checkpointing.not_training()
         return _already_finished(config, blend_config, data_dir, model, steps)
     writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "logs"))
     weights = averaging.Averaging(
