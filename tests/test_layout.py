@@ -202,10 +202,6 @@ def test_no_module_is_named_both_as_a_verb_and_its_noun():
 # --- the whole tree: flags, import circles, function length ------------------------------------
 
 PACKAGES = ("ssl_retrieval", "pipelines")
-# Exceptions to the two rules below, each with its reason; none since serving's split
-# (requests.py, holder.py, batching.py: page.py no longer imports http_app).
-KNOWN_CIRCLES: list[set[str]] = []
-KNOWN_LONG: set[str] = set()
 
 
 def _sources() -> dict[str, str]:
@@ -294,8 +290,7 @@ def test_the_circle_finder_sees_function_level_imports_and_the_package_init():
 def test_no_import_circle_in_ssl_retrieval_or_pipelines():
     graph = import_graph()
     assert "ssl_retrieval.training.trainer" in graph and "pipelines.pipeline" in graph
-    unknown = [sorted(c) for c in circles(graph) if not any(c <= k for k in KNOWN_CIRCLES)]
-    assert unknown == []
+    assert [sorted(c) for c in circles(graph)] == []
 
 
 def _functions(node: ast.AST, prefix: str = ""):
@@ -316,7 +311,7 @@ def test_no_function_over_100_lines():
         for name, node in _functions(_tree(path))
         if node.end_lineno - node.lineno + 1 > 100
     }
-    assert {name: lines for name, lines in long.items() if name not in KNOWN_LONG} == {}
+    assert long == {}
 
 
 def test_every_command_defines_its_flags_from_a_dataclass():

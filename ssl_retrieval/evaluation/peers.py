@@ -413,8 +413,7 @@ def tfidf_prior_scorer(knn: topk.Scorer, log_counts: np.ndarray, beta: float) ->
 
 def _fit_tfidf_prior(data, points, context):
     knn = references.feature_knn(data, str(context.data_dir))
-    counts = np.bincount(data.train_candidate, minlength=data.num_items)
-    log_counts = np.log1p(counts).astype(np.float32)
+    log_counts = np.log1p(references.training_counts(data)).astype(np.float32)
     for point in points:
         yield point, tfidf_prior_scorer(knn, log_counts, float(point["beta"]))
 

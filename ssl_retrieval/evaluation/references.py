@@ -26,9 +26,14 @@ from ssl_retrieval.ranking import tfidf, topk
 RECOMMENDERS = ("top_popular", "feature_knn", "cooccurrence")
 
 
+def training_counts(data) -> np.ndarray:
+    """[N] how many training pairs have each item as candidate."""
+    return np.bincount(data.train_candidate, minlength=data.num_items)
+
+
 def popularity(data) -> np.ndarray:
     """[N] training-candidate counts, scaled into [0, 1]."""
-    counts = np.bincount(data.train_candidate, minlength=data.num_items).astype(np.float64)
+    counts = training_counts(data).astype(np.float64)
     return counts / max(counts.max(), 1.0)
 
 

@@ -31,6 +31,7 @@ class Checkpointing(Callback):
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         self._every = every
         self._directory = os.path.join(model_dir, DIR)
+        self._restored = None  # the restore's status, once a checkpoint was read
 
     def restore(self) -> int:
         """Restores the newest readable checkpoint; returns its step (0 when there is none).
@@ -51,7 +52,7 @@ class Checkpointing(Callback):
     def not_training(self) -> None:
         """A finished run is not trained again: the values waiting for variables the loop
         would create are not restored, on purpose (no warning per table when it ends)."""
-        if getattr(self, "_restored", None) is not None:
+        if self._restored is not None:
             self._restored.expect_partial()
 
     def on_step_end(self, progress: Progress) -> None:
