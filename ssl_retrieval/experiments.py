@@ -42,6 +42,7 @@ def _experiments() -> str:
         report_only=options.report_only,
         fractions=options.fractions,
         methods=options.methods,
+        seeds=options.seeds,
     )
     return f"experiments: {summary['results']} runs -> {summary['output_dir']}/report.md"
 

@@ -782,3 +782,30 @@ def test_other_blend_options_run_train_and_evaluate_again_but_no_other_flag_does
     calls.clear()
     runner.run_experiment(str(path), runner=run)
     assert calls == []
+
+
+def test_seeds_train_only_those_and_references_only_for_the_fractions_chosen(tmp_path):
+    config = {**_toy_config(tmp_path), "sweeps": {}, "references": ["top_popular"]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    calls = []
+    summary = runner.run_experiment(
+        str(path), runner=_fake_runner(calls), fractions=["0.1"], seeds=["1"]
+    )
+    trains = [c for c in calls if c[2] == "ssl_retrieval.train"]
+    assert len(trains) == summary["results"] == 2  # 2 methods x seed 1 at 0.1
+    assert all("--seed=1" in c for c in trains)
+    # The reference of the fraction chosen is computed; 1.0's (a tuned peer can take many
+    # minutes) waits for a call that trains 1.0.
+    references = [c for c in calls if any(a.startswith("--recommender=") for a in c)]
+    assert [a for c in references for a in c if a.startswith("--data_dir=")] == [
+        "--data_dir=" + str(tmp_path / "d01")
+    ]
+    calls.clear()
+    runner.run_experiment(str(path), runner=_fake_runner(calls), fractions=["1.0"], seeds=[0])
+    assert {a for c in calls for a in c if a.startswith("--seed=")} == {"--seed=0"}
+    assert any(
+        "--data_dir=" + str(tmp_path / "d1") in c for c in calls if "--recommender=top_popular" in c
+    )
+    with pytest.raises(ValueError, match="--seeds: no planned run has \\[7\\]"):
+        runner.run_experiment(str(path), runner=_fake_runner([]), seeds=[7])

@@ -307,6 +307,11 @@ class ExperimentsOptions:
         "Train only runs of these methods now (e.g. baseline: its seeds first, once tuning wrote "
         "its flagfile); combines with --fractions. Default: all.",
     )
+    seeds: tuple[int, ...] | None = option(
+        None,
+        "Train only runs of these seeds now (e.g. 1,2,3: every table cell gets a few seeds "
+        "before any gets five); combines with --fractions and --methods. Default: all.",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -207,21 +207,24 @@ UNVERIFIED = (
 )
 
 
-def _check_selection(runs: list[Run], fractions: list[str] | None, methods: list[str] | None):
-    """Names in `fractions` / `methods` that no planned run has are an error (a typo would
-    train nothing)."""
+def _check_selection(runs: list[Run], fractions, methods, seeds):
+    """Names in `fractions` / `methods` / `seeds` that no planned run has are an error (a typo
+    would train nothing)."""
     for flag, chosen, known in (
         ("--fractions", fractions, {run.fraction for run in runs}),
         ("--methods", methods, {run.method for run in runs}),
+        ("--seeds", seeds, {run.seed for run in runs}),
     ):
         if unknown := sorted(set(chosen or ()) - known):
             raise ValueError(f"{flag}: no planned run has {unknown}; the plan has {sorted(known)}")
 
 
-def _selected(run: Run, fractions: list[str] | None, methods: list[str] | None) -> bool:
+def _selected(run: Run, fractions, methods, seeds) -> bool:
     """Whether a run is to be trained in this call (None selects every value)."""
-    return (fractions is None or run.fraction in fractions) and (
-        methods is None or run.method in methods
+    return (
+        (fractions is None or run.fraction in fractions)
+        and (methods is None or run.method in methods)
+        and (seeds is None or run.seed in seeds)
     )
 
 
@@ -231,11 +234,12 @@ def run_experiment(
     runner: Callable[[list[str]], None] | None = None,
     fractions: list[str] | None = None,
     methods: list[str] | None = None,
+    seeds: list[int] | None = None,
 ) -> dict:
     """Runs (or resumes) every run of the config, then writes the report. Returns a summary.
 
-    With `fractions` (or `methods`), only runs of those training fractions (methods) are
-    trained now; the others are reported when recorded for the runs planned now (so cheap
+    With `fractions` (or `methods`, `seeds`), only runs of those training fractions (methods,
+    seeds) are trained now, and only those fractions' reference recommenders are computed; the others are reported when recorded for the runs planned now (so cheap
     fractions can be finished first, one method's seeds can go first once its flagfile is
     tuned, and a fraction whose flagfiles are not tuned yet waits). Several calls may run on
     one config at once, each training the runs no other is training (workers.py).
@@ -245,7 +249,8 @@ def run_experiment(
     out_dir = config.output_dir
     os.makedirs(out_dir, exist_ok=True)
     runs = plan(config)
-    _check_selection(runs, fractions, methods)
+    seeds = None if seeds is None else [int(seed) for seed in seeds]
+    _check_selection(runs, fractions, methods, seeds)
     by_name = {run.run_id: run for run in runs}
     campaign = engine.Campaign(
         record_book(config),
@@ -259,7 +264,7 @@ def run_experiment(
     def hold(planned: Unit) -> bool:
         """Whether a run not recorded is left for another call (or reported as found)."""
         run = by_name[planned.name]
-        if not _selected(run, fractions, methods):
+        if not _selected(run, fractions, methods, seeds):
             return True  # not this time, and not recorded: its table cells wait
         if not os.path.exists(planned.flagfile):
             # Tuning writes it when the method's trials there are done; until then its table
@@ -278,7 +283,7 @@ def run_experiment(
     units = [unit(config, run) for run in runs]
     before = campaign.go(units, hold)
     logging.info("experiments: %d of %d runs finished before this call", before, len(runs))
-    references = _references(config, campaign.runner)
+    references = _references(config, campaign.runner, fractions)
     atomic.write_jsonl(os.path.join(out_dir, "references.jsonl"), references)
     _tsne(config, out_dir)
 
@@ -290,12 +295,16 @@ def run_experiment(
     return {"runs": len(runs), "results": len(results), "output_dir": out_dir}
 
 
-def _references(config: ExperimentConfig, runner) -> list[dict]:
+def _references(config: ExperimentConfig, runner, fractions=None) -> list[dict]:
+    """Each reference recommender's test metrics per fraction, computed once (a tuned peer
+    takes minutes). Fractions outside `fractions` are reported only if computed before."""
     records = []
     for fraction, data_dir in config.data_dirs.items():
         for name in config.references:
             output = os.path.join(config.runs_dir, fraction, "reference", f"{name}.json")
             if not os.path.exists(output):
+                if fractions is not None and fraction not in fractions:
+                    continue
                 runner(
                     [
                         sys.executable,
