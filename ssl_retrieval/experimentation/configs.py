@@ -320,3 +320,10 @@ class TuneOptions:
 
     config: str = option(help="Tuning config JSON (configs/tuning/).")
     dry_run: bool = option(False, "List the trials and exit.")
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedSummaryOptions:
+    """`python -m ssl_retrieval.experimentation.paired_summary`: each field is its flag."""
+
+    config: str = option(help="Report config JSON (configs/reports/).")
