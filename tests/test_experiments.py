@@ -809,3 +809,28 @@ def test_seeds_train_only_those_and_references_only_for_the_fractions_chosen(tmp
     )
     with pytest.raises(ValueError, match="--seeds: no planned run has \\[7\\]"):
         runner.run_experiment(str(path), runner=_fake_runner([]), seeds=[7])
+
+
+def test_a_config_with_fewer_fractions_keeps_the_other_fractions_records(tmp_path):
+    """Two configs share a report dir, one planning a single fraction (a subset to run first):
+    its records file keeps the other fraction's runs, so the full config still reports them."""
+    config = {**_toy_config(tmp_path), "sweeps": {}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    runner.run_experiment(str(path), runner=_fake_runner([]))
+    results = tmp_path / "report" / "results.jsonl"
+    everything = {json.loads(line)["run_id"] for line in results.read_text().splitlines()}
+    assert {"1.0/baseline/seed0", "0.1/cfm/seed1"} <= everything
+    subset = {**config, "data_dirs": {"0.1": config["data_dirs"]["0.1"]}}
+    subset["fraction_flags"] = {}
+    subset["tables"] = {"main": {"methods": ["baseline", "cfm"], "fractions": ["0.1"]}}
+    subset_path = tmp_path / "subset.json"
+    subset_path.write_text(json.dumps(subset))
+    summary = runner.run_experiment(str(subset_path), runner=_fake_runner([]))
+    assert summary["results"] == 4  # its own plan: 0.1 only
+    kept = {json.loads(line)["run_id"] for line in results.read_text().splitlines()}
+    assert kept == everything
+    calls = []
+    summary = runner.run_experiment(str(path), runner=_fake_runner(calls))
+    assert summary["results"] == len(everything)
+    assert not [c for c in calls if c[2] == "ssl_retrieval.train"]

@@ -87,9 +87,12 @@ class Campaign:
     def finish(
         self, units: Sequence[Unit], then: Callable[[list[dict]], None] | None = None
     ) -> list[dict]:
-        """Writes the records of `units`, in their order, and nothing else (the rest of the
-        file is stale): this sitting's, and those other workers recorded meanwhile. `then`
-        gets them under the same lock, so the last worker to write (a report) has every run."""
+        """Writes the records of `units`, in their order (this sitting's, and those other
+        workers recorded meanwhile), then the file's records of runs `units` does not plan (a
+        config with fewer fractions or seeds writing to the same file must not lose the
+        others' runs); a planned run's record that no longer stands for it is dropped. `then`
+        gets the planned ones under the same lock, so the last worker to write (a report) has
+        every run. Returns the planned ones."""
         with workers.locked(self._lock("results")):
             self.book = self.book.reloaded()
             mine = {record[self.book.name] for record in self.done}
@@ -99,7 +102,9 @@ class Campaign:
                     records.append(record)
             order = {unit.name: i for i, unit in enumerate(units)}
             records.sort(key=lambda record: order.get(record[self.book.name], len(order)))
-            atomic.write_jsonl(self.book.path, records)
+            on_disk = ledger.load(self.book.path, self.book.name)
+            others = [record for name, record in on_disk.items() if name not in order]
+            atomic.write_jsonl(self.book.path, records + others)
             if then is not None:
                 then(records)
         return records
