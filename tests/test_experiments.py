@@ -834,3 +834,22 @@ def test_a_config_with_fewer_fractions_keeps_the_other_fractions_records(tmp_pat
     summary = runner.run_experiment(str(path), runner=_fake_runner(calls))
     assert summary["results"] == len(everything)
     assert not [c for c in calls if c[2] == "ssl_retrieval.train"]
+
+
+def test_records_an_earlier_default_made_stay_on_disk_until_their_runs_are_redone(tmp_path):
+    config = {**_toy_config(tmp_path), "sweeps": {}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    runner.run_experiment(str(path), runner=_fake_runner([]))
+    results = tmp_path / "report" / "results.jsonl"
+    before = results.read_text().splitlines()
+    # The baseline's flagfile changes (as a default would): its records no longer stand for
+    # its runs, so the report leaves them out until they are redone, but the file keeps them.
+    (tmp_path / "b.cfg").write_text("--temperature=0.5\n")
+    summary = runner.run_experiment(str(path), runner=_fake_runner([]), methods=["cfm"])
+    assert summary["results"] == len(before) - 4  # baseline x 2 fractions x 2 seeds
+    assert sorted(results.read_text().splitlines()) == sorted(before)
+    # Redone, they are replaced, not doubled.
+    runner.run_experiment(str(path), runner=_fake_runner([]))
+    after = [json.loads(line)["run_id"] for line in results.read_text().splitlines()]
+    assert sorted(after) == sorted(json.loads(line)["run_id"] for line in before)

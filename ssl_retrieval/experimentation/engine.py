@@ -88,11 +88,12 @@ class Campaign:
         self, units: Sequence[Unit], then: Callable[[list[dict]], None] | None = None
     ) -> list[dict]:
         """Writes the records of `units`, in their order (this sitting's, and those other
-        workers recorded meanwhile), then the file's records of runs `units` does not plan (a
-        config with fewer fractions or seeds writing to the same file must not lose the
-        others' runs); a planned run's record that no longer stands for it is dropped. `then`
-        gets the planned ones under the same lock, so the last worker to write (a report) has
-        every run. Returns the planned ones."""
+        workers recorded meanwhile), then the file's other records: of runs `units` does not
+        plan (a config with fewer fractions or seeds writing to the same file must not lose the
+        others' runs) and of planned runs they no longer stand for (made under an earlier
+        default: kept until the run is redone, which replaces them). `then` gets the planned
+        ones under the same lock, so the last worker to write (a report) has every run.
+        Returns the planned ones."""
         with workers.locked(self._lock("results")):
             self.book = self.book.reloaded()
             mine = {record[self.book.name] for record in self.done}
@@ -103,7 +104,8 @@ class Campaign:
             order = {unit.name: i for i, unit in enumerate(units)}
             records.sort(key=lambda record: order.get(record[self.book.name], len(order)))
             on_disk = ledger.load(self.book.path, self.book.name)
-            others = [record for name, record in on_disk.items() if name not in order]
+            reported = {record[self.book.name] for record in records}
+            others = [record for name, record in on_disk.items() if name not in reported]
             atomic.write_jsonl(self.book.path, records + others)
             if then is not None:
                 then(records)
