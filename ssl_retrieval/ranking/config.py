@@ -83,6 +83,13 @@ class BlendConfig:
         "pairs, scored on queries it was not fit on.",
         neutral=False,
     )
+    blend_two_hop: bool = option(
+        False,
+        "Give the fused ranking one more term: log(1 + the two-step paths q - x - c in the "
+        "training links, i.e. co-occurrence), its weight fit with the others (the export then "
+        "counts paths per query: a sparse product over the links).",
+        neutral=False,
+    )
     blend_objective: str = option(
         "slices",
         "How the blend is chosen on validation: slices = the best mean Recall@K over the "
