@@ -107,7 +107,9 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
     rng = np.random.default_rng(5)
     items = unit(rng.normal(size=(data.num_items, 8)))
     corpus = evaluator.corpus_of(data_dir, data, items, items)
-    config = BlendConfig(blend_ks=(10,), blend_objective="slices", blend_fusion=True)
+    config = BlendConfig(
+        blend_ks=(10,), blend_objective="slices", blend_fusion=True, blend_two_hop=False
+    )
     choice = blend_choice.choose(corpus, data, config, data_dir)
     weights = tuple(choice["fusion"]["weights"])
     assert choice["fusion"]["features"] == list(scores.FEATURES)
@@ -138,10 +140,10 @@ def test_two_hop_adds_a_second_fused_ranking_each_list_size_may_take(tmp_path):
     rng = np.random.default_rng(5)
     items = unit(rng.normal(size=(data.num_items, 8)))
     corpus = evaluator.corpus_of(data_dir, data, items, items)
-    plain = BlendConfig(blend_ks=(10, 20), blend_objective="slices", blend_fusion=True)
-    with_paths = BlendConfig(
-        blend_ks=(10, 20), blend_objective="slices", blend_fusion=True, blend_two_hop=True
+    plain = BlendConfig(
+        blend_ks=(10, 20), blend_objective="slices", blend_fusion=True, blend_two_hop=False
     )
+    with_paths = BlendConfig(blend_ks=(10, 20), blend_objective="slices", blend_fusion=True)
     before = blend_choice.choose(corpus, data, plain, data_dir)
     corpus = evaluator.corpus_of(data_dir, data, items, items)
     after = blend_choice.choose(corpus, data, with_paths, data_dir)
