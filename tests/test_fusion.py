@@ -44,6 +44,10 @@ def test_pair_features_are_the_terms_of_each_pair():
     np.testing.assert_allclose(column["cold"], logn == 0)
     np.testing.assert_allclose(column["loglinks*logn"], link * logn, rtol=1e-5)
     np.testing.assert_allclose(column["cos*tfidf"], cos * tf_idf, rtol=1e-5)
+    linked = (corpus.links.toarray() > 0).astype(float)
+    paths = np.array([linked[q] @ linked[:, c] for q, c in zip(queries, items, strict=True)])
+    assert paths.max() >= 1
+    np.testing.assert_allclose(column["logpaths"], np.log1p(paths), rtol=1e-5)
 
 
 def test_each_slice_s_positives_weigh_the_same():
@@ -84,6 +88,10 @@ def test_the_fit_finds_the_term_relevance_follows(tmp_path):
     lists = np.concatenate([top[name][0] for name in fusion.CANDIDATES], axis=1)
     weights = fusion.fit(corpus, data, lists, queries)
     assert dict(zip(scores.FEATURES, weights, strict=True))["tfidf"] > 0
+    # The two-step paths are weighed only when asked for (--blend_two_hop).
+    assert dict(zip(scores.FEATURES, weights, strict=True))["logpaths"] == 0
+    with_paths = fusion.fit(corpus, data, lists, queries, two_hop=True)
+    assert dict(zip(scores.FEATURES, with_paths, strict=True))["logpaths"] != 0
     ranked = retrieve.top_lists(
         corpus, {"fused": scores.fused(weights), "cos": scores.popular(0)}, queries, 10
     )
@@ -99,7 +107,9 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
     rng = np.random.default_rng(5)
     items = unit(rng.normal(size=(data.num_items, 8)))
     corpus = evaluator.corpus_of(data_dir, data, items, items)
-    config = BlendConfig(blend_ks=(10,), blend_objective="slices", blend_fusion=True)
+    config = BlendConfig(
+        blend_ks=(10,), blend_objective="slices", blend_fusion=True, blend_two_hop=False
+    )
     choice = blend_choice.choose(corpus, data, config, data_dir)
     weights = tuple(choice["fusion"]["weights"])
     assert choice["fusion"]["features"] == list(scores.FEATURES)
@@ -122,3 +132,30 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
     assert whole["metrics"] == evaluator.list_scorer(data)(expected, (10,))
     chosen = blend_lib.Blends.from_json(choice["blends"]).for_k(10)
     assert (chosen.fusion == weights) if chosen.fusion else True
+
+
+def test_two_hop_adds_a_second_fused_ranking_each_list_size_may_take(tmp_path):
+    data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.2)
+    data = blend_choice.validation_sample(data_dir, 2000)
+    rng = np.random.default_rng(5)
+    items = unit(rng.normal(size=(data.num_items, 8)))
+    corpus = evaluator.corpus_of(data_dir, data, items, items)
+    plain = BlendConfig(
+        blend_ks=(10, 20), blend_objective="slices", blend_fusion=True, blend_two_hop=False
+    )
+    with_paths = BlendConfig(blend_ks=(10, 20), blend_objective="slices", blend_fusion=True)
+    before = blend_choice.choose(corpus, data, plain, data_dir)
+    corpus = evaluator.corpus_of(data_dir, data, items, items)
+    after = blend_choice.choose(corpus, data, with_paths, data_dir)
+    path_weight = scores.FEATURES.index("logpaths")
+    assert after["fusion"]["weights"] == before["fusion"]["weights"]  # the same first fit
+    assert after["fusion"]["weights"][path_weight] == 0
+    assert after["fusion"]["weights_two_hop"][path_weight] != 0
+    for k in ("10", "20"):
+        trials, plain_trials = after["choices"][k]["grid"], before["choices"][k]["grid"]
+        fused = [t for t in plain_trials if t["fused"]]
+        # Every fused blend once more with the second fused ranking; the rest as before.
+        assert len(trials) == len(plain_trials) + len(fused)
+        assert sum(t["two_hop"] for t in trials) == len(fused)
+        # The choice is the best trial of the larger grid, so never worse on validation.
+        assert after["choices"][k]["value"] >= before["choices"][k]["value"]

@@ -184,6 +184,21 @@ def test_links_count_both_directions_and_read_alike_in_the_graph():
     np.testing.assert_allclose(in_graph, np.log1p(expected[[1, 0, 3]] * [[1], [0], [1]]))
 
 
+def test_two_step_paths_count_the_items_linked_to_both_in_numpy_and_in_the_graph():
+    rng = np.random.default_rng(4)
+    n = 9
+    counts = links.matrix(rng.integers(0, n, 25), rng.integers(0, n, 25), num_items=n)
+    linked = (counts.toarray() > 0).astype(np.float32)
+    # paths[q, c] = #{x : q - x and x - c linked}, whatever the link counts.
+    expected = np.array([[np.sum(linked[q] * linked[:, c]) for c in range(n)] for q in range(n)])
+    assert expected.max() >= 2 and counts.max() >= 2  # counts and paths both above 1 somewhere
+    rows = np.array([4, 0, 7])
+    got = links.log_paths(links.indicator(counts), rows, 2, 8)
+    np.testing.assert_allclose(got, np.log1p(expected[rows, 2:8]), rtol=1e-6)
+    in_graph = links.LinkRows(counts).log_paths(tf.constant([4, -1, 7], tf.int64)).numpy()
+    np.testing.assert_allclose(in_graph, np.log1p(expected[[4, 0, 7]] * [[1], [0], [1]]), rtol=1e-6)
+
+
 def unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
@@ -343,6 +358,7 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
     tf_idf = rng.random((3, 5)).astype(np.float32)
     logn = np.log1p(np.array([0, 3, 0, 9, 1], np.float32))
     links = np.log1p(rng.integers(0, 3, size=(3, 5)).astype(np.float32))
+    paths = np.log1p(rng.integers(0, 4, size=(3, 5)).astype(np.float32))
     weights = rng.normal(size=len(scores.FEATURES))
     c = np.where(np.isinf(cos), 0.0, cos)
     cold = (logn == 0).astype(np.float32)[None, :]
@@ -363,6 +379,7 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
         "cos^2": c**2,
         "loglinks*cos": links * c,
         "loglinks*logn": links * n,
+        "logpaths": paths,
     }
     expected = sum(w * columns[f] for f, w in zip(scores.FEATURES, weights, strict=True))
     expected[1, 2] = -np.inf
@@ -372,12 +389,18 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
         tfidf=tf.constant(tf_idf),
         log_counts=tf.constant(logn),
         log_links=tf.constant(links),
+        log_paths=tf.constant(paths),
     ).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     ranking = scores.fused(weights)
     assert ranking.needs_content and ranking.needs_counts and ranking.needs_links
+    assert ranking.needs_paths
+    # The paths alone still need the links they are counted from.
+    only_paths = scores.fused([1.0 if f == "logpaths" else 0.0 for f in scores.FEATURES])
+    assert only_paths.needs_paths and only_paths.needs_links and not only_paths.needs_counts
     only_cos = scores.fused([1.0] + [0.0] * (len(scores.FEATURES) - 1))
     assert not (only_cos.needs_content or only_cos.needs_counts or only_cos.needs_links)
+    assert not only_cos.needs_paths
 
 
 def test_a_blend_describes_itself_in_one_short_line():
@@ -390,6 +413,8 @@ def test_a_blend_describes_itself_in_one_short_line():
     fused = blend_lib.Blend(prior_share=0.8, content_weight=1.0, links_share=0.2, fusion=weights)
     blends = blend_lib.Blends(((10, fused), (50, blend_lib.Blend())))
     assert blends.describe() == (
-        f"lists of 10: 20% linked, 80% fused ({len(scores.FEATURES)} weights); "
-        "lists of 50: 100% popular (cos)"
+        f"lists of 10: 20% linked, 80% fused ({len(scores.FEATURES)} weights with two-step "
+        "paths); lists of 50: 100% popular (cos)"
     )
+    no_paths = tuple(0.0 if f == "logpaths" else 1.0 for f in scores.FEATURES)
+    assert "weights)" in blend_lib.Blend(prior_share=1.0, fusion=no_paths).describe()

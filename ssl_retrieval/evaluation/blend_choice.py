@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -60,13 +61,13 @@ def objective_value(
     return (min(1.0 + margin, min(ratios, default=1.0 + margin)), mean)
 
 
-def grid(config: BlendConfig, fusion: tuple[float, ...] = ()) -> list[blend_lib.Blend]:
+def grid(config: BlendConfig, fusions: Sequence[tuple[float, ...]] = ()) -> list[blend_lib.Blend]:
     """Every blend of the grid: shares that leave room for each other, and the similar
-    ranking's weights only where it has slots; with `fusion` weights, each slot split with the
-    popular slots from that fused ranking as well as from each beta's prior."""
+    ranking's weights only where it has slots; with `fusions` (weights of fused rankings), each
+    slot split with the popular slots from each fused ranking as well as from each beta's
+    prior."""
     sources = [{"popularity_prior": b} for b in sorted(set(config.blend_betas))]
-    if fusion:
-        sources.append({"fusion": fusion})
+    sources += [{"fusion": weights} for weights in fusions]
     out = []
     for links in sorted(set(config.blend_links_shares)):
         for share in sorted(set(config.blend_prior_shares), reverse=True):
@@ -98,10 +99,12 @@ def grid(config: BlendConfig, fusion: tuple[float, ...] = ()) -> list[blend_lib.
 
 
 def _simplicity(trial: dict) -> tuple:
-    """Ties go to the simpler blend: no fused ranking, no known links, the whole list popular,
+    """Ties go to the simpler blend: no fused ranking (or one without the two-step paths), no
+    known links, the whole list popular,
     then no cold slots, no TF-IDF, no penalty, small beta."""
     return (
         not trial["fused"],
+        not trial.get("two_hop"),
         -trial["links_share"],
         trial["prior_share"],
         -trial["cold_share"],
@@ -142,7 +145,13 @@ def choose_for_k(
             metrics = done[key]
             value = objective_value(metrics, references, metric, margin)
             numbers = {f: getattr(blend, f) for f in blend_lib.NAMES}
-            trials[i] = {**numbers, "fused": bool(blend.fusion), "value": value, "metrics": metrics}
+            trials[i] = {
+                **numbers,
+                "fused": bool(blend.fusion),
+                "two_hop": scores.fused(blend.fusion).needs_paths if blend.fusion else False,
+                "value": value,
+                "metrics": metrics,
+            }
             if bar is not None:
                 bar.update(1)
     best = max(range(len(trials)), key=lambda i: (trials[i]["value"], *_simplicity(trials[i])))
@@ -194,13 +203,19 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
             for k in ks
         }
     top = {r: found[r][0] for r in rankings}
-    weights, fit = (), None
+    fusions, fit = [], None
     if config.blend_fusion:
-        weights = _fit_fusion(corpus, data, top)
-        # The fused ranking is scored by lists of weights fit without each query's own pairs.
-        top[scores.fused(weights)] = _out_of_fold_lists(corpus, data, top, max(ks))
-        fit = {"features": list(scores.FEATURES), "weights": list(weights), "out_of_fold": True}
-    blends = grid(config, weights)
+        # With --blend_two_hop, a second fused ranking that also weighs the two-step paths: each
+        # list size takes whichever does better (at 10 they helped on the linked source).
+        for two_hop in (False, True) if config.blend_two_hop else (False,):
+            weights = _fit_fusion(corpus, data, top, two_hop)
+            # Scored by lists of weights fit without each query's own pairs.
+            top[scores.fused(weights)] = _out_of_fold_lists(corpus, data, top, max(ks), two_hop)
+            fusions.append(weights)
+        fit = {"features": list(scores.FEATURES), "weights": list(fusions[0]), "out_of_fold": True}
+        if config.blend_two_hop:
+            fit["weights_two_hop"] = list(fusions[1])
+    blends = grid(config, fusions)
     logging.info("blend: %d blends for lists of %s", len(blends), ks)
     margin = config.blend_margin if use_references else None
     with progress_bar.Bar("blend", len(blends) * len(ks), "blends") as bar:
@@ -249,19 +264,19 @@ def _candidates(top) -> np.ndarray:
     return np.concatenate([top[r] for r in fusion.CANDIDATES.values()], axis=1)
 
 
-def _fit_fusion(corpus, data, top) -> tuple[float, ...]:
+def _fit_fusion(corpus, data, top, two_hop: bool) -> tuple[float, ...]:
     """The fused ranking's weights, fit on every validation query."""
     queries = np.unique(data.eval_query)
     logging.info("blend: fitting the fused ranking on %d validation queries", len(queries))
-    return fusion.fit(corpus, data, _candidates(top), queries)
+    return fusion.fit(corpus, data, _candidates(top), queries, two_hop)
 
 
-def _out_of_fold_lists(corpus, data, top, k: int) -> np.ndarray:
+def _out_of_fold_lists(corpus, data, top, k: int, two_hop: bool) -> np.ndarray:
     """[Q, k] each validation query's list of the fused ranking fit without its fold: what the
     blend's choice scores it by, so that its fit on these pairs does not flatter it."""
     queries = np.unique(data.eval_query)
     fold_of = fusion.folds(queries)
-    per_fold = fusion.fit_out_of_fold(corpus, data, _candidates(top), queries, fold_of)
+    per_fold = fusion.fit_out_of_fold(corpus, data, _candidates(top), queries, fold_of, two_hop)
     rankings = {f: scores.fused(w) for f, w in enumerate(per_fold)}
     found = retrieve.top_lists(corpus, rankings, queries, k)
     out = np.full((len(queries), k), -1, np.int64)

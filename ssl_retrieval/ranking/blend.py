@@ -118,7 +118,8 @@ class Blend:
         if self.links_share:
             parts.append(f"{self.links_share:.0%} linked")
         if self.fusion:
-            parts.append(f"{self.prior_share:.0%} fused ({len(self.fusion)} weights)")
+            paths = " with two-step paths" if scores_lib.fused(self.fusion).needs_paths else ""
+            parts.append(f"{self.prior_share:.0%} fused ({len(self.fusion)} weights{paths})")
         else:
             prior = f" + {self.popularity_prior:g} log count" if self.popularity_prior else ""
             parts.append(f"{self.prior_share:.0%} popular (cos{prior})")

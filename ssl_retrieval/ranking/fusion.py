@@ -4,8 +4,9 @@ Slots (`blend.py`) give the popular, cold and similar rankings a fixed share of 
 query whose answers are all hubs still gets its similar slots, and one whose answers are all
 look-alikes its popular ones. A fused ranking lets each query's list take what scores best for
 it: score(q, c) = sum_i w_i f_i(q, c) over `scores.FEATURES` (the cosine, the TF-IDF cosine,
-log(1 + training count), whether the item is cold, log(1 + links) and their products), with w
-fit by logistic regression on the validation pairs:
+log(1 + training count), whether the item is cold, log(1 + links) and their products, and, with
+`--blend_two_hop`, log(1 + two-step paths in the links)), with w fit by logistic regression on
+the validation pairs:
 
 - candidates: each validation query's top `FIT_DEPTH` items of a few rankings (`CANDIDATES`:
   the cosine, the popularity prior at three strengths, cosine + TF-IDF, the cold ranking, the
@@ -31,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ssl_retrieval.compat import tf
+from ssl_retrieval.ranking import links as links_lib
 from ssl_retrieval.ranking import scores
 
 FIT_DEPTH = 100
@@ -62,12 +64,21 @@ def pair_features(corpus, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
     if corpus.links is not None:
         links = np.asarray(sp.csr_matrix(corpus.links)[queries, items]).reshape(1, -1)
         terms["log_links"] = np.log1p(links)
+        terms["log_paths"] = np.log1p(_paths(corpus.links, queries, items))[np.newaxis, :]
     values = scores.feature_values(
         tf.constant(cos[np.newaxis, :], tf.float32),
         **{k: tf.constant(v, tf.float32) for k, v in terms.items()},
     )
     # The log count enters reshaped to [1, P]: one value per pair, as the others.
     return np.stack([values[f].numpy()[0] for f in scores.FEATURES], axis=1)
+
+
+def _paths(counts, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """[P] two-step paths between the pairs' items, one sparse product per distinct query."""
+    linked = links_lib.indicator(counts)
+    distinct, row = np.unique(queries, return_inverse=True)
+    paths = (linked[distinct] @ linked).tocsr()
+    return np.asarray(paths[row, items]).ravel()
 
 
 def candidate_pairs(lists: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,9 +93,12 @@ def candidate_pairs(lists: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray,
     return np.concatenate(rows), np.concatenate(items)
 
 
-def fit(corpus, data, lists: np.ndarray, queries: np.ndarray) -> tuple[float, ...]:
+def fit(
+    corpus, data, lists: np.ndarray, queries: np.ndarray, two_hop: bool = False
+) -> tuple[float, ...]:
     """The fused ranking's weights (one per `scores.FEATURES`), fit on the validation pairs of
-    `queries` [Q] (corpus indices, rows of `lists`) in `data` (`evaluator.EvalData`)."""
+    `queries` [Q] (corpus indices, rows of `lists`) in `data` (`evaluator.EvalData`); the
+    two-step paths' weight is 0 unless `two_hop`."""
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (only when fitting)
 
     pair_queries, pair_items = candidate_pairs(lists, queries)
@@ -97,11 +111,15 @@ def fit(corpus, data, lists: np.ndarray, queries: np.ndarray) -> tuple[float, ..
         ]
     )
     weights = _sample_weights(labels, data.head[pair_items], data.cold[pair_items])
+    used = np.array([two_hop or f != "logpaths" for f in scores.FEATURES])
+    features = features[:, used]
     mean, scale = features.mean(axis=0), features.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     model = LogisticRegression(C=1.0, max_iter=2000)
     model.fit((features - mean) / scale, labels, sample_weight=weights)
-    return tuple(float(w) for w in model.coef_[0] / scale)
+    out = np.zeros(len(scores.FEATURES))
+    out[used] = model.coef_[0] / scale
+    return tuple(float(w) for w in out)
 
 
 def _sample_weights(labels: np.ndarray, head: np.ndarray, cold: np.ndarray) -> np.ndarray:
@@ -125,10 +143,12 @@ def folds(queries: np.ndarray, count: int = 2, seed: int = 0) -> np.ndarray:
     return out
 
 
-def fit_out_of_fold(corpus, data, lists, queries, fold_of) -> list[tuple[float, ...]]:
+def fit_out_of_fold(
+    corpus, data, lists, queries, fold_of, two_hop: bool = False
+) -> list[tuple[float, ...]]:
     """Per fold, the weights fit on the other folds' queries: the fused ranking of a query is
     then scored with weights that never saw its pairs."""
     return [
-        fit(corpus, data, lists[fold_of != f], queries[fold_of != f])
+        fit(corpus, data, lists[fold_of != f], queries[fold_of != f], two_hop)
         for f in range(int(fold_of.max()) + 1)
     ]

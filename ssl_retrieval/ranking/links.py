@@ -1,6 +1,8 @@
 """The training links of each item, in either direction: the linked ranking's data.
 
-links(q, c) counts the training pairs (q, c) and (c, q). On data whose links come in both
+links(q, c) counts the training pairs (q, c) and (c, q); paths(q, c) counts the items x linked to
+both (two steps q - x - c in the links, whatever their counts: co-occurrence), a term of the
+fused ranking (`scores.FEATURES`). On data whose links come in both
 directions (a wiki's "see also", a store's "related items") a held-out link's reverse is often a
 training pair, so an item's known links are the best first answers; on directed data (a package
 and its dependencies) they rarely are, and the blend gives them no slots. Which holds is chosen
@@ -42,6 +44,22 @@ def log_links(counts: sp.csr_matrix, rows, start: int, stop: int) -> np.ndarray:
     return block.toarray().astype(np.float32)
 
 
+def indicator(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """[N, N] float32 1 where two items are linked (symmetric, like `counts`)."""
+    linked = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+    linked.data[:] = 1.0
+    return linked
+
+
+def log_paths(linked: sp.csr_matrix, rows, start: int, stop: int) -> np.ndarray:
+    """[len(rows), stop - start] float32 log(1 + paths) of the query items `rows` with corpus
+    items start..stop-1; `linked` is `indicator(counts)` (symmetric: the items linked to c are
+    its row, so paths(q, c) is the dot product of rows q and c)."""
+    block = (linked[np.asarray(rows)] @ linked[start:stop].T).tocsr()
+    block.data = np.log1p(block.data)
+    return block.toarray().astype(np.float32)
+
+
 class LinkRows(tf.Module):
     """The link counts in the SavedModel's graph (variables, by row): `log_links(rows)` is
     what `log_links` gives in evaluation, for corpus rows given as a tensor."""
@@ -65,3 +83,16 @@ class LinkRows(tf.Module):
         indices = tf.stack([positions.value_rowids(), tf.gather(self.columns, flat)], axis=1)
         shape = tf.stack([tf.shape(rows, out_type=tf.int64)[0], self.num_items])
         return tf.scatter_nd(indices, tf.gather(self.log_counts, flat), shape)
+
+    def log_paths(self, rows):
+        """[B, N] log(1 + paths) of corpus rows [B] with every corpus item: `log_paths`."""
+        linked = tf.cast(self.log_links(rows) > 0, tf.float32)  # [B, N]
+        items = tf.RaggedTensor.from_row_splits(self.columns, self.row_splits)
+        matrix = tf.sparse.SparseTensor(
+            tf.stack([items.value_rowids(), self.columns], axis=1),
+            tf.ones_like(self.log_counts),
+            [self.num_items, self.num_items],
+        )
+        # Symmetric links: paths[b, c] = sum_x linked[b, x] * links[c, x].
+        paths = tf.sparse.sparse_dense_matmul(matrix, linked, adjoint_b=True)  # [N, B]
+        return tf.math.log1p(tf.transpose(paths))

@@ -55,6 +55,9 @@ def scorer(
     cosine = topk.embedding_scorer(corpus.query_embeddings, corpus.item_embeddings)
     needs_content = any(r.needs_content for r in rankings.values())
     needs_links = any(r.needs_links for r in rankings.values())
+    linked = None
+    if any(r.needs_paths for r in rankings.values()):
+        linked = links_lib.indicator(corpus.links)
     if needs_content and content_product is None:
         content_product = tfidf.product(corpus.content)
     log_counts = tf.constant(np.asarray(corpus.log_counts, np.float32)[np.newaxis, :])
@@ -66,6 +69,8 @@ def scorer(
             terms["tfidf"] = tf.constant(content_product(rows, start, stop), tf.float32)
         if needs_links:
             terms["log_links"] = tf.constant(links_lib.log_links(corpus.links, rows, start, stop))
+        if linked is not None:
+            terms["log_paths"] = tf.constant(links_lib.log_paths(linked, rows, start, stop))
         for key, ranking in rankings.items():
             yield key, scores.score(ranking, cos, **terms)
 

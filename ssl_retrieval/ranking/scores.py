@@ -9,8 +9,9 @@ q and c, either direction); the others score -inf. n_c is the training count of 
 (`popularity.py`), tfidf the cosine of the two items' TF-IDF vectors (`tfidf.py`), links the
 training link counts (`links.py`).
 
-or, for a *fused* ranking, a linear function of those terms and their products (`FEATURES`),
-its weights fit on validation by `fusion.py`: one score that ranks popular items, look-alikes
+or, for a *fused* ranking, a linear function of those terms, their products and the two-step
+paths log(1 + paths(q, c)) (the items linked to an item linked to q: co-occurrence; `links.py`)
+(`FEATURES`), its weights fit on validation by `fusion.py`: one score that ranks popular items, look-alikes
 and cold items together, per query, where slots give each a fixed share of the list.
 
 The four rankings of a blend (`blend.py`):
@@ -29,8 +30,8 @@ from ssl_retrieval.compat import tf
 
 ONLY = ("all", "cold", "linked")
 # The terms a fused ranking weighs: cos(q, c), the TF-IDF cosine, log(1 + n_c), whether c is cold
-# (n_c = 0), log(1 + links(q, c)), and products that let one term count differently where
-# another is large (a cold item's TF-IDF, a popular item's cosine).
+# (n_c = 0), log(1 + links(q, c)), products that let one term count differently where another is
+# large (a cold item's TF-IDF, a popular item's cosine), and log(1 + two-step paths q - x - c).
 FEATURES = (
     "cos",
     "tfidf",
@@ -47,10 +48,12 @@ FEATURES = (
     "cos^2",
     "loglinks*cos",
     "loglinks*logn",
+    "logpaths",  # last: a blend.json written before it existed gives it weight 0
 )
 _CONTENT = {f for f in FEATURES if "tfidf" in f}
 _LINKS = {f for f in FEATURES if "loglinks" in f}
 _COUNTS = {f for f in FEATURES if "logn" in f or "cold" in f}
+_PATHS = {"logpaths"}
 # The linked ranking orders neighbours by link count first: log(1 + count) steps are at least
 # log(3/2) = 0.405 apart, so a weight of 10 puts 4 between counts, more than any cosine span (2).
 LINKS_WEIGHT = 10.0
@@ -84,8 +87,18 @@ class Ranking:
         return bool(self.popularity_weight) or self.only == "cold" or self._fused(_COUNTS)
 
     @property
+    def needs_paths(self) -> bool:
+        return self._fused(_PATHS)
+
+    @property
     def needs_links(self) -> bool:
-        return bool(self.links_weight) or self.only == "linked" or self._fused(_LINKS)
+        """The training links (the paths are counted from them too)."""
+        return (
+            bool(self.links_weight)
+            or self.only == "linked"
+            or self._fused(_LINKS)
+            or self.needs_paths
+        )
 
 
 def popular(beta: float) -> Ranking:
@@ -108,7 +121,7 @@ def fused(weights) -> Ranking:
     return Ranking(fusion=tuple(float(w) for w in weights))
 
 
-def feature_values(cosines, tfidf=None, log_counts=None, log_links=None) -> dict:
+def feature_values(cosines, tfidf=None, log_counts=None, log_links=None, log_paths=None) -> dict:
     """{feature: [B, M] values} of `FEATURES` (absent terms are 0); the same broadcasting as
     `score`'s arguments. Fitting a fusion (`fusion.py`) calls it on candidate pairs, scoring on
     corpus chunks: one formula."""
@@ -119,6 +132,7 @@ def feature_values(cosines, tfidf=None, log_counts=None, log_links=None) -> dict
         zero if log_counts is None else tf.reshape(tf.cast(log_counts, cos.dtype), [1, -1]) + zero
     )
     links = zero if log_links is None else tf.cast(log_links, cos.dtype) + zero
+    paths = zero if log_paths is None else tf.cast(log_paths, cos.dtype) + zero
     cold = tf.cast(logn <= 0, cos.dtype)
     return {
         "cos": cos,
@@ -136,14 +150,15 @@ def feature_values(cosines, tfidf=None, log_counts=None, log_links=None) -> dict
         "cos^2": cos * cos,
         "loglinks*cos": links * cos,
         "loglinks*logn": links * logn,
+        "logpaths": paths,
     }
 
 
-def _fused_score(weights, cosines, tfidf, log_counts, log_links):
+def _fused_score(weights, cosines, tfidf, log_counts, log_links, log_paths):
     """sum_i w_i f_i; an excluded item (cos -inf) stays -inf (its products would be nan)."""
     excluded = tf.math.is_inf(cosines)
     values = feature_values(
-        tf.where(excluded, tf.zeros_like(cosines), cosines), tfidf, log_counts, log_links
+        tf.where(excluded, tf.zeros_like(cosines), cosines), tfidf, log_counts, log_links, log_paths
     )
     out = tf.zeros_like(cosines)
     for name, weight in zip(FEATURES, weights, strict=True):
@@ -152,7 +167,7 @@ def _fused_score(weights, cosines, tfidf, log_counts, log_links):
     return tf.where(excluded, tf.cast(float("-inf"), out.dtype), out)
 
 
-def score(ranking: Ranking, cosines, tfidf=None, log_counts=None, log_links=None):
+def score(ranking: Ranking, cosines, tfidf=None, log_counts=None, log_links=None, log_paths=None):
     """[B, M] scores of `ranking` from its terms over the same M corpus items.
 
     Args:
@@ -160,9 +175,10 @@ def score(ranking: Ranking, cosines, tfidf=None, log_counts=None, log_links=None
       tfidf: [B, M] TF-IDF cosines (when the ranking has a content weight).
       log_counts: [M] or [1, M] log(1 + n_c) (popularity weight, or the cold ranking).
       log_links: [B, M] log(1 + links(q, c)) (links weight, or the linked ranking).
+      log_paths: [B, M] log(1 + two-step paths from q to c) (a fused ranking's "logpaths").
     """
     if ranking.fusion:
-        return _fused_score(ranking.fusion, cosines, tfidf, log_counts, log_links)
+        return _fused_score(ranking.fusion, cosines, tfidf, log_counts, log_links, log_paths)
     out = cosines
     if ranking.content_weight:
         out = out + tf.cast(ranking.content_weight, out.dtype) * tfidf

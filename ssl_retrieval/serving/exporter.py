@@ -209,6 +209,8 @@ class SimilarItemsModule(tf.Module):
             terms["log_counts"] = self.log_counts
         if any(r.needs_links for r in rankings.values()):
             terms["log_links"] = self.links.log_links(exclude)
+        if any(r.needs_paths for r in rankings.values()):
+            terms["log_paths"] = self.links.log_paths(exclude)
         out = []
         for ranking in rankings.values():
             values, indices = topk.exact_top_k(
