@@ -159,3 +159,14 @@ def test_two_hop_adds_a_second_fused_ranking_each_list_size_may_take(tmp_path):
         assert sum(t["two_hop"] for t in trials) == len(fused)
         # The choice is the best trial of the larger grid, so never worse on validation.
         assert after["choices"][k]["value"] >= before["choices"][k]["value"]
+
+
+def test_a_blend_chosen_before_an_option_existed_is_current_at_its_neutral_value(tmp_path):
+    """blend.json written before --blend_two_hop: the same options under --noblend_two_hop (the
+    value that chooses as before), stale under the default that tries the paths."""
+    without = BlendConfig(blend_two_hop=False).options()
+    del without["blend_two_hop"]
+    blend_lib.save(str(tmp_path), {"blends": {}, "options": without})
+    assert not blend_choice.is_stale(str(tmp_path), BlendConfig(blend_two_hop=False))
+    assert blend_choice.is_stale(str(tmp_path), BlendConfig())
+    assert blend_choice.is_stale(str(tmp_path), BlendConfig(blend_two_hop=False, blend_ks=(10,)))

@@ -17,6 +17,7 @@ whose slots come out the same at K are scored once.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -286,12 +287,23 @@ def _out_of_fold_lists(corpus, data, top, k: int, two_hop: bool) -> np.ndarray:
 
 
 def is_stale(model_dir: str, config: BlendConfig) -> bool:
-    """Whether the model's blend was chosen with other options (or never)."""
+    """Whether the model's blend was chosen with other options (or never). An option added
+    since it was chosen counts as the same when it is at its neutral value (the one that
+    chooses as before it existed: `cli.option(neutral=...)`)."""
     path = os.path.join(model_dir, blend_lib.FILE)
     if not os.path.exists(path):
         return True
     with open(path) as f:
-        return json.load(f).get("options") != config.options()
+        chosen_with = json.load(f).get("options")
+    if chosen_with is None:
+        return True
+    current = config.options()
+    for field in dataclasses.fields(config):
+        neutral = field.metadata.get("neutral", dataclasses.MISSING)
+        if field.name not in chosen_with and neutral is not dataclasses.MISSING:
+            value = list(neutral) if isinstance(neutral, tuple) else neutral
+            chosen_with = {**chosen_with, field.name: value}
+    return chosen_with != current
 
 
 def run(model_dir: str, config: BlendConfig, data_dir: str | None = None) -> dict:
