@@ -57,7 +57,9 @@ class Pool:
         found = topk.top_k_many(ranked, self.queries, corpus.num_items, fusion.FIT_DEPTH)
         lists = np.concatenate([found[r][0] for r in rankings], axis=1)
         self.pair_query, self.pair_item = fusion.candidate_pairs(lists, self.queries)
-        self.base = fusion.pair_features(corpus, self.pair_query, self.pair_item)
+        # The shipped terms without the paths (`two_hop_terms` adds them, and more).
+        without = fusion.pair_features(corpus, self.pair_query, self.pair_item, paths=False)
+        self.base = np.delete(without, scores.FEATURES.index("logpaths"), axis=1)
         relevant = set(
             zip(self.data.eval_query.tolist(), self.data.eval_candidate.tolist(), strict=True)
         )
@@ -74,7 +76,7 @@ class Pool:
         self.score = evaluator.list_scorer(self.data)
 
     def term(self, name: str) -> np.ndarray:
-        return self.base[:, scores.FEATURES.index(name)]
+        return self.base[:, scores.FEATURES.index(name)]  # a term before "logpaths", the last
 
     def query_terms(self) -> np.ndarray:
         links = sp.csr_matrix(self.corpus.links)
@@ -110,13 +112,7 @@ class Pool:
         head, cold = self.data.head[self.pair_item], self.data.cold[self.pair_item]
         for fold in range(int(self.fold.max()) + 1):
             fit = self.fold != fold
-            weights = np.ones(fit.sum())
-            positives = self.labels[fit].sum()
-            for member, share in zip(
-                (head & ~cold, ~head & ~cold, cold), slice_weights, strict=True
-            ):
-                mask = self.labels[fit] & member[fit]
-                weights[mask] = share * positives / (sum(slice_weights) * max(mask.sum(), 1))
+            weights = fusion.sample_weights(self.labels[fit], head[fit], cold[fit], slice_weights)
             mean, scale = features[fit].mean(0), features[fit].std(0)
             scale = np.where(scale > 0, scale, 1.0)
             model = LogisticRegression(C=1.0, max_iter=3000)

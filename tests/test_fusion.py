@@ -35,6 +35,10 @@ def test_pair_features_are_the_terms_of_each_pair():
     got = fusion.pair_features(corpus, queries, items)
     assert got.shape == (4, len(scores.FEATURES))
     column = dict(zip(scores.FEATURES, got.T, strict=True))
+    # Without the paths their column is 0 and the others are the same.
+    without = fusion.pair_features(corpus, queries, items, paths=False)
+    assert not without[:, scores.FEATURES.index("logpaths")].any()
+    np.testing.assert_array_equal(np.delete(without, -1, 1), np.delete(got, -1, 1))
     cos = np.sum(corpus.query_embeddings[queries] * corpus.item_embeddings[items], axis=1)
     tf_idf = np.asarray(corpus.content[queries].multiply(corpus.content[items]).sum(axis=1)).ravel()
     logn = corpus.log_counts[items]
@@ -54,7 +58,7 @@ def test_each_slice_s_positives_weigh_the_same():
     labels = np.array([1, 1, 1, 1, 1, 1, 0, 0], bool)
     head = np.array([1, 1, 1, 1, 0, 0, 1, 0], bool)
     cold = np.array([0, 0, 0, 0, 0, 1, 0, 0], bool)
-    weights = fusion._sample_weights(labels, head, cold)
+    weights = fusion.sample_weights(labels, head, cold)
     # 6 positives: 4 head, 1 tail, 1 cold; each slice's share is 2 of the 6.
     np.testing.assert_allclose(weights, [0.5, 0.5, 0.5, 0.5, 2.0, 2.0, 1.0, 1.0])
 
@@ -101,12 +105,18 @@ def test_the_fit_finds_the_term_relevance_follows(tmp_path):
     assert hits["fused"] > 0.5 > hits["cos"]
 
 
-def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
+def _choice_inputs(tmp_path):
+    """A tiny data dir, its validation sample and a corpus of random unit embeddings."""
     data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.2)
     data = blend_choice.validation_sample(data_dir, 2000)
     rng = np.random.default_rng(5)
     items = unit(rng.normal(size=(data.num_items, 8)))
-    corpus = evaluator.corpus_of(data_dir, data, items, items)
+    return data_dir, data, lambda: evaluator.corpus_of(data_dir, data, items, items)
+
+
+def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
+    data_dir, data, new_corpus = _choice_inputs(tmp_path)
+    corpus = new_corpus()
     config = BlendConfig(
         blend_ks=(10,), blend_objective="slices", blend_fusion=True, blend_two_hop=False
     )
@@ -135,18 +145,14 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
 
 
 def test_two_hop_adds_a_second_fused_ranking_each_list_size_may_take(tmp_path):
-    data_dir = testing.make_data_dir(str(tmp_path / "data"), validation_fraction=0.2)
-    data = blend_choice.validation_sample(data_dir, 2000)
-    rng = np.random.default_rng(5)
-    items = unit(rng.normal(size=(data.num_items, 8)))
-    corpus = evaluator.corpus_of(data_dir, data, items, items)
+    data_dir, data, new_corpus = _choice_inputs(tmp_path)
+    corpus = new_corpus()
     plain = BlendConfig(
         blend_ks=(10, 20), blend_objective="slices", blend_fusion=True, blend_two_hop=False
     )
     with_paths = BlendConfig(blend_ks=(10, 20), blend_objective="slices", blend_fusion=True)
     before = blend_choice.choose(corpus, data, plain, data_dir)
-    corpus = evaluator.corpus_of(data_dir, data, items, items)
-    after = blend_choice.choose(corpus, data, with_paths, data_dir)
+    after = blend_choice.choose(new_corpus(), data, with_paths, data_dir)
     path_weight = scores.FEATURES.index("logpaths")
     assert after["fusion"]["weights"] == before["fusion"]["weights"]  # the same first fit
     assert after["fusion"]["weights"][path_weight] == 0

@@ -105,7 +105,7 @@ def _simplicity(trial: dict) -> tuple:
     then no cold slots, no TF-IDF, no penalty, small beta."""
     return (
         not trial["fused"],
-        not trial.get("two_hop"),
+        not trial["two_hop"],
         -trial["links_share"],
         trial["prior_share"],
         -trial["cold_share"],

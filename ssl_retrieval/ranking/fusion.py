@@ -50,8 +50,9 @@ CANDIDATES = {
 SLICE_WEIGHTS = (1.0, 1.0, 1.0)  # head, tail, cold
 
 
-def pair_features(corpus, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """[P, len(FEATURES)] features of the (query, item) corpus index pairs."""
+def pair_features(corpus, queries: np.ndarray, items: np.ndarray, paths: bool = True) -> np.ndarray:
+    """[P, len(FEATURES)] features of the (query, item) corpus index pairs; without `paths`
+    the two-step paths' column is 0 (their sparse product is the costly term)."""
     cos = np.einsum(
         "pd,pd->p",
         np.asarray(corpus.query_embeddings)[queries],
@@ -64,7 +65,8 @@ def pair_features(corpus, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
     if corpus.links is not None:
         links = np.asarray(sp.csr_matrix(corpus.links)[queries, items]).reshape(1, -1)
         terms["log_links"] = np.log1p(links)
-        terms["log_paths"] = np.log1p(_paths(corpus.links, queries, items))[np.newaxis, :]
+        if paths:
+            terms["log_paths"] = np.log1p(_paths(corpus.links, queries, items))[np.newaxis, :]
     values = scores.feature_values(
         tf.constant(cos[np.newaxis, :], tf.float32),
         **{k: tf.constant(v, tf.float32) for k, v in terms.items()},
@@ -102,7 +104,7 @@ def fit(
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (only when fitting)
 
     pair_queries, pair_items = candidate_pairs(lists, queries)
-    features = pair_features(corpus, pair_queries, pair_items)
+    features = pair_features(corpus, pair_queries, pair_items, paths=two_hop)
     relevant = set(zip(data.eval_query.tolist(), data.eval_candidate.tolist(), strict=True))
     labels = np.array(
         [
@@ -110,7 +112,7 @@ def fit(
             for q, c in zip(pair_queries.tolist(), pair_items.tolist(), strict=True)
         ]
     )
-    weights = _sample_weights(labels, data.head[pair_items], data.cold[pair_items])
+    weights = sample_weights(labels, data.head[pair_items], data.cold[pair_items])
     used = np.array([two_hop or f != "logpaths" for f in scores.FEATURES])
     features = features[:, used]
     mean, scale = features.mean(axis=0), features.std(axis=0)
@@ -122,16 +124,18 @@ def fit(
     return tuple(float(w) for w in out)
 
 
-def _sample_weights(labels: np.ndarray, head: np.ndarray, cold: np.ndarray) -> np.ndarray:
-    """1 for negatives; the positives of each slice (head, tail, cold) share SLICE_WEIGHTS's
-    part of the positives' total."""
+def sample_weights(
+    labels: np.ndarray, head: np.ndarray, cold: np.ndarray, shares=SLICE_WEIGHTS
+) -> np.ndarray:
+    """1 for negatives; the positives of each slice (head, tail, cold) share `shares`'s part
+    of the positives' total."""
     weights = np.ones(len(labels))
     positives = labels.sum()
     slices = (head & ~cold, ~head & ~cold, cold)
-    for member, share in zip(slices, SLICE_WEIGHTS, strict=True):
+    for member, share in zip(slices, shares, strict=True):
         mask = labels & member
         if mask.any():
-            weights[mask] = share * positives / (sum(SLICE_WEIGHTS) * mask.sum())
+            weights[mask] = share * positives / (sum(shares) * mask.sum())
     return weights
 
 
