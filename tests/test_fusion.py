@@ -2,6 +2,7 @@
 scores it on queries it was not fit on."""
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from ssl_retrieval import testing
@@ -90,11 +91,12 @@ def test_the_fit_finds_the_term_relevance_follows(tmp_path):
     data.eval_query, data.eval_candidate = queries, planted
     top = retrieve.top_lists(corpus, fusion.CANDIDATES, queries, 30)
     lists = np.concatenate([top[name][0] for name in fusion.CANDIDATES], axis=1)
-    weights = fusion.fit(corpus, data, lists, queries)
+    pairs = fusion.Pairs.of(corpus, data, lists, queries)
+    weights = fusion.fit(pairs)
     assert dict(zip(scores.FEATURES, weights, strict=True))["tfidf"] > 0
     # The two-step paths are weighed only when asked for (--blend_two_hop).
     assert dict(zip(scores.FEATURES, weights, strict=True))["logpaths"] == 0
-    with_paths = fusion.fit(corpus, data, lists, queries, two_hop=True)
+    with_paths = fusion.fit(pairs, two_hop=True)
     assert dict(zip(scores.FEATURES, with_paths, strict=True))["logpaths"] != 0
     ranked = retrieve.top_lists(
         corpus, {"fused": scores.fused(weights), "cos": scores.popular(0)}, queries, 10
@@ -103,6 +105,29 @@ def test_the_fit_finds_the_term_relevance_follows(tmp_path):
         n: np.mean([p in row for p, row in zip(planted, ranked[n][0], strict=True)]) for n in ranked
     }
     assert hits["fused"] > 0.5 > hits["cos"]
+
+
+def test_each_fold_s_fit_takes_its_rows_of_pairs_computed_once(tmp_path):
+    # The pairs are computed once per choice; a fold's fit from its rows must be the fit of
+    # pairs computed from that fold's queries alone.
+    data_dir, data, new_corpus = _choice_inputs(tmp_path)
+    corpus = new_corpus()
+    corpus.content = tfidf.build(data_dir).matrix
+    corpus.links = evaluator.training_links(data)
+    queries = np.unique(data.eval_query)
+    top = retrieve.top_lists(corpus, fusion.CANDIDATES, queries, 20)
+    lists = np.concatenate([top[name][0] for name in fusion.CANDIDATES], axis=1)
+    fold_of = fusion.folds(queries)
+    pairs = fusion.Pairs.of(corpus, data, lists, queries)
+    for two_hop in (False, True):
+        per_fold = fusion.fit_out_of_fold(pairs, queries, fold_of, two_hop)
+        for f, weights in enumerate(per_fold):
+            others = fold_of != f
+            alone = fusion.Pairs.of(corpus, data, lists[others], queries[others], paths=two_hop)
+            np.testing.assert_allclose(weights, fusion.fit(alone, two_hop), rtol=1e-6, atol=1e-9)
+    without_paths = fusion.Pairs.of(corpus, data, lists, queries, paths=False)
+    with pytest.raises(ValueError, match="paths=True"):
+        fusion.fit(without_paths, two_hop=True)
 
 
 def _choice_inputs(tmp_path):
@@ -132,7 +157,8 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
     fold_of = fusion.folds(queries)
     top = retrieve.top_lists(corpus, fusion.CANDIDATES, queries, fusion.FIT_DEPTH)
     candidates = np.concatenate([top[name][0] for name in fusion.CANDIDATES], axis=1)
-    per_fold = fusion.fit_out_of_fold(corpus, data, candidates, queries, fold_of)
+    pairs = fusion.Pairs.of(corpus, data, candidates, queries, paths=False)
+    per_fold = fusion.fit_out_of_fold(pairs, queries, fold_of)
     assert all(w != weights for w in per_fold)
     expected = np.full((len(queries), 10), -1)
     for f, w in enumerate(per_fold):

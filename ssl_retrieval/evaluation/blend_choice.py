@@ -208,10 +208,15 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
     if config.blend_fusion:
         # With --blend_two_hop, a second fused ranking that also weighs the two-step paths: each
         # list size takes whichever does better (at 10 they helped on the linked source).
+        queries = np.unique(data.eval_query)
+        logging.info("blend: fitting the fused ranking on %d validation queries", len(queries))
+        pairs = fusion.Pairs.of(corpus, data, _candidates(top), queries, config.blend_two_hop)
         for two_hop in (False, True) if config.blend_two_hop else (False,):
-            weights = _fit_fusion(corpus, data, top, two_hop)
+            weights = fusion.fit(pairs, two_hop)
             # Scored by lists of weights fit without each query's own pairs.
-            top[scores.fused(weights)] = _out_of_fold_lists(corpus, data, top, max(ks), two_hop)
+            top[scores.fused(weights)] = _out_of_fold_lists(
+                corpus, pairs, queries, max(ks), two_hop
+            )
             fusions.append(weights)
         fit = {"features": list(scores.FEATURES), "weights": list(fusions[0]), "out_of_fold": True}
         if config.blend_two_hop:
@@ -265,19 +270,11 @@ def _candidates(top) -> np.ndarray:
     return np.concatenate([top[r] for r in fusion.CANDIDATES.values()], axis=1)
 
 
-def _fit_fusion(corpus, data, top, two_hop: bool) -> tuple[float, ...]:
-    """The fused ranking's weights, fit on every validation query."""
-    queries = np.unique(data.eval_query)
-    logging.info("blend: fitting the fused ranking on %d validation queries", len(queries))
-    return fusion.fit(corpus, data, _candidates(top), queries, two_hop)
-
-
-def _out_of_fold_lists(corpus, data, top, k: int, two_hop: bool) -> np.ndarray:
+def _out_of_fold_lists(corpus, pairs, queries: np.ndarray, k: int, two_hop: bool) -> np.ndarray:
     """[Q, k] each validation query's list of the fused ranking fit without its fold: what the
     blend's choice scores it by, so that its fit on these pairs does not flatter it."""
-    queries = np.unique(data.eval_query)
     fold_of = fusion.folds(queries)
-    per_fold = fusion.fit_out_of_fold(corpus, data, _candidates(top), queries, fold_of, two_hop)
+    per_fold = fusion.fit_out_of_fold(pairs, queries, fold_of, two_hop)
     rankings = {f: scores.fused(w) for f, w in enumerate(per_fold)}
     found = retrieve.top_lists(corpus, rankings, queries, k)
     out = np.full((len(queries), k), -1, np.int64)

@@ -28,6 +28,8 @@ on: `fit_out_of_fold`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -95,26 +97,59 @@ def candidate_pairs(lists: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray,
     return np.concatenate(rows), np.concatenate(items)
 
 
-def fit(
-    corpus, data, lists: np.ndarray, queries: np.ndarray, two_hop: bool = False
-) -> tuple[float, ...]:
-    """The fused ranking's weights (one per `scores.FEATURES`), fit on the validation pairs of
-    `queries` [Q] (corpus indices, rows of `lists`) in `data` (`evaluator.EvalData`); the
-    two-step paths' weight is 0 unless `two_hop`."""
+@dataclasses.dataclass(frozen=True)
+class Pairs:
+    """The fit's examples, computed once per blend choice: every (query, candidate) pair of
+    the validation queries, its features, label and slice. The full fit and each fold's fit
+    take rows of it (`fit`), so the costly terms (the TF-IDF products, the two-step paths) are
+    counted once, not once per fit."""
+
+    queries: np.ndarray  # [P] corpus index of the pair's query
+    items: np.ndarray  # [P] corpus index of its candidate
+    features: np.ndarray  # [P, len(FEATURES)]
+    labels: np.ndarray  # [P] whether the candidate is one of the query's validation candidates
+    head: np.ndarray  # [P] the candidate's slice
+    cold: np.ndarray
+    paths: bool  # whether the two-step paths' column was counted
+
+    @classmethod
+    def of(cls, corpus, data, lists: np.ndarray, queries: np.ndarray, paths: bool = True):
+        """The candidates of `queries` [Q] (corpus indices, rows of `lists` [Q, L], the
+        candidate rankings' top lists side by side) and their validation labels in `data`
+        (`evaluator.EvalData`); without `paths` the two-step paths' column is 0."""
+        pair_queries, pair_items = candidate_pairs(lists, queries)
+        relevant = set(zip(data.eval_query.tolist(), data.eval_candidate.tolist(), strict=True))
+        labels = np.array(
+            [
+                (q, c) in relevant
+                for q, c in zip(pair_queries.tolist(), pair_items.tolist(), strict=True)
+            ],
+            dtype=bool,
+        )
+        return cls(
+            queries=pair_queries,
+            items=pair_items,
+            features=pair_features(corpus, pair_queries, pair_items, paths=paths),
+            labels=labels,
+            head=np.asarray(data.head)[pair_items],
+            cold=np.asarray(data.cold)[pair_items],
+            paths=paths,
+        )
+
+
+def fit(pairs: Pairs, two_hop: bool = False, rows: np.ndarray | None = None) -> tuple[float, ...]:
+    """The fused ranking's weights (one per `scores.FEATURES`), fit on `pairs` (the `rows`
+    [P] bool of them, default all); the two-step paths' weight is 0 unless `two_hop` (then
+    `pairs` must have been computed with them)."""
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (only when fitting)
 
-    pair_queries, pair_items = candidate_pairs(lists, queries)
-    features = pair_features(corpus, pair_queries, pair_items, paths=two_hop)
-    relevant = set(zip(data.eval_query.tolist(), data.eval_candidate.tolist(), strict=True))
-    labels = np.array(
-        [
-            (q, c) in relevant
-            for q, c in zip(pair_queries.tolist(), pair_items.tolist(), strict=True)
-        ]
-    )
-    weights = sample_weights(labels, data.head[pair_items], data.cold[pair_items])
+    if two_hop and not pairs.paths:
+        raise ValueError("fitting the two-step paths' weight needs Pairs.of(..., paths=True)")
+    rows = np.ones(len(pairs.labels), bool) if rows is None else rows
+    labels = pairs.labels[rows]
+    weights = sample_weights(labels, pairs.head[rows], pairs.cold[rows])
     used = np.array([two_hop or f != "logpaths" for f in scores.FEATURES])
-    features = features[:, used]
+    features = pairs.features[rows][:, used]
     mean, scale = features.mean(axis=0), features.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     model = LogisticRegression(C=1.0, max_iter=2000)
@@ -148,11 +183,11 @@ def folds(queries: np.ndarray, count: int = 2, seed: int = 0) -> np.ndarray:
 
 
 def fit_out_of_fold(
-    corpus, data, lists, queries, fold_of, two_hop: bool = False
+    pairs: Pairs, queries: np.ndarray, fold_of: np.ndarray, two_hop: bool = False
 ) -> list[tuple[float, ...]]:
-    """Per fold, the weights fit on the other folds' queries: the fused ranking of a query is
-    then scored with weights that never saw its pairs."""
+    """Per fold of `queries` [Q] (`fold_of` [Q]), the weights fit on the other folds' pairs:
+    the fused ranking of a query is then scored with weights that never saw its pairs."""
     return [
-        fit(corpus, data, lists[fold_of != f], queries[fold_of != f], two_hop)
+        fit(pairs, two_hop, rows=~np.isin(pairs.queries, queries[fold_of == f]))
         for f in range(int(fold_of.max()) + 1)
     ]
