@@ -461,6 +461,42 @@ def test_flagfiles_whose_choice_may_change_are_removed_until_their_trials_are_do
     assert "--alpha=1.0" in flags["cfm"].read_text().splitlines()  # still the best
 
 
+def test_a_fraction_that_depends_on_nothing_undecided_keeps_its_flagfile(tmp_path):
+    """Tuning goes fraction by fraction; a finished fraction listed after one that trains
+    again keeps its choice unless it is promoted from it."""
+    (tmp_path / "c.cfg").write_text("--method=cfm\n")
+    config = {
+        **_toy_paths(tmp_path),
+        "data_dirs": {
+            "0.1": _fake_data_dir(tmp_path / "data_0.1"),
+            "0.01": _fake_data_dir(tmp_path / "data_0.01"),
+            "1.0": _fake_data_dir(tmp_path / "data"),
+        },
+        "common_flags": ["--validate_every=100"],
+        "methods": {"cfm": {"flagfile": str(tmp_path / "c.cfg"), "grid": GRID}},
+        "trials": 2,
+        "promote": {"1.0": {"from": "0.1", "top": 1}},
+    }
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(config))
+    tuning.run_tuning(str(path), runner=_fake_trainer([]))
+    flags = {f: tmp_path / "flags" / f"toy_cfm_{f}.cfg" for f in ("0.1", "0.01", "1.0")}
+    assert all(f.exists() for f in flags.values())
+    # New data at 0.1: its trials train again. Meanwhile 0.01's choice stands, and 1.0's,
+    # whose points are 0.1's best, waits for them.
+    (tmp_path / "data_0.1" / "stats.json").write_text('{"num_items": 11}')
+    seen = []
+    fake = _fake_trainer([])
+
+    def trainer(args):
+        seen.append({f: flag.exists() for f, flag in flags.items()})
+        fake(args)
+
+    tuning.run_tuning(str(path), runner=trainer)
+    assert seen[0] == {"0.1": False, "0.01": True, "1.0": False}
+    assert all(f.exists() for f in flags.values())
+
+
 def test_a_trial_is_recorded_with_its_flagfile_as_it_started(tmp_path):
     """A flagfile rewritten while its trial trains does not change what the record says ran."""
     (tmp_path / "c.cfg").write_text("--method=cfm\n--dropout_rate=0.3\n")

@@ -224,21 +224,36 @@ def write_variant_flagfile(config: TuningConfig, name: str, trial: dict) -> str:
 
 
 def _decided(config: TuningConfig, book: ledger.RecordBook) -> set:
-    """The (method, fraction) pairs whose every trial is recorded, in the order tuning goes
-    until the first that has a trial to train: the pairs after it may depend on it (through
-    the backbone or promotion), so their choice is not known until it is done."""
+    """The (method, fraction) pairs whose every trial is recorded and whose points are known:
+    a pair promoted from another fraction, or a method on a backbone, is decided only once
+    what it depends on is (its points come from those trials). Pairs that depend on nothing
+    undecided keep their choice while tuning goes on elsewhere."""
     trials, decided = [], set()
     for fraction in config.data_dirs:
         for method in methods_at(config, fraction):
+            if not all(d in decided for d in _depends_on(config, method, fraction)):
+                continue
             records = [
                 book.finished(unit(config, method, fraction, p))
                 for p in points_of(config, method, fraction, trials)
             ]
             if any(r is None for r in records):
-                return decided
+                continue
             trials += records
             decided.add((method, fraction))
     return decided
+
+
+def _depends_on(config: TuningConfig, method: str, fraction: str) -> list[tuple[str, str]]:
+    """The (method, fraction) pairs whose trials decide the points of `method` on `fraction`."""
+    out = []
+    if fraction in config.promote:
+        out.append((method, config.promote[fraction].source))
+    if config.backbone is not None and method != config.backbone.method:
+        out.append((config.backbone.method, fraction))
+        if fraction in config.promote:
+            out.append((config.backbone.method, config.promote[fraction].source))
+    return out
 
 
 def _remove_undecided_flagfiles(config: TuningConfig, decided: set) -> list[str]:
