@@ -58,3 +58,39 @@ def test_paired_cells_match_numpy_and_missing_datasets_say_not_run(tmp_path):
     # Cold slots: the blends' mean share per method, with the number of runs.
     assert "| A | 1.0 | 0.20 (3) | 0.00 (4) |" in markdown
     assert "| B | 1.0 | not run | not run |" in markdown
+
+
+def test_the_rule_s_validation_table_pairs_the_blends_objectives_from_the_model_dirs(tmp_path):
+    baseline = {1: 0.40, 2: 0.43, 3: 0.41}
+    method = {1: 0.42, 2: 0.45, 3: 0.43}
+    runs_dir = tmp_path / "runs"
+    records = []
+    for name, values in (("recipe", baseline), ("cfm", method)):
+        for seed, value in values.items():
+            records.append(_record(name, "0.1", seed, 0.5, 0.2, 0.0))
+            model_dir = runs_dir / "0.1" / name / f"seed{seed}"
+            model_dir.mkdir(parents=True)
+            # The objective is the last number of a choice's value (the mean over slices).
+            choices = {"10": {"value": [value]}, "50": {"value": [1.0, value + 0.1]}}
+            (model_dir / "blend.json").write_text(json.dumps({"choices": choices}))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "a" / "config.json").write_text(json.dumps({"runs_dir": str(runs_dir)}))
+    (tmp_path / "b").mkdir()  # recorded elsewhere: no model dirs here
+    (tmp_path / "b" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = {
+        "title": "t",
+        "method": "cfm",
+        "baseline": "recipe",
+        "output": str(tmp_path / "report.md"),
+        "fractions": ["0.1", "1.0"],
+        "datasets": {"A": str(tmp_path / "a"), "B": str(tmp_path / "b")},
+    }
+    markdown = paired_summary.write(config)
+    diffs = np.array([method[s] - baseline[s] for s in (1, 2, 3)])
+    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    assert diffs.mean() - half > 0  # this toy's interval excludes 0
+    cell = f"{diffs.mean():+.3f} ± {half:.3f} **better**"
+    assert f"| A | 0.1 | 3 | {cell} | {cell} |" in markdown
+    assert "| B | 0.1 | 0 | no model dirs here | no model dirs here |" in markdown
+    assert "| A | 1.0 | 0 | not run | not run |" in markdown
