@@ -13,6 +13,11 @@ top 50 almost always: the first line checks it against the model's chosen blend)
   +two-hop        log(1 + paths q - x - c in the training links), alone, times the log count,
                   the cosine, and normalised by the item's degree (co-occurrence)
   weights 2:1:1   the head's positives weighed twice (and 3:1:1 three times)
+  +item-kNN       (with --knn) the BM25 item-kNN peer's score of the pair
+                  (`evaluation/peers.py`: (e_q + links[q]) S, S implicit's BM25 similarity of
+                  the training links, K=200, K1=1.2, B=0.75), log(1 + score), alone, squared and
+                  times the cosine and the item's log count; its own top 100 join the candidate pool (so every variant is
+                  ranked within the same, larger pool)
 
 Prints one JSON line per variant: Recall@10 and Recall@50 per query on all / head / tail / cold
 and their mean (the blend's objective).
@@ -41,7 +46,7 @@ SLICES = ("all", "head", "tail", "cold")
 class Pool:
     """The validation queries' candidate pairs, their labels and terms."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, knn: bool = False):
         from ssl_retrieval.model import two_tower as model_lib  # noqa: PLC0415
 
         train_config = train_config_lib.load(model_dir)
@@ -56,10 +61,15 @@ class Pool:
         ranked = retrieve.scorer(corpus, {r: r for r in rankings}, tfidf.product(corpus.content))
         found = topk.top_k_many(ranked, self.queries, corpus.num_items, fusion.FIT_DEPTH)
         lists = np.concatenate([found[r][0] for r in rankings], axis=1)
+        self.knn_scores = self.knn_lists = None
+        if knn:
+            self.knn_scores = _knn_scores(corpus.links, self.queries)
+            self.knn_lists = _top_rows(self.knn_scores, fusion.FIT_DEPTH)
+            lists = np.concatenate([lists, self.knn_lists], axis=1)
         self.pair_query, self.pair_item = fusion.candidate_pairs(lists, self.queries)
-        # The shipped terms without the paths (`two_hop_terms` adds them, and more).
+        # The shipped terms without the link graph's (`two_hop_terms` and `knn_terms` add them).
         without = fusion.pair_features(corpus, self.pair_query, self.pair_item, paths=False)
-        self.base = np.delete(without, scores.FEATURES.index("logpaths"), axis=1)
+        self.base = without[:, self.BASE]
         relevant = set(
             zip(self.data.eval_query.tolist(), self.data.eval_candidate.tolist(), strict=True)
         )
@@ -75,8 +85,11 @@ class Pool:
         self.corpus = corpus
         self.score = evaluator.list_scorer(self.data)
 
+    # The fused ranking's terms before the link graph's (the paths, the item-kNN).
+    BASE = [i for i, f in enumerate(scores.FEATURES) if f not in scores.PATHS | scores.KNN]
+
     def term(self, name: str) -> np.ndarray:
-        return self.base[:, scores.FEATURES.index(name)]  # a term before "logpaths", the last
+        return self.base[:, self.BASE.index(scores.FEATURES.index(name))]
 
     def query_terms(self) -> np.ndarray:
         links = sp.csr_matrix(self.corpus.links)
@@ -102,6 +115,12 @@ class Pool:
                 normalised * cos,
             ],
             axis=1,
+        )
+
+    def knn_terms(self) -> np.ndarray:
+        score = np.log1p(np.asarray(self.knn_scores[self.row, self.pair_item]).ravel())
+        return np.stack(
+            [score, score * self.term("cos"), score * self.term("logn"), score**2], axis=1
         )
 
     def evaluate(self, features: np.ndarray, slice_weights=(1.0, 1.0, 1.0)) -> dict:
@@ -140,11 +159,37 @@ class Pool:
         return out
 
 
+def _knn_scores(links, queries: np.ndarray) -> sp.csr_matrix:
+    """[Q, N] the BM25 item-kNN peer's scores of the queries (`peers.knn_scorer`, no ties)."""
+    from implicit.nearest_neighbours import BM25Recommender  # noqa: PLC0415
+
+    links = sp.csr_matrix(links).astype(np.float32)
+    model = BM25Recommender(K=200, K1=1.2, B=0.75, num_threads=1)
+    model.fit(links, show_progress=False)
+    profiles = (sp.identity(links.shape[0], np.float32, format="csr") + links).tocsr()
+    scores = (profiles[queries] @ sp.csr_matrix(model.similarity)).tocsr()
+    scores[np.arange(len(queries)), queries] = 0  # the query itself is never an answer
+    scores.eliminate_zeros()
+    return scores
+
+
+def _top_rows(scores: sp.csr_matrix, k: int) -> np.ndarray:
+    """[Q, k] each row's k best columns, -1 padding."""
+    out = np.full((scores.shape[0], k), -1, np.int64)
+    for row in range(scores.shape[0]):
+        start, end = scores.indptr[row], scores.indptr[row + 1]
+        columns, values = scores.indices[start:end], scores.data[start:end]
+        best = columns[np.argsort(-values, kind="stable")[:k]]
+        out[row, : len(best)] = best
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", help="a trained model dir with its blend.json")
+    parser.add_argument("--knn", action="store_true", help="also try the item-kNN term")
     args = parser.parse_args()
-    pool = Pool(args.model_dir)
+    pool = Pool(args.model_dir, knn=args.knn)
     with open(os.path.join(args.model_dir, "blend.json")) as f:
         chosen = json.load(f)["choices"]
     common = {"model_dir": args.model_dir, "pairs": int(len(pool.labels))}
@@ -162,6 +207,19 @@ def main():
         "weights 2:1:1": (pool.base, (2, 1, 1)),
         "weights 3:1:1": (pool.base, (3, 1, 1)),
     }
+    if args.knn:
+        alone = {}
+        for k in (10, 50):
+            metrics = pool.score(pool.knn_lists[:, :k], (k,))
+            alone[f"recall@{k}"] = {x: round(metrics[x][f"recall@{k}"], 4) for x in SLICES}
+        print(json.dumps({**common, "variant": "item-kNN alone (its ties unbroken)", **alone}))
+        paths = np.hstack([pool.base, pool.two_hop_terms()])
+        variants = {
+            "base": (pool.base, (1, 1, 1)),
+            "+two-hop": (paths, (1, 1, 1)),
+            "+item-kNN": (np.hstack([pool.base, pool.knn_terms()]), (1, 1, 1)),
+            "+two-hop +item-kNN": (np.hstack([paths, pool.knn_terms()]), (1, 1, 1)),
+        }
     for name, (features, weights) in variants.items():
         result = pool.evaluate(features, weights)
         print(json.dumps({**common, "variant": name, **result}), flush=True)

@@ -1,6 +1,8 @@
 """The fused ranking (ranking/fusion.py): its features, its fit, and how the blend's choice
 scores it on queries it was not fit on."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -36,10 +38,12 @@ def test_pair_features_are_the_terms_of_each_pair():
     got = fusion.pair_features(corpus, queries, items)
     assert got.shape == (4, len(scores.FEATURES))
     column = dict(zip(scores.FEATURES, got.T, strict=True))
-    # Without the paths their column is 0 and the others are the same.
+    # Without the paths (or the item-kNN) their columns are 0 and the others are the same.
     without = fusion.pair_features(corpus, queries, items, paths=False)
-    assert not without[:, scores.FEATURES.index("logpaths")].any()
-    np.testing.assert_array_equal(np.delete(without, -1, 1), np.delete(got, -1, 1))
+    knn_columns = [scores.FEATURES.index(f) for f in scores.KNN]
+    optional = [scores.FEATURES.index("logpaths"), *knn_columns]
+    assert not without[:, optional].any() and not got[:, knn_columns].any()
+    np.testing.assert_array_equal(np.delete(without, optional, 1), np.delete(got, optional, 1))
     cos = np.sum(corpus.query_embeddings[queries] * corpus.item_embeddings[items], axis=1)
     tf_idf = np.asarray(corpus.content[queries].multiply(corpus.content[items]).sum(axis=1)).ravel()
     logn = corpus.log_counts[items]
@@ -53,6 +57,19 @@ def test_pair_features_are_the_terms_of_each_pair():
     paths = np.array([linked[q] @ linked[:, c] for q, c in zip(queries, items, strict=True)])
     assert paths.max() >= 1
     np.testing.assert_allclose(column["logpaths"], np.log1p(paths), rtol=1e-5)
+    # The item-kNN's score: the query's profile (itself and its links) times the similarity.
+    corpus.knn = links.knn_similarity(corpus.links)
+    got_knn = fusion.pair_features(corpus, queries, items, knn=True)
+    with_knn = dict(zip(scores.FEATURES, got_knn.T, strict=True))
+    profiles = np.eye(len(linked)) + corpus.links.toarray()
+    knn = np.log1p(
+        np.array(
+            [profiles[q] @ corpus.knn.toarray()[:, c] for q, c in zip(queries, items, strict=True)]
+        )
+    )
+    assert knn.max() > 0
+    np.testing.assert_allclose(with_knn["logknn"], knn, rtol=1e-5)
+    np.testing.assert_allclose(with_knn["logknn*logn"], knn * logn, rtol=1e-5)
 
 
 def test_each_slice_s_positives_weigh_the_same():
@@ -143,7 +160,11 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
     data_dir, data, new_corpus = _choice_inputs(tmp_path)
     corpus = new_corpus()
     config = BlendConfig(
-        blend_ks=(10,), blend_objective="slices", blend_fusion=True, blend_two_hop=False
+        blend_ks=(10,),
+        blend_objective="slices",
+        blend_fusion=True,
+        blend_two_hop=False,
+        blend_item_knn=False,
     )
     choice = blend_choice.choose(corpus, data, config, data_dir)
     weights = tuple(choice["fusion"]["weights"])
@@ -170,35 +191,41 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
     assert (chosen.fusion == weights) if chosen.fusion else True
 
 
-def test_two_hop_adds_a_second_fused_ranking_each_list_size_may_take(tmp_path):
+def test_link_terms_add_a_second_fused_ranking_each_list_size_may_take(tmp_path):
     data_dir, data, new_corpus = _choice_inputs(tmp_path)
     corpus = new_corpus()
     plain = BlendConfig(
-        blend_ks=(10, 20), blend_objective="slices", blend_fusion=True, blend_two_hop=False
+        blend_ks=(10, 20),
+        blend_objective="slices",
+        blend_fusion=True,
+        blend_two_hop=False,
+        blend_item_knn=False,
     )
-    with_paths = BlendConfig(blend_ks=(10, 20), blend_objective="slices", blend_fusion=True)
+    with_terms = BlendConfig(blend_ks=(10, 20), blend_objective="slices", blend_fusion=True)
     before = blend_choice.choose(corpus, data, plain, data_dir)
-    after = blend_choice.choose(new_corpus(), data, with_paths, data_dir)
-    path_weight = scores.FEATURES.index("logpaths")
+    after = blend_choice.choose(new_corpus(), data, with_terms, data_dir)
+    linked = [scores.FEATURES.index(f) for f in ("logpaths", "logknn", "logknn*cos")]
     assert after["fusion"]["weights"] == before["fusion"]["weights"]  # the same first fit
-    assert after["fusion"]["weights"][path_weight] == 0
-    assert after["fusion"]["weights_two_hop"][path_weight] != 0
+    assert all(after["fusion"]["weights"][i] == 0 for i in linked)
+    assert all(after["fusion"]["weights_link_terms"][i] != 0 for i in linked)
     for k in ("10", "20"):
         trials, plain_trials = after["choices"][k]["grid"], before["choices"][k]["grid"]
         fused = [t for t in plain_trials if t["fused"]]
         # Every fused blend once more with the second fused ranking; the rest as before.
         assert len(trials) == len(plain_trials) + len(fused)
-        assert sum(t["two_hop"] for t in trials) == len(fused)
+        assert sum(t["link_terms"] for t in trials) == len(fused)
         # The choice is the best trial of the larger grid, so never worse on validation.
         assert after["choices"][k]["value"] >= before["choices"][k]["value"]
 
 
 def test_a_blend_chosen_before_an_option_existed_is_current_at_its_neutral_value(tmp_path):
-    """blend.json written before --blend_two_hop: the same options under --noblend_two_hop (the
-    value that chooses as before), stale under the default that tries the paths."""
-    without = BlendConfig(blend_two_hop=False).options()
-    del without["blend_two_hop"]
+    """blend.json written before --blend_two_hop and --blend_item_knn: the same options with both
+    off (the values that choose as before), stale under the defaults that try them."""
+    before = BlendConfig(blend_two_hop=False, blend_item_knn=False)
+    without = before.options()
+    del without["blend_two_hop"], without["blend_item_knn"]
     blend_lib.save(str(tmp_path), {"blends": {}, "options": without})
-    assert not blend_choice.is_stale(str(tmp_path), BlendConfig(blend_two_hop=False))
+    assert not blend_choice.is_stale(str(tmp_path), before)
     assert blend_choice.is_stale(str(tmp_path), BlendConfig())
-    assert blend_choice.is_stale(str(tmp_path), BlendConfig(blend_two_hop=False, blend_ks=(10,)))
+    assert blend_choice.is_stale(str(tmp_path), BlendConfig(blend_two_hop=False))
+    assert blend_choice.is_stale(str(tmp_path), dataclasses.replace(before, blend_ks=(10,)))

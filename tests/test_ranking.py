@@ -199,6 +199,30 @@ def test_two_step_paths_count_the_items_linked_to_both_in_numpy_and_in_the_graph
     np.testing.assert_allclose(in_graph, np.log1p(expected[[4, 0, 7]] * [[1], [0], [1]]), rtol=1e-6)
 
 
+def test_the_item_knn_score_is_the_profile_times_the_similarity_in_numpy_and_in_the_graph():
+    rng = np.random.default_rng(5)
+    n = 12
+    counts = links.matrix(rng.integers(0, n, 40), rng.integers(0, n, 40), num_items=n)
+    similarity = links.knn_similarity(counts)
+    dense = similarity.toarray()
+    assert (np.diag(dense) > 0).any() and dense.shape == (n, n)  # items are their own neighbours
+    # Implicit's BM25 item-kNN: cosine of BM25-weighted link rows, the largest per row kept.
+    assert (similarity.getnnz(axis=1) <= links.KNN_NEIGHBOURS).all()
+    # knn[q, c] = sum_x (e_q + counts[q])[x] * S[x, c].
+    profiles = np.eye(n, dtype=np.float32) + counts.toarray()
+    expected = profiles @ dense
+    assert (expected > 0).sum() > n  # more than the items themselves score
+    rows = np.array([4, 0, 7])
+    got = links.log_knn(counts, similarity, rows, 2, 9)
+    np.testing.assert_allclose(got, np.log1p(expected[rows, 2:9]), rtol=1e-5, atol=1e-6)
+    graph = links.LinkRows(counts, similarity)
+    in_graph = graph.log_knn(tf.constant([4, -1, 7], tf.int64)).numpy()
+    want = np.log1p(expected[[4, 0, 7]] * [[1], [0], [1]])  # no row: no profile
+    np.testing.assert_allclose(in_graph, want, rtol=1e-5, atol=1e-6)
+    # Every call gives the same matrix (one thread): evaluation and export agree.
+    assert (links.knn_similarity(counts) != similarity).nnz == 0
+
+
 def unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
@@ -359,6 +383,7 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
     logn = np.log1p(np.array([0, 3, 0, 9, 1], np.float32))
     links = np.log1p(rng.integers(0, 3, size=(3, 5)).astype(np.float32))
     paths = np.log1p(rng.integers(0, 4, size=(3, 5)).astype(np.float32))
+    knn = np.log1p(rng.random((3, 5)).astype(np.float32) * 3)
     weights = rng.normal(size=len(scores.FEATURES))
     c = np.where(np.isinf(cos), 0.0, cos)
     cold = (logn == 0).astype(np.float32)[None, :]
@@ -380,6 +405,10 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
         "loglinks*cos": links * c,
         "loglinks*logn": links * n,
         "logpaths": paths,
+        "logknn": knn,
+        "logknn*cos": knn * c,
+        "logknn*logn": knn * n,
+        "logknn^2": knn**2,
     }
     expected = sum(w * columns[f] for f, w in zip(scores.FEATURES, weights, strict=True))
     expected[1, 2] = -np.inf
@@ -390,6 +419,7 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
         log_counts=tf.constant(logn),
         log_links=tf.constant(links),
         log_paths=tf.constant(paths),
+        log_knn=tf.constant(knn),
     ).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     ranking = scores.fused(weights)
@@ -401,6 +431,10 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
     only_cos = scores.fused([1.0] + [0.0] * (len(scores.FEATURES) - 1))
     assert not (only_cos.needs_content or only_cos.needs_counts or only_cos.needs_links)
     assert not only_cos.needs_paths
+    # So does the item-kNN's score.
+    only_knn = scores.fused([1.0 if f == "logknn" else 0.0 for f in scores.FEATURES])
+    assert only_knn.needs_knn and only_knn.needs_links and not only_knn.needs_paths
+    assert ranking.needs_knn and not only_cos.needs_knn
 
 
 def test_a_blend_describes_itself_in_one_short_line():
@@ -414,7 +448,9 @@ def test_a_blend_describes_itself_in_one_short_line():
     blends = blend_lib.Blends(((10, fused), (50, blend_lib.Blend())))
     assert blends.describe() == (
         f"lists of 10: 20% linked, 80% fused ({len(scores.FEATURES)} weights with two-step "
-        "paths); lists of 50: 100% popular (cos)"
+        "paths and item-kNN); lists of 50: 100% popular (cos)"
     )
-    no_paths = tuple(0.0 if f == "logpaths" else 1.0 for f in scores.FEATURES)
-    assert "weights)" in blend_lib.Blend(prior_share=1.0, fusion=no_paths).describe()
+    no_knn = tuple(0.0 if f in scores.KNN else 1.0 for f in scores.FEATURES)
+    assert "with two-step paths)" in blend_lib.Blend(prior_share=1.0, fusion=no_knn).describe()
+    plain = tuple(0.0 if f in scores.KNN | scores.PATHS else 1.0 for f in scores.FEATURES)
+    assert "weights)" in blend_lib.Blend(prior_share=1.0, fusion=plain).describe()

@@ -33,6 +33,7 @@ from ssl_retrieval.evaluation import evaluator
 from ssl_retrieval.evaluation import references as references_lib
 from ssl_retrieval.ranking import blend as blend_lib
 from ssl_retrieval.ranking import fusion, merge, retrieve, scores, tfidf, topk
+from ssl_retrieval.ranking import links as links_lib
 from ssl_retrieval.ranking.config import BlendConfig
 
 SLICES = blend_lib.SLICES
@@ -99,13 +100,19 @@ def grid(config: BlendConfig, fusions: Sequence[tuple[float, ...]] = ()) -> list
     return out
 
 
+def _link_terms(blend) -> bool:
+    """Whether the blend's fused ranking weighs the link graph's terms (paths, item-kNN)."""
+    ranking = scores.fused(blend.fusion) if blend.fusion else None
+    return bool(ranking and (ranking.needs_paths or ranking.needs_knn))
+
+
 def _simplicity(trial: dict) -> tuple:
-    """Ties go to the simpler blend: no fused ranking (or one without the two-step paths), no
-    known links, the whole list popular,
+    """Ties go to the simpler blend: no fused ranking (or one without the link graph's terms),
+    no known links, the whole list popular,
     then no cold slots, no TF-IDF, no penalty, small beta."""
     return (
         not trial["fused"],
-        not trial["two_hop"],
+        not trial["link_terms"],
         -trial["links_share"],
         trial["prior_share"],
         -trial["cold_share"],
@@ -149,7 +156,7 @@ def choose_for_k(
             trials[i] = {
                 **numbers,
                 "fused": bool(blend.fusion),
-                "two_hop": scores.fused(blend.fusion).needs_paths if blend.fusion else False,
+                "link_terms": _link_terms(blend),
                 "value": value,
                 "metrics": metrics,
             }
@@ -206,21 +213,23 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
     top = {r: found[r][0] for r in rankings}
     fusions, fit = [], None
     if config.blend_fusion:
-        # With --blend_two_hop, a second fused ranking that also weighs the two-step paths: each
-        # list size takes whichever does better (at 10 they helped on the linked source).
+        # With --blend_two_hop or --blend_item_knn, a second fused ranking that also weighs the
+        # link graph's terms: each list size takes whichever does better (at 10 they helped on
+        # the linked source and Debian, results/head_frontier).
+        paths, knn = config.blend_two_hop, config.blend_item_knn
+        if knn and corpus.knn is None:
+            corpus.knn = links_lib.knn_similarity(corpus.links)
         queries = np.unique(data.eval_query)
         logging.info("blend: fitting the fused ranking on %d validation queries", len(queries))
-        pairs = fusion.Pairs.of(corpus, data, _candidates(top), queries, config.blend_two_hop)
-        for two_hop in (False, True) if config.blend_two_hop else (False,):
-            weights = fusion.fit(pairs, two_hop)
+        pairs = fusion.Pairs.of(corpus, data, _candidates(top), queries, paths, knn)
+        for terms in [(False, False)] + ([(paths, knn)] if paths or knn else []):
+            weights = fusion.fit(pairs, *terms)
             # Scored by lists of weights fit without each query's own pairs.
-            top[scores.fused(weights)] = _out_of_fold_lists(
-                corpus, pairs, queries, max(ks), two_hop
-            )
+            top[scores.fused(weights)] = _out_of_fold_lists(corpus, pairs, queries, max(ks), terms)
             fusions.append(weights)
         fit = {"features": list(scores.FEATURES), "weights": list(fusions[0]), "out_of_fold": True}
-        if config.blend_two_hop:
-            fit["weights_two_hop"] = list(fusions[1])
+        if len(fusions) > 1:
+            fit["weights_link_terms"] = list(fusions[1])
     blends = grid(config, fusions)
     logging.info("blend: %d blends for lists of %s", len(blends), ks)
     margin = config.blend_margin if use_references else None
@@ -270,11 +279,11 @@ def _candidates(top) -> np.ndarray:
     return np.concatenate([top[r] for r in fusion.CANDIDATES.values()], axis=1)
 
 
-def _out_of_fold_lists(corpus, pairs, queries: np.ndarray, k: int, two_hop: bool) -> np.ndarray:
+def _out_of_fold_lists(corpus, pairs, queries: np.ndarray, k: int, terms) -> np.ndarray:
     """[Q, k] each validation query's list of the fused ranking fit without its fold: what the
     blend's choice scores it by, so that its fit on these pairs does not flatter it."""
     fold_of = fusion.folds(queries)
-    per_fold = fusion.fit_out_of_fold(pairs, queries, fold_of, two_hop)
+    per_fold = fusion.fit_out_of_fold(pairs, queries, fold_of, *terms)
     rankings = {f: scores.fused(w) for f, w in enumerate(per_fold)}
     found = retrieve.top_lists(corpus, rankings, queries, k)
     out = np.full((len(queries), k), -1, np.int64)

@@ -118,8 +118,11 @@ class Blend:
         if self.links_share:
             parts.append(f"{self.links_share:.0%} linked")
         if self.fusion:
-            paths = " with two-step paths" if scores_lib.fused(self.fusion).needs_paths else ""
-            parts.append(f"{self.prior_share:.0%} fused ({len(self.fusion)} weights{paths})")
+            ranking = scores_lib.fused(self.fusion)
+            terms = [("two-step paths", ranking.needs_paths), ("item-kNN", ranking.needs_knn)]
+            named = " and ".join(name for name, used in terms if used)
+            also = f" with {named}" if named else ""
+            parts.append(f"{self.prior_share:.0%} fused ({len(self.fusion)} weights{also})")
         else:
             prior = f" + {self.popularity_prior:g} log count" if self.popularity_prior else ""
             parts.append(f"{self.prior_share:.0%} popular (cos{prior})")

@@ -4,9 +4,10 @@ Slots (`blend.py`) give the popular, cold and similar rankings a fixed share of 
 query whose answers are all hubs still gets its similar slots, and one whose answers are all
 look-alikes its popular ones. A fused ranking lets each query's list take what scores best for
 it: score(q, c) = sum_i w_i f_i(q, c) over `scores.FEATURES` (the cosine, the TF-IDF cosine,
-log(1 + training count), whether the item is cold, log(1 + links) and their products, and, with
-`--blend_two_hop`, log(1 + two-step paths in the links)), with w fit by logistic regression on
-the validation pairs:
+log(1 + training count), whether the item is cold, log(1 + links) and their products, with
+`--blend_two_hop` log(1 + two-step paths in the links), and with `--blend_item_knn` log(1 + the
+BM25 item-kNN's score) and its products), with w fit by logistic regression on the validation
+pairs:
 
 - candidates: each validation query's top `FIT_DEPTH` items of a few rankings (`CANDIDATES`:
   the cosine, the popularity prior at three strengths, cosine + TF-IDF, the cold ranking, the
@@ -52,9 +53,12 @@ CANDIDATES = {
 SLICE_WEIGHTS = (1.0, 1.0, 1.0)  # head, tail, cold
 
 
-def pair_features(corpus, queries: np.ndarray, items: np.ndarray, paths: bool = True) -> np.ndarray:
+def pair_features(
+    corpus, queries: np.ndarray, items: np.ndarray, paths: bool = True, knn: bool = False
+) -> np.ndarray:
     """[P, len(FEATURES)] features of the (query, item) corpus index pairs; without `paths`
-    the two-step paths' column is 0 (their sparse product is the costly term)."""
+    the two-step paths' column is 0, without `knn` the item-kNN's (their sparse products are
+    the costly terms; `knn` needs `corpus.knn`, `links.knn_similarity`)."""
     cos = np.einsum(
         "pd,pd->p",
         np.asarray(corpus.query_embeddings)[queries],
@@ -69,6 +73,8 @@ def pair_features(corpus, queries: np.ndarray, items: np.ndarray, paths: bool = 
         terms["log_links"] = np.log1p(links)
         if paths:
             terms["log_paths"] = np.log1p(_paths(corpus.links, queries, items))[np.newaxis, :]
+        if knn:
+            terms["log_knn"] = _log_knn(corpus.links, corpus.knn, queries, items)[np.newaxis, :]
     values = scores.feature_values(
         tf.constant(cos[np.newaxis, :], tf.float32),
         **{k: tf.constant(v, tf.float32) for k, v in terms.items()},
@@ -83,6 +89,13 @@ def _paths(counts, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
     distinct, row = np.unique(queries, return_inverse=True)
     paths = (linked[distinct] @ linked).tocsr()
     return np.asarray(paths[row, items]).ravel()
+
+
+def _log_knn(counts, similarity, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """[P] log(1 + the item-kNN's score) of the pairs, one product per distinct query."""
+    distinct, row = np.unique(queries, return_inverse=True)
+    found = links_lib.knn_scores(counts, similarity, distinct).tocsr()
+    return np.log1p(np.maximum(np.asarray(found[row, items]).ravel(), 0))
 
 
 def candidate_pairs(lists: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,8 +114,8 @@ def candidate_pairs(lists: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray,
 class Pairs:
     """The fit's examples, computed once per blend choice: every (query, candidate) pair of
     the validation queries, its features, label and slice. The full fit and each fold's fit
-    take rows of it (`fit`), so the costly terms (the TF-IDF products, the two-step paths) are
-    counted once, not once per fit."""
+    take rows of it (`fit`), so the costly terms (the TF-IDF products, the two-step paths, the
+    item-kNN scores) are computed once, not once per fit."""
 
     queries: np.ndarray  # [P] corpus index of the pair's query
     items: np.ndarray  # [P] corpus index of its candidate
@@ -111,12 +124,22 @@ class Pairs:
     head: np.ndarray  # [P] the candidate's slice
     cold: np.ndarray
     paths: bool  # whether the two-step paths' column was counted
+    knn: bool  # whether the item-kNN's columns were
 
     @classmethod
-    def of(cls, corpus, data, lists: np.ndarray, queries: np.ndarray, paths: bool = True):
+    def of(
+        cls,
+        corpus,
+        data,
+        lists: np.ndarray,
+        queries: np.ndarray,
+        paths: bool = True,
+        knn: bool = False,
+    ):
         """The candidates of `queries` [Q] (corpus indices, rows of `lists` [Q, L], the
         candidate rankings' top lists side by side) and their validation labels in `data`
-        (`evaluator.EvalData`); without `paths` the two-step paths' column is 0."""
+        (`evaluator.EvalData`); without `paths` (`knn`) the two-step paths' (the item-kNN's)
+        columns are 0."""
         pair_queries, pair_items = candidate_pairs(lists, queries)
         relevant = set(zip(data.eval_query.tolist(), data.eval_candidate.tolist(), strict=True))
         labels = np.array(
@@ -129,26 +152,32 @@ class Pairs:
         return cls(
             queries=pair_queries,
             items=pair_items,
-            features=pair_features(corpus, pair_queries, pair_items, paths=paths),
+            features=pair_features(corpus, pair_queries, pair_items, paths=paths, knn=knn),
             labels=labels,
             head=np.asarray(data.head)[pair_items],
             cold=np.asarray(data.cold)[pair_items],
             paths=paths,
+            knn=knn,
         )
 
 
-def fit(pairs: Pairs, two_hop: bool = False, rows: np.ndarray | None = None) -> tuple[float, ...]:
+def fit(
+    pairs: Pairs, two_hop: bool = False, knn: bool = False, rows: np.ndarray | None = None
+) -> tuple[float, ...]:
     """The fused ranking's weights (one per `scores.FEATURES`), fit on `pairs` (the `rows`
-    [P] bool of them, default all); the two-step paths' weight is 0 unless `two_hop` (then
-    `pairs` must have been computed with them)."""
+    [P] bool of them, default all); the two-step paths' weight is 0 unless `two_hop`, the
+    item-kNN's unless `knn` (then `pairs` must have been computed with them)."""
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (only when fitting)
 
     if two_hop and not pairs.paths:
         raise ValueError("fitting the two-step paths' weight needs Pairs.of(..., paths=True)")
+    if knn and not pairs.knn:
+        raise ValueError("fitting the item-kNN's weights needs Pairs.of(..., knn=True)")
     rows = np.ones(len(pairs.labels), bool) if rows is None else rows
     labels = pairs.labels[rows]
     weights = sample_weights(labels, pairs.head[rows], pairs.cold[rows])
-    used = np.array([two_hop or f != "logpaths" for f in scores.FEATURES])
+    left_out = (set() if two_hop else scores.PATHS) | (set() if knn else scores.KNN)
+    used = np.array([f not in left_out for f in scores.FEATURES])
     features = pairs.features[rows][:, used]
     mean, scale = features.mean(axis=0), features.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
@@ -183,11 +212,11 @@ def folds(queries: np.ndarray, count: int = 2, seed: int = 0) -> np.ndarray:
 
 
 def fit_out_of_fold(
-    pairs: Pairs, queries: np.ndarray, fold_of: np.ndarray, two_hop: bool = False
+    pairs: Pairs, queries: np.ndarray, fold_of: np.ndarray, two_hop: bool = False, knn=False
 ) -> list[tuple[float, ...]]:
     """Per fold of `queries` [Q] (`fold_of` [Q]), the weights fit on the other folds' pairs:
     the fused ranking of a query is then scored with weights that never saw its pairs."""
     return [
-        fit(pairs, two_hop, rows=~np.isin(pairs.queries, queries[fold_of == f]))
+        fit(pairs, two_hop, knn, rows=~np.isin(pairs.queries, queries[fold_of == f]))
         for f in range(int(fold_of.max()) + 1)
     ]

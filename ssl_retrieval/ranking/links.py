@@ -1,8 +1,11 @@
 """The training links of each item, in either direction: the linked ranking's data.
 
 links(q, c) counts the training pairs (q, c) and (c, q); paths(q, c) counts the items x linked to
-both (two steps q - x - c in the links, whatever their counts: co-occurrence), a term of the
-fused ranking (`scores.FEATURES`). On data whose links come in both
+both (two steps q - x - c in the links, whatever their counts: co-occurrence); knn(q, c) is the
+BM25 item-kNN's score, the established item-to-item collaborative filter (implicit's
+`BM25Recommender`, as the `itemknn` peer ranks: `evaluation/peers.py`): (e_q + links[q]) S[:, c],
+S the BM25-weighted cosine of the items' link rows, each row's `KNN_NEIGHBOURS` largest kept.
+The paths and the kNN score are terms of the fused ranking (`scores.FEATURES`). On data whose links come in both
 directions (a wiki's "see also", a store's "related items") a held-out link's reverse is often a
 training pair, so an item's known links are the best first answers; on directed data (a package
 and its dependencies) they rarely are, and the blend gives them no slots. Which holds is chosen
@@ -11,10 +14,17 @@ on validation (`blend.py`).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
 from ssl_retrieval.compat import tf
+
+# The BM25 item-kNN's parameters: the `itemknn` peer's defaults (implicit's K, K1, B).
+KNN_NEIGHBOURS = 200
+KNN_K1 = 1.2
+KNN_B = 0.75
 
 
 def matrix(train_query, train_candidate, num_items: int) -> sp.csr_matrix:
@@ -60,11 +70,48 @@ def log_paths(linked: sp.csr_matrix, rows, start: int, stop: int) -> np.ndarray:
     return block.toarray().astype(np.float32)
 
 
+def knn_similarity(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """[N, N] float32 BM25 item-kNN similarity of the items' link rows (implicit's
+    `BM25Recommender` on the symmetric counts as a user x item matrix, one thread so that every
+    call gives the same matrix): each row keeps its `KNN_NEIGHBOURS` largest, the item itself
+    among them."""
+    from implicit.nearest_neighbours import BM25Recommender  # noqa: PLC0415  (when used)
+    from implicit.utils import ParameterWarning  # noqa: PLC0415
+
+    model = BM25Recommender(K=KNN_NEIGHBOURS, K1=KNN_K1, B=KNN_B, num_threads=1)
+    with warnings.catch_warnings():
+        # BM25Recommender.fit hands its own weighting (a COO matrix) to a CSR routine.
+        warnings.simplefilter("ignore", ParameterWarning)
+        model.fit(sp.csr_matrix(counts, dtype=np.float32), show_progress=False)
+    similarity = sp.csr_matrix(model.similarity, dtype=np.float32)
+    similarity.sort_indices()
+    return similarity
+
+
+def knn_scores(counts: sp.csr_matrix, similarity: sp.csr_matrix, rows) -> sp.csr_matrix:
+    """[len(rows), N] sparse item-kNN scores of the query items `rows`: their profiles
+    e_q + counts[q] times `similarity` (`knn_similarity`)."""
+    rows = np.asarray(rows)
+    own = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (np.arange(len(rows)), rows)),
+        shape=(len(rows), counts.shape[1]),
+    )
+    return (sp.csr_matrix(counts)[rows] + own) @ sp.csr_matrix(similarity)
+
+
+def log_knn(counts: sp.csr_matrix, similarity: sp.csr_matrix, rows, start: int, stop: int):
+    """[len(rows), stop - start] float32 log(1 + knn) of the query items `rows` with corpus
+    items start..stop-1 (`knn_scores`)."""
+    block = knn_scores(counts, sp.csr_matrix(similarity)[:, start:stop], rows).tocsr()
+    block.data = np.log1p(np.maximum(block.data, 0))
+    return block.toarray().astype(np.float32)
+
+
 class LinkRows(tf.Module):
     """The link counts in the SavedModel's graph (variables, by row): `log_links(rows)` is
     what `log_links` gives in evaluation, for corpus rows given as a tensor."""
 
-    def __init__(self, counts: sp.csr_matrix):
+    def __init__(self, counts: sp.csr_matrix, similarity: sp.csr_matrix | None = None):
         super().__init__()
         counts = counts.tocsr()
         counts.sort_indices()
@@ -72,6 +119,18 @@ class LinkRows(tf.Module):
         self.row_splits = tf.Variable(np.asarray(counts.indptr, np.int64), trainable=False)
         self.columns = tf.Variable(np.asarray(counts.indices, np.int64), trainable=False)
         self.log_counts = tf.Variable(np.log1p(counts.data).astype(np.float32), trainable=False)
+        # The item-kNN similarity (`knn_similarity`), when a ranking weighs the kNN score.
+        self.has_knn = similarity is not None
+        if similarity is not None:
+            similarity = sp.csr_matrix(similarity, dtype=np.float32)
+            similarity.sort_indices()
+            self.knn_row_splits = tf.Variable(
+                np.asarray(similarity.indptr, np.int64), trainable=False
+            )
+            self.knn_columns = tf.Variable(
+                np.asarray(similarity.indices, np.int64), trainable=False
+            )
+            self.knn_values = tf.Variable(similarity.data, trainable=False)
 
     def log_links(self, rows):
         """[B, N] log(1 + links) of corpus rows [B] with every corpus item (rows < 0: none)."""
@@ -86,13 +145,39 @@ class LinkRows(tf.Module):
 
     def log_paths(self, rows):
         """[B, N] log(1 + paths) of corpus rows [B] with every corpus item: `log_paths`."""
-        linked = tf.cast(self.log_links(rows) > 0, tf.float32)  # [B, N]
-        items = tf.RaggedTensor.from_row_splits(self.columns, self.row_splits)
-        matrix = tf.sparse.SparseTensor(
-            tf.stack([items.value_rowids(), self.columns], axis=1),
-            tf.ones_like(self.log_counts),
-            [self.num_items, self.num_items],
-        )
-        # Symmetric links: paths[b, c] = sum_x linked[b, x] * links[c, x].
-        paths = tf.sparse.sparse_dense_matmul(matrix, linked, adjoint_b=True)  # [N, B]
-        return tf.math.log1p(tf.transpose(paths))
+        # Symmetric links: paths[b, c] = sum over the items x linked to b of links[x, c] > 0.
+        ones = tf.ones_like(self.log_counts)
+        paths = self._spread(rows, False, False, self.row_splits, self.columns, ones)
+        return tf.math.log1p(paths)
+
+    def log_knn(self, rows):
+        """[B, N] log(1 + knn) of corpus rows [B] with every corpus item: `log_knn`."""
+        knn = self._spread(rows, True, True, self.knn_row_splits, self.knn_columns, self.knn_values)
+        return tf.math.log1p(tf.maximum(knn, 0.0))
+
+    def _spread(self, rows, own: bool, by_count: bool, splits, columns, values):
+        """[B, N] the sum, over each query's profile items x, of weight(x) times row x of a
+        CSR matrix (`splits`, `columns`, `values`): the profile is the items linked to the
+        query (weight their link count with `by_count`, else 1), and with `own` the query
+        itself (weight 1). Only the profile's rows are gathered, its size times a row's
+        entries per query, not the whole matrix (bench/link_terms.py); rows < 0: nothing."""
+        safe = tf.maximum(rows, 0)
+        starts = tf.gather(self.row_splits, safe)
+        stops = tf.where(rows >= 0, tf.gather(self.row_splits, safe + 1), starts)
+        positions = tf.ragged.range(starts, stops)
+        profile = tf.gather(self.columns, positions)
+        weights = tf.gather(self.log_counts, positions)
+        weights = tf.math.expm1(weights) if by_count else tf.ones_like(weights)
+        if own:
+            profile = tf.concat([tf.RaggedTensor.from_tensor(safe[:, tf.newaxis]), profile], 1)
+            present = tf.cast(rows >= 0, tf.float32)[:, tf.newaxis]
+            weights = tf.concat([tf.RaggedTensor.from_tensor(present), weights], axis=1)
+        items = profile.flat_values
+        entries = tf.ragged.range(tf.gather(splits, items), tf.gather(splits, items + 1))
+        which = entries.value_rowids()  # the profile item each entry comes from
+        query = tf.gather(profile.value_rowids(), which)
+        weight = tf.gather(weights.flat_values, which)
+        spread = weight * tf.gather(values, entries.flat_values)
+        indices = tf.stack([query, tf.gather(columns, entries.flat_values)], axis=1)
+        shape = tf.stack([tf.shape(rows, out_type=tf.int64)[0], self.num_items])
+        return tf.scatter_nd(indices, spread, shape)  # repeated (query, column) pairs add up

@@ -31,6 +31,8 @@ class Corpus:
       log_counts: [N] log(1 + training-candidate count).
       content: [N, V] TF-IDF rows (`tfidf.py`), when a ranking has a TF-IDF term.
       links: [N, N] training link counts (`links.py`), when a ranking uses links.
+      knn: [N, N] the item-kNN similarity of the links (`links.knn_similarity`), when a fused
+        ranking weighs the kNN score.
     """
 
     query_embeddings: np.ndarray
@@ -38,6 +40,7 @@ class Corpus:
     log_counts: np.ndarray
     content: sp.spmatrix | None = None
     links: sp.spmatrix | None = None
+    knn: sp.spmatrix | None = None
 
     @property
     def num_items(self) -> int:
@@ -55,6 +58,9 @@ def scorer(
     cosine = topk.embedding_scorer(corpus.query_embeddings, corpus.item_embeddings)
     needs_content = any(r.needs_content for r in rankings.values())
     needs_links = any(r.needs_links for r in rankings.values())
+    needs_knn = any(r.needs_knn for r in rankings.values())
+    if needs_knn and corpus.knn is None:
+        corpus.knn = links_lib.knn_similarity(corpus.links)
     linked = None
     if any(r.needs_paths for r in rankings.values()):
         linked = links_lib.indicator(corpus.links)
@@ -71,6 +77,9 @@ def scorer(
             terms["log_links"] = tf.constant(links_lib.log_links(corpus.links, rows, start, stop))
         if linked is not None:
             terms["log_paths"] = tf.constant(links_lib.log_paths(linked, rows, start, stop))
+        if needs_knn:
+            knn = links_lib.log_knn(corpus.links, corpus.knn, rows, start, stop)
+            terms["log_knn"] = tf.constant(knn)
         for key, ranking in rankings.items():
             yield key, scores.score(ranking, cos, **terms)
 

@@ -31,7 +31,8 @@ from ssl_retrieval.compat import tf
 ONLY = ("all", "cold", "linked")
 # The terms a fused ranking weighs: cos(q, c), the TF-IDF cosine, log(1 + n_c), whether c is cold
 # (n_c = 0), log(1 + links(q, c)), products that let one term count differently where another is
-# large (a cold item's TF-IDF, a popular item's cosine), and log(1 + two-step paths q - x - c).
+# large (a cold item's TF-IDF, a popular item's cosine), log(1 + two-step paths q - x - c), and
+# log(1 + the BM25 item-kNN's score) with its products (`links.py`).
 FEATURES = (
     "cos",
     "tfidf",
@@ -48,12 +49,18 @@ FEATURES = (
     "cos^2",
     "loglinks*cos",
     "loglinks*logn",
-    "logpaths",  # last: a blend.json written before it existed gives it weight 0
+    # Added later: a blend.json written before a term existed gives it weight 0 (by name).
+    "logpaths",
+    "logknn",
+    "logknn*cos",
+    "logknn*logn",
+    "logknn^2",
 )
 _CONTENT = {f for f in FEATURES if "tfidf" in f}
 _LINKS = {f for f in FEATURES if "loglinks" in f}
 _COUNTS = {f for f in FEATURES if "logn" in f or "cold" in f}
-_PATHS = {"logpaths"}
+PATHS = {"logpaths"}
+KNN = {f for f in FEATURES if "logknn" in f}
 # The linked ranking orders neighbours by link count first: log(1 + count) steps are at least
 # log(3/2) = 0.405 apart, so a weight of 10 puts 4 between counts, more than any cosine span (2).
 LINKS_WEIGHT = 10.0
@@ -88,16 +95,21 @@ class Ranking:
 
     @property
     def needs_paths(self) -> bool:
-        return self._fused(_PATHS)
+        return self._fused(PATHS)
+
+    @property
+    def needs_knn(self) -> bool:
+        return self._fused(KNN)
 
     @property
     def needs_links(self) -> bool:
-        """The training links (the paths are counted from them too)."""
+        """The training links (the paths and the kNN score are computed from them too)."""
         return (
             bool(self.links_weight)
             or self.only == "linked"
             or self._fused(_LINKS)
             or self.needs_paths
+            or self.needs_knn
         )
 
 
@@ -121,7 +133,9 @@ def fused(weights) -> Ranking:
     return Ranking(fusion=tuple(float(w) for w in weights))
 
 
-def feature_values(cosines, tfidf=None, log_counts=None, log_links=None, log_paths=None) -> dict:
+def feature_values(
+    cosines, tfidf=None, log_counts=None, log_links=None, log_paths=None, log_knn=None
+) -> dict:
     """{feature: [B, M] values} of `FEATURES` (absent terms are 0); the same broadcasting as
     `score`'s arguments. Fitting a fusion (`fusion.py`) calls it on candidate pairs, scoring on
     corpus chunks: one formula."""
@@ -133,6 +147,7 @@ def feature_values(cosines, tfidf=None, log_counts=None, log_links=None, log_pat
     )
     links = zero if log_links is None else tf.cast(log_links, cos.dtype) + zero
     paths = zero if log_paths is None else tf.cast(log_paths, cos.dtype) + zero
+    knn = zero if log_knn is None else tf.cast(log_knn, cos.dtype) + zero
     cold = tf.cast(logn <= 0, cos.dtype)
     return {
         "cos": cos,
@@ -151,15 +166,17 @@ def feature_values(cosines, tfidf=None, log_counts=None, log_links=None, log_pat
         "loglinks*cos": links * cos,
         "loglinks*logn": links * logn,
         "logpaths": paths,
+        "logknn": knn,
+        "logknn*cos": knn * cos,
+        "logknn*logn": knn * logn,
+        "logknn^2": knn * knn,
     }
 
 
-def _fused_score(weights, cosines, tfidf, log_counts, log_links, log_paths):
+def _fused_score(weights, cosines, **terms):
     """sum_i w_i f_i; an excluded item (cos -inf) stays -inf (its products would be nan)."""
     excluded = tf.math.is_inf(cosines)
-    values = feature_values(
-        tf.where(excluded, tf.zeros_like(cosines), cosines), tfidf, log_counts, log_links, log_paths
-    )
+    values = feature_values(tf.where(excluded, tf.zeros_like(cosines), cosines), **terms)
     out = tf.zeros_like(cosines)
     for name, weight in zip(FEATURES, weights, strict=True):
         if weight:
@@ -167,7 +184,15 @@ def _fused_score(weights, cosines, tfidf, log_counts, log_links, log_paths):
     return tf.where(excluded, tf.cast(float("-inf"), out.dtype), out)
 
 
-def score(ranking: Ranking, cosines, tfidf=None, log_counts=None, log_links=None, log_paths=None):
+def score(
+    ranking: Ranking,
+    cosines,
+    tfidf=None,
+    log_counts=None,
+    log_links=None,
+    log_paths=None,
+    log_knn=None,
+):
     """[B, M] scores of `ranking` from its terms over the same M corpus items.
 
     Args:
@@ -176,9 +201,12 @@ def score(ranking: Ranking, cosines, tfidf=None, log_counts=None, log_links=None
       log_counts: [M] or [1, M] log(1 + n_c) (popularity weight, or the cold ranking).
       log_links: [B, M] log(1 + links(q, c)) (links weight, or the linked ranking).
       log_paths: [B, M] log(1 + two-step paths from q to c) (a fused ranking's "logpaths").
+      log_knn: [B, M] log(1 + the item-kNN's score of c for q) (a fused ranking's "logknn").
     """
     if ranking.fusion:
-        return _fused_score(ranking.fusion, cosines, tfidf, log_counts, log_links, log_paths)
+        terms = {"tfidf": tfidf, "log_counts": log_counts, "log_links": log_links}
+        terms.update(log_paths=log_paths, log_knn=log_knn)
+        return _fused_score(ranking.fusion, cosines, **terms)
     out = cosines
     if ranking.content_weight:
         out = out + tf.cast(ranking.content_weight, out.dtype) * tfidf

@@ -149,7 +149,10 @@ class SimilarItemsModule(tf.Module):
             self.log_counts = tf.constant(np.asarray(log_counts, np.float32))
         self.links = None
         if any(r.needs_links for r in exact):
-            self.links = links_lib.LinkRows(links)
+            # The item-kNN similarity is computed from the links here, as evaluation does.
+            needs_knn = any(r.needs_knn for r in exact)
+            similarity = links_lib.knn_similarity(links) if needs_knn else None
+            self.links = links_lib.LinkRows(links, similarity)
         self.id_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 encoded_ids,
@@ -211,6 +214,8 @@ class SimilarItemsModule(tf.Module):
             terms["log_links"] = self.links.log_links(exclude)
         if any(r.needs_paths for r in rankings.values()):
             terms["log_paths"] = self.links.log_paths(exclude)
+        if any(r.needs_knn for r in rankings.values()):
+            terms["log_knn"] = self.links.log_knn(exclude)
         out = []
         for ranking in rankings.values():
             values, indices = topk.exact_top_k(
