@@ -146,38 +146,43 @@ class LinkRows(tf.Module):
     def log_paths(self, rows):
         """[B, N] log(1 + paths) of corpus rows [B] with every corpus item: `log_paths`."""
         # Symmetric links: paths[b, c] = sum over the items x linked to b of links[x, c] > 0.
+        linked, _ = self._linked(rows)
         ones = tf.ones_like(self.log_counts)
-        paths = self._spread(rows, False, False, self.row_splits, self.columns, ones)
-        return tf.math.log1p(paths)
+        matrix = (self.row_splits, self.columns, ones)
+        return tf.math.log1p(self._spread(linked, tf.ones_like(linked, tf.float32), *matrix))
 
     def log_knn(self, rows):
-        """[B, N] log(1 + knn) of corpus rows [B] with every corpus item: `log_knn`."""
-        knn = self._spread(rows, True, True, self.knn_row_splits, self.knn_columns, self.knn_values)
+        """[B, N] log(1 + knn) of corpus rows [B] with every corpus item: `log_knn`, the
+        similarity rows of the query itself (weight 1) and of its linked items (weight their
+        link count) summed."""
+        matrix = (self.knn_row_splits, self.knn_columns, self.knn_values)
+        linked, counts = self._linked(rows)
+        knn = self._spread(linked, counts, *matrix)
+        # The query's own row, as a profile of one item (none for rows < 0).
+        own = tf.RaggedTensor.from_tensor(tf.maximum(rows, 0)[:, tf.newaxis])
+        present = tf.RaggedTensor.from_tensor(tf.cast(rows >= 0, tf.float32)[:, tf.newaxis])
+        knn += self._spread(own, present, *matrix)
         return tf.math.log1p(tf.maximum(knn, 0.0))
 
-    def _spread(self, rows, own: bool, by_count: bool, splits, columns, values):
-        """[B, N] the sum, over each query's profile items x, of weight(x) times row x of a
-        CSR matrix (`splits`, `columns`, `values`): the profile is the items linked to the
-        query (weight their link count with `by_count`, else 1), and with `own` the query
-        itself (weight 1). Only the profile's rows are gathered, its size times a row's
-        entries per query, not the whole matrix (bench/link_terms.py); rows < 0: nothing."""
+    def _linked(self, rows):
+        """([B, (links)] the items linked to each row, [B, (links)] their link counts)."""
         safe = tf.maximum(rows, 0)
         starts = tf.gather(self.row_splits, safe)
         stops = tf.where(rows >= 0, tf.gather(self.row_splits, safe + 1), starts)
         positions = tf.ragged.range(starts, stops)
-        profile = tf.gather(self.columns, positions)
-        weights = tf.gather(self.log_counts, positions)
-        weights = tf.math.expm1(weights) if by_count else tf.ones_like(weights)
-        if own:
-            profile = tf.concat([tf.RaggedTensor.from_tensor(safe[:, tf.newaxis]), profile], 1)
-            present = tf.cast(rows >= 0, tf.float32)[:, tf.newaxis]
-            weights = tf.concat([tf.RaggedTensor.from_tensor(present), weights], axis=1)
+        counts = tf.math.expm1(tf.gather(self.log_counts, positions))
+        return tf.gather(self.columns, positions), counts
+
+    def _spread(self, profile, weights, splits, columns, values):
+        """[B, N] for each query b, the sum over its `profile` items x ([B, (P)] ragged) of
+        `weights`[b, x] times row x of a CSR matrix (`splits`, `columns`, `values`). Only the
+        profile's rows are gathered, its size times a row's entries per query, not the whole
+        matrix (bench/link_terms.py)."""
         items = profile.flat_values
         entries = tf.ragged.range(tf.gather(splits, items), tf.gather(splits, items + 1))
         which = entries.value_rowids()  # the profile item each entry comes from
         query = tf.gather(profile.value_rowids(), which)
-        weight = tf.gather(weights.flat_values, which)
-        spread = weight * tf.gather(values, entries.flat_values)
+        spread = tf.gather(weights.flat_values, which) * tf.gather(values, entries.flat_values)
         indices = tf.stack([query, tf.gather(columns, entries.flat_values)], axis=1)
-        shape = tf.stack([tf.shape(rows, out_type=tf.int64)[0], self.num_items])
+        shape = tf.stack([profile.nrows(out_type=tf.int64), self.num_items])
         return tf.scatter_nd(indices, spread, shape)  # repeated (query, column) pairs add up
