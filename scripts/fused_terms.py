@@ -39,6 +39,7 @@ from ssl_retrieval import config as train_config_lib  # noqa: E402
 from ssl_retrieval.data_dir import DataDir  # noqa: E402
 from ssl_retrieval.evaluation import blend_choice, evaluator  # noqa: E402
 from ssl_retrieval.ranking import fusion, retrieve, scores, tfidf, topk  # noqa: E402
+from ssl_retrieval.ranking import links as links_lib  # noqa: E402
 
 SLICES = ("all", "head", "tail", "cold")
 
@@ -63,7 +64,13 @@ class Pool:
         lists = np.concatenate([found[r][0] for r in rankings], axis=1)
         self.knn_scores = self.knn_lists = None
         if knn:
-            self.knn_scores = _knn_scores(corpus.links, self.queries)
+            # The peer's scores (`links.knn_scores`, the product's term before its log).
+            self.knn_scores = links_lib.knn_scores(
+                corpus.links, corpus.item_knn(), self.queries
+            ).tolil()
+            self.knn_scores[np.arange(len(self.queries)), self.queries] = 0  # never an answer
+            self.knn_scores = self.knn_scores.tocsr()
+            self.knn_scores.eliminate_zeros()
             self.knn_lists = _top_rows(self.knn_scores, fusion.FIT_DEPTH)
             lists = np.concatenate([lists, self.knn_lists], axis=1)
         self.pair_query, self.pair_item = fusion.candidate_pairs(lists, self.queries)
@@ -157,20 +164,6 @@ class Pool:
             top = items[start:end][:k]
             out[row, : len(top)] = top
         return out
-
-
-def _knn_scores(links, queries: np.ndarray) -> sp.csr_matrix:
-    """[Q, N] the BM25 item-kNN peer's scores of the queries (`peers.knn_scorer`, no ties)."""
-    from implicit.nearest_neighbours import BM25Recommender  # noqa: PLC0415
-
-    links = sp.csr_matrix(links).astype(np.float32)
-    model = BM25Recommender(K=200, K1=1.2, B=0.75, num_threads=1)
-    model.fit(links, show_progress=False)
-    profiles = (sp.identity(links.shape[0], np.float32, format="csr") + links).tocsr()
-    scores = (profiles[queries] @ sp.csr_matrix(model.similarity)).tocsr()
-    scores[np.arange(len(queries)), queries] = 0  # the query itself is never an answer
-    scores.eliminate_zeros()
-    return scores
 
 
 def _top_rows(scores: sp.csr_matrix, k: int) -> np.ndarray:

@@ -213,14 +213,37 @@ def test_the_item_knn_score_is_the_profile_times_the_similarity_in_numpy_and_in_
     expected = profiles @ dense
     assert (expected > 0).sum() > n  # more than the items themselves score
     rows = np.array([4, 0, 7])
-    got = links.log_knn(counts, similarity, rows, 2, 9)
-    np.testing.assert_allclose(got, np.log1p(expected[rows, 2:9]), rtol=1e-5, atol=1e-6)
+    got = links.knn_scores(counts, similarity, rows).toarray()
+    np.testing.assert_allclose(got, expected[rows], rtol=1e-5, atol=1e-6)
     graph = links.LinkRows(counts, similarity)
     in_graph = graph.log_knn(tf.constant([4, -1, 7], tf.int64)).numpy()
     want = np.log1p(expected[[4, 0, 7]] * [[1], [0], [1]])  # no row: no profile
     np.testing.assert_allclose(in_graph, want, rtol=1e-5, atol=1e-6)
     # Every call gives the same matrix (one thread): evaluation and export agree.
     assert (links.knn_similarity(counts) != similarity).nnz == 0
+
+
+def test_evaluation_s_knn_terms_are_the_same_by_corpus_chunk_and_query_batch():
+    """The scorer keeps a batch's kNN scores and slices them per corpus chunk: a new batch
+    must not read the last one's."""
+    rng = np.random.default_rng(6)
+    n = 12
+    counts = links.matrix(rng.integers(0, n, 40), rng.integers(0, n, 40), num_items=n)
+    corpus = retrieve.Corpus(
+        np.eye(n, 4, dtype=np.float32), np.eye(n, 4, dtype=np.float32), np.zeros(n), links=counts
+    )
+    knn_only = scores.fused([1.0 if f == "logknn" else 0.0 for f in scores.FEATURES])
+    score = retrieve.scorer(corpus, {"knn": knn_only})
+    expected = np.log1p((np.eye(n) + counts.toarray()) @ corpus.item_knn().toarray())
+    for rows in (np.array([0, 3, 5]), np.array([7, 1]), np.array([0, 3, 5])):
+        for start, stop in ((0, 5), (5, 12)):
+            ((_, got),) = list(score(rows, start, stop))
+            want = expected[rows, start:stop]
+            own = [(i, r - start) for i, r in enumerate(rows) if start <= r < stop]
+            mask = np.ones_like(want, bool)
+            for i, j in own:  # the query's own item is excluded (-inf)
+                mask[i, j] = False
+            np.testing.assert_allclose(np.asarray(got)[mask], want[mask], rtol=1e-5, atol=1e-6)
 
 
 def unit(x):

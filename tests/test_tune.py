@@ -434,6 +434,17 @@ def _two_methods(tmp_path) -> dict:
     }
 
 
+def _watching(flags: dict):
+    """A fake trainer that first notes which of `flags` (name -> path) exist; and its notes."""
+    seen, fake = [], _fake_trainer([])
+
+    def trainer(args):
+        seen.append({name: f.exists() for name, f in flags.items()})
+        fake(args)
+
+    return trainer, seen
+
+
 def test_flagfiles_whose_choice_may_change_are_removed_until_their_trials_are_done(tmp_path):
     """Final runs beside the tuning must not train from an earlier tuning's choice."""
     (tmp_path / "c.cfg").write_text("--method=cfm\n")
@@ -448,13 +459,7 @@ def test_flagfiles_whose_choice_may_change_are_removed_until_their_trials_are_do
     config["methods"]["cfm"]["grid"]["alpha"].append(3.0)
     config["trials"] = 3
     path.write_text(json.dumps(config))
-    seen = []
-    fake = _fake_trainer([])
-
-    def trainer(args):
-        seen.append({name: f.exists() for name, f in flags.items()})
-        fake(args)
-
+    trainer, seen = _watching(flags)
     tuning.run_tuning(str(path), runner=trainer)
     assert seen == [{"baseline": True, "cfm": False, "fm": False}]
     assert all(f.exists() for f in flags.values())
@@ -485,13 +490,7 @@ def test_a_fraction_that_depends_on_nothing_undecided_keeps_its_flagfile(tmp_pat
     # New data at 0.1: its trials train again. Meanwhile 0.01's choice stands, and 1.0's,
     # whose points are 0.1's best, waits for them.
     (tmp_path / "data_0.1" / "stats.json").write_text('{"num_items": 11}')
-    seen = []
-    fake = _fake_trainer([])
-
-    def trainer(args):
-        seen.append({f: flag.exists() for f, flag in flags.items()})
-        fake(args)
-
+    trainer, seen = _watching(flags)
     tuning.run_tuning(str(path), runner=trainer)
     assert seen[0] == {"0.1": False, "0.01": True, "1.0": False}
     assert all(f.exists() for f in flags.values())

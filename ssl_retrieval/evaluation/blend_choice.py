@@ -33,7 +33,6 @@ from ssl_retrieval.evaluation import evaluator
 from ssl_retrieval.evaluation import references as references_lib
 from ssl_retrieval.ranking import blend as blend_lib
 from ssl_retrieval.ranking import fusion, merge, retrieve, scores, tfidf, topk
-from ssl_retrieval.ranking import links as links_lib
 from ssl_retrieval.ranking.config import BlendConfig
 
 SLICES = blend_lib.SLICES
@@ -217,8 +216,6 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
         # link graph's terms: each list size takes whichever does better (at 10 they helped on
         # the linked source and Debian, results/head_frontier).
         paths, knn = config.blend_two_hop, config.blend_item_knn
-        if knn and corpus.knn is None:
-            corpus.knn = links_lib.knn_similarity(corpus.links)
         queries = np.unique(data.eval_query)
         logging.info("blend: fitting the fused ranking on %d validation queries", len(queries))
         pairs = fusion.Pairs.of(corpus, data, _candidates(top), queries, paths, knn)

@@ -92,16 +92,11 @@ def cold_share_rows(config: dict, k: int) -> list[str]:
     return rows
 
 
-def validation_objectives(results_dir: str, method: str, fraction: str, k: int) -> dict:
-    """{seed: the blend objective on validation of the run's blend for K} of the recorded runs
-    whose model dir is here (the experiment's `runs_dir`, from its config.json)."""
-    path = os.path.join(results_dir, "config.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        runs_dir = json.load(f)["runs_dir"]
+def validation_objectives(records, runs_dir: str, method: str, fraction: str, k: int) -> dict:
+    """{seed: the blend objective on validation of the run's blend for K} of the `records` of
+    `method` at `fraction` whose model dir is here (under the experiment's `runs_dir`)."""
     out = {}
-    for record in _read(results_dir):
+    for record in records:
         if record["method"] != method or record["fraction"] != fraction:
             continue
         blend = os.path.join(runs_dir, fraction, method, f"seed{record['seed']}", "blend.json")
@@ -118,27 +113,33 @@ def validation_rows(config: dict) -> list[str]:
     validation objective at each K, over the seeds both have a model dir for."""
     rows = []
     for dataset, results_dir in config["datasets"].items():
+        records = _read(results_dir)
+        path = os.path.join(results_dir, "config.json")
+        runs_dir = None
+        if os.path.exists(path):
+            with open(path) as f:
+                runs_dir = json.load(f)["runs_dir"]
         for fraction in config["fractions"]:
             cells, seeds = [], 0
             for k in (10, 50):
-                ours = validation_objectives(results_dir, config["method"], fraction, k)
-                theirs = validation_objectives(results_dir, config["baseline"], fraction, k)
+                ours, theirs = (
+                    validation_objectives(records, runs_dir, m, fraction, k) if runs_dir else {}
+                    for m in (config["method"], config["baseline"])
+                )
                 differences = [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
                 mean, half, n = intervals.mean_ci(differences)
                 seeds = max(seeds, n)
-                cells.append(
-                    _cell(mean, half, n) if n else _why_none(results_dir, config, fraction)
-                )
+                cells.append(_cell(mean, half, n) if n else _why_none(records, config, fraction))
             rows.append(f"| {dataset} | {fraction} | {seeds} | " + " | ".join(cells) + " |")
     return rows
 
 
-def _why_none(results_dir: str, config: dict, fraction: str) -> str:
+def _why_none(records: list[dict], config: dict, fraction: str) -> str:
     """Why a validation cell has no paired seeds: none recorded, or their model dirs are not
     on this machine."""
-    records = [r for r in _read(results_dir) if r["fraction"] == fraction]
-    ours = {r["seed"] for r in records if r["method"] == config["method"]}
-    theirs = {r["seed"] for r in records if r["method"] == config["baseline"]}
+    here = [r for r in records if r["fraction"] == fraction]
+    ours = {r["seed"] for r in here if r["method"] == config["method"]}
+    theirs = {r["seed"] for r in here if r["method"] == config["baseline"]}
     return "no model dirs here" if ours & theirs else "not run"
 
 

@@ -58,7 +58,7 @@ def pair_features(
 ) -> np.ndarray:
     """[P, len(FEATURES)] features of the (query, item) corpus index pairs; without `paths`
     the two-step paths' column is 0, without `knn` the item-kNN's (their sparse products are
-    the costly terms; `knn` needs `corpus.knn`, `links.knn_similarity`)."""
+    the costly terms; `knn` builds `corpus.knn` if it has none: `retrieve.Corpus.item_knn`)."""
     cos = np.einsum(
         "pd,pd->p",
         np.asarray(corpus.query_embeddings)[queries],
@@ -74,7 +74,8 @@ def pair_features(
         if paths:
             terms["log_paths"] = np.log1p(_paths(corpus.links, queries, items))[np.newaxis, :]
         if knn:
-            terms["log_knn"] = _log_knn(corpus.links, corpus.knn, queries, items)[np.newaxis, :]
+            knn_terms = _log_knn(corpus.links, corpus.item_knn(), queries, items)
+            terms["log_knn"] = knn_terms[np.newaxis, :]
     values = scores.feature_values(
         tf.constant(cos[np.newaxis, :], tf.float32),
         **{k: tf.constant(v, tf.float32) for k, v in terms.items()},

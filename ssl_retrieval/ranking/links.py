@@ -99,14 +99,6 @@ def knn_scores(counts: sp.csr_matrix, similarity: sp.csr_matrix, rows) -> sp.csr
     return (sp.csr_matrix(counts)[rows] + own) @ sp.csr_matrix(similarity)
 
 
-def log_knn(counts: sp.csr_matrix, similarity: sp.csr_matrix, rows, start: int, stop: int):
-    """[len(rows), stop - start] float32 log(1 + knn) of the query items `rows` with corpus
-    items start..stop-1 (`knn_scores`)."""
-    block = knn_scores(counts, sp.csr_matrix(similarity)[:, start:stop], rows).tocsr()
-    block.data = np.log1p(np.maximum(block.data, 0))
-    return block.toarray().astype(np.float32)
-
-
 class LinkRows(tf.Module):
     """The link counts in the SavedModel's graph (variables, by row): `log_links(rows)` is
     what `log_links` gives in evaluation, for corpus rows given as a tensor."""
@@ -120,7 +112,6 @@ class LinkRows(tf.Module):
         self.columns = tf.Variable(np.asarray(counts.indices, np.int64), trainable=False)
         self.log_counts = tf.Variable(np.log1p(counts.data).astype(np.float32), trainable=False)
         # The item-kNN similarity (`knn_similarity`), when a ranking weighs the kNN score.
-        self.has_knn = similarity is not None
         if similarity is not None:
             similarity = sp.csr_matrix(similarity, dtype=np.float32)
             similarity.sort_indices()
@@ -152,7 +143,7 @@ class LinkRows(tf.Module):
         return tf.math.log1p(self._spread(linked, tf.ones_like(linked, tf.float32), *matrix))
 
     def log_knn(self, rows):
-        """[B, N] log(1 + knn) of corpus rows [B] with every corpus item: `log_knn`, the
+        """[B, N] log(1 + knn) of corpus rows [B] with every corpus item (`knn_scores`), the
         similarity rows of the query itself (weight 1) and of its linked items (weight their
         link count) summed."""
         matrix = (self.knn_row_splits, self.knn_columns, self.knn_values)

@@ -32,7 +32,7 @@ class Corpus:
       content: [N, V] TF-IDF rows (`tfidf.py`), when a ranking has a TF-IDF term.
       links: [N, N] training link counts (`links.py`), when a ranking uses links.
       knn: [N, N] the item-kNN similarity of the links (`links.knn_similarity`), when a fused
-        ranking weighs the kNN score.
+        ranking weighs the kNN score: `item_knn()` builds it from `links` the first time.
     """
 
     query_embeddings: np.ndarray
@@ -46,6 +46,12 @@ class Corpus:
     def num_items(self) -> int:
         return len(self.item_embeddings)
 
+    def item_knn(self) -> sp.spmatrix:
+        """`knn`, built from `links` when first asked for (a few seconds for Debian)."""
+        if self.knn is None:
+            self.knn = links_lib.knn_similarity(self.links)
+        return self.knn
+
 
 def scorer(
     corpus: Corpus, rankings: Mapping[Hashable, scores.Ranking], content_product=None
@@ -58,9 +64,7 @@ def scorer(
     cosine = topk.embedding_scorer(corpus.query_embeddings, corpus.item_embeddings)
     needs_content = any(r.needs_content for r in rankings.values())
     needs_links = any(r.needs_links for r in rankings.values())
-    needs_knn = any(r.needs_knn for r in rankings.values())
-    if needs_knn and corpus.knn is None:
-        corpus.knn = links_lib.knn_similarity(corpus.links)
+    knn = _KnnRows(corpus) if any(r.needs_knn for r in rankings.values()) else None
     linked = None
     if any(r.needs_paths for r in rankings.values()):
         linked = links_lib.indicator(corpus.links)
@@ -77,13 +81,30 @@ def scorer(
             terms["log_links"] = tf.constant(links_lib.log_links(corpus.links, rows, start, stop))
         if linked is not None:
             terms["log_paths"] = tf.constant(links_lib.log_paths(linked, rows, start, stop))
-        if needs_knn:
-            knn = links_lib.log_knn(corpus.links, corpus.knn, rows, start, stop)
-            terms["log_knn"] = tf.constant(knn)
+        if knn is not None:
+            terms["log_knn"] = tf.constant(knn.log_knn(rows, start, stop))
         for key, ranking in rankings.items():
             yield key, scores.score(ranking, cos, **terms)
 
     return chunk_scores
+
+
+class _KnnRows:
+    """log(1 + knn) of a batch of query rows by corpus chunk: the rows' scores against the
+    whole corpus are one sparse product per batch (`links.knn_scores`), kept by column, and
+    each chunk of the same batch slices them instead of multiplying again."""
+
+    def __init__(self, corpus: Corpus):
+        self.corpus, self.rows, self.scores = corpus, None, None
+
+    def log_knn(self, rows, start: int, stop: int) -> np.ndarray:
+        rows = np.asarray(rows)
+        if self.rows is None or not np.array_equal(rows, self.rows):
+            found = links_lib.knn_scores(self.corpus.links, self.corpus.item_knn(), rows)
+            self.rows, self.scores = rows, found.tocsc()
+        block = self.scores[:, start:stop]
+        block.data = np.log1p(np.maximum(block.data, 0))
+        return block.toarray().astype(np.float32)
 
 
 def top_lists(

@@ -204,9 +204,15 @@ def score(
       log_knn: [B, M] log(1 + the item-kNN's score of c for q) (a fused ranking's "logknn").
     """
     if ranking.fusion:
-        terms = {"tfidf": tfidf, "log_counts": log_counts, "log_links": log_links}
-        terms.update(log_paths=log_paths, log_knn=log_knn)
-        return _fused_score(ranking.fusion, cosines, **terms)
+        return _fused_score(
+            ranking.fusion,
+            cosines,
+            tfidf=tfidf,
+            log_counts=log_counts,
+            log_links=log_links,
+            log_paths=log_paths,
+            log_knn=log_knn,
+        )
     out = cosines
     if ranking.content_weight:
         out = out + tf.cast(ranking.content_weight, out.dtype) * tfidf
