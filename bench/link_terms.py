@@ -11,6 +11,11 @@ The links are random with the Debian index's shape (63,436 items, 295,000 links,
 by a power law), the similarity `links.knn_similarity` of them (BM25, 200 neighbours per item).
 
   .venv/bin/python bench/link_terms.py [--num_items=63436] [--links=295000] [--repeats=20]
+
+With --similarity_only it builds the similarity alone (the product does not fit at a million
+items: it is dense [N, batch]) and prints its build time and size beside the links' own, with the
+sum over linked items of their degree squared, the pairs implicit's BM25 visits:
+  .venv/bin/python bench/link_terms.py --similarity_only --num_items=1000000 --links=10000000
 """
 
 import argparse
@@ -84,6 +89,7 @@ def main():
     parser.add_argument("--links", type=int, default=295_000)
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--similarity_only", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     n = args.num_items
@@ -92,12 +98,20 @@ def main():
     counts = links_lib.matrix(sources, targets, n)
     start = time.perf_counter()
     similarity = links_lib.knn_similarity(counts)
+    degrees = np.diff(counts.indptr).astype(np.float64)
     emit(
         figure="similarity",
+        num_items=n,
+        links=args.links,
         seconds=round(time.perf_counter() - start, 2),
         nnz=int(similarity.nnz),
         mb=round((similarity.nnz * 12 + (n + 1) * 8) / 2**20, 1),
+        links_mb=round((counts.nnz * 12 + (n + 1) * 8) / 2**20, 1),
+        max_degree=int(degrees.max()),
+        pairs_visited=int((degrees**2).sum()),
     )
+    if args.similarity_only:
+        return
     module = links_lib.LinkRows(counts, similarity)
     functions = {
         ("knn", "gather"): tf.function(module.log_knn),
