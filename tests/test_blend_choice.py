@@ -105,6 +105,67 @@ def test_choose_for_k_finds_the_best_blend_and_prefers_the_simpler_on_ties():
     assert found["cold_share"] == 0.25
 
 
+def test_floor_objective_asks_every_slice_for_its_share_of_the_grids_best_first():
+    value = blend_choice.objective_value
+    floors = {"all": 0.2, "head": 0.4, "tail": 0.1, "cold": 0.1}
+    # Every slice at or above its floor: the first term is 1, then the mean.
+    meets = metrics_of([0.3, 0.5, 0.1, 0.2])
+    assert value(meets, None, floors=floors) == (1.0, pytest.approx(np.mean([0.3, 0.5, 0.1, 0.2])))
+    # A higher mean with the tail at a quarter of its floor: the worst ratio, 0.25, comes first.
+    buys_the_head = metrics_of([0.5, 0.9, 0.025, 0.2])
+    assert value(buys_the_head, None, floors=floors)[0] == pytest.approx(0.25)
+    assert value(meets, None, floors=floors) > value(buys_the_head, None, floors=floors)
+    assert value(buys_the_head, None) > value(meets, None)  # the mean alone prefers it
+    # A slice without queries (NaN) or without a floor does not count.
+    nan_tail = metrics_of([0.3, 0.5, float("nan"), 0.2])
+    assert value(nan_tail, None, floors=floors)[0] == 1.0
+    assert value(buys_the_head, None, floors={**floors, "tail": 0.0})[0] == 1.0
+    found = blend_choice.slice_floors(
+        [metrics_of([0.2, 0.8, 0.0, 0.1]), metrics_of([0.4, 0.6, 0.3, float("nan")])],
+        "recall@50",
+        0.5,
+    )
+    assert found == pytest.approx({"all": 0.2, "head": 0.4, "tail": 0.15, "cold": 0.05})
+    with pytest.raises(ValueError, match="blend_floor"):
+        BlendConfig(blend_floor=0.0).validate()
+
+
+def test_choose_for_k_with_a_floor_gives_the_tail_a_slot_the_mean_would_not():
+    k = 2
+    top = {
+        scores.popular(0.0): np.array([[0, 1, 2, 3]]),  # the head's items
+        scores.cold(2.0): np.array([[7, 6, 5, 4]]),
+    }
+    head, tail = {0, 1}, {7, 8, 9, 10}  # one cold slot finds a quarter of the tail
+
+    def score(lists, ks):
+        found = set(lists[0].tolist())
+        h, t = len(head & found) / len(head), len(tail & found) / len(tail)
+        return {
+            "all": {"recall@2": (h * 2 + t) / 3},
+            "head": {"recall@2": h},
+            "tail": {"recall@2": t},
+        }
+
+    config = BlendConfig(
+        blend_betas=(0.0,),
+        blend_content_weights=(0.0,),
+        blend_popularity_penalties=(0.0,),
+        blend_prior_shares=(1.0, 0.5),
+        blend_cold_shares=(0.0, 0.5),
+        blend_cold_content_weights=(2.0,),
+        blend_links_shares=(0.0,),
+    )
+    blends = blend_choice.grid(config)
+    by_mean = blend_choice.choose_for_k(blends, top, score, k, None, 0.0)
+    assert by_mean["blend"]["cold_share"] == 0.0  # both slots to the head: tail 0
+    assert by_mean["metrics"]["tail"]["recall@2"] == 0.0
+    floored = blend_choice.choose_for_k(blends, top, score, k, None, 0.0, floor=0.5)
+    assert floored["blend"]["cold_share"] == 0.5  # one slot each: tail 0.25, head 0.5
+    assert floored["floors"] == pytest.approx({"all": 0.5 * 2 / 3, "head": 0.5, "tail": 0.125})
+    assert floored["value"][0] == 1.0 and by_mean["value"] > floored["value"][1:]
+
+
 def unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 

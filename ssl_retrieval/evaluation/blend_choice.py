@@ -8,7 +8,10 @@ keeps, for each list size K of `--blend_ks`, the blend with the best objective o
 
 Objectives: "slices" is the mean Recall@K over the all, head, tail and cold slices;
 "references" first asks every slice to beat the best reference recommender (TopPopular, the
-feature kNN, co-occurrence) by `--blend_margin`, then the mean. Ties go to the simpler blend.
+feature kNN, co-occurrence) by `--blend_margin`, then the mean; "floor" first asks every slice
+to reach `--blend_floor` of the best Recall@K any blend of the grid reaches on it (a mean can
+buy the head with a slice's last points: on `synthetic` the tail and cold items get none of the
+ten slots), then the mean. Ties go to the simpler blend.
 
 Choosing merges the same lists for hundreds of slot counts: blends that merge the same rankings
 share one `merge.Lists` (where each list's items sit in the others is found once), and blends
@@ -39,7 +42,11 @@ SLICES = blend_lib.SLICES
 
 
 def objective_value(
-    metrics: dict, references: dict | None, metric: str = "recall@50", margin: float = 0.0
+    metrics: dict,
+    references: dict | None,
+    metric: str = "recall@50",
+    margin: float = 0.0,
+    floors: dict | None = None,
 ) -> tuple:
     """What blends are compared by, larger is better.
 
@@ -47,11 +54,16 @@ def objective_value(
     worst ratio, over slices, of the blend's `metric` to the best reference's on that slice,
     capped at 1 + margin; then the mean over slices. A blend better than every reference by the
     margin on every slice beats one that is not, and among those the better average wins.
-    "slices" (references None): the mean over slices alone.
+    "floor" (given `floors`, {slice: the least it should reach}): first the worst ratio, over
+    slices, of the blend's `metric` to its floor, capped at 1; then the mean.
+    "slices" (neither): the mean over slices alone.
     """
     values = {s: metrics[s][metric] for s in SLICES if s in metrics}
     values = {s: v for s, v in values.items() if v == v}  # a slice without queries is NaN
     mean = float(np.mean(list(values.values()))) if values else float("nan")
+    if floors is not None:
+        ratios = [min(1.0, v / floors[s]) for s, v in values.items() if floors.get(s, 0) > 0]
+        return (min(ratios, default=1.0), mean)
     if references is None:
         return (mean,)
     ratios = []
@@ -123,7 +135,14 @@ def _simplicity(trial: dict) -> tuple:
 
 
 def choose_for_k(
-    blends, top, score, k: int, references: dict | None, margin: float, bar=None
+    blends,
+    top,
+    score,
+    k: int,
+    references: dict | None,
+    margin: float,
+    bar=None,
+    floor: float | None = None,
 ) -> dict:
     """The best of `blends` for lists of `k`.
 
@@ -133,6 +152,7 @@ def choose_for_k(
       score: ([Q, k] lists, ks) -> metrics by slice (`evaluator.list_scorer`).
       references: the reference recommenders' metrics at k, or None ("slices").
       bar: a `progress_bar.Bar` advanced by one for each blend scored (optional).
+      floor: the "floor" objective's share of each slice's best over the grid, or None.
     """
     metric = f"recall@{k}"
     trials: list = [None] * len(blends)
@@ -149,26 +169,38 @@ def choose_for_k(
             if key not in done:
                 merged = lists.merge(segments, k).indices.numpy()
                 done[key] = score(merged, (k,))
-            metrics = done[key]
-            value = objective_value(metrics, references, metric, margin)
             numbers = {f: getattr(blend, f) for f in blend_lib.NAMES}
             trials[i] = {
                 **numbers,
                 "fused": bool(blend.fusion),
                 "link_terms": _link_terms(blend),
-                "value": value,
-                "metrics": metrics,
+                "metrics": done[key],
             }
             if bar is not None:
                 bar.update(1)
+    floors = None if floor is None else slice_floors([t["metrics"] for t in trials], metric, floor)
+    for trial in trials:
+        trial["value"] = objective_value(trial["metrics"], references, metric, margin, floors)
     best = max(range(len(trials)), key=lambda i: (trials[i]["value"], *_simplicity(trials[i])))
     return {
         "blend": blend_lib.to_json(blends[best]),
         "metric": metric,
         "value": trials[best]["value"],
         "metrics": trials[best]["metrics"],
+        **({"floors": floors} if floors is not None else {}),
         "grid": trials,
     }
+
+
+def slice_floors(grid_metrics: list[dict], metric: str, floor: float) -> dict:
+    """{slice: `floor` times the best `metric` any blend of the grid reaches on it}."""
+    best = {}
+    for metrics in grid_metrics:
+        for s in SLICES:
+            value = metrics.get(s, {}).get(metric, float("nan"))
+            if value == value:  # a slice without queries is NaN
+                best[s] = max(best.get(s, 0.0), value)
+    return {s: floor * v for s, v in best.items()}
 
 
 def grid_rankings(blends) -> set[scores.Ranking]:
@@ -230,15 +262,19 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
     blends = grid(config, fusions)
     logging.info("blend: %d blends for lists of %s", len(blends), ks)
     margin = config.blend_margin if use_references else None
+    floor = config.blend_floor if config.blend_objective == "floor" else None
     with progress_bar.Bar("blend", len(blends) * len(ks), "blends") as bar:
         choices = {
-            k: choose_for_k(blends, top, score, k, references and references[k], margin or 0.0, bar)
+            k: choose_for_k(
+                blends, top, score, k, references and references[k], margin or 0.0, bar, floor
+            )
             for k in ks
         }
     return {
         "blends": {str(k): c["blend"] for k, c in choices.items()},
         "objective": config.blend_objective,
         "margin": margin,
+        **({"floor": floor} if floor is not None else {}),
         "references": None if references is None else {str(k): v for k, v in references.items()},
         "choices": {str(k): c for k, c in choices.items()},
         "options": config.options(),

@@ -7,7 +7,7 @@ import dataclasses
 
 from ssl_retrieval.cli import option
 
-OBJECTIVES = ("references", "slices")
+OBJECTIVES = ("references", "slices", "floor")
 # The defaults were chosen on the validation splits of Debian, the linked source (links once and
 # in both directions) and the synthetic one (docs/evaluation.md, "The blend of rankings"): a blend
 # for the ten items a person reads and one for lists of 50, by the mean Recall@K over slices,
@@ -24,6 +24,7 @@ DEFAULT_COLD_SHARES = (0.0, 0.1, 0.2, 0.3)
 DEFAULT_COLD_CONTENT_WEIGHTS = (4.0,)
 DEFAULT_LINKS_SHARES = (0.0, 0.2, 0.4)
 DEFAULT_MARGIN = 0.02
+DEFAULT_FLOOR = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +111,9 @@ class BlendConfig:
         "How the blend is chosen on validation: slices = the best mean Recall@K over the "
         "all/head/tail/cold slices (every slice counts alike; no other recommender needed); "
         "references = first better than the best reference recommender (TopPopular, feature "
-        "kNN, co-occurrence) by --blend_margin on every slice, then that mean.",
+        "kNN, co-occurrence) by --blend_margin on every slice, then that mean; floor = first "
+        "at least --blend_floor of the best Recall@K any blend of the grid reaches on each "
+        "slice (no slice left with nothing), then that mean.",
         enum=OBJECTIVES,
     )
     blend_margin: float = option(
@@ -118,6 +121,14 @@ class BlendConfig:
         "How much better than every reference (a ratio: 0.02 = 2%) the references objective "
         "asks a blend to be on every slice of validation, because the best of a grid on a "
         "validation sample looks better there than on new data.",
+    )
+
+    blend_floor: float = option(
+        DEFAULT_FLOOR,
+        "The floor objective's share: a blend meets it when on every slice its validation "
+        "Recall@K is at least this share of the best the grid's blends reach on that slice "
+        "(0.5: half of what the slice could have).",
+        neutral=DEFAULT_FLOOR,
     )
 
     def validate(self) -> BlendConfig:
@@ -138,6 +149,8 @@ class BlendConfig:
             raise ValueError(f"--blend_ks must be list sizes >= 1, got {list(self.blend_ks)}")
         if self.blend_margin < 0:
             raise ValueError(f"--blend_margin must be >= 0, got {self.blend_margin}")
+        if not 0 < self.blend_floor <= 1:
+            raise ValueError(f"--blend_floor must be in (0, 1], got {self.blend_floor}")
         if self.blend_objective not in OBJECTIVES:
             raise ValueError(f"--blend_objective must be one of {list(OBJECTIVES)}")
         return self
