@@ -24,7 +24,7 @@ DEFAULT_COLD_SHARES = (0.0, 0.1, 0.2, 0.3)
 DEFAULT_COLD_CONTENT_WEIGHTS = (4.0,)
 DEFAULT_LINKS_SHARES = (0.0, 0.2, 0.4)
 DEFAULT_MARGIN = 0.02
-DEFAULT_FLOOR = 0.5
+DEFAULT_FLOOR = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +127,7 @@ class BlendConfig:
         DEFAULT_FLOOR,
         "The floor objective's share: a blend meets it when on every slice its validation "
         "Recall@K is at least this share of the best the grid's blends reach on that slice "
-        "(0.5: half of what the slice could have).",
+        "(0.2: a fifth of what the slice could have).",
         neutral=DEFAULT_FLOOR,
     )
 
