@@ -223,6 +223,22 @@ def test_the_item_knn_score_is_the_profile_times_the_similarity_in_numpy_and_in_
     assert (links.knn_similarity(counts) != similarity).nnz == 0
 
 
+def test_the_item_knn_build_counts_its_pairs_and_warns_when_a_hub_makes_them_many(
+    monkeypatch, caplog
+):
+    # A hub linked to 6 items, and one other link: degrees 6, 1 x 5, 2, 1.
+    query = np.array([0, 0, 0, 0, 0, 0, 1])
+    candidate = np.array([1, 2, 3, 4, 5, 6, 7])
+    counts = links.matrix(query, candidate, num_items=8)
+    degrees = (counts.toarray() > 0).sum(axis=1)
+    assert links.knn_pairs(counts) == (degrees**2).sum() == 36 + 4 + 5 + 1
+    links.knn_similarity(counts)
+    assert "item-kNN similarity" not in caplog.text  # 46 pairs: quick, nothing said
+    monkeypatch.setattr(links, "KNN_SLOW_PAIRS", 40)
+    links.knn_similarity(counts)
+    assert "4.6e+01 pairs" in caplog.text and "--noblend_item_knn" in caplog.text
+
+
 def test_evaluation_s_knn_terms_are_the_same_by_corpus_chunk_and_query_batch():
     """The scorer keeps a batch's kNN scores and slices them per corpus chunk: a new batch
     must not read the last one's."""

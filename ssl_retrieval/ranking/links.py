@@ -14,6 +14,7 @@ on validation (`blend.py`).
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -25,6 +26,11 @@ from ssl_retrieval.compat import tf
 KNN_NEIGHBOURS = 200
 KNN_K1 = 1.2
 KNN_B = 0.75
+# The similarity's build time grows with the pairs of items that share a linked item: above
+# KNN_SLOW_PAIRS it says so, at the rate measured under load (1.1e10 pairs in 168 s; Debian's
+# 5.1e8 take 4 s on a quiet machine: docs/scaling.md).
+KNN_SLOW_PAIRS = 1e10
+KNN_PAIRS_PER_SECOND = 6.8e7
 
 
 def matrix(train_query, train_candidate, num_items: int) -> sp.csr_matrix:
@@ -78,6 +84,15 @@ def knn_similarity(counts: sp.csr_matrix) -> sp.csr_matrix:
     from implicit.nearest_neighbours import BM25Recommender  # noqa: PLC0415  (when used)
     from implicit.utils import ParameterWarning  # noqa: PLC0415
 
+    pairs = knn_pairs(counts)
+    if pairs > KNN_SLOW_PAIRS:
+        logging.warning(
+            "item-kNN similarity: %.1e pairs of items share a linked item (a hub's links); "
+            "building it takes about %.0f min on one core (--noblend_item_knn skips it)",
+            pairs,
+            pairs / KNN_PAIRS_PER_SECOND / 60,
+        )
+
     model = BM25Recommender(K=KNN_NEIGHBOURS, K1=KNN_K1, B=KNN_B, num_threads=1)
     with warnings.catch_warnings():
         # BM25Recommender.fit hands its own weighting (a COO matrix) to a CSR routine.
@@ -86,6 +101,13 @@ def knn_similarity(counts: sp.csr_matrix) -> sp.csr_matrix:
     similarity = sp.csr_matrix(model.similarity, dtype=np.float32)
     similarity.sort_indices()
     return similarity
+
+
+def knn_pairs(counts: sp.csr_matrix) -> float:
+    """The pairs of items the BM25 similarity's build visits: those that share a linked item,
+    the sum over items of their degree squared."""
+    degrees = np.diff(sp.csr_matrix(counts).indptr).astype(np.float64)
+    return float((degrees**2).sum())
 
 
 def knn_scores(counts: sp.csr_matrix, similarity: sp.csr_matrix, rows) -> sp.csr_matrix:
