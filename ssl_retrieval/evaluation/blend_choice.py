@@ -217,7 +217,8 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
       data_dir: the data dir (the reference recommenders read it).
 
     Returns: what `blend.json` holds: {"blends": {K: blend}, "choices": {K: {...}}, "objective",
-      "margin", "references": {K: metrics} or None, "options", "fusion" (its fit, or None)}.
+      "margin", "floor" (with the floor objective), "references": {K: metrics} or None, "options",
+      "fusion" (its fit, or None)}.
     """
     config.validate()
     ks = sorted(set(config.blend_ks))
