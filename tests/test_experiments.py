@@ -632,6 +632,32 @@ def test_a_run_another_worker_finished_after_this_one_passed_it_stays_recorded(t
     assert [r["run_id"] for r in records] == [r.run_id for r in runner.plan(_typed(config))]
 
 
+def test_a_worker_of_another_config_keeps_the_records_it_only_reused(tmp_path):
+    """A worker with the old flags at 0.1 reuses 0.1's old records while it trains at 1.0; a
+    worker with new flags at 0.1 records those runs again meanwhile: the new records stay."""
+    old = {**_toy_config(tmp_path), "sweeps": {}}
+    new = {**old, "fraction_flags": {"0.1": ["--epochs=7"]}}
+    old_path, new_path = tmp_path / "old.json", tmp_path / "new.json"
+    old_path.write_text(json.dumps(old))
+    new_path.write_text(json.dumps(new))
+    runner.run_experiment(str(old_path), runner=_fake_runner([]), seeds=["0"])
+    again = [_fake_runner([])]
+
+    def old_worker(args):
+        if again:  # while it trains its first 1.0 run, the new config records 0.1 again
+            runner.run_experiment(str(new_path), runner=again.pop(), fractions=["0.1"])
+        _fake_runner([])(args)
+
+    runner.run_experiment(str(old_path), runner=old_worker, fractions=["1.0"])
+    states = dict((run.run_id, state) for run, state in runner.status(_typed(new)))
+    at_01 = [run.run_id for run in runner.plan(_typed(new)) if run.fraction == "0.1"]
+    assert at_01 and all(states[run_id] == "recorded" for run_id in at_01)
+    # The old worker's own runs are recorded too.
+    assert all(
+        state == "recorded" for run, state in runner.status(_typed(old)) if run.fraction == "1.0"
+    )
+
+
 def test_a_claimed_run_is_not_claimed_again_until_released(tmp_path):
     path = workers.lock_path(str(tmp_path), "0.1/cfm/seed1")
     assert path.endswith("0.1_cfm_seed1.lock")

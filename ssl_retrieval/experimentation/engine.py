@@ -7,7 +7,9 @@ checked again (another worker may have finished it), trained (or resumed, or its
 again: train knows; a model dir of another config is set aside, launch.py), evaluated on test
 when it has an evaluation, and recorded with its key, taken as its flagfiles are when it starts
 (tuning may rewrite one while it trains). The records file is rewritten after every run, merged
-under a lock with what other workers wrote, so that stopping midway loses no record.
+under a lock with what other workers wrote, so that stopping midway loses no record. A record
+a sitting reused is the file's: if another worker (of another config: other flags at a fraction)
+recorded that run again since, its record stays.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Campaign:
     wait_for_claims: bool = False  # wait for a run another worker holds instead of passing it
     log_name: str = "experiments"
     done: list[dict] = dataclasses.field(default_factory=list)
+    trained: set[str] = dataclasses.field(default_factory=set)  # the runs this sitting recorded
 
     def go(self, units: Sequence[Unit], hold: Callable[[Unit], bool] | None = None) -> int:
         """Goes through `units`: each recorded one is kept, each other trained unless `hold`
@@ -50,7 +53,7 @@ class Campaign:
         machine's); False when it must be trained."""
         if (record := self.book.finished(unit)) is None:
             return False
-        self.keep(record)
+        self.keep(record, reused=True)
         return True
 
     def train(self, unit: Unit, position: str = "") -> dict | None:
@@ -75,14 +78,22 @@ class Campaign:
             self.keep(ledger.stamp(record, key) if key is not None else record)
             return self.done[-1]
 
-    def keep(self, record: dict) -> None:
+    def keep(self, record: dict, reused: bool = False) -> None:
         """Adds `record` to this sitting's and rewrites the records file, merged with what is
         there now (other workers' records, and the ones this sitting has not reached)."""
         self.done.append(record)
+        if not reused:
+            self.trained.add(record[self.book.name])
         with workers.locked(self._lock("results")):
             on_disk = ledger.load(self.book.path, self.book.name)
-            records = self.done + ledger.unreached(on_disk, self.done, self.book.name)
+            records = self._mine(on_disk) + ledger.unreached(on_disk, self.done, self.book.name)
             atomic.write_jsonl(self.book.path, records)
+
+    def _mine(self, on_disk: dict[str, dict]) -> list[dict]:
+        """This sitting's records as they are to be written: the ones it recorded, and for the
+        ones it reused, the file's record now (another worker may have recorded it again)."""
+        name = self.book.name
+        return [r if r[name] in self.trained else on_disk.get(r[name], r) for r in self.done]
 
     def finish(
         self, units: Sequence[Unit], then: Callable[[list[dict]], None] | None = None
@@ -97,7 +108,7 @@ class Campaign:
         with workers.locked(self._lock("results")):
             self.book = self.book.reloaded()
             mine = {record[self.book.name] for record in self.done}
-            records = list(self.done)
+            records = self._mine(self.book.recorded)
             for unit in units:
                 if unit.name not in mine and (record := self.book.finished(unit)) is not None:
                     records.append(record)
