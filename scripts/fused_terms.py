@@ -13,6 +13,10 @@ top 50 almost always: the first line checks it against the model's chosen blend)
   +two-hop        log(1 + paths q - x - c in the training links), alone, times the log count,
                   the cosine, and normalised by the item's degree (co-occurrence)
   weights 2:1:1   the head's positives weighed twice (and 3:1:1 three times)
+  +ALS            (with --als_params, the tuned ALS peer's parameters as JSON) the ALS peer's
+                  score U[q] . V[c] of the pair (`evaluation/peers.py`, fitted here on the
+                  training links), alone and times the cosine and the item's log count; its own
+                  top 100 join the candidate pool (issue 31 item 4: what a factorisation adds)
   +item-kNN       (with --knn) the BM25 item-kNN peer's score of the pair
                   (`evaluation/peers.py`: (e_q + links[q]) S, S implicit's BM25 similarity of
                   the training links, K=200, K1=1.2, B=0.75), log(1 + score), alone, squared and
@@ -37,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssl_retrieval import config as train_config_lib  # noqa: E402
 from ssl_retrieval.data_dir import DataDir  # noqa: E402
-from ssl_retrieval.evaluation import blend_choice, evaluator  # noqa: E402
+from ssl_retrieval.evaluation import blend_choice, evaluator, peers  # noqa: E402
 from ssl_retrieval.ranking import fusion, retrieve, scores, tfidf, topk  # noqa: E402
 from ssl_retrieval.ranking import links as links_lib  # noqa: E402
 
@@ -47,7 +51,7 @@ SLICES = ("all", "head", "tail", "cold")
 class Pool:
     """The validation queries' candidate pairs, their labels and terms."""
 
-    def __init__(self, model_dir: str, knn: bool = False):
+    def __init__(self, model_dir: str, knn: bool = False, als_params: dict | None = None):
         from ssl_retrieval.model import two_tower as model_lib  # noqa: PLC0415
 
         train_config = train_config_lib.load(model_dir)
@@ -73,6 +77,12 @@ class Pool:
             self.knn_scores.eliminate_zeros()
             self.knn_lists = _top_rows(self.knn_scores, fusion.FIT_DEPTH)
             lists = np.concatenate([lists, self.knn_lists], axis=1)
+        self.als_scorer = self.als_lists = None
+        if als_params:
+            context = peers.Context(data_dir, seed=0, num_threads=2)
+            ((_, self.als_scorer),) = list(peers.fits("als", self.data, [als_params], context))
+            self.als_lists = _scorer_top(self.als_scorer, self.queries, fusion.FIT_DEPTH)
+            lists = np.concatenate([lists, self.als_lists], axis=1)
         self.pair_query, self.pair_item = fusion.candidate_pairs(lists, self.queries)
         # The shipped terms without the link graph's (`two_hop_terms` and `knn_terms` add them).
         without = fusion.pair_features(corpus, self.pair_query, self.pair_item, paths=False)
@@ -130,6 +140,14 @@ class Pool:
             [score, score * self.term("cos"), score * self.term("logn"), score**2], axis=1
         )
 
+    def als_terms(self) -> np.ndarray:
+        score = np.zeros(len(self.pair_query), np.float32)
+        for start in range(0, len(self.queries), 256):
+            rows = np.flatnonzero((self.row >= start) & (self.row < start + 256))
+            dense = self.als_scorer(self.queries[start : start + 256], 0, self.corpus.num_items)
+            score[rows] = dense[self.row[rows] - start, self.pair_item[rows]]
+        return np.stack([score, score * self.term("cos"), score * self.term("logn")], axis=1)
+
     def evaluate(self, features: np.ndarray, slice_weights=(1.0, 1.0, 1.0)) -> dict:
         """Recall@10 and @50 per slice of the fused ranking fit out of fold on `features`."""
         from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
@@ -166,6 +184,17 @@ class Pool:
         return out
 
 
+def _scorer_top(scorer, queries: np.ndarray, k: int) -> np.ndarray:
+    """[Q, k] a peer scorer's k best items per query, the query itself left out."""
+    out = []
+    for start in range(0, len(queries), 256):
+        rows = queries[start : start + 256]
+        dense = scorer(rows, 0, None)
+        dense[np.arange(len(rows)), rows] = -np.inf
+        out.append(np.argsort(-dense, axis=1, kind="stable")[:, :k])
+    return np.concatenate(out)
+
+
 def _top_rows(scores: sp.csr_matrix, k: int) -> np.ndarray:
     """[Q, k] each row's k best columns, -1 padding."""
     out = np.full((scores.shape[0], k), -1, np.int64)
@@ -181,8 +210,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", help="a trained model dir with its blend.json")
     parser.add_argument("--knn", action="store_true", help="also try the item-kNN term")
+    parser.add_argument(
+        "--als_params",
+        type=json.loads,
+        default=None,
+        help="also try the ALS peer's score as a term, fitted with these parameters, e.g. "
+        '\'{"factors": 128, "regularization": 10, "alpha": 100, "iterations": 15, '
+        '"both_ways": true}\' (the tuned ones: reference/als.json beside the campaign)',
+    )
     args = parser.parse_args()
-    pool = Pool(args.model_dir, knn=args.knn)
+    pool = Pool(args.model_dir, knn=args.knn or bool(args.als_params), als_params=args.als_params)
     with open(os.path.join(args.model_dir, "blend.json")) as f:
         chosen = json.load(f)["choices"]
     common = {"model_dir": args.model_dir, "pairs": int(len(pool.labels))}
@@ -212,6 +249,17 @@ def main():
             "+two-hop": (paths, (1, 1, 1)),
             "+item-kNN": (np.hstack([pool.base, pool.knn_terms()]), (1, 1, 1)),
             "+two-hop +item-kNN": (np.hstack([paths, pool.knn_terms()]), (1, 1, 1)),
+        }
+    if args.als_params:
+        alone = {}
+        for k in (10, 50):
+            metrics = pool.score(pool.als_lists[:, :k], (k,))
+            alone[f"recall@{k}"] = {x: round(metrics[x][f"recall@{k}"], 4) for x in SLICES}
+        print(json.dumps({**common, "variant": "ALS alone", **alone}))
+        shipped = np.hstack([pool.base, pool.two_hop_terms(), pool.knn_terms()])
+        variants = {
+            "+two-hop +item-kNN (shipped)": (shipped, (1, 1, 1)),
+            "+two-hop +item-kNN +ALS": (np.hstack([shipped, pool.als_terms()]), (1, 1, 1)),
         }
     for name, (features, weights) in variants.items():
         result = pool.evaluate(features, weights)
