@@ -81,7 +81,9 @@ class Pool:
         if als_params:
             context = peers.Context(data_dir, seed=0, num_threads=2)
             ((_, self.als_scorer),) = list(peers.fits("als", self.data, [als_params], context))
-            self.als_lists = _scorer_top(self.als_scorer, self.queries, fusion.FIT_DEPTH)
+            self.als_lists = topk.top_k(
+                self.als_scorer, self.queries, corpus.num_items, fusion.FIT_DEPTH
+            )[0]
             lists = np.concatenate([lists, self.als_lists], axis=1)
         self.pair_query, self.pair_item = fusion.candidate_pairs(lists, self.queries)
         # The shipped terms without the link graph's (`two_hop_terms` and `knn_terms` add them).
@@ -148,6 +150,14 @@ class Pool:
             score[rows] = dense[self.row[rows] - start, self.pair_item[rows]]
         return np.stack([score, score * self.term("cos"), score * self.term("logn")], axis=1)
 
+    def alone(self, lists: np.ndarray) -> dict:
+        """Recall@10 and @50 per slice of one ranking's own lists ([Q, >= 50], sorted queries)."""
+        out = {}
+        for k in (10, 50):
+            metrics = self.score(lists[:, :k], (k,))
+            out[f"recall@{k}"] = {s: round(metrics[s][f"recall@{k}"], 4) for s in SLICES}
+        return out
+
     def evaluate(self, features: np.ndarray, slice_weights=(1.0, 1.0, 1.0)) -> dict:
         """Recall@10 and @50 per slice of the fused ranking fit out of fold on `features`."""
         from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
@@ -184,17 +194,6 @@ class Pool:
         return out
 
 
-def _scorer_top(scorer, queries: np.ndarray, k: int) -> np.ndarray:
-    """[Q, k] a peer scorer's k best items per query, the query itself left out."""
-    out = []
-    for start in range(0, len(queries), 256):
-        rows = queries[start : start + 256]
-        dense = scorer(rows, 0, None)
-        dense[np.arange(len(rows)), rows] = -np.inf
-        out.append(np.argsort(-dense, axis=1, kind="stable")[:, :k])
-    return np.concatenate(out)
-
-
 def _top_rows(scores: sp.csr_matrix, k: int) -> np.ndarray:
     """[Q, k] each row's k best columns, -1 padding."""
     out = np.full((scores.shape[0], k), -1, np.int64)
@@ -216,7 +215,8 @@ def main():
         default=None,
         help="also try the ALS peer's score as a term, fitted with these parameters, e.g. "
         '\'{"factors": 128, "regularization": 10, "alpha": 100, "iterations": 15, '
-        '"both_ways": true}\' (the tuned ones: reference/als.json beside the campaign)',
+        '"both_ways": true}\' (the tuned ones: reference/als.json beside the campaign); its '
+        "variants replace --knn's",
     )
     args = parser.parse_args()
     pool = Pool(args.model_dir, knn=args.knn or bool(args.als_params), als_params=args.als_params)
@@ -228,20 +228,15 @@ def main():
         values = {s: round(metrics[s][f"recall@{k}"], 4) for s in SLICES}
         fused = bool(chosen[k]["blend"].get("fusion"))
         print(json.dumps({**common, "variant": f"chosen blend, K={k}", "fused": fused, **values}))
-    both = np.hstack([pool.base, pool.query_terms(), pool.two_hop_terms()])
-    variants = {
-        "base": (pool.base, (1, 1, 1)),
-        "+query terms": (np.hstack([pool.base, pool.query_terms()]), (1, 1, 1)),
-        "+two-hop": (np.hstack([pool.base, pool.two_hop_terms()]), (1, 1, 1)),
-        "+query terms +two-hop": (both, (1, 1, 1)),
-        "weights 2:1:1": (pool.base, (2, 1, 1)),
-        "weights 3:1:1": (pool.base, (3, 1, 1)),
-    }
-    if args.knn:
-        alone = {}
-        for k in (10, 50):
-            metrics = pool.score(pool.knn_lists[:, :k], (k,))
-            alone[f"recall@{k}"] = {x: round(metrics[x][f"recall@{k}"], 4) for x in SLICES}
+    if args.als_params:
+        print(json.dumps({**common, "variant": "ALS alone", **pool.alone(pool.als_lists)}))
+        shipped = np.hstack([pool.base, pool.two_hop_terms(), pool.knn_terms()])
+        variants = {
+            "+two-hop +item-kNN (shipped)": (shipped, (1, 1, 1)),
+            "+two-hop +item-kNN +ALS": (np.hstack([shipped, pool.als_terms()]), (1, 1, 1)),
+        }
+    elif args.knn:
+        alone = pool.alone(pool.knn_lists)
         print(json.dumps({**common, "variant": "item-kNN alone (its ties unbroken)", **alone}))
         paths = np.hstack([pool.base, pool.two_hop_terms()])
         variants = {
@@ -250,16 +245,15 @@ def main():
             "+item-kNN": (np.hstack([pool.base, pool.knn_terms()]), (1, 1, 1)),
             "+two-hop +item-kNN": (np.hstack([paths, pool.knn_terms()]), (1, 1, 1)),
         }
-    if args.als_params:
-        alone = {}
-        for k in (10, 50):
-            metrics = pool.score(pool.als_lists[:, :k], (k,))
-            alone[f"recall@{k}"] = {x: round(metrics[x][f"recall@{k}"], 4) for x in SLICES}
-        print(json.dumps({**common, "variant": "ALS alone", **alone}))
-        shipped = np.hstack([pool.base, pool.two_hop_terms(), pool.knn_terms()])
+    else:
+        two_hop, query = pool.two_hop_terms(), pool.query_terms()
         variants = {
-            "+two-hop +item-kNN (shipped)": (shipped, (1, 1, 1)),
-            "+two-hop +item-kNN +ALS": (np.hstack([shipped, pool.als_terms()]), (1, 1, 1)),
+            "base": (pool.base, (1, 1, 1)),
+            "+query terms": (np.hstack([pool.base, query]), (1, 1, 1)),
+            "+two-hop": (np.hstack([pool.base, two_hop]), (1, 1, 1)),
+            "+query terms +two-hop": (np.hstack([pool.base, query, two_hop]), (1, 1, 1)),
+            "weights 2:1:1": (pool.base, (2, 1, 1)),
+            "weights 3:1:1": (pool.base, (3, 1, 1)),
         }
     for name, (features, weights) in variants.items():
         result = pool.evaluate(features, weights)
