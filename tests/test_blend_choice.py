@@ -1,6 +1,8 @@
 """Choosing the blend on validation (evaluation/blend_choice.py) and the `blend` command."""
 
+import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from ssl_retrieval import testing
 from ssl_retrieval.evaluation import blend_choice, evaluator, references
 from ssl_retrieval.ranking import blend as blend_lib
-from ssl_retrieval.ranking import retrieve, scores, tfidf
+from ssl_retrieval.ranking import factors, retrieve, scores, tfidf
 from ssl_retrieval.ranking.config import BlendConfig
 from ssl_retrieval.training import trainer
 
@@ -237,3 +239,20 @@ def test_train_chooses_a_blend_per_list_size_and_the_command_chooses_again(tmp_p
     assert out.returncode == 0, out.stderr[-2000:]
     again = json.load(open(f"{model_dir}/blend.json"))
     assert again["blends"] == rechosen["blends"] and "lists of 20" in out.stdout
+    # With --blend_als the factors are written beside blend.json when a chosen blend weighs
+    # them, and removed when the blend is chosen again without them.
+    weights = {f: float(f in scores.ALS) for f in scores.FEATURES}
+    als_blend = blend_lib.to_json(blend_lib.Blend(prior_share=1.0, fusion=weights))
+    factors_path = os.path.join(model_dir, factors.FILE)
+
+    def choose_als(corpus, data, config, data_dir):
+        corpus.als = factors.Factors(np.ones((3, 2), np.float32), np.ones((3, 2), np.float32))
+        return {"blends": {"20": als_blend}, "options": config.options()}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(blend_choice, "choose", choose_als)
+        blend_choice.run(model_dir, dataclasses.replace(narrower, blend_als=True))
+    assert blend_lib.load(model_dir).uses_als
+    np.testing.assert_array_equal(factors.load(model_dir).users, np.ones((3, 2)))
+    blend_choice.run(model_dir, narrower)
+    assert not blend_lib.load(model_dir).uses_als and not os.path.exists(factors_path)

@@ -13,10 +13,11 @@ import pytest
 from ssl_retrieval import testing
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data import corpus_ids, pair_indices
+from ssl_retrieval.evaluation import evaluator
 from ssl_retrieval.model import two_tower as model_lib
 from ssl_retrieval.model.two_tower import embed_corpus
 from ssl_retrieval.ranking import blend as blend_lib
-from ssl_retrieval.ranking import links, popularity, retrieve, scores, tfidf, topk
+from ssl_retrieval.ranking import factors, links, popularity, retrieve, scores, tfidf, topk
 from ssl_retrieval.ranking.config import BlendOverrides
 from ssl_retrieval.serving import api, exporter
 
@@ -56,9 +57,10 @@ def export(trained, tmp_path, index="brute_force", **blend):
     return exporter.build(config) + (config,)
 
 
-def evaluation_ids(trained, blend, k):
-    """What evaluation lists for the test ids under `blend`."""
-    lists = retrieve.retriever(trained["corpus"], blend_lib.Blends.single(blend, 100))
+def evaluation_ids(trained, blend, k, corpus=None):
+    """What evaluation lists for the test ids under `blend` (over `corpus`, default the
+    trained model's)."""
+    lists = retrieve.retriever(corpus or trained["corpus"], blend_lib.Blends.single(blend, 100))
     return trained["ids"][lists(trained["rows"], (k,))[k]].tolist()
 
 
@@ -229,22 +231,35 @@ def test_blends_are_served_as_evaluation_ranks(trained, tmp_path, monkeypatch, b
 
 def test_a_fused_blend_is_served_as_evaluation_ranks(trained, tmp_path, monkeypatch):
     """The popular slots from a fused ranking (exact in the graph), beside cold and similar
-    slots; from features, the fused score of the query tower's embedding and the values' TF-IDF
-    (no known links)."""
+    slots; by id with every term, the links' factorisation read from beside blend.json; from
+    features, the fused score of the query tower's embedding and the values' TF-IDF (no known
+    links, no factors)."""
     monkeypatch.setattr(exporter, "EXACT_CHUNK", 2)
-    weights = tuple(np.random.default_rng(11).normal(size=len(scores.FEATURES)))
+    rng = np.random.default_rng(11)
+    weights = tuple(rng.normal(size=len(scores.FEATURES)))
     blend = blend_lib.Blend(
         content_weight=1.5, prior_share=0.6, cold_share=0.2, cold_content_weight=2.0, fusion=weights
     )
+    n = len(trained["ids"])
+    # Factors large enough that the term reorders the lists (checked below).
+    als = factors.Factors(*(3 * rng.normal(size=(2, n, 4))).astype(np.float32))
+    corpus = dataclasses.replace(trained["corpus"], als=als)
     model_dir = trained["model_dir"]
     blend_lib.save(model_dir, {"blends": blend_lib.Blends.single(blend).to_json()})
+    factors.save(model_dir, als)
     try:
         module, info, _ = export(trained, tmp_path, "scann")
+        # Evaluation reads the same factors from the model dir.
+        evaluated = evaluator.model_retriever(model_dir)(trained["rows"], (12,), None)[12]
     finally:
         os.remove(os.path.join(model_dir, blend_lib.FILE))
+        factors.remove(model_dir)
     assert info["blends"]["50"]["fusion"]["cos"] == weights[0]
     for k in (1, 5, 12):
-        assert served_ids(module, k) == evaluation_ids(trained, blend, k), k
+        assert served_ids(module, k) == evaluation_ids(trained, blend, k, corpus), k
+    assert trained["ids"][evaluated].tolist() == evaluation_ids(trained, blend, 12, corpus)
+    without = dataclasses.replace(corpus, als=factors.Factors(0 * als.users, als.items))
+    assert evaluation_ids(trained, blend, 12, without) != evaluation_ids(trained, blend, 12, corpus)
     inputs = feature_inputs()
     cos, similarity = feature_query_terms(trained, info)
     cos, similarity = tf.constant(cos), tf.constant(similarity, tf.float32)

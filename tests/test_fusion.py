@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from ssl_retrieval import testing
 from ssl_retrieval.evaluation import blend_choice, evaluator
 from ssl_retrieval.ranking import blend as blend_lib
-from ssl_retrieval.ranking import fusion, links, retrieve, scores, tfidf
+from ssl_retrieval.ranking import factors, fusion, links, retrieve, scores, tfidf
 from ssl_retrieval.ranking.config import BlendConfig
 
 
@@ -70,6 +70,18 @@ def test_pair_features_are_the_terms_of_each_pair():
     assert knn.max() > 0
     np.testing.assert_allclose(with_knn["logknn"], knn, rtol=1e-5)
     np.testing.assert_allclose(with_knn["logknn*logn"], knn * logn, rtol=1e-5)
+    # The links' factorisation: U[q] . V[c], 0 unless asked for.
+    assert not got[:, [scores.FEATURES.index(f) for f in scores.ALS]].any()
+    rng = np.random.default_rng(4)
+    users, items_ = rng.normal(size=(2, len(linked), 3)).astype(np.float32)
+    corpus.als = factors.Factors(users, items_)
+    with_als = dict(
+        zip(scores.FEATURES, fusion.pair_features(corpus, queries, items, als=True).T, strict=True)
+    )
+    als = np.array([users[q] @ items_[c] for q, c in zip(queries, items, strict=True)])
+    np.testing.assert_allclose(with_als["als"], als, rtol=1e-5)
+    np.testing.assert_allclose(with_als["als*cos"], als * cos, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(with_als["als*logn"], als * logn, rtol=1e-5)
 
 
 def test_each_slice_s_positives_weigh_the_same():
@@ -216,6 +228,62 @@ def test_link_terms_add_a_second_fused_ranking_each_list_size_may_take(tmp_path)
         assert sum(t["link_terms"] for t in trials) == len(fused)
         # The choice is the best trial of the larger grid, so never worse on validation.
         assert after["choices"][k]["value"] >= before["choices"][k]["value"]
+
+
+def test_the_factorisation_adds_a_third_fused_ranking_each_list_size_may_take(tmp_path):
+    data_dir, data, new_corpus = _choice_inputs(tmp_path)
+    base = BlendConfig(blend_ks=(10,), blend_objective="slices", blend_fusion=True)
+    before = blend_choice.choose(new_corpus(), data, base, data_dir)
+    corpus = new_corpus()
+    after = blend_choice.choose(corpus, data, dataclasses.replace(base, blend_als=True), data_dir)
+    fit = after["fusion"]
+    assert fit["als"] == factors.PARAMS
+    # The factors were fit on the training links, and only the third ranking weighs them.
+    assert corpus.als.users.shape == (data.num_items, factors.PARAMS["factors"])
+    als = [scores.FEATURES.index(f) for f in scores.ALS]
+    assert all(fit["weights_als"][i] != 0 for i in als)
+    # The factorisation's own top items joined the candidates, but the other two fits are the
+    # ones chosen without it: the grid is the same grid and one more fused ranking.
+    assert fit["weights"] == before["fusion"]["weights"]
+    assert fit["weights_link_terms"] == before["fusion"]["weights_link_terms"]
+    trials, plain_trials = after["choices"]["10"]["grid"], before["choices"]["10"]["grid"]
+    fused = [t for t in plain_trials if t["link_terms"]]
+    # Every blend with the second fused ranking once more with the third.
+    assert len(trials) == len(plain_trials) + len(fused)
+    assert sum(t["als_terms"] for t in trials) == len(fused)
+    assert [t for t in trials if not t["als_terms"]] == plain_trials
+    assert after["choices"]["10"]["value"] >= before["choices"]["10"]["value"]
+
+
+def test_head_shares_fit_each_fused_ranking_once_more_with_the_head_weighed_up(tmp_path):
+    data_dir, data, new_corpus = _choice_inputs(tmp_path)
+    plain = BlendConfig(
+        blend_ks=(10,),
+        blend_objective="slices",
+        blend_fusion=True,
+        blend_two_hop=False,
+        blend_item_knn=False,
+    )
+    before = blend_choice.choose(new_corpus(), data, plain, data_dir)
+    corpus = new_corpus()
+    shares = dataclasses.replace(plain, blend_fusion_head_shares=(1.0, 3.0))
+    after = blend_choice.choose(corpus, data, shares, data_dir)
+    # The plain fit is the same; the other is the fit with the head's positives weighing 3.
+    assert after["fusion"]["weights"] == before["fusion"]["weights"]
+    queries = np.unique(data.eval_query)
+    top = retrieve.top_lists(corpus, fusion.CANDIDATES, queries, fusion.FIT_DEPTH)
+    candidates = np.concatenate([top[name][0] for name in fusion.CANDIDATES], axis=1)
+    pairs = fusion.Pairs.of(corpus, data, candidates, queries, paths=False)
+    heavy = after["fusion"]["head_shares"]["3"]["weights"]
+    np.testing.assert_allclose(heavy, fusion.fit(pairs, shares=(3.0, 1.0, 1.0)), rtol=1e-6)
+    assert heavy != after["fusion"]["weights"]
+    # Every fused blend of the grid once more with the other fit.
+    trials, plain_trials = after["choices"]["10"]["grid"], before["choices"]["10"]["grid"]
+    fused = sum(t["fused"] for t in plain_trials)
+    assert len(trials) == len(plain_trials) + fused
+    assert sum(t["fused"] for t in trials) == 2 * fused
+    with pytest.raises(ValueError, match="blend_fusion_head_shares"):
+        dataclasses.replace(plain, blend_fusion_head_shares=(0.0,)).validate()
 
 
 def test_a_blend_chosen_before_an_option_existed_is_current_at_its_neutral_value(tmp_path):

@@ -11,7 +11,7 @@ from ssl_retrieval import testing
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data import corpus_ids
 from ssl_retrieval.ranking import blend as blend_lib
-from ssl_retrieval.ranking import links, merge, retrieve, scores, tfidf
+from ssl_retrieval.ranking import factors, links, merge, retrieve, scores, tfidf
 
 reference_merge = testing.merge_reference
 
@@ -414,6 +414,25 @@ def test_fusion_off_gives_the_prior_s_popular_slots(tmp_path):
         blend_lib.resolve(str(tmp_path), fusion="on")
 
 
+def test_evaluation_s_als_term_is_the_factors_product_by_corpus_chunk():
+    rng = np.random.default_rng(9)
+    n = 10
+    found = factors.Factors(
+        rng.normal(size=(n, 3)).astype(np.float32), rng.normal(size=(n, 3)).astype(np.float32)
+    )
+    corpus = retrieve.Corpus(
+        np.eye(n, 4, dtype=np.float32), np.eye(n, 4, dtype=np.float32), np.zeros(n), als=found
+    )
+    als_only = scores.fused([1.0 if f == "als" else 0.0 for f in scores.FEATURES])
+    score = retrieve.scorer(corpus, {"als": als_only})
+    rows = np.array([2, 7])
+    ((_, got),) = list(score(rows, 4, 10))
+    want = found.users[rows] @ found.items[4:10].T
+    want[1, 3] = -np.inf  # item 7 is the second query itself
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+    np.testing.assert_allclose(found.pairs(rows, np.array([5, 9])), want[[0, 1], [1, 5]], 1e-5)
+
+
 def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
     rng = np.random.default_rng(7)
     cos = rng.uniform(-1, 1, size=(3, 5)).astype(np.float32)
@@ -423,6 +442,7 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
     links = np.log1p(rng.integers(0, 3, size=(3, 5)).astype(np.float32))
     paths = np.log1p(rng.integers(0, 4, size=(3, 5)).astype(np.float32))
     knn = np.log1p(rng.random((3, 5)).astype(np.float32) * 3)
+    als = rng.normal(size=(3, 5)).astype(np.float32)
     weights = rng.normal(size=len(scores.FEATURES))
     c = np.where(np.isinf(cos), 0.0, cos)
     cold = (logn == 0).astype(np.float32)[None, :]
@@ -448,6 +468,9 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
         "logknn*cos": knn * c,
         "logknn*logn": knn * n,
         "logknn^2": knn**2,
+        "als": als,
+        "als*cos": als * c,
+        "als*logn": als * n,
     }
     expected = sum(w * columns[f] for f, w in zip(scores.FEATURES, weights, strict=True))
     expected[1, 2] = -np.inf
@@ -459,6 +482,7 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
         log_links=tf.constant(links),
         log_paths=tf.constant(paths),
         log_knn=tf.constant(knn),
+        als=tf.constant(als),
     ).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     ranking = scores.fused(weights)
@@ -474,6 +498,9 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
     only_knn = scores.fused([1.0 if f == "logknn" else 0.0 for f in scores.FEATURES])
     assert only_knn.needs_knn and only_knn.needs_links and not only_knn.needs_paths
     assert ranking.needs_knn and not only_cos.needs_knn
+    # The factorisation's score needs its factors, not the links (they ship on their own).
+    only_als = scores.fused([1.0 if f == "als" else 0.0 for f in scores.FEATURES])
+    assert only_als.needs_als and not only_als.needs_links and not only_cos.needs_als
 
 
 def test_a_blend_describes_itself_in_one_short_line():
@@ -487,9 +514,15 @@ def test_a_blend_describes_itself_in_one_short_line():
     blends = blend_lib.Blends(((10, fused), (50, blend_lib.Blend())))
     assert blends.describe() == (
         f"lists of 10: 20% linked, 80% fused ({len(scores.FEATURES)} weights with two-step "
-        "paths and item-kNN); lists of 50: 100% popular (cos)"
+        "paths, item-kNN and ALS); lists of 50: 100% popular (cos)"
     )
-    no_knn = tuple(0.0 if f in scores.KNN else 1.0 for f in scores.FEATURES)
+    no_als = tuple(0.0 if f in scores.ALS else 1.0 for f in scores.FEATURES)
+    assert "with two-step paths and item-kNN)" in (
+        blend_lib.Blend(prior_share=1.0, fusion=no_als).describe()
+    )
+    no_knn = tuple(0.0 if f in scores.KNN | scores.ALS else 1.0 for f in scores.FEATURES)
     assert "with two-step paths)" in blend_lib.Blend(prior_share=1.0, fusion=no_knn).describe()
-    plain = tuple(0.0 if f in scores.KNN | scores.PATHS else 1.0 for f in scores.FEATURES)
+    plain = tuple(
+        0.0 if f in scores.KNN | scores.PATHS | scores.ALS else 1.0 for f in scores.FEATURES
+    )
     assert "weights)" in blend_lib.Blend(prior_share=1.0, fusion=plain).describe()

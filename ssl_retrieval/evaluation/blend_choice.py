@@ -35,7 +35,7 @@ from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import evaluator
 from ssl_retrieval.evaluation import references as references_lib
 from ssl_retrieval.ranking import blend as blend_lib
-from ssl_retrieval.ranking import fusion, merge, retrieve, scores, tfidf, topk
+from ssl_retrieval.ranking import factors, fusion, merge, retrieve, scores, tfidf, topk
 from ssl_retrieval.ranking.config import BlendConfig
 
 SLICES = blend_lib.SLICES
@@ -118,11 +118,12 @@ def _link_terms(blend) -> bool:
 
 
 def _simplicity(trial: dict) -> tuple:
-    """Ties go to the simpler blend: no fused ranking (or one without the link graph's terms),
-    no known links, the whole list popular,
+    """Ties go to the simpler blend: no fused ranking (or one without the factorisation, then
+    without the link graph's terms), no known links, the whole list popular,
     then no cold slots, no TF-IDF, no penalty, small beta."""
     return (
         not trial["fused"],
+        not trial["als_terms"],
         not trial["link_terms"],
         -trial["links_share"],
         trial["prior_share"],
@@ -174,6 +175,7 @@ def choose_for_k(
                 **numbers,
                 "fused": bool(blend.fusion),
                 "link_terms": _link_terms(blend),
+                "als_terms": blend.uses_als,
                 "metrics": done[key],
             }
             if bar is not None:
@@ -223,13 +225,17 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
     config.validate()
     ks = sorted(set(config.blend_ks))
     rankings = grid_rankings(grid(config))
+    als = config.blend_fusion and config.blend_als
     if config.blend_fusion:
-        rankings |= set(fusion.CANDIDATES.values())
+        rankings |= set(fusion.CANDIDATES.values()) | ({fusion.ALS_CANDIDATE} if als else set())
     use_references = config.blend_objective == "references"
     if corpus.content is None and (use_references or any(r.needs_content for r in rankings)):
         corpus.content = tfidf.build(data_dir).matrix
-    if corpus.links is None and any(r.needs_links for r in rankings):
+    if corpus.links is None and (als or any(r.needs_links for r in rankings)):
         corpus.links = evaluator.training_links(data)
+    if als and corpus.als is None:
+        logging.info("blend: fitting the links' factorisation (%s)", factors.PARAMS)
+        corpus.als = factors.fit(corpus.links, **factors.PARAMS)
     depth = max(max(ks), fusion.FIT_DEPTH if config.blend_fusion else 0)
     found = _rank(corpus, data, data_dir, rankings, use_references, depth)
     score = evaluator.list_scorer(data)
@@ -246,20 +252,40 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
     fusions, fit = [], None
     if config.blend_fusion:
         # With --blend_two_hop or --blend_item_knn, a second fused ranking that also weighs the
-        # link graph's terms: each list size takes whichever does better (at 10 they helped on
+        # link graph's terms, and with --blend_als a third that weighs the links' factorisation
+        # too: each list size takes whichever does better (at 10 the graph's terms helped on
         # the linked source and Debian, results/head_frontier).
         paths, knn = config.blend_two_hop, config.blend_item_knn
         queries = np.unique(data.eval_query)
         logging.info("blend: fitting the fused ranking on %d validation queries", len(queries))
-        pairs = fusion.Pairs.of(corpus, data, _candidates(top), queries, paths, knn)
-        for terms in [(False, False)] + ([(paths, knn)] if paths or knn else []):
-            weights = fusion.fit(pairs, *terms)
-            # Scored by lists of weights fit without each query's own pairs.
-            top[scores.fused(weights)] = _out_of_fold_lists(corpus, pairs, queries, max(ks), terms)
-            fusions.append(weights)
-        fit = {"features": list(scores.FEATURES), "weights": list(fusions[0]), "out_of_fold": True}
-        if len(fusions) > 1:
-            fit["weights_link_terms"] = list(fusions[1])
+        # With the factorisation its own top items join the candidates, but only its fit sees
+        # them: the other fits are the ones chosen without it (`fusion.Pairs.base`).
+        base_width = _candidates(top).shape[1] if als else None
+        pairs = fusion.Pairs.of(
+            corpus, data, _candidates(top, als), queries, paths, knn, als, base_width
+        )
+        variants = {"weights": (False, False, False)}
+        if paths or knn:
+            variants["weights_link_terms"] = (paths, knn, False)
+        if als:
+            variants["weights_als"] = (paths, knn, True)
+        fit = {"features": list(scores.FEATURES), "out_of_fold": True}
+        for head_share in sorted(set(config.blend_fusion_head_shares)):
+            # Each variant once per weight of the head's positives (1: every slice alike).
+            shares = (head_share, 1.0, 1.0)
+            fits = fit  # {variant: weights}: the plain fits at the top, the others by share
+            if head_share != 1:
+                fits = fit.setdefault("head_shares", {}).setdefault(f"{head_share:g}", {})
+            for name, terms in variants.items():
+                weights = fusion.fit(pairs, *terms, shares=shares)
+                # Scored by lists of weights fit without each query's own pairs.
+                top[scores.fused(weights)] = _out_of_fold_lists(
+                    corpus, pairs, queries, max(ks), terms, shares
+                )
+                fusions.append(weights)
+                fits[name] = list(weights)
+        if als:
+            fit["als"] = dict(factors.PARAMS)
     blends = grid(config, fusions)
     logging.info("blend: %d blends for lists of %s", len(blends), ks)
     margin = config.blend_margin if use_references else None
@@ -308,16 +334,20 @@ def _rank(corpus, data, data_dir, rankings, use_references: bool, depth: int) ->
     return topk.top_k_many(together, np.unique(data.eval_query), corpus.num_items, depth)
 
 
-def _candidates(top) -> np.ndarray:
-    """[Q, L * n] the fusion's candidate rankings' top lists side by side."""
-    return np.concatenate([top[r] for r in fusion.CANDIDATES.values()], axis=1)
+def _candidates(top, als: bool = False) -> np.ndarray:
+    """[Q, L * n] the fusion's candidate rankings' top lists side by side (with `als`, the
+    factorisation's too)."""
+    rankings = [*fusion.CANDIDATES.values()] + ([fusion.ALS_CANDIDATE] if als else [])
+    return np.concatenate([top[r] for r in rankings], axis=1)
 
 
-def _out_of_fold_lists(corpus, pairs, queries: np.ndarray, k: int, terms) -> np.ndarray:
+def _out_of_fold_lists(
+    corpus, pairs, queries: np.ndarray, k: int, terms, shares=fusion.SLICE_WEIGHTS
+) -> np.ndarray:
     """[Q, k] each validation query's list of the fused ranking fit without its fold: what the
     blend's choice scores it by, so that its fit on these pairs does not flatter it."""
     fold_of = fusion.folds(queries)
-    per_fold = fusion.fit_out_of_fold(pairs, queries, fold_of, *terms)
+    per_fold = fusion.fit_out_of_fold(pairs, queries, fold_of, *terms, shares=shares)
     rankings = {f: scores.fused(w) for f, w in enumerate(per_fold)}
     found = retrieve.top_lists(corpus, rankings, queries, k)
     out = np.full((len(queries), k), -1, np.int64)
@@ -358,6 +388,11 @@ def run(model_dir: str, config: BlendConfig, data_dir: str | None = None) -> dic
     queries, items = model_lib.embed_corpus(model, data_dir)
     corpus = evaluator.corpus_of(data_dir, data, queries, items)
     choice = choose(corpus, data, config, data_dir)
+    # The factors first: a blend.json that weighs them never stands without them.
+    if blend_lib.Blends.from_json(choice["blends"]).uses_als:
+        factors.save(model_dir, corpus.als)
+    else:
+        factors.remove(model_dir)
     blend_lib.save(model_dir, choice)
     return choice
 

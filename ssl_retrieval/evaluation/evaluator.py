@@ -25,7 +25,7 @@ from ssl_retrieval.evaluation import metrics as metrics_lib
 from ssl_retrieval.evaluation import references
 from ssl_retrieval.model.two_tower import embed_corpus
 from ssl_retrieval.ranking import blend as blend_lib
-from ssl_retrieval.ranking import links, popularity, retrieve, tfidf, topk
+from ssl_retrieval.ranking import factors, links, popularity, retrieve, tfidf, topk
 
 
 @dataclasses.dataclass
@@ -143,6 +143,8 @@ def model_retriever(
         corpus.content = tfidf.build(data_dir).matrix
     if blends.uses_links:
         corpus.links = training_links(data)
+    if blends.uses_als:
+        corpus.als = factors.load(model_dir)  # the ones the blend's weights were fit with
     logging.info("evaluate: %s", blends.describe())
     return retrieve.retriever(corpus, blends)
 

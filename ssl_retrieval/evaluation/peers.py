@@ -58,7 +58,7 @@ from ssl_retrieval import progress_bar
 from ssl_retrieval.cli import option
 from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.evaluation import references
-from ssl_retrieval.ranking import tfidf, topk
+from ssl_retrieval.ranking import factors, tfidf, topk
 
 PEERS = ("links", "als", "itemknn", "lightfm", "tfidf_prior")
 # Every reference recommender `evaluate --recommender` takes: the project's own, then the peers.
@@ -286,30 +286,15 @@ def factor_scorer(
 
 
 def _fit_als(data, points, context):
-    import threadpoolctl  # noqa: PLC0415  (the libraries load only for their peer)
-    from implicit.cpu.als import AlternatingLeastSquares  # noqa: PLC0415
-
     popularity = references.popularity(data).astype(np.float32)
     for point in points:
         links = link_matrix(data, point["both_ways"])
-        # implicit's own threads do the work; a multi-threaded BLAS under them only contends
-        # (and implicit warns of it when the model is made).
-        with threadpoolctl.threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=point["factors"],
-                regularization=point["regularization"],
-                alpha=point["alpha"],
-                iterations=point["iterations"],
-                random_state=context.seed,
-                num_threads=context.num_threads,
-            )
-            model.fit(links, show_progress=False)
+        params = {k: v for k, v in point.items() if k != "both_ways"}
+        found = factors.fit(links, **params, seed=context.seed, num_threads=context.num_threads)
         empty = np.diff(links.indptr) == 0
         yield (
             point,
-            factor_scorer(
-                model.user_factors, model.item_factors, fallback=empty, fallback_scores=popularity
-            ),
+            factor_scorer(found.users, found.items, fallback=empty, fallback_scores=popularity),
         )
 
 

@@ -111,6 +111,11 @@ class Blend:
         one that weighs them)."""
         return any(r.needs_links for r in self.rankings().values())
 
+    @property
+    def uses_als(self) -> bool:
+        """True when its fused ranking weighs the links' factorisation (`factors.py`)."""
+        return any(r.needs_als for r in self.rankings().values())
+
     def describe(self) -> str:
         """One short line for logs: each ranking's share of the list and its terms."""
         similar_share = 1.0 - self.links_share - self.prior_share - self.cold_share
@@ -119,8 +124,13 @@ class Blend:
             parts.append(f"{self.links_share:.0%} linked")
         if self.fusion:
             ranking = scores_lib.fused(self.fusion)
-            terms = [("two-step paths", ranking.needs_paths), ("item-kNN", ranking.needs_knn)]
-            named = " and ".join(name for name, used in terms if used)
+            terms = [
+                ("two-step paths", ranking.needs_paths),
+                ("item-kNN", ranking.needs_knn),
+                ("ALS", ranking.needs_als),
+            ]
+            named = ", ".join(name for name, used in terms if used)
+            named = " and ".join(named.rsplit(", ", 1))
             also = f" with {named}" if named else ""
             parts.append(f"{self.prior_share:.0%} fused ({len(self.fusion)} weights{also})")
         else:
@@ -214,6 +224,10 @@ class Blends:
     @property
     def uses_links(self) -> bool:
         return any(b.uses_links for _, b in self.by_k)
+
+    @property
+    def uses_als(self) -> bool:
+        return any(b.uses_als for _, b in self.by_k)
 
 
 def save(model_dir: str, choice: dict) -> None:

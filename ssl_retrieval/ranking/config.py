@@ -106,6 +106,24 @@ class BlendConfig:
         "synthetic kept its blends (results/head_frontier).",
         neutral=False,
     )
+    blend_als: bool = option(
+        False,
+        "Also try a third fused ranking that weighs, beside the second's terms, a "
+        "factorisation's score of the training links U[q] . V[c] and its products with the "
+        "cosine and the log count (ranking/factors.py: implicit's ALS at fixed parameters, fit "
+        "when the blend is chosen, the factors kept beside blend.json and shipped by the "
+        "export); each list size takes it only where it does better on validation.",
+        neutral=False,
+    )
+    blend_fusion_head_shares: tuple[float, ...] = option(
+        (1.0,),
+        "Grid of the weight of the head's positives in each fused ranking's fit, the tail's and "
+        "the cold items' being 1 (1: every slice alike, ranking/fusion.py). Each fused ranking "
+        "is fit once per value and the blend's grid tries every fit, so a list size can take "
+        "one that ranks popular answers higher in its fused slots while its cold and similar "
+        "slots keep the rest.",
+        neutral=(1.0,),
+    )
     blend_objective: str = option(
         "slices",
         "How the blend is chosen on validation: slices = the best mean Recall@K over the "
@@ -140,6 +158,7 @@ class BlendConfig:
             "blend_cold_shares": (self.blend_cold_shares, 0, 1),
             "blend_cold_content_weights": (self.blend_cold_content_weights, 0, None),
             "blend_links_shares": (self.blend_links_shares, 0, 1),
+            "blend_fusion_head_shares": (self.blend_fusion_head_shares, 1e-6, None),
         }
         for name, (values, low, high) in grids.items():
             bound = f"in [{low}, {high}]" if high is not None else f">= {low}"

@@ -5,9 +5,9 @@ query whose answers are all hubs still gets its similar slots, and one whose ans
 look-alikes its popular ones. A fused ranking lets each query's list take what scores best for
 it: score(q, c) = sum_i w_i f_i(q, c) over `scores.FEATURES` (the cosine, the TF-IDF cosine,
 log(1 + training count), whether the item is cold, log(1 + links) and their products, with
-`--blend_two_hop` log(1 + two-step paths in the links), and with `--blend_item_knn` log(1 + the
-BM25 item-kNN's score) and its products), with w fit by logistic regression on the validation
-pairs:
+`--blend_two_hop` log(1 + two-step paths in the links), with `--blend_item_knn` log(1 + the
+BM25 item-kNN's score) and its products, and with `--blend_als` a factorisation's score of the
+links U[q] . V[c] and its products), with w fit by logistic regression on the validation pairs:
 
 - candidates: each validation query's top `FIT_DEPTH` items of a few rankings (`CANDIDATES`:
   the cosine, the popularity prior at three strengths, cosine + TF-IDF, the cold ranking, the
@@ -49,16 +49,27 @@ CANDIDATES = {
     "linked": scores.linked(),
     "tfidf": scores.Ranking(content_weight=50.0),  # TF-IDF first, the cosine breaking ties
 }
-# Each slice's positives weigh a third of all positives (module docstring).
+# With --blend_als the factorisation's own top items join the candidates too (its score alone,
+# as a fused ranking), so its fit sees the items the term would bring in (the other fits do not:
+# `Pairs.base`).
+ALS_CANDIDATE = scores.fused([float(f == "als") for f in scores.FEATURES])
+# Each slice's positives weigh a third of all positives (module docstring); with
+# --blend_fusion_head_shares the blend also tries fits where the head's weigh more.
 SLICE_WEIGHTS = (1.0, 1.0, 1.0)  # head, tail, cold
 
 
 def pair_features(
-    corpus, queries: np.ndarray, items: np.ndarray, paths: bool = True, knn: bool = False
+    corpus,
+    queries: np.ndarray,
+    items: np.ndarray,
+    paths: bool = True,
+    knn: bool = False,
+    als: bool = False,
 ) -> np.ndarray:
     """[P, len(FEATURES)] features of the (query, item) corpus index pairs; without `paths`
     the two-step paths' column is 0, without `knn` the item-kNN's (their sparse products are
-    the costly terms; `knn` builds `corpus.knn` if it has none: `retrieve.Corpus.item_knn`)."""
+    the costly terms; `knn` builds `corpus.knn` if it has none: `retrieve.Corpus.item_knn`),
+    without `als` the factorisation's (with it, `corpus.als` must hold the factors)."""
     cos = np.einsum(
         "pd,pd->p",
         np.asarray(corpus.query_embeddings)[queries],
@@ -76,6 +87,8 @@ def pair_features(
         if knn:
             knn_terms = _log_knn(corpus.links, corpus.item_knn(), queries, items)
             terms["log_knn"] = knn_terms[np.newaxis, :]
+    if als:
+        terms["als"] = corpus.als.pairs(queries, items)[np.newaxis, :]
     values = scores.feature_values(
         tf.constant(cos[np.newaxis, :], tf.float32),
         **{k: tf.constant(v, tf.float32) for k, v in terms.items()},
@@ -126,6 +139,10 @@ class Pairs:
     cold: np.ndarray
     paths: bool  # whether the two-step paths' column was counted
     knn: bool  # whether the item-kNN's columns were
+    als: bool = False  # whether the factorisation's columns were
+    # [P] whether the pair is among the candidates without the factorisation's own (None: all
+    # are): the fits without the factorisation take only these, as they would without it.
+    base: np.ndarray | None = None
 
     @classmethod
     def of(
@@ -136,12 +153,20 @@ class Pairs:
         queries: np.ndarray,
         paths: bool = True,
         knn: bool = False,
+        als: bool = False,
+        base_width: int | None = None,
     ):
         """The candidates of `queries` [Q] (corpus indices, rows of `lists` [Q, L], the
         candidate rankings' top lists side by side) and their validation labels in `data`
-        (`evaluator.EvalData`); without `paths` (`knn`) the two-step paths' (the item-kNN's)
-        columns are 0."""
+        (`evaluator.EvalData`); without `paths` (`knn`, `als`) the two-step paths' (the
+        item-kNN's, the factorisation's) columns are 0. `base_width`: the first columns of
+        `lists` that are the candidates without the factorisation's (`base`)."""
         pair_queries, pair_items = candidate_pairs(lists, queries)
+        base = None
+        if base_width is not None:
+            n = data.num_items
+            within = candidate_pairs(lists[:, :base_width], queries)
+            base = np.isin(pair_queries * n + pair_items, within[0] * n + within[1])
         relevant = set(zip(data.eval_query.tolist(), data.eval_candidate.tolist(), strict=True))
         labels = np.array(
             [
@@ -153,31 +178,48 @@ class Pairs:
         return cls(
             queries=pair_queries,
             items=pair_items,
-            features=pair_features(corpus, pair_queries, pair_items, paths=paths, knn=knn),
+            features=pair_features(corpus, pair_queries, pair_items, paths, knn, als),
             labels=labels,
             head=np.asarray(data.head)[pair_items],
             cold=np.asarray(data.cold)[pair_items],
             paths=paths,
             knn=knn,
+            als=als,
+            base=base,
         )
 
 
 def fit(
-    pairs: Pairs, two_hop: bool = False, knn: bool = False, rows: np.ndarray | None = None
+    pairs: Pairs,
+    two_hop: bool = False,
+    knn: bool = False,
+    als: bool = False,
+    rows: np.ndarray | None = None,
+    shares=SLICE_WEIGHTS,
 ) -> tuple[float, ...]:
     """The fused ranking's weights (one per `scores.FEATURES`), fit on `pairs` (the `rows`
-    [P] bool of them, default all); the two-step paths' weight is 0 unless `two_hop`, the
-    item-kNN's unless `knn` (then `pairs` must have been computed with them)."""
+    [P] bool of them, default all), the head's, tail's and cold items' positives weighing
+    `shares` (`sample_weights`); the two-step paths' weight is 0 unless `two_hop`, the
+    item-kNN's unless `knn`, the factorisation's unless `als` (then `pairs` must have been
+    computed with them)."""
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (only when fitting)
 
     if two_hop and not pairs.paths:
         raise ValueError("fitting the two-step paths' weight needs Pairs.of(..., paths=True)")
     if knn and not pairs.knn:
         raise ValueError("fitting the item-kNN's weights needs Pairs.of(..., knn=True)")
+    if als and not pairs.als:
+        raise ValueError("fitting the factorisation's weights needs Pairs.of(..., als=True)")
     rows = np.ones(len(pairs.labels), bool) if rows is None else rows
+    if not als and pairs.base is not None:
+        rows = rows & pairs.base  # the pairs it would have without the factorisation
     labels = pairs.labels[rows]
-    weights = sample_weights(labels, pairs.head[rows], pairs.cold[rows])
-    left_out = (set() if two_hop else scores.PATHS) | (set() if knn else scores.KNN)
+    weights = sample_weights(labels, pairs.head[rows], pairs.cold[rows], shares)
+    left_out = (
+        (set() if two_hop else scores.PATHS)
+        | (set() if knn else scores.KNN)
+        | (set() if als else scores.ALS)
+    )
     used = np.array([f not in left_out for f in scores.FEATURES])
     features = pairs.features[rows][:, used]
     mean, scale = features.mean(axis=0), features.std(axis=0)
@@ -213,11 +255,17 @@ def folds(queries: np.ndarray, count: int = 2, seed: int = 0) -> np.ndarray:
 
 
 def fit_out_of_fold(
-    pairs: Pairs, queries: np.ndarray, fold_of: np.ndarray, two_hop: bool = False, knn=False
+    pairs: Pairs,
+    queries: np.ndarray,
+    fold_of: np.ndarray,
+    two_hop: bool = False,
+    knn: bool = False,
+    als: bool = False,
+    shares=SLICE_WEIGHTS,
 ) -> list[tuple[float, ...]]:
     """Per fold of `queries` [Q] (`fold_of` [Q]), the weights fit on the other folds' pairs:
     the fused ranking of a query is then scored with weights that never saw its pairs."""
     return [
-        fit(pairs, two_hop, knn, rows=~np.isin(pairs.queries, queries[fold_of == f]))
+        fit(pairs, two_hop, knn, als, ~np.isin(pairs.queries, queries[fold_of == f]), shares)
         for f in range(int(fold_of.max()) + 1)
     ]

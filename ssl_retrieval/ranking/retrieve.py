@@ -15,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ssl_retrieval.compat import tf
+from ssl_retrieval.ranking import factors, merge, scores, tfidf, topk
 from ssl_retrieval.ranking import links as links_lib
-from ssl_retrieval.ranking import merge, scores, tfidf, topk
 from ssl_retrieval.ranking.blend import Blends
 
 
@@ -33,6 +33,7 @@ class Corpus:
       links: [N, N] training link counts (`links.py`), when a ranking uses links.
       knn: [N, N] the item-kNN similarity of the links (`links.knn_similarity`), when a fused
         ranking weighs the kNN score: `item_knn()` builds it from `links` the first time.
+      als: the links' factors (`factors.Factors`), when a fused ranking weighs them.
     """
 
     query_embeddings: np.ndarray
@@ -41,6 +42,7 @@ class Corpus:
     content: sp.spmatrix | None = None
     links: sp.spmatrix | None = None
     knn: sp.spmatrix | None = None
+    als: factors.Factors | None = None
 
     @property
     def num_items(self) -> int:
@@ -65,6 +67,7 @@ def scorer(
     needs_content = any(r.needs_content for r in rankings.values())
     needs_links = any(r.needs_links for r in rankings.values())
     knn = _KnnRows(corpus) if any(r.needs_knn for r in rankings.values()) else None
+    needs_als = any(r.needs_als for r in rankings.values())
     linked = None
     if any(r.needs_paths for r in rankings.values()):
         linked = links_lib.indicator(corpus.links)
@@ -83,6 +86,8 @@ def scorer(
             terms["log_paths"] = tf.constant(links_lib.log_paths(linked, rows, start, stop))
         if knn is not None:
             terms["log_knn"] = tf.constant(knn.log_knn(rows, start, stop))
+        if needs_als:
+            terms["als"] = tf.constant(corpus.als.scores(rows, start, stop))
         for key, ranking in rankings.items():
             yield key, scores.score(ranking, cos, **terms)
 

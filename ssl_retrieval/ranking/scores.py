@@ -10,9 +10,10 @@ q and c, either direction); the others score -inf. n_c is the training count of 
 training link counts (`links.py`).
 
 or, for a *fused* ranking, a linear function of those terms, their products and the two-step
-paths log(1 + paths(q, c)) (the items linked to an item linked to q: co-occurrence; `links.py`)
-(`FEATURES`), its weights fit on validation by `fusion.py`: one score that ranks popular items, look-alikes
-and cold items together, per query, where slots give each a fixed share of the list.
+paths log(1 + paths(q, c)) (the items linked to an item linked to q: co-occurrence; `links.py`),
+the BM25 item-kNN's score and a factorisation of the links (`factors.py`) (`FEATURES`), its
+weights fit on validation by `fusion.py`: one score that ranks popular items, look-alikes and
+cold items together, per query, where slots give each a fixed share of the list.
 
 The four rankings of a blend (`blend.py`):
   popular   cos + beta * log(1 + n_c): the hubs most held-out links of a power-law graph go to;
@@ -32,7 +33,8 @@ ONLY = ("all", "cold", "linked")
 # The terms a fused ranking weighs: cos(q, c), the TF-IDF cosine, log(1 + n_c), whether c is cold
 # (n_c = 0), log(1 + links(q, c)), products that let one term count differently where another is
 # large (a cold item's TF-IDF, a popular item's cosine), log(1 + two-step paths q - x - c), and
-# log(1 + the BM25 item-kNN's score) with its products (`links.py`).
+# log(1 + the BM25 item-kNN's score) with its products (`links.py`), and a factorisation's score
+# U[q] . V[c] of the links with its products (`factors.py`).
 FEATURES = (
     "cos",
     "tfidf",
@@ -55,12 +57,16 @@ FEATURES = (
     "logknn*cos",
     "logknn*logn",
     "logknn^2",
+    "als",
+    "als*cos",
+    "als*logn",
 )
 _CONTENT = {f for f in FEATURES if "tfidf" in f}
 _LINKS = {f for f in FEATURES if "loglinks" in f}
 _COUNTS = {f for f in FEATURES if "logn" in f or "cold" in f}
 PATHS = {"logpaths"}
 KNN = {f for f in FEATURES if "logknn" in f}
+ALS = {f for f in FEATURES if f.startswith("als")}
 # The linked ranking orders neighbours by link count first: log(1 + count) steps are at least
 # log(3/2) = 0.405 apart, so a weight of 10 puts 4 between counts, more than any cosine span (2).
 LINKS_WEIGHT = 10.0
@@ -102,6 +108,11 @@ class Ranking:
         return self._fused(KNN)
 
     @property
+    def needs_als(self) -> bool:
+        """The links' factors (`factors.py`; they are fit from the links but shipped alone)."""
+        return self._fused(ALS)
+
+    @property
     def needs_links(self) -> bool:
         """The training links (the paths and the kNN score are computed from them too)."""
         return (
@@ -134,7 +145,7 @@ def fused(weights) -> Ranking:
 
 
 def feature_values(
-    cosines, tfidf=None, log_counts=None, log_links=None, log_paths=None, log_knn=None
+    cosines, tfidf=None, log_counts=None, log_links=None, log_paths=None, log_knn=None, als=None
 ) -> dict:
     """{feature: [B, M] values} of `FEATURES` (absent terms are 0); the same broadcasting as
     `score`'s arguments. Fitting a fusion (`fusion.py`) calls it on candidate pairs, scoring on
@@ -148,6 +159,7 @@ def feature_values(
     links = zero if log_links is None else tf.cast(log_links, cos.dtype) + zero
     paths = zero if log_paths is None else tf.cast(log_paths, cos.dtype) + zero
     knn = zero if log_knn is None else tf.cast(log_knn, cos.dtype) + zero
+    factorised = zero if als is None else tf.cast(als, cos.dtype) + zero
     cold = tf.cast(logn <= 0, cos.dtype)
     return {
         "cos": cos,
@@ -170,6 +182,9 @@ def feature_values(
         "logknn*cos": knn * cos,
         "logknn*logn": knn * logn,
         "logknn^2": knn * knn,
+        "als": factorised,
+        "als*cos": factorised * cos,
+        "als*logn": factorised * logn,
     }
 
 
@@ -192,6 +207,7 @@ def score(
     log_links=None,
     log_paths=None,
     log_knn=None,
+    als=None,
 ):
     """[B, M] scores of `ranking` from its terms over the same M corpus items.
 
@@ -202,6 +218,7 @@ def score(
       log_links: [B, M] log(1 + links(q, c)) (links weight, or the linked ranking).
       log_paths: [B, M] log(1 + two-step paths from q to c) (a fused ranking's "logpaths").
       log_knn: [B, M] log(1 + the item-kNN's score of c for q) (a fused ranking's "logknn").
+      als: [B, M] U[q] . V[c], the links' factorisation (a fused ranking's "als").
     """
     if ranking.fusion:
         return _fused_score(
@@ -212,6 +229,7 @@ def score(
             log_links=log_links,
             log_paths=log_paths,
             log_knn=log_knn,
+            als=als,
         )
     out = cosines
     if ranking.content_weight:

@@ -51,8 +51,8 @@ from ssl_retrieval import schema as schema_lib
 from ssl_retrieval.compat import tf
 from ssl_retrieval.data_dir import DataDir
 from ssl_retrieval.ranking import blend as blend_lib
+from ssl_retrieval.ranking import factors, merge, popularity, tfidf, topk
 from ssl_retrieval.ranking import links as links_lib
-from ssl_retrieval.ranking import merge, popularity, tfidf, topk
 from ssl_retrieval.ranking import scores as scores_lib
 from ssl_retrieval.serving import index as index_lib
 from ssl_retrieval.serving import item_catalog
@@ -93,6 +93,7 @@ class SimilarItemsModule(tf.Module):
       content: the corpus TF-IDF (when a blend has a TF-IDF term).
       log_counts: [N] log(1 + training count) of each corpus item.
       links: [N, N] training link counts (when a blend has linked slots).
+      als: the links' factors (`factors.Factors`, when a fused ranking weighs them).
       similar_from_index: the index serves the similar rankings without a TF-IDF term too
         (`from_index`); the other rankings are exact over the corpus.
     """
@@ -111,6 +112,7 @@ class SimilarItemsModule(tf.Module):
         log_counts: np.ndarray | None = None,
         links=None,
         similar_from_index: bool = False,
+        als: factors.Factors | None = None,
     ):
         super().__init__()
         self.blends = blends or blend_lib.Blends.single(blend_lib.Blend())
@@ -153,6 +155,10 @@ class SimilarItemsModule(tf.Module):
             needs_knn = any(r.needs_knn for r in exact)
             similarity = links_lib.knn_similarity(links) if needs_knn else None
             self.links = links_lib.LinkRows(links, similarity)
+        if any(r.needs_als for r in exact):
+            # A query by id scores U[q] . V (a query by features has no U row: the term is 0).
+            self.als_users = tf.Variable(als.users, trainable=False)
+            self.als_items = tf.Variable(als.items, trainable=False)
         self.id_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 encoded_ids,
@@ -216,6 +222,10 @@ class SimilarItemsModule(tf.Module):
             terms["log_paths"] = self.links.log_paths(exclude)
         if any(r.needs_knn for r in rankings.values()):
             terms["log_knn"] = self.links.log_knn(exclude)
+        if any(r.needs_als for r in rankings.values()):
+            users = tf.gather(self.als_users, tf.maximum(exclude, 0))
+            users *= tf.cast(exclude >= 0, tf.float32)[:, tf.newaxis]
+            terms["als"] = tf.matmul(users, self.als_items, transpose_b=True)
         out = []
         for ranking in rankings.values():
             values, indices = topk.exact_top_k(
@@ -443,6 +453,7 @@ def build(config: ExportConfig, stages: Stages | None = None) -> tuple[SimilarIt
     if blends.uses_links:
         links = links_lib.matrix(*data_lib.pair_indices(data_dir, "train", item_ids), len(item_ids))
         stages.note("training links: %d", links.nnz // 2)
+    als = factors.load(config.model_dir) if blends.uses_als else None
     stages.note(None, done=True)
     n = len(item_ids)
     max_k = min(config.k, n - 1)
@@ -463,6 +474,7 @@ def build(config: ExportConfig, stages: Stages | None = None) -> tuple[SimilarIt
         log_counts,
         links,
         similar_from_index,
+        als,
     )
     stages.note("module ready", done=True)
     main = blends.by_k[-1][1]
