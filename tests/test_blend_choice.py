@@ -221,6 +221,8 @@ def test_train_chooses_a_blend_per_list_size_and_the_command_chooses_again(tmp_p
     chosen = json.load(open(f"{model_dir}/blend.json"))
     assert summary["blends"] == chosen["blends"] and set(chosen["blends"]) == {"10", "50"}
     assert blend_lib.load(model_dir) == blend_lib.Blends.from_json(chosen["blends"])
+    # Training's end writes the links' factors beside blend.json when a blend weighs them.
+    assert blend_lib.load(model_dir).uses_als == os.path.exists(f"{model_dir}/{factors.FILE}")
     # The same run with other blend options chooses again, without training.
     narrower = BlendConfig(blend_ks=(20,), blend_cold_shares=(0.0,), blend_objective="slices")
     again = trainer.run(config, narrower)

@@ -388,13 +388,19 @@ def run(model_dir: str, config: BlendConfig, data_dir: str | None = None) -> dic
     queries, items = model_lib.embed_corpus(model, data_dir)
     corpus = evaluator.corpus_of(data_dir, data, queries, items)
     choice = choose(corpus, data, config, data_dir)
-    # The factors first: a blend.json that weighs them never stands without them.
+    save(model_dir, choice, corpus)
+    return choice
+
+
+def save(model_dir: str, choice: dict, corpus: retrieve.Corpus) -> None:
+    """Writes `choice` (`choose`'s) as `blend.json`, and the links' factors beside it when a
+    chosen blend weighs them (`factors.FILE`; removed when none does). The factors first: a
+    blend.json that weighs them never stands without them."""
     if blend_lib.Blends.from_json(choice["blends"]).uses_als:
         factors.save(model_dir, corpus.als)
     else:
         factors.remove(model_dir)
     blend_lib.save(model_dir, choice)
-    return choice
 
 
 def validation_sample(data_dir, num_queries: int) -> evaluator.EvalData:

@@ -263,7 +263,7 @@ def _choose_blend(validator: Validator, model, config, blend_config, summary: di
     queries, items = validator.embed(model)
     corpus = evaluator.corpus_of(validator.data_dir, validator.data, queries, items)
     choice = blend_choice.choose(corpus, validator.data, blend_config, validator.data_dir)
-    blend_lib.save(config.model_dir, choice)
+    blend_choice.save(config.model_dir, choice, corpus)
     largest = choice["blends"][max(choice["blends"], key=int)]
     summary["blends"] = choice["blends"]
     summary["blend"] = largest
