@@ -11,11 +11,17 @@ import shutil
 
 def write_text(path: str, text: str) -> None:
     """Writes `text` (UTF-8) to `path` atomically, creating its directory."""
+    write_with(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_with(path: str, write) -> None:
+    """Calls `write(binary file)` on a temporary file beside `path`, then renames it to `path`
+    (creating its directory); a failed write leaves no temporary file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

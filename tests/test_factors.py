@@ -1,5 +1,7 @@
 """The links' factorisation (ranking/factors.py): what it learns, and how it is kept."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -45,6 +47,10 @@ def test_factors_are_kept_beside_the_blend_and_removed_with_it(tmp_path):
     np.testing.assert_array_equal(back.users, found.users)
     np.testing.assert_array_equal(back.items, found.items)
     assert sorted(p.name for p in tmp_path.iterdir()) == [factors.FILE]  # no temporary left
+    # Readable as the model dir's other files are (the umask's mode, not a private temp file's).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / factors.FILE).stat().st_mode & 0o777 == 0o666 & ~umask
     factors.remove(model_dir)
     factors.remove(model_dir)  # nothing to remove: no error
     assert not list(tmp_path.iterdir())

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 import scipy.sparse as sp
+
+from ssl_retrieval import atomic
 
 FILE = "blend_als.npz"
 PARAMS = {"factors": 128, "regularization": 10.0, "alpha": 100.0, "iterations": 15}
@@ -79,10 +80,8 @@ def fit(
 
 def save(model_dir: str, found: Factors) -> None:
     """Writes `FILE` in `model_dir` (through a temporary file and a rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=model_dir)
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, users=found.users, items=found.items)
-    os.replace(tmp, os.path.join(model_dir, FILE))
+    path = os.path.join(model_dir, FILE)
+    atomic.write_with(path, lambda f: np.savez(f, users=found.users, items=found.items))
 
 
 def load(model_dir: str) -> Factors:
