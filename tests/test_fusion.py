@@ -177,6 +177,8 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
         blend_fusion=True,
         blend_two_hop=False,
         blend_item_knn=False,
+        blend_als=False,
+        blend_fusion_head_shares=(1.0,),
     )
     choice = blend_choice.choose(corpus, data, config, data_dir)
     weights = tuple(choice["fusion"]["weights"])
@@ -212,8 +214,16 @@ def test_link_terms_add_a_second_fused_ranking_each_list_size_may_take(tmp_path)
         blend_fusion=True,
         blend_two_hop=False,
         blend_item_knn=False,
+        blend_als=False,
+        blend_fusion_head_shares=(1.0,),
     )
-    with_terms = BlendConfig(blend_ks=(10, 20), blend_objective="slices", blend_fusion=True)
+    with_terms = BlendConfig(
+        blend_ks=(10, 20),
+        blend_objective="slices",
+        blend_fusion=True,
+        blend_als=False,
+        blend_fusion_head_shares=(1.0,),
+    )
     before = blend_choice.choose(corpus, data, plain, data_dir)
     after = blend_choice.choose(new_corpus(), data, with_terms, data_dir)
     linked = [scores.FEATURES.index(f) for f in ("logpaths", "logknn", "logknn*cos")]
@@ -232,7 +242,13 @@ def test_link_terms_add_a_second_fused_ranking_each_list_size_may_take(tmp_path)
 
 def test_the_factorisation_adds_a_third_fused_ranking_each_list_size_may_take(tmp_path):
     data_dir, data, new_corpus = _choice_inputs(tmp_path)
-    base = BlendConfig(blend_ks=(10,), blend_objective="slices", blend_fusion=True)
+    base = BlendConfig(
+        blend_ks=(10,),
+        blend_objective="slices",
+        blend_fusion=True,
+        blend_als=False,
+        blend_fusion_head_shares=(1.0,),
+    )
     before = blend_choice.choose(new_corpus(), data, base, data_dir)
     corpus = new_corpus()
     after = blend_choice.choose(corpus, data, dataclasses.replace(base, blend_als=True), data_dir)
@@ -263,6 +279,8 @@ def test_head_shares_fit_each_fused_ranking_once_more_with_the_head_weighed_up(t
         blend_fusion=True,
         blend_two_hop=False,
         blend_item_knn=False,
+        blend_als=False,
+        blend_fusion_head_shares=(1.0,),
     )
     before = blend_choice.choose(new_corpus(), data, plain, data_dir)
     corpus = new_corpus()
