@@ -168,10 +168,10 @@ def _choice_inputs(tmp_path):
     return data_dir, data, lambda: evaluator.corpus_of(data_dir, data, items, items)
 
 
-def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
-    data_dir, data, new_corpus = _choice_inputs(tmp_path)
-    corpus = new_corpus()
-    config = BlendConfig(
+def _only_the_first_fit(**changes) -> BlendConfig:
+    """Lists of 10 by the mean over slices, one fused ranking (without the link graph's terms,
+    the factorisation or head weights) unless `changes` add them."""
+    plain = BlendConfig(
         blend_ks=(10,),
         blend_objective="slices",
         blend_fusion=True,
@@ -180,6 +180,13 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
         blend_als=False,
         blend_fusion_head_shares=(1.0,),
     )
+    return dataclasses.replace(plain, **changes)
+
+
+def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
+    data_dir, data, new_corpus = _choice_inputs(tmp_path)
+    corpus = new_corpus()
+    config = _only_the_first_fit()
     choice = blend_choice.choose(corpus, data, config, data_dir)
     weights = tuple(choice["fusion"]["weights"])
     assert choice["fusion"]["features"] == list(scores.FEATURES)
@@ -208,22 +215,8 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
 def test_link_terms_add_a_second_fused_ranking_each_list_size_may_take(tmp_path):
     data_dir, data, new_corpus = _choice_inputs(tmp_path)
     corpus = new_corpus()
-    plain = BlendConfig(
-        blend_ks=(10, 20),
-        blend_objective="slices",
-        blend_fusion=True,
-        blend_two_hop=False,
-        blend_item_knn=False,
-        blend_als=False,
-        blend_fusion_head_shares=(1.0,),
-    )
-    with_terms = BlendConfig(
-        blend_ks=(10, 20),
-        blend_objective="slices",
-        blend_fusion=True,
-        blend_als=False,
-        blend_fusion_head_shares=(1.0,),
-    )
+    plain = _only_the_first_fit(blend_ks=(10, 20))
+    with_terms = _only_the_first_fit(blend_ks=(10, 20), blend_two_hop=True, blend_item_knn=True)
     before = blend_choice.choose(corpus, data, plain, data_dir)
     after = blend_choice.choose(new_corpus(), data, with_terms, data_dir)
     linked = [scores.FEATURES.index(f) for f in ("logpaths", "logknn", "logknn*cos")]
@@ -242,13 +235,7 @@ def test_link_terms_add_a_second_fused_ranking_each_list_size_may_take(tmp_path)
 
 def test_the_factorisation_adds_a_third_fused_ranking_each_list_size_may_take(tmp_path):
     data_dir, data, new_corpus = _choice_inputs(tmp_path)
-    base = BlendConfig(
-        blend_ks=(10,),
-        blend_objective="slices",
-        blend_fusion=True,
-        blend_als=False,
-        blend_fusion_head_shares=(1.0,),
-    )
+    base = _only_the_first_fit(blend_two_hop=True, blend_item_knn=True)
     before = blend_choice.choose(new_corpus(), data, base, data_dir)
     corpus = new_corpus()
     after = blend_choice.choose(corpus, data, dataclasses.replace(base, blend_als=True), data_dir)
@@ -273,15 +260,7 @@ def test_the_factorisation_adds_a_third_fused_ranking_each_list_size_may_take(tm
 
 def test_head_shares_fit_each_fused_ranking_once_more_with_the_head_weighed_up(tmp_path):
     data_dir, data, new_corpus = _choice_inputs(tmp_path)
-    plain = BlendConfig(
-        blend_ks=(10,),
-        blend_objective="slices",
-        blend_fusion=True,
-        blend_two_hop=False,
-        blend_item_knn=False,
-        blend_als=False,
-        blend_fusion_head_shares=(1.0,),
-    )
+    plain = _only_the_first_fit()
     before = blend_choice.choose(new_corpus(), data, plain, data_dir)
     corpus = new_corpus()
     shares = dataclasses.replace(plain, blend_fusion_head_shares=(1.0, 3.0))

@@ -260,7 +260,7 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
         logging.info("blend: fitting the fused ranking on %d validation queries", len(queries))
         # With the factorisation its own top items join the candidates, but only its fit sees
         # them: the other fits are the ones chosen without it (`fusion.Pairs.base`).
-        base_width = _candidates(top).shape[1] if als else None
+        base_width = sum(top[r].shape[1] for r in fusion.CANDIDATES.values()) if als else None
         pairs = fusion.Pairs.of(
             corpus, data, _candidates(top, als), queries, paths, knn, als, base_width
         )
@@ -270,6 +270,8 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
         if als:
             variants["weights_als"] = (paths, knn, True)
         fit = {"features": list(scores.FEATURES), "out_of_fold": True}
+        fold_of = fusion.folds(queries)
+        per_fold = {}  # fused ranking -> the weights of each fold's fit without its queries
         for head_share in sorted(set(config.blend_fusion_head_shares)):
             # Each variant once per weight of the head's positives (1: every slice alike).
             shares = (head_share, 1.0, 1.0)
@@ -278,12 +280,13 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
                 fits = fit.setdefault("head_shares", {}).setdefault(f"{head_share:g}", {})
             for name, terms in variants.items():
                 weights = fusion.fit(pairs, *terms, shares=shares)
-                # Scored by lists of weights fit without each query's own pairs.
-                top[scores.fused(weights)] = _out_of_fold_lists(
-                    corpus, pairs, queries, max(ks), terms, shares
+                per_fold[scores.fused(weights)] = fusion.fit_out_of_fold(
+                    pairs, queries, fold_of, *terms, shares=shares
                 )
                 fusions.append(weights)
                 fits[name] = list(weights)
+        # Scored by lists of weights fit without each query's own pairs, all in one pass.
+        top.update(_out_of_fold_lists(corpus, queries, fold_of, max(ks), per_fold))
         if als:
             fit["als"] = dict(factors.PARAMS)
     blends = grid(config, fusions)
@@ -341,18 +344,22 @@ def _candidates(top, als: bool = False) -> np.ndarray:
     return np.concatenate([top[r] for r in rankings], axis=1)
 
 
-def _out_of_fold_lists(
-    corpus, pairs, queries: np.ndarray, k: int, terms, shares=fusion.SLICE_WEIGHTS
-) -> np.ndarray:
-    """[Q, k] each validation query's list of the fused ranking fit without its fold: what the
-    blend's choice scores it by, so that its fit on these pairs does not flatter it."""
-    fold_of = fusion.folds(queries)
-    per_fold = fusion.fit_out_of_fold(pairs, queries, fold_of, *terms, shares=shares)
-    rankings = {f: scores.fused(w) for f, w in enumerate(per_fold)}
+def _out_of_fold_lists(corpus, queries: np.ndarray, fold_of, k: int, per_fold: dict) -> dict:
+    """{fused ranking: [Q, k] each validation query's list, ranked by the weights of its fold
+    (`per_fold[ranking][fold]`, fit without that fold's queries)}: what the blend's choice
+    scores a fused ranking by, so that its fit on these pairs does not flatter it. One pass
+    over the corpus for every ranking and fold."""
+    rankings = {
+        (key, f): scores.fused(w)
+        for key, weights in per_fold.items()
+        for f, w in enumerate(weights)
+    }
     found = retrieve.top_lists(corpus, rankings, queries, k)
-    out = np.full((len(queries), k), -1, np.int64)
-    for f in rankings:
-        out[fold_of == f] = found[f][0][fold_of == f]
+    out = {}
+    for key, weights in per_fold.items():
+        out[key] = np.full((len(queries), k), -1, np.int64)
+        for f in range(len(weights)):
+            out[key][fold_of == f] = found[(key, f)][0][fold_of == f]
     return out
 
 
