@@ -264,11 +264,7 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
         pairs = fusion.Pairs.of(
             corpus, data, _candidates(top, als), queries, paths, knn, als, base_width
         )
-        variants = {"weights": (False, False, False)}
-        if paths or knn:
-            variants["weights_link_terms"] = (paths, knn, False)
-        if als:
-            variants["weights_als"] = (paths, knn, True)
+        variants = _fused_variants(paths, knn, als)
         fit = {"features": list(scores.FEATURES), "out_of_fold": True}
         fold_of = fusion.folds(queries)
         per_fold = {}  # fused ranking -> the weights of each fold's fit without its queries
@@ -335,6 +331,17 @@ def _rank(corpus, data, data_dir, rankings, use_references: bool, depth: int) ->
         len(reference_scorers),
     )
     return topk.top_k_many(together, np.unique(data.eval_query), corpus.num_items, depth)
+
+
+def _fused_variants(paths: bool, knn: bool, als: bool) -> dict:
+    """{name in blend.json's "fusion": (two_hop, knn, als) terms of `fusion.fit`}: the first
+    fused ranking, with the link graph's terms the second, with the factorisation the third."""
+    variants = {"weights": (False, False, False)}
+    if paths or knn:
+        variants["weights_link_terms"] = (paths, knn, False)
+    if als:
+        variants["weights_als"] = (paths, knn, True)
+    return variants
 
 
 def _candidates(top, als: bool = False) -> np.ndarray:
