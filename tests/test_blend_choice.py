@@ -241,8 +241,9 @@ def test_train_chooses_a_blend_per_list_size_and_the_command_chooses_again(tmp_p
     assert out.returncode == 0, out.stderr[-2000:]
     again = json.load(open(f"{model_dir}/blend.json"))
     assert again["blends"] == rechosen["blends"] and "lists of 20" in out.stdout
-    # With --blend_als the factors are written beside blend.json when a chosen blend weighs
-    # them, and removed when the blend is chosen again without them.
+    # The factors are written beside blend.json when a chosen blend weighs them, by training's
+    # end and by the command alike, and removed when the blend is chosen again without them.
+    # The tiny model's own choice need not take the factorisation: a choice that does is forced.
     weights = {f: float(f in scores.ALS) for f in scores.FEATURES}
     als_blend = blend_lib.to_json(blend_lib.Blend(prior_share=1.0, fusion=weights))
     factors_path = os.path.join(model_dir, factors.FILE)
@@ -251,10 +252,15 @@ def test_train_chooses_a_blend_per_list_size_and_the_command_chooses_again(tmp_p
         corpus.als = factors.Factors(np.ones((3, 2), np.float32), np.ones((3, 2), np.float32))
         return {"blends": {"20": als_blend}, "options": config.options()}
 
+    other_options = dataclasses.replace(narrower, blend_fusion_head_shares=(1.0,))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(blend_choice, "choose", choose_als)
-        blend_choice.run(model_dir, dataclasses.replace(narrower, blend_als=True))
+        assert trainer.run(config, other_options)["already_finished"]
     assert blend_lib.load(model_dir).uses_als
     np.testing.assert_array_equal(factors.load(model_dir).users, np.ones((3, 2)))
     blend_choice.run(model_dir, narrower)
     assert not blend_lib.load(model_dir).uses_als and not os.path.exists(factors_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(blend_choice, "choose", choose_als)
+        blend_choice.run(model_dir, other_options)
+    assert blend_lib.load(model_dir).uses_als and os.path.exists(factors_path)
