@@ -178,6 +178,7 @@ def _only_the_first_fit(**changes) -> BlendConfig:
         blend_two_hop=False,
         blend_item_knn=False,
         blend_als=False,
+        blend_als_factors=(factors.PARAMS["factors"],),
         blend_fusion_head_shares=(1.0,),
     )
     return dataclasses.replace(plain, **changes)
@@ -240,7 +241,7 @@ def test_the_factorisation_adds_a_third_fused_ranking_each_list_size_may_take(tm
     corpus = new_corpus()
     after = blend_choice.choose(corpus, data, dataclasses.replace(base, blend_als=True), data_dir)
     fit = after["fusion"]
-    assert fit["als"] == factors.PARAMS
+    assert fit["als"] == {**factors.PARAMS, "objective_by_factors": {}}  # one size: no ranking
     # The factors were fit on the training links, and only the third ranking weighs them.
     assert corpus.als.users.shape == (data.num_items, factors.PARAMS["factors"])
     als = [scores.FEATURES.index(f) for f in scores.ALS]
@@ -294,3 +295,34 @@ def test_a_blend_chosen_before_an_option_existed_is_current_at_its_neutral_value
     assert blend_choice.is_stale(str(tmp_path), BlendConfig())
     assert blend_choice.is_stale(str(tmp_path), BlendConfig(blend_two_hop=False))
     assert blend_choice.is_stale(str(tmp_path), dataclasses.replace(before, blend_ks=(10,)))
+
+
+def test_the_factorisation_keeps_the_size_whose_own_ranking_is_best_on_validation(tmp_path):
+    data_dir, data, new_corpus = _choice_inputs(tmp_path)
+    corpus = new_corpus()
+    sizes = (2, 16)
+    config = _only_the_first_fit(blend_ks=(5, 10), blend_als=True, blend_als_factors=sizes)
+    fit = blend_choice.choose(corpus, data, config, data_dir)["fusion"]["als"]
+    # Each size's value: its factorisation's own lists of the validation queries, scored as
+    # the blend's objective scores a list (the mean over slices), averaged over the list sizes.
+    queries = np.unique(data.eval_query)
+    score = evaluator.list_scorer(data)
+    expected = {}
+    for size in sizes:
+        found = factors.fit(corpus.links, **{**factors.PARAMS, "factors": size})
+        ranked = dataclasses.replace(corpus, als=found)
+        lists = retrieve.top_lists(ranked, {"als": fusion.ALS_CANDIDATE}, queries, 10)["als"][0]
+        by_k = []
+        for k in (5, 10):
+            metrics = score(lists[:, :k], (k,))
+            by_k.append(np.nanmean([metrics[s][f"recall@{k}"] for s in blend_choice.SLICES]))
+        expected[str(size)] = float(np.mean(by_k))
+    assert fit["objective_by_factors"] == pytest.approx(expected)
+    assert len(set(expected.values())) == 2  # the sizes rank differently: the choice matters
+    best = max(expected, key=expected.get)
+    assert fit["factors"] == int(best) and corpus.als.users.shape[1] == int(best)
+    assert {k: fit[k] for k in ("alpha", "regularization", "iterations")} == {
+        k: factors.PARAMS[k] for k in ("alpha", "regularization", "iterations")
+    }
+    with pytest.raises(ValueError, match="blend_als_factors"):
+        dataclasses.replace(config, blend_als_factors=(0, 16)).validate()

@@ -233,12 +233,12 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
         corpus.content = tfidf.build(data_dir).matrix
     if corpus.links is None and (als or any(r.needs_links for r in rankings)):
         corpus.links = evaluator.training_links(data)
+    score = evaluator.list_scorer(data)
+    als_choice = None
     if als and corpus.als is None:
-        logging.info("blend: fitting the links' factorisation (%s)", factors.PARAMS)
-        corpus.als = factors.fit(corpus.links, **factors.PARAMS)
+        corpus.als, als_choice = _fit_factors(corpus, data, data_dir, config, score)
     depth = max(max(ks), fusion.FIT_DEPTH if config.blend_fusion else 0)
     found = _rank(corpus, data, data_dir, rankings, use_references, depth)
-    score = evaluator.list_scorer(data)
     references = None
     if use_references:
         references = {
@@ -284,7 +284,7 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
         # Scored by lists of weights fit without each query's own pairs, all in one pass.
         top.update(_out_of_fold_lists(corpus, queries, fold_of, max(ks), per_fold))
         if als:
-            fit["als"] = dict(factors.PARAMS)
+            fit["als"] = als_choice or dict(factors.PARAMS)
     blends = grid(config, fusions)
     logging.info("blend: %d blends for lists of %s", len(blends), ks)
     margin = config.blend_margin if use_references else None
@@ -331,6 +331,30 @@ def _rank(corpus, data, data_dir, rankings, use_references: bool, depth: int) ->
         len(reference_scorers),
     )
     return topk.top_k_many(together, np.unique(data.eval_query), corpus.num_items, depth)
+
+
+def _fit_factors(corpus, data, data_dir, config: BlendConfig, score) -> tuple:
+    """(factors, what was chosen) of the links' factorisation: fit at each size of
+    `--blend_als_factors`, the one kept whose own ranking (its score alone) has the best mean
+    over slices and list sizes of Recall@K on the validation queries, as the `als` peer's
+    tuning chooses its parameters (with one size, no ranking is needed)."""
+    ks = sorted(set(config.blend_ks))
+    values, best = {}, None
+    for size in sorted(set(config.blend_als_factors)):
+        params = {**factors.PARAMS, "factors": size}
+        logging.info("blend: fitting the links' factorisation (%s)", params)
+        corpus.als = factors.fit(corpus.links, **params)
+        if len(config.blend_als_factors) > 1:
+            top = _rank(corpus, data, data_dir, {fusion.ALS_CANDIDATE}, False, max(ks))
+            lists = top[fusion.ALS_CANDIDATE][0]
+            by_k = [objective_value(score(lists[:, :k], (k,)), None, f"recall@{k}") for k in ks]
+            values[str(size)] = float(np.mean([value[0] for value in by_k]))
+        if best is None or values.get(str(size), 0.0) > values.get(str(best[0]), 0.0):
+            best = (size, corpus.als)
+    size, found = best
+    if values:
+        logging.info("blend: the factorisation's %d factors (validation: %s)", size, values)
+    return found, {**factors.PARAMS, "factors": size, "objective_by_factors": values}
 
 
 def _fused_variants(paths: bool, knn: bool, als: bool) -> dict:

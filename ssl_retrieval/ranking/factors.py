@@ -3,11 +3,15 @@
 als(q, c) = U[q] . V[c], U and V the user and item factors of implicit's
 `AlternatingLeastSquares` fit on the symmetric link counts (`links.matrix`: a pair counts for
 both of its items), each row of the matrix a "user" (the query item) and each column an item.
-It is the `als` peer's model (`evaluation/peers.py`) at fixed parameters, `PARAMS`: what the
+It is the `als` peer's model (`evaluation/peers.py`) at the parameters `PARAMS`: what the
 peers' tuning chose on validation at fraction 1.0 over Debian, `linked`, `linked` both ways and
-`synthetic` (alpha 100 and the links both ways in 4 of 4, regularization 10 in 3), with Debian's
-128 factors (256 won on the other three; 128 keeps the export at 2 x N x 128 floats). A query
-with no training links has U[q] = 0, so the term is 0 for it, as for a query given by its features.
+`synthetic` (alpha 100 and the links both ways in 4 of 4, regularization 10 in 3). The number of
+factors is the one setting that mattered there (on `linked` both ways 256 factors ranked the
+validation head's top ten at 0.66 against 128's 0.55; on Debian 128 led), so the blend's choice
+can fit each size of `--blend_als_factors` and keep the one whose own ranking is best on
+validation (`evaluation/blend_choice.py`). The default is one size, 128: with 128 and 256 the
+blend's objective stayed level on every dataset (results/head_frontier). A query with no training links has U[q] = 0, so the term is 0
+for it, as for a query given by its features.
 
 The factors are fit when the blend is chosen and kept beside `blend.json` (`FILE`), so that
 evaluation and the export score with the factors the fused ranking's weights were fit on.
