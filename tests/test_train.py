@@ -16,6 +16,7 @@ from ssl_retrieval import cli, testing
 from ssl_retrieval import config as config_lib
 from ssl_retrieval.compat import tf
 from ssl_retrieval.model import two_tower as model_lib
+from ssl_retrieval.ranking.config import BlendConfig
 from ssl_retrieval.training import trainer
 
 TINY = dict(batch_size=32, hidden_layers=(32, 16), embedding_dim=8, fm_hidden_layers=(16,))
@@ -80,19 +81,24 @@ def test_patience_out_at_the_budgets_last_step_is_not_an_early_stop(tmp_path):
     flat = dict(  # a learning rate too small to move the validation value
         validate_every=2, max_validations_per_epoch=0, patience=2, learning_rate=1e-12
     )
-    summary = trainer.run(tiny(data_dir, tmp_path / "m", train_steps=5, **flat))
+    no_blend = BlendConfig(choose_popularity_prior=False)  # the steps are what is checked
+
+    def run(config):
+        return trainer.run(config, no_blend)
+
+    summary = run(tiny(data_dir, tmp_path / "m", train_steps=5, **flat))
     assert summary["steps"] == 5 and not summary["stopped_early"]
     # So a larger budget reopens it, and it stops at its next validation, before that budget.
-    summary = trainer.run(tiny(data_dir, tmp_path / "m", train_steps=9, **flat))
+    summary = run(tiny(data_dir, tmp_path / "m", train_steps=9, **flat))
     assert summary["steps"] == 6 and summary["stopped_early"]
     # A summary written before this rule said stopped_early at the budget's end, and a call
     # under that rule saved the larger budget without reopening it: it is reopened all the same.
-    trainer.run(tiny(data_dir, tmp_path / "old", train_steps=5, **flat))
+    run(tiny(data_dir, tmp_path / "old", train_steps=5, **flat))
     summary_path = tmp_path / "old" / "train_metrics.json"
     summary = json.loads(summary_path.read_text())
     summary_path.write_text(json.dumps({**summary, "stopped_early": True}))
     config_lib.save(tiny(data_dir, tmp_path / "old", train_steps=9, **flat), str(tmp_path / "old"))
-    summary = trainer.run(tiny(data_dir, tmp_path / "old", train_steps=9, **flat))
+    summary = run(tiny(data_dir, tmp_path / "old", train_steps=9, **flat))
     assert summary["steps"] == 6 and summary["stopped_early"]
 
 
@@ -202,6 +208,7 @@ TWO_REPLICAS = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from ssl_retrieval import config as config_lib, data, schema as s
     from ssl_retrieval.model import two_tower as model_lib
+from ssl_retrieval.ranking.config import BlendConfig
     data_dir, method = sys.argv[1], sys.argv[2]
     # No id dropout: it draws its own mask on each replica, like any dropout.
     cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,
@@ -254,6 +261,7 @@ TWO_WORKERS = textwrap.dedent(
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     from ssl_retrieval import config as config_lib, data, schema as s
     from ssl_retrieval.model import two_tower as model_lib
+from ssl_retrieval.ranking.config import BlendConfig
     data_dir, method = sys.argv[1], sys.argv[2]
     # No id dropout: it draws its own mask on each replica, like any dropout.
     cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,
