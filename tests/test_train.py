@@ -208,7 +208,6 @@ TWO_REPLICAS = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from ssl_retrieval import config as config_lib, data, schema as s
     from ssl_retrieval.model import two_tower as model_lib
-from ssl_retrieval.ranking.config import BlendConfig
     data_dir, method = sys.argv[1], sys.argv[2]
     # No id dropout: it draws its own mask on each replica, like any dropout.
     cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,
@@ -261,7 +260,6 @@ TWO_WORKERS = textwrap.dedent(
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     from ssl_retrieval import config as config_lib, data, schema as s
     from ssl_retrieval.model import two_tower as model_lib
-from ssl_retrieval.ranking.config import BlendConfig
     data_dir, method = sys.argv[1], sys.argv[2]
     # No id dropout: it draws its own mask on each replica, like any dropout.
     cfg = config_lib.TrainConfig(data_dir=data_dir, model_dir="unused", method=method,

@@ -338,13 +338,13 @@ def _fit_factors(corpus, data, data_dir, config: BlendConfig, score) -> tuple:
     `--blend_als_factors`, the one kept whose own ranking (its score alone) has the best mean
     over slices and list sizes of Recall@K on the validation queries, as the `als` peer's
     tuning chooses its parameters (with one size, no ranking is needed)."""
-    ks = sorted(set(config.blend_ks))
+    ks, sizes = sorted(set(config.blend_ks)), sorted(set(config.blend_als_factors))
     values, best = {}, None
-    for size in sorted(set(config.blend_als_factors)):
+    for size in sizes:
         params = {**factors.PARAMS, "factors": size}
         logging.info("blend: fitting the links' factorisation (%s)", params)
         corpus.als = factors.fit(corpus.links, **params)
-        if len(config.blend_als_factors) > 1:
+        if len(sizes) > 1:
             top = _rank(corpus, data, data_dir, {fusion.ALS_CANDIDATE}, False, max(ks))
             lists = top[fusion.ALS_CANDIDATE][0]
             by_k = [objective_value(score(lists[:, :k], (k,)), None, f"recall@{k}") for k in ks]

@@ -126,7 +126,8 @@ class BlendConfig:
         "the als peer's tuning chooses. The export ships 2 x items x factors floats. One size "
         "by default: with 128,256 the factorisation alone was far better on validation where "
         "the als peer's tuning also chose 256 (linked both ways: 0.30 -> 0.45), but the "
-        "blend's objective stayed level on every dataset (results/head_frontier).",
+        "blend's objective stayed level on Debian, linked and linked both ways "
+        "(results/head_frontier).",
         neutral=(128,),
     )
     blend_fusion_head_shares: tuple[float, ...] = option(

@@ -10,8 +10,9 @@ factors is the one setting that mattered there (on `linked` both ways 256 factor
 validation head's top ten at 0.66 against 128's 0.55; on Debian 128 led), so the blend's choice
 can fit each size of `--blend_als_factors` and keep the one whose own ranking is best on
 validation (`evaluation/blend_choice.py`). The default is one size, 128: with 128 and 256 the
-blend's objective stayed level on every dataset (results/head_frontier). A query with no training links has U[q] = 0, so the term is 0
-for it, as for a query given by its features.
+blend's objective stayed level on each dataset tried (Debian, `linked`, `linked` both ways;
+results/head_frontier). A query with no training links has U[q] = 0, so the term is 0 for it,
+as for a query given by its features.
 
 The factors are fit when the blend is chosen and kept beside `blend.json` (`FILE`), so that
 evaluation and the export score with the factors the fused ranking's weights were fit on.
