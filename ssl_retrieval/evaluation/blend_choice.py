@@ -339,19 +339,20 @@ def _fit_factors(corpus, data, data_dir, config: BlendConfig, score) -> tuple:
     over slices and list sizes of Recall@K on the validation queries, as the `als` peer's
     tuning chooses its parameters (with one size, no ranking is needed)."""
     ks, sizes = sorted(set(config.blend_ks)), sorted(set(config.blend_als_factors))
-    values, best = {}, None
+    values, best = {}, None  # best: (value, size, factors), the smaller size on a tie
     for size in sizes:
         params = {**factors.PARAMS, "factors": size}
         logging.info("blend: fitting the links' factorisation (%s)", params)
         corpus.als = factors.fit(corpus.links, **params)
+        value = 0.0
         if len(sizes) > 1:
             top = _rank(corpus, data, data_dir, {fusion.ALS_CANDIDATE}, False, max(ks))
             lists = top[fusion.ALS_CANDIDATE][0]
             by_k = [objective_value(score(lists[:, :k], (k,)), None, f"recall@{k}") for k in ks]
-            values[str(size)] = float(np.mean([value[0] for value in by_k]))
-        if best is None or values.get(str(size), 0.0) > values.get(str(best[0]), 0.0):
-            best = (size, corpus.als)
-    size, found = best
+            value = values[str(size)] = float(np.mean([v[0] for v in by_k]))
+        if best is None or value > best[0]:
+            best = (value, size, corpus.als)
+    _, size, found = best
     if values:
         logging.info("blend: the factorisation's %d factors (validation: %s)", size, values)
     return found, {**factors.PARAMS, "factors": size, "objective_by_factors": values}

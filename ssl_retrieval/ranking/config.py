@@ -175,11 +175,8 @@ class BlendConfig:
             "blend_cold_content_weights": (self.blend_cold_content_weights, 0, None),
             "blend_links_shares": (self.blend_links_shares, 0, 1),
             "blend_fusion_head_shares": (self.blend_fusion_head_shares, 1e-6, None),
+            "blend_als_factors": (self.blend_als_factors, 1, None),
         }
-        if not self.blend_als_factors or min(self.blend_als_factors) < 1:
-            raise ValueError(
-                f"--blend_als_factors must be sizes >= 1, got {list(self.blend_als_factors)}"
-            )
         for name, (values, low, high) in grids.items():
             bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
             if not values or not all(low <= v and (high is None or v <= high) for v in values):
