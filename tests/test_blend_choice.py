@@ -244,7 +244,7 @@ def test_train_chooses_a_blend_per_list_size_and_the_command_chooses_again(tmp_p
     # The factors are written beside blend.json when a chosen blend weighs them, by training's
     # end and by the command alike, and removed when the blend is chosen again without them.
     # The tiny model's own choice need not take the factorisation: a choice that does is forced.
-    weights = {f: float(f in scores.ALS) for f in scores.FEATURES}
+    weights = {f: float(f in scores.ALS - scores.DEGREE) for f in scores.FEATURES}
     als_blend = blend_lib.to_json(blend_lib.Blend(prior_share=1.0, fusion=weights))
     factors_path = os.path.join(model_dir, factors.FILE)
 

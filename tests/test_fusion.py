@@ -82,6 +82,23 @@ def test_pair_features_are_the_terms_of_each_pair():
     np.testing.assert_allclose(with_als["als"], als, rtol=1e-5)
     np.testing.assert_allclose(with_als["als*cos"], als * cos, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(with_als["als*logn"], als * logn, rtol=1e-5)
+    # The query's degree (its distinct training neighbours) times each term, 0 unless asked for.
+    degree_columns = [scores.FEATURES.index(f) for f in scores.DEGREE]
+    assert not got[:, degree_columns].any()
+    everything = fusion.pair_features(corpus, queries, items, True, True, True, degree=True)
+    with_degree = dict(zip(scores.FEATURES, everything.T, strict=True))
+    degree = np.log1p((corpus.links.toarray() > 0).sum(axis=1))[queries]
+    assert len(set(degree)) > 1
+    for name in scores.DEGREE:
+        term = name.split("*")[1]
+        np.testing.assert_allclose(with_degree[name], degree * with_degree[term], rtol=1e-5)
+    np.testing.assert_allclose(with_degree["logq*als"], degree * als, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(
+        np.delete(everything, degree_columns, 1),
+        np.delete(
+            fusion.pair_features(corpus, queries, items, True, True, True), degree_columns, 1
+        ),
+    )
 
 
 def test_each_slice_s_positives_weigh_the_same():
@@ -234,27 +251,35 @@ def test_link_terms_add_a_second_fused_ranking_each_list_size_may_take(tmp_path)
         assert after["choices"][k]["value"] >= before["choices"][k]["value"]
 
 
-def test_the_factorisation_adds_a_third_fused_ranking_each_list_size_may_take(tmp_path):
+def test_the_factorisation_and_the_query_degree_each_add_a_fused_ranking_a_list_may_take(
+    tmp_path,
+):
     data_dir, data, new_corpus = _choice_inputs(tmp_path)
     base = _only_the_first_fit(blend_two_hop=True, blend_item_knn=True)
     before = blend_choice.choose(new_corpus(), data, base, data_dir)
     corpus = new_corpus()
-    after = blend_choice.choose(corpus, data, dataclasses.replace(base, blend_als=True), data_dir)
+    both = dataclasses.replace(base, blend_als=True, blend_query_degree=True)
+    after = blend_choice.choose(corpus, data, both, data_dir)
     fit = after["fusion"]
     assert fit["als"] == {**factors.PARAMS, "objective_by_factors": {}}  # one size: no ranking
-    # The factors were fit on the training links, and only the third ranking weighs them.
+    # The factors were fit on the training links, and only the third and fourth rankings weigh
+    # them; only the fourth weighs the query's degree (its products with every term).
     assert corpus.als.users.shape == (data.num_items, factors.PARAMS["factors"])
-    als = [scores.FEATURES.index(f) for f in scores.ALS]
+    als = [scores.FEATURES.index(f) for f in scores.ALS - scores.DEGREE]
+    degree = [scores.FEATURES.index(f) for f in scores.DEGREE]
     assert all(fit["weights_als"][i] != 0 for i in als)
+    assert not any(fit["weights_als"][i] for i in degree)
+    assert all(fit["weights_query_degree"][i] != 0 for i in degree)
     # The factorisation's own top items joined the candidates, but the other two fits are the
-    # ones chosen without it: the grid is the same grid and one more fused ranking.
+    # ones chosen without it: the grid is the same grid and two more fused rankings.
     assert fit["weights"] == before["fusion"]["weights"]
     assert fit["weights_link_terms"] == before["fusion"]["weights_link_terms"]
     trials, plain_trials = after["choices"]["10"]["grid"], before["choices"]["10"]["grid"]
     fused = [t for t in plain_trials if t["link_terms"]]
-    # Every blend with the second fused ranking once more with the third.
-    assert len(trials) == len(plain_trials) + len(fused)
-    assert sum(t["als_terms"] for t in trials) == len(fused)
+    # Every blend with the second fused ranking once more with the third and the fourth.
+    assert len(trials) == len(plain_trials) + 2 * len(fused)
+    assert sum(t["als_terms"] for t in trials) == 2 * len(fused)
+    assert sum(t["degree_terms"] for t in trials) == len(fused)
     assert [t for t in trials if not t["als_terms"]] == plain_trials
     assert after["choices"]["10"]["value"] >= before["choices"]["10"]["value"]
 

@@ -472,6 +472,9 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
         "als*cos": als * c,
         "als*logn": als * n,
     }
+    degree = np.log1p(np.array([[4.0], [0.0], [1.0]], np.float32))  # one per query
+    for term in ("cos", "tfidf", "logn", "cold", "loglinks", "logknn", "als"):
+        columns[f"logq*{term}"] = degree * columns[term]
     expected = sum(w * columns[f] for f, w in zip(scores.FEATURES, weights, strict=True))
     expected[1, 2] = -np.inf
     got = scores.score(
@@ -483,9 +486,13 @@ def test_a_fused_score_is_the_weighted_sum_of_its_features_in_numpy():
         log_paths=tf.constant(paths),
         log_knn=tf.constant(knn),
         als=tf.constant(als),
+        log_degree=tf.constant(degree),
     ).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     ranking = scores.fused(weights)
+    # The query's degree is read from the links.
+    only_degree = scores.fused([float(f == "logq*cos") for f in scores.FEATURES])
+    assert only_degree.needs_degree and only_degree.needs_links and not only_degree.needs_als
     assert ranking.needs_content and ranking.needs_counts and ranking.needs_links
     assert ranking.needs_paths
     # The paths alone still need the links they are counted from.
@@ -514,15 +521,22 @@ def test_a_blend_describes_itself_in_one_short_line():
     blends = blend_lib.Blends(((10, fused), (50, blend_lib.Blend())))
     assert blends.describe() == (
         f"lists of 10: 20% linked, 80% fused ({len(scores.FEATURES)} weights with two-step "
-        "paths, item-kNN and ALS); lists of 50: 100% popular (cos)"
+        "paths, item-kNN, ALS and the query's degree); lists of 50: 100% popular (cos)"
     )
-    no_als = tuple(0.0 if f in scores.ALS else 1.0 for f in scores.FEATURES)
+    no_degree = tuple(0.0 if f in scores.DEGREE else 1.0 for f in scores.FEATURES)
+    assert "with two-step paths, item-kNN and ALS)" in (
+        blend_lib.Blend(prior_share=1.0, fusion=no_degree).describe()
+    )
+    no_als = tuple(0.0 if f in scores.ALS | scores.DEGREE else 1.0 for f in scores.FEATURES)
     assert "with two-step paths and item-kNN)" in (
         blend_lib.Blend(prior_share=1.0, fusion=no_als).describe()
     )
-    no_knn = tuple(0.0 if f in scores.KNN | scores.ALS else 1.0 for f in scores.FEATURES)
+    no_knn = tuple(
+        0.0 if f in scores.KNN | scores.ALS | scores.DEGREE else 1.0 for f in scores.FEATURES
+    )
     assert "with two-step paths)" in blend_lib.Blend(prior_share=1.0, fusion=no_knn).describe()
     plain = tuple(
-        0.0 if f in scores.KNN | scores.PATHS | scores.ALS else 1.0 for f in scores.FEATURES
+        0.0 if f in scores.KNN | scores.PATHS | scores.ALS | scores.DEGREE else 1.0
+        for f in scores.FEATURES
     )
     assert "weights)" in blend_lib.Blend(prior_share=1.0, fusion=plain).describe()

@@ -118,11 +118,12 @@ def _link_terms(blend) -> bool:
 
 
 def _simplicity(trial: dict) -> tuple:
-    """Ties go to the simpler blend: no fused ranking (or one without the factorisation, then
-    without the link graph's terms), no known links, the whole list popular,
-    then no cold slots, no TF-IDF, no penalty, small beta."""
+    """Ties go to the simpler blend: no fused ranking (or one without the query's degree, then
+    without the factorisation, then without the link graph's terms), no known links, the whole
+    list popular, then no cold slots, no TF-IDF, no penalty, small beta."""
     return (
         not trial["fused"],
+        not trial["degree_terms"],
         not trial["als_terms"],
         not trial["link_terms"],
         -trial["links_share"],
@@ -176,6 +177,7 @@ def choose_for_k(
                 "fused": bool(blend.fusion),
                 "link_terms": _link_terms(blend),
                 "als_terms": blend.uses_als,
+                "degree_terms": blend.uses_degree,
                 "metrics": done[key],
             }
             if bar is not None:
@@ -256,15 +258,16 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
         # too: each list size takes whichever does better (at 10 the graph's terms helped on
         # the linked source and Debian, results/head_frontier).
         paths, knn = config.blend_two_hop, config.blend_item_knn
+        degree = config.blend_query_degree
         queries = np.unique(data.eval_query)
         logging.info("blend: fitting the fused ranking on %d validation queries", len(queries))
         # With the factorisation its own top items join the candidates, but only its fit sees
         # them: the other fits are the ones chosen without it (`fusion.Pairs.base`).
         base_width = sum(top[r].shape[1] for r in fusion.CANDIDATES.values()) if als else None
         pairs = fusion.Pairs.of(
-            corpus, data, _candidates(top, als), queries, paths, knn, als, base_width
+            corpus, data, _candidates(top, als), queries, paths, knn, als, base_width, degree
         )
-        variants = _fused_variants(paths, knn, als)
+        variants = _fused_variants(paths, knn, als, degree)
         fit = {"features": list(scores.FEATURES), "out_of_fold": True}
         fold_of = fusion.folds(queries)
         per_fold = {}  # fused ranking -> the weights of each fold's fit without its queries
@@ -358,14 +361,18 @@ def _fit_factors(corpus, data, data_dir, config: BlendConfig, score) -> tuple:
     return found, {**factors.PARAMS, "factors": size, "objective_by_factors": values}
 
 
-def _fused_variants(paths: bool, knn: bool, als: bool) -> dict:
-    """{name in blend.json's "fusion": (two_hop, knn, als) terms of `fusion.fit`}: the first
-    fused ranking, with the link graph's terms the second, with the factorisation the third."""
-    variants = {"weights": (False, False, False)}
+def _fused_variants(paths: bool, knn: bool, als: bool, degree: bool = False) -> dict:
+    """{name in blend.json's "fusion": (two_hop, knn, als, degree) terms of `fusion.fit`}: the
+    first fused ranking, with the link graph's terms the second, with the factorisation the
+    third, and with `degree` one more: the last one's terms and their products with the
+    query's degree."""
+    variants = {"weights": (False, False, False, False)}
     if paths or knn:
-        variants["weights_link_terms"] = (paths, knn, False)
+        variants["weights_link_terms"] = (paths, knn, False, False)
     if als:
-        variants["weights_als"] = (paths, knn, True)
+        variants["weights_als"] = (paths, knn, True, False)
+    if degree:
+        variants["weights_query_degree"] = (*list(variants.values())[-1][:3], True)
     return variants
 
 

@@ -116,6 +116,11 @@ class Blend:
         """True when its fused ranking weighs the links' factorisation (`factors.py`)."""
         return any(r.needs_als for r in self.rankings().values())
 
+    @property
+    def uses_degree(self) -> bool:
+        """True when its fused ranking weighs the query's degree in the links."""
+        return any(r.needs_degree for r in self.rankings().values())
+
     def describe(self) -> str:
         """One short line for logs: each ranking's share of the list and its terms."""
         similar_share = 1.0 - self.links_share - self.prior_share - self.cold_share
@@ -128,6 +133,7 @@ class Blend:
                 ("two-step paths", ranking.needs_paths),
                 ("item-kNN", ranking.needs_knn),
                 ("ALS", ranking.needs_als),
+                ("the query's degree", ranking.needs_degree),
             ]
             named = ", ".join(name for name, used in terms if used)
             named = " and ".join(named.rsplit(", ", 1))

@@ -118,6 +118,15 @@ class BlendConfig:
         "+- 0.001) and were never below (results/head_frontier).",
         neutral=False,
     )
+    blend_query_degree: bool = option(
+        False,
+        "Also try a fused ranking that weighs, beside the richest one's terms, their products "
+        "with the query's own degree log(1 + its distinct training neighbours): how much the "
+        "known links, the item-kNN and the factorisation count may then depend on how well the "
+        "links know the query (a query that is no corpus item has degree 0). Each list size "
+        "takes it only where it does better on validation.",
+        neutral=False,
+    )
     blend_als_factors: tuple[int, ...] = option(
         (128,),
         "Grid of the links' factorisation's number of factors (--blend_als): each is fit when "

@@ -65,11 +65,13 @@ def pair_features(
     paths: bool = True,
     knn: bool = False,
     als: bool = False,
+    degree: bool = False,
 ) -> np.ndarray:
     """[P, len(FEATURES)] features of the (query, item) corpus index pairs; without `paths`
     the two-step paths' column is 0, without `knn` the item-kNN's (their sparse products are
     the costly terms; `knn` builds `corpus.knn` if it has none: `retrieve.Corpus.item_knn`),
-    without `als` the factorisation's (with it, `corpus.als` must hold the factors)."""
+    without `als` the factorisation's (with it, `corpus.als` must hold the factors), without
+    `degree` the query degree's products."""
     cos = np.einsum(
         "pd,pd->p",
         np.asarray(corpus.query_embeddings)[queries],
@@ -87,6 +89,8 @@ def pair_features(
         if knn:
             knn_terms = _log_knn(corpus.links, corpus.item_knn(), queries, items)
             terms["log_knn"] = knn_terms[np.newaxis, :]
+        if degree:
+            terms["log_degree"] = links_lib.log_degrees(corpus.links)[queries][np.newaxis, :]
     if als:
         terms["als"] = corpus.als.pairs(queries, items)[np.newaxis, :]
     values = scores.feature_values(
@@ -140,6 +144,7 @@ class Pairs:
     paths: bool  # whether the two-step paths' column was counted
     knn: bool  # whether the item-kNN's columns were
     als: bool = False  # whether the factorisation's columns were
+    degree: bool = False  # whether the query degree's products were
     # [P] whether the pair is among the candidates without the factorisation's own (None: all
     # are): the fits without the factorisation take only these, as they would without it.
     base: np.ndarray | None = None
@@ -155,11 +160,12 @@ class Pairs:
         knn: bool = False,
         als: bool = False,
         base_width: int | None = None,
+        degree: bool = False,
     ):
         """The candidates of `queries` [Q] (corpus indices, rows of `lists` [Q, L], the
         candidate rankings' top lists side by side) and their validation labels in `data`
-        (`evaluator.EvalData`); without `paths` (`knn`, `als`) the two-step paths' (the
-        item-kNN's, the factorisation's) columns are 0. `base_width`: the first columns of
+        (`evaluator.EvalData`); without `paths` (`knn`, `als`, `degree`) the two-step paths'
+        (the item-kNN's, the factorisation's, the query degree's) columns are 0. `base_width`: the first columns of
         `lists` that are the candidates without the factorisation's (`base`)."""
         pair_queries, pair_items = candidate_pairs(lists, queries)
         base = None
@@ -178,13 +184,14 @@ class Pairs:
         return cls(
             queries=pair_queries,
             items=pair_items,
-            features=pair_features(corpus, pair_queries, pair_items, paths, knn, als),
+            features=pair_features(corpus, pair_queries, pair_items, paths, knn, als, degree),
             labels=labels,
             head=np.asarray(data.head)[pair_items],
             cold=np.asarray(data.cold)[pair_items],
             paths=paths,
             knn=knn,
             als=als,
+            degree=degree,
             base=base,
         )
 
@@ -194,14 +201,15 @@ def fit(
     two_hop: bool = False,
     knn: bool = False,
     als: bool = False,
+    degree: bool = False,
     rows: np.ndarray | None = None,
     shares=SLICE_WEIGHTS,
 ) -> tuple[float, ...]:
     """The fused ranking's weights (one per `scores.FEATURES`), fit on `pairs` (the `rows`
     [P] bool of them, default all), the head's, tail's and cold items' positives weighing
     `shares` (`sample_weights`); the two-step paths' weight is 0 unless `two_hop`, the
-    item-kNN's unless `knn`, the factorisation's unless `als` (then `pairs` must have been
-    computed with them)."""
+    item-kNN's unless `knn`, the factorisation's unless `als`, the query degree's unless
+    `degree` (then `pairs` must have been computed with them)."""
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (only when fitting)
 
     if two_hop and not pairs.paths:
@@ -210,6 +218,8 @@ def fit(
         raise ValueError("fitting the item-kNN's weights needs Pairs.of(..., knn=True)")
     if als and not pairs.als:
         raise ValueError("fitting the factorisation's weights needs Pairs.of(..., als=True)")
+    if degree and not pairs.degree:
+        raise ValueError("fitting the query degree's weights needs Pairs.of(..., degree=True)")
     rows = np.ones(len(pairs.labels), bool) if rows is None else rows
     if not als and pairs.base is not None:
         rows = rows & pairs.base  # the pairs it would have without the factorisation
@@ -219,6 +229,7 @@ def fit(
         (set() if two_hop else scores.PATHS)
         | (set() if knn else scores.KNN)
         | (set() if als else scores.ALS)
+        | (set() if degree else scores.DEGREE)
     )
     used = np.array([f not in left_out for f in scores.FEATURES])
     features = pairs.features[rows][:, used]
@@ -261,11 +272,20 @@ def fit_out_of_fold(
     two_hop: bool = False,
     knn: bool = False,
     als: bool = False,
+    degree: bool = False,
     shares=SLICE_WEIGHTS,
 ) -> list[tuple[float, ...]]:
     """Per fold of `queries` [Q] (`fold_of` [Q]), the weights fit on the other folds' pairs:
     the fused ranking of a query is then scored with weights that never saw its pairs."""
     return [
-        fit(pairs, two_hop, knn, als, ~np.isin(pairs.queries, queries[fold_of == f]), shares)
+        fit(
+            pairs,
+            two_hop,
+            knn,
+            als,
+            degree,
+            ~np.isin(pairs.queries, queries[fold_of == f]),
+            shares,
+        )
         for f in range(int(fold_of.max()) + 1)
     ]

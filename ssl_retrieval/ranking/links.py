@@ -60,6 +60,12 @@ def log_links(counts: sp.csr_matrix, rows, start: int, stop: int) -> np.ndarray:
     return block.toarray().astype(np.float32)
 
 
+def log_degrees(counts: sp.csr_matrix) -> np.ndarray:
+    """[N] log(1 + each item's distinct training neighbours, either direction): the query's
+    degree of the fused ranking's "logq*" terms (`scores.DEGREE_TERMS`)."""
+    return np.log1p(np.diff(sp.csr_matrix(counts).indptr)).astype(np.float32)
+
+
 def indicator(counts: sp.csr_matrix) -> sp.csr_matrix:
     """[N, N] float32 1 where two items are linked (symmetric, like `counts`)."""
     linked = sp.csr_matrix(counts, dtype=np.float32, copy=True)
@@ -155,6 +161,14 @@ class LinkRows(tf.Module):
         indices = tf.stack([positions.value_rowids(), tf.gather(self.columns, flat)], axis=1)
         shape = tf.stack([tf.shape(rows, out_type=tf.int64)[0], self.num_items])
         return tf.scatter_nd(indices, tf.gather(self.log_counts, flat), shape)
+
+    def log_degree(self, rows):
+        """[B, 1] log(1 + the distinct items linked to corpus rows [B]) (rows < 0: 0):
+        `log_degrees`."""
+        safe = tf.maximum(rows, 0)
+        degree = tf.gather(self.row_splits, safe + 1) - tf.gather(self.row_splits, safe)
+        degree = tf.where(rows >= 0, degree, tf.zeros_like(degree))
+        return tf.math.log1p(tf.cast(degree, tf.float32))[:, tf.newaxis]
 
     def log_paths(self, rows):
         """[B, N] log(1 + paths) of corpus rows [B] with every corpus item: `log_paths`."""

@@ -68,6 +68,9 @@ def scorer(
     needs_links = any(r.needs_links for r in rankings.values())
     knn = _KnnRows(corpus) if any(r.needs_knn for r in rankings.values()) else None
     needs_als = any(r.needs_als for r in rankings.values())
+    degrees = None
+    if any(r.needs_degree for r in rankings.values()):
+        degrees = links_lib.log_degrees(corpus.links)
     linked = None
     if any(r.needs_paths for r in rankings.values()):
         linked = links_lib.indicator(corpus.links)
@@ -88,6 +91,8 @@ def scorer(
             terms["log_knn"] = tf.constant(knn.log_knn(rows, start, stop))
         if needs_als:
             terms["als"] = tf.constant(corpus.als.scores(rows, start, stop))
+        if degrees is not None:
+            terms["log_degree"] = tf.constant(degrees[np.asarray(rows)][:, np.newaxis])
         for key, ranking in rankings.items():
             yield key, scores.score(ranking, cos, **terms)
 

@@ -11,7 +11,8 @@ training link counts (`links.py`).
 
 or, for a *fused* ranking, a linear function of those terms, their products and the two-step
 paths log(1 + paths(q, c)) (the items linked to an item linked to q: co-occurrence; `links.py`),
-the BM25 item-kNN's score and a factorisation of the links (`factors.py`) (`FEATURES`), its
+the BM25 item-kNN's score, a factorisation of the links (`factors.py`) and, with
+`--blend_query_degree`, each term times the query's own degree in the links (`FEATURES`), its
 weights fit on validation by `fusion.py`: one score that ranks popular items, look-alikes and
 cold items together, per query, where slots give each a fixed share of the list.
 
@@ -35,6 +36,9 @@ ONLY = ("all", "cold", "linked")
 # large (a cold item's TF-IDF, a popular item's cosine), log(1 + two-step paths q - x - c), and
 # log(1 + the BM25 item-kNN's score) with its products (`links.py`), and a factorisation's score
 # U[q] . V[c] of the links with its products (`factors.py`).
+DEGREE_TERMS = tuple(
+    f"logq*{term}" for term in ("cos", "tfidf", "logn", "cold", "loglinks", "logknn", "als")
+)
 FEATURES = (
     "cos",
     "tfidf",
@@ -60,13 +64,18 @@ FEATURES = (
     "als",
     "als*cos",
     "als*logn",
+    # The query's own degree, log(1 + its distinct training neighbours) (`links.log_degrees`),
+    # times each term: how much a term counts may depend on how well the links know the query
+    # (a hub's known links and kNN score against a barely linked item's features).
+    *DEGREE_TERMS,
 )
 _CONTENT = {f for f in FEATURES if "tfidf" in f}
 _LINKS = {f for f in FEATURES if "loglinks" in f}
 _COUNTS = {f for f in FEATURES if "logn" in f or "cold" in f}
 PATHS = {"logpaths"}
 KNN = {f for f in FEATURES if "logknn" in f}
-ALS = {f for f in FEATURES if f.startswith("als")}
+ALS = {f for f in FEATURES if "als" in f.split("*")}
+DEGREE = set(DEGREE_TERMS)
 # The linked ranking orders neighbours by link count first: log(1 + count) steps are at least
 # log(3/2) = 0.405 apart, so a weight of 10 puts 4 between counts, more than any cosine span (2).
 LINKS_WEIGHT = 10.0
@@ -113,14 +122,20 @@ class Ranking:
         return self._fused(ALS)
 
     @property
+    def needs_degree(self) -> bool:
+        """The query's degree in the training links (`links.log_degrees`)."""
+        return self._fused(DEGREE)
+
+    @property
     def needs_links(self) -> bool:
-        """The training links (the paths and the kNN score are computed from them too)."""
+        """The training links (the paths, the kNN score and the degree come from them too)."""
         return (
             bool(self.links_weight)
             or self.only == "linked"
             or self._fused(_LINKS)
             or self.needs_paths
             or self.needs_knn
+            or self.needs_degree
         )
 
 
@@ -145,7 +160,14 @@ def fused(weights) -> Ranking:
 
 
 def feature_values(
-    cosines, tfidf=None, log_counts=None, log_links=None, log_paths=None, log_knn=None, als=None
+    cosines,
+    tfidf=None,
+    log_counts=None,
+    log_links=None,
+    log_paths=None,
+    log_knn=None,
+    als=None,
+    log_degree=None,
 ) -> dict:
     """{feature: [B, M] values} of `FEATURES` (absent terms are 0); the same broadcasting as
     `score`'s arguments. Fitting a fusion (`fusion.py`) calls it on candidate pairs, scoring on
@@ -160,8 +182,9 @@ def feature_values(
     paths = zero if log_paths is None else tf.cast(log_paths, cos.dtype) + zero
     knn = zero if log_knn is None else tf.cast(log_knn, cos.dtype) + zero
     factorised = zero if als is None else tf.cast(als, cos.dtype) + zero
+    degree = zero if log_degree is None else tf.cast(log_degree, cos.dtype) + zero
     cold = tf.cast(logn <= 0, cos.dtype)
-    return {
+    values = {
         "cos": cos,
         "tfidf": tf_idf,
         "logn": logn,
@@ -186,6 +209,9 @@ def feature_values(
         "als*cos": factorised * cos,
         "als*logn": factorised * logn,
     }
+    for name in DEGREE_TERMS:
+        values[name] = degree * values[name.split("*")[1]]
+    return values
 
 
 def _fused_score(weights, cosines, **terms):
@@ -208,6 +234,7 @@ def score(
     log_paths=None,
     log_knn=None,
     als=None,
+    log_degree=None,
 ):
     """[B, M] scores of `ranking` from its terms over the same M corpus items.
 
@@ -219,6 +246,8 @@ def score(
       log_paths: [B, M] log(1 + two-step paths from q to c) (a fused ranking's "logpaths").
       log_knn: [B, M] log(1 + the item-kNN's score of c for q) (a fused ranking's "logknn").
       als: [B, M] U[q] . V[c], the links' factorisation (a fused ranking's "als").
+      log_degree: [B, 1] log(1 + the query's distinct training neighbours) (a fused ranking's
+        "logq*" terms; 0 for a query that is no corpus item).
     """
     if ranking.fusion:
         return _fused_score(
@@ -230,6 +259,7 @@ def score(
             log_paths=log_paths,
             log_knn=log_knn,
             als=als,
+            log_degree=log_degree,
         )
     out = cosines
     if ranking.content_weight:

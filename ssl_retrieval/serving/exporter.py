@@ -222,6 +222,8 @@ class SimilarItemsModule(tf.Module):
             terms["log_paths"] = self.links.log_paths(exclude)
         if any(r.needs_knn for r in rankings.values()):
             terms["log_knn"] = self.links.log_knn(exclude)
+        if any(r.needs_degree for r in rankings.values()):
+            terms["log_degree"] = self.links.log_degree(exclude)
         if any(r.needs_als for r in rankings.values()):
             users = tf.gather(self.als_users, tf.maximum(exclude, 0))
             users *= tf.cast(exclude >= 0, tf.float32)[:, tf.newaxis]
