@@ -187,7 +187,7 @@ def _choice_inputs(tmp_path):
 
 def _only_the_first_fit(**changes) -> BlendConfig:
     """Lists of 10 by the mean over slices, one fused ranking (without the link graph's terms,
-    the factorisation or head weights) unless `changes` add them."""
+    the factorisation, the query's degree or head weights) unless `changes` add them."""
     plain = BlendConfig(
         blend_ks=(10,),
         blend_objective="slices",
@@ -195,6 +195,7 @@ def _only_the_first_fit(**changes) -> BlendConfig:
         blend_two_hop=False,
         blend_item_knn=False,
         blend_als=False,
+        blend_query_degree=False,
         blend_als_factors=(factors.PARAMS["factors"],),
         blend_fusion_head_shares=(1.0,),
     )
