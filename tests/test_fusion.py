@@ -231,35 +231,29 @@ def test_the_choice_scores_the_fused_ranking_out_of_fold(tmp_path):
     assert (chosen.fusion == weights) if chosen.fusion else True
 
 
-def test_link_terms_add_a_second_fused_ranking_each_list_size_may_take(tmp_path):
+def test_link_terms_the_factorisation_and_the_query_degree_each_add_a_fused_ranking(tmp_path):
+    """Each list size may take the second fused ranking (the link graph's terms), the third
+    (the factorisation too) or the fourth (their products with the query's degree too)."""
     data_dir, data, new_corpus = _choice_inputs(tmp_path)
-    corpus = new_corpus()
     plain = _only_the_first_fit(blend_ks=(10, 20))
-    with_terms = _only_the_first_fit(blend_ks=(10, 20), blend_two_hop=True, blend_item_knn=True)
-    before = blend_choice.choose(corpus, data, plain, data_dir)
-    after = blend_choice.choose(new_corpus(), data, with_terms, data_dir)
+    with_terms = dataclasses.replace(plain, blend_two_hop=True, blend_item_knn=True)
+    before = blend_choice.choose(new_corpus(), data, plain, data_dir)
+    middle = blend_choice.choose(new_corpus(), data, with_terms, data_dir)
     linked = [scores.FEATURES.index(f) for f in ("logpaths", "logknn", "logknn*cos")]
-    assert after["fusion"]["weights"] == before["fusion"]["weights"]  # the same first fit
-    assert all(after["fusion"]["weights"][i] == 0 for i in linked)
-    assert all(after["fusion"]["weights_link_terms"][i] != 0 for i in linked)
+    assert middle["fusion"]["weights"] == before["fusion"]["weights"]  # the same first fit
+    assert all(middle["fusion"]["weights"][i] == 0 for i in linked)
+    assert all(middle["fusion"]["weights_link_terms"][i] != 0 for i in linked)
     for k in ("10", "20"):
-        trials, plain_trials = after["choices"][k]["grid"], before["choices"][k]["grid"]
+        trials, plain_trials = middle["choices"][k]["grid"], before["choices"][k]["grid"]
         fused = [t for t in plain_trials if t["fused"]]
         # Every fused blend once more with the second fused ranking; the rest as before.
         assert len(trials) == len(plain_trials) + len(fused)
         assert sum(t["link_terms"] for t in trials) == len(fused)
         # The choice is the best trial of the larger grid, so never worse on validation.
-        assert after["choices"][k]["value"] >= before["choices"][k]["value"]
+        assert middle["choices"][k]["value"] >= before["choices"][k]["value"]
 
-
-def test_the_factorisation_and_the_query_degree_each_add_a_fused_ranking_a_list_may_take(
-    tmp_path,
-):
-    data_dir, data, new_corpus = _choice_inputs(tmp_path)
-    base = _only_the_first_fit(blend_two_hop=True, blend_item_knn=True)
-    before = blend_choice.choose(new_corpus(), data, base, data_dir)
     corpus = new_corpus()
-    both = dataclasses.replace(base, blend_als=True, blend_query_degree=True)
+    both = dataclasses.replace(with_terms, blend_ks=(10,), blend_als=True, blend_query_degree=True)
     after = blend_choice.choose(corpus, data, both, data_dir)
     fit = after["fusion"]
     assert fit["als"] == {**factors.PARAMS, "objective_by_factors": {}}  # one size: no ranking
@@ -273,16 +267,16 @@ def test_the_factorisation_and_the_query_degree_each_add_a_fused_ranking_a_list_
     assert all(fit["weights_query_degree"][i] != 0 for i in degree)
     # The factorisation's own top items joined the candidates, but the other two fits are the
     # ones chosen without it: the grid is the same grid and two more fused rankings.
-    assert fit["weights"] == before["fusion"]["weights"]
-    assert fit["weights_link_terms"] == before["fusion"]["weights_link_terms"]
-    trials, plain_trials = after["choices"]["10"]["grid"], before["choices"]["10"]["grid"]
+    assert fit["weights"] == middle["fusion"]["weights"]
+    assert fit["weights_link_terms"] == middle["fusion"]["weights_link_terms"]
+    trials, plain_trials = after["choices"]["10"]["grid"], middle["choices"]["10"]["grid"]
     fused = [t for t in plain_trials if t["link_terms"]]
     # Every blend with the second fused ranking once more with the third and the fourth.
     assert len(trials) == len(plain_trials) + 2 * len(fused)
     assert sum(t["als_terms"] for t in trials) == 2 * len(fused)
     assert sum(t["degree_terms"] for t in trials) == len(fused)
     assert [t for t in trials if not t["als_terms"]] == plain_trials
-    assert after["choices"]["10"]["value"] >= before["choices"]["10"]["value"]
+    assert after["choices"]["10"]["value"] >= middle["choices"]["10"]["value"]
 
 
 def test_head_shares_fit_each_fused_ranking_once_more_with_the_head_weighed_up(tmp_path):

@@ -165,8 +165,9 @@ class Pairs:
         """The candidates of `queries` [Q] (corpus indices, rows of `lists` [Q, L], the
         candidate rankings' top lists side by side) and their validation labels in `data`
         (`evaluator.EvalData`); without `paths` (`knn`, `als`, `degree`) the two-step paths'
-        (the item-kNN's, the factorisation's, the query degree's) columns are 0. `base_width`: the first columns of
-        `lists` that are the candidates without the factorisation's (`base`)."""
+        (the item-kNN's, the factorisation's, the query degree's) columns are 0.
+        `base_width`: the first columns of `lists` that are the candidates without the
+        factorisation's (`base`)."""
         pair_queries, pair_items = candidate_pairs(lists, queries)
         base = None
         if base_width is not None:
