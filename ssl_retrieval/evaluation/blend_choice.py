@@ -361,7 +361,7 @@ def _fit_factors(corpus, data, data_dir, config: BlendConfig, score) -> tuple:
     return found, {**factors.PARAMS, "factors": size, "objective_by_factors": values}
 
 
-def _fused_variants(paths: bool, knn: bool, als: bool, degree: bool = False) -> dict:
+def _fused_variants(paths: bool, knn: bool, als: bool, degree: bool) -> dict:
     """{name in blend.json's "fusion": (two_hop, knn, als, degree) terms of `fusion.fit`}: the
     first fused ranking, with the link graph's terms the second, with the factorisation the
     third, and with `degree` one more: the last one's terms and their products with the
@@ -372,7 +372,7 @@ def _fused_variants(paths: bool, knn: bool, als: bool, degree: bool = False) -> 
     if als:
         variants["weights_als"] = (paths, knn, True, False)
     if degree:
-        variants["weights_query_degree"] = (*list(variants.values())[-1][:3], True)
+        variants["weights_query_degree"] = (paths, knn, als, True)  # the last one's terms too
     return variants
 
 

@@ -225,17 +225,7 @@ def _fused_score(weights, cosines, **terms):
     return tf.where(excluded, tf.cast(float("-inf"), out.dtype), out)
 
 
-def score(
-    ranking: Ranking,
-    cosines,
-    tfidf=None,
-    log_counts=None,
-    log_links=None,
-    log_paths=None,
-    log_knn=None,
-    als=None,
-    log_degree=None,
-):
+def score(ranking: Ranking, cosines, tfidf=None, log_counts=None, log_links=None, **fused_terms):
     """[B, M] scores of `ranking` from its terms over the same M corpus items.
 
     Args:
@@ -243,24 +233,15 @@ def score(
       tfidf: [B, M] TF-IDF cosines (when the ranking has a content weight).
       log_counts: [M] or [1, M] log(1 + n_c) (popularity weight, or the cold ranking).
       log_links: [B, M] log(1 + links(q, c)) (links weight, or the linked ranking).
-      log_paths: [B, M] log(1 + two-step paths from q to c) (a fused ranking's "logpaths").
-      log_knn: [B, M] log(1 + the item-kNN's score of c for q) (a fused ranking's "logknn").
-      als: [B, M] U[q] . V[c], the links' factorisation (a fused ranking's "als").
-      log_degree: [B, 1] log(1 + the query's distinct training neighbours) (a fused ranking's
-        "logq*" terms; 0 for a query that is no corpus item).
+      fused_terms: the terms only a fused ranking weighs, named as `feature_values` names them:
+        log_paths [B, M] log(1 + two-step paths from q to c) ("logpaths"), log_knn [B, M]
+        log(1 + the item-kNN's score of c for q) ("logknn"), als [B, M] U[q] . V[c], the links'
+        factorisation ("als"), log_degree [B, 1] log(1 + the query's distinct training
+        neighbours) ("logq*"; 0 for a query that is no corpus item).
     """
     if ranking.fusion:
-        return _fused_score(
-            ranking.fusion,
-            cosines,
-            tfidf=tfidf,
-            log_counts=log_counts,
-            log_links=log_links,
-            log_paths=log_paths,
-            log_knn=log_knn,
-            als=als,
-            log_degree=log_degree,
-        )
+        common = {"tfidf": tfidf, "log_counts": log_counts, "log_links": log_links}
+        return _fused_score(ranking.fusion, cosines, **common, **fused_terms)
     out = cosines
     if ranking.content_weight:
         out = out + tf.cast(ranking.content_weight, out.dtype) * tfidf
