@@ -6,8 +6,8 @@ depend on its cluster only. So, given what a recommender sees (features and trai
 the items of a cluster with the same training count are exchangeable, and the best list it can
 make is the query's cluster ordered by training count, minus the query's own training
 candidates (a split by pair puts a repeated pair in one split, so a known link is not a held-out
-one). This script builds that list from the generator's true cluster (the features name it for
-about 99% of items) and sweeps the slots it gives to the best non-head items and to random
+one). This script builds that list from the generator's true cluster (the features name it: the
+TF-IDF nearest zero-count item of 2,000 sampled items is always in their cluster) and sweeps the slots it gives to the best non-head items and to random
 zero-count items of the cluster: the trade between the head and the other slices at Recall@10.
 
     .venv/bin/python results/head_frontier/synthetic_bound.py \
