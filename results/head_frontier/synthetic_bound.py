@@ -7,8 +7,9 @@ the items of a cluster with the same training count are exchangeable, and the be
 make is the query's cluster ordered by training count, minus the query's own training
 candidates (a split by pair puts a repeated pair in one split, so a known link is not a held-out
 one). This script builds that list from the generator's true cluster (the features name it: the
-TF-IDF nearest zero-count item of 2,000 sampled items is always in their cluster) and sweeps the slots it gives to the best non-head items and to random
-zero-count items of the cluster: the trade between the head and the other slices at Recall@10.
+TF-IDF nearest zero-count item of 2,000 sampled items is always in their cluster) and sweeps
+the slots it gives to the best non-head items and to random zero-count items of the cluster:
+the trade between the head and the other slices at Recall@10.
 
     .venv/bin/python results/head_frontier/synthetic_bound.py \
         --data_dir=runs/synthetic/data > results/head_frontier/synthetic_bound.jsonl
