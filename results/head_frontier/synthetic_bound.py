@@ -11,7 +11,7 @@ TF-IDF nearest zero-count item of 2,000 sampled items is always in their cluster
 the slots it gives to the best non-head items and to random zero-count items of the cluster:
 the trade between the head and the other slices at Recall@10.
 
-    .venv/bin/python results/head_frontier/synthetic_bound.py \
+    .venv/bin/python results/head_frontier/synthetic_bound.py --raw_dir=runs/synthetic/raw \
         --data_dir=runs/synthetic/data > results/head_frontier/synthetic_bound.jsonl
 
 It prints one JSON line per (split, tail slots, zero-count slots) with Recall@10 per slice, as
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import numpy as np
 
@@ -49,24 +50,33 @@ def cluster_orders(data, num_clusters: int, seed: int = 0):
     return cluster, orders
 
 
-def sweep(data_dir: str, split: str, num_clusters: int, max_slots: int):
-    data = evaluator.load_eval_data(data_dir, split)
+def best_lists(data, num_clusters: int) -> np.ndarray:
+    """[Q, 3, K] per eval query (sorted): the first K of its cluster's head, other counted and
+    zero-count items (`cluster_orders`), without the query and its training candidates; -1 pads."""
     cluster, orders = cluster_orders(data, num_clusters)
     known: dict[int, set] = {}
     for query, candidate in zip(data.train_query, data.train_candidate, strict=True):
         known.setdefault(int(query), set()).add(int(candidate))
     queries = np.unique(data.eval_query)
+    out = np.full((len(queries), 3, K), -1)
+    for row, query in enumerate(queries):
+        skip = known.get(int(query), set()) | {int(query)}
+        for part, items in enumerate(orders[cluster[query]]):
+            kept = [item for item in items[: K + len(skip)] if item not in skip][:K]
+            out[row, part, : len(kept)] = kept
+    return out
+
+
+def sweep(data_dir: str, split: str, num_clusters: int, max_slots: int):
+    data = evaluator.load_eval_data(data_dir, split)
+    best = best_lists(data, num_clusters)
     score = evaluator.list_scorer(data)
     for tail_slots in range(max_slots + 1):
         for zero_slots in range(max_slots + 1):
-            lists = np.full((len(queries), K), -1)
-            for row, query in enumerate(queries):
-                skip = known.get(int(query), set()) | {int(query)}
-                head, tail, zero = (
-                    [item for item in part if item not in skip] for part in orders[cluster[query]]
-                )
-                picked = head[: K - tail_slots - zero_slots] + tail[:tail_slots] + zero[:zero_slots]
-                lists[row, : len(picked)] = picked
+            head_slots = K - tail_slots - zero_slots
+            lists = np.concatenate(
+                [best[:, 0, :head_slots], best[:, 1, :tail_slots], best[:, 2, :zero_slots]], axis=1
+            )
             metrics = score(lists, [K])
             yield {
                 "split": split,
@@ -78,12 +88,14 @@ def sweep(data_dir: str, split: str, num_clusters: int, max_slots: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_dir", required=True, help="preprocessed synthetic data")
-    parser.add_argument("--num_clusters", type=int, default=316, help="the generator's clusters")
+    parser.add_argument("--raw_dir", required=True, help="the source's raw data (summary.json)")
+    parser.add_argument("--data_dir", required=True, help="its preprocessed data")
     parser.add_argument("--max_slots", type=int, default=4, help="largest slots of each kind")
     args = parser.parse_args()
+    with open(os.path.join(args.raw_dir, "summary.json")) as f:
+        num_clusters = json.load(f)["num_clusters"]
     for split in ("validation", "eval"):
-        for row in sweep(args.data_dir, split, args.num_clusters, args.max_slots):
+        for row in sweep(args.data_dir, split, num_clusters, args.max_slots):
             print(json.dumps(row), flush=True)
 
 
