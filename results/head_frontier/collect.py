@@ -6,7 +6,9 @@ validation, one JSON line each, from the model dirs under `--runs`.
 Model dirs (`runs/<dataset>/models/`): `recipe/seedN` (fraction 1.0) and `recipe_0.1/seedN`
 (fraction 0.1, trained on `data_0.1` with `--epochs=100`), `configs/recipe.cfg` with `--seed=N`;
 where a 1.0 model's blend was chosen again with the query's degree, the copy `recipe/seedN.qdeg`
-holds it. `mixneg_<fraction>/seedN`: the same with `--mixed_negatives`.
+holds it. `mixneg_<fraction>/seedN`: the same with `--mixed_negatives`. `steps_0.1/seedN.sS`:
+Debian's fraction 0.1 model trained for exactly S steps (`--train_steps=S --validate_every=0
+--patience=0`), its blend chosen by `python -m ssl_retrieval.blend`.
 
 - `todays_defaults_test.jsonl`: each model's Recall@K by slice on test (its `metrics.json`,
   written by `ssl_retrieval.evaluate`).
@@ -80,6 +82,57 @@ def mixed_negatives(runs: str):
                         }
 
 
+def _best_step(model_dir: str) -> int:
+    """The step of the checkpoint in best/: the first validation with the highest Recall@50."""
+    with open(os.path.join(model_dir, "validation.jsonl")) as f:
+        history = [json.loads(line) for line in f]
+    return max(history, key=lambda r: (r["value"], -r["step"]))["step"]
+
+
+def _blend_rows(key: dict, blend: dict):
+    for k in KS:
+        choice = blend["choices"][str(k)]
+        yield {
+            **key,
+            "k": k,
+            "objective": round(choice["value"][-1], 4),
+            **_slices(choice["metrics"], k),
+        }
+
+
+PROBES = {"lr3e-4": "--learning_rate=0.0003", "iddrop0.5": "--id_dropout=0.5"}
+
+
+def budget(runs: str):
+    models = os.path.join(runs, "debian", "models")
+    longer = os.path.join(models, "steps_0.1")
+    for seed in SEEDS:
+        prefix = f"seed{seed}.s"
+        budgets = sorted(
+            int(name[len(prefix) :])
+            for name in (os.listdir(longer) if os.path.isdir(longer) else ())
+            if name.startswith(prefix) and name[len(prefix) :].isdigit()
+        )
+        early = recipe_dir(runs, "debian", "0.1", seed)
+        dirs = [("early stopped", early)]
+        dirs += [("fixed budget", os.path.join(longer, f"{prefix}{n}")) for n in budgets]
+        dirs += [
+            (flag, os.path.join(models, "probe_0.1", name, f"seed{seed}"))
+            for name, flag in PROBES.items()
+        ]
+        dirs = [
+            (variant, d) for variant, d in dirs if os.path.exists(os.path.join(d, "blend.json"))
+        ]
+        if len(dirs) < 2 or dirs[0][1] != early:
+            continue
+        for variant, model_dir in dirs:
+            fixed = variant == "fixed budget"
+            steps = int(model_dir.rsplit(".s", 1)[1]) if fixed else _best_step(model_dir)
+            key = {"dataset": "debian", "fraction": "0.1", "seed": seed}
+            blend = _load(os.path.join(model_dir, "blend.json"))
+            yield from _blend_rows({**key, "variant": variant, "steps": steps}, blend)
+
+
 def _write(path: str, rows) -> None:
     """All lines to a temporary file, then renamed: a failed run leaves the old file whole."""
     with open(f"{path}.tmp", "w") as f:
@@ -94,6 +147,7 @@ def main():
     args = parser.parse_args()
     _write(os.path.join(args.output_dir, "todays_defaults_test.jsonl"), todays_defaults(args.runs))
     _write(os.path.join(args.output_dir, "mixed_negatives_blend.jsonl"), mixed_negatives(args.runs))
+    _write(os.path.join(args.output_dir, "budget_blend.jsonl"), budget(args.runs))
 
 
 if __name__ == "__main__":
