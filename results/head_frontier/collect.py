@@ -100,37 +100,42 @@ def _blend_rows(key: dict, blend: dict):
         }
 
 
+# Debian 0.1 probes: the model dir's name under probe_0.1/ and the one flag it changes.
 PROBES = {"lr3e-4": "--learning_rate=0.0003", "iddrop0.5": "--id_dropout=0.5"}
+
+
+def _fixed_budgets(longer: str, seed: int) -> list[int]:
+    """The S of every `seed<seed>.s<S>` dir under `longer`, sorted."""
+    prefix = f"seed{seed}.s"
+    names = os.listdir(longer) if os.path.isdir(longer) else ()
+    return sorted(
+        int(n[len(prefix) :]) for n in names if n.startswith(prefix) and n[len(prefix) :].isdigit()
+    )
 
 
 def budget(runs: str):
     models = os.path.join(runs, "debian", "models")
     longer = os.path.join(models, "steps_0.1")
     for seed in SEEDS:
-        prefix = f"seed{seed}.s"
-        budgets = sorted(
-            int(name[len(prefix) :])
-            for name in (os.listdir(longer) if os.path.isdir(longer) else ())
-            if name.startswith(prefix) and name[len(prefix) :].isdigit()
-        )
         early = recipe_dir(runs, "debian", "0.1", seed)
-        dirs = [("early stopped", early)]
-        dirs += [("fixed budget", os.path.join(longer, f"{prefix}{n}")) for n in budgets]
-        dirs += [
-            (flag, os.path.join(models, "probe_0.1", name, f"seed{seed}"))
-            for name, flag in PROBES.items()
-        ]
-        dirs = [
-            (variant, d) for variant, d in dirs if os.path.exists(os.path.join(d, "blend.json"))
-        ]
-        if len(dirs) < 2 or dirs[0][1] != early:
+        # (variant, model dir, steps: None for an early-stopped model, read from its validations)
+        runs_of_seed = [("early stopped", early, None)]
+        for steps in _fixed_budgets(longer, seed):
+            runs_of_seed.append(
+                ("fixed budget", os.path.join(longer, f"seed{seed}.s{steps}"), steps)
+            )
+        for name, flag in PROBES.items():
+            runs_of_seed.append(
+                (flag, os.path.join(models, "probe_0.1", name, f"seed{seed}"), None)
+            )
+        blends = [(v, d, n, _load(os.path.join(d, "blend.json"))) for v, d, n in runs_of_seed]
+        blends = [b for b in blends if b[3] is not None]
+        if len(blends) < 2 or blends[0][1] != early:
             continue
-        for variant, model_dir in dirs:
-            fixed = variant == "fixed budget"
-            steps = int(model_dir.rsplit(".s", 1)[1]) if fixed else _best_step(model_dir)
-            key = {"dataset": "debian", "fraction": "0.1", "seed": seed}
-            blend = _load(os.path.join(model_dir, "blend.json"))
-            yield from _blend_rows({**key, "variant": variant, "steps": steps}, blend)
+        for variant, model_dir, steps, blend in blends:
+            key = {"dataset": "debian", "fraction": "0.1", "seed": seed, "variant": variant}
+            key["steps"] = steps if steps is not None else _best_step(model_dir)
+            yield from _blend_rows(key, blend)
 
 
 def _write(path: str, rows) -> None:
