@@ -72,14 +72,8 @@ def mixed_negatives(runs: str):
                 if None in blends.values():
                     continue
                 for variant, blend in blends.items():
-                    for k in KS:
-                        choice = blend["choices"][str(k)]
-                        yield {
-                            **{"dataset": dataset, "fraction": fraction, "seed": seed, "k": k},
-                            "variant": variant,
-                            "objective": round(choice["value"][-1], 4),
-                            **_slices(choice["metrics"], k),
-                        }
+                    key = {"dataset": dataset, "fraction": fraction, "seed": seed}
+                    yield from _blend_rows({**key, "variant": variant}, blend)
 
 
 def _best_step(model_dir: str) -> int:
