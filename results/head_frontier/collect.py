@@ -1,19 +1,25 @@
-"""Writes this page's records of trained models: today's defaults on test and mixed negatives on
-validation, one JSON line each, from the model dirs under `--runs`.
+"""Writes this page's records of trained models: today's defaults on test, and on validation
+the blends of models trained with one flag changed, one JSON line each, from the model dirs
+under `--runs`.
 
     .venv/bin/python results/head_frontier/collect.py --runs=runs --output_dir=results/head_frontier
 
-Model dirs (`runs/<dataset>/models/`): `recipe/seedN` (fraction 1.0) and `recipe_0.1/seedN`
-(fraction 0.1, trained on `data_0.1` with `--epochs=100`), `configs/recipe.cfg` with `--seed=N`;
-where a 1.0 model's blend was chosen again with the query's degree, the copy `recipe/seedN.qdeg`
-holds it. `mixneg_<fraction>/seedN`: the same with `--mixed_negatives`. `steps_0.1/seedN.sS`:
-Debian's fraction 0.1 model trained for exactly S steps (`--train_steps=S --validate_every=0
---patience=0`), its blend chosen by `python -m ssl_retrieval.blend`.
+Model dirs (`runs/<dataset>/models/`): `recipe/seedN` (fraction 1.0), `recipe_0.1/seedN`
+(fraction 0.1, trained on `data_0.1` with `--epochs=100`) and `recipe_0.01/seedN` (fraction
+0.01, `data_0.01`, `--epochs=1000`), `configs/recipe.cfg` with `--seed=N`; where a 1.0 model's
+blend was chosen again with the query's degree, the copy `recipe/seedN.qdeg` holds it.
+`mixneg_<fraction>/seedN`: the same with `--mixed_negatives`; `temp0.1_<fraction>/seedN` with
+`--temperature=0.1`. `steps_0.1/seedN.sS`: Debian's fraction 0.1 model trained for exactly S
+steps (`--train_steps=S --validate_every=0 --patience=0`), its blend chosen by `python -m
+ssl_retrieval.blend`; `probe_0.1/<name>/seedN`: Debian's with one flag of `PROBES`.
 
 - `todays_defaults_test.jsonl`: each model's Recall@K by slice on test (its `metrics.json`,
   written by `ssl_retrieval.evaluate`).
 - `mixed_negatives_blend.jsonl`: for each seed that has both, the chosen blends' objective and
   Recall@K by slice on validation (`blend.json`), with `--mixed_negatives` and without.
+- `temperature_blend.jsonl`: the same with `--temperature=0.1` and without.
+- `budget_blend.jsonl`: the same for Debian's fixed budgets and probes beside its early-stopped
+  model.
 """
 
 from __future__ import annotations
@@ -47,8 +53,11 @@ def _slices(metrics: dict, k: int) -> dict:
     return {s: round(metrics[s][f"recall@{k}"], 4) for s in SLICES}
 
 
+FRACTIONS = ("1.0", "0.1", "0.01")
+
+
 def todays_defaults(runs: str):
-    for fraction in ("1.0", "0.1"):
+    for fraction in FRACTIONS:
         for dataset in DATASETS:
             for seed in SEEDS:
                 found = _load(
@@ -59,21 +68,22 @@ def todays_defaults(runs: str):
                     yield {**key, **_slices(found["metrics"], k)}
 
 
-def mixed_negatives(runs: str):
+def variant_beside_recipe(runs: str, prefix: str, variant: str):
+    """The blends of `<prefix>_<fraction>/seedN` (one training flag added to the recipe) and of
+    today's defaults on the same seed, for every seed that has both."""
     for dataset in ("debian", "synthetic", "linked", "linked_both"):
         for fraction in ("1.0", "0.1"):
             for seed in SEEDS:
-                mixed = os.path.join(runs, dataset, "models", f"mixneg_{fraction}", f"seed{seed}")
-                dirs = {
-                    "recipe": recipe_dir(runs, dataset, fraction, seed),
-                    "mixed_negatives": mixed,
-                }
+                changed = os.path.join(
+                    runs, dataset, "models", f"{prefix}_{fraction}", f"seed{seed}"
+                )
+                dirs = {"recipe": recipe_dir(runs, dataset, fraction, seed), variant: changed}
                 blends = {v: _load(os.path.join(d, "blend.json")) for v, d in dirs.items()}
                 if None in blends.values():
                     continue
-                for variant, blend in blends.items():
+                for name, blend in blends.items():
                     key = {"dataset": dataset, "fraction": fraction, "seed": seed}
-                    yield from _blend_rows({**key, "variant": variant}, blend)
+                    yield from _blend_rows({**key, "variant": name}, blend)
 
 
 def _best_step(model_dir: str) -> int:
@@ -95,7 +105,12 @@ def _blend_rows(key: dict, blend: dict):
 
 
 # Debian 0.1 probes: the model dir's name under probe_0.1/ and the one flag it changes.
-PROBES = {"lr3e-4": "--learning_rate=0.0003", "iddrop0.5": "--id_dropout=0.5"}
+PROBES = {
+    "lr3e-4": "--learning_rate=0.0003",
+    "iddrop0.5": "--id_dropout=0.5",
+    "temp0.035": "--temperature=0.035",
+    "temp0.05": "--temperature=0.05",
+}
 
 
 def _fixed_budgets(longer: str, seed: int) -> list[int]:
@@ -145,7 +160,14 @@ def main():
     parser.add_argument("--output_dir", default="results/head_frontier", help="where to write")
     args = parser.parse_args()
     _write(os.path.join(args.output_dir, "todays_defaults_test.jsonl"), todays_defaults(args.runs))
-    _write(os.path.join(args.output_dir, "mixed_negatives_blend.jsonl"), mixed_negatives(args.runs))
+    _write(
+        os.path.join(args.output_dir, "mixed_negatives_blend.jsonl"),
+        variant_beside_recipe(args.runs, "mixneg", "mixed_negatives"),
+    )
+    _write(
+        os.path.join(args.output_dir, "temperature_blend.jsonl"),
+        variant_beside_recipe(args.runs, "temp0.1", "temperature 0.1"),
+    )
     _write(os.path.join(args.output_dir, "budget_blend.jsonl"), budget(args.runs))
 
 
