@@ -9,8 +9,10 @@ Model dirs (`runs/<dataset>/models/`): `recipe/seedN` (fraction 1.0), `recipe_0.
 0.01, `data_0.01`, `--epochs=1000`), `configs/recipe.cfg` with `--seed=N`; where a 1.0 model's
 blend was chosen again with the query's degree, the copy `recipe/seedN.qdeg` holds it.
 `mixneg_<fraction>/seedN`: the same with `--mixed_negatives`; `temp0.1_<fraction>/seedN` with
-`--temperature=0.1`. `steps_0.1/seedN.sS`: Debian's fraction 0.1 model trained for exactly S
-steps (`--train_steps=S --validate_every=0 --patience=0`), its blend chosen by `python -m
+`--temperature=0.1`; `cw50_<fraction>/seedN`: today's model, its blend chosen again with
+`--blend_content_weights=0,1,2,50` (`linked` 0.01 seed 1 with a wider grid: its blend.json's
+"options"). `steps_0.1/seedN.sS`: Debian's fraction 0.1 model trained for exactly S steps
+(`--train_steps=S --validate_every=0 --patience=0`), its blend chosen by `python -m
 ssl_retrieval.blend`; `probe_0.1/<name>/seedN`: Debian's with one flag of `PROBES`.
 
 - `todays_defaults_test.jsonl`: each model's Recall@K by slice on test (its `metrics.json`,
@@ -18,6 +20,8 @@ ssl_retrieval.blend`; `probe_0.1/<name>/seedN`: Debian's with one flag of `PROBE
 - `mixed_negatives_blend.jsonl`: for each seed that has both, the chosen blends' objective and
   Recall@K by slice on validation (`blend.json`), with `--mixed_negatives` and without.
 - `temperature_blend.jsonl`: the same with `--temperature=0.1` and without.
+- `tfidf_first_blend.jsonl`: the same with a TF-IDF weight of 50 in the blend's grid and
+  without.
 - `budget_blend.jsonl`: the same for Debian's fixed budgets and probes beside its early-stopped
   model.
 """
@@ -32,6 +36,7 @@ DATASETS = ("debian", "linked_both", "synthetic", "linked")
 SLICES = ("all", "head", "tail", "cold")
 SEEDS = range(1, 6)
 KS = (10, 50)
+FRACTIONS = ("1.0", "0.1", "0.01")
 
 
 def recipe_dir(runs: str, dataset: str, fraction: str, seed: int) -> str:
@@ -53,9 +58,6 @@ def _slices(metrics: dict, k: int) -> dict:
     return {s: round(metrics[s][f"recall@{k}"], 4) for s in SLICES}
 
 
-FRACTIONS = ("1.0", "0.1", "0.01")
-
-
 def todays_defaults(runs: str):
     for fraction in FRACTIONS:
         for dataset in DATASETS:
@@ -69,10 +71,10 @@ def todays_defaults(runs: str):
 
 
 def variant_beside_recipe(runs: str, prefix: str, variant: str):
-    """The blends of `<prefix>_<fraction>/seedN` (one training flag added to the recipe) and of
-    today's defaults on the same seed, for every seed that has both."""
+    """The blends of `<prefix>_<fraction>/seedN` (one flag added to the recipe's training or
+    blend choice) and of today's defaults on the same seed, for every seed that has both."""
     for dataset in ("debian", "synthetic", "linked", "linked_both"):
-        for fraction in ("1.0", "0.1"):
+        for fraction in FRACTIONS:
             for seed in SEEDS:
                 changed = os.path.join(
                     runs, dataset, "models", f"{prefix}_{fraction}", f"seed{seed}"
@@ -167,6 +169,10 @@ def main():
     _write(
         os.path.join(args.output_dir, "temperature_blend.jsonl"),
         variant_beside_recipe(args.runs, "temp0.1", "temperature 0.1"),
+    )
+    _write(
+        os.path.join(args.output_dir, "tfidf_first_blend.jsonl"),
+        variant_beside_recipe(args.runs, "cw50", "content weight 50 in the grid"),
     )
     _write(os.path.join(args.output_dir, "budget_blend.jsonl"), budget(args.runs))
 
