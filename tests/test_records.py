@@ -2,6 +2,8 @@
 training config, parsed by absl; the committed records, converted once, recognised as done."""
 
 import dataclasses
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -206,6 +208,31 @@ def test_a_planned_run_whose_command_does_not_parse_is_not_finished(tmp_path):
     book = ledger.RecordBook(str(tmp_path / "r.jsonl"), "run_id", {}, {"1.0": "data"}, {"1.0": 9})
     unit = ledger.Unit("a", "1.0", "m", tuple(_train("--flagfile=not_written_yet.cfg")))
     assert book.key(unit) is None and book.finished(unit) is None
+
+
+def _data_dir(path, stats, counts="a\t3\nb\t1\n"):
+    os.makedirs(path / "stats", exist_ok=True)
+    (path / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    (path / "stats" / "candidate_counts.tsv").write_text(counts)
+    return str(path)
+
+
+def test_the_data_fingerprint_is_of_the_data_not_of_every_statistic(tmp_path):
+    """Statistics added to stats.json after records were keyed (the reverse-link shares) keep the
+    fingerprint, which is still the hash of the whole file as it was; other pairs change it."""
+    then = {"num_items": 3, "num_train_pairs": 4, "head_fraction": 0.1, "files": {"x": "y"}}
+    old = _data_dir(tmp_path / "old", then)
+    digest = hashlib.sha256()  # what the fingerprint was: both files, whole
+    for name in ("stats.json", os.path.join("stats", "candidate_counts.tsv")):
+        digest.update(name.encode() + b"\0" + open(os.path.join(old, name), "rb").read())
+    assert keys.data_fingerprint(old) == digest.hexdigest()[:16]
+    now = {**then, "split_by": "pair", "eval_reverse_in_train_share": 0.2}
+    assert keys.data_fingerprint(_data_dir(tmp_path / "now", now)) == digest.hexdigest()[:16]
+    fewer_pairs = _data_dir(tmp_path / "fewer", {**now, "num_train_pairs": 3})
+    other_counts = _data_dir(tmp_path / "other", now, counts="a\t2\nb\t1\n")
+    assert len({keys.data_fingerprint(d) for d in (old, fewer_pairs, other_counts)}) == 3
+    (tmp_path / "now" / "stats.json").write_text("{")
+    assert keys.data_fingerprint(str(tmp_path / "now")) == "missing"
 
 
 # The records committed with the campaign, and the configs that plan their runs.

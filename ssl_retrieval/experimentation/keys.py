@@ -16,7 +16,7 @@ this machine or a fresh clone, when its key matches the key of the run planned n
           key matches and whose blend key does not is run again: train chooses the blend of a
           finished run again (or trains it, without its model dir) and evaluate measures it.
           Tuning trials are measured before the blend, so theirs is not compared.
-  data    a fingerprint of the data dir's statistics (a newer Debian index reruns everything).
+  data    a fingerprint of the data dir's pair and item counts (a newer Debian index reruns everything).
   evaluate  the options of the evaluation on test (the ks), for runs that have one.
 
 The step budget (`--epochs`, `--train_steps`) is the exception: a run that stopped early, at step
@@ -46,22 +46,41 @@ from ssl_retrieval import cli, methods
 from ssl_retrieval import config as config_lib
 from ssl_retrieval.ranking.config import BlendConfig
 
-# Files of a preprocessed data dir that change whenever its pairs or items do.
-_FINGERPRINT_FILES = ("stats.json", os.path.join("stats", "candidate_counts.tsv"))
+# What identifies a preprocessed data dir's pairs and items: these statistics (the ones
+# stats.json held when the first records were keyed) and the per-candidate training counts.
+# Fields added to stats.json since (the reverse-link shares, --split_by) describe the same data,
+# so they are left out: a new statistic must not make every committed record stand for other data.
+_IDENTITY_STATS = (
+    "num_items",
+    "num_train_pairs",
+    "num_eval_pairs",
+    "num_validation_pairs",
+    "num_train_candidates",
+    "head_fraction",
+    "num_head_items",
+    "num_cold_items",
+    "files",
+)
+_CANDIDATE_COUNTS = os.path.join("stats", "candidate_counts.tsv")
 TRAIN_MODULE = "ssl_retrieval.train"
 _NONE = object()  # a field without a neutral value: equal to none of its values
 
 
 def data_fingerprint(data_dir: str) -> str:
-    """A short hash of the data dir's statistics (counts, per-candidate training counts);
-    "missing" for a dir without them (its runs fail on their own, and nothing matches them)."""
+    """A short hash of what identifies the data dir (`_IDENTITY_STATS`, per-candidate training
+    counts); "missing" for a dir without them (its runs fail on their own, nothing matches them).
+    The statistics are hashed as stats.json wrote them then, so older records keep their keys."""
+    try:
+        with open(os.path.join(data_dir, "stats.json"), "rb") as f:
+            stats = json.loads(f.read())
+        with open(os.path.join(data_dir, _CANDIDATE_COUNTS), "rb") as f:
+            candidate_counts = f.read()
+    except (OSError, ValueError):  # no statistics, or not JSON
+        return "missing"
+    identity = {name: stats[name] for name in _IDENTITY_STATS if name in stats}
     digest = hashlib.sha256()
-    for name in _FINGERPRINT_FILES:
-        path = os.path.join(data_dir, name)
-        if not os.path.exists(path):
-            return "missing"
-        with open(path, "rb") as f:
-            digest.update(name.encode() + b"\0" + f.read())
+    digest.update(b"stats.json\0" + (json.dumps(identity, indent=2) + "\n").encode())
+    digest.update(_CANDIDATE_COUNTS.encode() + b"\0" + candidate_counts)
     return digest.hexdigest()[:16]
 
 
