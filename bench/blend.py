@@ -8,6 +8,9 @@ Prints JSON lines, measured in this run on the same embeddings, counts and TF-ID
   {"figure": "grid_merges", "merge_seconds", "merger_seconds", "speedup", "same_lists"}: the
     grid's merges of each (popular, similar) pair by a fresh `merge.Lists` per merge and by one
     `merge.Lists` per pair
+  {"figure": "merge_walk", "eager_seconds", "graph_seconds", "speedup", "same_lists"}: the same
+    merges (one `merge.Lists` per pair) with the walk run op by op and as one traced graph (what
+    `merge.Lists.merge` does when called eagerly)
 
 Embeddings are random unit vectors, training counts Zipf, the TF-IDF matrix a random sparse
 one with the Debian corpus's density (about 11 non-zeros per item over 200k values). The
@@ -117,6 +120,34 @@ def main():
         merger_seconds=round(shared_seconds, 2),
         speedup=round(fresh_seconds / shared_seconds, 2),
         same_lists=all(np.array_equal(a, b) for a, b in zip(fresh, shared, strict=True)),
+    )
+
+    # The walk op by op against as one graph per sequence of rankings (traced before timing).
+    def merge_all():
+        out = []
+        for p, s in pairs:
+            pair = lists(p, s)
+            out += [pair.merge(b.segments(k), k).indices.numpy() for b in blends for k in (10, 50)]
+        return out
+
+    merge_all()
+    start = time.perf_counter()
+    graph = merge_all()
+    graph_seconds = time.perf_counter() - start
+    compiled, merge._compiled_walk = merge._compiled_walk, merge._walk
+    try:
+        start = time.perf_counter()
+        eager = merge_all()
+        eager_seconds = time.perf_counter() - start
+    finally:
+        merge._compiled_walk = compiled
+    emit(
+        figure="merge_walk",
+        merges=len(graph),
+        eager_seconds=round(eager_seconds, 2),
+        graph_seconds=round(graph_seconds, 2),
+        speedup=round(eager_seconds / graph_seconds, 2),
+        same_lists=all(np.array_equal(a, b) for a, b in zip(eager, graph, strict=True)),
     )
 
 

@@ -9,7 +9,9 @@ comes, skipping -1 padding, until k are listed.
 Each ranking's list names an item at most once (top-k lists do), so an item is a repeat exactly
 when an earlier segment of *another* list holds it: where each list's items sit in each other
 list is found once (`Lists.positions`), and every merge of the same lists (choosing a blend
-merges them for hundreds of slot counts) is then a few masks and one compaction.
+merges them for hundreds of slot counts) is then a few masks and one compaction (a top_k of
+the kept columns). Called eagerly, that walk runs as one traced graph per sequence of rankings
+(`_compiled_walk`: op by op, each merge of tiny lists cost milliseconds of dispatch).
 """
 
 from __future__ import annotations
@@ -55,35 +57,70 @@ class Lists:
 
     def merge(self, segments: Sequence[Segment], k) -> Merged:
         """The list of `k` (an int or a scalar tensor) that walks `segments` in order."""
-        pieces, keeps, sources = [], [], []
-        for i, (name, start, stop) in enumerate(segments):
-            items = self.indices[name][:, start:stop]
-            keep = items >= 0
-            for other, other_start, other_stop in segments[:i]:
-                if other == name:  # segments of one list do not overlap
-                    continue
-                at = self.positions(name, other)[:, start:stop]  # its width where absent
-                if other_stop is None:
-                    other_stop = tf.shape(self.indices[other], out_type=tf.int64)[1]
-                earlier = tf.logical_and(
-                    at >= tf.cast(other_start, tf.int64), at < tf.cast(other_stop, tf.int64)
-                )
-                keep = tf.logical_and(keep, tf.logical_not(earlier))
-            pieces.append((name, start, stop))
-            keeps.append(keep)
-            sources.append(tf.fill(tf.shape(items), self.names.index(name)))
-        keep = tf.concat(keeps, axis=1)
-        shape = [None, k]
+        names = tuple(name for name, _, _ in segments)
+        bounds = [
+            (_int64(start), _int64(tf.shape(self.indices[name])[1] if stop is None else stop))
+            for name, start, stop in segments
+        ]
+        positions = {
+            f"{name} in {other}": self.positions(name, other)
+            for i, name in enumerate(names)
+            for other in set(names[:i]) - {name}
+        }
+        used = sorted(set(names))
+        indices = {n: self.indices[n] for n in used}
+        scores = None if self.scores is None else {n: self.scores[n] for n in used}
+        sources = tf.constant([self.names.index(n) for n in names], tf.int32)
+        # Eagerly (choosing a blend merges the same lists hundreds of times) the walk runs as
+        # one graph per sequence of rankings; in a graph (the export) it is inlined as it is.
+        walk = _compiled_walk if tf.executing_eagerly() else _walk
+        if tf.executing_eagerly():
+            k = _int64(k)
+        return Merged(*walk(names, indices, scores, positions, bounds, sources, k), self.names)
 
-        def first_k(values, padding):
-            return tf.ragged.boolean_mask(values, keep).to_tensor(padding, shape=shape)
 
-        indices = first_k(tf.concat([self.indices[n][:, a:b] for n, a, b in pieces], 1), -1)
-        scores = None
-        if self.scores is not None:
-            concatenated = tf.concat([self.scores[n][:, a:b] for n, a, b in pieces], 1)
-            scores = first_k(concatenated, float("-inf"))
-        return Merged(indices, scores, first_k(tf.concat(sources, 1), -1), self.names)
+def _walk(names, indices, scores, positions, bounds, sources, k):
+    """(indices, scores or None, sources) of the list of `k` that walks the segments
+    `names[i]`[:, bounds[i]]: each item kept where it first comes, then the first k kept."""
+    keeps, pieces, source_of = [], [], []
+    for i, (name, (start, stop)) in enumerate(zip(names, bounds, strict=True)):
+        items = indices[name][:, start:stop]
+        keep = items >= 0
+        for other, (other_start, other_stop) in zip(names[:i], bounds[:i], strict=True):
+            if other == name:  # segments of one list do not overlap
+                continue
+            at = positions[f"{name} in {other}"][:, start:stop]  # its width where absent
+            earlier = tf.logical_and(at >= other_start, at < other_stop)
+            keep = tf.logical_and(keep, tf.logical_not(earlier))
+        keeps.append(keep)
+        pieces.append((name, start, stop))
+        source_of.append(tf.fill(tf.shape(items), sources[i]))
+    keep = tf.concat(keeps, axis=1)
+    # Kept entries first, in walk order, then k columns of padding: the columns of the list of
+    # k, found once for the items, their scores and their sources alike.
+    keep = tf.pad(keep, [[0, 0], [0, k]])
+    column = tf.range(tf.shape(keep, out_type=tf.int64)[1])
+    rank = tf.where(keep, column, column + tf.shape(keep, out_type=tf.int64)[1])  # no ties
+    taken = tf.math.top_k(-rank, k=tf.cast(k, tf.int32), sorted=True).indices
+    listed = tf.gather(keep, taken, batch_dims=1)
+
+    def first_k(values, padding):
+        values = tf.pad(values, [[0, 0], [0, k]], constant_values=padding)
+        return tf.where(listed, tf.gather(values, taken, batch_dims=1), padding)
+
+    merged = first_k(tf.concat([indices[n][:, a:b] for n, a, b in pieces], 1), -1)
+    merged_scores = None
+    if scores is not None:
+        concatenated = tf.concat([scores[n][:, a:b] for n, a, b in pieces], 1)
+        merged_scores = first_k(concatenated, float("-inf"))
+    return merged, merged_scores, first_k(tf.concat(source_of, 1), -1)
+
+
+_compiled_walk = tf.function(_walk, reduce_retracing=True)
+
+
+def _int64(value) -> tf.Tensor:
+    return tf.cast(value, tf.int64)
 
 
 def _matrix(values, dtype) -> tf.Tensor:
