@@ -36,11 +36,12 @@ lint: $(STAMP)
 browser:
 	bash scripts/install_browser.sh
 
+# One test process per core (pytest-xdist): each builds the shared tiny models it needs once.
 test: lint browser
-	$(PY) -m pytest -q -ra --durations=15
+	$(PY) -m pytest -q -ra -n auto --durations=15
 
 test-fast: lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -30,8 +30,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    # selenium drives the Debian archive's chromium + chromium-driver in tests/test_page_browser.py.
-    "test": ["pytest", "ruff==0.17.*", "selenium"],
+    # selenium drives the Debian archive's chromium + chromium-driver in tests/test_page_browser.py;
+    # pytest-xdist runs the tests on every core (`make test`: -n auto).
+    "test": ["pytest", "pytest-xdist", "ruff==0.17.*", "selenium"],
 }
 
 setuptools.setup(
