@@ -22,6 +22,9 @@ ssl_retrieval.blend`; `probe_0.1/<name>/seedN`: Debian's with one flag of `PROBE
 - `temperature_blend.jsonl`: the same with `--temperature=0.1` and without.
 - `tfidf_first_blend.jsonl`: the same with a TF-IDF weight of 50 in the blend's grid and
   without.
+- `tfidf_first_test.jsonl`: on test, each `cw50_<fraction>/seedN` model's Recall@K by slice
+  beside today's defaults' (its `metrics.json`; where its blends are today's, it was not
+  evaluated again: `"same_blends": true` and today's numbers).
 - `budget_blend.jsonl`: the same for Debian's fixed budgets and probes beside its early-stopped
   model.
 """
@@ -86,6 +89,32 @@ def variant_beside_recipe(runs: str, prefix: str, variant: str):
                 for name, blend in blends.items():
                     key = {"dataset": dataset, "fraction": fraction, "seed": seed}
                     yield from _blend_rows({**key, "variant": name}, blend)
+
+
+def variant_test_beside_recipe(runs: str, prefix: str, variant: str):
+    """Test Recall@K of `<prefix>_<fraction>/seedN` (its blend chosen again) and of today's
+    defaults on the same seed; a variant whose blends are today's has today's numbers."""
+    for dataset in ("debian", "synthetic", "linked", "linked_both"):
+        for fraction in FRACTIONS:
+            for seed in SEEDS:
+                today = recipe_dir(runs, dataset, fraction, seed)
+                changed = os.path.join(
+                    runs, dataset, "models", f"{prefix}_{fraction}", f"seed{seed}"
+                )
+                blends = [_load(os.path.join(d, "blend.json")) for d in (today, changed)]
+                metrics = [_load(os.path.join(d, "metrics.json")) for d in (today, changed)]
+                if None in blends or metrics[0] is None:
+                    continue
+                same = blends[0]["blends"] == blends[1]["blends"]
+                if same:
+                    metrics[1] = metrics[0]
+                if metrics[1] is None:
+                    continue
+                for name, found in zip(("recipe", variant), metrics, strict=True):
+                    for k in KS:
+                        key = {"dataset": dataset, "fraction": fraction, "seed": seed, "k": k}
+                        extra = {"same_blends": same} if name == variant else {}
+                        yield {**key, "variant": name, **extra, **_slices(found["metrics"], k)}
 
 
 def _best_step(model_dir: str) -> int:
@@ -173,6 +202,10 @@ def main():
     _write(
         os.path.join(args.output_dir, "tfidf_first_blend.jsonl"),
         variant_beside_recipe(args.runs, "cw50", "content weight 50 in the grid"),
+    )
+    _write(
+        os.path.join(args.output_dir, "tfidf_first_test.jsonl"),
+        variant_test_beside_recipe(args.runs, "cw50", "content weight 50 in the grid"),
     )
     _write(os.path.join(args.output_dir, "budget_blend.jsonl"), budget(args.runs))
 
