@@ -116,7 +116,8 @@ def _walk(names, indices, scores, positions, bounds, sources, k):
     return merged, merged_scores, first_k(tf.concat(source_of, 1), -1)
 
 
-_compiled_walk = tf.function(_walk, reduce_retracing=True)
+# No autograph: the walk's loops are over Python lists, and autograph would re-read the source.
+_compiled_walk = tf.function(_walk, reduce_retracing=True, autograph=False)
 
 
 def _int64(value) -> tf.Tensor:
