@@ -101,7 +101,8 @@ def _walk(names, indices, scores, positions, bounds, sources, k):
     keep = tf.pad(keep, [[0, 0], [0, k]])
     column = tf.range(tf.shape(keep, out_type=tf.int64)[1])
     rank = tf.where(keep, column, column + tf.shape(keep, out_type=tf.int64)[1])  # no ties
-    taken = tf.math.top_k(-rank, k=tf.cast(k, tf.int32), sorted=True).indices
+    size = k if isinstance(k, int) else tf.cast(k, tf.int32)  # an int keeps the shape [Q, k]
+    taken = tf.math.top_k(-rank, k=size, sorted=True).indices
     listed = tf.gather(keep, taken, batch_dims=1)
 
     def first_k(values, padding):
