@@ -65,9 +65,7 @@ def main():
     scorer = retrieve.scorer(corpus, rankings)
     topk.top_k_many(scorer, queries[:8], n, 50)  # warm-up: tf.function tracing, not timed
 
-    start = time.perf_counter()
-    together = topk.top_k_many(scorer, queries, n, 50)
-    one_pass = time.perf_counter() - start
+    together, one_pass = timed(lambda: topk.top_k_many(scorer, queries, n, 50))
     emit(
         figure="blend_rankings",
         method="one_pass",
@@ -75,11 +73,12 @@ def main():
         rankings=len(rankings),
     )
 
-    start = time.perf_counter()
-    apart = {}
-    for name, ranking in rankings.items():
-        apart[name] = retrieve.top_lists(corpus, {name: ranking}, queries, 50)[name]
-    per_ranking = time.perf_counter() - start
+    apart, per_ranking = timed(
+        lambda: {
+            name: retrieve.top_lists(corpus, {name: ranking}, queries, 50)[name]
+            for name, ranking in rankings.items()
+        }
+    )
     emit(figure="blend_rankings", method="pass_per_ranking", seconds=round(per_ranking, 2))
 
     same = all(np.array_equal(together[r][0], apart[r][0]) for r in rankings)
@@ -102,43 +101,35 @@ def main():
     def lists(p, s):
         return merge.Lists({"popular": together[p][0], "similar": together[s][0]})
 
-    start = time.perf_counter()
-    fresh = [
-        lists(p, s).merge(b.segments(50), 50).indices.numpy() for p, s in pairs for b in blends
-    ]
-    fresh_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    shared = []
-    for p, s in pairs:
-        pair = lists(p, s)
-        shared += [pair.merge(b.segments(50), 50).indices.numpy() for b in blends]
-    shared_seconds = time.perf_counter() - start
+    def merged(ks=(50,)):
+        """The grid's lists of each k, one `merge.Lists` per pair."""
+        out = []
+        for p, s in pairs:
+            pair = lists(p, s)
+            out += [pair.merge(b.segments(k), k).indices.numpy() for b in blends for k in ks]
+        return out
+
+    fresh, fresh_seconds = timed(
+        lambda: [
+            lists(p, s).merge(b.segments(50), 50).indices.numpy() for p, s in pairs for b in blends
+        ]
+    )
+    shared, shared_seconds = timed(merged)
     emit(
         figure="grid_merges",
         merges=len(fresh),
         merge_seconds=round(fresh_seconds, 2),
         merger_seconds=round(shared_seconds, 2),
         speedup=round(fresh_seconds / shared_seconds, 2),
-        same_lists=all(np.array_equal(a, b) for a, b in zip(fresh, shared, strict=True)),
+        same_lists=same_lists(fresh, shared),
     )
 
     # The walk op by op against as one graph per sequence of rankings (traced before timing).
-    def merge_all():
-        out = []
-        for p, s in pairs:
-            pair = lists(p, s)
-            out += [pair.merge(b.segments(k), k).indices.numpy() for b in blends for k in (10, 50)]
-        return out
-
-    merge_all()
-    start = time.perf_counter()
-    graph = merge_all()
-    graph_seconds = time.perf_counter() - start
+    merged((10, 50))
+    graph, graph_seconds = timed(lambda: merged((10, 50)))
     compiled, merge._compiled_walk = merge._compiled_walk, merge._walk
     try:
-        start = time.perf_counter()
-        eager = merge_all()
-        eager_seconds = time.perf_counter() - start
+        eager, eager_seconds = timed(lambda: merged((10, 50)))
     finally:
         merge._compiled_walk = compiled
     emit(
@@ -147,8 +138,19 @@ def main():
         eager_seconds=round(eager_seconds, 2),
         graph_seconds=round(graph_seconds, 2),
         speedup=round(eager_seconds / graph_seconds, 2),
-        same_lists=all(np.array_equal(a, b) for a, b in zip(eager, graph, strict=True)),
+        same_lists=same_lists(eager, graph),
     )
+
+
+def timed(run):
+    """(what `run()` returns, its wall-clock seconds)."""
+    start = time.perf_counter()
+    out = run()
+    return out, time.perf_counter() - start
+
+
+def same_lists(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ SLICES = ("all", "head", "tail", "cold")
 SEEDS = range(1, 6)
 KS = (10, 50)
 FRACTIONS = ("1.0", "0.1", "0.01")
+TFIDF_FIRST = "content weight 50 in the grid"
+# The variants' records keep the order their first file was written in.
+VARIANT_DATASETS = ("debian", "synthetic", "linked", "linked_both")
 
 
 def recipe_dir(runs: str, dataset: str, fraction: str, seed: int) -> str:
@@ -76,7 +79,7 @@ def todays_defaults(runs: str):
 def variant_beside_recipe(runs: str, prefix: str, variant: str):
     """The blends of `<prefix>_<fraction>/seedN` (one flag added to the recipe's training or
     blend choice) and of today's defaults on the same seed, for every seed that has both."""
-    for dataset in ("debian", "synthetic", "linked", "linked_both"):
+    for dataset in VARIANT_DATASETS:
         for fraction in FRACTIONS:
             for seed in SEEDS:
                 changed = os.path.join(
@@ -94,7 +97,7 @@ def variant_beside_recipe(runs: str, prefix: str, variant: str):
 def variant_test_beside_recipe(runs: str, prefix: str, variant: str):
     """Test Recall@K of `<prefix>_<fraction>/seedN` (its blend chosen again) and of today's
     defaults on the same seed; a variant whose blends are today's has today's numbers."""
-    for dataset in ("debian", "synthetic", "linked", "linked_both"):
+    for dataset in VARIANT_DATASETS:
         for fraction in FRACTIONS:
             for seed in SEEDS:
                 today = recipe_dir(runs, dataset, fraction, seed)
@@ -190,24 +193,17 @@ def main():
     parser.add_argument("--runs", default="runs", help="the dir holding <dataset>/models/")
     parser.add_argument("--output_dir", default="results/head_frontier", help="where to write")
     args = parser.parse_args()
-    _write(os.path.join(args.output_dir, "todays_defaults_test.jsonl"), todays_defaults(args.runs))
-    _write(
-        os.path.join(args.output_dir, "mixed_negatives_blend.jsonl"),
-        variant_beside_recipe(args.runs, "mixneg", "mixed_negatives"),
-    )
-    _write(
-        os.path.join(args.output_dir, "temperature_blend.jsonl"),
-        variant_beside_recipe(args.runs, "temp0.1", "temperature 0.1"),
-    )
-    _write(
-        os.path.join(args.output_dir, "tfidf_first_blend.jsonl"),
-        variant_beside_recipe(args.runs, "cw50", "content weight 50 in the grid"),
-    )
-    _write(
-        os.path.join(args.output_dir, "tfidf_first_test.jsonl"),
-        variant_test_beside_recipe(args.runs, "cw50", "content weight 50 in the grid"),
-    )
-    _write(os.path.join(args.output_dir, "budget_blend.jsonl"), budget(args.runs))
+    runs = args.runs
+    outputs = {
+        "todays_defaults_test.jsonl": todays_defaults(runs),
+        "mixed_negatives_blend.jsonl": variant_beside_recipe(runs, "mixneg", "mixed_negatives"),
+        "temperature_blend.jsonl": variant_beside_recipe(runs, "temp0.1", "temperature 0.1"),
+        "tfidf_first_blend.jsonl": variant_beside_recipe(runs, "cw50", TFIDF_FIRST),
+        "tfidf_first_test.jsonl": variant_test_beside_recipe(runs, "cw50", TFIDF_FIRST),
+        "budget_blend.jsonl": budget(runs),
+    }
+    for name, rows in outputs.items():
+        _write(os.path.join(args.output_dir, name), rows)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import os
 
 from absl import flags
 
-from ssl_retrieval import cli, methods
+from ssl_retrieval import cli, data_dir, methods
 from ssl_retrieval import config as config_lib
 from ssl_retrieval.ranking.config import BlendConfig
 
@@ -61,33 +61,33 @@ _IDENTITY_STATS = (
     "num_cold_items",
     "files",
 )
-_CANDIDATE_COUNTS = os.path.join("stats", "candidate_counts.tsv")
 TRAIN_MODULE = "ssl_retrieval.train"
 _NONE = object()  # a field without a neutral value: equal to none of its values
 
 
-def data_fingerprint(data_dir: str) -> str:
-    """A short hash of what identifies the data dir (`_IDENTITY_STATS`, per-candidate training
+def data_fingerprint(directory: str) -> str:
+    """A short hash of what identifies a data dir (`_IDENTITY_STATS`, per-candidate training
     counts); "missing" for a dir without them (its runs fail on their own, nothing matches them).
     The statistics are hashed as stats.json wrote them then, so older records keep their keys."""
     try:
-        with open(os.path.join(data_dir, "stats.json"), "rb") as f:
+        with open(os.path.join(directory, data_dir.STATS), "rb") as f:
             stats = json.loads(f.read())
-        with open(os.path.join(data_dir, _CANDIDATE_COUNTS), "rb") as f:
+        with open(os.path.join(directory, data_dir.CANDIDATE_COUNTS), "rb") as f:
             candidate_counts = f.read()
     except (OSError, ValueError):  # no statistics, or not JSON
         return "missing"
     identity = {name: stats[name] for name in _IDENTITY_STATS if name in stats}
     digest = hashlib.sha256()
-    digest.update(b"stats.json\0" + (json.dumps(identity, indent=2) + "\n").encode())
-    digest.update(_CANDIDATE_COUNTS.encode() + b"\0" + candidate_counts)
+    statistics = (json.dumps(identity, indent=2) + "\n").encode()
+    digest.update(data_dir.STATS.encode() + b"\0" + statistics)
+    digest.update(data_dir.CANDIDATE_COUNTS.encode() + b"\0" + candidate_counts)
     return digest.hexdigest()[:16]
 
 
-def train_pairs(data_dir: str) -> int | None:
+def train_pairs(directory: str) -> int | None:
     """The data dir's number of training pairs (None without its statistics)."""
     try:
-        with open(os.path.join(data_dir, "stats.json")) as f:
+        with open(os.path.join(directory, data_dir.STATS)) as f:
             return json.load(f)["num_train_pairs"]
     except (OSError, KeyError, ValueError):
         return None

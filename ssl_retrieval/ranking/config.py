@@ -20,7 +20,7 @@ OBJECTIVES = ("references", "slices", "floor")
 # degree's (1 min 23 s for both list sizes on Debian). A content weight of 50 (TF-IDF first in
 # the similar slots, the cosine breaking ties) makes it 2,052: where the model has hardly learned
 # (`linked` at 1% of the pairs) validation Recall@50 rose 0.160-0.169 -> 0.203-0.209, elsewhere
-# the choice was the same or up to 0.003 better (results/head_frontier, "TF-IDF first").
+# the objective was the same or up to 0.009 better (results/head_frontier, "TF-IDF first").
 DEFAULT_KS = (10, 50)
 DEFAULT_BETAS = (0.0, 0.03, 0.08, 0.12)
 DEFAULT_CONTENT_WEIGHTS = (0.0, 1.0, 2.0, 50.0)

@@ -73,10 +73,11 @@ class Lists:
         sources = tf.constant([self.names.index(n) for n in names], tf.int32)
         # Eagerly (choosing a blend merges the same lists hundreds of times) the walk runs as
         # one graph per sequence of rankings; in a graph (the export) it is inlined as it is.
-        walk = _compiled_walk if tf.executing_eagerly() else _walk
-        if tf.executing_eagerly():
-            k = _int64(k)
-        return Merged(*walk(names, indices, scores, positions, bounds, sources, k), self.names)
+        if tf.executing_eagerly():  # k a tensor: one trace serves every list size
+            walked = _compiled_walk(names, indices, scores, positions, bounds, sources, _int64(k))
+        else:
+            walked = _walk(names, indices, scores, positions, bounds, sources, k)
+        return Merged(*walked, self.names)
 
 
 def _walk(names, indices, scores, positions, bounds, sources, k):
