@@ -110,6 +110,55 @@ def test_each_slice_s_positives_weigh_the_same():
     np.testing.assert_allclose(weights, [0.5, 0.5, 0.5, 0.5, 2.0, 2.0, 1.0, 1.0])
 
 
+def _listwise_loss(w, features, labels, queries, weights):
+    """The listwise fit's objective, query by query in plain numpy."""
+    loss = 0.5 * w @ w
+    for query in np.unique(queries):
+        rows = queries == query
+        s = features[rows] @ w
+        log_normaliser = np.log(np.exp(s - s.max()).sum()) + s.max()
+        loss += (weights[rows] * labels[rows] * (log_normaliser - s)).sum()
+    return loss
+
+
+def test_the_listwise_fit_minimises_each_query_s_softmax_loss():
+    from scipy import optimize
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 4))
+    queries = rng.integers(0, 20, 300)
+    labels = np.zeros(300, bool)
+    for query in range(20):  # one positive per query, drawn by a known score
+        rows = np.flatnonzero(queries == query)
+        labels[
+            rows[np.argmax(features[rows] @ [2.0, -1.0, 0.0, 0.5] + rng.gumbel(size=len(rows)))]
+        ] = True
+    weights = rng.uniform(0.5, 2.0, 300)
+    found = fusion.fit_listwise(features, labels, queries, weights)
+    args = (features, labels, queries, weights)
+    reference = optimize.minimize(
+        _listwise_loss,
+        np.zeros(4),
+        args=args,
+        method="Nelder-Mead",
+        options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 20000},
+    )
+    np.testing.assert_allclose(found, reference.x, atol=1e-3)
+    assert _listwise_loss(found, *args) <= reference.fun + 1e-6
+    # What every candidate of a query shares (a constant column) cannot order them: weight 0.
+    shared = np.column_stack([features, queries.astype(float)])
+    with_shared = fusion.fit_listwise(shared, labels, queries, weights)
+    np.testing.assert_allclose(with_shared[:4], found, atol=1e-4)
+    assert abs(with_shared[4]) < 1e-4
+    # The order of the rows does not matter.
+    order = rng.permutation(300)
+    np.testing.assert_allclose(
+        fusion.fit_listwise(features[order], labels[order], queries[order], weights[order]),
+        found,
+        atol=1e-6,
+    )
+
+
 def test_folds_split_the_queries_evenly_and_alike_every_time():
     fold_of = fusion.folds(np.arange(11))
     assert sorted(np.bincount(fold_of)) == [5, 6]
@@ -302,6 +351,27 @@ def test_head_shares_fit_each_fused_ranking_once_more_with_the_head_weighed_up(t
     assert sum(t["fused"] for t in trials) == 2 * fused
     with pytest.raises(ValueError, match="blend_fusion_head_shares"):
         dataclasses.replace(plain, blend_fusion_head_shares=(0.0,)).validate()
+
+
+def test_the_listwise_loss_fits_every_fused_ranking_by_each_query_s_softmax(tmp_path):
+    data_dir, data, new_corpus = _choice_inputs(tmp_path)
+    plain = _only_the_first_fit()
+    corpus = new_corpus()
+    listwise = dataclasses.replace(plain, blend_fusion_loss="listwise")
+    chosen = blend_choice.choose(corpus, data, listwise, data_dir)
+    queries = np.unique(data.eval_query)
+    top = retrieve.top_lists(corpus, fusion.CANDIDATES, queries, fusion.FIT_DEPTH)
+    candidates = np.concatenate([top[name][0] for name in fusion.CANDIDATES], axis=1)
+    pairs = fusion.Pairs.of(corpus, data, candidates, queries, paths=False)
+    np.testing.assert_allclose(
+        chosen["fusion"]["weights"], fusion.fit(pairs, loss="listwise"), rtol=1e-6
+    )
+    assert chosen["fusion"]["weights"] != list(fusion.fit(pairs))
+    assert chosen["options"]["blend_fusion_loss"] == "listwise"
+    with pytest.raises(ValueError, match="blend_fusion_loss"):
+        dataclasses.replace(plain, blend_fusion_loss="pairwise").validate()
+    with pytest.raises(ValueError, match="unknown fusion loss"):
+        fusion.fit(pairs, loss="pairwise")
 
 
 def test_a_blend_chosen_before_an_option_existed_is_current_at_its_neutral_value(tmp_path):

@@ -278,9 +278,10 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
             if head_share != 1:
                 fits = fit.setdefault("head_shares", {}).setdefault(f"{head_share:g}", {})
             for name, terms in variants.items():
-                weights = fusion.fit(pairs, *terms, shares=shares)
+                loss = config.blend_fusion_loss
+                weights = fusion.fit(pairs, *terms, shares=shares, loss=loss)
                 per_fold[scores.fused(weights)] = fusion.fit_out_of_fold(
-                    pairs, queries, fold_of, *terms, shares=shares
+                    pairs, queries, fold_of, *terms, shares=shares, loss=loss
                 )
                 fusions.append(weights)
                 fits[name] = list(weights)

@@ -8,6 +8,7 @@ import dataclasses
 from ssl_retrieval.cli import option
 
 OBJECTIVES = ("references", "slices", "floor")
+FUSION_LOSSES = ("pointwise", "listwise")
 # The defaults were chosen on the validation splits of Debian, the linked source (links once and
 # in both directions) and the synthetic one (docs/evaluation.md, "The blend of rankings"): a blend
 # for the ten items a person reads and one for lists of 50, by the mean Recall@K over slices,
@@ -159,6 +160,20 @@ class BlendConfig:
         "validation; results/head_frontier).",
         neutral=(1.0,),
     )
+    blend_fusion_loss: str = option(
+        "pointwise",
+        "How each fused ranking's weights are fit on the validation pairs (ranking/fusion.py): "
+        "pointwise = logistic regression over every (query, candidate) pair, each labelled on its "
+        "own; listwise = a softmax over each query's candidates, so a weight is judged by how "
+        "it orders one query's candidates and never by how one query's scores compare with "
+        "another's (what a list is made of). Not the default: on validation (today's models, "
+        "two seeds per dataset) listwise lifted the lists of ten at 100% of the pairs on every "
+        "dataset (+0.001 to +0.007) and the lists of 50 on three of four, but left linked both "
+        "ways' at -0.0002 and was level or mixed at 10% (synthetic's lists of 50 -0.004); "
+        "results/head_frontier.",
+        enum=FUSION_LOSSES,
+        neutral="pointwise",
+    )
     blend_objective: str = option(
         "slices",
         "How the blend is chosen on validation: slices = the best mean Recall@K over the "
@@ -208,6 +223,8 @@ class BlendConfig:
             raise ValueError(f"--blend_floor must be in (0, 1], got {self.blend_floor}")
         if self.blend_objective not in OBJECTIVES:
             raise ValueError(f"--blend_objective must be one of {list(OBJECTIVES)}")
+        if self.blend_fusion_loss not in FUSION_LOSSES:
+            raise ValueError(f"--blend_fusion_loss must be one of {list(FUSION_LOSSES)}")
         return self
 
     def options(self) -> dict:
