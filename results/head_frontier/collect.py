@@ -25,6 +25,9 @@ ssl_retrieval.blend`; `probe_0.1/<name>/seedN`: Debian's with one flag of `PROBE
 - `tfidf_first_test.jsonl`: on test, each `cw50_<fraction>/seedN` model's Recall@K by slice
   beside today's defaults' (its `metrics.json`; where its blends are today's, it was not
   evaluated again: `"same_blends": true` and today's numbers).
+- `listwise_blend.jsonl`, `listwise_test.jsonl`: the same for `lw_<fraction>/seedN`, today's
+  model with its blend chosen again with `--blend_fusion_loss=listwise`, beside today's defaults
+  (`todays_dir`: the `cw50` copy where TF-IDF first changed the blends).
 - `budget_blend.jsonl`: the same for Debian's fixed budgets and probes beside its early-stopped
   model.
 """
@@ -41,6 +44,7 @@ SEEDS = range(1, 6)
 KS = (10, 50)
 FRACTIONS = ("1.0", "0.1", "0.01")
 TFIDF_FIRST = "content weight 50 in the grid"
+LISTWISE = "listwise fusion fit"
 # The variants' records keep the order their first file was written in.
 VARIANT_DATASETS = ("debian", "synthetic", "linked", "linked_both")
 
@@ -51,6 +55,17 @@ def recipe_dir(runs: str, dataset: str, fraction: str, seed: int) -> str:
         return os.path.join(runs, dataset, "models", f"recipe_{fraction}", f"seed{seed}")
     path = os.path.join(runs, dataset, "models", "recipe", f"seed{seed}")
     return f"{path}.qdeg" if os.path.exists(f"{path}.qdeg") else path
+
+
+def todays_dir(runs: str, dataset: str, fraction: str, seed: int) -> str:
+    """Today's defaults since TF-IDF first: the `cw50` copy where its blends changed (it holds
+    its own test metrics then), else the recipe's model (its blends are today's)."""
+    recipe = recipe_dir(runs, dataset, fraction, seed)
+    copy = os.path.join(runs, dataset, "models", f"cw50_{fraction}", f"seed{seed}")
+    blends = [_load(os.path.join(d, "blend.json")) for d in (recipe, copy)]
+    if None in blends or blends[0]["blends"] == blends[1]["blends"]:
+        return recipe
+    return copy
 
 
 def _load(path: str) -> dict | None:
@@ -76,16 +91,17 @@ def todays_defaults(runs: str):
                     yield {**key, **_slices(found["metrics"], k)}
 
 
-def variant_beside_recipe(runs: str, prefix: str, variant: str):
+def variant_beside_recipe(runs: str, prefix: str, variant: str, today=recipe_dir):
     """The blends of `<prefix>_<fraction>/seedN` (one flag added to the recipe's training or
-    blend choice) and of today's defaults on the same seed, for every seed that has both."""
+    blend choice) and of today's defaults (the model dir `today` names) on the same seed, for
+    every seed that has both."""
     for dataset in VARIANT_DATASETS:
         for fraction in FRACTIONS:
             for seed in SEEDS:
                 changed = os.path.join(
                     runs, dataset, "models", f"{prefix}_{fraction}", f"seed{seed}"
                 )
-                dirs = {"recipe": recipe_dir(runs, dataset, fraction, seed), variant: changed}
+                dirs = {"recipe": today(runs, dataset, fraction, seed), variant: changed}
                 blends = {v: _load(os.path.join(d, "blend.json")) for v, d in dirs.items()}
                 if None in blends.values():
                     continue
@@ -94,18 +110,18 @@ def variant_beside_recipe(runs: str, prefix: str, variant: str):
                     yield from _blend_rows({**key, "variant": name}, blend)
 
 
-def variant_test_beside_recipe(runs: str, prefix: str, variant: str):
+def variant_test_beside_recipe(runs: str, prefix: str, variant: str, today=recipe_dir):
     """Test Recall@K of `<prefix>_<fraction>/seedN` (its blend chosen again) and of today's
     defaults on the same seed; a variant whose blends are today's has today's numbers."""
     for dataset in VARIANT_DATASETS:
         for fraction in FRACTIONS:
             for seed in SEEDS:
-                today = recipe_dir(runs, dataset, fraction, seed)
+                todays = today(runs, dataset, fraction, seed)
                 changed = os.path.join(
                     runs, dataset, "models", f"{prefix}_{fraction}", f"seed{seed}"
                 )
-                blends = [_load(os.path.join(d, "blend.json")) for d in (today, changed)]
-                metrics = [_load(os.path.join(d, "metrics.json")) for d in (today, changed)]
+                blends = [_load(os.path.join(d, "blend.json")) for d in (todays, changed)]
+                metrics = [_load(os.path.join(d, "metrics.json")) for d in (todays, changed)]
                 if None in blends or metrics[0] is None:
                     continue
                 same = blends[0]["blends"] == blends[1]["blends"]
@@ -200,6 +216,8 @@ def main():
         "temperature_blend.jsonl": variant_beside_recipe(runs, "temp0.1", "temperature 0.1"),
         "tfidf_first_blend.jsonl": variant_beside_recipe(runs, "cw50", TFIDF_FIRST),
         "tfidf_first_test.jsonl": variant_test_beside_recipe(runs, "cw50", TFIDF_FIRST),
+        "listwise_blend.jsonl": variant_beside_recipe(runs, "lw", LISTWISE, todays_dir),
+        "listwise_test.jsonl": variant_test_beside_recipe(runs, "lw", LISTWISE, todays_dir),
         "budget_blend.jsonl": budget(runs),
     }
     for name, rows in outputs.items():
