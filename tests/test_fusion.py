@@ -150,6 +150,9 @@ def test_the_listwise_fit_minimises_each_query_s_softmax_loss():
     with_shared = fusion.fit_listwise(shared, labels, queries, weights)
     np.testing.assert_allclose(with_shared[:4], found, atol=1e-4)
     assert abs(with_shared[4]) < 1e-4
+    # Without a single positive nothing is fit.
+    none = np.zeros(300, bool)
+    np.testing.assert_array_equal(fusion.fit_listwise(features, none, queries, weights), 0.0)
     # The order of the rows does not matter.
     order = rng.permutation(300)
     np.testing.assert_allclose(

@@ -271,6 +271,7 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
         fit = {"features": list(scores.FEATURES), "out_of_fold": True}
         fold_of = fusion.folds(queries)
         per_fold = {}  # fused ranking -> the weights of each fold's fit without its queries
+        loss = config.blend_fusion_loss
         for head_share in sorted(set(config.blend_fusion_head_shares)):
             # Each variant once per weight of the head's positives (1: every slice alike).
             shares = (head_share, 1.0, 1.0)
@@ -278,7 +279,6 @@ def choose(corpus: retrieve.Corpus, data, config: BlendConfig, data_dir) -> dict
             if head_share != 1:
                 fits = fit.setdefault("head_shares", {}).setdefault(f"{head_share:g}", {})
             for name, terms in variants.items():
-                loss = config.blend_fusion_loss
                 weights = fusion.fit(pairs, *terms, shares=shares, loss=loss)
                 per_fold[scores.fused(weights)] = fusion.fit_out_of_fold(
                     pairs, queries, fold_of, *terms, shares=shares, loss=loss

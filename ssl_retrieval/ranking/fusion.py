@@ -266,6 +266,8 @@ def fit_listwise(
     passes over the pairs (700,000 of them on Debian)."""
     from scipy import optimize  # noqa: PLC0415  (only when fitting)
 
+    if not np.any(labels):
+        return np.zeros(features.shape[1])  # no query has a positive: nothing to order by
     order = np.argsort(queries, kind="stable")
     x, y = features[order].astype(np.float64), labels[order].astype(np.float64)
     positive_weight = weights[order] * y
@@ -296,8 +298,6 @@ def fit_listwise(
         spread = (x * (np.repeat(group_weight, sizes) * p)[:, np.newaxis]).T @ x
         return spread - (mean * group_weight[:, np.newaxis]).T @ mean + np.eye(x.shape[1])
 
-    if not len(x):
-        return np.zeros(features.shape[1])
     found = optimize.minimize(
         loss_and_gradient,
         np.zeros(x.shape[1]),
