@@ -91,49 +91,51 @@ def todays_defaults(runs: str):
                     yield {**key, **_slices(found["metrics"], k)}
 
 
+def _variant_seeds(runs: str, prefix: str, today):
+    """(key, today's model dir, the variant's) for every dataset, fraction and seed, in the
+    records' order; `today` names today's model dir (`recipe_dir` or `todays_dir`)."""
+    for dataset in VARIANT_DATASETS:
+        for fraction in FRACTIONS:
+            for seed in SEEDS:
+                key = {"dataset": dataset, "fraction": fraction, "seed": seed}
+                changed = os.path.join(
+                    runs, dataset, "models", f"{prefix}_{fraction}", f"seed{seed}"
+                )
+                yield key, today(runs, dataset, fraction, seed), changed
+
+
 def variant_beside_recipe(runs: str, prefix: str, variant: str, today=recipe_dir):
     """The blends of `<prefix>_<fraction>/seedN` (one flag added to the recipe's training or
     blend choice) and of today's defaults (the model dir `today` names) on the same seed, for
     every seed that has both."""
-    for dataset in VARIANT_DATASETS:
-        for fraction in FRACTIONS:
-            for seed in SEEDS:
-                changed = os.path.join(
-                    runs, dataset, "models", f"{prefix}_{fraction}", f"seed{seed}"
-                )
-                dirs = {"recipe": today(runs, dataset, fraction, seed), variant: changed}
-                blends = {v: _load(os.path.join(d, "blend.json")) for v, d in dirs.items()}
-                if None in blends.values():
-                    continue
-                for name, blend in blends.items():
-                    key = {"dataset": dataset, "fraction": fraction, "seed": seed}
-                    yield from _blend_rows({**key, "variant": name}, blend)
+    for key, todays, changed in _variant_seeds(runs, prefix, today):
+        blends = {
+            v: _load(os.path.join(d, "blend.json"))
+            for v, d in (("recipe", todays), (variant, changed))
+        }
+        if None in blends.values():
+            continue
+        for name, blend in blends.items():
+            yield from _blend_rows({**key, "variant": name}, blend)
 
 
 def variant_test_beside_recipe(runs: str, prefix: str, variant: str, today=recipe_dir):
     """Test Recall@K of `<prefix>_<fraction>/seedN` (its blend chosen again) and of today's
     defaults on the same seed; a variant whose blends are today's has today's numbers."""
-    for dataset in VARIANT_DATASETS:
-        for fraction in FRACTIONS:
-            for seed in SEEDS:
-                todays = today(runs, dataset, fraction, seed)
-                changed = os.path.join(
-                    runs, dataset, "models", f"{prefix}_{fraction}", f"seed{seed}"
-                )
-                blends = [_load(os.path.join(d, "blend.json")) for d in (todays, changed)]
-                metrics = [_load(os.path.join(d, "metrics.json")) for d in (todays, changed)]
-                if None in blends or metrics[0] is None:
-                    continue
-                same = blends[0]["blends"] == blends[1]["blends"]
-                if same:
-                    metrics[1] = metrics[0]
-                if metrics[1] is None:
-                    continue
-                for name, found in zip(("recipe", variant), metrics, strict=True):
-                    for k in KS:
-                        key = {"dataset": dataset, "fraction": fraction, "seed": seed, "k": k}
-                        extra = {"same_blends": same} if name == variant else {}
-                        yield {**key, "variant": name, **extra, **_slices(found["metrics"], k)}
+    for key, todays, changed in _variant_seeds(runs, prefix, today):
+        blends = [_load(os.path.join(d, "blend.json")) for d in (todays, changed)]
+        metrics = [_load(os.path.join(d, "metrics.json")) for d in (todays, changed)]
+        if None in blends or metrics[0] is None:
+            continue
+        same = blends[0]["blends"] == blends[1]["blends"]
+        if same:
+            metrics[1] = metrics[0]
+        if metrics[1] is None:
+            continue
+        for name, found in zip(("recipe", variant), metrics, strict=True):
+            for k in KS:
+                extra = {"same_blends": same} if name == variant else {}
+                yield {**key, "k": k, "variant": name, **extra, **_slices(found["metrics"], k)}
 
 
 def _best_step(model_dir: str) -> int:
